@@ -1,0 +1,274 @@
+// pybind11 bindings: the only file of the core that knows Python. It checks arrays (Release builds
+// turn Eigen's asserts off, so nothing unchecked reaches a kernel), picks the dtype, releases the
+// GIL around the numerical work and maps C++ exceptions to ValueError / FloatingPointError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <Eigen/Core>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "engine.h"
+
+namespace py = pybind11;
+using namespace tbptt;
+
+#define TBPTT_STR2(x) #x
+#define TBPTT_STR(x) TBPTT_STR2(x)
+#define TBPTT_MODULE_NAME(isa) TBPTT_CONCAT(_core_, isa)
+#define TBPTT_CONCAT(a, b) TBPTT_CONCAT2(a, b)
+#define TBPTT_CONCAT2(a, b) a##b
+
+namespace {
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style>;
+
+std::string shape_of(const py::array& a) {
+    std::ostringstream s;
+    s << "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) s << (d ? ", " : "") << a.shape(d);
+    s << (a.ndim() == 1 ? ",)" : ")");
+    return s.str();
+}
+
+void expect_shape(const char* name, const py::array& a, std::initializer_list<py::ssize_t> shape) {
+    bool ok = a.ndim() == py::ssize_t(shape.size());
+    py::ssize_t d = 0;
+    for (py::ssize_t n : shape) ok = ok && a.shape(d++) == n;
+    if (!ok) {
+        std::ostringstream s;
+        s << name << " has shape " << shape_of(a) << ", expected (";
+        d = 0;
+        for (py::ssize_t n : shape) s << (d++ ? ", " : "") << n;
+        s << ")";
+        throw py::value_error(s.str());
+    }
+}
+
+template <typename A>
+auto data_of(const std::optional<A>& a) -> decltype(a->data()) {
+    return a ? a->data() : nullptr;
+}
+
+OptimizerConfig optimizer_from(const py::dict& d) {
+    OptimizerConfig o;
+    const std::string name = py::str(d["name"]);
+    o.lr = py::float_(d["lr"]);
+    if (name == "sgd") {
+        o.kind = OptimizerConfig::Kind::sgd;
+        o.momentum = py::float_(d["momentum"]);
+    } else if (name == "adam") {
+        o.kind = OptimizerConfig::Kind::adam;
+        py::sequence betas = d["betas"];
+        o.beta1 = py::float_(betas[0]);
+        o.beta2 = py::float_(betas[1]);
+        o.eps = py::float_(d["eps"]);
+    } else {
+        throw py::value_error("optimizer name must be 'sgd' or 'adam', got '" + name + "'");
+    }
+    return o;
+}
+
+// The engine and the parameter array it updates in place (kept alive here).
+template <typename T>
+struct PyEngine {
+    CArray<T> params;
+    std::unique_ptr<Engine<T>> engine;
+
+    PyEngine(CArray<T> params_, int I, int H, int O, int L, int k1, int k2, const std::string& loss,
+             const py::dict& optimizer, std::optional<double> clip_norm)
+        : params(std::move(params_)) {
+        EngineConfig c;
+        c.shape = {I, H, O, L};
+        c.k1 = k1;
+        c.k2 = k2;
+        if (loss != "mse" && loss != "cross_entropy")
+            throw py::value_error("loss must be 'mse' or 'cross_entropy', got '" + loss + "'");
+        c.loss = loss == "mse" ? Loss::mse : Loss::cross_entropy;
+        c.optimizer = optimizer_from(optimizer);
+        c.clip_norm = clip_norm.value_or(0.0);
+        if (I < 1 || H < 1 || O < 1 || L < 1) throw py::value_error("sizes must be >= 1");
+        expect_shape("params", params, {py::ssize_t(c.shape.num_params())});
+        if (!params.writeable()) throw py::value_error("params must be writeable");
+        engine = std::make_unique<Engine<T>>(c, params.mutable_data());
+    }
+
+    py::list train(const py::array& x, bool tokens, const py::array& y,
+                   std::optional<CArray<T>> mask, std::optional<CArray<uint8_t>> resets) {
+        const ModelShape& m = engine->shape();
+        if (x.ndim() < 2) throw py::value_error("x must have shape (T, B, ...)");
+        const py::ssize_t T_ = x.shape(0), B = x.shape(1);
+        if (engine->num_streams() && B != engine->num_streams())
+            throw py::value_error("x.shape[1] (B) changed between calls");
+        CArray<int64_t> ids, labels;
+        CArray<T> features, targets;
+        if (tokens) {
+            ids = CArray<int64_t>::ensure(x);
+            if (!ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
+            expect_shape("x", ids, {T_, B});
+            for (py::ssize_t i = 0; i < ids.size(); ++i)
+                if (ids.data()[i] < 0 || ids.data()[i] >= m.I) throw py::value_error("x: token id out of range");
+        } else {
+            features = CArray<T>::ensure(x);
+            if (!features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
+            expect_shape("x", features, {T_, B, m.I});
+        }
+        const bool mse = engine->shape().O > 0 && y.ndim() == 3;
+        if (mse) {
+            targets = CArray<T>::ensure(y);
+            if (!targets) throw py::type_error("y must be a C-contiguous array of the model's dtype");
+            expect_shape("y", targets, {T_, B, m.O});
+        } else {
+            labels = CArray<int64_t>::ensure(y);
+            if (!labels) throw py::type_error("y must be a C-contiguous int64 array of class ids");
+            expect_shape("y", labels, {T_, B});
+            for (py::ssize_t i = 0; i < labels.size(); ++i)
+                if (labels.data()[i] < 0 || labels.data()[i] >= m.O) throw py::value_error("y: class id out of range");
+        }
+        if (mask) expect_shape("mask", *mask, {T_, B});
+        if (resets) expect_shape("resets", *resets, {T_, B});
+        std::vector<double> losses;
+        {
+            py::gil_scoped_release release;
+            engine->train(T_, int(B), tokens ? nullptr : features.data(), tokens ? ids.data() : nullptr,
+                          mse ? targets.data() : nullptr, mse ? nullptr : labels.data(),
+                          data_of(mask), data_of(resets), &losses);
+        }
+        return py::cast(losses);
+    }
+
+    std::optional<double> flush() {
+        double loss;
+        bool made;
+        {
+            py::gil_scoped_release release;
+            made = engine->flush(&loss);
+        }
+        if (!made) return std::nullopt;
+        return loss;
+    }
+
+    py::object state() const {
+        const int B = engine->num_streams();
+        if (B == 0) return py::none();
+        const ModelShape& m = engine->shape();
+        CArray<T> h({m.L, B, m.H}), c({m.L, B, m.H});
+        engine->state(h.mutable_data(), c.mutable_data());
+        return py::make_tuple(h, c);
+    }
+
+    CArray<T> gradient() const {
+        const std::vector<T>& g = engine->gradient();
+        CArray<T> out(py::ssize_t(g.size()));
+        std::copy(g.begin(), g.end(), out.mutable_data());
+        return out;
+    }
+};
+
+template <typename T>
+void bind_engine(py::module_& m, const char* name) {
+    py::class_<PyEngine<T>>(m, name)
+        .def(py::init<CArray<T>, int, int, int, int, int, int, const std::string&, const py::dict&,
+                      std::optional<double>>(),
+             py::arg("params"), py::arg("input_size"), py::arg("hidden_size"),
+             py::arg("output_size"), py::arg("num_layers"), py::arg("k1"), py::arg("k2"),
+             py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"))
+        .def("train", &PyEngine<T>::train, py::arg("x"), py::arg("tokens"), py::arg("y"),
+             py::arg("mask").none(true), py::arg("resets").none(true))
+        .def("flush", &PyEngine<T>::flush)
+        .def("reset_state", [](PyEngine<T>& e) { e.engine->reset_state(); })
+        .def("set_lr", [](PyEngine<T>& e, double lr) { e.engine->set_lr(lr); })
+        .def("state", &PyEngine<T>::state)
+        .def("gradient", &PyEngine<T>::gradient)
+        .def_property_readonly("pending_steps", [](const PyEngine<T>& e) { return e.engine->pending_steps(); })
+        .def_property_readonly("updates", [](const PyEngine<T>& e) { return e.engine->updates(); })
+        .def_property_readonly("steps", [](const PyEngine<T>& e) { return e.engine->steps(); });
+}
+
+template <typename T>
+py::tuple predict_impl(const CArray<T>& params, const ModelShape& m, const py::array& x, bool tokens,
+                       const CArray<T>& h0, const CArray<T>& c0) {
+    expect_shape("params", params, {py::ssize_t(m.num_params())});
+    const py::ssize_t T_ = x.shape(0), B = x.shape(1);
+    expect_shape("state h", h0, {m.L, B, m.H});
+    expect_shape("state c", c0, {m.L, B, m.H});
+    CArray<int64_t> ids;
+    CArray<T> features;
+    if (tokens) {
+        ids = CArray<int64_t>::ensure(x);
+        if (!ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
+        expect_shape("x", ids, {T_, B});
+        for (py::ssize_t i = 0; i < ids.size(); ++i)
+            if (ids.data()[i] < 0 || ids.data()[i] >= m.I) throw py::value_error("x: token id out of range");
+    } else {
+        features = CArray<T>::ensure(x);
+        if (!features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
+        expect_shape("x", features, {T_, B, m.I});
+    }
+    CArray<T> out({T_, B, py::ssize_t(m.O)}), h({m.L, int(B), m.H}), c({m.L, int(B), m.H});
+    if (T_ > 0 && B > 0) {
+        const T* x_ptr = tokens ? nullptr : features.data();
+        const int64_t* id_ptr = tokens ? ids.data() : nullptr;
+        T *o = out.mutable_data(), *hp = h.mutable_data(), *cp = c.mutable_data();
+        py::gil_scoped_release release;
+        predict<T>(m, params.data(), T_, int(B), x_ptr, id_ptr, h0.data(), c0.data(), o, hp, cp);
+    }
+    return py::make_tuple(out, h, c);
+}
+
+py::tuple predict_any(const py::array& params, int I, int H, int O, int L, const py::array& x,
+                      bool tokens, const py::array& h0, const py::array& c0) {
+    if (x.ndim() < 2) throw py::value_error("x must have shape (T, B, ...)");
+    const ModelShape m{I, H, O, L};
+    if (py::isinstance<py::array_t<float>>(params))
+        return predict_impl<float>(CArray<float>::ensure(params), m, x, tokens,
+                                   CArray<float>::ensure(h0), CArray<float>::ensure(c0));
+    if (py::isinstance<py::array_t<double>>(params))
+        return predict_impl<double>(CArray<double>::ensure(params), m, x, tokens,
+                                    CArray<double>::ensure(h0), CArray<double>::ensure(c0));
+    throw py::type_error("params must be float32 or float64");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
+    m.doc() = "tbptt's compiled engine (private; use the tbptt package)";
+    py::register_exception<Divergence>(m, "Divergence", PyExc_FloatingPointError);
+    py::register_exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
+    bind_engine<float>(m, "Engine32");
+    bind_engine<double>(m, "Engine64");
+    m.def("predict", &predict_any, py::arg("params"), py::arg("input_size"), py::arg("hidden_size"),
+          py::arg("output_size"), py::arg("num_layers"), py::arg("x"), py::arg("tokens"),
+          py::arg("h0"), py::arg("c0"));
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) throw py::value_error("n must be >= 1");
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#endif
+        Eigen::setNbThreads(n);
+    });
+    m.def("get_num_threads", []() { return Eigen::nbThreads(); });
+    m.def("build_info", []() {
+        py::dict info;
+        info["isa"] = TBPTT_STR(TBPTT_ISA_NAME);
+        info["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
+        info["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." +
+                                std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                                std::to_string(EIGEN_MINOR_VERSION);
+#ifdef _OPENMP
+        info["openmp"] = true;
+#else
+        info["openmp"] = false;
+#endif
+        info["compiler"] = __VERSION__;
+        return info;
+    });
+}

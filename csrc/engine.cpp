@@ -1,0 +1,337 @@
+// The TBPTT(k1, k2) engine (see engine.h for what it computes).
+//
+// Per call, steps are processed in runs: a run ends at the next update, the end of the call or the
+// end of the ring. A run's forward is layer by layer: the input projection of the whole run is one
+// product, then the recurrent steps. An update's backward walks its window from the newest step in
+// blocks of steps, each block layer by layer from the top; the weight gradients of a block are one
+// product each, so only dh_prev = dgates W_hh is done step by step.
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "tensor.h"
+
+namespace tbptt {
+
+int64_t ModelShape::layer_offset(int l) const {
+    const int64_t G = 4 * int64_t(H);
+    int64_t offset = 0;
+    for (int k = 0; k < l; ++k) offset += G * layer_input(k) + G * H + 2 * G;
+    return offset;
+}
+
+template <typename T>
+Engine<T>::Engine(const EngineConfig& config, T* params)
+    : config_(config),
+      params_(params),
+      grad_(config.shape.num_params(), T(0)),
+      optimizer_(config.optimizer, config.shape.num_params()) {
+    if (config.k1 < 1 || config.k2 < 1) throw InvalidArgument("k1 and k2 must be >= 1");
+}
+
+template <typename T>
+void Engine<T>::allocate(int B, bool tokens) {
+    const ModelShape& m = config_.shape;
+    const int k1 = config_.k1, k2 = config_.k2;
+    B_ = B;
+    tokens_ = tokens;
+    window_.allocate(std::max(k1, k2) + 1, B, m.I, m.H, m.L, tokens);
+    dy_.assign(size_t(k1) * B * m.O, T(0));
+    outputs_.assign(size_t(k1) * B * m.O, T(0));
+    // Blocks of about 256 rows keep the weight-gradient products efficient and the scratch small.
+    block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
+    const size_t rows = size_t(block_) * B;
+    dgates_.assign(rows * 4 * m.H, T(0));
+    dh_in_.assign(rows * m.H, T(0));
+    dx_.assign(rows * m.H, T(0));
+    h_prev_block_.assign(rows * m.H, T(0));
+    dh_rec_.assign(size_t(m.L) * B * m.H, T(0));
+    dc_rec_.assign(size_t(m.L) * B * m.H, T(0));
+    zeros_.assign(size_t(B) * m.H, T(0));
+    scratch_h_.assign(size_t(B) * m.H, T(0));
+    scratch_c_.assign(size_t(B) * m.H, T(0));
+    tanh_c_.assign(size_t(B) * m.H, T(0));
+}
+
+// The state entering step s: zeros at the start (or after a divergence), else the previous step's
+// with the streams reset at s zeroed.
+template <typename T>
+static const T* masked_prev(Window<T>& w, const T* prev, int64_t s, T* scratch, int H) {
+    if (!w.reset_in(s)) return prev;
+    const uint8_t* reset = w.resets_at(s);
+    for (int b = 0; b < w.B; ++b) {
+        T* row = scratch + size_t(b) * H;
+        if (reset[b])
+            std::fill(row, row + H, T(0));
+        else
+            std::copy(prev + size_t(b) * H, prev + size_t(b + 1) * H, row);
+    }
+    return scratch;
+}
+
+template <typename T>
+const T* Engine<T>::h_prev(int l, int64_t s, T* scratch) {
+    if (s == first_valid_) return zeros_.data();
+    return masked_prev(window_, window_.h_at(l, s - 1), s, scratch, config_.shape.H);
+}
+
+template <typename T>
+const T* Engine<T>::c_prev(int l, int64_t s, T* scratch) {
+    if (s == first_valid_) return zeros_.data();
+    return masked_prev(window_, window_.c_at(l, s - 1), s, scratch, config_.shape.H);
+}
+
+template <typename T>
+void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
+                        const uint8_t* resets) {
+    const ModelShape& m = config_.shape;
+    const int B = B_, H = m.H;
+    for (int j = 0; j < n; ++j) {
+        uint8_t* row = window_.resets_at(s0 + j);
+        if (resets)
+            std::copy(resets + size_t(j) * B, resets + size_t(j + 1) * B, row);
+        else
+            std::fill(row, row + B, uint8_t(0));
+        if (j == 0 && reset_next_) std::fill(row, row + B, uint8_t(1));
+        window_.any_reset[window_.slot(s0 + j)] = std::any_of(row, row + B, [](uint8_t r) { return r; });
+    }
+    reset_next_ = false;
+    if (tokens)
+        std::copy(tokens, tokens + size_t(n) * B, window_.ids_at(s0));
+    else
+        std::copy(x, x + size_t(n) * B * m.I, window_.x_at(s0));
+
+    for (int l = 0; l < m.L; ++l) {
+        const LayerWeights<T> w = m.weights<T>(params_, l);
+        const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
+        const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
+        lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, m.layer_input(l), H);
+        for (int64_t s = s0; s < s0 + n; ++s) {
+            lstm_step_forward(window_.gates_at(l, s), window_.c_at(l, s), window_.h_at(l, s),
+                              h_prev(l, s, scratch_h_.data()), c_prev(l, s, scratch_c_.data()),
+                              w.W_hh, B, H);
+        }
+    }
+}
+
+template <typename T>
+void Engine<T>::accumulate_loss(int64_t s0, int n, const T* targets, const int64_t* labels,
+                                const T* mask) {
+    const ModelShape& m = config_.shape;
+    const int rows = n * B_;
+    const T* W = params_ + m.head_offset();
+    T* y = outputs_.data();
+    head_forward(y, window_.h_at(m.L - 1, s0), W, W + size_t(m.O) * m.H, rows, m.H, m.O);
+    T* dy = dy_.data() + size_t(pending_) * B_ * m.O;
+    if (config_.loss == Loss::mse)
+        loss_sum_ += mse_loss(dy, y, targets, mask, rows, m.O, &weight_sum_);
+    else
+        loss_sum_ += cross_entropy_loss(dy, y, labels, mask, rows, m.O, &weight_sum_);
+}
+
+template <typename T>
+void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, const T* targets,
+                      const int64_t* labels, const T* mask, const uint8_t* resets,
+                      std::vector<double>* losses) {
+    if (steps <= 0) return;
+    if (B < 1) throw InvalidArgument("B (x.shape[1]) must be >= 1");
+    if (B_ == 0) allocate(B, tokens != nullptr);
+    if (B != B_) throw InvalidArgument("B changed between calls");
+    if ((tokens != nullptr) != tokens_)
+        throw InvalidArgument(tokens_ ? "x must hold token ids, as in the first call"
+                                      : "x must hold features, as in the first call");
+    const ModelShape& m = config_.shape;
+    const size_t out_width = config_.loss == Loss::mse ? size_t(m.O) : 1;
+    int64_t done = 0;
+    while (done < steps) {
+        const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
+                                             int64_t(window_.contiguous_from(step_))}));
+        const size_t row0 = size_t(done) * B;
+        forward(step_, n, tokens ? nullptr : x + row0 * m.I, tokens ? tokens + row0 : nullptr,
+                resets ? resets + row0 : nullptr);
+        accumulate_loss(step_, n, targets ? targets + row0 * out_width : nullptr,
+                        labels ? labels + row0 : nullptr, mask ? mask + row0 : nullptr);
+        step_ += n;
+        pending_ += n;
+        done += n;
+        double loss;
+        if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
+    }
+}
+
+template <typename T>
+bool Engine<T>::flush(double* loss) {
+    if (pending_ == 0) return false;
+    return update(loss);
+}
+
+template <typename T>
+bool Engine<T>::update(double* loss) {
+    const int r = pending_;
+    const double weight_sum = weight_sum_;
+    *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
+    pending_ = 0;
+    loss_sum_ = weight_sum_ = 0.0;
+    ++updates_;
+    if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
+
+    const ModelShape& m = config_.shape;
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O) *=
+        T(1.0 / weight_sum);
+    std::fill(grad_.begin(), grad_.end(), T(0));
+    backward(step_ - r);
+
+    const double norm = global_norm(grad_.data(), int64_t(grad_.size()));
+    if (!std::isfinite(*loss) || !std::isfinite(norm)) {
+        // Drop the failed update's steps and start every stream afresh; keep the last good weights.
+        first_valid_ = step_;
+        reset_next_ = false;
+        std::ostringstream message;
+        message << "update " << updates_ << " (steps " << step_ - r + 1 << ".." << step_
+                << ") is not finite: loss = " << *loss << ", gradient norm = " << norm
+                << ". It was not applied: the parameters are those of the last good update, its "
+                   "steps were dropped and every stream's state was reset. Lower the learning "
+                   "rate or set clip_norm, then go on.";
+        throw Divergence(message.str());
+    }
+    if (config_.clip_norm > 0) clip_by_global_norm(grad_.data(), int64_t(grad_.size()), norm,
+                                                   config_.clip_norm);
+    optimizer_.step(params_, grad_.data());
+    return true;
+}
+
+// Gradient of the pending loss (steps first_loss_step .. step_-1, dy_ already normalised) with the
+// recurrence cut k2 steps back from the newest step t.
+template <typename T>
+void Engine<T>::backward(int64_t first_loss_step) {
+    const ModelShape& m = config_.shape;
+    const int B = B_, H = m.H, O = m.O, G = 4 * H;
+    const int64_t t = step_ - 1;
+    const int64_t a = std::max(t - config_.k2 + 1, first_valid_);  // oldest step of the window
+    const T* W_head = params_ + m.head_offset();
+    T* dW_head = grad_.data() + m.head_offset();
+    T* db_head = dW_head + size_t(O) * H;
+
+    // Head: every loss step, inside the window or not (k2 < k1 warms the state up).
+    for (int64_t s = first_loss_step; s <= t;) {
+        const int n = int(std::min<int64_t>(t - s + 1, window_.contiguous_from(s)));
+        head_weight_backward(dW_head, db_head, dy_.data() + size_t(s - first_loss_step) * B * O,
+                             window_.h_at(m.L - 1, s), n * B, H, O);
+        s += n;
+    }
+
+    std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
+    std::fill(dc_rec_.begin(), dc_rec_.end(), T(0));
+    for (int64_t end = t; end >= a;) {
+        const int64_t begin = std::max({a, end - block_ + 1, end - window_.slot(end)});
+        const int n = int(end - begin + 1);
+        const int rows = n * B;
+        for (int l = m.L - 1; l >= 0; --l) {
+            const LayerWeights<T> w = m.weights<T>(params_, l);
+            T* dh_rec = dh_rec_.data() + size_t(l) * B * H;
+            T* dc_rec = dc_rec_.data() + size_t(l) * B * H;
+            if (l == m.L - 1) {  // dL/dh from the head, at the loss steps of this block
+                std::fill(dh_in_.begin(), dh_in_.begin() + size_t(rows) * H, T(0));
+                const int64_t first = std::max(begin, first_loss_step);
+                if (first <= end)
+                    head_input_backward(dh_in_.data() + size_t(first - begin) * B * H,
+                                        dy_.data() + size_t(first - first_loss_step) * B * O,
+                                        W_head, int(end - first + 1) * B, H, O);
+            } else {  // dL/dh from the layer above, computed into dx_
+                std::swap(dh_in_, dx_);
+            }
+            for (int64_t s = end; s >= begin; --s) {
+                const size_t j = size_t(s - begin);
+                T* dh = dh_in_.data() + j * B * H;
+                T* dgates = dgates_.data() + j * B * G;
+                MatrixMap<T>(dh, B, H) += MatrixMap<T>(dh_rec, B, H);
+                lstm_step_backward(dgates, dc_rec, dh, window_.gates_at(l, s), window_.c_at(l, s),
+                                   c_prev(l, s, scratch_c_.data()), tanh_c_.data(), B, H);
+                MatrixMap<T>(dh_rec, B, H).noalias() =
+                    ConstMatrixMap<T>(dgates, B, G) * ConstMatrixMap<T>(w.W_hh, G, H);
+                if (window_.reset_in(s)) {  // no gradient crosses a reset
+                    const uint8_t* reset = window_.resets_at(s);
+                    for (int b = 0; b < B; ++b) {
+                        if (!reset[b]) continue;
+                        std::fill(dh_rec + size_t(b) * H, dh_rec + size_t(b + 1) * H, T(0));
+                        std::fill(dc_rec + size_t(b) * H, dc_rec + size_t(b + 1) * H, T(0));
+                    }
+                }
+                const T* hp = h_prev(l, s, scratch_h_.data());
+                std::copy(hp, hp + size_t(B) * H, h_prev_block_.data() + j * B * H);
+            }
+            const T* input = l == 0 ? (tokens_ ? nullptr : window_.x_at(begin))
+                                    : window_.h_at(l - 1, begin);
+            const int64_t* ids = (l == 0 && tokens_) ? window_.ids_at(begin) : nullptr;
+            lstm_weight_backward(m.grads<T>(grad_.data(), l), dgates_.data(), input, ids,
+                                 h_prev_block_.data(), rows, m.layer_input(l), H);
+            if (l > 0)  // dL/d(input) = dL/dh of the layer below
+                MatrixMap<T>(dx_.data(), rows, H).noalias() =
+                    ConstMatrixMap<T>(dgates_.data(), rows, G) * ConstMatrixMap<T>(w.W_ih, G, H);
+        }
+        end = begin - 1;
+    }
+}
+
+template <typename T>
+void Engine<T>::state(T* h, T* c) const {
+    const ModelShape& m = config_.shape;
+    const size_t n = size_t(B_) * m.H;
+    for (int l = 0; l < m.L; ++l) {
+        if (step_ == first_valid_ || reset_next_) {
+            std::fill(h + l * n, h + (l + 1) * n, T(0));
+            std::fill(c + l * n, c + (l + 1) * n, T(0));
+            continue;
+        }
+        Window<T>& w = const_cast<Window<T>&>(window_);
+        std::copy(w.h_at(l, step_ - 1), w.h_at(l, step_ - 1) + n, h + l * n);
+        std::copy(w.c_at(l, step_ - 1), w.c_at(l, step_ - 1) + n, c + l * n);
+    }
+}
+
+template <typename T>
+void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T* x,
+             const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c) {
+    const int H = m.H, chunk = int(std::min<int64_t>(steps, std::max(1, 4096 / B)));
+    const size_t state = size_t(B) * H;
+    std::vector<T> gates(size_t(chunk) * B * 4 * H), hs(size_t(m.L) * chunk * state),
+        cs(size_t(m.L) * chunk * state);
+    std::copy(h0, h0 + m.L * state, h);
+    std::copy(c0, c0 + m.L * state, c);
+    const T* W_head = params + m.head_offset();
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+        const int n = int(std::min<int64_t>(chunk, steps - s0));
+        for (int l = 0; l < m.L; ++l) {
+            const LayerWeights<T> w = m.weights<T>(params, l);
+            T* h_l = hs.data() + size_t(l) * chunk * state;
+            T* c_l = cs.data() + size_t(l) * chunk * state;
+            const T* input = l > 0 ? hs.data() + size_t(l - 1) * chunk * state
+                                   : (tokens ? nullptr : x + size_t(s0) * B * m.I);
+            lstm_input_projection(gates.data(), input, l == 0 && tokens ? tokens + s0 * B : nullptr,
+                                  w, n * B, m.layer_input(l), H);
+            for (int j = 0; j < n; ++j) {
+                const T* hp = j == 0 ? h + l * state : h_l + (j - 1) * state;
+                const T* cp = j == 0 ? c + l * state : c_l + (j - 1) * state;
+                lstm_step_forward(gates.data() + size_t(j) * B * 4 * H, c_l + j * state,
+                                  h_l + j * state, hp, cp, w.W_hh, B, H);
+            }
+            std::copy(h_l + (n - 1) * state, h_l + n * state, h + l * state);
+            std::copy(c_l + (n - 1) * state, c_l + n * state, c + l * state);
+        }
+        head_forward(outputs + size_t(s0) * B * m.O, hs.data() + size_t(m.L - 1) * chunk * state,
+                     W_head, W_head + size_t(m.O) * H, n * B, H, m.O);
+    }
+}
+
+template class Engine<float>;
+template class Engine<double>;
+template void predict<float>(const ModelShape&, const float*, int64_t, int, const float*,
+                             const int64_t*, const float*, const float*, float*, float*, float*);
+template void predict<double>(const ModelShape&, const double*, int64_t, int, const double*,
+                              const int64_t*, const double*, const double*, double*, double*,
+                              double*);
+
+}  // namespace tbptt

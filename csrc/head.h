@@ -1,0 +1,37 @@
+// The linear head on the top layer's h, and the losses. Legend: rows = positions (steps x B),
+// H = hidden size, O = outputs (or classes).
+//
+// A loss kernel returns the *weighted sum* of per-position losses and writes w * dloss/dy; the
+// engine divides both by the sum of weights once an update's positions are all known.
+#pragma once
+
+#include <cstdint>
+
+namespace tbptt {
+
+enum class Loss { mse, cross_entropy };
+
+// y: [rows, O] output: h W_headᵀ + b_head.  h: [rows, H]
+template <typename T>
+void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int O);
+
+// Per position: mse = Σ_o (y - target)² / O (torch.nn.MSELoss averages over elements too);
+// cross_entropy = logsumexp(y) - y[label] (y are logits).
+// dy: [rows, O] output: w * dloss/dy (zero where w = 0).  mask: [rows] weights, or nullptr for ones.
+// Returns Σ w * loss; adds Σ w to *weight_sum.
+template <typename T>
+double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int O,
+                double* weight_sum);
+template <typename T>
+double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T* mask, int rows,
+                          int O, double* weight_sum);
+
+// dW += dyᵀ h, db += Σ dy.
+template <typename T>
+void head_weight_backward(T* dW, T* db, const T* dy, const T* h, int rows, int H, int O);
+
+// dh = dy W (overwrites dh: [rows, H]).
+template <typename T>
+void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O);
+
+}  // namespace tbptt

@@ -1,0 +1,95 @@
+// LSTM layer kernels (see lstm.h for shapes). Elementwise work is fused into one Eigen expression
+// per quantity; products write into existing buffers with .noalias(); no allocation per step.
+#include "lstm.h"
+
+#include "tensor.h"
+
+namespace tbptt {
+
+template <typename T>
+void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const LayerWeights<T>& w,
+                           int rows, int I, int H) {
+    const int G = 4 * H;
+    MatrixMap<T> out(gates, rows, G);
+    ConstVectorMap<T> b_ih(w.b_ih, G), b_hh(w.b_hh, G);
+    ConstMatrixMap<T> W_ih(w.W_ih, G, I);
+    if (tokens) {
+        for (int r = 0; r < rows; ++r)
+            out.row(r).noalias() = W_ih.col(tokens[r]).transpose() + b_ih + b_hh;
+        return;
+    }
+    out.noalias() = ConstMatrixMap<T>(x, rows, I) * W_ih.transpose();
+    out.rowwise() += b_ih + b_hh;
+}
+
+template <typename T>
+void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev, const T* W_hh,
+                       int B, int H) {
+    const int G = 4 * H;
+    MatrixMap<T> z(gates, B, G);
+    z.noalias() += ConstMatrixMap<T>(h_prev, B, H) * ConstMatrixMap<T>(W_hh, G, H).transpose();
+    auto i = z.middleCols(0, H).array();
+    auto f = z.middleCols(H, H).array();
+    auto g = z.middleCols(2 * H, H).array();
+    auto o = z.middleCols(3 * H, H).array();
+    i = i.logistic();
+    f = f.logistic();
+    g = g.tanh();
+    o = o.logistic();
+    auto C = MatrixMap<T>(c, B, H).array();
+    C = f * ConstMatrixMap<T>(c_prev, B, H).array() + i * g;
+    MatrixMap<T>(h, B, H).array() = o * C.tanh();
+}
+
+template <typename T>
+void lstm_step_backward(T* dgates, T* dc, T* dh, const T* gates, const T* c, const T* c_prev,
+                        T* tanh_c, int B, int H) {
+    const int G = 4 * H;
+    ConstMatrixMap<T> z(gates, B, G);
+    const auto i = z.middleCols(0, H).array();
+    const auto f = z.middleCols(H, H).array();
+    const auto g = z.middleCols(2 * H, H).array();
+    const auto o = z.middleCols(3 * H, H).array();
+    MatrixMap<T> dz(dgates, B, G);
+    auto tc = MatrixMap<T>(tanh_c, B, H).array();
+    auto dH = MatrixMap<T>(dh, B, H).array();
+    auto dC = MatrixMap<T>(dc, B, H).array();
+
+    tc = ConstMatrixMap<T>(c, B, H).array().tanh();
+    dC += dH * o * (T(1) - tc * tc);                                    // through h = o tanh(c)
+    dz.middleCols(3 * H, H).array() = dH * tc * o * (T(1) - o);         // do, through the sigmoid
+    dz.middleCols(0, H).array() = dC * g * i * (T(1) - i);              // di
+    dz.middleCols(H, H).array() = dC * ConstMatrixMap<T>(c_prev, B, H).array() * f * (T(1) - f);
+    dz.middleCols(2 * H, H).array() = dC * i * (T(1) - g * g);          // dg
+    dC *= f;                                                            // into c_{t-1}
+}
+
+template <typename T>
+void lstm_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* x,
+                          const int64_t* tokens, const T* h_prev, int rows, int I, int H) {
+    const int G = 4 * H;
+    ConstMatrixMap<T> dz(dgates, rows, G);
+    MatrixMap<T> dW_ih(grad.W_ih, G, I);
+    if (tokens) {
+        for (int r = 0; r < rows; ++r) dW_ih.col(tokens[r]) += dz.row(r).transpose();
+    } else {
+        dW_ih.noalias() += dz.transpose() * ConstMatrixMap<T>(x, rows, I);
+    }
+    MatrixMap<T>(grad.W_hh, G, H).noalias() += dz.transpose() * ConstMatrixMap<T>(h_prev, rows, H);
+    const auto db = dz.colwise().sum();
+    VectorMap<T>(grad.b_ih, G) += db;
+    VectorMap<T>(grad.b_hh, G) += db;
+}
+
+#define TBPTT_INSTANTIATE(T)                                                                        \
+    template void lstm_input_projection<T>(T*, const T*, const int64_t*, const LayerWeights<T>&,   \
+                                           int, int, int);                                          \
+    template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int);         \
+    template void lstm_step_backward<T>(T*, T*, T*, const T*, const T*, const T*, T*, int, int);    \
+    template void lstm_weight_backward<T>(const LayerGrads<T>&, const T*, const T*, const int64_t*, \
+                                          const T*, int, int, int);
+TBPTT_INSTANTIATE(float)
+TBPTT_INSTANTIATE(double)
+#undef TBPTT_INSTANTIATE
+
+}  // namespace tbptt

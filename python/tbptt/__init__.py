@@ -1,0 +1,12 @@
+"""tbptt: Truncated Backpropagation Through Time, TBPTT(k1, k2), for LSTMs, fast on CPUs."""
+
+from .model import LSTM
+from .optim import SGD, Adam
+from .trainer import Trainer
+from .checkpoint import load
+from ._threads import set_num_threads, get_num_threads, build_info
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "Trainer", "SGD", "Adam", "load", "set_num_threads", "get_num_threads",
+           "build_info", "__version__"]

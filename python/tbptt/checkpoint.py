@@ -1,0 +1,100 @@
+"""Model files: an .npz archive of plain arrays plus a JSON header, written atomically, never pickled.
+
+Layout: `__header__` holds UTF-8 JSON {"format": "tbptt", "version": N, "kind": "model",
+"config": {...}}; every other member is one parameter under its torch name.
+An atomic write goes to a temporary file in the same folder, is fsync'ed, then `os.replace`d over
+the target, so a crash midway leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "tbptt"
+VERSION = 1
+HEADER = "__header__"
+
+
+def atomic_write(path, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then move it into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def save_arrays(path, header: dict, arrays: dict) -> None:
+    header = {"format": FORMAT, "version": VERSION, **header}
+    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+
+    def write(f):
+        np.savez(f, **{HEADER: blob}, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_arrays(path, kind: str):
+    """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+        arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable tbptt file (truncated or foreign): {error}") from None
+    if HEADER not in arrays:
+        raise ValueError(f"{path} is not a tbptt file: it has no {HEADER} member")
+    try:
+        header = json.loads(arrays.pop(HEADER).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} has a damaged header: {error}") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a tbptt file (format {header.get('format')!r})")
+    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+        raise ValueError(f"{path} was written by a newer tbptt (file format version "
+                         f"{header.get('version')}, this tbptt reads up to {VERSION}): upgrade tbptt")
+    if header.get("kind") != kind:
+        raise ValueError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
+    return header, arrays
+
+
+def save_model(model, path) -> None:
+    save_arrays(path, {"kind": "model", "config": model.config()}, model.state_dict())
+
+
+def load(path):
+    """Read a model written by `model.save(path)`."""
+    from .model import LSTM
+
+    header, arrays = load_arrays(path, "model")
+    model = LSTM(**header["config"])
+    model.load_state_dict(arrays)
+    return model
