@@ -3,10 +3,11 @@
 from .model import LSTM
 from .optim import SGD, Adam
 from .trainer import Trainer
-from .checkpoint import load
+from .checkpoint import load, load_trainer
+from . import data, datasets
 from ._threads import set_num_threads, get_num_threads, build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "Trainer", "SGD", "Adam", "load", "set_num_threads", "get_num_threads",
+__all__ = ["LSTM", "Trainer", "SGD", "Adam", "load", "load_trainer", "data", "datasets", "set_num_threads", "get_num_threads",
            "build_info", "__version__"]

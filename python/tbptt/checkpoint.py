@@ -98,3 +98,39 @@ def load(path):
     model = LSTM(**header["config"])
     model.load_state_dict(arrays)
     return model
+
+
+def save_trainer(trainer, path) -> None:
+    """Everything training depends on: the model, the optimiser state, the carried state and the
+    window of activations, the pending steps and the update schedule. Resuming from it gives the
+    same parameters as never having stopped."""
+    header = {
+        "kind": "trainer",
+        "model": trainer.model.config(),
+        "trainer": {"k1": trainer.k1, "k2": trainer.k2, "loss": trainer.loss,
+                    "optimizer": trainer.optimizer.config(), "clip_norm": trainer.clip_norm,
+                    "backend": trainer.backend, "num_streams": trainer.num_streams},
+    }
+    arrays = {f"model/{name}": value for name, value in trainer.model.state_dict().items()}
+    arrays.update({f"engine/{key}": np.asarray(value)
+                   for key, value in trainer._engine.snapshot().items()})
+    save_arrays(path, header, arrays)
+
+
+def load_trainer(path):
+    """A Trainer (and its model) exactly as `trainer.save(path)` left it."""
+    from .model import LSTM
+    from .optim import from_config
+    from .trainer import Trainer
+
+    header, arrays = load_arrays(path, "trainer")
+    model = LSTM(**header["model"])
+    model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    settings = header["trainer"]
+    trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
+                      optimizer=from_config(settings["optimizer"]), clip_norm=settings["clip_norm"],
+                      backend=settings["backend"])
+    trainer.num_streams = settings["num_streams"]
+    trainer._engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
+                             if k.startswith("engine/")})
+    return trainer

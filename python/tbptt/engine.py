@@ -31,6 +31,15 @@ class CppEngine:
     def state(self):
         return self._engine.state()
 
+    def snapshot(self):
+        return self._engine.snapshot()
+
+    def restore(self, state):
+        self._engine.restore(state)
+
+    def gradient(self):
+        return self._engine.gradient()
+
     @property
     def pending_steps(self):
         return self._engine.pending_steps

@@ -45,7 +45,10 @@ class LSTM:
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.output_size = _checks.positive_int("output_size", output_size)
         self.num_layers = _checks.positive_int("num_layers", num_layers)
-        key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        try:
+            key = np.dtype(dtype).name
+        except TypeError:
+            key = None
         if key not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(_DTYPES[key])
@@ -133,7 +136,12 @@ class LSTM:
             c0 = _checks.float_array("state[1] (c)", state[1], self.dtype, shape)
         if T == 0:
             return np.zeros((0, B, self.output_size), self.dtype), (h0.copy(), c0.copy())
-        core = _native.core()
+        try:
+            core = _native.core()
+        except ImportError:  # no compiled engine: the NumPy reference computes the same thing
+            from .reference import forward
+            outputs, h, c = forward(self, x, tokens, h0, c0)
+            return outputs, (h, c)
         outputs, h, c = core.predict(self._flat, self.input_size, self.hidden_size, self.output_size,
                                      self.num_layers, x, tokens, h0, c0)
         return outputs, (h, c)

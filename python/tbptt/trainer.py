@@ -124,6 +124,13 @@ class Trainer:
         (resets requested by reset_state() applied); None before the first call."""
         return self._engine.state()
 
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
+        schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now."""
+        from .checkpoint import save_trainer
+        save_trainer(self, path)
+
     def __repr__(self) -> str:
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
                 f"clip_norm={self.clip_norm}, backend={self.backend!r})")

@@ -1,0 +1,374 @@
+"""The NumPy reference engine: TBPTT(k1, k2) for a stacked LSTM with a linear head (SPEC.md §3).
+
+What it is: a plain, readable implementation of exactly the algorithm the C++ engine implements,
+written to be read next to the math. It is the test oracle and the benchmark baseline
+(`Trainer(..., backend="numpy")`). It is vectorised over the streams (one set of matrix products
+per layer per step), and it shares no numeric code with the C++ engine (csrc/).
+What it is not: fast. It loops over time steps in Python and makes no effort to fuse, block or
+thread anything; the inputs it gets have already been checked by `tbptt.Trainer`.
+
+Legend of the dimension letters used in shapes and comments:
+    T   time steps in one call              B   streams (the batch), fixed by the first call
+    I   input features (vocabulary size for token inputs)
+    H   hidden units per layer              L   layers
+    O   outputs of the linear head          4H  the four gates stacked (i, f, g, o), torch's order
+    k1  steps between updates               k2  steps each update backpropagates through
+
+The LSTM, layer k, step t (torch's equations; x is the layer's input, h, c its state):
+    z = W_ih x + b_ih + W_hh h_{t-1} + b_hh                       (B, 4H), split into i, f, g, o
+    i, f, o = sigmoid(z_i, z_f, z_o),  g = tanh(z_g)
+    c_t = f * c_{t-1} + i * g,        h_t = o * tanh(c_t)
+Layer 0 reads x_t, layer k > 0 reads h_t of layer k-1, the head reads the top layer: out = W h + b.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+
+__all__ = ["ReferenceEngine", "forward"]
+
+
+# ---- one LSTM cell, forward and backward -------------------------------------------------------
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class _CellCache:
+    """What the backward pass needs from one layer at one step (all (B, H) except `inp`)."""
+
+    __slots__ = ("inp", "tokens", "h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
+
+
+def _cell_forward(P, k, inp, tokens, h_prev, c_prev):
+    """Layer k at one step. inp: (B, I or H) floats, or (B,) token ids when `tokens` (layer 0)."""
+    W_ih, W_hh = P[f"lstm.weight_ih_l{k}"], P[f"lstm.weight_hh_l{k}"]
+    if tokens:
+        x_part = W_ih[:, inp].T  # one-hot input: W_ih @ onehot(id) is column `id` of W_ih
+    else:
+        x_part = inp @ W_ih.T
+    z = x_part + h_prev @ W_hh.T + (P[f"lstm.bias_ih_l{k}"] + P[f"lstm.bias_hh_l{k}"])
+    H = h_prev.shape[1]
+    cache = _CellCache()
+    cache.inp, cache.tokens, cache.h_prev, cache.c_prev = inp, tokens, h_prev, c_prev
+    cache.i = _sigmoid(z[:, 0 * H:1 * H])
+    cache.f = _sigmoid(z[:, 1 * H:2 * H])
+    cache.g = np.tanh(z[:, 2 * H:3 * H])
+    cache.o = _sigmoid(z[:, 3 * H:4 * H])
+    cache.c = cache.f * c_prev + cache.i * cache.g
+    cache.tanh_c = np.tanh(cache.c)
+    cache.h = cache.o * cache.tanh_c
+    return cache
+
+
+def _cell_backward(P, G, k, cache, dh, dc, need_prev):
+    """Backward through layer k at one step.
+
+    dh: dL/dh_t (from the layer above or the head, plus from step t+1); dc: dL/dc_t from step t+1.
+    Adds this step's parameter gradients into G (same names and shapes as P). Returns
+    (dL/d inp or None for layer 0, dL/dh_{t-1}, dL/dc_{t-1}); the last two are None unless
+    `need_prev` (the oldest step of the window has nothing before it to send them to).
+    """
+    i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # h_t = o * tanh(c_t)
+    do = dh * tanh_c
+    di = dc * g                                     # c_t = f * c_{t-1} + i * g
+    df = dc * cache.c_prev
+    dg = dc * i
+    dz = np.concatenate([di * i * (1.0 - i),        # through the activations: sigmoid' = s (1 - s),
+                         df * f * (1.0 - f),        # tanh' = 1 - tanh^2
+                         dg * (1.0 - g * g),
+                         do * o * (1.0 - o)], axis=1)   # (B, 4H)
+
+    W_ih, W_hh = P[f"lstm.weight_ih_l{k}"], P[f"lstm.weight_hh_l{k}"]
+    G[f"lstm.weight_hh_l{k}"] += dz.T @ cache.h_prev
+    if cache.tokens:
+        np.add.at(G[f"lstm.weight_ih_l{k}"].T, cache.inp, dz)  # row `id` of W_ih^T, repeats add up
+    else:
+        G[f"lstm.weight_ih_l{k}"] += dz.T @ cache.inp
+    db = dz.sum(axis=0)
+    G[f"lstm.bias_ih_l{k}"] += db
+    G[f"lstm.bias_hh_l{k}"] += db
+
+    d_inp = dz @ W_ih if k > 0 else None
+    if not need_prev:
+        return d_inp, None, None
+    return d_inp, dz @ W_hh, dc * f
+
+
+def _head(P, h_top):
+    return h_top @ P["head.weight"].T + P["head.bias"]
+
+
+# ---- forward only ------------------------------------------------------------------------------
+
+def forward(model, x, tokens, h0, c0):
+    """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from state h0, c0 (L, B, H).
+    No resets. Returns outputs (T, B, O) and the final h, c, each (L, B, H)."""
+    P, L = model._params, model.num_layers
+    T, B = x.shape[0], x.shape[1]
+    h = [np.array(h0[k], dtype=model.dtype) for k in range(L)]
+    c = [np.array(c0[k], dtype=model.dtype) for k in range(L)]
+    outputs = np.empty((T, B, model.output_size), dtype=model.dtype)
+    with np.errstate(all="ignore"):
+        for t in range(T):
+            inp = x[t]
+            for k in range(L):
+                cache = _cell_forward(P, k, inp, tokens and k == 0, h[k], c[k])
+                h[k], c[k], inp = cache.h, cache.c, cache.h
+            outputs[t] = _head(P, inp)
+    return outputs, np.stack(h), np.stack(c)
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+class _Step:
+    """One processed time step: per-layer caches, the resets applied before it, the head's
+    output and what the loss needs (targets, mask weights)."""
+
+    __slots__ = ("layers", "reset", "out", "y", "w")
+
+
+class ReferenceEngine:
+    """TBPTT(k1, k2) in NumPy; the `backend="numpy"` engine behind `tbptt.Trainer`.
+
+    Keeps the activations of the last max(k1, k2) steps (each step's record also holds the state
+    that entered it), the carried state (h, c) and the optimiser state. Updates `model._flat`
+    in place.
+    """
+
+    def __init__(self, model, k1, k2, loss, optimizer, clip_norm):
+        self.model = model
+        self.k1, self.k2 = int(k1), int(k2)
+        self.loss = loss
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.opt = dict(optimizer)
+        self.dtype = model.dtype
+        self._history = collections.deque(maxlen=max(self.k1, self.k2))
+        self._h = None            # carried state: lists of L arrays (B, H); None before train
+        self._c = None
+        self._reset_next = False  # reset_state() was called: zero every stream at the next step
+        self._pending = 0
+        self._updates = 0
+        # optimiser state, flat like model._flat
+        self._momentum_buffer = None             # SGD
+        self._adam_step = 0                      # Adam
+        self._adam_m = np.zeros_like(model._flat)
+        self._adam_v = np.zeros_like(model._flat)
+
+    # ---- public ------------------------------------------------------------------------------
+    @property
+    def pending_steps(self):
+        return self._pending
+
+    @property
+    def updates(self):
+        return self._updates
+
+    def set_lr(self, lr):
+        self.opt["lr"] = float(lr)
+
+    def reset_state(self):
+        self._reset_next = True
+
+    def state(self):
+        if self._h is None:
+            return None
+        h, c = np.stack(self._h), np.stack(self._c)  # copies
+        if self._reset_next:
+            h[...] = 0
+            c[...] = 0
+        return h, c
+
+    def train(self, x, tokens, y, mask, resets):
+        T, B = x.shape[0], x.shape[1]
+        if self._h is None:
+            self._zero_state(B)
+        losses = []
+        with np.errstate(all="ignore"):  # overflow shows up as a non-finite loss or gradient
+            for t in range(T):
+                reset = None if resets is None else resets[t].astype(bool)
+                if self._reset_next:
+                    reset = np.ones(B, dtype=bool)
+                    self._reset_next = False
+                w = np.ones(B, self.dtype) if mask is None else mask[t].copy()
+                self._step(x[t].copy(), tokens, y[t].copy(), w, reset)
+                if self._pending == self.k1:
+                    loss = self._update()
+                    if loss is not None:
+                        losses.append(loss)
+        return losses
+
+    def flush(self):
+        if self._pending == 0:
+            return None
+        with np.errstate(all="ignore"):
+            return self._update()
+
+    # ---- forward -----------------------------------------------------------------------------
+    def _zero_state(self, B):
+        shape = (B, self.model.hidden_size)
+        self._h = [np.zeros(shape, self.dtype) for _ in range(self.model.num_layers)]
+        self._c = [np.zeros(shape, self.dtype) for _ in range(self.model.num_layers)]
+
+    def _step(self, x_t, tokens, y_t, w_t, reset):
+        """Forward one step of every stream and remember it. reset: (B,) bool or None."""
+        P = self.model._params
+        step = _Step()
+        step.reset = reset if reset is not None and reset.any() else None
+        step.layers = []
+        inp = x_t
+        for k in range(self.model.num_layers):
+            h_prev, c_prev = self._h[k], self._c[k]
+            if step.reset is not None:  # zero the reset streams' state (new arrays: the old
+                keep = ~step.reset[:, None]  # ones are still held by the previous step's record)
+                h_prev, c_prev = np.where(keep, h_prev, 0), np.where(keep, c_prev, 0)
+            cache = _cell_forward(P, k, inp, tokens and k == 0, h_prev, c_prev)
+            step.layers.append(cache)
+            self._h[k], self._c[k] = cache.h, cache.c
+            inp = cache.h
+        step.out = _head(P, inp)
+        step.y, step.w = y_t, w_t
+        self._history.append(step)
+        self._pending += 1
+
+    # ---- update ------------------------------------------------------------------------------
+    def _update(self):
+        """The update over the r pending steps: loss, truncated gradient, check, clip, step.
+        Returns the loss, or None when no pending position carries loss."""
+        r, self._pending = self._pending, 0
+        self._updates += 1
+        steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
+        loss_steps = steps[len(steps) - r:]
+        total_weight = np.sum([s.w for s in loss_steps], dtype=self.dtype)
+        if total_weight == 0:
+            return None  # counts as an update, but no optimiser step
+
+        loss, douts = self._loss(loss_steps, total_weight)
+        grad = np.zeros_like(self.model._flat)
+        G = self._views(grad)
+        self._backward(steps, douts, G)
+
+        if not np.isfinite(loss):
+            self._diverge(f"the loss is {float(loss)}")
+        if not np.isfinite(grad).all():
+            bad = next(name for name, g in G.items() if not np.isfinite(g).all())
+            self._diverge(f"the gradient of {bad!r} is not finite")
+
+        # <- data-parallel training would average `grad` across ranks here
+        if self.clip_norm is not None:
+            self._clip(grad)
+        self._optimizer_step(grad)
+        return float(loss)
+
+    def _views(self, flat):
+        """Named views into a flat vector laid out like model._flat (state_dict order)."""
+        views, offset = {}, 0
+        for name, p in self.model._params.items():
+            views[name] = flat[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+        assert offset == flat.size
+        return views
+
+    def _loss(self, loss_steps, total_weight):
+        """L = sum_{s,b} w_sb loss_sb / sum w (MSE: loss_sb = mean over O of (out - y)^2;
+        cross-entropy: loss_sb = -log softmax(out)[y]). Positions with w = 0 are left out.
+        Returns L and dL/d out for each loss step, (B, O)."""
+        loss = self.dtype.type(0)
+        douts = []
+        for s in loss_steps:
+            carries = s.w > 0
+            if self.loss == "mse":
+                diff = s.out - s.y                                   # (B, O)
+                per_position = np.sum(diff * diff, axis=1) / diff.shape[1]
+                dout = diff * (2.0 / diff.shape[1])
+            else:
+                B = s.out.shape[0]
+                shifted = s.out - s.out.max(axis=1, keepdims=True)   # stable log-softmax
+                log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+                per_position = -log_probs[np.arange(B), s.y]
+                dout = np.exp(log_probs)
+                dout[np.arange(B), s.y] -= 1.0                       # softmax - onehot(y)
+            weight = s.w / total_weight
+            loss = loss + np.sum(np.where(carries, weight * per_position, 0))
+            douts.append(np.where(carries[:, None], weight[:, None] * dout, 0))
+        return loss, douts
+
+    def _backward(self, steps, douts, G):
+        """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
+        min(k2, len(steps)) newest steps; the state entering it is a constant."""
+        P, L = self.model._params, self.model.num_layers
+        n, r = len(steps), len(douts)
+
+        # The head sees every loss term, also those before the window (k2 < k1).
+        for s, dout in zip(steps[n - r:], douts):
+            G["head.weight"] += dout.T @ s.layers[-1].h
+            G["head.bias"] += dout.sum(axis=0)
+
+        # Backpropagation through the window, newest step first. dh[k], dc[k]: gradient w.r.t.
+        # layer k's state leaving the step being processed, from the step after it.
+        window = min(self.k2, n)
+        B, H = steps[-1].out.shape[0], self.model.hidden_size
+        dh = [np.zeros((B, H), self.dtype) for _ in range(L)]
+        dc = [np.zeros((B, H), self.dtype) for _ in range(L)]
+        for j in range(window):                 # j = 0 is the newest step
+            s = steps[n - 1 - j]
+            need_prev = j < window - 1          # the oldest step's incoming state is a constant
+            from_above = douts[r - 1 - j] @ P["head.weight"] if j < r else None
+            for k in reversed(range(L)):
+                dh_k = dh[k] if from_above is None else dh[k] + from_above
+                from_above, dh[k], dc[k] = _cell_backward(P, G, k, s.layers[k], dh_k, dc[k],
+                                                          need_prev)
+            if need_prev and s.reset is not None:  # no gradient crosses a reset
+                for k in range(L):
+                    dh[k][s.reset] = 0
+                    dc[k][s.reset] = 0
+
+    def _diverge(self, what):
+        """Drop the failed update's steps, forget the history, zero every stream, raise."""
+        self._history.clear()
+        self._zero_state(self._h[0].shape[0])
+        self._reset_next = False
+        self._pending = 0
+        raise FloatingPointError(
+            f"update {self._updates} diverged: {what}. It was not applied: the parameters and "
+            f"optimiser state are those of the last good update, its steps were dropped and every "
+            f"stream's state was reset to zeros. Lower the learning rate or set clip_norm.")
+
+    # ---- clipping and optimisers -------------------------------------------------------------
+    def _clip(self, grad):
+        """As torch.nn.utils.clip_grad_norm_: scale every gradient by clip / (||g|| + 1e-6) if < 1."""
+        total = np.sqrt(np.dot(grad, grad))
+        coef = self.dtype.type(self.clip_norm) / (total + self.dtype.type(1e-6))
+        if coef < 1:
+            grad *= coef
+
+    def _optimizer_step(self, grad):
+        p, opt = self.model._flat, self.opt
+        if opt["name"] == "sgd":      # as torch.optim.SGD(lr, momentum), dampening 0, no nesterov
+            step = grad
+            if opt["momentum"] != 0:
+                if self._momentum_buffer is None:
+                    self._momentum_buffer = grad.copy()
+                else:
+                    self._momentum_buffer *= opt["momentum"]
+                    self._momentum_buffer += grad
+                step = self._momentum_buffer
+            p -= opt["lr"] * step
+        elif opt["name"] == "adam":   # as torch.optim.Adam(lr, betas, eps)
+            b1, b2 = opt["betas"]
+            m, v = self._adam_m, self._adam_v
+            self._adam_step += 1
+            m *= b1
+            m += (1 - b1) * grad
+            v *= b2
+            v += (1 - b2) * grad * grad
+            bias_correction1 = 1 - b1 ** self._adam_step
+            bias_correction2 = 1 - b2 ** self._adam_step
+            denom = np.sqrt(v) / math.sqrt(bias_correction2) + opt["eps"]
+            p -= (opt["lr"] / bias_correction1) * (m / denom)
+        else:
+            raise ValueError(f"unknown optimizer {opt['name']!r}")
