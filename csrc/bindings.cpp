@@ -53,6 +53,20 @@ void expect_shape(const char* name, const py::array& a, std::initializer_list<py
     }
 }
 
+template <typename V>
+py::array to_array(const std::vector<V>& v) {
+    py::array_t<V> a(py::ssize_t(v.size()));
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+template <typename V>
+std::vector<V> from_array(const py::handle& h) {
+    auto a = py::array_t<V, py::array::c_style | py::array::forcecast>::ensure(h);
+    if (!a) throw py::value_error("engine state: an entry is not an array");
+    return std::vector<V>(a.data(), a.data() + a.size());
+}
+
 template <typename A>
 auto data_of(const std::optional<A>& a) -> decltype(a->data()) {
     return a ? a->data() : nullptr;
@@ -165,6 +179,35 @@ struct PyEngine {
         return py::make_tuple(h, c);
     }
 
+    // The engine's state as named arrays (for trainer checkpoints), and back.
+    py::dict snapshot() const {
+        const typename Engine<T>::Snapshot s = engine->snapshot();
+        py::dict d;
+        d["counters"] = to_array(s.counters);
+        d["sums"] = to_array(s.sums);
+        d["dy"] = to_array(s.dy), d["x"] = to_array(s.x), d["ids"] = to_array(s.ids);
+        d["gates"] = to_array(s.gates), d["c"] = to_array(s.c), d["h"] = to_array(s.h);
+        d["resets"] = to_array(s.resets), d["any_reset"] = to_array(s.any_reset);
+        d["first_moment"] = to_array(s.first_moment), d["second_moment"] = to_array(s.second_moment);
+        return d;
+    }
+
+    void restore(const py::dict& d) {
+        typename Engine<T>::Snapshot s;
+        try {
+            s.counters = from_array<int64_t>(d["counters"]);
+            s.sums = from_array<double>(d["sums"]);
+            s.dy = from_array<T>(d["dy"]), s.x = from_array<T>(d["x"]), s.ids = from_array<int64_t>(d["ids"]);
+            s.gates = from_array<T>(d["gates"]), s.c = from_array<T>(d["c"]), s.h = from_array<T>(d["h"]);
+            s.resets = from_array<uint8_t>(d["resets"]), s.any_reset = from_array<uint8_t>(d["any_reset"]);
+            s.first_moment = from_array<T>(d["first_moment"]);
+            s.second_moment = from_array<T>(d["second_moment"]);
+        } catch (py::error_already_set& e) {
+            throw py::value_error(std::string("engine state is incomplete: ") + e.what());
+        }
+        engine->restore(s);
+    }
+
     CArray<T> gradient() const {
         const std::vector<T>& g = engine->gradient();
         CArray<T> out(py::ssize_t(g.size()));
@@ -188,6 +231,8 @@ void bind_engine(py::module_& m, const char* name) {
         .def("set_lr", [](PyEngine<T>& e, double lr) { e.engine->set_lr(lr); })
         .def("state", &PyEngine<T>::state)
         .def("gradient", &PyEngine<T>::gradient)
+        .def("snapshot", &PyEngine<T>::snapshot)
+        .def("restore", &PyEngine<T>::restore, py::arg("state"))
         .def_property_readonly("pending_steps", [](const PyEngine<T>& e) { return e.engine->pending_steps(); })
         .def_property_readonly("updates", [](const PyEngine<T>& e) { return e.engine->updates(); })
         .def_property_readonly("steps", [](const PyEngine<T>& e) { return e.engine->steps(); });

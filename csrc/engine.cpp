@@ -293,6 +293,53 @@ void Engine<T>::state(T* h, T* c) const {
 }
 
 template <typename T>
+typename Engine<T>::Snapshot Engine<T>::snapshot() const {
+    Snapshot s;
+    s.counters = {B_, tokens_, step_, first_valid_, pending_, updates_, reset_next_, optimizer_.steps};
+    s.sums = {loss_sum_, weight_sum_};
+    s.dy = dy_;
+    s.x = window_.x, s.ids = window_.ids, s.gates = window_.gates, s.c = window_.c, s.h = window_.h;
+    s.resets = window_.resets, s.any_reset = window_.any_reset;
+    s.first_moment = optimizer_.first_moment, s.second_moment = optimizer_.second_moment;
+    return s;
+}
+
+template <typename T>
+void Engine<T>::restore(const Snapshot& s) {
+    if (s.counters.size() != 8 || s.sums.size() != 2)
+        throw InvalidArgument("engine state: counters/sums have the wrong length");
+    Engine<T> fresh(config_, params_);
+    if (s.counters[0] > 0) fresh.allocate(int(s.counters[0]), s.counters[1] != 0);
+    auto fits = [](const char* name, size_t got, size_t want) {
+        if (got != want)
+            throw InvalidArgument(std::string("engine state: ") + name + " has " +
+                                  std::to_string(got) + " values, expected " + std::to_string(want) +
+                                  " (a checkpoint of another configuration?)");
+    };
+    const Window<T>& w = fresh.window_;
+    fits("dy", s.dy.size(), fresh.dy_.size());
+    fits("x", s.x.size(), w.x.size());
+    fits("ids", s.ids.size(), w.ids.size());
+    fits("gates", s.gates.size(), w.gates.size());
+    fits("c", s.c.size(), w.c.size());
+    fits("h", s.h.size(), w.h.size());
+    fits("resets", s.resets.size(), w.resets.size());
+    fits("any_reset", s.any_reset.size(), w.any_reset.size());
+    fits("first_moment", s.first_moment.size(), fresh.optimizer_.first_moment.size());
+    fits("second_moment", s.second_moment.size(), fresh.optimizer_.second_moment.size());
+    if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
+        throw InvalidArgument("engine state: pending steps out of range");
+    *this = std::move(fresh);
+    step_ = s.counters[2], first_valid_ = s.counters[3], pending_ = int(s.counters[4]);
+    updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
+    loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
+    dy_ = s.dy;
+    window_.x = s.x, window_.ids = s.ids, window_.gates = s.gates, window_.c = s.c, window_.h = s.h;
+    window_.resets = s.resets, window_.any_reset = s.any_reset;
+    optimizer_.first_moment = s.first_moment, optimizer_.second_moment = s.second_moment;
+}
+
+template <typename T>
 void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T* x,
              const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c) {
     const int H = m.H, chunk = int(std::min<int64_t>(steps, std::max(1, 4096 / B)));

@@ -104,6 +104,18 @@ class Engine {
     // The state the next step starts from, each [L, B, H]. Only after the first call (B > 0).
     void state(T* h, T* c) const;
 
+    // Everything besides the parameters that the next steps depend on: for exact resumption.
+    struct Snapshot {
+        // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps
+        std::vector<int64_t> counters;
+        std::vector<double> sums;  // Σ w·loss, Σ w of the pending steps
+        std::vector<T> dy, x, gates, c, h, first_moment, second_moment;
+        std::vector<int64_t> ids;
+        std::vector<uint8_t> resets, any_reset;
+    };
+    Snapshot snapshot() const;
+    void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
+
     // dL/dθ of the last update, before clipping: [num_params] (the place to all-reduce across
     // processes would be between computing it and the step).
     const std::vector<T>& gradient() const { return grad_; }

@@ -208,6 +208,155 @@ class ReferenceEngine:
         with np.errstate(all="ignore"):
             return self._update()
 
+    # ---- checkpoints -------------------------------------------------------------------------
+    # The engine's state as a flat dict of plain arrays (no objects: checkpoints are .npz files
+    # read with allow_pickle=False). n = steps held in the history (<= max(k1, k2)).
+    #   counters            int64 [num_streams B (0 before train), tokens, pending, updates,
+    #                              reset_next, adam_step, has_momentum, n]
+    #   state/h, state/c    (L, B, H) the carried state
+    #   history/x           (n, B, I) layer-0 inputs, or (n, B) int64 token ids
+    #   history/<field>     (n, L, B, H) for h_prev c_prev i f g o c tanh_c h of every layer
+    #   history/reset       (n, B) bool (all False: no reset before that step)
+    #   history/out         (n, B, O); history/y (n, B, O) or (n, B) int64 ids; history/w (n, B)
+    #   optimizer/momentum_buffer (P,) (zeros while has_momentum = 0), optimizer/adam_m, adam_v (P,)
+    _CELL_FIELDS = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
+    _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
+                 "has_momentum", "steps_held")
+
+    def snapshot(self):
+        """Everything the next steps depend on besides the parameters, as {name: ndarray}."""
+        L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
+                      self.model.output_size)
+        B = 0 if self._h is None else self._h[0].shape[0]
+        steps = list(self._history)
+        n = len(steps)
+        tokens = bool(steps and steps[0].layers[0].tokens)
+        counters = [B, int(tokens), self._pending, self._updates, int(self._reset_next),
+                    self._adam_step, int(self._momentum_buffer is not None), n]
+        d = {"counters": np.array(counters, dtype=np.int64)}
+        if self._h is None:
+            d["state/h"] = d["state/c"] = np.zeros((L, 0, H), self.dtype)
+        else:
+            d["state/h"], d["state/c"] = np.stack(self._h), np.stack(self._c)
+        if tokens:
+            d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=np.int64).reshape(n, B)
+        else:
+            d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=self.dtype).reshape(n, B, I)
+        for field in self._CELL_FIELDS:
+            d[f"history/{field}"] = np.array(
+                [[getattr(cache, field) for cache in s.layers] for s in steps],
+                dtype=self.dtype).reshape(n, L, B, H)
+        d["history/reset"] = np.array(
+            [np.zeros(B, bool) if s.reset is None else s.reset for s in steps], dtype=bool).reshape(n, B)
+        d["history/out"] = np.array([s.out for s in steps], dtype=self.dtype).reshape(n, B, O)
+        if self.loss == "mse":
+            d["history/y"] = np.array([s.y for s in steps], dtype=self.dtype).reshape(n, B, O)
+        else:
+            d["history/y"] = np.array([s.y for s in steps], dtype=np.int64).reshape(n, B)
+        d["history/w"] = np.array([s.w for s in steps], dtype=self.dtype).reshape(n, B)
+        momentum = self._momentum_buffer
+        d["optimizer/momentum_buffer"] = (np.zeros_like(self.model._flat) if momentum is None
+                                          else momentum.copy())
+        d["optimizer/adam_m"] = self._adam_m.copy()
+        d["optimizer/adam_v"] = self._adam_v.copy()
+        return d
+
+    def restore(self, state):
+        """Take the state `snapshot()` returned (of an engine with the same model, k1, k2, loss and
+        optimiser). ValueError naming the entry that does not fit; the engine is unchanged then."""
+        def fail(what):
+            raise ValueError(f"engine state (numpy backend): {what} (a checkpoint of another "
+                             f"backend or configuration?)")
+
+        if not isinstance(state, dict):
+            fail(f"expected a dict of arrays, got {type(state).__name__}")
+        expected = {"counters", "state/h", "state/c", "history/x", "history/reset", "history/out",
+                    "history/y", "history/w", "optimizer/momentum_buffer", "optimizer/adam_m",
+                    "optimizer/adam_v"} | {f"history/{f}" for f in self._CELL_FIELDS}
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing:
+            fail(f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
+        if extra:
+            fail(f"unexpected entries {extra}")
+        arrays = {}
+        for key in expected:
+            value = state[key]
+            if not isinstance(value, np.ndarray):
+                fail(f"{key!r} is a {type(value).__name__}, not a numpy array")
+            arrays[key] = value
+
+        counters = arrays["counters"]
+        if counters.dtype != np.int64 or counters.shape != (len(self._COUNTERS),):
+            fail(f"'counters' must be int64 of shape ({len(self._COUNTERS)},), got "
+                 f"{counters.dtype} {counters.shape}")
+        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n = (int(v) for v in counters)
+        if min(B, pending, updates, adam_step, n) < 0 or tokens not in (0, 1) \
+                or reset_next not in (0, 1) or has_momentum not in (0, 1):
+            fail(f"'counters' out of range: {dict(zip(self._COUNTERS, counters.tolist()))}")
+        capacity = max(self.k1, self.k2)
+        if n > capacity:
+            fail(f"the history holds {n} steps, more than max(k1, k2) = {capacity}")
+        if pending >= self.k1 or pending > n:
+            fail(f"{pending} pending steps do not fit k1 = {self.k1} and {n} steps held")
+        if B == 0 and (n or pending or updates or reset_next):
+            fail("no streams (B = 0) but steps or updates are recorded")
+
+        L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
+                      self.model.output_size)
+        P = self.model._flat.size
+        shapes = {"state/h": ((L, B, H), self.dtype), "state/c": ((L, B, H), self.dtype),
+                  "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
+                  "history/reset": ((n, B), np.bool_),
+                  "history/out": ((n, B, O), self.dtype),
+                  "history/y": (((n, B, O), self.dtype) if self.loss == "mse"
+                                else ((n, B), np.int64)),
+                  "history/w": ((n, B), self.dtype),
+                  "optimizer/momentum_buffer": ((P,), self.dtype),
+                  "optimizer/adam_m": ((P,), self.dtype), "optimizer/adam_v": ((P,), self.dtype)}
+        shapes.update({f"history/{f}": ((n, L, B, H), self.dtype) for f in self._CELL_FIELDS})
+        for key, (shape, dtype) in shapes.items():
+            a = arrays[key]
+            if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
+                fail(f"{key!r} has shape {a.shape} and dtype {a.dtype}, expected shape "
+                     f"{tuple(shape)} and dtype {np.dtype(dtype)} for this model, B = {B}, "
+                     f"{n} steps held")
+        if tokens and n and (arrays["history/x"].min() < 0 or arrays["history/x"].max() >= I):
+            fail(f"'history/x' holds token ids outside [0, {I})")
+        if self.loss != "mse" and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
+            fail(f"'history/y' holds class ids outside [0, {O})")
+
+        # Everything fits: rebuild (copies, so the caller's arrays stay theirs).
+        history = collections.deque(maxlen=capacity)
+        for t in range(n):
+            step = _Step()
+            reset = arrays["history/reset"][t].copy()
+            step.reset = reset if reset.any() else None
+            step.layers = []
+            inp = arrays["history/x"][t].copy()
+            for k in range(L):
+                cache = _CellCache()
+                for field in self._CELL_FIELDS:
+                    setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
+                cache.inp, cache.tokens = inp, bool(tokens) and k == 0
+                step.layers.append(cache)
+                inp = cache.h
+            step.out = arrays["history/out"][t].copy()
+            step.y = arrays["history/y"][t].copy()
+            step.w = arrays["history/w"][t].copy()
+            history.append(step)
+        self._history = history
+        if B == 0:
+            self._h = self._c = None
+        else:
+            self._h = [arrays["state/h"][k].copy() for k in range(L)]
+            self._c = [arrays["state/c"][k].copy() for k in range(L)]
+        self._pending, self._updates = pending, updates
+        self._reset_next = bool(reset_next)
+        self._adam_step = adam_step
+        self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
+        self._adam_m = arrays["optimizer/adam_m"].copy()
+        self._adam_v = arrays["optimizer/adam_v"].copy()
+
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):
         shape = (B, self.model.hidden_size)
