@@ -54,17 +54,17 @@ void expect_shape(const char* name, const py::array& a, std::initializer_list<py
 }
 
 template <typename V>
-py::array to_array(const std::vector<V>& v) {
+py::array to_array(const Buffer<V>& v) {
     py::array_t<V> a(py::ssize_t(v.size()));
     std::copy(v.begin(), v.end(), a.mutable_data());
     return a;
 }
 
 template <typename V>
-std::vector<V> from_array(const py::handle& h) {
+Buffer<V> from_array(const py::handle& h) {
     auto a = py::array_t<V, py::array::c_style | py::array::forcecast>::ensure(h);
     if (!a) throw py::value_error("engine state: an entry is not an array");
-    return std::vector<V>(a.data(), a.data() + a.size());
+    return Buffer<V>(a.data(), a.data() + a.size());
 }
 
 template <typename A>
@@ -209,7 +209,7 @@ struct PyEngine {
     }
 
     CArray<T> gradient() const {
-        const std::vector<T>& g = engine->gradient();
+        const Buffer<T>& g = engine->gradient();
         CArray<T> out(py::ssize_t(g.size()));
         std::copy(g.begin(), g.end(), out.mutable_data());
         return out;
@@ -288,6 +288,7 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     m.doc() = "tbptt's compiled engine (private; use the tbptt package)";
     py::register_exception<Divergence>(m, "Divergence", PyExc_FloatingPointError);
     py::register_exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
+    py::register_exception<OutOfMemory>(m, "OutOfMemory", PyExc_MemoryError);
     bind_engine<float>(m, "Engine32");
     bind_engine<double>(m, "Engine64");
     m.def("predict", &predict_any, py::arg("params"), py::arg("input_size"), py::arg("hidden_size"),

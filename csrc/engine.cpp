@@ -12,6 +12,10 @@
 #include <cstring>
 #include <sstream>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "tensor.h"
 
 namespace tbptt {
@@ -38,7 +42,17 @@ void Engine<T>::allocate(int B, bool tokens) {
     const int k1 = config_.k1, k2 = config_.k2;
     B_ = B;
     tokens_ = tokens;
-    window_.allocate(std::max(k1, k2) + 1, B, m.I, m.H, m.L, tokens);
+    const int64_t S = int64_t(std::max(k1, k2)) + 1;
+    const double bytes = double(S) * B * (6.0 * m.H * m.L + (tokens ? 8 : m.I * sizeof(T)) + 1);
+    try {
+        window_.allocate(int(S), B, m.I, m.H, m.L, tokens);
+    } catch (const std::exception&) {  // bad_alloc, length_error
+        std::ostringstream message;
+        message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps for B = " << B
+                << " streams needs " << bytes / (1 << 30) << " GiB, which could not be allocated;"
+                << " use smaller k1/k2 (memory grows with max(k1, k2), never with the stream)";
+        throw OutOfMemory(message.str());
+    }
     dy_.assign(size_t(k1) * B * m.O, T(0));
     outputs_.assign(size_t(k1) * B * m.O, T(0));
     // Blocks of about 256 rows keep the weight-gradient products efficient and the scratch small.
@@ -56,32 +70,53 @@ void Engine<T>::allocate(int B, bool tokens) {
     tanh_c_.assign(size_t(B) * m.H, T(0));
 }
 
-// The state entering step s: zeros at the start (or after a divergence), else the previous step's
-// with the streams reset at s zeroed.
+// The state entering step s for streams [b0, b1): zeros at the start (or after a divergence),
+// else the previous step's with the streams reset at s zeroed. Points at row b0.
 template <typename T>
-static const T* masked_prev(Window<T>& w, const T* prev, int64_t s, T* scratch, int H) {
-    if (!w.reset_in(s)) return prev;
+static const T* masked_prev(Window<T>& w, const T* prev, int64_t s, T* scratch, int b0, int b1,
+                            int H) {
+    if (!w.reset_in(s)) return prev + size_t(b0) * H;
     const uint8_t* reset = w.resets_at(s);
-    for (int b = 0; b < w.B; ++b) {
+    for (int b = b0; b < b1; ++b) {
         T* row = scratch + size_t(b) * H;
         if (reset[b])
             std::fill(row, row + H, T(0));
         else
             std::copy(prev + size_t(b) * H, prev + size_t(b + 1) * H, row);
     }
-    return scratch;
+    return scratch + size_t(b0) * H;
 }
 
 template <typename T>
-const T* Engine<T>::h_prev(int l, int64_t s, T* scratch) {
-    if (s == first_valid_) return zeros_.data();
-    return masked_prev(window_, window_.h_at(l, s - 1), s, scratch, config_.shape.H);
+const T* Engine<T>::h_prev(int l, int64_t s, T* scratch, int b0, int b1) {
+    if (s == first_valid_) return zeros_.data() + size_t(b0) * config_.shape.H;
+    return masked_prev(window_, window_.h_at(l, s - 1), s, scratch, b0, b1, config_.shape.H);
 }
 
 template <typename T>
-const T* Engine<T>::c_prev(int l, int64_t s, T* scratch) {
-    if (s == first_valid_) return zeros_.data();
-    return masked_prev(window_, window_.c_at(l, s - 1), s, scratch, config_.shape.H);
+const T* Engine<T>::c_prev(int l, int64_t s, T* scratch, int b0, int b1) {
+    if (s == first_valid_) return zeros_.data() + size_t(b0) * config_.shape.H;
+    return masked_prev(window_, window_.c_at(l, s - 1), s, scratch, b0, b1, config_.shape.H);
+}
+
+// Streams never interact inside a layer: split them over threads, each running every step of a run
+// for its own rows. One fork per run instead of one per step, and each thread's small recurrent
+// products stay in its own cache (Eigen runs them single-threaded inside a parallel region).
+template <typename F>
+static void for_stream_slices(int B, int H, F&& body) {
+    int threads = std::min(Eigen::nbThreads(), B);
+    if (int64_t(B) * H < 1024) threads = 1;  // too little work per step to share
+#ifdef _OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        {
+            const int t = omp_get_thread_num(), n = omp_get_num_threads();
+            body(int(int64_t(B) * t / n), int(int64_t(B) * (t + 1) / n));
+        }
+        return;
+    }
+#endif
+    body(0, B);
 }
 
 template <typename T>
@@ -109,11 +144,13 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
         const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
         const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
         lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, m.layer_input(l), H);
-        for (int64_t s = s0; s < s0 + n; ++s) {
-            lstm_step_forward(window_.gates_at(l, s), window_.c_at(l, s), window_.h_at(l, s),
-                              h_prev(l, s, scratch_h_.data()), c_prev(l, s, scratch_c_.data()),
-                              w.W_hh, B, H);
-        }
+        for_stream_slices(B, H, [&](int b0, int b1) {
+            const size_t G = 4 * size_t(H);
+            for (int64_t s = s0; s < s0 + n; ++s)
+                lstm_step_forward(window_.gates_at(l, s) + b0 * G, window_.c_at(l, s) + b0 * H,
+                                  window_.h_at(l, s) + b0 * H, h_prev(l, s, scratch_h_.data(), b0, b1),
+                                  c_prev(l, s, scratch_c_.data(), b0, b1), w.W_hh, b1 - b0, H);
+        });
     }
 }
 
@@ -185,7 +222,8 @@ bool Engine<T>::update(double* loss) {
     backward(step_ - r);
 
     const double norm = global_norm(grad_.data(), int64_t(grad_.size()));
-    if (!std::isfinite(*loss) || !std::isfinite(norm)) {
+    // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
+    if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
         // Drop the failed update's steps and start every stream afresh; keep the last good weights.
         first_valid_ = step_;
         reset_next_ = false;
@@ -197,9 +235,9 @@ bool Engine<T>::update(double* loss) {
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
-    if (config_.clip_norm > 0) clip_by_global_norm(grad_.data(), int64_t(grad_.size()), norm,
-                                                   config_.clip_norm);
-    optimizer_.step(params_, grad_.data());
+    // <- data-parallel training would average grad_ across processes here, before clipping.
+    const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
+    optimizer_.step(params_, grad_.data(), T(scale));
     return true;
 }
 
@@ -243,26 +281,33 @@ void Engine<T>::backward(int64_t first_loss_step) {
             } else {  // dL/dh from the layer above, computed into dx_
                 std::swap(dh_in_, dx_);
             }
-            for (int64_t s = end; s >= begin; --s) {
-                const size_t j = size_t(s - begin);
-                T* dh = dh_in_.data() + j * B * H;
-                T* dgates = dgates_.data() + j * B * G;
-                MatrixMap<T>(dh, B, H) += MatrixMap<T>(dh_rec, B, H);
-                lstm_step_backward(dgates, dc_rec, dh, window_.gates_at(l, s), window_.c_at(l, s),
-                                   c_prev(l, s, scratch_c_.data()), tanh_c_.data(), B, H);
-                MatrixMap<T>(dh_rec, B, H).noalias() =
-                    ConstMatrixMap<T>(dgates, B, G) * ConstMatrixMap<T>(w.W_hh, G, H);
-                if (window_.reset_in(s)) {  // no gradient crosses a reset
-                    const uint8_t* reset = window_.resets_at(s);
-                    for (int b = 0; b < B; ++b) {
-                        if (!reset[b]) continue;
-                        std::fill(dh_rec + size_t(b) * H, dh_rec + size_t(b + 1) * H, T(0));
-                        std::fill(dc_rec + size_t(b) * H, dc_rec + size_t(b + 1) * H, T(0));
+            for_stream_slices(B, H, [&](int b0, int b1) {
+                const int rows_b = b1 - b0;
+                for (int64_t s = end; s >= begin; --s) {
+                    const size_t j = size_t(s - begin), r0 = j * B + b0;
+                    T* dh = dh_in_.data() + r0 * H;
+                    T* dgates = dgates_.data() + r0 * G;
+                    T* dh_r = dh_rec + size_t(b0) * H;
+                    T* dc_r = dc_rec + size_t(b0) * H;
+                    MatrixMap<T>(dh, rows_b, H) += MatrixMap<T>(dh_r, rows_b, H);
+                    lstm_step_backward(dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
+                                       window_.c_at(l, s) + size_t(b0) * H,
+                                       c_prev(l, s, scratch_c_.data(), b0, b1),
+                                       tanh_c_.data() + size_t(b0) * H, rows_b, H);
+                    MatrixMap<T>(dh_r, rows_b, H).noalias() =
+                        ConstMatrixMap<T>(dgates, rows_b, G) * ConstMatrixMap<T>(w.W_hh, G, H);
+                    if (window_.reset_in(s)) {  // no gradient crosses a reset
+                        const uint8_t* reset = window_.resets_at(s);
+                        for (int b = b0; b < b1; ++b) {
+                            if (!reset[b]) continue;
+                            std::fill(dh_rec + size_t(b) * H, dh_rec + size_t(b + 1) * H, T(0));
+                            std::fill(dc_rec + size_t(b) * H, dc_rec + size_t(b + 1) * H, T(0));
+                        }
                     }
+                    const T* hp = h_prev(l, s, scratch_h_.data(), b0, b1);
+                    std::copy(hp, hp + size_t(rows_b) * H, h_prev_block_.data() + r0 * H);
                 }
-                const T* hp = h_prev(l, s, scratch_h_.data());
-                std::copy(hp, hp + size_t(B) * H, h_prev_block_.data() + j * B * H);
-            }
+            });
             const T* input = l == 0 ? (tokens_ ? nullptr : window_.x_at(begin))
                                     : window_.h_at(l - 1, begin);
             const int64_t* ids = (l == 0 && tokens_) ? window_.ids_at(begin) : nullptr;
@@ -344,7 +389,7 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
              const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c) {
     const int H = m.H, chunk = int(std::min<int64_t>(steps, std::max(1, 4096 / B)));
     const size_t state = size_t(B) * H;
-    std::vector<T> gates(size_t(chunk) * B * 4 * H), hs(size_t(m.L) * chunk * state),
+    Buffer<T> gates(size_t(chunk) * B * 4 * H), hs(size_t(m.L) * chunk * state),
         cs(size_t(m.L) * chunk * state);
     std::copy(h0, h0 + m.L * state, h);
     std::copy(c0, c0 + m.L * state, c);

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor.h"
+
 #include "head.h"
 #include "lstm.h"
 #include "optim.h"
@@ -61,6 +63,11 @@ struct EngineConfig {
 
 // An update whose loss or gradient is not finite: nothing was applied (see Engine::train).
 struct Divergence : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The window for max(k1, k2) steps does not fit in memory (mapped to MemoryError).
+struct OutOfMemory : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -107,18 +114,18 @@ class Engine {
     // Everything besides the parameters that the next steps depend on: for exact resumption.
     struct Snapshot {
         // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps
-        std::vector<int64_t> counters;
-        std::vector<double> sums;  // Σ w·loss, Σ w of the pending steps
-        std::vector<T> dy, x, gates, c, h, first_moment, second_moment;
-        std::vector<int64_t> ids;
-        std::vector<uint8_t> resets, any_reset;
+        Buffer<int64_t> counters;
+        Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps
+        Buffer<T> dy, x, gates, c, h, first_moment, second_moment;
+        Buffer<int64_t> ids;
+        Buffer<uint8_t> resets, any_reset;
     };
     Snapshot snapshot() const;
     void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
 
-    // dL/dθ of the last update, before clipping: [num_params] (the place to all-reduce across
-    // processes would be between computing it and the step).
-    const std::vector<T>& gradient() const { return grad_; }
+    // dL/dθ of the last update, before clipping: [num_params] (an all-reduce across processes
+    // would average it right after backward, before clipping and the step).
+    const Buffer<T>& gradient() const { return grad_; }
 
   private:
     void allocate(int B, bool tokens);
@@ -127,14 +134,14 @@ class Engine {
     // Makes the update over the pending steps; returns false if none carried loss.
     bool update(double* loss);
     void backward(int64_t first_loss_step);
-    // The state entering step s of layer l, with resets at s applied (pointers into the window
-    // or into scratch).
-    const T* h_prev(int l, int64_t s, T* scratch);
-    const T* c_prev(int l, int64_t s, T* scratch);
+    // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
+    // to row b0, into the window or into scratch ([B][H], only rows b0..b1 written).
+    const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
+    const T* c_prev(int l, int64_t s, T* scratch, int b0, int b1);
 
     EngineConfig config_;
     T* params_;
-    std::vector<T> grad_;
+    Buffer<T> grad_;
     Optimizer<T> optimizer_;
     Window<T> window_;
 
@@ -148,13 +155,13 @@ class Engine {
 
     // Loss of the pending steps: Σ w·loss, Σ w, and w·dloss/dy per pending step [k1][B][O].
     double loss_sum_ = 0.0, weight_sum_ = 0.0;
-    std::vector<T> dy_, outputs_;
+    Buffer<T> dy_, outputs_;
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;
-    std::vector<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
-    std::vector<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
-    std::vector<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
+    Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
+    Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
+    Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
 };
 
 // Forward only, from state (h0, c0) each [L, B, H]: outputs [steps, B, O], final (h, c).

@@ -26,9 +26,15 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
             dY.row(r).setZero();
             continue;
         }
-        const auto diff = (Y.row(r) - Target.row(r)).array();
-        total += double(w) * double(diff.square().sum()) / O;
-        dY.row(r).array() = (T(2) * w / T(O)) * diff;
+        // A plain loop: `target` is the caller's memory, and a vectorised sum would round
+        // differently depending on its alignment.
+        double squares = 0.0;
+        for (int o = 0; o < O; ++o) {
+            const T diff = Y(r, o) - Target(r, o);
+            squares += double(diff) * double(diff);
+            dY(r, o) = T(2) * w / T(O) * diff;
+        }
+        total += double(w) * squares / O;
         *weight_sum += double(w);
     }
     return total;

@@ -23,8 +23,13 @@ Optimizer<T>::Optimizer(const OptimizerConfig& config, int64_t n) : config_(conf
 }
 
 template <typename T>
-void Optimizer<T>::step(T* params, const T* grad) {
+void Optimizer<T>::step(T* params, const T* grad, T scale) {
     FlatMap<T> p(params, n_);
+    if (scale != T(1)) {  // torch clips in place, then steps: round the same way
+        scaled_.resize(n_);
+        FlatMap<T>(scaled_.data(), n_) = scale * ConstFlatMap<T>(grad, n_);
+        grad = scaled_.data();
+    }
     ConstFlatMap<T> g(grad, n_);
     ++steps;
     if (config_.kind == OptimizerConfig::Kind::sgd) {
@@ -53,22 +58,12 @@ void Optimizer<T>::step(T* params, const T* grad) {
 
 template <typename T>
 double global_norm(const T* grad, int64_t n) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += double(grad[i]) * double(grad[i]);
-    return std::sqrt(sum);
-}
-
-template <typename T>
-void clip_by_global_norm(T* grad, int64_t n, double norm, double clip) {
-    const double coef = clip / (norm + 1e-6);
-    if (coef < 1.0) FlatMap<T>(grad, n) *= T(coef);
+    return std::sqrt(ConstFlatMap<T>(grad, n).template cast<double>().square().sum());
 }
 
 template class Optimizer<float>;
 template class Optimizer<double>;
 template double global_norm<float>(const float*, int64_t);
 template double global_norm<double>(const double*, int64_t);
-template void clip_by_global_norm<float>(float*, int64_t, double, double);
-template void clip_by_global_norm<double>(double*, int64_t, double, double);
 
 }  // namespace tbptt

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "tensor.h"
+
 namespace tbptt {
 
 struct OptimizerConfig {
@@ -22,26 +24,30 @@ class Optimizer {
 
     // SGD:  v = momentum v + g (v = g on the first step); p -= lr v       (torch.optim.SGD)
     // Adam: m, v moments; p -= lr/(1-β1^t) m / (sqrt(v)/sqrt(1-β2^t) + eps) (torch.optim.Adam)
-    void step(T* params, const T* grad);
+    // The step uses scale * grad (scale < 1 when clipping), leaving grad itself as it was.
+    void step(T* params, const T* grad, T scale = T(1));
 
     void set_lr(double lr) { config_.lr = lr; }
     const OptimizerConfig& config() const { return config_; }
 
     // State, for checkpoints: steps taken and the moment buffers (SGD: momentum in first_moment).
     int64_t steps = 0;
-    std::vector<T> first_moment, second_moment;
+    Buffer<T> first_moment, second_moment;
 
   private:
     OptimizerConfig config_;
     int64_t n_;
+    Buffer<T> scaled_;  // the clipped gradient
 };
 
 // sqrt(Σ g²) accumulated in double; NaN or inf if any gradient is.
 template <typename T>
 double global_norm(const T* grad, int64_t n);
 
-// As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1.
-template <typename T>
-void clip_by_global_norm(T* grad, int64_t n, double norm, double clip);
+// As torch.nn.utils.clip_grad_norm_: the gradient's scale, clip / (norm + 1e-6) when below 1.
+inline double clip_scale(double norm, double clip) {
+    const double coef = clip / (norm + 1e-6);
+    return coef < 1.0 ? coef : 1.0;
+}
 
 }  // namespace tbptt

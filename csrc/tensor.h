@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <vector>
 
 namespace tbptt {
 
@@ -17,5 +18,10 @@ template <typename T>
 using VectorMap = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;  // a row vector
 template <typename T>
 using ConstVectorMap = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>;
+
+// Every buffer of the engine: aligned like Eigen's packets, so vectorised loops split the same way
+// whatever address malloc returns, and identical runs give identical bits.
+template <typename T>
+using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
 
 }  // namespace tbptt

@@ -9,18 +9,20 @@
 #include <cstdint>
 #include <vector>
 
+#include "tensor.h"
+
 namespace tbptt {
 
 template <typename T>
 struct Window {
     int S = 0, B = 0, I = 0, H = 0, L = 0;
     bool tokens = false;
-    std::vector<T> x;              // [S][B][I] layer-0 features (when !tokens)
-    std::vector<int64_t> ids;      // [S][B] layer-0 token ids (when tokens)
-    std::vector<T> gates;          // [L][S][B][4H] activated gates (i, f, g, o)
-    std::vector<T> c, h;           // [L][S][B][H]
-    std::vector<uint8_t> resets;   // [S][B] state zeroed before this step
-    std::vector<uint8_t> any_reset;  // [S]
+    Buffer<T> x;              // [S][B][I] layer-0 features (when !tokens)
+    Buffer<int64_t> ids;      // [S][B] layer-0 token ids (when tokens)
+    Buffer<T> gates;          // [L][S][B][4H] activated gates (i, f, g, o)
+    Buffer<T> c, h;           // [L][S][B][H]
+    Buffer<uint8_t> resets;   // [S][B] state zeroed before this step
+    Buffer<uint8_t> any_reset;  // [S]
 
     void allocate(int S_, int B_, int I_, int H_, int L_, bool tokens_) {
         S = S_, B = B_, I = I_, H = H_, L = L_, tokens = tokens_;

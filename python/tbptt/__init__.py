@@ -3,11 +3,13 @@
 from .model import LSTM
 from .optim import SGD, Adam
 from .trainer import Trainer
+from .history import History
+from .generate import generate
 from .checkpoint import load, load_trainer
 from . import data, datasets
 from ._threads import set_num_threads, get_num_threads, build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "Trainer", "SGD", "Adam", "load", "load_trainer", "data", "datasets", "set_num_threads", "get_num_threads",
-           "build_info", "__version__"]
+__all__ = ["LSTM", "Trainer", "History", "SGD", "Adam", "generate", "load", "load_trainer", "data",
+           "datasets", "set_num_threads", "get_num_threads", "build_info", "__version__"]

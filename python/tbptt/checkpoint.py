@@ -59,31 +59,46 @@ def save_arrays(path, header: dict, arrays: dict) -> None:
 
 
 def load_arrays(path, kind: str):
-    """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read."""
+    """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read.
+    A missing file is a FileNotFoundError (other OS errors, e.g. permissions, pass through too)."""
     path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            damaged = archive.testzip()  # every member's CRC: catches flipped bytes, not just cuts
+        if damaged is not None:
+            raise ValueError(f"member {damaged!r} fails its CRC check")
         archive = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it is a single array, not an .npz archive")
         arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{path} is not a readable tbptt file (truncated or foreign): {error}") from None
+    except Exception as error:  # zipfile, zlib, numpy format errors: all mean "not our file"
+        raise ValueError(f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
+                         f"{type(error).__name__}: {error}") from None
     if HEADER not in arrays:
         raise ValueError(f"{path} is not a tbptt file: it has no {HEADER} member")
     try:
         header = json.loads(arrays.pop(HEADER).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} has a damaged header: {error}") from None
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tbptt file (format {header.get('format')!r})")
-    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a tbptt file (format "
+                         f"{header.get('format') if isinstance(header, dict) else header!r})")
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path} has an invalid file format version {version!r}")
+    if version > VERSION:
         raise ValueError(f"{path} was written by a newer tbptt (file format version "
-                         f"{header.get('version')}, this tbptt reads up to {VERSION}): upgrade tbptt")
+                         f"{version}, this tbptt reads up to {VERSION}): upgrade tbptt")
     if header.get("kind") != kind:
         raise ValueError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
     return header, arrays
+
+
+def _damaged(path, error):
+    return ValueError(f"{path} has a damaged or inconsistent header/contents: "
+                      f"{type(error).__name__}: {error}")
 
 
 def save_model(model, path) -> None:
@@ -95,8 +110,11 @@ def load(path):
     from .model import LSTM
 
     header, arrays = load_arrays(path, "model")
-    model = LSTM(**header["config"])
-    model.load_state_dict(arrays)
+    try:
+        model = LSTM(**header["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise _damaged(path, error) from None
+    model.load_state_dict(arrays)  # ValueError naming a missing / misshapen parameter
     return model
 
 
@@ -124,13 +142,23 @@ def load_trainer(path):
     from .trainer import Trainer
 
     header, arrays = load_arrays(path, "trainer")
-    model = LSTM(**header["model"])
+    try:
+        model = LSTM(**header["model"])
+        settings = header["trainer"]
+        trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
+                          optimizer=from_config(settings["optimizer"]),
+                          clip_norm=settings["clip_norm"], backend=settings["backend"])
+        num_streams = settings["num_streams"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise _damaged(path, error) from None
     model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
-    settings = header["trainer"]
-    trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
-                      optimizer=from_config(settings["optimizer"]), clip_norm=settings["clip_norm"],
-                      backend=settings["backend"])
-    trainer.num_streams = settings["num_streams"]
+    trainer.num_streams = num_streams
+    # Engine state is per backend (the header names it); restore raises ValueError if it does not fit.
     trainer._engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
                              if k.startswith("engine/")})
+    state = trainer._engine.state()
+    engine_streams = None if state is None else state[0].shape[1]
+    if engine_streams != num_streams:
+        raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "
+                         f"{engine_streams}")
     return trainer

@@ -13,14 +13,24 @@ Both take arrays that passed the checks below and implement exactly the same alg
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+import warnings
+
 import numpy as np
 
 from . import _checks, _native
+from .history import History
 from .model import LSTM
 from .optim import SGD, Adam
 
 LOSSES = ("mse", "cross_entropy")
 BACKENDS = ("cpp", "numpy")
+MAX_K = 2**30  # the window holds max(k1, k2) + 1 steps; "never truncate" is k = the data's length
 
 
 class Trainer:
@@ -36,8 +46,8 @@ class Trainer:
         if not isinstance(model, LSTM):
             raise TypeError(f"model must be a tbptt.LSTM, got {type(model).__name__}")
         self.model = model
-        self.k1 = _checks.positive_int("k1", k1)
-        self.k2 = _checks.positive_int("k2", k2)
+        self.k1 = _checks.positive_int("k1", k1, maximum=MAX_K)
+        self.k2 = _checks.positive_int("k2", k2, maximum=MAX_K)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.loss = loss
@@ -124,6 +134,195 @@ class Trainer:
         (resets requested by reset_state() applied); None before the first call."""
         return self._engine.state()
 
+    # ---- epochs -------------------------------------------------------------------------------
+    def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
+            max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
+            block=None) -> History:
+        """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
+
+        x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
+            class ids, mask (T, B) loss weights, resets (T, B) bool. Or x is a
+            `tbptt.datasets.Task` (then y, mask, resets come from it).
+        epochs: passes over the data. Each pass feeds `train` in blocks of `block` time steps
+            (default: about 32k samples, a multiple of k1), so memory beyond the data itself stays
+            bounded and the progress bar, budgets and Ctrl-C act between blocks. Results do not
+            depend on `block` (stream invariance). Steps pending at the end of an epoch (T not a
+            multiple of k1) stay pending into the next epoch, and after fit (call `flush()` to use
+            them now): so fit(epochs=1) twice equals fit(epochs=2).
+        validation: (x, y), (x, y, mask), (x, y, mask, resets) or a Task, evaluated after every
+            epoch with `evaluate` (forward only, state carried over the whole set from zeros).
+        reset: when the streams' state is zeroed, independently of when updates happen (k1):
+            "epoch" (default) before every epoch, the first included: each pass starts the
+            streams from zeros, as they started; "never": the state is carried across epochs and
+            from earlier calls; an int N: every N steps, counted from the start of this call
+            (steps 0, N, 2N, ...; across epoch boundaries). The explicit `resets` array applies
+            in addition. As everywhere, no gradient crosses a reset.
+        max_time: seconds; stop after the block during which fit's wall time (validation
+            included) reached it. The partial epoch is still recorded and validated.
+        max_updates: stop after exactly this many updates of this call.
+        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss).
+        checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
+        callback: `callback(trainer, history)` after every epoch (after validation); a true
+            return value stops fit (say, early stopping).
+
+        Divergence (an update with a non-finite loss or gradient, see `train`) stops fit: the
+        model keeps the parameters of the last good update, `history.diverged` holds the message,
+        a RuntimeWarning says so, and the history is returned; the trainer can go on (e.g. with a
+        lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
+        block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
+        """
+        from tqdm.auto import tqdm
+
+        x, y, mask, resets = _data(x, y, mask, resets)
+        if validation is not None:
+            validation = _validation(validation)
+        T, B = x.shape[0], x.shape[1]
+        epochs = _checks.positive_int("epochs", epochs)
+        every = _reset_every(reset)
+        if max_time is not None and _checks.finite_float("max_time", max_time) <= 0:
+            raise ValueError(f"max_time must be > 0 seconds or None, got {max_time}")
+        if max_updates is not None:
+            max_updates = _checks.positive_int("max_updates", max_updates)
+        if block is None:
+            block = self.k1 * max(1, (32768 // B) // self.k1)
+        block = _checks.positive_int("block", block)
+
+        history = self.history = History()
+        start, first_update, step = time.perf_counter(), self.updates, 0
+        bar = tqdm(total=T * B, unit="sample", unit_scale=True, disable=not progress,
+                   dynamic_ncols=True, leave=False)  # one epoch; a line per epoch stays
+        try:
+            with _deferred_interrupt() as interrupted:
+                for epoch in range(epochs):
+                    if epoch:
+                        bar.reset()
+                    bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                    if reset == "epoch":
+                        self.reset_state()
+                    loss_sum, loss_count, samples, seconds = 0.0, 0, 0, 0.0
+                    for s in range(0, T, block):
+                        e = min(T, s + block)
+                        if max_updates is not None:  # end the call exactly at the last update
+                            needed = max_updates - (self.updates - first_update)
+                            e = min(e, s + needed * self.k1 - self.pending_steps)
+                        block_resets = None if resets is None else resets[s:e]
+                        if every is not None:
+                            due = np.repeat(((step + np.arange(e - s)) % every == 0)[:, None], B, 1)
+                            block_resets = due if block_resets is None else due | (block_resets != 0)
+                        tic = time.perf_counter()
+                        try:
+                            new = self.train(x[s:e], y[s:e], None if mask is None else mask[s:e],
+                                             block_resets)
+                        except FloatingPointError as error:
+                            history.diverged, history.stop_reason = str(error), "diverged"
+                            break
+                        except KeyboardInterrupt:  # raised by something other than Ctrl-C
+                            history.stop_reason = "interrupted"
+                            break
+                        seconds += time.perf_counter() - tic
+                        samples += (e - s) * B
+                        step += e - s
+                        history._losses.append(new)
+                        loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
+                        bar.update((e - s) * B)
+                        if new.size:
+                            bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
+                        if interrupted:
+                            history.stop_reason = "interrupted"
+                        elif max_updates is not None and self.updates - first_update >= max_updates:
+                            history.stop_reason = "max_updates"
+                        elif max_time is not None and time.perf_counter() - start >= max_time:
+                            history.stop_reason = "max_time"
+                        if history.stop_reason:
+                            break
+
+                    history.train_loss.append(loss_sum / loss_count if loss_count else math.nan)
+                    history.samples_per_s.append(samples / seconds if seconds > 0 else math.nan)
+                    history.epoch_updates.append(sum(a.size for a in history._losses))
+                    history.samples += samples
+                    history.train_time += seconds
+                    if validation is not None and history.stop_reason != "interrupted":
+                        result = self._evaluate(*validation, block=block, stop=interrupted)
+                        if result is None:
+                            history.stop_reason = "interrupted"
+                        else:
+                            history.val_loss.append(result["loss"])
+                            if "accuracy" in result:
+                                history.val_accuracy.append(result["accuracy"])
+                    if progress:
+                        bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
+                    if history.stop_reason is None and callback is not None and callback(self, history):
+                        history.stop_reason = "callback"
+                    if history.stop_reason:
+                        break
+                else:
+                    history.stop_reason = "epochs"
+                if interrupted:  # Ctrl-C after the last block (in validation, a callback)
+                    history.stop_reason = "interrupted"
+        finally:
+            bar.close()
+            history.wall_time = time.perf_counter() - start
+
+        if history.stop_reason == "interrupted":
+            message = f"fit interrupted after {self.updates - first_update} updates"
+            if checkpoint is not None:
+                self.save(checkpoint)
+                message += f"; trainer checkpoint saved to {checkpoint}"
+            raise KeyboardInterrupt(message)
+        if history.diverged:
+            warnings.warn(f"fit stopped: training diverged ({history.diverged}). The model keeps "
+                          f"the parameters of the last good update; lower the learning rate or "
+                          f"clip gradients (clip_norm), then fit again.", RuntimeWarning, stacklevel=2)
+        return history
+
+    def evaluate(self, x, y=None, mask=None, resets=None, *, block=None) -> dict:
+        """Loss (and accuracy for cross-entropy) of the model on data, forward only.
+
+        x, y, mask, resets: as for `fit` (arrays (T, B, ...) or a Task). The state starts at zeros
+        and is carried over the whole of x (resets zero it where they say); the trainer's own
+        state is left alone. The loss is the one training minimises: the mask-weighted mean over
+        positions (MSE also averaged over outputs). Returns {"loss": float[, "accuracy": float]}.
+        """
+        x, y, mask, resets = _data(x, y, mask, resets)
+        if block is None:
+            block = max(1, 32768 // x.shape[1])
+        return self._evaluate(x, y, mask, resets, block=_checks.positive_int("block", block))
+
+    def _evaluate(self, x, y, mask, resets, block, stop=()):
+        """`evaluate`, in blocks of time steps; None if `stop` became true between blocks."""
+        model, T = self.model, x.shape[0]
+        starts = set(range(0, T, block))
+        if resets is not None:  # cut the forward pass where a stream's state must be zeroed
+            resets = np.asarray(resets) != 0
+            starts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
+        starts = sorted(starts) + [T]
+        state, loss, correct, weight = None, 0.0, 0.0, 0.0
+        for s, e in zip(starts[:-1], starts[1:]):
+            if stop:
+                return None
+            if state is not None and resets is not None and resets[s].any():
+                state = tuple(np.where(resets[s][None, :, None], 0, a) for a in state)
+            out, state = model.predict(x[s:e], state)
+            out = out.astype(np.float64)
+            w = np.ones(out.shape[:2]) if mask is None else np.asarray(mask[s:e], dtype=np.float64)
+            if self.loss == "mse":
+                target = np.asarray(y[s:e], dtype=np.float64)
+                loss += float((w * ((out - target) ** 2).mean(axis=-1)).sum())
+            else:
+                target = np.asarray(y[s:e])
+                peak = out.max(axis=-1, keepdims=True)
+                logz = peak[..., 0] + np.log(np.exp(out - peak).sum(axis=-1))
+                picked = np.take_along_axis(out, target[..., None], axis=-1)[..., 0]
+                loss += float((w * (logz - picked)).sum())
+                correct += float((w * (out.argmax(axis=-1) == target)).sum())
+            weight += float(w.sum())
+        if weight == 0:
+            raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
+        result = {"loss": loss / weight}
+        if self.loss == "cross_entropy":
+            result["accuracy"] = correct / weight
+        return result
+
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
@@ -134,3 +333,85 @@ class Trainer:
     def __repr__(self) -> str:
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
                 f"clip_norm={self.clip_norm}, backend={self.backend!r})")
+
+
+# ---- helpers of fit ---------------------------------------------------------------------------
+
+def _data(x, y, mask, resets):
+    """(x, y, mask, resets) from arrays or a Task; checks that they share (T, B)."""
+    from .datasets import Task
+
+    if isinstance(x, Task):
+        if y is not None or mask is not None or resets is not None:
+            raise TypeError("when x is a tbptt.datasets.Task, y, mask and resets come from it: "
+                            "do not pass them")
+        x, y, mask, resets = x.x, x.y, x.mask, x.resets
+    if y is None:
+        raise TypeError("y (the targets) is required, unless x is a tbptt.datasets.Task")
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"x must have shape (T, B, I) or (T, B), got {x.shape}")
+    T, B = x.shape[:2]
+    if T == 0 or B == 0:
+        raise ValueError(f"x must have T >= 1 steps and B >= 1 streams, got shape {x.shape}")
+    for name, a in (("y", y), ("mask", mask), ("resets", resets)):
+        if a is not None and np.shape(a)[:2] != (T, B):
+            raise ValueError(f"{name} must start with x's (T, B) = {(T, B)}, got shape {np.shape(a)}")
+    return x, y, mask, resets
+
+
+def _validation(validation):
+    from .datasets import Task
+
+    if isinstance(validation, Task):
+        return _data(validation, None, None, None)
+    if not isinstance(validation, (tuple, list)) or not 2 <= len(validation) <= 4:
+        raise TypeError("validation must be (x, y), (x, y, mask), (x, y, mask, resets) or a "
+                        f"tbptt.datasets.Task, got {type(validation).__name__}")
+    x, y, mask, resets = (*validation, None, None)[:4]
+    return _data(x, y, mask, resets)
+
+
+def _reset_every(reset):
+    """The N of reset=N, None for "never" / "epoch"."""
+    if isinstance(reset, str) and reset in ("never", "epoch"):
+        return None
+    if isinstance(reset, bool) or not isinstance(reset, (int, np.integer)):
+        raise ValueError(f"reset must be 'never', 'epoch' or an int N >= 1, got {reset!r}")
+    return _checks.positive_int("reset", reset)
+
+
+def _postfix(loss, history):
+    """The bar's text besides tqdm's samples/s: the epoch's running mean loss, the last val_loss."""
+    postfix = {"loss": f"{loss:.4f}"}
+    if history.val_loss:
+        postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"
+    return postfix
+
+
+def _summary(history):
+    """One line about the last epoch of `history`."""
+    parts = [f"loss {history.train_loss[-1]:.4f}"]
+    if len(history.val_loss) == history.epochs:
+        parts.append(f"val_loss {history.val_loss[-1]:.4f}")
+    if len(history.val_accuracy) == history.epochs:
+        parts.append(f"val_accuracy {history.val_accuracy[-1]:.4f}")
+    parts.append(f"{history.samples_per_s[-1]:,.0f} samples/s")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Within this block Ctrl-C only appends to the yielded list, which fit checks between train
+    calls: an update (Python code in the NumPy backend) is never cut in half. Only in the main
+    thread, and only over Python's default handler (a handler of the user's own stays)."""
+    flag = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.append(signum))
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

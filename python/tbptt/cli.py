@@ -1,0 +1,444 @@
+"""The `tbptt` command: train an LSTM with TBPTT(k1, k2) on built-in or your own data, sample from
+it, and describe the files it wrote.
+
+    tbptt train                              char-level LSTM on Shakespeare, about 2 minutes
+    tbptt train --data notes.txt             your text
+    tbptt train --data log.csv --column load next-step prediction of a numeric column (MSE)
+    tbptt train --task echo|adding|copy|co2|sunspots
+    tbptt generate runs/<stamp> --prime "ROMEO:" --length 500
+    tbptt info runs/<stamp>
+
+It is a thin layer over the library (tbptt.data, Trainer.fit, tbptt.generate); it adds no
+training logic of its own. The model file it writes is a normal tbptt model file (tbptt.load reads
+it) whose header also holds what `generate` and `info` need: the vocabulary or the normalisation,
+the settings and the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import importlib.util
+import json
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from . import checkpoint, data, datasets
+from .generate import generate
+from .model import LSTM
+from .optim import Adam
+from .trainer import BACKENDS, Trainer
+
+MODEL, TRAINER, HISTORY, PLOT = "model.npz", "trainer.npz", "history.json", "loss.png"
+TASKS = ("echo", "adding", "copy", "co2", "sunspots")
+
+# Defaults per kind of data; a flag given on the command line wins. Text: 1 x 128 is the best of
+# the sizes measured in EXPERIMENTS.md within two minutes on 2 cores; ~13 epochs fit in 90 s.
+DEFAULTS = {
+    "text": dict(batch=32, k1=100, hidden=128, lr=2e-3, epochs=100, max_time=90.0),
+    "series": dict(batch=1, k1=25, hidden=32, lr=3e-3, epochs=50, max_time=90.0),
+    "echo": dict(batch=32, k1=40, hidden=32, lr=1e-2, epochs=10, max_time=90.0),
+    "adding": dict(batch=32, k1=50, hidden=32, lr=1e-2, epochs=20, max_time=90.0),
+    "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
+}
+TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
+SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8
+
+
+# ---- the parser -----------------------------------------------------------------------------
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="tbptt", description="Train LSTMs with Truncated "
+                                     "Backpropagation Through Time, TBPTT(k1, k2).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser(
+        "train", help="train a model (default: a character-level LSTM on Shakespeare)",
+        description="Train an LSTM with TBPTT(k1, k2) and write model.npz, trainer.npz, "
+                    "history.json and loss.png into an output folder.",
+        epilog="Defaults depend on the data: text B=32, k=100, H=128, lr 2e-3, 90 s; a numeric "
+               "series B=1, k=25, H=32, lr 3e-3, 50 epochs; echo (delay 20) k=40, H=32, lr 1e-2; "
+               "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam, "
+               "clip 5, forget bias 1.")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="FILE", help="a text file (character-level model), or a "
+                        "CSV file with --column (next-step prediction, MSE)")
+    source.add_argument("--task", choices=TASKS, help="a built-in task instead of Shakespeare")
+    train.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
+    train.add_argument("--diff", action=argparse.BooleanOptionalAction, help="model a numeric "
+                       "series' changes rather than its values (for a trend; default: on for co2)")
+    train.add_argument("--k1", type=_number(int, 0), help="steps between updates")
+    train.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
+                       "through (default: k1)")
+    train.add_argument("--hidden", type=_number(int, 0), help="hidden units per layer")
+    train.add_argument("--layers", type=_number(int, 0), default=1, help="LSTM layers (default 1)")
+    train.add_argument("--batch", type=_number(int, 0), help="B, the number of parallel streams")
+    train.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate")
+    train.add_argument("--epochs", type=_number(int, 0), help="passes over the training data")
+    train.add_argument("--max-time", type=_number(float, 0, strict=False), metavar="SECONDS",
+                       help="stop training after this long (default 90; 0: no limit)")
+    train.add_argument("--threads", type=_number(int, 0), help="threads of the C++ engine")
+    train.add_argument("--backend", choices=BACKENDS, default="cpp",
+                       help="cpp (default, compiled) or numpy (the reference)")
+    train.add_argument("--seed", type=int, default=0, help="for the model and the tasks (default 0)")
+    train.add_argument("--out", metavar="FOLDER", help="output folder (default runs/<timestamp>)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train, subparser=train)  # subparser.error(): exit 2 with its usage
+
+    gen = commands.add_parser("generate", help="sample text from a model trained on text",
+                              description="Sample text from a model written by `tbptt train`.")
+    gen.add_argument("checkpoint", metavar="CHECKPOINT", help="the output folder of `tbptt train` "
+                     "or its model.npz")
+    gen.add_argument("--prime", help="text the model reads first (default: a newline)")
+    gen.add_argument("--length", type=_number(int, 0), default=500, help="characters (default 500)")
+    gen.add_argument("--temperature", type=_number(float, 0, strict=False), default=SAMPLE_TEMPERATURE,
+                     help=f"softmax temperature; 0 = most likely (default {SAMPLE_TEMPERATURE})")
+    gen.add_argument("--seed", type=int, help="the same seed gives the same text")
+    gen.set_defaults(run=_generate)
+
+    info = commands.add_parser("info", help="describe a model or trainer checkpoint",
+                               description="Describe a model file, a trainer checkpoint, or the "
+                                           "output folder of `tbptt train`.")
+    info.add_argument("checkpoint", metavar="CHECKPOINT")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _number(kind, minimum, strict=True):
+    """An argparse type: a finite `kind` above `minimum` (or at least it, when not strict)."""
+    def parse(text):
+        value = kind(text)
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+class Prepared:
+    """Training and validation arrays (x, y, mask, resets) and what the model file keeps of them."""
+
+    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None):
+        self.kind, self.train, self.valid, self.loss = kind, train, valid, loss
+        self.input_size, self.output_size, self.meta, self.vocab = input_size, output_size, meta, vocab
+
+
+def _kind_of_data(args):
+    if args.task in ("co2", "sunspots"):
+        return "series"
+    if args.task:
+        return args.task
+    if args.data is not None and (args.column is not None or args.data.lower().endswith(".csv")):
+        return "series"
+    return "text"
+
+
+def _prepare(args, kind):
+    B = args.batch
+    if kind == "text":
+        if args.data is None:
+            return _text(datasets.shakespeare(), "Tiny Shakespeare (built-in)", B)
+        with open(args.data, encoding="utf-8") as f:
+            return _text(f.read(), args.data, B)
+    if kind == "series":
+        if args.task == "co2":  # a trend: the held-out years lie above every training value
+            diff = True if args.diff is None else args.diff
+            return _series(datasets.co2()[1], "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff)
+        if args.task == "sunspots":
+            return _series(datasets.sunspots()[1], "yearly sunspot activity (built-in)", B,
+                           bool(args.diff))
+        return _series(_read_column(args), f"{args.data}, column {args.column}", B, bool(args.diff))
+    return _task(kind, B, args.seed)
+
+
+def _text(text, source, B):
+    """Characters in B contiguous streams; the held-out last 10% in streams of >= 100 characters."""
+    vocab = data.Vocabulary(text)
+    train, valid = data.split(text, 0.9)
+    x, y = data.next_step(data.batchify(vocab.encode(train), B))
+    vx, vy = data.next_step(data.batchify(vocab.encode(valid), max(1, min(B, len(valid) // 100))))
+    meta = {"kind": "text", "source": source, "vocabulary": vocab.to_dict(),
+            "train_characters": len(train), "valid_characters": len(valid)}
+    return Prepared("text", (x, y, None, None), (vx, vy, None, None), "cross_entropy", vocab.size,
+                    vocab.size, meta, vocab)
+
+
+def _series(values, source, B, diff):
+    """Next-step prediction of a standardised series (statistics of the training part only), or
+    of its changes when `diff`; the held-out last 10% is one stream. Errors of the next change are
+    errors of the next value, so RMSE means the same in both modes."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    if known.sum() < 20:
+        raise ValueError(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
+    index = np.arange(values.size)
+    values = np.interp(index, index[known], values[known])  # fill gaps linearly
+    train, valid = data.split(values, 0.9)
+    if diff:
+        train, valid = np.diff(train), np.diff(valid)
+        persistence = float(np.sqrt(np.mean(valid[1:] ** 2)))  # "no change", for scale
+    else:
+        persistence = float(np.sqrt(np.mean(np.diff(valid) ** 2)))
+    norm = data.Normalizer().fit(train)
+    x, y = data.next_step(data.batchify(norm.transform(train)[:, None], B))
+    vx, vy = data.next_step(data.batchify(norm.transform(valid)[:, None], 1))
+    meta = {"kind": "series", "source": source, "difference": diff, "normalizer": norm.to_dict(),
+            "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
+    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta)
+
+
+def _read_column(args):
+    """The values of column `args.column` of a CSV file with a header row (empty cells -> NaN)."""
+    with open(args.data, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if args.column is None:
+            args.subparser.error(f"--data {args.data} is a CSV file: choose the column to model "
+                                 f"with --column (columns: {', '.join(columns)})")
+        if args.column not in columns:
+            raise ValueError(f"{args.data} has no column {args.column!r} (columns: {', '.join(columns)})")
+        values = []
+        for line, row in enumerate(reader, start=2):
+            cell = (row[args.column] or "").strip()
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                raise ValueError(f"{args.data}, line {line}: column {args.column!r} holds "
+                                 f"{cell!r}, not a number") from None
+    return values
+
+
+def _task(name, B, seed):
+    make = {"echo": lambda T, s: datasets.echo(T, B, delay=20, seed=s),
+            "adding": lambda T, s: datasets.adding(T, B, seq_len=50, seed=s),
+            "copy": lambda T, s: datasets.copy(T, B, seed=s)}[name]
+    train, valid = make(TASK_STEPS, seed), make(TASK_VALID_STEPS, seed + 1)
+    meta = {"kind": "task", "task": name, "source": train.description}
+    arrays = [(t.x, t.y, t.mask, t.resets) for t in (train, valid)]
+    return Prepared(name, *arrays, train.loss, train.input_size, train.output_size, meta)
+
+
+def _results(prepared, history):
+    """The numbers worth printing and keeping, from the last validation."""
+    if not history.val_loss:
+        return {}
+    loss = history.val_loss[-1]
+    results = {"val_loss": loss}
+    if prepared.kind == "text":
+        results["bits_per_character"] = loss / math.log(2)
+    elif prepared.kind == "series":
+        std = float(np.mean(prepared.meta["normalizer"]["std"]))
+        results["val_rmse"] = math.sqrt(loss) * std
+        results["persistence_rmse"] = prepared.meta["persistence_rmse"]
+    if history.val_accuracy:
+        results["val_accuracy"] = history.val_accuracy[-1]
+    return results
+
+
+def _describe_results(prepared, results):
+    if "bits_per_character" in results:
+        return (f"validation: {results['bits_per_character']:.3f} bits per character (stateful "
+                f"over {prepared.meta['valid_characters']:,} held-out characters)")
+    if "val_rmse" in results:
+        return (f"validation: RMSE {results['val_rmse']:.4g} in the data's units (MSE "
+                f"{results['val_loss']:.4f} standardised); predicting the last value: RMSE "
+                f"{results['persistence_rmse']:.4g}")
+    if "val_accuracy" in results:  # the baselines are in the task's description, printed first
+        return f"validation: accuracy {results['val_accuracy']:.3f}, loss {results['val_loss']:.4f}"
+    return f"validation: loss {results['val_loss']:.4f}"
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+def _output_folder(out):
+    if out is None:
+        base = os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        out, n = base, 1
+        while os.path.exists(out):
+            n += 1
+            out = f"{base}-{n}"
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def _save_model(model, path, extra):
+    """A tbptt model file (tbptt.load reads it) whose header also keeps `extra` (JSON)."""
+    checkpoint.save_arrays(path, {"kind": "model", "config": model.config(), **extra},
+                           model.state_dict())
+
+
+def _load_model(path):
+    """The model and its file's header (which `_save_model` may have extended)."""
+    return checkpoint.load(path), checkpoint.load_arrays(path, "model")[0]
+
+
+def _save_history(history, folder, say):
+    """history.json, and loss.png when matplotlib is there. Returns the names written."""
+    text = json.dumps(history.to_dict(), indent=1).encode("utf-8")
+    checkpoint.atomic_write(os.path.join(folder, HISTORY), lambda f: f.write(text))
+    if importlib.util.find_spec("matplotlib") is None:
+        say(f"matplotlib is not installed: no {PLOT} (pip install tbptt[plot])")
+        return [HISTORY]
+    history.plot(os.path.join(folder, PLOT))
+    return [HISTORY, PLOT]
+
+
+def _model_path(path):
+    return os.path.join(path, MODEL) if os.path.isdir(path) else path
+
+
+def _default_prime(vocab):
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def _train(args):
+    if args.column is not None and args.data is None:
+        args.subparser.error("--column goes with --data FILE.csv")
+    kind = _kind_of_data(args)
+    for name, value in DEFAULTS[kind].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.k2 = args.k1 if args.k2 is None else args.k2
+    if args.threads is not None:
+        from ._threads import set_num_threads
+        set_num_threads(args.threads)
+
+    prepared = _prepare(args, kind)
+    model = LSTM(prepared.input_size, args.hidden, prepared.output_size, num_layers=args.layers,
+                 seed=args.seed, forget_bias=1.0)
+    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
+                      clip_norm=5.0, backend=args.backend)
+    folder = _output_folder(args.out)
+    settings = {name: getattr(args, name) for name in
+                ("k1", "k2", "hidden", "layers", "batch", "lr", "epochs", "max_time", "backend", "seed")}
+    settings.update(clip_norm=5.0, forget_bias=1.0, optimizer="adam")
+    x = prepared.train[0]
+    print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
+    print(f"model: LSTM {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
+          f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"
+          + (f"; at most {args.max_time:g} s" if args.max_time else ""))
+    print(f"output folder: {folder}", flush=True)
+
+    trainer_path = os.path.join(folder, TRAINER)
+    try:
+        with warnings.catch_warnings():  # divergence: said below, in the command's own words
+            warnings.filterwarnings("ignore", "fit stopped: training diverged", RuntimeWarning)
+            history = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
+                                  max_time=args.max_time or None, progress=not args.no_progress,
+                                  checkpoint=trainer_path)
+    except KeyboardInterrupt as stop:
+        history = trainer.history
+        _save_model(model, os.path.join(folder, MODEL), {"data": prepared.meta, "settings": settings})
+        _save_history(history, folder, print)
+        print(f"\n{stop}; the model and history are in {folder}", file=sys.stderr)
+        return 130
+
+    results = _results(prepared, history)
+    train_rate = history.samples / history.train_time if history.train_time else 0.0
+    print(f"trained {history.epochs} epoch(s), {history.losses.size:,} updates, "
+          f"{history.samples:,} samples in {history.wall_time:.1f} s ({train_rate:,.0f} samples/s "
+          f"while training); stopped by {history.stop_reason}")
+    if history.diverged:
+        print(f"training diverged: {history.diverged}; the model keeps the last good parameters "
+              f"(try a lower --lr)")
+    if results:
+        print(_describe_results(prepared, results))
+    _save_model(model, os.path.join(folder, MODEL),
+                {"data": prepared.meta, "settings": settings, "results": results})
+    trainer.save(trainer_path)
+    written = [MODEL, TRAINER] + _save_history(history, folder, print)
+    if prepared.vocab is not None:
+        prime = _default_prime(prepared.vocab)
+        sample = generate(model, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
+        print(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
+    print(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
+    return 0
+
+
+def _generate(args):
+    path = _model_path(args.checkpoint)
+    model, header = _load_model(path)
+    meta = header.get("data") or {}
+    if meta.get("kind") != "text":
+        raise ValueError(f"{path} is not a text model written by `tbptt train` (it has no "
+                         f"vocabulary): generate samples characters")
+    vocab = data.Vocabulary.from_dict(meta["vocabulary"])
+    prime = _default_prime(vocab) if args.prime is None else args.prime
+    print(prime + generate(model, vocab, prime, args.length, args.temperature, args.seed))
+    return 0
+
+
+def _info(args):
+    if os.path.isdir(args.checkpoint):
+        paths = [os.path.join(args.checkpoint, name) for name in (MODEL, TRAINER)]
+        paths = [path for path in paths if os.path.exists(path)]
+        if not paths:
+            raise FileNotFoundError(f"{args.checkpoint} holds neither {MODEL} nor {TRAINER}")
+    else:
+        paths = [args.checkpoint]
+    for path in paths:
+        print("\n".join(_describe(path)))
+    return 0
+
+
+def _file_kind(path):
+    """The "kind" a tbptt file's header names, or None (then load_arrays says what is wrong)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return json.loads(archive[checkpoint.HEADER].tobytes().decode("utf-8")).get("kind")
+    except Exception:
+        return None
+
+
+def _describe(path):
+    if _file_kind(path) == "trainer":
+        from .checkpoint import load_trainer
+        trainer = load_trainer(path)
+        t = trainer
+        return [f"{path}: trainer checkpoint",
+                f"  model: {t.model!r}",
+                f"  parameters: {t.model.num_parameters:,}",
+                f"  trainer: TBPTT(k1={t.k1}, k2={t.k2}), loss {t.loss}, {t.optimizer}, "
+                f"clip_norm {t.clip_norm}, backend {t.backend}, B = {t.num_streams} streams",
+                f"  progress: {t.updates:,} updates made, {t.pending_steps} steps pending"]
+    model, header = _load_model(path)
+    lines = [f"{path}: model", f"  model: {model!r}", f"  parameters: {model.num_parameters:,}"]
+    meta = header.get("data")
+    if meta:
+        what = {"text": lambda: f"characters, vocabulary of {len(meta['vocabulary']['chars'])}",
+                "series": lambda: (f"next-step MSE of the {'changes' if meta.get('difference') else 'values'}"
+                           f", standardised with {meta['normalizer']}"),
+                "task": lambda: "synthetic task"}.get(meta.get("kind"), lambda: meta.get("kind"))()
+        lines.append(f"  data: {meta.get('source')}: {what}")
+    for key in ("settings", "results"):
+        if header.get(key):
+            values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in header[key].items())
+            lines.append(f"  {key}: {values}")
+    return lines
+
+
+def main(argv=None) -> int:
+    """Entry point of the `tbptt` command. Bad flags exit 2 with usage; a file that cannot be read
+    or data that cannot be used prints the reason and returns 1; Ctrl-C during training saves
+    what there is and returns 130."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError, ImportError) as error:
+        print(f"tbptt {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""History: what `Trainer.fit` records, for reading, saving as JSON and plotting.
+
+Not a logger: it holds numbers in memory (the loss of every update is one float64 each) and
+knows how to turn them into a dict and a PNG. matplotlib is an optional extra (`tbptt[plot]`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class History:
+    """The record of one `Trainer.fit` call.
+
+    Attributes:
+        losses: (U,) float64, the loss of every update that carried loss, in order (a property).
+        train_loss: per epoch, the mean loss of that epoch's updates (NaN if it made none).
+        val_loss: per epoch, the validation loss (empty without validation data).
+        val_accuracy: per epoch, the validation accuracy (cross-entropy only; else empty).
+        samples_per_s: per epoch, training throughput: time steps x streams per second of `train`
+            calls (validation excluded), as SPEC section 5 counts samples.
+        epoch_updates: per epoch, len(losses) at its end: where the epoch ends on the update axis.
+        wall_time: seconds the whole fit took, validation included.
+        train_time: seconds spent in `train` calls.
+        samples: time steps x streams trained on.
+        stop_reason: "epochs" (all done), "max_time", "max_updates", "callback", "diverged" or
+            "interrupted". When a budget stops fit mid-epoch, that last epoch is partial but is
+            still recorded (and validated).
+        diverged: None, or the message of the FloatingPointError that stopped training.
+    """
+
+    def __init__(self):
+        self._losses = []  # one array per train call: no per-update Python floats
+        self.train_loss = []
+        self.val_loss = []
+        self.val_accuracy = []
+        self.samples_per_s = []
+        self.epoch_updates = []
+        self.wall_time = 0.0
+        self.train_time = 0.0
+        self.samples = 0
+        self.stop_reason = None
+        self.diverged = None
+
+    @property
+    def losses(self) -> np.ndarray:
+        return np.concatenate(self._losses) if self._losses else np.zeros(0)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs recorded (the last one may be partial, see `stop_reason`)."""
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict:
+        """Plain lists and numbers, ready for `json.dump` (NaN becomes None)."""
+        def clean(values):
+            return [None if not math.isfinite(v) else float(v) for v in values]
+
+        return {
+            "losses": clean(self.losses.tolist()),
+            "train_loss": clean(self.train_loss),
+            "val_loss": clean(self.val_loss),
+            "val_accuracy": clean(self.val_accuracy),
+            "samples_per_s": clean(self.samples_per_s),
+            "epoch_updates": list(self.epoch_updates),
+            "epochs": self.epochs,
+            "wall_time": self.wall_time,
+            "train_time": self.train_time,
+            "samples": self.samples,
+            "stop_reason": self.stop_reason,
+            "diverged": self.diverged,
+        }
+
+    def plot(self, path) -> None:
+        """Write a PNG of the loss curves: every update's loss (and a running mean) against the
+        update index, with each epoch's train and validation loss at the update where it ended."""
+        try:
+            from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install tbptt[plot] "
+                              "(or pip install matplotlib)") from None
+        fig = Figure(figsize=(8, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+        losses = self.losses
+        updates = np.arange(1, losses.size + 1)
+        ax.plot(updates, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="update loss")
+        width = max(1, losses.size // 50)
+        if losses.size > width:
+            running = np.convolve(losses, np.ones(width) / width, mode="valid")
+            ax.plot(updates[width - 1:], running, color="tab:blue",
+                    label=f"running mean ({width} updates)")
+        ends = np.asarray(self.epoch_updates)
+        if ends.size:
+            ax.plot(ends, self.train_loss, "o-", color="tab:green", label="train (epoch mean)")
+        if self.val_loss:
+            ax.plot(ends[:len(self.val_loss)], self.val_loss, "s-", color="tab:red",
+                    label="validation")
+        ax.set_xlabel("update")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.savefig(path, dpi=100)
+
+    def __repr__(self) -> str:
+        last = f", val_loss={self.val_loss[-1]:.4f}" if self.val_loss else ""
+        return (f"History(updates={self.losses.size}, epochs={self.epochs}{last}, "
+                f"stop_reason={self.stop_reason!r})")

@@ -1,0 +1,180 @@
+"""The `tbptt` command (run in-process with tiny settings) and tbptt.generate."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tbptt
+from tbptt import cli
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = tbptt.get_num_threads()
+    tbptt.set_num_threads(1)
+    yield
+    tbptt.set_num_threads(before)
+
+
+TINY = ["--hidden", "8", "--no-progress", "--threads", "1"]
+
+
+# ---- tbptt generate (the function) ------------------------------------------------------------
+
+def text_model(seed=0):
+    vocab = tbptt.data.Vocabulary("abc\n")
+    return tbptt.LSTM(vocab.size, 6, vocab.size, seed=seed), vocab
+
+
+def test_generate_is_deterministic_for_a_seed():
+    model, vocab = text_model()
+    a = tbptt.generate(model, vocab, "ab", 40, seed=5)
+    assert isinstance(a, str) and len(a) == 40 and set(a) <= set(vocab.chars)
+    assert tbptt.generate(model, vocab, "ab", 40, seed=5) == a
+    assert tbptt.generate(model, vocab, "ab", 40, seed=6) != a
+    ids = tbptt.generate(model, None, vocab.encode("ab"), 40, seed=5)  # ids in, ids out
+    assert ids.dtype == np.int64 and vocab.decode(ids) == a
+
+
+def test_generate_temperature_zero_is_greedy_with_carried_state():
+    model, vocab = text_model(seed=3)
+    out, state = model.predict(vocab.encode("abca")[:, None])
+    expected = []
+    for _ in range(12):
+        token = int(out[-1, 0].argmax())
+        expected.append(token)
+        out, state = model.predict(np.array([[token]]), state)
+    assert tbptt.generate(model, vocab, "abca", 12, temperature=0) == vocab.decode(expected)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, v: tbptt.generate(m, v, "", 5), ValueError, "at least one token"),
+    (lambda m, v: tbptt.generate(m, None, "ab", 5), TypeError, "Vocabulary"),
+    (lambda m, v: tbptt.generate(m, v, "abz", 5), ValueError, "'z'"),
+    (lambda m, v: tbptt.generate(m, v, "ab", 0), ValueError, "length"),
+    (lambda m, v: tbptt.generate(m, v, "ab", 5, temperature=-1), ValueError, "temperature"),
+    (lambda m, v: tbptt.generate(m, tbptt.data.Vocabulary("ab"), "ab", 5), ValueError, "input_size"),
+    (lambda m, v: tbptt.generate(tbptt.LSTM(3, 4, 2), None, [0], 5), ValueError, "output_size"),
+])
+def test_generate_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call(*text_model())
+
+
+# ---- tbptt train / generate / info --------------------------------------------------------------
+
+def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--max-time", "1", "--k1", "20", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "bits per character" in printed and "sample (temperature" in printed
+    for name in ("model.npz", "trainer.npz", "history.json", "loss.png"):
+        assert (out / name).exists(), name
+    history = json.loads((out / "history.json").read_text())
+    assert history["stop_reason"] in ("max_time", "epochs") and history["losses"]
+    assert tbptt.load(out / "model.npz").hidden_size == 8
+    assert tbptt.load_trainer(out / "trainer.npz").k1 == 20
+
+    samples = []
+    for _ in range(2):
+        assert cli.main(["generate", str(out), "--prime", "KING", "--length", "30", "--seed", "4"]) == 0
+        samples.append(capsys.readouterr().out)
+    assert samples[0] == samples[1] and samples[0].startswith("KING") and len(samples[0]) == 4 + 30 + 1
+
+    assert cli.main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    parameters = tbptt.load(out / "model.npz").num_parameters
+    assert f"parameters: {parameters:,}" in printed and "bits_per_character" in printed
+    assert "trainer checkpoint" in printed and "k1=20" in printed
+
+
+@pytest.mark.parametrize("task, expect", [("echo", "accuracy"), ("adding", "loss"), ("copy", "accuracy"),
+                                          ("co2", "RMSE"), ("sunspots", "RMSE")])
+def test_train_tasks(task, expect, tmp_path, capsys):
+    assert cli.main(["train", "--task", task, "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
+    assert f"validation: {expect}" in capsys.readouterr().out
+    assert (tmp_path / "model.npz").exists()
+
+
+def test_train_text_and_csv_files(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    assert cli.main(["train", "--data", str(text), "--epochs", "2", "--batch", "4",
+                     "--out", str(tmp_path / "a"), *TINY]) == 0
+    assert "bits per character" in capsys.readouterr().out
+
+    table = tmp_path / "series.csv"
+    t = np.arange(300)
+    rows = [f"{i},{'' if i == 7 else round(float(np.sin(i / 5)), 4)}" for i in t]  # one gap
+    table.write_text("step,level\n" + "\n".join(rows) + "\n")
+    assert cli.main(["train", "--data", str(table), "--column", "level", "--epochs", "2",
+                     "--out", str(tmp_path / "b"), *TINY]) == 0
+    assert "RMSE" in capsys.readouterr().out
+    assert cli.main(["info", str(tmp_path / "b" / "model.npz")]) == 0
+    assert "'mean'" in capsys.readouterr().out  # the normalisation is stored with the model
+    assert cli.main(["generate", str(tmp_path / "b")]) == 1  # a series model has no vocabulary
+    assert "not a text model" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(table), "--column", "nope", *TINY]) == 1
+    with pytest.raises(SystemExit) as exit:  # a CSV needs --column
+        cli.main(["train", "--data", str(table), *TINY])
+    assert exit.value.code == 2
+
+
+def test_ctrl_c_during_train_saves_what_there_is(tmp_path, monkeypatch, capsys):
+    calls, train = [], tbptt.Trainer.train
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return train(self, *args)
+
+    monkeypatch.setattr(tbptt.Trainer, "train", interrupted)
+    assert cli.main(["train", "--task", "echo", "--out", str(tmp_path), *TINY]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    for name in ("model.npz", "trainer.npz", "history.json"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_divergence_is_reported_and_the_last_good_model_kept(tmp_path, monkeypatch, capsys):
+    calls, train = [], tbptt.Trainer.train
+
+    def diverging(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("update 7: the loss is not finite")
+        return train(self, *args)
+
+    monkeypatch.setattr(tbptt.Trainer, "train", diverging)
+    assert cli.main(["train", "--task", "echo", "--out", str(tmp_path), *TINY]) == 0
+    assert "training diverged: update 7" in capsys.readouterr().out
+    assert (tmp_path / "model.npz").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["fly"], ["train", "--bogus"], ["train", "--k1", "0"], ["train", "--lr", "-1"],
+    ["train", "--task", "nope"], ["train", "--max-time", "x"], ["train", "--task", "echo", "--data", "f"],
+    ["train", "--task", "echo", "--column", "c"], ["generate"], ["info"],
+    ["generate", "x", "--temperature", "-1"],
+])
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2 and "usage: tbptt" in capsys.readouterr().err
+
+
+def test_unreadable_files_exit_1(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "missing.npz")]) == 1
+    assert cli.main(["info", str(tmp_path)]) == 1
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert cli.main(["generate", str(tmp_path / "junk.npz")]) == 1
+    assert "not a readable tbptt file" in capsys.readouterr().err
+
+
+def test_module_runs_as_a_command():
+    done = subprocess.run([sys.executable, "-m", "tbptt.cli", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "usage: tbptt" in done.stdout and "train" in done.stdout
