@@ -231,6 +231,16 @@ void bind_engine(py::module_& m, const char* name) {
         .def("set_lr", [](PyEngine<T>& e, double lr) { e.engine->set_lr(lr); })
         .def("state", &PyEngine<T>::state)
         .def("gradient", &PyEngine<T>::gradient)
+        .def("horizon", [](const PyEngine<T>& e) {
+            const ModelShape& m = e.engine->shape();
+            const Buffer<double>& norms = e.engine->horizon_norms();
+            const Buffer<int64_t>& updates = e.engine->horizon_updates();
+            const py::ssize_t k2 = py::ssize_t(updates.size());
+            py::array_t<double> sums({py::ssize_t(2), py::ssize_t(m.L), k2});
+            std::copy(norms.begin(), norms.end(), sums.mutable_data());
+            return py::make_tuple(sums, to_array(updates));
+        })
+        .def("reset_horizon", [](PyEngine<T>& e) { e.engine->reset_horizon(); })
         .def("snapshot", &PyEngine<T>::snapshot)
         .def("restore", &PyEngine<T>::restore, py::arg("state"))
         .def_property_readonly("pending_steps", [](const PyEngine<T>& e) { return e.engine->pending_steps(); })

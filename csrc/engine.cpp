@@ -102,21 +102,24 @@ const T* Engine<T>::c_prev(int l, int64_t s, T* scratch, int b0, int b1) {
 // Streams never interact inside a layer: split them over threads, each running every step of a run
 // for its own rows. One fork per run instead of one per step, and each thread's small recurrent
 // products stay in its own cache (Eigen runs them single-threaded inside a parallel region).
+static int stream_slices(int B, int H) {
+    if (int64_t(B) * H < 1024) return 1;  // too little work per step to share
+    return std::max(1, std::min(Eigen::nbThreads(), B));
+}
+
+// body(slice, b0, b1) for streams [b0, b1) of slice `slice` < stream_slices(B, H).
 template <typename F>
 static void for_stream_slices(int B, int H, F&& body) {
-    int threads = std::min(Eigen::nbThreads(), B);
-    if (int64_t(B) * H < 1024) threads = 1;  // too little work per step to share
+    const int slices = stream_slices(B, H);
 #ifdef _OPENMP
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-        {
-            const int t = omp_get_thread_num(), n = omp_get_num_threads();
-            body(int(int64_t(B) * t / n), int(int64_t(B) * (t + 1) / n));
-        }
+    if (slices > 1) {
+#pragma omp parallel for num_threads(slices) schedule(static, 1)
+        for (int i = 0; i < slices; ++i)
+            body(i, int(int64_t(B) * i / slices), int(int64_t(B) * (i + 1) / slices));
         return;
     }
 #endif
-    body(0, B);
+    body(0, 0, B);
 }
 
 template <typename T>
@@ -144,7 +147,7 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
         const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
         const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
         lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, m.layer_input(l), H);
-        for_stream_slices(B, H, [&](int b0, int b1) {
+        for_stream_slices(B, H, [&](int, int b0, int b1) {
             const size_t G = 4 * size_t(H);
             for (int64_t s = s0; s < s0 + n; ++s)
                 lstm_step_forward(window_.gates_at(l, s) + b0 * G, window_.c_at(l, s) + b0 * H,
@@ -235,6 +238,7 @@ bool Engine<T>::update(double* loss) {
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
+    add_to_horizon(int(step_ - std::max(step_ - config_.k2, first_valid_)));
     // <- data-parallel training would average grad_ across processes here, before clipping.
     const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad_.data(), T(scale));
@@ -263,6 +267,9 @@ void Engine<T>::backward(int64_t first_loss_step) {
 
     std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
     std::fill(dc_rec_.begin(), dc_rec_.end(), T(0));
+    const size_t k2 = size_t(config_.k2);
+    Buffer<double>& squares = horizon_squares_;
+    squares.assign(size_t(stream_slices(B, H)) * 2 * m.L * k2, 0.0);
     for (int64_t end = t; end >= a;) {
         const int64_t begin = std::max({a, end - block_ + 1, end - window_.slot(end)});
         const int n = int(end - begin + 1);
@@ -281,8 +288,11 @@ void Engine<T>::backward(int64_t first_loss_step) {
             } else {  // dL/dh from the layer above, computed into dx_
                 std::swap(dh_in_, dx_);
             }
-            for_stream_slices(B, H, [&](int b0, int b1) {
+            for_stream_slices(B, H, [&](int slice, int b0, int b1) {
                 const int rows_b = b1 - b0;
+                // This slice's share of Σ (dL/dh)², Σ (dL/dc)² at j = t - s steps back.
+                double* dh_squares = squares.data() + ((size_t(slice) * 2 + 0) * m.L + l) * k2;
+                double* dc_squares = squares.data() + ((size_t(slice) * 2 + 1) * m.L + l) * k2;
                 for (int64_t s = end; s >= begin; --s) {
                     const size_t j = size_t(s - begin), r0 = j * B + b0;
                     T* dh = dh_in_.data() + r0 * H;
@@ -290,10 +300,11 @@ void Engine<T>::backward(int64_t first_loss_step) {
                     T* dh_r = dh_rec + size_t(b0) * H;
                     T* dc_r = dc_rec + size_t(b0) * H;
                     MatrixMap<T>(dh, rows_b, H) += MatrixMap<T>(dh_r, rows_b, H);
-                    lstm_step_backward(dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
-                                       window_.c_at(l, s) + size_t(b0) * H,
-                                       c_prev(l, s, scratch_c_.data(), b0, b1),
-                                       tanh_c_.data() + size_t(b0) * H, rows_b, H);
+                    dh_squares[t - s] += double(MatrixMap<T>(dh, rows_b, H).squaredNorm());
+                    dc_squares[t - s] += lstm_step_backward(
+                        dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
+                        window_.c_at(l, s) + size_t(b0) * H, c_prev(l, s, scratch_c_.data(), b0, b1),
+                        tanh_c_.data() + size_t(b0) * H, rows_b, H);
                     MatrixMap<T>(dh_r, rows_b, H).noalias() =
                         ConstMatrixMap<T>(dgates, rows_b, G) * ConstMatrixMap<T>(w.W_hh, G, H);
                     if (window_.reset_in(s)) {  // no gradient crosses a reset
@@ -319,6 +330,26 @@ void Engine<T>::backward(int64_t first_loss_step) {
         }
         end = begin - 1;
     }
+}
+
+// Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice) into the running sums of norms over
+// the `window` steps it reached.
+template <typename T>
+void Engine<T>::add_to_horizon(int window) {
+    const int L = config_.shape.L, k2 = config_.k2;
+    const size_t per_slice = size_t(2) * L * k2;
+    if (horizon_norms_.empty()) {
+        horizon_norms_.assign(per_slice, 0.0);
+        horizon_updates_.assign(k2, 0);
+    }
+    const size_t slices = horizon_squares_.size() / per_slice;
+    for (size_t i = 0; i < per_slice; ++i) {
+        if (int(i % k2) >= window) continue;
+        double total = 0.0;
+        for (size_t slice = 0; slice < slices; ++slice) total += horizon_squares_[slice * per_slice + i];
+        horizon_norms_[i] += std::sqrt(total);
+    }
+    for (int j = 0; j < window; ++j) ++horizon_updates_[j];
 }
 
 template <typename T>

@@ -123,6 +123,13 @@ class Engine {
     Snapshot snapshot() const;
     void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
 
+    // The gradient horizon: Σ over updates of ||dL/dh|| and ||dL/dc|| (all streams) of each layer
+    // j = 0 .. k2-1 steps back from the update's newest step, [2][L][k2] (dh, then dc), and how
+    // many updates reached back j steps, [k2]. Empty before the first update.
+    const Buffer<double>& horizon_norms() const { return horizon_norms_; }
+    const Buffer<int64_t>& horizon_updates() const { return horizon_updates_; }
+    void reset_horizon() { horizon_norms_.clear(), horizon_updates_.clear(); }
+
     // dL/dθ of the last update, before clipping: [num_params] (an all-reduce across processes
     // would average it right after backward, before clipping and the step).
     const Buffer<T>& gradient() const { return grad_; }
@@ -134,6 +141,7 @@ class Engine {
     // Makes the update over the pending steps; returns false if none carried loss.
     bool update(double* loss);
     void backward(int64_t first_loss_step);
+    void add_to_horizon(int window);
     // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
     // to row b0, into the window or into scratch ([B][H], only rows b0..b1 written).
     const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
@@ -162,6 +170,9 @@ class Engine {
     Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
     Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
     Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
+    Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
+    Buffer<double> horizon_norms_;    // [2][L][k2]
+    Buffer<int64_t> horizon_updates_;  // [k2]
 };
 
 // Forward only, from state (h0, c0) each [L, B, H]: outputs [steps, B, O], final (h, c).

@@ -42,8 +42,8 @@ void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev, c
 }
 
 template <typename T>
-void lstm_step_backward(T* dgates, T* dc, T* dh, const T* gates, const T* c, const T* c_prev,
-                        T* tanh_c, int B, int H) {
+double lstm_step_backward(T* dgates, T* dc, const T* dh, const T* gates, const T* c,
+                          const T* c_prev, T* tanh_c, int B, int H) {
     const int G = 4 * H;
     ConstMatrixMap<T> z(gates, B, G);
     const auto i = z.middleCols(0, H).array();
@@ -52,16 +52,18 @@ void lstm_step_backward(T* dgates, T* dc, T* dh, const T* gates, const T* c, con
     const auto o = z.middleCols(3 * H, H).array();
     MatrixMap<T> dz(dgates, B, G);
     auto tc = MatrixMap<T>(tanh_c, B, H).array();
-    auto dH = MatrixMap<T>(dh, B, H).array();
+    const auto dH = ConstMatrixMap<T>(dh, B, H).array();
     auto dC = MatrixMap<T>(dc, B, H).array();
 
     tc = ConstMatrixMap<T>(c, B, H).array().tanh();
     dC += dH * o * (T(1) - tc * tc);                                    // through h = o tanh(c)
+    const double dc_squares = double(dC.square().sum());
     dz.middleCols(3 * H, H).array() = dH * tc * o * (T(1) - o);         // do, through the sigmoid
     dz.middleCols(0, H).array() = dC * g * i * (T(1) - i);              // di
     dz.middleCols(H, H).array() = dC * ConstMatrixMap<T>(c_prev, B, H).array() * f * (T(1) - f);
     dz.middleCols(2 * H, H).array() = dC * i * (T(1) - g * g);          // dg
     dC *= f;                                                            // into c_{t-1}
+    return dc_squares;
 }
 
 template <typename T>
@@ -85,7 +87,8 @@ void lstm_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* x
     template void lstm_input_projection<T>(T*, const T*, const int64_t*, const LayerWeights<T>&,   \
                                            int, int, int);                                          \
     template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int);         \
-    template void lstm_step_backward<T>(T*, T*, T*, const T*, const T*, const T*, T*, int, int);    \
+    template double lstm_step_backward<T>(T*, T*, const T*, const T*, const T*, const T*, T*, int,  \
+                                          int);                                                     \
     template void lstm_weight_backward<T>(const LayerGrads<T>&, const T*, const T*, const int64_t*, \
                                           const T*, int, int, int);
 TBPTT_INSTANTIATE(float)

@@ -55,11 +55,12 @@ void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev, c
 // One step backward (the weight gradients are left to one product per block of steps, by the caller).
 // dgates: [B, 4H] output: dL/d(pre-activation gates)
 // dc:     [B, H] input: dL/dc_t from step t+1; output: dL/dc_{t-1} (to be masked by resets at t)
-// dh:     [B, H] input: dL/dh_t (from step t+1, the layer above or the head); clobbered
+// dh:     [B, H] input: dL/dh_t (from step t+1, the layer above or the head)
 // gates, c, c_prev: what forward kept; tanh_c: [B, H] scratch
+// Returns Σ (dL/dc_t)², the squared norm of the full gradient into c_t (for the gradient horizon).
 template <typename T>
-void lstm_step_backward(T* dgates, T* dc, T* dh, const T* gates, const T* c, const T* c_prev,
-                        T* tanh_c, int B, int H);
+double lstm_step_backward(T* dgates, T* dc, const T* dh, const T* gates, const T* c,
+                          const T* c_prev, T* tanh_c, int B, int H);
 
 // Weight gradients of a block of n steps, one product each:
 // dW_ih += dGᵀ x, dW_hh += dGᵀ h_prev, db_ih += Σ dG, db_hh += Σ dG.

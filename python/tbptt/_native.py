@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import os
 
-_ORDER = ("avx512", "avx2", "baseline")
+# AVX2 first: on the machines measured (AMD Zen 4) Eigen's AVX2 kernels beat its AVX-512 ones,
+# which run as two 256-bit halves there (docs/performance.md). TBPTT_ISA=avx512 selects them.
+_ORDER = ("avx2", "avx512", "baseline")
 _loaded = None
 
 
@@ -21,20 +23,24 @@ def _cpu_flags() -> set:
     return set()
 
 
+# The flags /proc/cpuinfo shows for the x86-64 micro-architecture levels the modules target.
+_LEVELS = {
+    "baseline": set(),
+    "avx2": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"},  # x86-64-v3
+    "avx512": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
+               "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},      # x86-64-v4
+}
+
+
 def _supported(isa: str, flags: set) -> bool:
-    if isa == "baseline":
-        return True
-    if isa == "avx2":
-        return {"avx2", "fma"} <= flags
-    if isa == "avx512":
-        return {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"} <= flags
-    return False
+    return isa in _LEVELS and _LEVELS[isa] <= flags
 
 
 def core():
     """The `_core` extension module for the best instruction set this machine supports.
 
-    TBPTT_ISA=baseline|avx2|avx512 forces one (an ImportError if it was not built or cannot run)."""
+    TBPTT_ISA=baseline|avx2|avx512 forces one (an ImportError if it was not built or cannot run);
+    TBPTT_NUM_THREADS=n sets its threads (default: the number of cores)."""
     global _loaded
     if _loaded is not None:
         return _loaded
@@ -44,10 +50,18 @@ def core():
     errors = []
     for isa in candidates:
         try:
-            _loaded = importlib.import_module(f"tbptt._core_{isa}")
-            return _loaded
+            module = importlib.import_module(f"tbptt._core_{isa}")
         except ImportError as error:
             errors.append(f"_core_{isa}: {error}")
+            continue
+        threads = os.environ.get("TBPTT_NUM_THREADS")
+        if threads:
+            try:
+                module.set_num_threads(int(threads))
+            except ValueError:
+                raise ValueError(f"TBPTT_NUM_THREADS must be a positive integer, got {threads!r}") from None
+        _loaded = module
+        return _loaded
     raise ImportError("no compiled tbptt engine could be imported (" + "; ".join(errors) + "). "
                       "Reinstall with `pip install .`, or use backend='numpy'.")
 

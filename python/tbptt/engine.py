@@ -31,6 +31,12 @@ class CppEngine:
     def state(self):
         return self._engine.state()
 
+    def horizon(self):
+        return self._engine.horizon()
+
+    def reset_horizon(self):
+        self._engine.reset_horizon()
+
     def snapshot(self):
         return self._engine.snapshot()
 

@@ -323,6 +323,27 @@ class Trainer:
             result["accuracy"] = correct / weight
         return result
 
+    # ---- the gradient horizon -----------------------------------------------------------------
+    def horizon(self) -> dict:
+        """How the gradient fades with distance: for j = 0 .. k2-1 steps back from each update's
+        newest step, the mean over updates of ||dL/dh_{t-j}|| and ||dL/dc_{t-j}|| (Frobenius norm
+        over all streams) of every layer, since training began or the last `reset_horizon()`.
+
+        Returns {"dh": (L, k2), "dc": (L, k2), "updates": (k2,)}: "updates"[j] counts the updates
+        whose window reached j steps back; the means are NaN where it is 0. A gradient that
+        vanishes shows as norms falling by orders of magnitude with j; one cut by resets is 0."""
+        sums, updates = self._engine.horizon()
+        L = self.model.num_layers
+        if len(updates) == 0:
+            sums, updates = np.zeros((2, L, self.k2)), np.zeros(self.k2, dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(updates > 0, sums / np.maximum(updates, 1), np.nan)
+        return {"dh": means[0], "dc": means[1], "updates": np.asarray(updates)}
+
+    def reset_horizon(self) -> None:
+        """Start averaging the gradient horizon afresh."""
+        self._engine.reset_horizon()
+
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
