@@ -68,6 +68,23 @@ void Engine<T>::allocate(int B, bool tokens) {
     scratch_h_.assign(size_t(B) * m.H, T(0));
     scratch_c_.assign(size_t(B) * m.H, T(0));
     tanh_c_.assign(size_t(B) * m.H, T(0));
+    W_ih_T_.assign(tokens ? size_t(m.I) * 4 * m.H : 0, T(0));
+    dW_ih_T_.assign(W_ih_T_.size(), T(0));
+}
+
+template <typename T>
+void Engine<T>::transpose_input_weights() {
+    if (!tokens_) return;
+    const ModelShape& m = config_.shape;
+    MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
+        ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
+}
+
+template <typename T>
+LayerWeights<T> Engine<T>::weights(int l) const {
+    LayerWeights<T> w = config_.shape.weights<T>(params_, l);
+    if (l == 0 && tokens_) w.W_ih_T = W_ih_T_.data();
+    return w;
 }
 
 // The state entering step s for streams [b0, b1): zeros at the start (or after a divergence),
@@ -143,7 +160,7 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
         std::copy(x, x + size_t(n) * B * m.I, window_.x_at(s0));
 
     for (int l = 0; l < m.L; ++l) {
-        const LayerWeights<T> w = m.weights<T>(params_, l);
+        const LayerWeights<T> w = weights(l);
         const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
         const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
         lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, m.layer_input(l), H);
@@ -185,6 +202,7 @@ void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, c
                                       : "x must hold features, as in the first call");
     const ModelShape& m = config_.shape;
     const size_t out_width = config_.loss == Loss::mse ? size_t(m.O) : 1;
+    transpose_input_weights();  // the caller may have changed the parameters since the last call
     int64_t done = 0;
     while (done < steps) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
@@ -242,6 +260,7 @@ bool Engine<T>::update(double* loss) {
     // <- data-parallel training would average grad_ across processes here, before clipping.
     const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad_.data(), T(scale));
+    transpose_input_weights();
     return true;
 }
 
@@ -267,6 +286,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
 
     std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
     std::fill(dc_rec_.begin(), dc_rec_.end(), T(0));
+    std::fill(dW_ih_T_.begin(), dW_ih_T_.end(), T(0));
     const size_t k2 = size_t(config_.k2);
     Buffer<double>& squares = horizon_squares_;
     squares.assign(size_t(stream_slices(B, H)) * 2 * m.L * k2, 0.0);
@@ -275,7 +295,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
         const int n = int(end - begin + 1);
         const int rows = n * B;
         for (int l = m.L - 1; l >= 0; --l) {
-            const LayerWeights<T> w = m.weights<T>(params_, l);
+            const LayerWeights<T> w = weights(l);
             T* dh_rec = dh_rec_.data() + size_t(l) * B * H;
             T* dc_rec = dc_rec_.data() + size_t(l) * B * H;
             if (l == m.L - 1) {  // dL/dh from the head, at the loss steps of this block
@@ -322,7 +342,9 @@ void Engine<T>::backward(int64_t first_loss_step) {
             const T* input = l == 0 ? (tokens_ ? nullptr : window_.x_at(begin))
                                     : window_.h_at(l - 1, begin);
             const int64_t* ids = (l == 0 && tokens_) ? window_.ids_at(begin) : nullptr;
-            lstm_weight_backward(m.grads<T>(grad_.data(), l), dgates_.data(), input, ids,
+            LayerGrads<T> g = m.grads<T>(grad_.data(), l);
+            if (ids) g.W_ih_T = dW_ih_T_.data();
+            lstm_weight_backward(g, dgates_.data(), input, ids,
                                  h_prev_block_.data(), rows, m.layer_input(l), H);
             if (l > 0)  // dL/d(input) = dL/dh of the layer below
                 MatrixMap<T>(dx_.data(), rows, H).noalias() =
@@ -330,6 +352,9 @@ void Engine<T>::backward(int64_t first_loss_step) {
         }
         end = begin - 1;
     }
+    if (tokens_)
+        MatrixMap<T>(grad_.data() + m.layer_offset(0), G, m.I) +=
+            ConstMatrixMap<T>(dW_ih_T_.data(), m.I, G).transpose();
 }
 
 // Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice) into the running sums of norms over
@@ -425,10 +450,17 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
     std::copy(h0, h0 + m.L * state, h);
     std::copy(c0, c0 + m.L * state, c);
     const T* W_head = params + m.head_offset();
+    Buffer<T> W_ih_T;
+    if (tokens) {
+        W_ih_T.resize(size_t(m.I) * 4 * H);
+        MatrixMap<T>(W_ih_T.data(), m.I, 4 * H) =
+            ConstMatrixMap<T>(m.weights<T>(params, 0).W_ih, 4 * H, m.I).transpose();
+    }
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
         const int n = int(std::min<int64_t>(chunk, steps - s0));
         for (int l = 0; l < m.L; ++l) {
-            const LayerWeights<T> w = m.weights<T>(params, l);
+            LayerWeights<T> w = m.weights<T>(params, l);
+            if (l == 0) w.W_ih_T = W_ih_T.data();
             T* h_l = hs.data() + size_t(l) * chunk * state;
             T* c_l = cs.data() + size_t(l) * chunk * state;
             const T* input = l > 0 ? hs.data() + size_t(l - 1) * chunk * state

@@ -142,6 +142,8 @@ class Engine {
     bool update(double* loss);
     void backward(int64_t first_loss_step);
     void add_to_horizon(int window);
+    void transpose_input_weights();  // W_ih_T_ = W_ih of layer 0, transposed (token inputs)
+    LayerWeights<T> weights(int l) const;  // of the current parameters
     // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
     // to row b0, into the window or into scratch ([B][H], only rows b0..b1 written).
     const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
@@ -170,6 +172,7 @@ class Engine {
     Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
     Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
     Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
+    Buffer<T> W_ih_T_, dW_ih_T_;  // [I][4H] layer 0's W_ih transposed and its gradient (token inputs)
     Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
     Buffer<double> horizon_norms_;    // [2][L][k2]
     Buffer<int64_t> horizon_updates_;  // [k2]

@@ -14,8 +14,8 @@ void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const La
     ConstVectorMap<T> b_ih(w.b_ih, G), b_hh(w.b_hh, G);
     ConstMatrixMap<T> W_ih(w.W_ih, G, I);
     if (tokens) {
-        for (int r = 0; r < rows; ++r)
-            out.row(r).noalias() = W_ih.col(tokens[r]).transpose() + b_ih + b_hh;
+        ConstMatrixMap<T> W_ih_T(w.W_ih_T, I, G);
+        for (int r = 0; r < rows; ++r) out.row(r).noalias() = W_ih_T.row(tokens[r]) + b_ih + b_hh;
         return;
     }
     out.noalias() = ConstMatrixMap<T>(x, rows, I) * W_ih.transpose();
@@ -71,11 +71,11 @@ void lstm_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* x
                           const int64_t* tokens, const T* h_prev, int rows, int I, int H) {
     const int G = 4 * H;
     ConstMatrixMap<T> dz(dgates, rows, G);
-    MatrixMap<T> dW_ih(grad.W_ih, G, I);
     if (tokens) {
-        for (int r = 0; r < rows; ++r) dW_ih.col(tokens[r]) += dz.row(r).transpose();
+        MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
+        for (int r = 0; r < rows; ++r) dW_ih_T.row(tokens[r]) += dz.row(r);
     } else {
-        dW_ih.noalias() += dz.transpose() * ConstMatrixMap<T>(x, rows, I);
+        MatrixMap<T>(grad.W_ih, G, I).noalias() += dz.transpose() * ConstMatrixMap<T>(x, rows, I);
     }
     MatrixMap<T>(grad.W_hh, G, H).noalias() += dz.transpose() * ConstMatrixMap<T>(h_prev, rows, H);
     const auto db = dz.colwise().sum();

@@ -27,6 +27,7 @@ struct LayerWeights {
     const T* W_hh;  // (4H, H)
     const T* b_ih;  // (4H,)
     const T* b_hh;  // (4H,)
+    const T* W_ih_T = nullptr;  // (I, 4H) W_ih transposed, for token inputs: a token's row is contiguous
 };
 
 template <typename T>
@@ -35,11 +36,13 @@ struct LayerGrads {
     T* W_hh;
     T* b_ih;
     T* b_hh;
+    T* W_ih_T = nullptr;  // (I, 4H) for token inputs: rows accumulate here, the caller adds its transpose
 };
 
 // gates: [n*B, 4H] output: W_ih x + b_ih + b_hh for every row (the pre-activations minus W_hh h).
 // x:      [n*B, I] input features, or nullptr when tokens is given
-// tokens: [n*B] token ids in [0, I): x is one-hot, so this selects columns of W_ih (never one-hot)
+// tokens: [n*B] token ids in [0, I): x is one-hot, so this selects columns of W_ih (rows of
+//         w.W_ih_T, which must be set), never building the one-hot matrix
 template <typename T>
 void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const LayerWeights<T>& w,
                            int rows, int I, int H);
@@ -64,7 +67,7 @@ double lstm_step_backward(T* dgates, T* dc, const T* dh, const T* gates, const T
 
 // Weight gradients of a block of n steps, one product each:
 // dW_ih += dGᵀ x, dW_hh += dGᵀ h_prev, db_ih += Σ dG, db_hh += Σ dG.
-// dgates: [rows, 4H]; x: [rows, I] or tokens: [rows]; h_prev: [rows, H]
+// dgates: [rows, 4H]; x: [rows, I] or tokens: [rows] (then dW_ih_T += instead); h_prev: [rows, H]
 template <typename T>
 void lstm_weight_backward(const LayerGrads<T>& g, const T* dgates, const T* x, const int64_t* tokens,
                           const T* h_prev, int rows, int I, int H);
