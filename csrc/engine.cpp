@@ -43,7 +43,7 @@ void Engine<T>::allocate(int B, bool tokens) {
     B_ = B;
     tokens_ = tokens;
     const int64_t S = int64_t(std::max(k1, k2)) + 1;
-    const double bytes = double(S) * B * (6.0 * m.H * m.L + (tokens ? 8 : m.I * sizeof(T)) + 1);
+    const double bytes = double(S) * B * (6.0 * m.H * m.L * sizeof(T) + (tokens ? 8 : m.I * sizeof(T)) + 1);
     try {
         window_.allocate(int(S), B, m.I, m.H, m.L, tokens);
     } catch (const std::exception&) {  // bad_alloc, length_error
@@ -237,8 +237,9 @@ bool Engine<T>::update(double* loss) {
     if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
 
     const ModelShape& m = config_.shape;
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O) *=
-        T(1.0 / weight_sum);
+    // Divide rather than multiply by the reciprocal: 1 / (a subnormal sum of weights) overflows.
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O) /=
+        T(weight_sum);
     std::fill(grad_.begin(), grad_.end(), T(0));
     backward(step_ - r);
 

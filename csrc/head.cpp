@@ -32,7 +32,7 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
         for (int o = 0; o < O; ++o) {
             const T diff = Y(r, o) - Target(r, o);
             squares += double(diff) * double(diff);
-            dY(r, o) = T(2) * w / T(O) * diff;
+            dY(r, o) = w * (T(2) / T(O)) * diff;  // 2 * w could overflow
         }
         total += double(w) * squares / O;
         *weight_sum += double(w);

@@ -80,9 +80,11 @@ def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
 
     samples = []
     for _ in range(2):
-        assert cli.main(["generate", str(out), "--prime", "KING", "--length", "30", "--seed", "4"]) == 0
+        argv = ["generate", str(out), "--prime", "KING", "--length", "30", "--seed", "4"]
+        assert cli.main(argv) == 0
         samples.append(capsys.readouterr().out)
-    assert samples[0] == samples[1] and samples[0].startswith("KING") and len(samples[0]) == 4 + 30 + 1
+    assert samples[0] == samples[1] and samples[0].startswith("KING")
+    assert len(samples[0]) == 4 + 30 + 1  # prime, sample, newline
 
     assert cli.main(["info", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -91,12 +93,19 @@ def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
     assert "trainer checkpoint" in printed and "k1=20" in printed
 
 
-@pytest.mark.parametrize("task, expect", [("echo", "accuracy"), ("adding", "loss"), ("copy", "accuracy"),
-                                          ("co2", "RMSE"), ("sunspots", "RMSE")])
+@pytest.mark.parametrize("task, expect", [("echo", "accuracy"), ("adding", "loss"),
+                                          ("copy", "accuracy"), ("co2", "RMSE"), ("sunspots", "RMSE")])
 def test_train_tasks(task, expect, tmp_path, capsys):
     assert cli.main(["train", "--task", task, "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
     assert f"validation: {expect}" in capsys.readouterr().out
     assert (tmp_path / "model.npz").exists()
+
+
+def test_train_with_the_numpy_backend(tmp_path, capsys):
+    assert cli.main(["train", "--task", "sunspots", "--epochs", "1", "--backend", "numpy",
+                     "--out", str(tmp_path), *TINY]) == 0
+    assert "numpy backend" in capsys.readouterr().out
+    assert tbptt.load_trainer(tmp_path / "trainer.npz").backend == "numpy"
 
 
 def test_train_text_and_csv_files(tmp_path, capsys):
@@ -156,7 +165,8 @@ def test_divergence_is_reported_and_the_last_good_model_kept(tmp_path, monkeypat
 
 @pytest.mark.parametrize("argv", [
     [], ["fly"], ["train", "--bogus"], ["train", "--k1", "0"], ["train", "--lr", "-1"],
-    ["train", "--task", "nope"], ["train", "--max-time", "x"], ["train", "--task", "echo", "--data", "f"],
+    ["train", "--task", "nope"], ["train", "--max-time", "x"],
+    ["train", "--task", "echo", "--data", "f"],
     ["train", "--task", "echo", "--column", "c"], ["generate"], ["info"],
     ["generate", "x", "--temperature", "-1"],
 ])

@@ -8,8 +8,10 @@ from .generate import generate
 from .checkpoint import load, load_trainer
 from . import data, datasets
 from ._threads import set_num_threads, get_num_threads, build_info
+from .sweep import sweep, sweep_table, plot_sweep, write_sweep  # the function shadows the module name
 
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "Trainer", "History", "SGD", "Adam", "generate", "load", "load_trainer", "data",
-           "datasets", "set_num_threads", "get_num_threads", "build_info", "__version__"]
+           "datasets", "set_num_threads", "get_num_threads", "build_info", "sweep", "sweep_table",
+           "plot_sweep", "write_sweep", "__version__"]

@@ -21,12 +21,17 @@ VERSION = 1
 HEADER = "__header__"
 
 
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, then move it into place."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; open() would honour the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

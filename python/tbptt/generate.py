@@ -27,7 +27,8 @@ def generate(model, vocab, prime, length, temperature=1.0, seed=None):
                          f"output_size, got {model.input_size} and {model.output_size}")
     if vocab is not None:
         if not isinstance(vocab, Vocabulary):
-            raise TypeError(f"vocab must be a tbptt.data.Vocabulary or None, got {type(vocab).__name__}")
+            raise TypeError(f"vocab must be a tbptt.data.Vocabulary or None, got "
+                            f"{type(vocab).__name__}")
         if vocab.size != model.input_size:
             raise ValueError(f"vocab has {vocab.size} characters but the model reads "
                              f"input_size={model.input_size} tokens")

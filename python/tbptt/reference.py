@@ -69,8 +69,9 @@ def _cell_backward(P, G, k, cache, dh, dc, need_prev):
 
     dh: dL/dh_t (from the layer above or the head, plus from step t+1); dc: dL/dc_t from step t+1.
     Adds this step's parameter gradients into G (same names and shapes as P). Returns
-    (dL/d inp or None for layer 0, dL/dh_{t-1}, dL/dc_{t-1}); the last two are None unless
-    `need_prev` (the oldest step of the window has nothing before it to send them to).
+    (dL/d inp or None for layer 0, dL/dh_{t-1}, dL/dc_{t-1}, dL/dc_t); the 2nd and 3rd are None
+    unless `need_prev` (the oldest step of the window has nothing before it to send them to);
+    the last is the total gradient into c_t, through h_t included (for the gradient horizon).
     """
     i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # h_t = o * tanh(c_t)
@@ -95,8 +96,8 @@ def _cell_backward(P, G, k, cache, dh, dc, need_prev):
 
     d_inp = dz @ W_ih if k > 0 else None
     if not need_prev:
-        return d_inp, None, None
-    return d_inp, dz @ W_hh, dc * f
+        return d_inp, None, None, dc
+    return d_inp, dz @ W_hh, dc * f, dc
 
 
 def _head(P, h_top):
@@ -158,6 +159,10 @@ class ReferenceEngine:
         self._adam_step = 0                      # Adam
         self._adam_m = np.zeros_like(model._flat)
         self._adam_v = np.zeros_like(model._flat)
+        # the gradient horizon: sums over updates of ||dL/dh||, ||dL/dc|| per layer and step back
+        self._horizon_sums = None                # (2, L, k2) float64; None until an update adds
+        self._horizon_updates = None             # (k2,) int64: updates whose window reached j back
+        self._horizon_squares = None             # (2, L, k2) of the update being made
 
     # ---- public ------------------------------------------------------------------------------
     @property
@@ -173,6 +178,20 @@ class ReferenceEngine:
 
     def reset_state(self):
         self._reset_next = True
+
+    def horizon(self):
+        """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
+        updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1]) of every layer (Frobenius over
+        all streams), for j = 0 .. k2-1 steps back from each update's newest step t; updates
+        (k2,) int64, how many updates' windows reached j steps back. Updates that made no
+        optimiser step (no loss, or diverged) are not counted. Before any counted update (or
+        after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
+        if self._horizon_sums is None:
+            return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
+        return self._horizon_sums.copy(), self._horizon_updates.copy()
+
+    def reset_horizon(self):
+        self._horizon_sums = self._horizon_updates = None
 
     def state(self):
         if self._h is None:
@@ -356,6 +375,7 @@ class ReferenceEngine:
         self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
         self._adam_m = arrays["optimizer/adam_m"].copy()
         self._adam_v = arrays["optimizer/adam_v"].copy()
+        self.reset_horizon()  # as the C++ engine: a restored engine starts a fresh horizon
 
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):
@@ -407,6 +427,7 @@ class ReferenceEngine:
             bad = next(name for name, g in G.items() if not np.isfinite(g).all())
             self._diverge(f"the gradient of {bad!r} is not finite")
 
+        self._add_to_horizon(min(self.k2, len(steps)))
         # <- data-parallel training would average `grad` across ranks here
         if self.clip_norm is not None:
             self._clip(grad)
@@ -461,6 +482,7 @@ class ReferenceEngine:
         # layer k's state leaving the step being processed, from the step after it.
         window = min(self.k2, n)
         B, H = steps[-1].out.shape[0], self.model.hidden_size
+        squares = self._horizon_squares = np.zeros((2, L, self.k2))  # this update's Σ (dL/dh)², Σ (dL/dc)²
         dh = [np.zeros((B, H), self.dtype) for _ in range(L)]
         dc = [np.zeros((B, H), self.dtype) for _ in range(L)]
         for j in range(window):                 # j = 0 is the newest step
@@ -469,12 +491,22 @@ class ReferenceEngine:
             from_above = douts[r - 1 - j] @ P["head.weight"] if j < r else None
             for k in reversed(range(L)):
                 dh_k = dh[k] if from_above is None else dh[k] + from_above
-                from_above, dh[k], dc[k] = _cell_backward(P, G, k, s.layers[k], dh_k, dc[k],
-                                                          need_prev)
+                from_above, dh[k], dc[k], dc_k = _cell_backward(P, G, k, s.layers[k], dh_k, dc[k],
+                                                                need_prev)
+                squares[0, k, j] = np.sum(np.square(dh_k, dtype=np.float64))
+                squares[1, k, j] = np.sum(np.square(dc_k, dtype=np.float64))
             if need_prev and s.reset is not None:  # no gradient crosses a reset
                 for k in range(L):
                     dh[k][s.reset] = 0
                     dc[k][s.reset] = 0
+
+    def _add_to_horizon(self, window):
+        """Fold the update just made (its window reached `window` steps back) into the horizon."""
+        if self._horizon_sums is None:
+            self._horizon_sums = np.zeros((2, self.model.num_layers, self.k2))
+            self._horizon_updates = np.zeros(self.k2, dtype=np.int64)
+        self._horizon_sums[:, :, :window] += np.sqrt(self._horizon_squares[:, :, :window])
+        self._horizon_updates[:window] += 1
 
     def _diverge(self, what):
         """Drop the failed update's steps, forget the history, zero every stream, raise."""

@@ -157,8 +157,9 @@ class Trainer:
             from earlier calls; an int N: every N steps, counted from the start of this call
             (steps 0, N, 2N, ...; across epoch boundaries). The explicit `resets` array applies
             in addition. As everywhere, no gradient crosses a reset.
-        max_time: seconds; stop after the block during which fit's wall time (validation
-            included) reached it. The partial epoch is still recorded and validated.
+        max_time: seconds of wall time for the whole fit, validation included: it stops before
+            a block that would end past it (judged by the last block's and the last validation's
+            durations). The partial epoch is still recorded and validated.
         max_updates: stop after exactly this many updates of this call.
         progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss).
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
@@ -189,6 +190,8 @@ class Trainer:
 
         history = self.history = History()
         start, first_update, step = time.perf_counter(), self.updates, 0
+        val_seconds = None  # the last validation's duration: max_time keeps room for one more
+        val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
         bar = tqdm(total=T * B, unit="sample", unit_scale=True, disable=not progress,
                    dynamic_ncols=True, leave=False)  # one epoch; a line per epoch stays
         try:
@@ -219,7 +222,8 @@ class Trainer:
                         except KeyboardInterrupt:  # raised by something other than Ctrl-C
                             history.stop_reason = "interrupted"
                             break
-                        seconds += time.perf_counter() - tic
+                        toc = time.perf_counter()
+                        seconds += toc - tic
                         samples += (e - s) * B
                         step += e - s
                         history._losses.append(new)
@@ -231,8 +235,13 @@ class Trainer:
                             history.stop_reason = "interrupted"
                         elif max_updates is not None and self.updates - first_update >= max_updates:
                             history.stop_reason = "max_updates"
-                        elif max_time is not None and time.perf_counter() - start >= max_time:
-                            history.stop_reason = "max_time"
+                        elif max_time is not None:  # would one more block and a validation overrun?
+                            last = toc - tic
+                            val = val_seconds  # before any: as slow as training (it is faster)
+                            if val is None:
+                                val = val_samples * last / ((e - s) * B)
+                            if toc - start + last + val >= max_time:
+                                history.stop_reason = "max_time"
                         if history.stop_reason:
                             break
 
@@ -242,7 +251,9 @@ class Trainer:
                     history.samples += samples
                     history.train_time += seconds
                     if validation is not None and history.stop_reason != "interrupted":
+                        tic = time.perf_counter()
                         result = self._evaluate(*validation, block=block, stop=interrupted)
+                        val_seconds = time.perf_counter() - tic
                         if result is None:
                             history.stop_reason = "interrupted"
                         else:
@@ -251,7 +262,7 @@ class Trainer:
                                 history.val_accuracy.append(result["accuracy"])
                     if progress:
                         bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
-                    if history.stop_reason is None and callback is not None and callback(self, history):
+                    if not history.stop_reason and callback is not None and callback(self, history):
                         history.stop_reason = "callback"
                     if history.stop_reason:
                         break
@@ -272,7 +283,8 @@ class Trainer:
         if history.diverged:
             warnings.warn(f"fit stopped: training diverged ({history.diverged}). The model keeps "
                           f"the parameters of the last good update; lower the learning rate or "
-                          f"clip gradients (clip_norm), then fit again.", RuntimeWarning, stacklevel=2)
+                          f"clip gradients (clip_norm), then fit again.", RuntimeWarning,
+                          stacklevel=2)
         return history
 
     def evaluate(self, x, y=None, mask=None, resets=None, *, block=None) -> dict:
