@@ -188,3 +188,18 @@ def test_module_runs_as_a_command():
     done = subprocess.run([sys.executable, "-m", "tbptt.cli", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "usage: tbptt" in done.stdout and "train" in done.stdout
+
+
+def test_bench_runs_a_tiny_configuration_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--config", "2,8,5,10", "--repeats", "1", "--budget", "0.05",
+                     "--no-torch", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["B"], r["H"], r["k1"], r["k2"]) for r in rows] == [(2, 8, 5, 10)]
+    assert rows[0]["samples_per_s"]["tbptt"] > 0 and rows[0]["speedup_vs_numpy"] > 0
+
+
+def test_bench_bad_config_exits_2():
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--config", "1,2,3"])
+    assert exit_.value.code == 2

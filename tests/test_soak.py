@@ -6,11 +6,11 @@ to `train` in blocks, with ~10% of the positions masked out and a reset now and 
 - memory: a million steps through the C++ engine in a child process; its RSS (current and peak)
   after 100k steps and after 1M steps must be the same up to 512 KiB. A control run that keeps
   1 byte per step (880 KiB over the 900k steps) must exceed that allowance.
-- drift: the C++ engine and the NumPy reference, fed the same stream, must still agree to 1e-10
-  (SPEC §4) at every checkpoint along the way. The reference takes ~0.1 ms per step, so a million
-  steps would take it ~2 minutes on an idle machine (far more on a busy one): the drift check runs
-  200k steps by default (20 checkpoints, 20k updates); TBPTT_SOAK_DRIFT_STEPS=1000000 runs the
-  full million.
+- drift: the C++ engine and the NumPy reference, fed the same million steps, must still agree to
+  1e-10 (SPEC §4) at every checkpoint (every 20k steps). Measured: the parameters' relative
+  difference creeps from 1e-15 to ~1e-12 over the million (losses ~1e-12, state ~1e-13).
+  The reference takes ~0.1 ms per step: ~110 s for the whole file on a quiet machine (slower on a
+  busy one); TBPTT_SOAK_DRIFT_STEPS=200000 shortens the drift check.
 """
 
 import json
@@ -137,7 +137,7 @@ def test_the_memory_soak_sees_a_leak():
 
 # ---- drift: the C++ engine against the NumPy reference over a long stream ---------------------------
 
-DRIFT_STEPS = int(os.environ.get("TBPTT_SOAK_DRIFT_STEPS", 200_000))
+DRIFT_STEPS = int(os.environ.get("TBPTT_SOAK_DRIFT_STEPS", 1_000_000))
 DRIFT_BLOCK, DRIFT_EVERY = 5_000, 20_000
 REL = 1e-10
 

@@ -109,6 +109,16 @@ def measure(runners, B, H, k1, k2, repeats, budget):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def _config(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected B,H,K1,K2 (four positive integers), got {text!r}")
+    return values
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tbptt bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations, short runs")
@@ -117,6 +127,10 @@ def main(argv=None):
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--config", metavar="B,H,K1,K2", action="append", type=_config,
+                        help="run this configuration instead of the grid (repeatable)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per timed run (default 0.6, quick 0.3)")
     args = parser.parse_args(argv)
 
     import tbptt
@@ -129,9 +143,9 @@ def main(argv=None):
             has_torch = True
         except ImportError:
             print("PyTorch not importable: comparing tbptt with its NumPy reference only")
-    grid = QUICK if args.quick else GRID
+    grid = args.config or (QUICK if args.quick else GRID)
     repeats = args.repeats or (3 if args.quick else 5)
-    budget = 0.3 if args.quick else 0.6
+    budget = args.budget or (0.3 if args.quick else 0.6)
     print(f"tbptt {tbptt.__version__}, engine {tbptt.build_info()['module']}, "
           f"{args.threads} threads; samples/s, medians of {repeats} interleaved runs")
     header = f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} | {'tbptt':>9} {'GFLOP/s':>7}"

@@ -116,6 +116,10 @@ def _parser():
     from .sweep import add_parser as add_sweep_parser  # the study lives in tbptt/sweep.py
     sweep = add_sweep_parser(commands, _number, TASKS, BACKENDS)
     sweep.set_defaults(run=_sweep, subparser=sweep)
+
+    # Listed here for --help; main() hands `tbptt bench ...` to tbptt.bench, which parses its flags.
+    commands.add_parser("bench", help="throughput of the C++ engine, the NumPy reference and "
+                                      "PyTorch on the reference grid (tbptt bench --help)")
     return parser
 
 
@@ -451,6 +455,10 @@ def main(argv=None) -> int:
     """Entry point of the `tbptt` command. Bad flags exit 2 with usage; a file that cannot be read
     or data that cannot be used prints the reason and returns 1; Ctrl-C during training saves
     what there is and returns 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench
+        return bench(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
