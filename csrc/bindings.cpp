@@ -72,6 +72,25 @@ auto data_of(const std::optional<A>& a) -> decltype(a->data()) {
     return a ? a->data() : nullptr;
 }
 
+// The model's inputs x: (T, B) token ids in [0, I) into *ids, or (T, B, I) features into *features.
+template <typename T>
+void check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<int64_t>* ids,
+                  CArray<T>* features) {
+    const py::ssize_t T_ = x.shape(0), B = x.shape(1);
+    if (tokens) {
+        *ids = CArray<int64_t>::ensure(x);
+        if (!*ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
+        expect_shape("x", *ids, {T_, B});
+        const int64_t* id = ids->data();
+        for (py::ssize_t i = 0; i < ids->size(); ++i)
+            if (id[i] < 0 || id[i] >= m.I) throw py::value_error("x: token id out of range");
+    } else {
+        *features = CArray<T>::ensure(x);
+        if (!*features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
+        expect_shape("x", *features, {T_, B, m.I});
+    }
+}
+
 OptimizerConfig optimizer_from(const py::dict& d) {
     OptimizerConfig o;
     const std::string name = py::str(d["name"]);
@@ -124,17 +143,7 @@ struct PyEngine {
             throw py::value_error("x.shape[1] (B) changed between calls");
         CArray<int64_t> ids, labels;
         CArray<T> features, targets;
-        if (tokens) {
-            ids = CArray<int64_t>::ensure(x);
-            if (!ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
-            expect_shape("x", ids, {T_, B});
-            for (py::ssize_t i = 0; i < ids.size(); ++i)
-                if (ids.data()[i] < 0 || ids.data()[i] >= m.I) throw py::value_error("x: token id out of range");
-        } else {
-            features = CArray<T>::ensure(x);
-            if (!features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
-            expect_shape("x", features, {T_, B, m.I});
-        }
+        check_inputs(x, tokens, m, &ids, &features);
         const bool mse = engine->shape().O > 0 && y.ndim() == 3;
         if (mse) {
             targets = CArray<T>::ensure(y);
@@ -257,17 +266,7 @@ py::tuple predict_impl(const CArray<T>& params, const ModelShape& m, const py::a
     expect_shape("state c", c0, {m.L, B, m.H});
     CArray<int64_t> ids;
     CArray<T> features;
-    if (tokens) {
-        ids = CArray<int64_t>::ensure(x);
-        if (!ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
-        expect_shape("x", ids, {T_, B});
-        for (py::ssize_t i = 0; i < ids.size(); ++i)
-            if (ids.data()[i] < 0 || ids.data()[i] >= m.I) throw py::value_error("x: token id out of range");
-    } else {
-        features = CArray<T>::ensure(x);
-        if (!features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
-        expect_shape("x", features, {T_, B, m.I});
-    }
+    check_inputs(x, tokens, m, &ids, &features);
     CArray<T> out({T_, B, py::ssize_t(m.O)}), h({m.L, int(B), m.H}), c({m.L, int(B), m.H});
     if (T_ > 0 && B > 0) {
         const T* x_ptr = tokens ? nullptr : features.data();
