@@ -97,6 +97,7 @@ def measure(runners, B, H, k1, k2, repeats, budget):
         runner.run(x[:k1 * 2], y[:k1 * 2])  # warm up
     for _ in range(repeats):
         for name, runner in runners.items():  # interleaved
+            time.sleep(0.1)  # let the previous runner's idle threads (OpenMP, OpenBLAS) stop spinning
             start = time.perf_counter()
             done = 0
             while True:
