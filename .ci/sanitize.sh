@@ -48,6 +48,7 @@ export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:detect_stack_use_after_retur
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONMALLOC=malloc
 export TBPTT_ISA=$isa TBPTT_NUM_THREADS=${TBPTT_NUM_THREADS:-2}
+export HYPOTHESIS_PROFILE=dev  # the 200-example run is the uninstrumented one; ASan is ~10x slower
 
 # The engine under test must be the instrumented one (not a normal build found elsewhere).
 "$venv/bin/python" - <<'EOF'
