@@ -1,6 +1,7 @@
 // SGD, Adam and clipping (see optim.h). Elementwise over the flat vector: Eigen vectorises it.
 #include "optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tensor.h"
@@ -58,7 +59,13 @@ void Optimizer<T>::step(T* params, const T* grad, T scale) {
 
 template <typename T>
 double global_norm(const T* grad, int64_t n) {
-    return std::sqrt(ConstFlatMap<T>(grad, n).template cast<double>().square().sum());
+    // Vectorised sums of squares over chunks in T, the chunks added in double: a cast to double
+    // per element does not vectorise, and one float sum over a million values loses digits.
+    constexpr int64_t chunk = 4096;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i += chunk)
+        sum += double(ConstFlatMap<T>(grad + i, std::min(chunk, n - i)).square().sum());
+    return std::sqrt(sum);
 }
 
 template class Optimizer<float>;
