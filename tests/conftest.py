@@ -25,6 +25,18 @@ if settings is not None:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture
+def one_thread():
+    """One engine thread for the test (restored after): tiny models gain nothing from a second
+    thread, and on a busy 2-core machine OpenMP's waiting makes two far slower."""
+    import tbptt
+
+    before = tbptt.get_num_threads()
+    tbptt.set_num_threads(1)
+    yield
+    tbptt.set_num_threads(before)
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (or set TBPTT_RUN_SLOW=1)")

@@ -11,12 +11,7 @@ import tbptt
 from tbptt import cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = tbptt.get_num_threads()
-    tbptt.set_num_threads(1)
-    yield
-    tbptt.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--hidden", "8", "--no-progress", "--threads", "1"]

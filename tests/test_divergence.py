@@ -27,12 +27,7 @@ BACKENDS = ["cpp", "numpy"]
 DTYPES = ["float64", "float32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = tbptt.get_num_threads()
-    tbptt.set_num_threads(1)
-    yield
-    tbptt.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exploding(backend, dtype, clip_norm=None):

@@ -11,13 +11,7 @@ import pytest
 import tbptt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine lose a lot."""
-    before = tbptt.get_num_threads()
-    tbptt.set_num_threads(1)
-    yield
-    tbptt.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mse_data(T=40, B=3, I=4, O=2, seed=0):

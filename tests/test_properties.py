@@ -49,12 +49,7 @@ F32 = dict(rtol=1e-3, atol=3e-4)
 TOL = {"float64": F64, "float32": F32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = tbptt.get_num_threads()
-    tbptt.set_num_threads(1)
-    yield
-    tbptt.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- strategies ----------------------------------------------------------------------------------

@@ -18,12 +18,7 @@ from tbptt import cli
 from tbptt.sweep import ROW_KEYS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = tbptt.get_num_threads()
-    tbptt.set_num_threads(1)
-    yield
-    tbptt.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_task(T=60, B=3, delay=2, seed=0):
