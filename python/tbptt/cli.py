@@ -68,13 +68,7 @@ def _parser():
                "series B=1, k=25, H=32, lr 3e-3, 50 epochs; echo (delay 20) k=40, H=32, lr 1e-2; "
                "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam, "
                "clip 5, forget bias 1.")
-    source = train.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="FILE", help="a text file (character-level model), or a "
-                        "CSV file with --column (next-step prediction, MSE)")
-    source.add_argument("--task", choices=TASKS, help="a built-in task instead of Shakespeare")
-    train.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
-    train.add_argument("--diff", action=argparse.BooleanOptionalAction, help="model a numeric "
-                       "series' changes rather than its values (for a trend; default: on for co2)")
+    _add_data_arguments(train)
     train.add_argument("--k1", type=_number(int, 0), help="steps between updates")
     train.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
                        "through (default: k1)")
@@ -114,13 +108,24 @@ def _parser():
     info.set_defaults(run=_info)
 
     from .sweep import add_parser as add_sweep_parser  # the study lives in tbptt/sweep.py
-    sweep = add_sweep_parser(commands, _number, TASKS, BACKENDS)
+    sweep = add_sweep_parser(commands, _number, _add_data_arguments, BACKENDS)
     sweep.set_defaults(run=_sweep, subparser=sweep)
 
     # Listed here for --help; main() hands `tbptt bench ...` to tbptt.bench, which parses its flags.
     commands.add_parser("bench", help="throughput of the C++ engine, the NumPy reference and "
                                       "PyTorch on the reference grid (tbptt bench --help)")
     return parser
+
+
+def _add_data_arguments(parser):
+    """The data options of `tbptt train` and `tbptt sweep`."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="FILE", help="a text file (character-level model), or a "
+                        "CSV file with --column (next-step prediction, MSE)")
+    source.add_argument("--task", choices=TASKS, help="a built-in task instead of Shakespeare")
+    parser.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
+    parser.add_argument("--diff", action=argparse.BooleanOptionalAction, help="model a numeric "
+                        "series' changes rather than its values (for a trend; default: on for co2)")
 
 
 def _number(kind, minimum, strict=True):

@@ -581,10 +581,9 @@ def plot_sweep(rows, folder, title=None, chance=None, prefix="") -> list:
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000
 
 
-def add_parser(commands, number, tasks, backends):
-    """Register `tbptt sweep` on the CLI's subparsers; `number` is the CLI's argparse type."""
-    import argparse
-
+def add_parser(commands, number, add_data_arguments, backends):
+    """Register `tbptt sweep` on the CLI's subparsers; `number` is the CLI's argparse type and
+    `add_data_arguments` adds the data options shared with `tbptt train`."""
     p = commands.add_parser(
         "sweep", help="compare TBPTT(k1, k2) configurations on one task or data set",
         description="Train the same model (same seed, same data, same budget of steps) under a "
@@ -593,13 +592,7 @@ def add_parser(commands, number, tasks, backends):
         epilog="Example: tbptt sweep --task echo --delay 5 --k1 2,5,10 --k2 2,5,10 --steps 10000. "
                "Without --k2 each k1 runs as chunked TBPTT(k1, k1). Model and optimiser as "
                "`tbptt train` (Adam, clip 5, forget bias 1; defaults per kind of data).")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="FILE", help="a text file (character-level model), or "
-                        "a CSV file with --column (next-step prediction, MSE)")
-    source.add_argument("--task", choices=tasks, help="a built-in task instead of Shakespeare")
-    p.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
-    p.add_argument("--diff", action=argparse.BooleanOptionalAction,
-                   help="model a numeric series' changes (default: on for co2)")
+    add_data_arguments(p)
     p.add_argument("--delay", type=number(int, 0, strict=False),
                    help="echo: the delay d (default 20); copy: blank steps (default 10)")
     p.add_argument("--length", type=number(int, 1, strict=False),
