@@ -43,33 +43,36 @@ void Engine<T>::allocate(int B, bool tokens) {
     B_ = B;
     tokens_ = tokens;
     const int64_t S = int64_t(std::max(k1, k2)) + 1;
-    const double bytes = double(S) * B * (6.0 * m.H * m.L * sizeof(T) + (tokens ? 8 : m.I * sizeof(T)) + 1);
     try {
         window_.allocate(int(S), B, m.I, m.H, m.L, tokens);
+        dy_.assign(size_t(k1) * B * m.O, T(0));
+        outputs_.assign(size_t(k1) * B * m.O, T(0));
+        // Blocks of about 256 rows keep the weight-gradient products efficient, the scratch small.
+        block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
+        const size_t rows = size_t(block_) * B;
+        dgates_.assign(rows * 4 * m.H, T(0));
+        dh_in_.assign(rows * m.H, T(0));
+        dx_.assign(rows * m.H, T(0));
+        h_prev_block_.assign(rows * m.H, T(0));
+        dh_rec_.assign(size_t(m.L) * B * m.H, T(0));
+        dc_rec_.assign(size_t(m.L) * B * m.H, T(0));
+        zeros_.assign(size_t(B) * m.H, T(0));
+        scratch_h_.assign(size_t(B) * m.H, T(0));
+        scratch_c_.assign(size_t(B) * m.H, T(0));
+        tanh_c_.assign(size_t(B) * m.H, T(0));
+        W_ih_T_.assign(tokens ? size_t(m.I) * 4 * m.H : 0, T(0));
+        dW_ih_T_.assign(W_ih_T_.size(), T(0));
     } catch (const std::exception&) {  // bad_alloc, length_error
+        B_ = 0;
+        const double bytes = double(S) * B * (6.0 * m.H * m.L + (tokens ? 0 : m.I)) * sizeof(T) +
+                             2.0 * k1 * B * m.O * sizeof(T);
         std::ostringstream message;
-        message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps for B = " << B
-                << " streams needs " << bytes / (1 << 30) << " GiB, which could not be allocated;"
-                << " use smaller k1/k2 (memory grows with max(k1, k2), never with the stream)";
+        message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps (and k1 = " << k1
+                << " steps of outputs) for B = " << B << " streams needs " << bytes / (1 << 30)
+                << " GiB, which could not be allocated; use smaller k1/k2 (memory grows with"
+                << " max(k1, k2), never with the stream)";
         throw OutOfMemory(message.str());
     }
-    dy_.assign(size_t(k1) * B * m.O, T(0));
-    outputs_.assign(size_t(k1) * B * m.O, T(0));
-    // Blocks of about 256 rows keep the weight-gradient products efficient and the scratch small.
-    block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
-    const size_t rows = size_t(block_) * B;
-    dgates_.assign(rows * 4 * m.H, T(0));
-    dh_in_.assign(rows * m.H, T(0));
-    dx_.assign(rows * m.H, T(0));
-    h_prev_block_.assign(rows * m.H, T(0));
-    dh_rec_.assign(size_t(m.L) * B * m.H, T(0));
-    dc_rec_.assign(size_t(m.L) * B * m.H, T(0));
-    zeros_.assign(size_t(B) * m.H, T(0));
-    scratch_h_.assign(size_t(B) * m.H, T(0));
-    scratch_c_.assign(size_t(B) * m.H, T(0));
-    tanh_c_.assign(size_t(B) * m.H, T(0));
-    W_ih_T_.assign(tokens ? size_t(m.I) * 4 * m.H : 0, T(0));
-    dW_ih_T_.assign(W_ih_T_.size(), T(0));
 }
 
 template <typename T>
