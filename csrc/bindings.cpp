@@ -16,6 +16,7 @@
 #endif
 
 #include "engine.h"
+#include "threads.h"
 
 namespace py = pybind11;
 using namespace tbptt;
@@ -305,12 +306,9 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
           py::arg("h0"), py::arg("c0"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
-#ifdef _OPENMP
-        omp_set_num_threads(n);
-#endif
-        Eigen::setNbThreads(n);
+        set_max_threads(n);
     });
-    m.def("get_num_threads", []() { return Eigen::nbThreads(); });
+    m.def("get_num_threads", []() { return max_threads().load(); });
     m.def("build_info", []() {
         py::dict info;
         info["isa"] = TBPTT_STR(TBPTT_ISA_NAME);

@@ -17,6 +17,7 @@
 #endif
 
 #include "tensor.h"
+#include "threads.h"
 
 namespace tbptt {
 
@@ -124,7 +125,7 @@ const T* Engine<T>::c_prev(int l, int64_t s, T* scratch, int b0, int b1) {
 // products stay in its own cache (Eigen runs them single-threaded inside a parallel region).
 static int stream_slices(int B, int H) {
     if (int64_t(B) * H < 1024) return 1;  // too little work per step to share
-    return std::max(1, std::min(Eigen::nbThreads(), B));
+    return std::max(1, std::min(Eigen::nbThreads(), B));  // the calling thread's count (threads.h)
 }
 
 // body(slice, b0, b1) for streams [b0, b1) of slice `slice` < stream_slices(B, H).
@@ -198,6 +199,7 @@ void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, c
                       std::vector<double>* losses) {
     if (steps <= 0) return;
     if (B < 1) throw InvalidArgument("B (x.shape[1]) must be >= 1");
+    ThreadScope threads(threads_for(B, config_.shape.H));
     if (B_ == 0) allocate(B, tokens != nullptr);
     if (B != B_) throw InvalidArgument("B changed between calls");
     if ((tokens != nullptr) != tokens_)
@@ -226,6 +228,7 @@ void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, c
 template <typename T>
 bool Engine<T>::flush(double* loss) {
     if (pending_ == 0) return false;
+    ThreadScope threads(threads_for(B_, config_.shape.H));
     return update(loss);
 }
 
@@ -447,6 +450,7 @@ void Engine<T>::restore(const Snapshot& s) {
 template <typename T>
 void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T* x,
              const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c) {
+    ThreadScope threads(threads_for(B, m.H));
     const int H = m.H, chunk = int(std::min<int64_t>(steps, std::max(1, 4096 / B)));
     const size_t state = size_t(B) * H;
     Buffer<T> gates(size_t(chunk) * B * 4 * H), hs(size_t(m.L) * chunk * state),
