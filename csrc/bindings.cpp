@@ -92,6 +92,12 @@ void check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<i
     }
 }
 
+// The module's Divergence exception (a FloatingPointError), set when the module is initialised.
+py::object& divergence_type() {
+    static py::object* type = new py::object();  // never destroyed: no decref after finalisation
+    return *type;
+}
+
 OptimizerConfig optimizer_from(const py::dict& d) {
     OptimizerConfig o;
     const std::string name = py::str(d["name"]);
@@ -160,11 +166,22 @@ struct PyEngine {
         if (mask) expect_shape("mask", *mask, {T_, B});
         if (resets) expect_shape("resets", *resets, {T_, B});
         std::vector<double> losses;
+        std::string diverged;
         {
             py::gil_scoped_release release;
-            engine->train(T_, int(B), tokens ? nullptr : features.data(), tokens ? ids.data() : nullptr,
-                          mse ? targets.data() : nullptr, mse ? nullptr : labels.data(),
-                          data_of(mask), data_of(resets), &losses);
+            try {
+                engine->train(T_, int(B), tokens ? nullptr : features.data(),
+                              tokens ? ids.data() : nullptr, mse ? targets.data() : nullptr,
+                              mse ? nullptr : labels.data(), data_of(mask), data_of(resets), &losses);
+            } catch (const Divergence& error) {
+                diverged = error.what();
+            }
+        }
+        if (!diverged.empty()) {  // a FloatingPointError that also carries the updates applied
+            py::object error = divergence_type()(diverged);
+            error.attr("losses") = py::array_t<double>(py::ssize_t(losses.size()), losses.data());
+            PyErr_SetObject(divergence_type().ptr(), error.ptr());
+            throw py::error_already_set();
         }
         return py::cast(losses);
     }
@@ -297,6 +314,7 @@ py::tuple predict_any(const py::array& params, int I, int H, int O, int L, const
 PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     m.doc() = "tbptt's compiled engine (private; use the tbptt package)";
     py::register_exception<Divergence>(m, "Divergence", PyExc_FloatingPointError);
+    divergence_type() = m.attr("Divergence");
     py::register_exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
     py::register_exception<OutOfMemory>(m, "OutOfMemory", PyExc_MemoryError);
     bind_engine<float>(m, "Engine32");

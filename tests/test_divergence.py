@@ -148,3 +148,22 @@ def test_the_loss_does_not_depend_on_the_scale_of_the_mask_weights(backend, dtyp
     tol = dict(rtol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(losses, expected_losses, **tol)
     np.testing.assert_allclose(params, expected_params, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_error_carries_the_losses_of_the_updates_applied_before_it(backend):
+    """An update diverges mid-call: the updates before it in the same call were applied, and the
+    FloatingPointError says which losses they had."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, B, I)), rng.normal(size=(30, B, O))
+    y[22] = 1e200  # update 5 (steps 21..25) overflows; updates 1..4 are good
+    trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
+                            optimizer=tbptt.SGD(0.01), backend=backend)
+    reference = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
+                              optimizer=tbptt.SGD(0.01), backend=backend)
+    good = reference.train(x[:20], y[:20])
+    with pytest.raises(FloatingPointError, match="update 5") as error:
+        trainer.train(x, y)
+    assert len(good) == 4
+    np.testing.assert_array_equal(error.value.losses, good)
+    np.testing.assert_array_equal(trainer.model._flat, reference.model._flat)

@@ -216,7 +216,11 @@ class ReferenceEngine:
                 w = np.ones(B, self.dtype) if mask is None else mask[t].copy()
                 self._step(x[t].copy(), tokens, y[t].copy(), w, reset)
                 if self._pending == self.k1:
-                    loss = self._update()
+                    try:
+                        loss = self._update()
+                    except FloatingPointError as error:
+                        error.losses = np.asarray(losses, dtype=np.float64)  # applied before it
+                        raise
                     if loss is not None:
                         losses.append(loss)
         return losses

@@ -82,7 +82,8 @@ class Trainer:
         class ids for "cross_entropy". mask: optional (T, B) loss weights. resets: optional (T, B)
         bool, zero stream b's state before step t.
         Returns the loss of each update made in this call (float64 array).
-        Raises FloatingPointError if an update's loss or gradient is not finite (see SPEC §3.6).
+        Raises FloatingPointError if an update's loss or gradient is not finite (see SPEC §3.6);
+        its `losses` attribute holds the losses of the updates this call applied before it.
         """
         model = self.model
         x, tokens = _checks.inputs("x", x, model.input_size, model.dtype)
