@@ -226,17 +226,28 @@ def test_cpp_matches_numpy_many_streams_multi_block_backward(k1, k2):
     y = rng.normal(size=(T, Bm, O))
     mask = rng.uniform(0, 2, size=(T, Bm)) * (rng.uniform(size=(T, Bm)) > 0.2)
     resets = rng.uniform(size=(T, Bm)) < 0.05
+    def make(backend):
+        model = tbptt.LSTM(I, H, O, num_layers=2, dtype="float64", seed=4)
+        return tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.5, momentum=0.5), backend=backend)
+
+    train_both_and_compare(make, (x, y, mask, resets), split=17, label="after training")
+
+
+def train_both_and_compare(make, data, split, label):
+    """make(backend) -> Trainer; both backends train data[:split], data[split:], then flush, and
+    must agree (float64) on the losses and on everything `compare` checks."""
+    x, y, mask, resets = data
     trainers = []
     for backend in ("cpp", "numpy"):
-        model = tbptt.LSTM(I, H, O, num_layers=2, dtype="float64", seed=4)
-        t = tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.5, momentum=0.5), backend=backend)
-        losses = [t.train(x[a:b], y[a:b], mask[a:b], resets[a:b]) for a, b in ((0, 17), (17, T))]
+        t = make(backend)
+        losses = [t.train(x[a:b], y[a:b], mask[a:b], resets[a:b])
+                  for a, b in ((0, split), (split, len(x)))]
         losses.append(np.array([t.flush()]))
         trainers.append((t, np.concatenate(losses)))
     (cpp, lc), (ref, lr) = trainers
     key = "cpp vs numpy, float64"
     assert_close(lc, lr, **F64, what="losses", key=key)
-    compare(cpp, ref, F64, key, "after training")
+    compare(cpp, ref, F64, key, label)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -252,18 +263,12 @@ def test_cpp_matches_numpy_with_streams_split_over_threads(threads, loss, tokens
     saved = tbptt.get_num_threads()
     tbptt.set_num_threads(threads)
     try:
-        trainers = []
-        for backend in ("cpp", "numpy"):
+        def make(backend):
             model = tbptt.LSTM(I, Ht, O, num_layers=2, dtype="float64", seed=2)
-            t = tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.01), clip_norm=0.5,
-                              backend=backend)
-            losses = [t.train(x[a:b], y[a:b], mask[a:b], resets[a:b]) for a, b in ((0, 8), (8, T))]
-            losses.append(np.array([t.flush()]))
-            trainers.append((t, np.concatenate(losses)))
-        (cpp, lc), (ref, lr) = trainers
-        key = "cpp vs numpy, float64"
-        assert_close(lc, lr, **F64, what="losses", key=key)
-        compare(cpp, ref, F64, key, f"{threads} threads")
+            return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.01),
+                                 clip_norm=0.5, backend=backend)
+
+        train_both_and_compare(make, (x, y, mask, resets), split=8, label=f"{threads} threads")
     finally:
         tbptt.set_num_threads(saved)
 
