@@ -77,11 +77,13 @@ void Engine<T>::allocate(int B, bool tokens) {
 }
 
 template <typename T>
-void Engine<T>::transpose_input_weights() {
-    if (!tokens_) return;
+void Engine<T>::prepare_weights() {
     const ModelShape& m = config_.shape;
-    MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
-        ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
+    W_hh_.resize(m.L);
+    for (int l = 0; l < m.L; ++l) W_hh_[l].prepare(m.weights<T>(params_, l).W_hh, m.H, B_, true);
+    if (tokens_)
+        MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
+            ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
 }
 
 template <typename T>
@@ -173,7 +175,8 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
             for (int64_t s = s0; s < s0 + n; ++s)
                 lstm_step_forward(window_.gates_at(l, s) + b0 * G, window_.c_at(l, s) + b0 * H,
                                   window_.h_at(l, s) + b0 * H, h_prev(l, s, scratch_h_.data(), b0, b1),
-                                  c_prev(l, s, scratch_c_.data(), b0, b1), w.W_hh, b1 - b0, H);
+                                  c_prev(l, s, scratch_c_.data(), b0, b1), W_hh_[l], b1 - b0,
+                                  H);
         });
     }
 }
@@ -207,7 +210,7 @@ void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, c
                                       : "x must hold features, as in the first call");
     const ModelShape& m = config_.shape;
     const size_t out_width = config_.loss == Loss::mse ? size_t(m.O) : 1;
-    transpose_input_weights();  // the caller may have changed the parameters since the last call
+    prepare_weights();  // the caller may have changed the parameters since the last call
     int64_t done = 0;
     while (done < steps) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
@@ -229,6 +232,7 @@ template <typename T>
 bool Engine<T>::flush(double* loss) {
     if (pending_ == 0) return false;
     ThreadScope threads(threads_for(B_, config_.shape.H));
+    prepare_weights();
     return update(loss);
 }
 
@@ -267,7 +271,7 @@ bool Engine<T>::update(double* loss) {
     // <- data-parallel training would average grad_ across processes here, before clipping.
     const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad_.data(), T(scale));
-    transpose_input_weights();
+    prepare_weights();
     return true;
 }
 
@@ -332,8 +336,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
                         dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
                         window_.c_at(l, s) + size_t(b0) * H, c_prev(l, s, scratch_c_.data(), b0, b1),
                         tanh_c_.data() + size_t(b0) * H, rows_b, H);
-                    MatrixMap<T>(dh_r, rows_b, H).noalias() =
-                        ConstMatrixMap<T>(dgates, rows_b, G) * ConstMatrixMap<T>(w.W_hh, G, H);
+                    W_hh_[l].backprop(dh_r, dgates, rows_b);
                     if (window_.reset_in(s)) {  // no gradient crosses a reset
                         const uint8_t* reset = window_.resets_at(s);
                         for (int b = b0; b < b1; ++b) {
@@ -464,6 +467,8 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
         MatrixMap<T>(W_ih_T.data(), m.I, 4 * H) =
             ConstMatrixMap<T>(m.weights<T>(params, 0).W_ih, 4 * H, m.I).transpose();
     }
+    std::vector<RecurrentWeights<T>> W_hh(m.L);
+    for (int l = 0; l < m.L; ++l) W_hh[l].prepare(m.weights<T>(params, l).W_hh, H, B, false);
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
         const int n = int(std::min<int64_t>(chunk, steps - s0));
         for (int l = 0; l < m.L; ++l) {
@@ -479,7 +484,7 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
                 const T* hp = j == 0 ? h + l * state : h_l + (j - 1) * state;
                 const T* cp = j == 0 ? c + l * state : c_l + (j - 1) * state;
                 lstm_step_forward(gates.data() + size_t(j) * B * 4 * H, c_l + j * state,
-                                  h_l + j * state, hp, cp, w.W_hh, B, H);
+                                  h_l + j * state, hp, cp, W_hh[l], B, H);
             }
             std::copy(h_l + (n - 1) * state, h_l + n * state, h + l * state);
             std::copy(c_l + (n - 1) * state, c_l + n * state, c + l * state);

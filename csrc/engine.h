@@ -142,7 +142,9 @@ class Engine {
     bool update(double* loss);
     void backward(int64_t first_loss_step);
     void add_to_horizon(int window);
-    void transpose_input_weights();  // W_ih_T_ = W_ih of layer 0, transposed (token inputs)
+    // Derived copies of the current parameters: W_hh of every layer as the per-step products read
+    // it, and layer 0's W_ih transposed (token inputs). Made at every call and after every update.
+    void prepare_weights();
     LayerWeights<T> weights(int l) const;  // of the current parameters
     // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
     // to row b0, into the window or into scratch ([B][H], only rows b0..b1 written).
@@ -172,6 +174,7 @@ class Engine {
     Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
     Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
     Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
+    std::vector<RecurrentWeights<T>> W_hh_;  // [L]
     Buffer<T> W_ih_T_, dW_ih_T_;  // [I][4H] layer 0's W_ih transposed and its gradient (token inputs)
     Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
     Buffer<double> horizon_norms_;    // [2][L][k2]

@@ -23,11 +23,34 @@ void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const La
 }
 
 template <typename T>
-void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev, const T* W_hh,
-                       int B, int H) {
+void RecurrentWeights<T>::prepare(const T* W, int H_, int B, bool with_backward) {
+    W_hh = W, H = H_;
+    const bool packed = B >= 4;
+    forward.clear(), backward.clear();
+    if (packed) forward.pack(W, H, 4 * H, /*ld=*/H, /*transposed=*/true);
+    if (packed && with_backward) backward.pack(W, 4 * H, H, /*ld=*/H, /*transposed=*/false);
+}
+
+template <typename T>
+void RecurrentWeights<T>::add_step(T* gates, const T* h_prev, int B) const {
+    if (!forward.empty()) return packed_gemm(gates, 4 * H, h_prev, H, B, forward, /*accumulate=*/true);
+    MatrixMap<T>(gates, B, 4 * H).noalias() +=
+        ConstMatrixMap<T>(h_prev, B, H) * ConstMatrixMap<T>(W_hh, 4 * H, H).transpose();
+}
+
+template <typename T>
+void RecurrentWeights<T>::backprop(T* dh_prev, const T* dgates, int B) const {
+    if (!backward.empty()) return packed_gemm(dh_prev, H, dgates, 4 * H, B, backward, /*accumulate=*/false);
+    MatrixMap<T>(dh_prev, B, H).noalias() =
+        ConstMatrixMap<T>(dgates, B, 4 * H) * ConstMatrixMap<T>(W_hh, 4 * H, H);
+}
+
+template <typename T>
+void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
+                       const RecurrentWeights<T>& W_hh, int B, int H) {
     const int G = 4 * H;
+    W_hh.add_step(gates, h_prev, B);
     MatrixMap<T> z(gates, B, G);
-    z.noalias() += ConstMatrixMap<T>(h_prev, B, H) * ConstMatrixMap<T>(W_hh, G, H).transpose();
     auto i = z.middleCols(0, H).array();
     auto f = z.middleCols(H, H).array();
     auto g = z.middleCols(2 * H, H).array();
@@ -86,7 +109,9 @@ void lstm_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* x
 #define TBPTT_INSTANTIATE(T)                                                                        \
     template void lstm_input_projection<T>(T*, const T*, const int64_t*, const LayerWeights<T>&,   \
                                            int, int, int);                                          \
-    template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int);         \
+    template struct RecurrentWeights<T>;                                                            \
+    template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const RecurrentWeights<T>&,  \
+                                       int, int);                                                   \
     template double lstm_step_backward<T>(T*, T*, const T*, const T*, const T*, const T*, T*, int,  \
                                           int);                                                     \
     template void lstm_weight_backward<T>(const LayerGrads<T>&, const T*, const T*, const int64_t*, \

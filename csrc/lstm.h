@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "packed_gemm.h"
+
 namespace tbptt {
 
 template <typename T>
@@ -47,13 +49,29 @@ template <typename T>
 void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const LayerWeights<T>& w,
                            int rows, int I, int H);
 
+// W_hh as the per-step products use it. With a few streams or more it is packed once per update
+// (packed_gemm.h): W_hhᵀ for the forward, W_hh for the backward, so no step repacks it. With fewer
+// the products are matrix-vector products, which packing does not speed up enough to pay for
+// itself every update, so W_hh is read as it is.
+template <typename T>
+struct RecurrentWeights {
+    const T* W_hh = nullptr;  // (4H, H), the parameters
+    int H = 0;
+    PackedMatrix<T> forward, backward;  // empty when not packed
+
+    // B: the streams the products will run on; with_backward: also pack for backprop().
+    void prepare(const T* W_hh, int H, int B, bool with_backward);
+    void add_step(T* gates, const T* h_prev, int B) const;  // gates[B, 4H] += h_prev[B, H] W_hhᵀ
+    void backprop(T* dh_prev, const T* dgates, int B) const;  // dh_prev[B, H] = dgates[B, 4H] W_hh
+};
+
 // One step forward.
 // gates:  [B, 4H] input: the input projection; output: activated gates (i, f, g, o)
 // c, h:   [B, H] output: the new cell and hidden state
 // h_prev, c_prev: [B, H] input: the state entering this step
 template <typename T>
-void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev, const T* W_hh,
-                       int B, int H);
+void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
+                       const RecurrentWeights<T>& W_hh, int B, int H);
 
 // One step backward (the weight gradients are left to one product per block of steps, by the caller).
 // dgates: [B, 4H] output: dL/d(pre-activation gates)

@@ -250,6 +250,27 @@ def train_both_and_compare(make, data, split, label):
     compare(cpp, ref, F64, key, label)
 
 
+@pytest.mark.parametrize("Bp", [1, 2, 3, 4, 5, 6, 7, 9])
+@pytest.mark.parametrize("Hp", [17, 40])
+def test_cpp_matches_numpy_at_every_tile_shape_of_the_recurrent_products(Bp, Hp):
+    """csrc/packed_gemm.h: with B >= 4 streams W_hh is packed into panels of 2 SIMD packets (8, 16
+    or 32 columns) and rows go in tiles of 4 plus 1-3 left over; with B < 4 rows pair up over
+    several panels, and W_hh is not packed. 4H = 68 and 160, H = 17 and 40 leave partial panels at
+    every SIMD width; B = 1..9 covers every row tail."""
+    T, k1, k2 = 11, 3, 5
+    rng = np.random.default_rng(Bp * 100 + Hp)
+    x = rng.normal(size=(T, Bp, I))
+    y = rng.normal(size=(T, Bp, O))
+    mask = rng.uniform(0, 2, size=(T, Bp))
+    resets = rng.uniform(size=(T, Bp)) < 0.1
+
+    def make(backend):
+        model = tbptt.LSTM(I, Hp, O, num_layers=2, dtype="float64", seed=5)
+        return tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.3, momentum=0.5), backend=backend)
+
+    train_both_and_compare(make, (x, y, mask, resets), split=4, label=f"B={Bp}, H={Hp}")
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
 def test_cpp_matches_numpy_with_streams_split_over_threads(threads, loss, tokens):
