@@ -79,8 +79,10 @@ void Engine<T>::allocate(int B, bool tokens) {
 template <typename T>
 void Engine<T>::prepare_weights() {
     const ModelShape& m = config_.shape;
-    W_hh_.resize(m.L);
-    for (int l = 0; l < m.L; ++l) W_hh_[l].prepare(m.weights<T>(params_, l).W_hh, m.H, B_, true);
+    packed_.resize(m.L);
+    for (int l = 0; l < m.L; ++l)
+        packed_[l].prepare(m.weights<T>(params_, l), m.layer_input(l), m.H, B_,
+                           /*features=*/l > 0 || !tokens_, /*with_backward=*/true);
     if (tokens_)
         MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
             ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
@@ -90,6 +92,7 @@ template <typename T>
 LayerWeights<T> Engine<T>::weights(int l) const {
     LayerWeights<T> w = config_.shape.weights<T>(params_, l);
     if (l == 0 && tokens_) w.W_ih_T = W_ih_T_.data();
+    if (size_t(l) < packed_.size() && !packed_[l].input.empty()) w.W_ih_T_packed = &packed_[l].input;
     return w;
 }
 
@@ -167,16 +170,25 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
 
     for (int l = 0; l < m.L; ++l) {
         const LayerWeights<T> w = weights(l);
+        const int I = m.layer_input(l);
         const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
         const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
-        lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, m.layer_input(l), H);
+        // Packed input weights: each thread projects its own streams' inputs step by step, inside
+        // the parallel part. Otherwise one product for the whole run, before it.
+        const bool project_per_step = w.W_ih_T_packed != nullptr;
+        if (!project_per_step)
+            lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, I, H);
         for_stream_slices(B, H, [&](int, int b0, int b1) {
             const size_t G = 4 * size_t(H);
-            for (int64_t s = s0; s < s0 + n; ++s)
-                lstm_step_forward(window_.gates_at(l, s) + b0 * G, window_.c_at(l, s) + b0 * H,
-                                  window_.h_at(l, s) + b0 * H, h_prev(l, s, scratch_h_.data(), b0, b1),
-                                  c_prev(l, s, scratch_c_.data(), b0, b1), W_hh_[l], b1 - b0,
-                                  H);
+            for (int64_t s = s0; s < s0 + n; ++s) {
+                T* gates = window_.gates_at(l, s) + b0 * G;
+                if (project_per_step)
+                    lstm_input_projection(gates, input + (size_t(s - s0) * B + b0) * I, nullptr, w,
+                                          b1 - b0, I, H);
+                lstm_step_forward(gates, window_.c_at(l, s) + b0 * H, window_.h_at(l, s) + b0 * H,
+                                  h_prev(l, s, scratch_h_.data(), b0, b1),
+                                  c_prev(l, s, scratch_c_.data(), b0, b1), packed_[l], b1 - b0, H);
+            }
         });
     }
 }
@@ -336,7 +348,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
                         dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
                         window_.c_at(l, s) + size_t(b0) * H, c_prev(l, s, scratch_c_.data(), b0, b1),
                         tanh_c_.data() + size_t(b0) * H, rows_b, H);
-                    W_hh_[l].backprop(dh_r, dgates, rows_b);
+                    packed_[l].backprop(dh_r, dgates, rows_b);
                     if (window_.reset_in(s)) {  // no gradient crosses a reset
                         const uint8_t* reset = window_.resets_at(s);
                         for (int b = b0; b < b1; ++b) {
@@ -467,8 +479,10 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
         MatrixMap<T>(W_ih_T.data(), m.I, 4 * H) =
             ConstMatrixMap<T>(m.weights<T>(params, 0).W_ih, 4 * H, m.I).transpose();
     }
-    std::vector<RecurrentWeights<T>> W_hh(m.L);
-    for (int l = 0; l < m.L; ++l) W_hh[l].prepare(m.weights<T>(params, l).W_hh, H, B, false);
+    std::vector<PackedWeights<T>> packed(m.L);  // W_hh only: the inputs go one product per chunk
+    for (int l = 0; l < m.L; ++l)
+        packed[l].prepare(m.weights<T>(params, l), m.layer_input(l), H, B, /*features=*/false,
+                          /*with_backward=*/false);
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
         const int n = int(std::min<int64_t>(chunk, steps - s0));
         for (int l = 0; l < m.L; ++l) {
@@ -484,7 +498,7 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
                 const T* hp = j == 0 ? h + l * state : h_l + (j - 1) * state;
                 const T* cp = j == 0 ? c + l * state : c_l + (j - 1) * state;
                 lstm_step_forward(gates.data() + size_t(j) * B * 4 * H, c_l + j * state,
-                                  h_l + j * state, hp, cp, W_hh[l], B, H);
+                                  h_l + j * state, hp, cp, packed[l], B, H);
             }
             std::copy(h_l + (n - 1) * state, h_l + n * state, h + l * state);
             std::copy(c_l + (n - 1) * state, c_l + n * state, c + l * state);

@@ -142,8 +142,8 @@ class Engine {
     bool update(double* loss);
     void backward(int64_t first_loss_step);
     void add_to_horizon(int window);
-    // Derived copies of the current parameters: W_hh of every layer as the per-step products read
-    // it, and layer 0's W_ih transposed (token inputs). Made at every call and after every update.
+    // Derived copies of the current parameters: every layer's weights as the per-step products read
+    // them, and layer 0's W_ih transposed (token inputs). Made at every call and after every update.
     void prepare_weights();
     LayerWeights<T> weights(int l) const;  // of the current parameters
     // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
@@ -174,7 +174,7 @@ class Engine {
     Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
     Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
     Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
-    std::vector<RecurrentWeights<T>> W_hh_;  // [L]
+    std::vector<PackedWeights<T>> packed_;  // [L]
     Buffer<T> W_ih_T_, dW_ih_T_;  // [I][4H] layer 0's W_ih transposed and its gradient (token inputs)
     Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
     Buffer<double> horizon_norms_;    // [2][L][k2]

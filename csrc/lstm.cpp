@@ -18,28 +18,36 @@ void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const La
         for (int r = 0; r < rows; ++r) out.row(r).noalias() = W_ih_T.row(tokens[r]) + b_ih + b_hh;
         return;
     }
+    if (w.W_ih_T_packed) {
+        for (int r = 0; r < rows; ++r) out.row(r) = b_ih + b_hh;
+        return packed_gemm(gates, G, x, I, rows, *w.W_ih_T_packed, /*accumulate=*/true);
+    }
     out.noalias() = ConstMatrixMap<T>(x, rows, I) * W_ih.transpose();
     out.rowwise() += b_ih + b_hh;
 }
 
 template <typename T>
-void RecurrentWeights<T>::prepare(const T* W, int H_, int B, bool with_backward) {
-    W_hh = W, H = H_;
+void PackedWeights<T>::prepare(const LayerWeights<T>& w, int I, int H_, int B, bool features,
+                               bool with_backward) {
+    W_hh = w.W_hh, H = H_;
     const bool packed = B >= 4;
-    forward.clear(), backward.clear();
-    if (packed) forward.pack(W, H, 4 * H, /*ld=*/H, /*transposed=*/true);
-    if (packed && with_backward) backward.pack(W, 4 * H, H, /*ld=*/H, /*transposed=*/false);
+    if (packed && features) input.pack(w.W_ih, I, 4 * H, /*ld=*/I, /*transposed=*/true);
+    else input.clear();
+    if (packed) forward.pack(w.W_hh, H, 4 * H, /*ld=*/H, /*transposed=*/true);
+    else forward.clear();
+    if (packed && with_backward) backward.pack(w.W_hh, 4 * H, H, /*ld=*/H, /*transposed=*/false);
+    else backward.clear();
 }
 
 template <typename T>
-void RecurrentWeights<T>::add_step(T* gates, const T* h_prev, int B) const {
+void PackedWeights<T>::add_step(T* gates, const T* h_prev, int B) const {
     if (!forward.empty()) return packed_gemm(gates, 4 * H, h_prev, H, B, forward, /*accumulate=*/true);
     MatrixMap<T>(gates, B, 4 * H).noalias() +=
         ConstMatrixMap<T>(h_prev, B, H) * ConstMatrixMap<T>(W_hh, 4 * H, H).transpose();
 }
 
 template <typename T>
-void RecurrentWeights<T>::backprop(T* dh_prev, const T* dgates, int B) const {
+void PackedWeights<T>::backprop(T* dh_prev, const T* dgates, int B) const {
     if (!backward.empty()) return packed_gemm(dh_prev, H, dgates, 4 * H, B, backward, /*accumulate=*/false);
     MatrixMap<T>(dh_prev, B, H).noalias() =
         ConstMatrixMap<T>(dgates, B, 4 * H) * ConstMatrixMap<T>(W_hh, 4 * H, H);
@@ -47,7 +55,7 @@ void RecurrentWeights<T>::backprop(T* dh_prev, const T* dgates, int B) const {
 
 template <typename T>
 void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
-                       const RecurrentWeights<T>& W_hh, int B, int H) {
+                       const PackedWeights<T>& W_hh, int B, int H) {
     const int G = 4 * H;
     W_hh.add_step(gates, h_prev, B);
     MatrixMap<T> z(gates, B, G);
@@ -101,16 +109,18 @@ void lstm_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* x
         MatrixMap<T>(grad.W_ih, G, I).noalias() += dz.transpose() * ConstMatrixMap<T>(x, rows, I);
     }
     MatrixMap<T>(grad.W_hh, G, H).noalias() += dz.transpose() * ConstMatrixMap<T>(h_prev, rows, H);
-    const auto db = dz.colwise().sum();
-    VectorMap<T>(grad.b_ih, G) += db;
-    VectorMap<T>(grad.b_hh, G) += db;
+    VectorMap<T> db_ih(grad.b_ih, G), db_hh(grad.b_hh, G);
+    for (int r = 0; r < rows; ++r) {  // along rows: contiguous and vectorised, unlike colwise().sum()
+        db_ih += dz.row(r);
+        db_hh += dz.row(r);
+    }
 }
 
 #define TBPTT_INSTANTIATE(T)                                                                        \
     template void lstm_input_projection<T>(T*, const T*, const int64_t*, const LayerWeights<T>&,   \
                                            int, int, int);                                          \
-    template struct RecurrentWeights<T>;                                                            \
-    template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const RecurrentWeights<T>&,  \
+    template struct PackedWeights<T>;                                                            \
+    template void lstm_step_forward<T>(T*, T*, T*, const T*, const T*, const PackedWeights<T>&,  \
                                        int, int);                                                   \
     template double lstm_step_backward<T>(T*, T*, const T*, const T*, const T*, const T*, T*, int,  \
                                           int);                                                     \

@@ -30,6 +30,7 @@ struct LayerWeights {
     const T* b_ih;  // (4H,)
     const T* b_hh;  // (4H,)
     const T* W_ih_T = nullptr;  // (I, 4H) W_ih transposed, for token inputs: a token's row is contiguous
+    const PackedMatrix<T>* W_ih_T_packed = nullptr;  // W_ih transposed and packed, for features
 };
 
 template <typename T>
@@ -45,22 +46,26 @@ struct LayerGrads {
 // x:      [n*B, I] input features, or nullptr when tokens is given
 // tokens: [n*B] token ids in [0, I): x is one-hot, so this selects columns of W_ih (rows of
 //         w.W_ih_T, which must be set), never building the one-hot matrix
+// With w.W_ih_T_packed set, features go through packed_gemm: the product of a few rows (one
+// thread's streams at one step) costs no repacking.
 template <typename T>
 void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const LayerWeights<T>& w,
                            int rows, int I, int H);
 
-// W_hh as the per-step products use it. With a few streams or more it is packed once per update
-// (packed_gemm.h): W_hhᵀ for the forward, W_hh for the backward, so no step repacks it. With fewer
-// the products are matrix-vector products, which packing does not speed up enough to pay for
-// itself every update, so W_hh is read as it is.
+// A layer's weight matrices as the per-step products read them. With a few streams or more they
+// are packed once per update (packed_gemm.h): W_ihᵀ and W_hhᵀ for the forward, W_hh for the
+// backward, so no step repacks them. With fewer the products are matrix-vector products, which
+// packing does not speed up enough to pay for itself every update: the parameters are read as
+// they are, and the input projection stays one product per run of steps.
 template <typename T>
-struct RecurrentWeights {
+struct PackedWeights {
     const T* W_hh = nullptr;  // (4H, H), the parameters
     int H = 0;
-    PackedMatrix<T> forward, backward;  // empty when not packed
+    PackedMatrix<T> input, forward, backward;  // W_ihᵀ, W_hhᵀ, W_hh; empty when not packed
 
-    // B: the streams the products will run on; with_backward: also pack for backprop().
-    void prepare(const T* W_hh, int H, int B, bool with_backward);
+    // B: the streams the products will run on; features: the inputs are features (not tokens);
+    // with_backward: also pack for backprop().
+    void prepare(const LayerWeights<T>& w, int I, int H, int B, bool features, bool with_backward);
     void add_step(T* gates, const T* h_prev, int B) const;  // gates[B, 4H] += h_prev[B, H] W_hhᵀ
     void backprop(T* dh_prev, const T* dgates, int B) const;  // dh_prev[B, H] = dgates[B, 4H] W_hh
 };
@@ -71,7 +76,7 @@ struct RecurrentWeights {
 // h_prev, c_prev: [B, H] input: the state entering this step
 template <typename T>
 void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
-                       const RecurrentWeights<T>& W_hh, int B, int H);
+                       const PackedWeights<T>& W_hh, int B, int H);
 
 // One step backward (the weight gradients are left to one product per block of steps, by the caller).
 // dgates: [B, 4H] output: dL/d(pre-activation gates)

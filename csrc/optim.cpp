@@ -23,48 +23,64 @@ Optimizer<T>::Optimizer(const OptimizerConfig& config, int64_t n) : config_(conf
     }
 }
 
+// Elementwise work over the flat vector in chunks that stay in L1 (one pass over memory instead of
+// one per expression), the chunks shared among the calling thread's OpenMP threads (threads.h).
+constexpr int64_t kChunk = 4096;
+
+template <typename F>
+static void for_chunks(int64_t n, F&& body) {
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks >= 8)
+    for (int64_t c = 0; c < chunks; ++c) body(c, c * kChunk, std::min(kChunk, n - c * kChunk));
+}
+
 template <typename T>
 void Optimizer<T>::step(T* params, const T* grad, T scale) {
-    FlatMap<T> p(params, n_);
-    if (scale != T(1)) {  // torch clips in place, then steps: round the same way
-        scaled_.resize(n_);
-        FlatMap<T>(scaled_.data(), n_) = scale * ConstFlatMap<T>(grad, n_);
-        grad = scaled_.data();
-    }
-    ConstFlatMap<T> g(grad, n_);
+    if (scale != T(1)) scaled_.resize(n_);
     ++steps;
-    if (config_.kind == OptimizerConfig::Kind::sgd) {
-        if (config_.momentum == 0.0) {
-            p -= T(config_.lr) * g;
-            return;
+    const OptimizerConfig c = config_;
+    const bool adam = c.kind == OptimizerConfig::Kind::adam, first = steps == 1;
+    const double bias1 = 1.0 - std::pow(c.beta1, double(steps));
+    const double bias2 = 1.0 - std::pow(c.beta2, double(steps));
+    const T lr = T(c.lr), momentum = T(c.momentum), b1 = T(c.beta1), b2 = T(c.beta2), eps = T(c.eps);
+    const T step_size = T(c.lr / bias1), bias2_sqrt = T(std::sqrt(bias2));
+    for_chunks(n_, [&](int64_t, int64_t i, int64_t n) {
+        FlatMap<T> p(params + i, n);
+        const T* g_data = grad + i;
+        if (scale != T(1)) {  // torch clips in place, then steps: round the same way
+            FlatMap<T>(scaled_.data() + i, n) = scale * ConstFlatMap<T>(g_data, n);
+            g_data = scaled_.data() + i;
         }
-        FlatMap<T> v(first_moment.data(), n_);
-        if (steps == 1)
-            v = g;
-        else
-            v = T(config_.momentum) * v + g;
-        p -= T(config_.lr) * v;
-        return;
-    }
-    FlatMap<T> m(first_moment.data(), n_), v(second_moment.data(), n_);
-    const T b1 = T(config_.beta1), b2 = T(config_.beta2);
-    m = b1 * m + (T(1) - b1) * g;
-    v = b2 * v + (T(1) - b2) * g.square();
-    const double bias1 = 1.0 - std::pow(config_.beta1, double(steps));
-    const double bias2 = 1.0 - std::pow(config_.beta2, double(steps));
-    const T step_size = T(config_.lr / bias1);
-    const T bias2_sqrt = T(std::sqrt(bias2));
-    p -= step_size * m / (v.sqrt() / bias2_sqrt + T(config_.eps));
+        ConstFlatMap<T> g(g_data, n);
+        if (adam) {
+            FlatMap<T> m(first_moment.data() + i, n), v(second_moment.data() + i, n);
+            m = b1 * m + (T(1) - b1) * g;
+            v = b2 * v + (T(1) - b2) * g.square();
+            p -= step_size * m / (v.sqrt() / bias2_sqrt + eps);
+        } else if (c.momentum == 0.0) {
+            p -= lr * g;
+        } else {
+            FlatMap<T> v(first_moment.data() + i, n);
+            if (first)
+                v = g;
+            else
+                v = momentum * v + g;
+            p -= lr * v;
+        }
+    });
 }
 
 template <typename T>
 double global_norm(const T* grad, int64_t n) {
-    // Vectorised sums of squares over chunks in T, the chunks added in double: a cast to double
-    // per element does not vectorise, and one float sum over a million values loses digits.
-    constexpr int64_t chunk = 4096;
+    // Vectorised sums of squares per chunk in T, the chunks added in double and in order (the same
+    // bits for any number of threads): a cast to double per element does not vectorise, and one
+    // float sum over a million values loses digits.
+    Buffer<double> sums(size_t((n + kChunk - 1) / kChunk), 0.0);
+    for_chunks(n, [&](int64_t chunk, int64_t i, int64_t len) {
+        sums[chunk] = double(ConstFlatMap<T>(grad + i, len).square().sum());
+    });
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i += chunk)
-        sum += double(ConstFlatMap<T>(grad + i, std::min(chunk, n - i)).square().sum());
+    for (double s : sums) sum += s;
     return std::sqrt(sum);
 }
 
