@@ -40,6 +40,9 @@ struct PackedMatrix {
         K = K_, N = N_;
         data.resize(size_t(panels()) * K * NR);
         using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
+        // Panels are independent: share them among the calling thread's OpenMP threads (threads.h)
+        // when there is enough to copy.
+#pragma omp parallel for schedule(static) if (int64_t(K) * N >= (1 << 18))
         for (int p = 0; p < panels(); ++p) {
             MatrixMap<T> out(data.data() + size_t(p) * K * NR, K, NR);
             const int n0 = p * NR, cols = std::min(NR, N - n0);
