@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib
 import os
 
-# AVX2 first: on the machines measured (AMD Zen 4) Eigen's AVX2 kernels beat its AVX-512 ones,
-# which run as two 256-bit halves there (docs/performance.md). TBPTT_ISA=avx512 selects them.
-_ORDER = ("avx2", "avx512", "baseline")
+# The widest first. On the machine measured (AMD Zen 4) the AVX-512 module is 2-15% faster than
+# the AVX2 one since the recurrent products use tbptt's own kernel (docs/performance.md); before,
+# with Eigen's products throughout, AVX2 was faster. TBPTT_ISA=avx2 selects the other.
+_ORDER = ("avx512", "avx2", "baseline")
 _loaded = None
 
 
