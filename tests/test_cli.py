@@ -194,6 +194,16 @@ def test_bench_runs_a_tiny_configuration_and_writes_json(tmp_path):
     assert rows[0]["samples_per_s"]["tbptt"] > 0 and rows[0]["speedup_vs_numpy"] > 0
 
 
+def test_bench_counts_the_products_tbptt_needs():
+    """k1 = k2: forward + the two backward products per step; TBPTT(10, 50): each step is
+    backpropagated by 5 windows on average, so 1 + 2 x 5 products; k2 < k1: fewer than 1."""
+    from tbptt.bench import flops_per_step
+    one = 2 * 3 * 4 * 8 * (32 + 8)  # B = 3, H = 8, I = 32: one product
+    assert flops_per_step(3, 8, 25, 25) == 3 * one
+    assert flops_per_step(3, 8, 10, 50) == 11 * one
+    assert flops_per_step(3, 8, 10, 5) == 2 * one
+
+
 def test_bench_bad_config_exits_2():
     with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "--config", "1,2,3"])
