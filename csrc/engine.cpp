@@ -1,10 +1,12 @@
 // The TBPTT(k1, k2) engine (see engine.h for what it computes).
 //
 // Per call, steps are processed in runs: a run ends at the next update, the end of the call or the
-// end of the ring. A run's forward is layer by layer: the input projection of the whole run is one
-// product, then the recurrent steps. An update's backward walks its window from the newest step in
-// blocks of steps, each block layer by layer from the top; the weight gradients of a block are one
-// product each, so only dh_prev = dgates W_hh is done step by step.
+// end of the ring. A run's forward is layer by layer, each thread running every step for its slice
+// of streams: the input projection and the recurrent product through weights packed once per
+// update (lstm.h), then the gates. (With fewer than 4 streams, or token inputs, the input
+// projection of the whole run is one product first.) An update's backward walks its window from
+// the newest step in blocks of steps, each block layer by layer from the top; the weight gradients
+// of a block are one product each, so only dh_prev = dgates W_hh is done step by step.
 #include "engine.h"
 
 #include <algorithm>
@@ -82,7 +84,7 @@ void Engine<T>::prepare_weights() {
     packed_.resize(m.L);
     for (int l = 0; l < m.L; ++l)
         packed_[l].prepare(m.weights<T>(params_, l), m.layer_input(l), m.H, B_,
-                           /*features=*/l > 0 || !tokens_, /*with_backward=*/true);
+                           /*pack_input=*/l > 0 || !tokens_, /*with_backward=*/true);
     if (tokens_)
         MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
             ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
@@ -481,7 +483,7 @@ void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T
     }
     std::vector<PackedWeights<T>> packed(m.L);  // W_hh only: the inputs go one product per chunk
     for (int l = 0; l < m.L; ++l)
-        packed[l].prepare(m.weights<T>(params, l), m.layer_input(l), H, B, /*features=*/false,
+        packed[l].prepare(m.weights<T>(params, l), m.layer_input(l), H, B, /*pack_input=*/false,
                           /*with_backward=*/false);
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
         const int n = int(std::min<int64_t>(chunk, steps - s0));

@@ -27,11 +27,11 @@ void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const La
 }
 
 template <typename T>
-void PackedWeights<T>::prepare(const LayerWeights<T>& w, int I, int H_, int B, bool features,
+void PackedWeights<T>::prepare(const LayerWeights<T>& w, int I, int H_, int B, bool pack_input,
                                bool with_backward) {
     W_hh = w.W_hh, H = H_;
     const bool packed = B >= 4;
-    if (packed && features) input.pack(w.W_ih, I, 4 * H, /*ld=*/I, /*transposed=*/true);
+    if (packed && pack_input) input.pack(w.W_ih, I, 4 * H, /*ld=*/I, /*transposed=*/true);
     else input.clear();
     if (packed) forward.pack(w.W_hh, H, 4 * H, /*ld=*/H, /*transposed=*/true);
     else forward.clear();

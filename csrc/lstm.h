@@ -63,9 +63,9 @@ struct PackedWeights {
     int H = 0;
     PackedMatrix<T> input, forward, backward;  // W_ihᵀ, W_hhᵀ, W_hh; empty when not packed
 
-    // B: the streams the products will run on; features: the inputs are features (not tokens);
-    // with_backward: also pack for backprop().
-    void prepare(const LayerWeights<T>& w, int I, int H, int B, bool features, bool with_backward);
+    // B: the streams the products will run on; pack_input: also pack W_ihᵀ (for feature inputs
+    // projected step by step); with_backward: also pack W_hh for backprop().
+    void prepare(const LayerWeights<T>& w, int I, int H, int B, bool pack_input, bool with_backward);
     void add_step(T* gates, const T* h_prev, int B) const;  // gates[B, 4H] += h_prev[B, H] W_hhᵀ
     void backprop(T* dh_prev, const T* dgates, int B) const;  // dh_prev[B, H] = dgates[B, 4H] W_hh
 };

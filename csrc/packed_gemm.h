@@ -1,8 +1,8 @@
-// The per-step recurrent products, C (+)= A · W, for a W that stays fixed over many steps.
+// The per-step products of a layer, C (+)= A · W, for a W that stays fixed over many steps.
 //
 // A general GEMM (Eigen's, BLAS's) repacks W into cache-friendly panels on every call. The
-// recurrent products of an LSTM use the same W_hh for every step between two updates, and with few
-// streams (small A) that repacking costs as much as the product itself. Here W is packed once per
+// products of an LSTM step use the same W_hh (and W_ih) for every step between two updates, and
+// with few streams (small A) that repacking costs as much as the product itself. Here W is packed once per
 // update into panels of NR columns, and every step only streams through them: one broadcast element
 // of A times the contiguous panel row, accumulated in registers (the BLIS/llm.c micro-kernel shape).
 //
