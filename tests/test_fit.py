@@ -233,18 +233,24 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_block(monkeypatch, tmp_path):
     def train_then_ctrl_c(*args):
         calls.append(1)
         if len(calls) == 2:
-            # in the middle of this block; raise_signal delivers it to this thread at once, where
-            # os.kill may pick another thread of the process (CI once saw it handled too late)
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # in the middle of this block
         return train(*args)
 
     monkeypatch.setattr(trainer, "train", train_then_ctrl_c)
     path = tmp_path / "trainer.npz"
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(x, y, epochs=2, block=10, checkpoint=path, validation=(x, y), progress=False)
+    # Python's own handler, as in a terminal: a shell starts background jobs with SIGINT ignored,
+    # and fit leaves any handler but Python's default alone.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit(x, y, epochs=2, block=10, checkpoint=path, validation=(x, y),
+                        progress=False)
+        handler_after_fit = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) == 2 and trainer.updates == 4 and trainer.history.losses.size == 4
     assert tbptt.load_trainer(path).updates == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert handler_after_fit is signal.default_int_handler  # handler restored
 
 
 # ---- arguments -----------------------------------------------------------------------------------
