@@ -55,9 +55,9 @@ void PackedWeights<T>::backprop(T* dh_prev, const T* dgates, int B) const {
 
 template <typename T>
 void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
-                       const PackedWeights<T>& W_hh, int B, int H) {
+                       const PackedWeights<T>& packed, int B, int H) {
     const int G = 4 * H;
-    W_hh.add_step(gates, h_prev, B);
+    packed.add_step(gates, h_prev, B);
     MatrixMap<T> z(gates, B, G);
     auto i = z.middleCols(0, H).array();
     auto f = z.middleCols(H, H).array();

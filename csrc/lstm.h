@@ -74,9 +74,10 @@ struct PackedWeights {
 // gates:  [B, 4H] input: the input projection; output: activated gates (i, f, g, o)
 // c, h:   [B, H] output: the new cell and hidden state
 // h_prev, c_prev: [B, H] input: the state entering this step
+// packed: the layer's weights for the product h_prev W_hhᵀ
 template <typename T>
 void lstm_step_forward(T* gates, T* c, T* h, const T* h_prev, const T* c_prev,
-                       const PackedWeights<T>& W_hh, int B, int H);
+                       const PackedWeights<T>& packed, int B, int H);
 
 // One step backward (the weight gradients are left to one product per block of steps, by the caller).
 // dgates: [B, 4H] output: dL/d(pre-activation gates)

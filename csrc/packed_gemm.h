@@ -133,8 +133,10 @@ void packed_gemm(T* C, int64_t ldc, const T* A, int64_t lda, int M, const Packed
     // (8 accumulators: enough to hide the FMA latency); A is the small operand and stays cached.
     for (int p = 0; p < panels; ++p) {
         int r = 0;
-        for (; r + 4 <= M; r += 4) packed_tile<T, 4, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
-        for (; r < M; ++r) packed_tile<T, 1, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
+        for (; r + 4 <= M; r += 4)
+            packed_tile<T, 4, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
+        for (; r < M; ++r)
+            packed_tile<T, 1, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
     }
 }
 
