@@ -37,6 +37,21 @@ def one_thread():
     tbptt.set_num_threads(before)
 
 
+@pytest.fixture
+def without_matplotlib(monkeypatch):
+    """For the test: importing matplotlib fails, as where the `plot` extra is not installed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (or set TBPTT_RUN_SLOW=1)")

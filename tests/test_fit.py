@@ -71,16 +71,7 @@ def test_progress_bar_and_epoch_lines(capsys):
     assert "epoch 2/2: loss" in err and "val_loss" in err and "samples/s" in err
 
 
-def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_plot_without_matplotlib_names_the_extra(without_matplotlib, tmp_path):
     with pytest.raises(ImportError, match=r"pip install tbptt\[plot\]"):
         tbptt.History().plot(tmp_path / "x.png")
 

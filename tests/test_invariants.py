@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tbptt
+from helpers import fd_gradient
 
 I, H, O = 3, 4, 2
 BACKENDS = ["cpp", "numpy"]
@@ -162,13 +163,7 @@ def test_full_bptt_is_the_exact_gradient(backend, variant):
         return predict_loss(model, theta, x, y, m, r, loss)
 
     assert losses[0] == pytest.approx(J(theta0), rel=1e-12)
-    eps = 1e-6
-    fd = np.empty_like(theta0)
-    for j in range(theta0.size):
-        tp, tm = theta0.copy(), theta0.copy()
-        tp[j] += eps
-        tm[j] -= eps
-        fd[j] = (J(tp) - J(tm)) / (2 * eps)
+    fd = fd_gradient(J, theta0, eps=1e-6)
     # central differences: truncation O(eps^2) ~ 1e-12, rounding ~ 1e-16 / eps = 1e-10
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)
     assert np.linalg.norm(grad - fd) <= 1e-7 * np.linalg.norm(fd)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import STATUS_KIB
 
 CHILD = r"""
 import json, resource, sys
@@ -28,13 +29,7 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(BLOCK, B, I))
 y = rng.normal(size=(BLOCK, B, O))
 
-def status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
+""" + STATUS_KIB + r"""
 def kib():
     # the peak RSS since reset_peak() (VmHWM), else since the process started (ru_maxrss)
     try:

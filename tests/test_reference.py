@@ -13,6 +13,8 @@ import tbptt
 from tbptt import reference
 from tbptt.model import parameter_shapes
 
+from helpers import fd_gradient
+
 
 # ---- an independent forward pass and the truncated loss ----------------------------------------
 
@@ -81,16 +83,6 @@ def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r,
         total += np.sum(w[s] * position_losses(model, theta, tops[s], y[s], loss))
         weight += np.sum(w[s])
     return total / weight
-
-
-def fd_gradient(fun, theta, eps=1e-6):
-    g = np.zeros_like(theta)
-    for j in range(theta.size):
-        tp, tm = theta.copy(), theta.copy()
-        tp[j] += eps
-        tm[j] -= eps
-        g[j] = (fun(tp) - fun(tm)) / (2 * eps)
-    return g
 
 
 def make_data(rng, T, B, I, O, loss, tokens, mask, resets):

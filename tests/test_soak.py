@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import tbptt
+from helpers import STATUS_KIB
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +75,7 @@ import json, sys
 steps, block, every, leak, k1, k2, loss = (int(a) if a.isdigit() else a for a in sys.argv[1:8])
 tbptt.set_num_threads(1)
 
-
-def status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
+""" + STATUS_KIB + r"""
 
 t = trainer("cpp", k1, k2, loss)
 stream = Stream(1, loss)

@@ -165,17 +165,9 @@ def test_files_and_plots(tmp_path):
     assert "horizon" not in table[0] and "curve" not in table[0]
 
 
-def test_plots_without_matplotlib_name_the_extra(monkeypatch, tmp_path):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib here")
-        return real_import(name, *args, **kwargs)
-
+def test_plots_without_matplotlib_name_the_extra(tmp_path, request):
     rows = tbptt.sweep(tiny_task(), k1=2, hidden=3, steps=10, points=1)
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    request.getfixturevalue("without_matplotlib")  # only now: the sweep itself may import it
     with pytest.raises(ImportError, match=r"tbptt\[plot\]"):
         tbptt.plot_sweep(rows, tmp_path)
 
