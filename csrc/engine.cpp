@@ -94,7 +94,6 @@ template <typename T>
 LayerWeights<T> Engine<T>::weights(int l) const {
     LayerWeights<T> w = config_.shape.weights<T>(params_, l);
     if (l == 0 && tokens_) w.W_ih_T = W_ih_T_.data();
-    if (size_t(l) < packed_.size() && !packed_[l].input.empty()) w.W_ih_T_packed = &packed_[l].input;
     return w;
 }
 
@@ -177,7 +176,7 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
         const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
         // Packed input weights: each thread projects its own streams' inputs step by step, inside
         // the parallel part. Otherwise one product for the whole run, before it.
-        const bool project_per_step = w.W_ih_T_packed != nullptr;
+        const bool project_per_step = !packed_[l].input.empty();
         if (!project_per_step)
             lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, I, H);
         for_stream_slices(B, H, [&](int, int b0, int b1) {
@@ -185,8 +184,7 @@ void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
             for (int64_t s = s0; s < s0 + n; ++s) {
                 T* gates = window_.gates_at(l, s) + b0 * G;
                 if (project_per_step)
-                    lstm_input_projection(gates, input + (size_t(s - s0) * B + b0) * I, nullptr, w,
-                                          b1 - b0, I, H);
+                    packed_[l].project(gates, input + (size_t(s - s0) * B + b0) * I, b1 - b0);
                 lstm_step_forward(gates, window_.c_at(l, s) + b0 * H, window_.h_at(l, s) + b0 * H,
                                   h_prev(l, s, scratch_h_.data(), b0, b1),
                                   c_prev(l, s, scratch_c_.data(), b0, b1), packed_[l], b1 - b0, H);

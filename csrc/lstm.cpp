@@ -18,10 +18,6 @@ void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const La
         for (int r = 0; r < rows; ++r) out.row(r).noalias() = W_ih_T.row(tokens[r]) + b_ih + b_hh;
         return;
     }
-    if (w.W_ih_T_packed) {
-        for (int r = 0; r < rows; ++r) out.row(r) = b_ih + b_hh;
-        return packed_gemm(gates, G, x, I, rows, *w.W_ih_T_packed, /*accumulate=*/true);
-    }
     out.noalias() = ConstMatrixMap<T>(x, rows, I) * W_ih.transpose();
     out.rowwise() += b_ih + b_hh;
 }
@@ -31,12 +27,25 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w, int I, int H_, int B, b
                                bool with_backward) {
     W_hh = w.W_hh, H = H_;
     const bool packed = B >= 4;
-    if (packed && pack_input) input.pack(w.W_ih, I, 4 * H, /*ld=*/I, /*transposed=*/true);
-    else input.clear();
+    if (packed && pack_input) {
+        input.pack(w.W_ih, I, 4 * H, /*ld=*/I, /*transposed=*/true);
+        bias.resize(4 * size_t(H));
+        VectorMap<T>(bias.data(), 4 * H) =
+            ConstVectorMap<T>(w.b_ih, 4 * H) + ConstVectorMap<T>(w.b_hh, 4 * H);
+    } else {
+        input.clear();
+    }
     if (packed) forward.pack(w.W_hh, H, 4 * H, /*ld=*/H, /*transposed=*/true);
     else forward.clear();
     if (packed && with_backward) backward.pack(w.W_hh, 4 * H, H, /*ld=*/H, /*transposed=*/false);
     else backward.clear();
+}
+
+template <typename T>
+void PackedWeights<T>::project(T* gates, const T* x, int B) const {
+    const int G = 4 * H;
+    for (int r = 0; r < B; ++r) std::copy(bias.begin(), bias.end(), gates + size_t(r) * G);
+    packed_gemm(gates, G, x, input.K, B, input, /*accumulate=*/true);
 }
 
 template <typename T>

@@ -30,7 +30,6 @@ struct LayerWeights {
     const T* b_ih;  // (4H,)
     const T* b_hh;  // (4H,)
     const T* W_ih_T = nullptr;  // (I, 4H) W_ih transposed, for token inputs: a token's row is contiguous
-    const PackedMatrix<T>* W_ih_T_packed = nullptr;  // W_ih transposed and packed, for features
 };
 
 template <typename T>
@@ -46,8 +45,6 @@ struct LayerGrads {
 // x:      [n*B, I] input features, or nullptr when tokens is given
 // tokens: [n*B] token ids in [0, I): x is one-hot, so this selects columns of W_ih (rows of
 //         w.W_ih_T, which must be set), never building the one-hot matrix
-// With w.W_ih_T_packed set, features go through packed_gemm: the product of a few rows (one
-// thread's streams at one step) costs no repacking.
 template <typename T>
 void lstm_input_projection(T* gates, const T* x, const int64_t* tokens, const LayerWeights<T>& w,
                            int rows, int I, int H);
@@ -62,10 +59,14 @@ struct PackedWeights {
     const T* W_hh = nullptr;  // (4H, H), the parameters
     int H = 0;
     PackedMatrix<T> input, forward, backward;  // W_ihᵀ, W_hhᵀ, W_hh; empty when not packed
+    Buffer<T> bias;                            // (4H,) b_ih + b_hh, with `input`
 
     // B: the streams the products will run on; pack_input: also pack W_ihᵀ (for feature inputs
     // projected step by step); with_backward: also pack W_hh for backprop().
     void prepare(const LayerWeights<T>& w, int I, int H, int B, bool pack_input, bool with_backward);
+    // gates[B, 4H] = x[B, I] W_ihᵀ + b_ih + b_hh, with `input` packed: the input projection of a
+    // few rows (one thread's streams at one step) without repacking W_ih.
+    void project(T* gates, const T* x, int B) const;
     void add_step(T* gates, const T* h_prev, int B) const;  // gates[B, 4H] += h_prev[B, H] W_hhᵀ
     void backprop(T* dh_prev, const T* dgates, int B) const;  // dh_prev[B, H] = dgates[B, 4H] W_hh
 };
