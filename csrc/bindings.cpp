@@ -73,10 +73,11 @@ auto data_of(const std::optional<A>& a) -> decltype(a->data()) {
     return a ? a->data() : nullptr;
 }
 
-// The model's inputs x: (T, B) token ids in [0, I) into *ids, or (T, B, I) features into *features.
+// The model's inputs x: (T, B) token ids in [0, I) into *ids, or (T, B, I) features into
+// *features; returns them as the engine reads them.
 template <typename T>
-void check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<int64_t>* ids,
-                  CArray<T>* features) {
+Inputs<T> check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<int64_t>* ids,
+                       CArray<T>* features) {
     const py::ssize_t T_ = x.shape(0), B = x.shape(1);
     if (tokens) {
         *ids = CArray<int64_t>::ensure(x);
@@ -85,11 +86,27 @@ void check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<i
         const int64_t* id = ids->data();
         for (py::ssize_t i = 0; i < ids->size(); ++i)
             if (id[i] < 0 || id[i] >= m.I) throw py::value_error("x: token id out of range");
-    } else {
-        *features = CArray<T>::ensure(x);
-        if (!*features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
-        expect_shape("x", *features, {T_, B, m.I});
+        return Inputs<T>::tokens(ids->data());
     }
+    *features = CArray<T>::ensure(x);
+    if (!*features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
+    expect_shape("x", *features, {T_, B, m.I});
+    return Inputs<T>::features(features->data());
+}
+
+// The model's shape for a cell (its gate rows); ValueError for sizes < 1 or an unknown cell.
+ModelShape shape_of_model(const std::string& cell, int I, int H, int O, int L) {
+    if (I < 1 || H < 1 || O < 1 || L < 1) throw py::value_error("sizes must be >= 1");
+    ModelShape m{I, H, O, L};
+    m.gates = cell_traits(cell).gates;  // std::invalid_argument (ValueError) for another name
+    return m;
+}
+
+// The state tensors a cell carries, as torch has them: (h, c) for the LSTM, (h,) otherwise.
+template <typename T>
+py::tuple state_tuple(const CArray<T>& h, const CArray<T>& carry, const CellTraits& cell) {
+    if (cell.carried) return py::make_tuple(h, carry);
+    return py::make_tuple(h);
 }
 
 // The module's Divergence exception (a FloatingPointError), set when the module is initialised.
@@ -123,11 +140,12 @@ struct PyEngine {
     CArray<T> params;
     std::unique_ptr<Engine<T>> engine;
 
-    PyEngine(CArray<T> params_, int I, int H, int O, int L, int k1, int k2, const std::string& loss,
-             const py::dict& optimizer, std::optional<double> clip_norm)
+    PyEngine(CArray<T> params_, const std::string& cell, int I, int H, int O, int L, int k1, int k2,
+             const std::string& loss, const py::dict& optimizer, std::optional<double> clip_norm)
         : params(std::move(params_)) {
         EngineConfig c;
-        c.shape = {I, H, O, L};
+        c.cell = cell;
+        c.shape = shape_of_model(cell, I, H, O, L);
         c.k1 = k1;
         c.k2 = k2;
         if (loss != "mse" && loss != "cross_entropy")
@@ -135,7 +153,6 @@ struct PyEngine {
         c.loss = loss == "mse" ? Loss::mse : Loss::cross_entropy;
         c.optimizer = optimizer_from(optimizer);
         c.clip_norm = clip_norm.value_or(0.0);
-        if (I < 1 || H < 1 || O < 1 || L < 1) throw py::value_error("sizes must be >= 1");
         expect_shape("params", params, {py::ssize_t(c.shape.num_params())});
         if (!params.writeable()) throw py::value_error("params must be writeable");
         engine = std::make_unique<Engine<T>>(c, params.mutable_data());
@@ -150,8 +167,8 @@ struct PyEngine {
             throw py::value_error("x.shape[1] (B) changed between calls");
         CArray<int64_t> ids, labels;
         CArray<T> features, targets;
-        check_inputs(x, tokens, m, &ids, &features);
-        const bool mse = engine->shape().O > 0 && y.ndim() == 3;
+        const Inputs<T> inputs = check_inputs(x, tokens, m, &ids, &features);
+        const bool mse = y.ndim() == 3;
         if (mse) {
             targets = CArray<T>::ensure(y);
             if (!targets) throw py::type_error("y must be a C-contiguous array of the model's dtype");
@@ -165,14 +182,14 @@ struct PyEngine {
         }
         if (mask) expect_shape("mask", *mask, {T_, B});
         if (resets) expect_shape("resets", *resets, {T_, B});
+        const Targets<T> targets_in = mse ? Targets<T>::of_values(targets.data(), data_of(mask))
+                                          : Targets<T>::of_classes(labels.data(), data_of(mask));
         std::vector<double> losses;
         std::string diverged;
         {
             py::gil_scoped_release release;
             try {
-                engine->train(T_, int(B), tokens ? nullptr : features.data(),
-                              tokens ? ids.data() : nullptr, mse ? targets.data() : nullptr,
-                              mse ? nullptr : labels.data(), data_of(mask), data_of(resets), &losses);
+                engine->train(T_, int(B), inputs, targets_in, data_of(resets), &losses);
             } catch (const Divergence& error) {
                 diverged = error.what();
             }
@@ -201,9 +218,10 @@ struct PyEngine {
         const int B = engine->num_streams();
         if (B == 0) return py::none();
         const ModelShape& m = engine->shape();
-        CArray<T> h({m.L, B, m.H}), c({m.L, B, m.H});
-        engine->state(h.mutable_data(), c.mutable_data());
-        return py::make_tuple(h, c);
+        const CellTraits& cell = engine->cell();
+        CArray<T> h({m.L, B, m.H}), carry({m.L, B, cell.carried * m.H});
+        engine->state(h.mutable_data(), carry.mutable_data());
+        return state_tuple(h, carry, cell);
     }
 
     // The engine's state as named arrays (for trainer checkpoints), and back.
@@ -213,7 +231,8 @@ struct PyEngine {
         d["counters"] = to_array(s.counters);
         d["sums"] = to_array(s.sums);
         d["dy"] = to_array(s.dy), d["x"] = to_array(s.x), d["ids"] = to_array(s.ids);
-        d["gates"] = to_array(s.gates), d["c"] = to_array(s.c), d["h"] = to_array(s.h);
+        d["gates"] = to_array(s.gates), d["extra"] = to_array(s.extra);
+        d["carry"] = to_array(s.carry), d["h"] = to_array(s.h);
         d["resets"] = to_array(s.resets), d["any_reset"] = to_array(s.any_reset);
         d["first_moment"] = to_array(s.first_moment), d["second_moment"] = to_array(s.second_moment);
         return d;
@@ -225,7 +244,11 @@ struct PyEngine {
             s.counters = from_array<int64_t>(d["counters"]);
             s.sums = from_array<double>(d["sums"]);
             s.dy = from_array<T>(d["dy"]), s.x = from_array<T>(d["x"]), s.ids = from_array<int64_t>(d["ids"]);
-            s.gates = from_array<T>(d["gates"]), s.c = from_array<T>(d["c"]), s.h = from_array<T>(d["h"]);
+            s.gates = from_array<T>(d["gates"]), s.h = from_array<T>(d["h"]);
+            // LSTM trainer files written before cells existed call the carried state "c" and
+            // keep nothing extra.
+            s.carry = from_array<T>(d.contains("carry") ? d["carry"] : d["c"]);
+            if (d.contains("extra")) s.extra = from_array<T>(d["extra"]);
             s.resets = from_array<uint8_t>(d["resets"]), s.any_reset = from_array<uint8_t>(d["any_reset"]);
             s.first_moment = from_array<T>(d["first_moment"]);
             s.second_moment = from_array<T>(d["second_moment"]);
@@ -246,9 +269,9 @@ struct PyEngine {
 template <typename T>
 void bind_engine(py::module_& m, const char* name) {
     py::class_<PyEngine<T>>(m, name)
-        .def(py::init<CArray<T>, int, int, int, int, int, int, const std::string&, const py::dict&,
-                      std::optional<double>>(),
-             py::arg("params"), py::arg("input_size"), py::arg("hidden_size"),
+        .def(py::init<CArray<T>, const std::string&, int, int, int, int, int, int,
+                      const std::string&, const py::dict&, std::optional<double>>(),
+             py::arg("params"), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
              py::arg("output_size"), py::arg("num_layers"), py::arg("k1"), py::arg("k2"),
              py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"))
         .def("train", &PyEngine<T>::train, py::arg("x"), py::arg("tokens"), py::arg("y"),
@@ -276,36 +299,46 @@ void bind_engine(py::module_& m, const char* name) {
 }
 
 template <typename T>
-py::tuple predict_impl(const CArray<T>& params, const ModelShape& m, const py::array& x, bool tokens,
-                       const CArray<T>& h0, const CArray<T>& c0) {
+py::tuple predict_impl(const std::string& cell_name, const CArray<T>& params, const ModelShape& m,
+                       const py::array& x, bool tokens, const py::tuple& state) {
     expect_shape("params", params, {py::ssize_t(m.num_params())});
+    const CellTraits cell = cell_traits(cell_name);
     const py::ssize_t T_ = x.shape(0), B = x.shape(1);
+    if (state.size() != size_t(1 + cell.carried))
+        throw py::value_error("state must hold " + std::to_string(1 + cell.carried) +
+                              " arrays for this cell, got " + std::to_string(state.size()));
+    CArray<T> h0 = CArray<T>::ensure(state[0]), carry0({m.L, int(B), 0});
+    if (!h0) throw py::type_error("state h must be an array of the model's dtype");
     expect_shape("state h", h0, {m.L, B, m.H});
-    expect_shape("state c", c0, {m.L, B, m.H});
+    if (cell.carried) {
+        carry0 = CArray<T>::ensure(state[1]);
+        if (!carry0) throw py::type_error("state c must be an array of the model's dtype");
+        expect_shape("state c", carry0, {m.L, B, cell.carried * m.H});
+    }
     CArray<int64_t> ids;
     CArray<T> features;
-    check_inputs(x, tokens, m, &ids, &features);
-    CArray<T> out({T_, B, py::ssize_t(m.O)}), h({m.L, int(B), m.H}), c({m.L, int(B), m.H});
+    const Inputs<T> inputs = check_inputs(x, tokens, m, &ids, &features);
+    CArray<T> out({T_, B, py::ssize_t(m.O)}), h({m.L, int(B), m.H}),
+        carry({m.L, int(B), cell.carried * m.H});
     if (T_ > 0 && B > 0) {
-        const T* x_ptr = tokens ? nullptr : features.data();
-        const int64_t* id_ptr = tokens ? ids.data() : nullptr;
-        T *o = out.mutable_data(), *hp = h.mutable_data(), *cp = c.mutable_data();
+        T *o = out.mutable_data(), *hp = h.mutable_data(), *cp = carry.mutable_data();
         py::gil_scoped_release release;
-        predict<T>(m, params.data(), T_, int(B), x_ptr, id_ptr, h0.data(), c0.data(), o, hp, cp);
+        predict<T>(cell_name, m, params.data(), T_, int(B), inputs, h0.data(), carry0.data(), o, hp, cp);
+    } else {
+        std::copy(h0.data(), h0.data() + h0.size(), h.mutable_data());
+        std::copy(carry0.data(), carry0.data() + carry0.size(), carry.mutable_data());
     }
-    return py::make_tuple(out, h, c);
+    return py::make_tuple(out, state_tuple(h, carry, cell));
 }
 
-py::tuple predict_any(const py::array& params, int I, int H, int O, int L, const py::array& x,
-                      bool tokens, const py::array& h0, const py::array& c0) {
+py::tuple predict_any(const py::array& params, const std::string& cell, int I, int H, int O, int L,
+                      const py::array& x, bool tokens, const py::tuple& state) {
     if (x.ndim() < 2) throw py::value_error("x must have shape (T, B, ...)");
-    const ModelShape m{I, H, O, L};
+    const ModelShape m = shape_of_model(cell, I, H, O, L);
     if (py::isinstance<py::array_t<float>>(params))
-        return predict_impl<float>(CArray<float>::ensure(params), m, x, tokens,
-                                   CArray<float>::ensure(h0), CArray<float>::ensure(c0));
+        return predict_impl<float>(cell, CArray<float>::ensure(params), m, x, tokens, state);
     if (py::isinstance<py::array_t<double>>(params))
-        return predict_impl<double>(CArray<double>::ensure(params), m, x, tokens,
-                                    CArray<double>::ensure(h0), CArray<double>::ensure(c0));
+        return predict_impl<double>(cell, CArray<double>::ensure(params), m, x, tokens, state);
     throw py::type_error("params must be float32 or float64");
 }
 
@@ -319,9 +352,9 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     py::register_exception<OutOfMemory>(m, "OutOfMemory", PyExc_MemoryError);
     bind_engine<float>(m, "Engine32");
     bind_engine<double>(m, "Engine64");
-    m.def("predict", &predict_any, py::arg("params"), py::arg("input_size"), py::arg("hidden_size"),
-          py::arg("output_size"), py::arg("num_layers"), py::arg("x"), py::arg("tokens"),
-          py::arg("h0"), py::arg("c0"));
+    m.def("predict", &predict_any, py::arg("params"), py::arg("cell"), py::arg("input_size"),
+          py::arg("hidden_size"), py::arg("output_size"), py::arg("num_layers"), py::arg("x"),
+          py::arg("tokens"), py::arg("state"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

@@ -3,10 +3,11 @@
 // Per call, steps are processed in runs: a run ends at the next update, the end of the call or the
 // end of the ring. A run's forward is layer by layer, each thread running every step for its slice
 // of streams: the input projection and the recurrent product through weights packed once per
-// update (lstm.h), then the gates. (With fewer than 4 streams, or token inputs, the input
+// update (layer.h), then the cell's step (cells/cell.h). (With fewer than 4 streams, or token inputs, the input
 // projection of the whole run is one product first.) An update's backward walks its window from
 // the newest step in blocks of steps, each block layer by layer from the top; the weight gradients
-// of a block are one product each, so only dh_prev = dgates W_hh is done step by step.
+// of a block are one product each, so only dh_prev = drecurrent W_hh is done step by step.
+// Predict runs the same forward (Stack::forward) over a window of one chunk.
 #include "engine.h"
 
 #include <algorithm>
@@ -24,106 +25,10 @@
 namespace tbptt {
 
 int64_t ModelShape::layer_offset(int l) const {
-    const int64_t G = 4 * int64_t(H);
+    const int64_t G_ = G();
     int64_t offset = 0;
-    for (int k = 0; k < l; ++k) offset += G * layer_input(k) + G * H + 2 * G;
+    for (int k = 0; k < l; ++k) offset += G_ * layer_input(k) + G_ * H + 2 * G_;
     return offset;
-}
-
-template <typename T>
-Engine<T>::Engine(const EngineConfig& config, T* params)
-    : config_(config),
-      params_(params),
-      grad_(config.shape.num_params(), T(0)),
-      optimizer_(config.optimizer, config.shape.num_params()) {
-    if (config.k1 < 1 || config.k2 < 1) throw InvalidArgument("k1 and k2 must be >= 1");
-}
-
-template <typename T>
-void Engine<T>::allocate(int B, bool tokens) {
-    const ModelShape& m = config_.shape;
-    const int k1 = config_.k1, k2 = config_.k2;
-    B_ = B;
-    tokens_ = tokens;
-    const int64_t S = int64_t(std::max(k1, k2)) + 1;
-    try {
-        window_.allocate(int(S), B, m.I, m.H, m.L, tokens);
-        dy_.assign(size_t(k1) * B * m.O, T(0));
-        outputs_.assign(size_t(k1) * B * m.O, T(0));
-        // Blocks of about 256 rows keep the weight-gradient products efficient, the scratch small.
-        block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
-        const size_t rows = size_t(block_) * B;
-        dgates_.assign(rows * 4 * m.H, T(0));
-        dh_in_.assign(rows * m.H, T(0));
-        dx_.assign(rows * m.H, T(0));
-        h_prev_block_.assign(rows * m.H, T(0));
-        dh_rec_.assign(size_t(m.L) * B * m.H, T(0));
-        dc_rec_.assign(size_t(m.L) * B * m.H, T(0));
-        zeros_.assign(size_t(B) * m.H, T(0));
-        scratch_h_.assign(size_t(B) * m.H, T(0));
-        scratch_c_.assign(size_t(B) * m.H, T(0));
-        tanh_c_.assign(size_t(B) * m.H, T(0));
-        W_ih_T_.assign(tokens ? size_t(m.I) * 4 * m.H : 0, T(0));
-        dW_ih_T_.assign(W_ih_T_.size(), T(0));
-    } catch (const std::exception&) {  // bad_alloc, length_error
-        B_ = 0;
-        const double bytes = double(S) * B * (6.0 * m.H * m.L + (tokens ? 0 : m.I)) * sizeof(T) +
-                             2.0 * k1 * B * m.O * sizeof(T);
-        std::ostringstream message;
-        message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps (and k1 = " << k1
-                << " steps of outputs) for B = " << B << " streams needs " << bytes / (1 << 30)
-                << " GiB, which could not be allocated; use smaller k1/k2 (memory grows with"
-                << " max(k1, k2), never with the stream)";
-        throw OutOfMemory(message.str());
-    }
-}
-
-template <typename T>
-void Engine<T>::prepare_weights() {
-    const ModelShape& m = config_.shape;
-    packed_.resize(m.L);
-    for (int l = 0; l < m.L; ++l)
-        packed_[l].prepare(m.weights<T>(params_, l), m.layer_input(l), m.H, B_,
-                           /*pack_input=*/l > 0 || !tokens_, /*with_backward=*/true);
-    if (tokens_)
-        MatrixMap<T>(W_ih_T_.data(), m.I, 4 * m.H) =
-            ConstMatrixMap<T>(m.weights<T>(params_, 0).W_ih, 4 * m.H, m.I).transpose();
-}
-
-template <typename T>
-LayerWeights<T> Engine<T>::weights(int l) const {
-    LayerWeights<T> w = config_.shape.weights<T>(params_, l);
-    if (l == 0 && tokens_) w.W_ih_T = W_ih_T_.data();
-    return w;
-}
-
-// The state entering step s for streams [b0, b1): zeros at the start (or after a divergence),
-// else the previous step's with the streams reset at s zeroed. Points at row b0.
-template <typename T>
-static const T* masked_prev(Window<T>& w, const T* prev, int64_t s, T* scratch, int b0, int b1,
-                            int H) {
-    if (!w.reset_in(s)) return prev + size_t(b0) * H;
-    const uint8_t* reset = w.resets_at(s);
-    for (int b = b0; b < b1; ++b) {
-        T* row = scratch + size_t(b) * H;
-        if (reset[b])
-            std::fill(row, row + H, T(0));
-        else
-            std::copy(prev + size_t(b) * H, prev + size_t(b + 1) * H, row);
-    }
-    return scratch + size_t(b0) * H;
-}
-
-template <typename T>
-const T* Engine<T>::h_prev(int l, int64_t s, T* scratch, int b0, int b1) {
-    if (s == first_valid_) return zeros_.data() + size_t(b0) * config_.shape.H;
-    return masked_prev(window_, window_.h_at(l, s - 1), s, scratch, b0, b1, config_.shape.H);
-}
-
-template <typename T>
-const T* Engine<T>::c_prev(int l, int64_t s, T* scratch, int b0, int b1) {
-    if (s == first_valid_) return zeros_.data() + size_t(b0) * config_.shape.H;
-    return masked_prev(window_, window_.c_at(l, s - 1), s, scratch, b0, b1, config_.shape.H);
 }
 
 // Streams never interact inside a layer: split them over threads, each running every step of a run
@@ -149,89 +54,218 @@ static void for_stream_slices(int B, int H, F&& body) {
     body(0, 0, B);
 }
 
+// ---- the stack of layers: the forward path --------------------------------------------------
+
 template <typename T>
-void Engine<T>::forward(int64_t s0, int n, const T* x, const int64_t* tokens,
-                        const uint8_t* resets) {
-    const ModelShape& m = config_.shape;
-    const int B = B_, H = m.H;
+Stack<T>::Stack(const std::string& cell, const ModelShape& shape)
+    : shape_(shape), cell_(make_cell<T>(cell)) {
+    if (!cell_)
+        throw InvalidArgument("cell must be 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu', got '" + cell + "'");
+    if (cell_->traits.gates != shape.gates) throw InvalidArgument("shape.gates does not fit the cell");
+}
+
+template <typename T>
+void Stack<T>::allocate(int S, int B, bool tokens) {
+    const ModelShape& m = shape_;
+    const CellTraits& cell = cell_->traits;
+    window.allocate(S, B, m.I, m.H, m.L, cell, tokens);
+    const size_t H = size_t(m.H), C = size_t(window.C);
+    zeros_.assign(B * std::max(H, C), T(0));  // the state entering the first step: h and carry
+    scratch_h_.assign(B * H, T(0));
+    scratch_carry_.assign(B * C, T(0));
+    recurrent_.assign(cell.separate_recurrence ? size_t(B) * m.G() : 0, T(0));
+    W_ih_T_.assign(tokens ? size_t(m.I) * m.G() : 0, T(0));
+}
+
+template <typename T>
+void Stack<T>::prepare(const T* params, bool with_backward) {
+    const ModelShape& m = shape_;
+    packed_.resize(m.L);
+    for (int l = 0; l < m.L; ++l)
+        packed_[l].prepare(m.layer(params, l), m.layer_input(l), m.H, m.G(),
+                           cell_->traits.separate_recurrence, window.B,
+                           /*pack_input=*/l > 0 || !window.tokens, with_backward);
+    if (window.tokens) {
+        MatrixMap<T>(W_ih_T_.data(), m.I, m.G()) =
+            ConstMatrixMap<T>(packed_[0].w.W_ih, m.G(), m.I).transpose();
+        packed_[0].w.W_ih_T = W_ih_T_.data();
+    }
+}
+
+// The state entering step s for streams [b0, b1): the previous step's, `width` values per
+// stream, with the streams reset at s zeroed. Points at row b0.
+template <typename T>
+static const T* masked_prev(Window<T>& w, const T* prev, int64_t s, T* scratch, int b0, int b1,
+                            int width) {
+    if (!w.reset_in(s)) return prev + size_t(b0) * width;
+    const uint8_t* reset = w.resets_at(s);
+    for (int b = b0; b < b1; ++b) {
+        T* row = scratch + size_t(b) * width;
+        if (reset[b])
+            std::fill(row, row + width, T(0));
+        else
+            std::copy(prev + size_t(b) * width, prev + size_t(b + 1) * width, row);
+    }
+    return scratch + size_t(b0) * width;
+}
+
+template <typename T>
+const T* Stack<T>::h_prev(int l, int64_t s, T* scratch, int b0, int b1) {
+    if (s == first_valid) return zeros_.data() + size_t(b0) * window.H;
+    return masked_prev(window, window.h_at(l, s - 1), s, scratch, b0, b1, window.H);
+}
+
+template <typename T>
+const T* Stack<T>::carry_prev(int l, int64_t s, T* scratch, int b0, int b1) {
+    if (s == first_valid) return zeros_.data() + size_t(b0) * window.C;
+    return masked_prev(window, window.carry_at(l, s - 1), s, scratch, b0, b1, window.C);
+}
+
+template <typename T>
+void Stack<T>::state_after(int64_t s, T* h, T* carry) const {
+    const size_t nh = size_t(window.B) * window.H, nc = size_t(window.B) * window.C;
+    for (int l = 0; l < window.L; ++l) {
+        std::copy(window.h_at(l, s), window.h_at(l, s) + nh, h + l * nh);
+        std::copy(window.carry_at(l, s), window.carry_at(l, s) + nc, carry + l * nc);
+    }
+}
+
+template <typename T>
+void Stack<T>::forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets,
+                       bool reset_first) {
+    const ModelShape& m = shape_;
+    const int B = window.B, H = m.H, G = m.G(), E = window.E, C = window.C;
     for (int j = 0; j < n; ++j) {
-        uint8_t* row = window_.resets_at(s0 + j);
+        uint8_t* row = window.resets_at(s0 + j);
         if (resets)
             std::copy(resets + size_t(j) * B, resets + size_t(j + 1) * B, row);
         else
             std::fill(row, row + B, uint8_t(0));
-        if (j == 0 && reset_next_) std::fill(row, row + B, uint8_t(1));
-        window_.any_reset[window_.slot(s0 + j)] = std::any_of(row, row + B, [](uint8_t r) { return r; });
+        if (j == 0 && reset_first) std::fill(row, row + B, uint8_t(1));
+        window.any_reset[window.slot(s0 + j)] = std::any_of(row, row + B, [](uint8_t r) { return r; });
     }
-    reset_next_ = false;
-    if (tokens)
-        std::copy(tokens, tokens + size_t(n) * B, window_.ids_at(s0));
+    if (in.are_tokens())
+        std::copy(in.ids, in.ids + size_t(n) * B, window.ids_at(s0));
     else
-        std::copy(x, x + size_t(n) * B * m.I, window_.x_at(s0));
+        std::copy(in.x, in.x + size_t(n) * B * m.I, window.x_at(s0));
 
+    const bool separate = cell_->traits.separate_recurrence;
     for (int l = 0; l < m.L; ++l) {
-        const LayerWeights<T> w = weights(l);
+        const PackedWeights<T>& products = packed_[l];
         const int I = m.layer_input(l);
-        const T* input = l == 0 ? (tokens ? nullptr : window_.x_at(s0)) : window_.h_at(l - 1, s0);
-        const int64_t* ids = (l == 0 && tokens) ? window_.ids_at(s0) : nullptr;
+        const Inputs<T> input = l == 0 ? window.inputs_at(s0) : Inputs<T>::features(window.h_at(l - 1, s0));
         // Packed input weights: each thread projects its own streams' inputs step by step, inside
         // the parallel part. Otherwise one product for the whole run, before it.
-        const bool project_per_step = !packed_[l].input.empty();
-        if (!project_per_step)
-            lstm_input_projection(window_.gates_at(l, s0), input, ids, w, n * B, I, H);
+        const bool project_per_step = !products.input.empty();
+        if (!project_per_step) products.project_run(window.gates_at(l, s0), input, n * B);
         for_stream_slices(B, H, [&](int, int b0, int b1) {
-            const size_t G = 4 * size_t(H);
             for (int64_t s = s0; s < s0 + n; ++s) {
-                T* gates = window_.gates_at(l, s) + b0 * G;
+                T* recurrent = separate ? recurrent_.data() + size_t(b0) * G : nullptr;
+                StepForward<T> step;
+                step.gates = window.gates_at(l, s) + size_t(b0) * G;
+                step.extra = window.extra_at(l, s) + size_t(b0) * E;
+                step.h = window.h_at(l, s) + size_t(b0) * H;
+                step.carry = window.carry_at(l, s) + size_t(b0) * C;
+                step.recurrent = recurrent;
+                step.h_prev = h_prev(l, s, scratch_h_.data(), b0, b1);
+                step.carry_prev = carry_prev(l, s, scratch_carry_.data(), b0, b1);
                 if (project_per_step)
-                    packed_[l].project(gates, input + (size_t(s - s0) * B + b0) * I, b1 - b0);
-                lstm_step_forward(gates, window_.c_at(l, s) + b0 * H, window_.h_at(l, s) + b0 * H,
-                                  h_prev(l, s, scratch_h_.data(), b0, b1),
-                                  c_prev(l, s, scratch_c_.data(), b0, b1), packed_[l], b1 - b0, H);
+                    products.project(step.gates, input.x + (size_t(s - s0) * B + b0) * I, b1 - b0);
+                products.recur(step.gates, recurrent, step.h_prev, b1 - b0);
+                cell_->forward(step, b1 - b0, H);
             }
         });
     }
 }
 
+// ---- the engine ------------------------------------------------------------------------------
+
 template <typename T>
-void Engine<T>::accumulate_loss(int64_t s0, int n, const T* targets, const int64_t* labels,
-                                const T* mask) {
+Engine<T>::Engine(const EngineConfig& config, T* params)
+    : config_(config),
+      params_(params),
+      grad_(config.shape.num_params(), T(0)),
+      optimizer_(config.optimizer, config.shape.num_params()),
+      stack_(config.cell, config.shape) {
+    if (config.k1 < 1 || config.k2 < 1) throw InvalidArgument("k1 and k2 must be >= 1");
+}
+
+template <typename T>
+void Engine<T>::allocate(int B, bool tokens) {
+    const ModelShape& m = config_.shape;
+    const int k1 = config_.k1, k2 = config_.k2;
+    B_ = B;
+    tokens_ = tokens;
+    const int64_t S = int64_t(std::max(k1, k2)) + 1;
+    try {
+        stack_.allocate(int(S), B, tokens);
+        const Window<T>& w = stack_.window;
+        dy_.assign(size_t(k1) * B * m.O, T(0));
+        outputs_.assign(size_t(k1) * B * m.O, T(0));
+        // Blocks of about 256 rows keep the weight-gradient products efficient, the scratch small.
+        block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
+        const size_t rows = size_t(block_) * B;
+        dgates_.assign(rows * m.G(), T(0));
+        drecurrent_.assign(stack_.cell().traits.separate_recurrence ? rows * m.G() : 0, T(0));
+        dh_in_.assign(rows * m.H, T(0));
+        dx_.assign(rows * m.H, T(0));
+        h_prev_block_.assign(rows * m.H, T(0));
+        dh_rec_.assign(size_t(m.L) * B * m.H, T(0));
+        dcarry_rec_.assign(size_t(m.L) * B * w.C, T(0));
+        scratch_h_.assign(size_t(B) * m.H, T(0));
+        scratch_carry_.assign(size_t(B) * w.C, T(0));
+        scratch_cell_.assign(size_t(B) * m.H, T(0));
+        dW_ih_T_.assign(tokens ? size_t(m.I) * m.G() : 0, T(0));
+    } catch (const std::exception&) {  // bad_alloc, length_error
+        B_ = 0;
+        const double bytes =
+            double(S) * Window<T>::values_per_step(B, m.I, m.H, m.L, stack_.cell().traits, tokens) *
+                sizeof(T) +
+            2.0 * k1 * B * m.O * sizeof(T);
+        std::ostringstream message;
+        message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps (and k1 = " << k1
+                << " steps of outputs) for B = " << B << " streams needs " << bytes / (1 << 30)
+                << " GiB, which could not be allocated; use smaller k1/k2 (memory grows with"
+                << " max(k1, k2), never with the stream)";
+        throw OutOfMemory(message.str());
+    }
+}
+
+template <typename T>
+void Engine<T>::accumulate_loss(int64_t s0, int n, const Targets<T>& targets) {
     const ModelShape& m = config_.shape;
     const int rows = n * B_;
     const T* W = params_ + m.head_offset();
     T* y = outputs_.data();
-    head_forward(y, window_.h_at(m.L - 1, s0), W, W + size_t(m.O) * m.H, rows, m.H, m.O);
+    head_forward(y, stack_.window.h_at(m.L - 1, s0), W, W + size_t(m.O) * m.H, rows, m.H, m.O);
     T* dy = dy_.data() + size_t(pending_) * B_ * m.O;
     if (config_.loss == Loss::mse)
-        loss_sum_ += mse_loss(dy, y, targets, mask, rows, m.O, &weight_sum_);
+        loss_sum_ += mse_loss(dy, y, targets.values, targets.mask, rows, m.O, &weight_sum_);
     else
-        loss_sum_ += cross_entropy_loss(dy, y, labels, mask, rows, m.O, &weight_sum_);
+        loss_sum_ += cross_entropy_loss(dy, y, targets.classes, targets.mask, rows, m.O, &weight_sum_);
 }
 
 template <typename T>
-void Engine<T>::train(int64_t steps, int B, const T* x, const int64_t* tokens, const T* targets,
-                      const int64_t* labels, const T* mask, const uint8_t* resets,
-                      std::vector<double>* losses) {
+void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T>& targets,
+                      const uint8_t* resets, std::vector<double>* losses) {
     if (steps <= 0) return;
     if (B < 1) throw InvalidArgument("B (x.shape[1]) must be >= 1");
     ThreadScope threads(threads_for(B, config_.shape.H));
-    if (B_ == 0) allocate(B, tokens != nullptr);
+    if (B_ == 0) allocate(B, in.are_tokens());
     if (B != B_) throw InvalidArgument("B changed between calls");
-    if ((tokens != nullptr) != tokens_)
+    if (in.are_tokens() != tokens_)
         throw InvalidArgument(tokens_ ? "x must hold token ids, as in the first call"
                                       : "x must hold features, as in the first call");
     const ModelShape& m = config_.shape;
-    const size_t out_width = config_.loss == Loss::mse ? size_t(m.O) : 1;
-    prepare_weights();  // the caller may have changed the parameters since the last call
+    stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
     int64_t done = 0;
     while (done < steps) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
-                                             int64_t(window_.contiguous_from(step_))}));
+                                             int64_t(stack_.window.contiguous_from(step_))}));
         const size_t row0 = size_t(done) * B;
-        forward(step_, n, tokens ? nullptr : x + row0 * m.I, tokens ? tokens + row0 : nullptr,
-                resets ? resets + row0 : nullptr);
-        accumulate_loss(step_, n, targets ? targets + row0 * out_width : nullptr,
-                        labels ? labels + row0 : nullptr, mask ? mask + row0 : nullptr);
+        stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
+        reset_next_ = false;
+        accumulate_loss(step_, n, targets.from_row(row0, m.O));
         step_ += n;
         pending_ += n;
         done += n;
@@ -244,7 +278,7 @@ template <typename T>
 bool Engine<T>::flush(double* loss) {
     if (pending_ == 0) return false;
     ThreadScope threads(threads_for(B_, config_.shape.H));
-    prepare_weights();
+    stack_.prepare(params_, /*with_backward=*/true);
     return update(loss);
 }
 
@@ -269,7 +303,7 @@ bool Engine<T>::update(double* loss) {
     // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
     if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
         // Drop the failed update's steps and start every stream afresh; keep the last good weights.
-        first_valid_ = step_;
+        stack_.first_valid = step_;
         reset_next_ = false;
         std::ostringstream message;
         message << "update " << updates_ << " (steps " << step_ - r + 1 << ".." << step_
@@ -279,11 +313,11 @@ bool Engine<T>::update(double* loss) {
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
-    add_to_horizon(int(step_ - std::max(step_ - config_.k2, first_valid_)));
+    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)));
     // <- data-parallel training would average grad_ across processes here, before clipping.
     const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad_.data(), T(scale));
-    prepare_weights();
+    stack_.prepare(params_, /*with_backward=*/true);
     return true;
 }
 
@@ -292,35 +326,31 @@ bool Engine<T>::update(double* loss) {
 template <typename T>
 void Engine<T>::backward(int64_t first_loss_step) {
     const ModelShape& m = config_.shape;
-    const int B = B_, H = m.H, O = m.O, G = 4 * H;
+    Window<T>& w = stack_.window;
+    const int B = B_, H = m.H, O = m.O, G = m.G();
     const int64_t t = step_ - 1;
-    const int64_t a = std::max(t - config_.k2 + 1, first_valid_);  // oldest step of the window
+    const int64_t a = std::max(t - config_.k2 + 1, stack_.first_valid);  // oldest step of the window
     const T* W_head = params_ + m.head_offset();
     T* dW_head = grad_.data() + m.head_offset();
     T* db_head = dW_head + size_t(O) * H;
 
     // Head: every loss step, inside the window or not (k2 < k1 warms the state up).
     for (int64_t s = first_loss_step; s <= t;) {
-        const int n = int(std::min<int64_t>(t - s + 1, window_.contiguous_from(s)));
+        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
         head_weight_backward(dW_head, db_head, dy_.data() + size_t(s - first_loss_step) * B * O,
-                             window_.h_at(m.L - 1, s), n * B, H, O);
+                             w.h_at(m.L - 1, s), n * B, H, O);
         s += n;
     }
 
     std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
-    std::fill(dc_rec_.begin(), dc_rec_.end(), T(0));
+    std::fill(dcarry_rec_.begin(), dcarry_rec_.end(), T(0));
     std::fill(dW_ih_T_.begin(), dW_ih_T_.end(), T(0));
-    const size_t k2 = size_t(config_.k2);
-    Buffer<double>& squares = horizon_squares_;
-    squares.assign(size_t(stream_slices(B, H)) * 2 * m.L * k2, 0.0);
+    horizon_squares_.assign(size_t(stream_slices(B, H)) * 2 * m.L * config_.k2, 0.0);
+    const bool separate = stack_.cell().traits.separate_recurrence;
     for (int64_t end = t; end >= a;) {
-        const int64_t begin = std::max({a, end - block_ + 1, end - window_.slot(end)});
-        const int n = int(end - begin + 1);
-        const int rows = n * B;
+        const int64_t begin = std::max({a, end - block_ + 1, end - w.slot(end)});
+        const int rows = int(end - begin + 1) * B;
         for (int l = m.L - 1; l >= 0; --l) {
-            const LayerWeights<T> w = weights(l);
-            T* dh_rec = dh_rec_.data() + size_t(l) * B * H;
-            T* dc_rec = dc_rec_.data() + size_t(l) * B * H;
             if (l == m.L - 1) {  // dL/dh from the head, at the loss steps of this block
                 std::fill(dh_in_.begin(), dh_in_.begin() + size_t(rows) * H, T(0));
                 const int64_t first = std::max(begin, first_loss_step);
@@ -331,52 +361,74 @@ void Engine<T>::backward(int64_t first_loss_step) {
             } else {  // dL/dh from the layer above, computed into dx_
                 std::swap(dh_in_, dx_);
             }
-            for_stream_slices(B, H, [&](int slice, int b0, int b1) {
-                const int rows_b = b1 - b0;
-                // This slice's share of Σ (dL/dh)², Σ (dL/dc)² at j = t - s steps back.
-                double* dh_squares = squares.data() + ((size_t(slice) * 2 + 0) * m.L + l) * k2;
-                double* dc_squares = squares.data() + ((size_t(slice) * 2 + 1) * m.L + l) * k2;
-                for (int64_t s = end; s >= begin; --s) {
-                    const size_t j = size_t(s - begin), r0 = j * B + b0;
-                    T* dh = dh_in_.data() + r0 * H;
-                    T* dgates = dgates_.data() + r0 * G;
-                    T* dh_r = dh_rec + size_t(b0) * H;
-                    T* dc_r = dc_rec + size_t(b0) * H;
-                    MatrixMap<T>(dh, rows_b, H) += MatrixMap<T>(dh_r, rows_b, H);
-                    dh_squares[t - s] += double(MatrixMap<T>(dh, rows_b, H).squaredNorm());
-                    dc_squares[t - s] += lstm_step_backward(
-                        dgates, dc_r, dh, window_.gates_at(l, s) + size_t(b0) * G,
-                        window_.c_at(l, s) + size_t(b0) * H, c_prev(l, s, scratch_c_.data(), b0, b1),
-                        tanh_c_.data() + size_t(b0) * H, rows_b, H);
-                    packed_[l].backprop(dh_r, dgates, rows_b);
-                    if (window_.reset_in(s)) {  // no gradient crosses a reset
-                        const uint8_t* reset = window_.resets_at(s);
-                        for (int b = b0; b < b1; ++b) {
-                            if (!reset[b]) continue;
-                            std::fill(dh_rec + size_t(b) * H, dh_rec + size_t(b + 1) * H, T(0));
-                            std::fill(dc_rec + size_t(b) * H, dc_rec + size_t(b + 1) * H, T(0));
-                        }
-                    }
-                    const T* hp = h_prev(l, s, scratch_h_.data(), b0, b1);
-                    std::copy(hp, hp + size_t(rows_b) * H, h_prev_block_.data() + r0 * H);
-                }
-            });
-            const T* input = l == 0 ? (tokens_ ? nullptr : window_.x_at(begin))
-                                    : window_.h_at(l - 1, begin);
-            const int64_t* ids = (l == 0 && tokens_) ? window_.ids_at(begin) : nullptr;
-            LayerGrads<T> g = m.grads<T>(grad_.data(), l);
-            if (ids) g.W_ih_T = dW_ih_T_.data();
-            lstm_weight_backward(g, dgates_.data(), input, ids,
-                                 h_prev_block_.data(), rows, m.layer_input(l), H);
+            backward_layer(l, begin, end);
+            const Inputs<T> input = l == 0 ? w.inputs_at(begin) : Inputs<T>::features(w.h_at(l - 1, begin));
+            LayerGrads<T> g = m.layer(grad_.data(), l);
+            if (input.are_tokens()) g.W_ih_T = dW_ih_T_.data();
+            layer_weight_backward(g, dgates_.data(), separate ? drecurrent_.data() : dgates_.data(),
+                                  input, h_prev_block_.data(), rows, m.layer_input(l), H, G);
             if (l > 0)  // dL/d(input) = dL/dh of the layer below
                 MatrixMap<T>(dx_.data(), rows, H).noalias() =
-                    ConstMatrixMap<T>(dgates_.data(), rows, G) * ConstMatrixMap<T>(w.W_ih, G, H);
+                    ConstMatrixMap<T>(dgates_.data(), rows, G) *
+                    ConstMatrixMap<T>(stack_.weights(l).W_ih, G, H);
         }
         end = begin - 1;
     }
     if (tokens_)
         MatrixMap<T>(grad_.data() + m.layer_offset(0), G, m.I) +=
             ConstMatrixMap<T>(dW_ih_T_.data(), m.I, G).transpose();
+}
+
+template <typename T>
+void Engine<T>::backward_layer(int l, int64_t begin, int64_t end) {
+    const ModelShape& m = config_.shape;
+    Window<T>& w = stack_.window;
+    const int B = B_, H = m.H, G = m.G(), E = w.E, C = w.C, L = m.L;
+    const int64_t t = step_ - 1;
+    const size_t k2 = size_t(config_.k2);
+    const Cell<T>& cell = stack_.cell();
+    const bool separate = cell.traits.separate_recurrence;
+    T* dh_rec = dh_rec_.data() + size_t(l) * B * H;
+    T* dcarry_rec = dcarry_rec_.data() + size_t(l) * B * C;
+    for_stream_slices(B, H, [&](int slice, int b0, int b1) {
+        const int rows_b = b1 - b0;
+        // This slice's share of Σ (dL/dh)², Σ (dL/dcarry)² at j = t - s steps back.
+        double* dh_squares = horizon_squares_.data() + ((size_t(slice) * 2 + 0) * L + l) * k2;
+        double* dc_squares = horizon_squares_.data() + ((size_t(slice) * 2 + 1) * L + l) * k2;
+        for (int64_t s = end; s >= begin; --s) {
+            const size_t r0 = size_t(s - begin) * B + b0;  // this slice's first row in the block
+            const size_t row = w.row(l, s) + b0;           // ... and in the window
+            T* dh = dh_in_.data() + r0 * H;
+            T* dh_r = dh_rec + size_t(b0) * H;
+            MatrixMap<T>(dh, rows_b, H) += MatrixMap<T>(dh_r, rows_b, H);
+            dh_squares[t - s] += double(MatrixMap<T>(dh, rows_b, H).squaredNorm());
+
+            StepBackward<T> step;
+            step.dgates = dgates_.data() + r0 * G;
+            step.drecurrent = separate ? drecurrent_.data() + r0 * G : step.dgates;
+            step.dcarry = dcarry_rec + size_t(b0) * C;
+            step.dh_prev = dh_r;
+            step.scratch = scratch_cell_.data() + size_t(b0) * H;
+            step.dh = dh;
+            step.gates = w.gates.data() + row * G;
+            step.extra = w.extra.data() + row * E;
+            step.h = w.h.data() + row * H;
+            step.carry = w.carry.data() + row * C;
+            step.h_prev = stack_.h_prev(l, s, scratch_h_.data(), b0, b1);
+            step.carry_prev = stack_.carry_prev(l, s, scratch_carry_.data(), b0, b1);
+            dc_squares[t - s] += cell.backward(step, rows_b, H);
+            stack_.packed(l).backprop(dh_r, step.drecurrent, rows_b);
+            if (w.reset_in(s)) {  // no gradient crosses a reset
+                const uint8_t* reset = w.resets_at(s);
+                for (int b = b0; b < b1; ++b) {
+                    if (!reset[b]) continue;
+                    std::fill(dh_rec + size_t(b) * H, dh_rec + size_t(b + 1) * H, T(0));
+                    std::fill(dcarry_rec + size_t(b) * C, dcarry_rec + size_t(b + 1) * C, T(0));
+                }
+            }
+            std::copy(step.h_prev, step.h_prev + size_t(rows_b) * H, h_prev_block_.data() + r0 * H);
+        }
+    });
 }
 
 // Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice) into the running sums of norms over
@@ -400,29 +452,25 @@ void Engine<T>::add_to_horizon(int window) {
 }
 
 template <typename T>
-void Engine<T>::state(T* h, T* c) const {
-    const ModelShape& m = config_.shape;
-    const size_t n = size_t(B_) * m.H;
-    for (int l = 0; l < m.L; ++l) {
-        if (step_ == first_valid_ || reset_next_) {
-            std::fill(h + l * n, h + (l + 1) * n, T(0));
-            std::fill(c + l * n, c + (l + 1) * n, T(0));
-            continue;
-        }
-        Window<T>& w = const_cast<Window<T>&>(window_);
-        std::copy(w.h_at(l, step_ - 1), w.h_at(l, step_ - 1) + n, h + l * n);
-        std::copy(w.c_at(l, step_ - 1), w.c_at(l, step_ - 1) + n, c + l * n);
+void Engine<T>::state(T* h, T* carry) const {
+    const Window<T>& w = stack_.window;
+    if (step_ == stack_.first_valid || reset_next_) {
+        std::fill(h, h + size_t(w.L) * w.B * w.H, T(0));
+        std::fill(carry, carry + size_t(w.L) * w.B * w.C, T(0));
+        return;
     }
+    stack_.state_after(step_ - 1, h, carry);
 }
 
 template <typename T>
 typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     Snapshot s;
-    s.counters = {B_, tokens_, step_, first_valid_, pending_, updates_, reset_next_, optimizer_.steps};
+    const Window<T>& w = stack_.window;
+    s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps};
     s.sums = {loss_sum_, weight_sum_};
     s.dy = dy_;
-    s.x = window_.x, s.ids = window_.ids, s.gates = window_.gates, s.c = window_.c, s.h = window_.h;
-    s.resets = window_.resets, s.any_reset = window_.any_reset;
+    s.x = w.x, s.ids = w.ids, s.gates = w.gates, s.extra = w.extra, s.carry = w.carry, s.h = w.h;
+    s.resets = w.resets, s.any_reset = w.any_reset;
     s.first_moment = optimizer_.first_moment, s.second_moment = optimizer_.second_moment;
     return s;
 }
@@ -439,12 +487,13 @@ void Engine<T>::restore(const Snapshot& s) {
                                   std::to_string(got) + " values, expected " + std::to_string(want) +
                                   " (a checkpoint of another configuration?)");
     };
-    const Window<T>& w = fresh.window_;
+    const Window<T>& w = fresh.stack_.window;
     fits("dy", s.dy.size(), fresh.dy_.size());
     fits("x", s.x.size(), w.x.size());
     fits("ids", s.ids.size(), w.ids.size());
     fits("gates", s.gates.size(), w.gates.size());
-    fits("c", s.c.size(), w.c.size());
+    fits("extra", s.extra.size(), w.extra.size());
+    fits("carry", s.carry.size(), w.carry.size());
     fits("h", s.h.size(), w.h.size());
     fits("resets", s.resets.size(), w.resets.size());
     fits("any_reset", s.any_reset.size(), w.any_reset.size());
@@ -453,67 +502,55 @@ void Engine<T>::restore(const Snapshot& s) {
     if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
         throw InvalidArgument("engine state: pending steps out of range");
     *this = std::move(fresh);
-    step_ = s.counters[2], first_valid_ = s.counters[3], pending_ = int(s.counters[4]);
+    Window<T>& window = stack_.window;
+    step_ = s.counters[2], stack_.first_valid = s.counters[3], pending_ = int(s.counters[4]);
     updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
     loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
     dy_ = s.dy;
-    window_.x = s.x, window_.ids = s.ids, window_.gates = s.gates, window_.c = s.c, window_.h = s.h;
-    window_.resets = s.resets, window_.any_reset = s.any_reset;
+    window.x = s.x, window.ids = s.ids, window.gates = s.gates, window.extra = s.extra;
+    window.carry = s.carry, window.h = s.h;
+    window.resets = s.resets, window.any_reset = s.any_reset;
     optimizer_.first_moment = s.first_moment, optimizer_.second_moment = s.second_moment;
 }
 
+// The same forward path as training (Stack::forward) over a window of one chunk of steps. The
+// state entering the first step is stored as if step 0 had left it; steps run from 1.
 template <typename T>
-void predict(const ModelShape& m, const T* params, int64_t steps, int B, const T* x,
-             const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c) {
+void predict(const std::string& cell, const ModelShape& m, const T* params, int64_t steps, int B,
+             const Inputs<T>& in, const T* h0, const T* carry0, T* outputs, T* h, T* carry) {
     ThreadScope threads(threads_for(B, m.H));
-    const int H = m.H, chunk = int(std::min<int64_t>(steps, std::max(1, 4096 / B)));
-    const size_t state = size_t(B) * H;
-    Buffer<T> gates(size_t(chunk) * B * 4 * H), hs(size_t(m.L) * chunk * state),
-        cs(size_t(m.L) * chunk * state);
-    std::copy(h0, h0 + m.L * state, h);
-    std::copy(c0, c0 + m.L * state, c);
+    const int chunk = int(std::min<int64_t>(std::max<int64_t>(steps, 1), std::max(1, 4096 / B)));
+    Stack<T> stack(cell, m);
+    stack.allocate(chunk + 1, B, in.are_tokens());
+    stack.prepare(params, /*with_backward=*/false);
+    Window<T>& w = stack.window;
+    const size_t nh = size_t(B) * m.H, nc = size_t(B) * w.C;
+    for (int l = 0; l < m.L; ++l) {
+        std::copy(h0 + l * nh, h0 + (l + 1) * nh, w.h_at(l, 0));
+        std::copy(carry0 + l * nc, carry0 + (l + 1) * nc, w.carry_at(l, 0));
+    }
+    stack.first_valid = -1;  // step 0 holds the initial state, not zeros
     const T* W_head = params + m.head_offset();
-    Buffer<T> W_ih_T;
-    if (tokens) {
-        W_ih_T.resize(size_t(m.I) * 4 * H);
-        MatrixMap<T>(W_ih_T.data(), m.I, 4 * H) =
-            ConstMatrixMap<T>(m.weights<T>(params, 0).W_ih, 4 * H, m.I).transpose();
+    for (int64_t s0 = 1; s0 <= steps;) {
+        const int n = int(std::min<int64_t>({int64_t(chunk), steps - s0 + 1, w.contiguous_from(s0)}));
+        const size_t row0 = size_t(s0 - 1) * B;
+        stack.forward(s0, n, in.from_row(row0, m.I), /*resets=*/nullptr, /*reset_first=*/false);
+        head_forward(outputs + row0 * m.O, w.h_at(m.L - 1, s0), W_head, W_head + size_t(m.O) * m.H,
+                     n * B, m.H, m.O);
+        s0 += n;
     }
-    std::vector<PackedWeights<T>> packed(m.L);  // W_hh only: the inputs go one product per chunk
-    for (int l = 0; l < m.L; ++l)
-        packed[l].prepare(m.weights<T>(params, l), m.layer_input(l), H, B, /*pack_input=*/false,
-                          /*with_backward=*/false);
-    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
-        const int n = int(std::min<int64_t>(chunk, steps - s0));
-        for (int l = 0; l < m.L; ++l) {
-            LayerWeights<T> w = m.weights<T>(params, l);
-            if (l == 0) w.W_ih_T = W_ih_T.data();
-            T* h_l = hs.data() + size_t(l) * chunk * state;
-            T* c_l = cs.data() + size_t(l) * chunk * state;
-            const T* input = l > 0 ? hs.data() + size_t(l - 1) * chunk * state
-                                   : (tokens ? nullptr : x + size_t(s0) * B * m.I);
-            lstm_input_projection(gates.data(), input, l == 0 && tokens ? tokens + s0 * B : nullptr,
-                                  w, n * B, m.layer_input(l), H);
-            for (int j = 0; j < n; ++j) {
-                const T* hp = j == 0 ? h + l * state : h_l + (j - 1) * state;
-                const T* cp = j == 0 ? c + l * state : c_l + (j - 1) * state;
-                lstm_step_forward(gates.data() + size_t(j) * B * 4 * H, c_l + j * state,
-                                  h_l + j * state, hp, cp, packed[l], B, H);
-            }
-            std::copy(h_l + (n - 1) * state, h_l + n * state, h + l * state);
-            std::copy(c_l + (n - 1) * state, c_l + n * state, c + l * state);
-        }
-        head_forward(outputs + size_t(s0) * B * m.O, hs.data() + size_t(m.L - 1) * chunk * state,
-                     W_head, W_head + size_t(m.O) * H, n * B, H, m.O);
-    }
+    stack.state_after(steps, h, carry);
 }
 
+template class Stack<float>;
+template class Stack<double>;
 template class Engine<float>;
 template class Engine<double>;
-template void predict<float>(const ModelShape&, const float*, int64_t, int, const float*,
-                             const int64_t*, const float*, const float*, float*, float*, float*);
-template void predict<double>(const ModelShape&, const double*, int64_t, int, const double*,
-                              const int64_t*, const double*, const double*, double*, double*,
-                              double*);
+template void predict<float>(const std::string&, const ModelShape&, const float*, int64_t, int,
+                             const Inputs<float>&, const float*, const float*, float*, float*,
+                             float*);
+template void predict<double>(const std::string&, const ModelShape&, const double*, int64_t, int,
+                              const Inputs<double>&, const double*, const double*, double*,
+                              double*, double*);
 
 }  // namespace tbptt

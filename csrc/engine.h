@@ -1,4 +1,5 @@
-// TBPTT(k1, k2) for a stack of LSTM layers and a linear head: the training engine of tbptt.
+// TBPTT(k1, k2) for a stack of recurrent layers (any cell, cells/cell.h) and a linear head: the
+// training engine of tbptt.
 //
 // Every k1 steps it makes an update: the loss of the k1 newest steps, its gradient with the
 // recurrence cut k2 steps back (Williams & Peng's BPTT(h; h') when k2 > k1: the window reaches
@@ -15,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,7 +24,8 @@
 #include "tensor.h"
 
 #include "head.h"
-#include "lstm.h"
+#include "cells/cell.h"
+#include "layer.h"
 #include "optim.h"
 #include "window.h"
 
@@ -32,29 +35,65 @@ namespace tbptt {
 // per layer W_ih, W_hh, b_ih, b_hh; then head W, head b).
 struct ModelShape {
     int I = 0, H = 0, O = 0, L = 0;
+    int gates = 4;  // rows of W_ih / W_hh per hidden unit: the cell's (cells/cell.h)
 
+    int G() const { return gates * H; }
     int layer_input(int l) const { return l == 0 ? I : H; }
     int64_t layer_offset(int l) const;  // of W_ih of layer l
     int64_t head_offset() const { return layer_offset(L); }
     int64_t num_params() const { return head_offset() + int64_t(O) * H + O; }
 
-    template <typename T>
-    LayerWeights<T> weights(const T* p, int l) const {
-        const int64_t G = 4 * H, o = layer_offset(l);
-        const T* W_ih = p + o;
-        const T* W_hh = W_ih + G * layer_input(l);
-        return {W_ih, W_hh, W_hh + G * H, W_hh + G * H + G};
-    }
-    template <typename T>
-    LayerGrads<T> grads(T* p, int l) const {
-        LayerWeights<T> w = weights<T>(p, l);
-        return {const_cast<T*>(w.W_ih), const_cast<T*>(w.W_hh), const_cast<T*>(w.b_ih),
-                const_cast<T*>(w.b_hh)};
+    // Layer l's tensors in the flat vector p (const T* for weights, T* for gradients).
+    template <typename P>
+    LayerTensors<P> layer(P* p, int l) const {
+        const int64_t G_ = G(), o = layer_offset(l);
+        P* W_ih = p + o;
+        P* W_hh = W_ih + G_ * layer_input(l);
+        return {W_ih, W_hh, W_hh + G_ * H, W_hh + G_ * H + G_};
     }
 };
 
+// The stack of layers over a window of steps: the forward path shared by training (Engine) and
+// predict. Owns the window, the cell, and the weights as the per-step products read them.
+template <typename T>
+class Stack {
+  public:
+    Stack(const std::string& cell, const ModelShape& shape);
+
+    // A window of S steps for B streams; layer 0 reads token ids or features.
+    void allocate(int S, int B, bool tokens);
+    // The products' copies of the parameters (packed panels, layer 0's W_ih transposed for tokens):
+    // after every change of the parameters. with_backward: also what backward needs.
+    void prepare(const T* params, bool with_backward);
+    // Steps [s0, s0 + n) (within one turn of the ring): stores their inputs and resets (rows of
+    // resets [n][B] or nullptr; reset_first: every stream resets at s0), then runs every layer.
+    void forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets, bool reset_first);
+    // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer to
+    // row b0, into the window or into scratch ([B][H] or [B][C], only rows b0..b1 written).
+    const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
+    const T* carry_prev(int l, int64_t s, T* scratch, int b0, int b1);
+    // The state leaving step s: [L][B][H] and [L][B][C].
+    void state_after(int64_t s, T* h, T* carry) const;
+
+    LayerWeights<T> weights(int l) const { return packed_[l].w; }
+    const PackedWeights<T>& packed(int l) const { return packed_[l]; }
+    const Cell<T>& cell() const { return *cell_; }
+    const ModelShape& shape() const { return shape_; }
+
+    Window<T> window;
+    int64_t first_valid = 0;  // the oldest step whose predecessors count (entering it: zeros)
+
+  private:
+    ModelShape shape_;
+    std::unique_ptr<Cell<T>> cell_;
+    std::vector<PackedWeights<T>> packed_;  // [L]
+    Buffer<T> W_ih_T_;                      // [I][G] layer 0's W_ih transposed (token inputs)
+    Buffer<T> zeros_, scratch_h_, scratch_carry_, recurrent_;  // [B][H], [B][H], [B][C], [B][G]
+};
+
 struct EngineConfig {
-    ModelShape shape;
+    std::string cell = "lstm";  // cells/cell.h: make_cell
+    ModelShape shape;           // shape.gates: the cell's
     int k1 = 1, k2 = 1;
     Loss loss = Loss::mse;
     OptimizerConfig optimizer;
@@ -76,6 +115,21 @@ struct InvalidArgument : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
+// What an update learns from: the targets of a run of steps, real values [rows, O] (mse) or
+// class ids [rows] (cross_entropy), with optional loss weights. Built by the named constructors.
+template <typename T>
+struct Targets {
+    static Targets of_values(const T* y, const T* mask) { return {y, nullptr, mask}; }
+    static Targets of_classes(const int64_t* y, const T* mask) { return {nullptr, y, mask}; }
+    Targets from_row(size_t row, int O) const {
+        return {values ? values + row * O : nullptr, classes ? classes + row : nullptr,
+                mask ? mask + row : nullptr};
+    }
+    const T* values;
+    const int64_t* classes;
+    const T* mask;  // [rows] loss weights, or nullptr for ones
+};
+
 template <typename T>
 class Engine {
   public:
@@ -83,16 +137,14 @@ class Engine {
     Engine(const EngineConfig& config, T* params);
 
     // Process `steps` more steps of B streams; an update every k1 steps.
-    // x: [steps, B, I] features, or tokens: [steps, B] ids (exactly one is non-null)
-    // targets: [steps, B, O] (mse) or labels: [steps, B] class ids (cross_entropy)
-    // mask: [steps, B] loss weights or nullptr; resets: [steps, B] or nullptr
+    // in: [steps, B, I] features or [steps, B] token ids; targets: [steps, B, O] values (mse) or
+    // [steps, B] class ids (cross_entropy), mask [steps, B] or none; resets: [steps, B] or nullptr.
     // losses: the loss of each update that had positions carrying loss is appended.
     // Throws Divergence when an update is not finite: parameters and optimiser state stay those of
     // the last good update, the pending steps are dropped, every stream's state is reset, and the
     // rest of the call is not processed.
-    void train(int64_t steps, int B, const T* x, const int64_t* tokens, const T* targets,
-               const int64_t* labels, const T* mask, const uint8_t* resets,
-               std::vector<double>* losses);
+    void train(int64_t steps, int B, const Inputs<T>& in, const Targets<T>& targets,
+               const uint8_t* resets, std::vector<double>* losses);
 
     // The update over the pending steps now. Returns false (and no loss) if nothing is pending or
     // no pending position carries loss.
@@ -107,25 +159,28 @@ class Engine {
     int64_t steps() const { return step_; }
     int num_streams() const { return B_; }
     const ModelShape& shape() const { return config_.shape; }
+    const CellTraits& cell() const { return stack_.cell().traits; }
 
-    // The state the next step starts from, each [L, B, H]. Only after the first call (B > 0).
-    void state(T* h, T* c) const;
+    // The state the next step starts from: h [L, B, H], carry [L, B, C]. Only after the first
+    // call (B > 0).
+    void state(T* h, T* carry) const;
 
     // Everything besides the parameters that the next steps depend on: for exact resumption.
     struct Snapshot {
         // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps
         Buffer<int64_t> counters;
         Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps
-        Buffer<T> dy, x, gates, c, h, first_moment, second_moment;
+        Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
         Buffer<int64_t> ids;
         Buffer<uint8_t> resets, any_reset;
     };
     Snapshot snapshot() const;
     void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
 
-    // The gradient horizon: Σ over updates of ||dL/dh|| and ||dL/dc|| (all streams) of each layer
-    // j = 0 .. k2-1 steps back from the update's newest step, [2][L][k2] (dh, then dc), and how
-    // many updates reached back j steps, [k2]. Empty before the first update.
+    // The gradient horizon: Σ over updates of ||dL/dh|| and ||dL/dcarry|| (all streams) of each
+    // layer j = 0 .. k2-1 steps back from the update's newest step, [2][L][k2] (dh, then dcarry:
+    // zeros for cells that carry only h), and how many updates reached back j steps, [k2]. Empty
+    // before the first update.
     const Buffer<double>& horizon_norms() const { return horizon_norms_; }
     const Buffer<int64_t>& horizon_updates() const { return horizon_updates_; }
     void reset_horizon() { horizon_norms_.clear(), horizon_updates_.clear(); }
@@ -136,31 +191,24 @@ class Engine {
 
   private:
     void allocate(int B, bool tokens);
-    void forward(int64_t s0, int n, const T* x, const int64_t* tokens, const uint8_t* resets);
-    void accumulate_loss(int64_t s0, int n, const T* targets, const int64_t* labels, const T* mask);
+    void accumulate_loss(int64_t s0, int n, const Targets<T>& targets);
     // Makes the update over the pending steps; returns false if none carried loss.
     bool update(double* loss);
     void backward(int64_t first_loss_step);
+    // One layer of a block of steps [begin, end] of the window, newest first: dgates (and
+    // drecurrent) of every step from dh_in_, carrying dh, dcarry back through time.
+    void backward_layer(int l, int64_t begin, int64_t end);
     void add_to_horizon(int window);
-    // Derived copies of the current parameters: every layer's weights as the per-step products read
-    // them, and layer 0's W_ih transposed (token inputs). Made at every call and after every update.
-    void prepare_weights();
-    LayerWeights<T> weights(int l) const;  // of the current parameters
-    // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer
-    // to row b0, into the window or into scratch ([B][H], only rows b0..b1 written).
-    const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
-    const T* c_prev(int l, int64_t s, T* scratch, int b0, int b1);
 
     EngineConfig config_;
     T* params_;
     Buffer<T> grad_;
     Optimizer<T> optimizer_;
-    Window<T> window_;
+    Stack<T> stack_;
 
     int B_ = 0;              // streams, fixed by the first call
     bool tokens_ = false;    // layer-0 inputs are token ids, fixed by the first call
     int64_t step_ = 0;       // steps processed since training began
-    int64_t first_valid_ = 0;  // the oldest step whose predecessors count (entering it: zeros)
     int pending_ = 0;        // steps since the last update
     int64_t updates_ = 0;
     bool reset_next_ = false;
@@ -171,19 +219,20 @@ class Engine {
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;
-    Buffer<T> dgates_, dh_in_, dx_, h_prev_block_;  // [block][B][4H], [block][B][H] x3
-    Buffer<T> dh_rec_, dc_rec_;                     // [L][B][H]: carried back through time
-    Buffer<T> zeros_, scratch_h_, scratch_c_, tanh_c_;  // [B][H]
-    std::vector<PackedWeights<T>> packed_;  // [L]
-    Buffer<T> W_ih_T_, dW_ih_T_;  // [I][4H] layer 0's W_ih transposed and its gradient (token inputs)
+    Buffer<T> dgates_, drecurrent_;                 // [block][B][G] (drecurrent: separate cells)
+    Buffer<T> dh_in_, dx_, h_prev_block_;           // [block][B][H]
+    Buffer<T> dh_rec_, dcarry_rec_;                 // [L][B][H], [L][B][C]: carried back in time
+    Buffer<T> scratch_h_, scratch_carry_, scratch_cell_;  // [B][H], [B][C], [B][H]
+    Buffer<T> dW_ih_T_;  // [I][G] the gradient of layer 0's W_ih transposed (token inputs)
     Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
     Buffer<double> horizon_norms_;    // [2][L][k2]
     Buffer<int64_t> horizon_updates_;  // [k2]
 };
 
-// Forward only, from state (h0, c0) each [L, B, H]: outputs [steps, B, O], final (h, c).
+// Forward only, from state h0 [L, B, H], carry0 [L, B, C]: outputs [steps, B, O], the final
+// state in h, carry.
 template <typename T>
-void predict(const ModelShape& shape, const T* params, int64_t steps, int B, const T* x,
-             const int64_t* tokens, const T* h0, const T* c0, T* outputs, T* h, T* c);
+void predict(const std::string& cell, const ModelShape& shape, const T* params, int64_t steps,
+             int B, const Inputs<T>& in, const T* h0, const T* carry0, T* outputs, T* h, T* carry);
 
 }  // namespace tbptt

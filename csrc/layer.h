@@ -1,0 +1,88 @@
+// The matrix products of a recurrent layer, the same for every cell (cells/cell.h): the input
+// projection of a run of steps, the per-step recurrent product, dh_prev = drecurrent W_hh, and the
+// weight gradients of a block of steps. Plain functions in the style of llm.c: outputs first, then
+// inputs, then sizes; backward *adds* into parameter gradients.
+//
+// Legend: B = streams (batch), H = hidden size, G = the cell's gate rows (gates * H), I = layer
+// input size (features, a vocabulary, or the H of the layer below), rows = steps x B.
+//
+// Memory layout of every activation: [step][B][...] row-major, so a run of steps is one matrix of
+// n*B rows and one matrix product covers it.
+#pragma once
+
+#include <cstdint>
+
+#include "packed_gemm.h"
+
+namespace tbptt {
+
+// A layer's parameters (P = const T for reading, T for gradients), torch's layout.
+template <typename P>
+struct LayerTensors {
+    P* W_ih;  // (G, I)
+    P* W_hh;  // (G, H)
+    P* b_ih;  // (G,)
+    P* b_hh;  // (G,)
+    P* W_ih_T = nullptr;  // (I, G) W_ih transposed, for token inputs: a token's row is contiguous
+};
+template <typename T>
+using LayerWeights = LayerTensors<const T>;
+template <typename T>
+using LayerGrads = LayerTensors<T>;  // W_ih_T: token rows accumulate here, the caller adds its transpose
+
+// Layer 0's inputs of a run of steps: features [rows, I], or token ids [rows] in [0, I) (one-hot
+// vectors, never built: they select columns of W_ih). Built only by the two named constructors.
+template <typename T>
+struct Inputs {
+    static Inputs features(const T* x) { return {x, nullptr}; }
+    static Inputs tokens(const int64_t* ids) { return {nullptr, ids}; }
+    bool are_tokens() const { return ids != nullptr; }
+    Inputs from_row(size_t row, int I) const {  // the same inputs, `row` rows later
+        return are_tokens() ? tokens(ids + row) : features(x + row * I);
+    }
+    const T* x;
+    const int64_t* ids;
+};
+
+// A layer's weight matrices as the per-step products read them. With a few streams or more they
+// are packed once per update (packed_gemm.h): W_ihᵀ and W_hhᵀ for the forward, W_hh for the
+// backward, so no step repacks them. With fewer the products are matrix-vector products, which
+// packing does not speed up enough to pay for itself every update: the parameters are read as
+// they are, and the input projection stays one product per run of steps.
+//
+// The bias of the input projection is b_ih + b_hh, unless the cell keeps its recurrent product
+// apart (separate_recurrence): then it is b_ih, and b_hh goes with the recurrent product.
+template <typename T>
+struct PackedWeights {
+    LayerWeights<T> w;
+    int I = 0, H = 0, G = 0;
+    bool separate = false;
+    PackedMatrix<T> input, forward, backward;  // W_ihᵀ, W_hhᵀ, W_hh; empty when not packed
+    Buffer<T> bias;                            // (G,) the input projection's bias
+
+    // B: the streams the products will run on; pack_input: also pack W_ihᵀ (for feature inputs
+    // projected step by step); with_backward: also pack W_hh for backprop().
+    void prepare(const LayerWeights<T>& w, int I, int H, int G, bool separate, int B,
+                 bool pack_input, bool with_backward);
+    // gates[rows, G] = x W_ihᵀ + bias for a run of steps (features or tokens), one product.
+    void project_run(T* gates, const Inputs<T>& in, int rows) const;
+    // gates[B, G] = x[B, I] W_ihᵀ + bias, with `input` packed: the input projection of a few rows
+    // (one thread's streams at one step) without repacking W_ih.
+    void project(T* gates, const T* x, int B) const;
+    // The recurrent product of a step: gates[B, G] += h_prev[B, H] W_hhᵀ, or, when separate,
+    // recurrent[B, G] = h_prev W_hhᵀ + b_hh.
+    void recur(T* gates, T* recurrent, const T* h_prev, int B) const;
+    // dh_prev[B, H] (+)= drecurrent[B, G] W_hh: += when the cell wrote a direct term (separate).
+    void backprop(T* dh_prev, const T* drecurrent, int B) const;
+};
+
+// Weight gradients of a block of steps, one product each:
+// dW_ih += dgatesᵀ x (or rows of dW_ih_T for tokens), db_ih += Σ dgates,
+// dW_hh += drecurrentᵀ h_prev, db_hh += Σ drecurrent.
+// dgates, drecurrent: [rows, G] (the same buffer unless the cell keeps its recurrence apart);
+// h_prev: [rows, H]
+template <typename T>
+void layer_weight_backward(const LayerGrads<T>& g, const T* dgates, const T* drecurrent,
+                           const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G);
+
+}  // namespace tbptt
