@@ -362,7 +362,7 @@ def test_predict_matches_reference_forward(L, tokens, with_state, dtype):
     else:
         h0 = c0 = np.zeros((L, Bp, 5), dtype)
         out, (h, c) = model.predict(x)
-    ref_out, ref_h, ref_c = forward(model, x, tokens, h0, c0)
+    ref_out, (ref_h, ref_c) = forward(model, x, tokens, (h0, c0))
     assert out.shape == (T, Bp, O) and h.shape == c.shape == (L, Bp, 5)
     assert out.dtype == h.dtype == c.dtype == np.dtype(dtype)
     # one forward pass, no compounding over updates: float32 agrees to a few ulps of O(1) values

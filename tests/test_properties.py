@@ -287,7 +287,7 @@ def test_predict_equals_reference_forward(c, with_state, T):
         np.testing.assert_array_equal(c_, c0)
         return
     tokens = c["inputs"] == "tokens"
-    ro, rh, rc = reference.forward(model, x if tokens else x.astype(model.dtype), tokens, h0, c0)
+    ro, (rh, rc) = reference.forward(model, x if tokens else x.astype(model.dtype), tokens, (h0, c0))
     tol = dict(rtol=1e-12, atol=1e-14) if c["dtype"] == "float64" else dict(rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out, ro, **tol)
     np.testing.assert_allclose(h, rh, **tol)

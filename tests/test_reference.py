@@ -404,7 +404,7 @@ def test_forward_matches_plain_forward(tokens):
     model = new_model(L=2, I=4, H=3, O=2)
     x = rng.integers(0, 4, size=(6, 2)) if tokens else rng.normal(size=(6, 2, 4))
     h0, c0 = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3))
-    out, h, c = reference.forward(model, x, tokens, h0, c0)
+    out, (h, c) = reference.forward(model, x, tokens, (h0, c0))
     tops, hp, cp = plain_run(model, model._flat, x, tokens, None, list(h0), list(c0), range(6))
     P = model._params
     expected = np.stack([tops[t] @ P["head.weight"].T + P["head.bias"] for t in range(6)])
@@ -422,7 +422,7 @@ def test_forward_matches_predict():
     model = new_model(L=2, I=4, H=3, O=2)
     x = rng.normal(size=(6, 2, 4))
     h0, c0 = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3))
-    out, h, c = reference.forward(model, x, False, h0, c0)
+    out, (h, c) = reference.forward(model, x, False, (h0, c0))
     out_p, (h_p, c_p) = model.predict(x, (h0, c0))
     np.testing.assert_allclose(out, out_p, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(h, h_p, rtol=1e-10, atol=1e-13)

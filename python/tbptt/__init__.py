@@ -1,6 +1,7 @@
-"""tbptt: Truncated Backpropagation Through Time, TBPTT(k1, k2), for LSTMs, fast on CPUs."""
+"""tbptt: Truncated Backpropagation Through Time, TBPTT(k1, k2), for LSTMs, GRUs and Elman RNNs,
+fast on CPUs."""
 
-from .model import LSTM
+from .model import LSTM, GRU, RNN
 from .optim import SGD, Adam
 from .trainer import Trainer
 from .history import History
@@ -12,6 +13,6 @@ from .sweep import sweep, sweep_table, plot_sweep, write_sweep  # the function s
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "Trainer", "History", "SGD", "Adam", "generate", "load", "load_trainer", "data",
-           "datasets", "set_num_threads", "get_num_threads", "build_info", "sweep", "sweep_table",
+__all__ = ["LSTM", "GRU", "RNN", "Trainer", "History", "SGD", "Adam", "generate", "load",
+           "load_trainer", "data", "datasets", "set_num_threads", "get_num_threads", "build_info", "sweep", "sweep_table",
            "plot_sweep", "write_sweep", "__version__"]

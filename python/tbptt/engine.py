@@ -1,7 +1,9 @@
-"""The C++ engine behind Trainer(backend="cpp"): a thin adapter over `tbptt._core_<isa>`.
+"""The C++ engine behind Trainer(backend="cpp") and `predict`: a thin adapter over `tbptt._core_<isa>`.
 
 The compiled engine keeps a reference to the model's flat parameter array and updates it in place;
-it owns the window of activations, the optimiser state and the carried state between calls.
+it owns the window of activations, the optimiser state and the carried state between calls. It
+takes the cell by name (`model.cell`: "lstm", "gru", "rnn_tanh", "rnn_relu") and hands the state
+out as a tuple with one (L, B, H) array per name in the model's STATE: (h, c) or (h,).
 """
 
 from __future__ import annotations
@@ -9,12 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def _shape(model):
+    """The arguments every compiled entry point takes after the parameters."""
+    return (model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers)
+
+
+def predict(core, model, x, tokens, state):
+    """`model` forward over x (T, B, I) or (T, B) token ids, from `state`, a tuple like the
+    engine's. Returns outputs (T, B, O) and the final state (a tuple)."""
+    outputs, state = core.predict(model._flat, *_shape(model), x, tokens, tuple(state))
+    return outputs, tuple(state)
+
+
 class CppEngine:
     def __init__(self, core, model, k1, k2, loss, optimizer, clip_norm):
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
-        m = model
-        self._engine = cls(m._flat, m.input_size, m.hidden_size, m.output_size, m.num_layers,
-                           k1, k2, loss, optimizer, clip_norm)
+        self._engine = cls(model._flat, *_shape(model), k1, k2, loss, optimizer, clip_norm)
 
     def train(self, x, tokens, y, mask, resets):
         return self._engine.train(x, tokens, y, mask, resets)
@@ -29,7 +41,9 @@ class CppEngine:
         self._engine.set_lr(lr)
 
     def state(self):
-        return self._engine.state()
+        """None before the first train call, else a tuple: (h, c) or (h,), each (L, B, H)."""
+        state = self._engine.state()
+        return None if state is None else tuple(state)
 
     def horizon(self):
         return self._engine.horizon()

@@ -1,4 +1,5 @@
-"""The LSTM model: parameters in one flat buffer, torch-compatible names, forward-only predict.
+"""The models: a stack of recurrent layers (LSTM, GRU or Elman RNN) and a linear head, with
+PyTorch's equations and parameter names, and a forward-only `predict`.
 
 Legend used in shapes: T = time steps, B = streams, I = input features, H = hidden size,
 L = layers, O = outputs.
@@ -6,6 +7,10 @@ L = layers, O = outputs.
 All parameters live in one contiguous 1-D array (`_flat`) in `state_dict` order; each named
 parameter is a view into it. The C++ engine and the optimisers work on that flat vector, so
 the trainer updates the model in place and one global norm covers every gradient.
+
+The three classes differ only in their cell: `cell` names it for the engines ("lstm", "gru",
+"rnn_tanh", "rnn_relu") and `STATE` lists the state tensors it carries (LSTM: h and c; GRU and
+RNN: h alone).
 """
 
 from __future__ import annotations
@@ -16,17 +21,27 @@ from . import _checks, _native
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
+# For each cell: torch's attribute name of the recurrent module (the prefix of its parameter
+# names) and the gate rows per hidden unit stacked in weight_ih / weight_hh / the biases.
+CELLS = {"lstm": ("lstm", 4),        # (i, f, g, o)
+         "gru": ("gru", 3),          # (r, z, n)
+         "rnn_tanh": ("rnn", 1),
+         "rnn_relu": ("rnn", 1)}
+NONLINEARITIES = ("tanh", "relu")
 
-def parameter_shapes(input_size, hidden_size, output_size, num_layers):
-    """[(name, shape)] in torch's `state_dict` order for `lstm = nn.LSTM(I, H, L)`, `head = nn.Linear(H, O)`."""
+
+def parameter_shapes(input_size, hidden_size, output_size, num_layers, cell="lstm"):
+    """[(name, shape)] in torch's `state_dict` order for a module with attributes
+    `<prefix> = nn.LSTM | nn.GRU | nn.RNN(I, H, L)` and `head = nn.Linear(H, O)`."""
+    prefix, gates = CELLS[cell]
     shapes = []
     for k in range(num_layers):
         n_in = input_size if k == 0 else hidden_size
         shapes += [
-            (f"lstm.weight_ih_l{k}", (4 * hidden_size, n_in)),
-            (f"lstm.weight_hh_l{k}", (4 * hidden_size, hidden_size)),
-            (f"lstm.bias_ih_l{k}", (4 * hidden_size,)),
-            (f"lstm.bias_hh_l{k}", (4 * hidden_size,)),
+            (f"{prefix}.weight_ih_l{k}", (gates * hidden_size, n_in)),
+            (f"{prefix}.weight_hh_l{k}", (gates * hidden_size, hidden_size)),
+            (f"{prefix}.bias_ih_l{k}", (gates * hidden_size,)),
+            (f"{prefix}.bias_hh_l{k}", (gates * hidden_size,)),
         ]
     shapes += [("head.weight", (output_size, hidden_size)), ("head.bias", (output_size,))]
     return shapes
@@ -41,15 +56,15 @@ def _aligned_empty(n, dtype, alignment=64):
     return raw[offset:offset + n * itemsize].view(dtype)
 
 
-class LSTM:
-    """A stack of `num_layers` LSTM layers and a linear head, with PyTorch's equations.
+class Recurrent:
+    """What LSTM, GRU and RNN share: a stack of `num_layers` recurrent layers, then a linear head
+    on the top layer's h: `y_t = head(h_t)`. Not meant to be built directly."""
 
-    Gates are stacked (i, f, g, o) in the rows of `weight_ih_l{k}` / `weight_hh_l{k}`:
-    `c_t = f * c_{t-1} + i * g`, `h_t = o * tanh(c_t)`, outputs `y_t = head(h_t)` of the top layer.
-    """
+    cell = None     # the engines' name of the cell, set by each subclass
+    STATE = ("h",)  # the state tensors the cell carries, each (L, B, H)
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
-                 seed=None, forget_bias=0.0):
+                 seed=None):
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.output_size = _checks.positive_int("output_size", output_size)
@@ -61,14 +76,13 @@ class LSTM:
         if key not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(_DTYPES[key])
-        self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be >= 0 or None, got {seed}")
 
         self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
-                                        self.num_layers)
+                                        self.num_layers, self.cell)
         self._flat = _aligned_empty(sum(int(np.prod(s)) for _, s in self._shapes), self.dtype)
         self._params = {}
         offset = 0
@@ -81,9 +95,6 @@ class LSTM:
         bound = 1.0 / np.sqrt(self.hidden_size)
         rng = np.random.default_rng(seed)
         self._flat[:] = rng.uniform(-bound, bound, size=self._flat.size)
-        H = self.hidden_size
-        for k in range(self.num_layers):
-            self._params[f"lstm.bias_ih_l{k}"][H:2 * H] += self.forget_bias
 
     # ---- parameters ---------------------------------------------------------------------------
     @property
@@ -91,13 +102,17 @@ class LSTM:
         return int(self._flat.size)
 
     def config(self) -> dict:
-        """The constructor arguments (without seed), enough to rebuild an identical model."""
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
-                    output_size=self.output_size, num_layers=self.num_layers,
-                    dtype=self.dtype.name, forget_bias=self.forget_bias)
+        """The constructor arguments (without seed) and the class as "cell" ("lstm", "gru",
+        "rnn"): enough for `from_config` to rebuild an identical model."""
+        return dict(cell=type(self).__name__.lower(), input_size=self.input_size,
+                    hidden_size=self.hidden_size, output_size=self.output_size,
+                    num_layers=self.num_layers, dtype=self.dtype.name, **self._extra_config())
+
+    def _extra_config(self) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
-        """Copies of the parameters under torch's names (`lstm.weight_ih_l0`, ..., `head.bias`)."""
+        """Copies of the parameters under torch's names (`gru.weight_ih_l0`, ..., `head.bias`)."""
         return {name: p.copy() for name, p in self._params.items()}
 
     def load_state_dict(self, state_dict) -> None:
@@ -107,7 +122,8 @@ class LSTM:
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in self._params]
         if missing:
-            raise ValueError(f"state_dict is missing key {missing[0]!r} (missing: {missing})")
+            raise ValueError(f"state_dict is missing key {missing[0]!r} (missing: {missing})"
+                             + _other_cell_hint(unexpected, type(self).__name__))
         if unexpected:
             raise ValueError(f"state_dict has unexpected key {unexpected[0]!r} (unexpected: {unexpected})")
         converted = {}
@@ -123,38 +139,54 @@ class LSTM:
         for name, value in converted.items():  # all checked first: a bad dict changes nothing
             self._params[name][...] = value
 
+    # ---- state --------------------------------------------------------------------------------
+    def _state_parts(self, state, B):
+        """The user's `state` (None, (h, c) for an LSTM, h for the others) as a tuple with one
+        checked array (L, B, H) per entry of STATE, in the model's dtype."""
+        shape = (self.num_layers, B, self.hidden_size)
+        if state is None:
+            return tuple(np.zeros(shape, self.dtype) for _ in self.STATE)
+        if len(self.STATE) > 1:
+            names = ", ".join(self.STATE)
+            if not isinstance(state, (tuple, list)) or len(state) != len(self.STATE):
+                raise TypeError(f"state of tbptt.{type(self).__name__} must be a tuple ({names}), "
+                                f"each {shape}; got {_describe(state)}")
+            return tuple(_checks.float_array(f"state[{i}] ({name})", part, self.dtype, shape)
+                         for i, (name, part) in enumerate(zip(self.STATE, state)))
+        if isinstance(state, (tuple, list)):
+            raise TypeError(f"state of tbptt.{type(self).__name__} is h alone, an array {shape} "
+                            f"(only an LSTM's state is a tuple (h, c)); got {_describe(state)}")
+        return (_checks.float_array("state (h)", state, self.dtype, shape),)
+
+    def _user_state(self, parts):
+        """The state as users see it: (h, c) for an LSTM, h for a GRU or RNN."""
+        return tuple(parts) if len(self.STATE) > 1 else parts[0]
+
     # ---- forward ------------------------------------------------------------------------------
     def predict(self, x, state=None):
         """Run the model forward over `x` from `state` (zeros if None).
 
         x: (T, B, I) features, or (T, B) integer token ids in [0, input_size).
-        state: (h, c), each (num_layers, B, H).
-        Returns outputs (T, B, O) and the final state (h, c), each (num_layers, B, H).
+        state: LSTM: a tuple (h, c); GRU and RNN: h; each (num_layers, B, H).
+        Returns outputs (T, B, O) and the final state, of the same kind as `state`.
         """
         x, tokens = _checks.inputs("x", x, self.input_size, self.dtype)
         T, B = x.shape[0], x.shape[1]
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
-        shape = (self.num_layers, B, self.hidden_size)
-        if state is None:
-            h0 = np.zeros(shape, self.dtype)
-            c0 = np.zeros(shape, self.dtype)
-        else:
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError("state must be a tuple (h, c)")
-            h0 = _checks.float_array("state[0] (h)", state[0], self.dtype, shape)
-            c0 = _checks.float_array("state[1] (c)", state[1], self.dtype, shape)
+        parts = self._state_parts(state, B)
         if T == 0:
-            return np.zeros((0, B, self.output_size), self.dtype), (h0.copy(), c0.copy())
+            return (np.zeros((0, B, self.output_size), self.dtype),
+                    self._user_state([a.copy() for a in parts]))
         try:
             core = _native.core()
         except ImportError:  # no compiled engine: the NumPy reference computes the same thing
             from .reference import forward
-            outputs, h, c = forward(self, x, tokens, h0, c0)
-            return outputs, (h, c)
-        outputs, h, c = core.predict(self._flat, self.input_size, self.hidden_size, self.output_size,
-                                     self.num_layers, x, tokens, h0, c0)
-        return outputs, (h, c)
+            outputs, parts = forward(self, x, tokens, parts)
+        else:
+            from .engine import predict
+            outputs, parts = predict(core, self, x, tokens, parts)
+        return outputs, self._user_state(parts)
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path) -> None:
@@ -163,6 +195,89 @@ class LSTM:
         checkpoint.save_model(self, path)
 
     def __repr__(self) -> str:
-        return (f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"output_size={self.output_size}, num_layers={self.num_layers}, "
-                f"dtype='{self.dtype.name}', forget_bias={self.forget_bias})")
+        extra = "".join(f", {k}={v!r}" for k, v in self._extra_config().items())
+        return (f"{type(self).__name__}(input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}, output_size={self.output_size}, "
+                f"num_layers={self.num_layers}, dtype='{self.dtype.name}'{extra})")
+
+
+class LSTM(Recurrent):
+    """A stack of `num_layers` LSTM layers and a linear head, with PyTorch's equations.
+
+    Gates are stacked (i, f, g, o) in the rows of `weight_ih_l{k}` / `weight_hh_l{k}`:
+    `c_t = f * c_{t-1} + i * g`, `h_t = o * tanh(c_t)`, outputs `y_t = head(h_t)` of the top layer.
+    `forget_bias` is added to the forget-gate slice [H:2H] of every `bias_ih_l{k}` after the
+    initialisation. The state is (h, c).
+    """
+
+    cell = "lstm"
+    STATE = ("h", "c")
+
+    def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
+                 seed=None, forget_bias=0.0):
+        self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
+        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed)
+        H = self.hidden_size
+        for k in range(self.num_layers):
+            self._params[f"lstm.bias_ih_l{k}"][H:2 * H] += self.forget_bias
+
+    def _extra_config(self) -> dict:
+        return {"forget_bias": self.forget_bias}
+
+
+class GRU(Recurrent):
+    """A stack of `num_layers` GRU layers and a linear head, with PyTorch's equations.
+
+    Gates are stacked (r, z, n) in the rows of `weight_ih_l{k}` / `weight_hh_l{k}`:
+    `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(W_iz x + b_iz + W_hz h + b_hz)`,
+    `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`, `h' = (1 - z) * n + z * h`.
+    The state is h alone.
+    """
+
+    cell = "gru"
+
+
+class RNN(Recurrent):
+    """A stack of `num_layers` Elman RNN layers and a linear head, with PyTorch's equations:
+    `h' = act(W_ih x + b_ih + W_hh h + b_hh)`, act = tanh or relu (`nonlinearity`).
+    The state is h alone.
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, num_layers=1, nonlinearity="tanh",
+                 dtype="float32", seed=None):
+        if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.cell = f"rnn_{nonlinearity}"
+        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed)
+
+    def _extra_config(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+
+MODELS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # config()["cell"] -> class
+
+
+def from_config(config):
+    """The model `config` describes (seeded with None: load the parameters after). A config
+    without "cell" (files written before GRU and RNN existed) is an LSTM's."""
+    config = dict(config)
+    cell = config.pop("cell", "lstm")
+    if not isinstance(cell, str) or cell not in MODELS:
+        raise ValueError(f"cell must be one of {tuple(MODELS)}, got {cell!r}")
+    return MODELS[cell](**config)
+
+
+def _describe(value):
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}" + (f" of shape {value.shape}" if hasattr(value, "shape") else "")
+
+
+def _other_cell_hint(unexpected, model_name):
+    """For a state_dict of another cell: say which model it seems to belong to."""
+    prefixes = {k.split(".", 1)[0] for k in unexpected} & set(MODELS)
+    if len(prefixes) != 1:
+        return ""
+    other = MODELS[prefixes.pop()].__name__
+    return f"; it holds {unexpected[0]!r}: parameters of tbptt.{other}, not of tbptt.{model_name}"

@@ -1,4 +1,5 @@
-"""The NumPy reference engine: TBPTT(k1, k2) for a stacked LSTM with a linear head (SPEC.md §3).
+"""The NumPy reference engine: TBPTT(k1, k2) for a stacked LSTM, GRU or Elman RNN with a linear
+head (SPEC.md §3, §6).
 
 What it is: a plain, readable implementation of exactly the algorithm the C++ engine implements,
 written to be read next to the math. It is the test oracle and the benchmark baseline
@@ -11,14 +12,22 @@ Legend of the dimension letters used in shapes and comments:
     T   time steps in one call              B   streams (the batch), fixed by the first call
     I   input features (vocabulary size for token inputs)
     H   hidden units per layer              L   layers
-    O   outputs of the linear head          4H  the four gates stacked (i, f, g, o), torch's order
+    O   outputs of the linear head          gH  a cell's gates stacked: 4H (LSTM), 3H (GRU), H (RNN)
     k1  steps between updates               k2  steps each update backpropagates through
 
-The LSTM, layer k, step t (torch's equations; x is the layer's input, h, c its state):
-    z = W_ih x + b_ih + W_hh h_{t-1} + b_hh                       (B, 4H), split into i, f, g, o
-    i, f, o = sigmoid(z_i, z_f, z_o),  g = tanh(z_g)
-    c_t = f * c_{t-1} + i * g,        h_t = o * tanh(c_t)
+The cells, layer k, step t (torch's equations; x is the layer's input, h, c its state):
+    LSTM  z = W_ih x + b_ih + W_hh h_{t-1} + b_hh                   (B, 4H), split into i, f, g, o
+          i, f, o = sigmoid(z_i, z_f, z_o),  g = tanh(z_g)
+          c_t = f * c_{t-1} + i * g,        h_t = o * tanh(c_t)
+    GRU   a = W_ih x + b_ih,  b = W_hh h_{t-1} + b_hh               (B, 3H) each, split into r, z, n
+          r = sigmoid(a_r + b_r),  z = sigmoid(a_z + b_z)
+          n = tanh(a_n + r * b_n)                                   (b_hn sits inside the product)
+          h_t = (1 - z) * n + z * h_{t-1}
+    RNN   h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh),            act = tanh or relu
 Layer 0 reads x_t, layer k > 0 reads h_t of layer k-1, the head reads the top layer: out = W h + b.
+
+The engine (`ReferenceEngine`) never names a cell: it calls the cell's `forward` and `backward`
+for one layer at one step and keeps what they say they need (`STATE`, `CACHE`).
 """
 
 from __future__ import annotations
@@ -28,76 +37,173 @@ import math
 
 import numpy as np
 
-__all__ = ["ReferenceEngine", "forward"]
+__all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of"]
 
 
-# ---- one LSTM cell, forward and backward -------------------------------------------------------
+# ---- what every cell shares: the two affine maps of a layer ------------------------------------
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-class _CellCache:
-    """What the backward pass needs from one layer at one step (all (B, H) except `inp`)."""
-
-    __slots__ = ("inp", "tokens", "h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
-
-
-def _cell_forward(P, k, inp, tokens, h_prev, c_prev):
-    """Layer k at one step. inp: (B, I or H) floats, or (B,) token ids when `tokens` (layer 0)."""
-    W_ih, W_hh = P[f"lstm.weight_ih_l{k}"], P[f"lstm.weight_hh_l{k}"]
-    if tokens:
-        x_part = W_ih[:, inp].T  # one-hot input: W_ih @ onehot(id) is column `id` of W_ih
-    else:
-        x_part = inp @ W_ih.T
-    z = x_part + h_prev @ W_hh.T + (P[f"lstm.bias_ih_l{k}"] + P[f"lstm.bias_hh_l{k}"])
-    H = h_prev.shape[1]
-    cache = _CellCache()
-    cache.inp, cache.tokens, cache.h_prev, cache.c_prev = inp, tokens, h_prev, c_prev
-    cache.i = _sigmoid(z[:, 0 * H:1 * H])
-    cache.f = _sigmoid(z[:, 1 * H:2 * H])
-    cache.g = np.tanh(z[:, 2 * H:3 * H])
-    cache.o = _sigmoid(z[:, 3 * H:4 * H])
-    cache.c = cache.f * c_prev + cache.i * cache.g
-    cache.tanh_c = np.tanh(cache.c)
-    cache.h = cache.o * cache.tanh_c
-    return cache
+class _Cache:
+    """What the backward pass needs from one layer at one step: the layer's input `inp`
+    ((B, I or H) floats, or (B,) token ids when `tokens`) and the cell's CACHE fields, each (B, H)."""
 
 
-def _cell_backward(P, G, k, cache, dh, dc, need_prev):
-    """Backward through layer k at one step.
+def _weights(P, prefix, k):
+    return (P[f"{prefix}.weight_ih_l{k}"], P[f"{prefix}.weight_hh_l{k}"],
+            P[f"{prefix}.bias_ih_l{k}"], P[f"{prefix}.bias_hh_l{k}"])
 
-    dh: dL/dh_t (from the layer above or the head, plus from step t+1); dc: dL/dc_t from step t+1.
-    Adds this step's parameter gradients into G (same names and shapes as P). Returns
-    (dL/d inp or None for layer 0, dL/dh_{t-1}, dL/dc_{t-1}, dL/dc_t); the 2nd and 3rd are None
-    unless `need_prev` (the oldest step of the window has nothing before it to send them to);
-    the last is the total gradient into c_t, through h_t included (for the gradient horizon).
-    """
-    i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # h_t = o * tanh(c_t)
-    do = dh * tanh_c
-    di = dc * g                                     # c_t = f * c_{t-1} + i * g
-    df = dc * cache.c_prev
-    dg = dc * i
-    dz = np.concatenate([di * i * (1.0 - i),        # through the activations: sigmoid' = s (1 - s),
-                         df * f * (1.0 - f),        # tanh' = 1 - tanh^2
-                         dg * (1.0 - g * g),
-                         do * o * (1.0 - o)], axis=1)   # (B, 4H)
 
-    W_ih, W_hh = P[f"lstm.weight_ih_l{k}"], P[f"lstm.weight_hh_l{k}"]
-    G[f"lstm.weight_hh_l{k}"] += dz.T @ cache.h_prev
+def _input_part(W_ih, inp, tokens):
+    """W_ih x, (B, gH): a one-hot input selects column `id` of W_ih (never built as a matrix)."""
+    return W_ih[:, inp].T if tokens else inp @ W_ih.T
+
+
+def _affine_backward(P, G, prefix, k, cache, d_a, d_b, need_prev):
+    """Backward through a = W_ih inp + b_ih and b = W_hh h_prev + b_hh, given d_a = dL/da and
+    d_b = dL/db, each (B, gH). Adds the four parameter gradients into G. Returns dL/d inp (None
+    for layer 0, whose input is data) and dL/dh_prev through W_hh (None unless `need_prev`)."""
+    W_ih, W_hh, _, _ = _weights(P, prefix, k)
+    G[f"{prefix}.weight_hh_l{k}"] += d_b.T @ cache.h_prev
     if cache.tokens:
-        np.add.at(G[f"lstm.weight_ih_l{k}"].T, cache.inp, dz)  # row `id` of W_ih^T, repeats add up
+        np.add.at(G[f"{prefix}.weight_ih_l{k}"].T, cache.inp, d_a)  # row `id` of W_ih^T; repeats add up
     else:
-        G[f"lstm.weight_ih_l{k}"] += dz.T @ cache.inp
-    db = dz.sum(axis=0)
-    G[f"lstm.bias_ih_l{k}"] += db
-    G[f"lstm.bias_hh_l{k}"] += db
+        G[f"{prefix}.weight_ih_l{k}"] += d_a.T @ cache.inp
+    G[f"{prefix}.bias_ih_l{k}"] += d_a.sum(axis=0)
+    G[f"{prefix}.bias_hh_l{k}"] += d_b.sum(axis=0)
+    d_inp = d_a @ W_ih if k > 0 else None
+    dh_prev = d_b @ W_hh if need_prev else None
+    return d_inp, dh_prev
 
-    d_inp = dz @ W_ih if k > 0 else None
-    if not need_prev:
-        return d_inp, None, None, dc
-    return d_inp, dz @ W_hh, dc * f, dc
+
+# ---- the cells: one layer at one step, forward and backward ------------------------------------
+# forward(P, k, inp, tokens, prev) -> cache: prev holds the state entering the step (one (B, H)
+#     array per name in STATE); the cache holds `<name>_prev` and `<name>` for each of them (the
+#     state leaving the step) among its CACHE fields.
+# backward(P, G, k, cache, d_state, need_prev) -> (d_inp, d_prev, d_total):
+#     d_state: per STATE name, dL/d(state_t) from the layer above or the head (h) and from step
+#     t+1. Adds this step's parameter gradients into G (same names and shapes as P). Returns
+#     dL/d inp (None for layer 0), dL/d(state_{t-1}) per name (None unless `need_prev`: the
+#     oldest step of the window has nothing before it to send it to), and the total gradient
+#     into each state tensor at step t (the gradient horizon's norms).
+
+class LSTMCell:
+    """torch's nn.LSTM layer: gates (i, f, g, o), state (h, c)."""
+
+    prefix = "lstm"
+    STATE = ("h", "c")
+    CACHE = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
+
+    def forward(self, P, k, inp, tokens, prev):
+        W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
+        h_prev, c_prev = prev
+        z = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)   # (B, 4H)
+        H = h_prev.shape[1]
+        cache = _Cache()
+        cache.inp, cache.tokens, cache.h_prev, cache.c_prev = inp, tokens, h_prev, c_prev
+        cache.i = _sigmoid(z[:, 0 * H:1 * H])
+        cache.f = _sigmoid(z[:, 1 * H:2 * H])
+        cache.g = np.tanh(z[:, 2 * H:3 * H])
+        cache.o = _sigmoid(z[:, 3 * H:4 * H])
+        cache.c = cache.f * c_prev + cache.i * cache.g
+        cache.tanh_c = np.tanh(cache.c)
+        cache.h = cache.o * cache.tanh_c
+        return cache
+
+    def backward(self, P, G, k, cache, d_state, need_prev):
+        dh, dc = d_state
+        i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # h_t = o * tanh(c_t)
+        do = dh * tanh_c
+        di = dc * g                                     # c_t = f * c_{t-1} + i * g
+        df = dc * cache.c_prev
+        dg = dc * i
+        dz = np.concatenate([di * i * (1.0 - i),        # through the activations: sigmoid' = s (1 - s),
+                             df * f * (1.0 - f),        # tanh' = 1 - tanh^2
+                             dg * (1.0 - g * g),
+                             do * o * (1.0 - o)], axis=1)   # (B, 4H)
+        d_inp, dh_prev = _affine_backward(P, G, self.prefix, k, cache, dz, dz, need_prev)
+        d_prev = (dh_prev, dc * f) if need_prev else None
+        return d_inp, d_prev, (dh, dc)
+
+
+class GRUCell:
+    """torch's nn.GRU layer: gates (r, z, n), state h."""
+
+    prefix = "gru"
+    STATE = ("h",)
+    CACHE = ("h_prev", "r", "z", "n", "hn", "h")   # hn = W_hn h_prev + b_hn, the reset gate's operand
+
+    def forward(self, P, k, inp, tokens, prev):
+        W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
+        (h_prev,) = prev
+        a = _input_part(W_ih, inp, tokens) + b_ih       # (B, 3H)
+        b = h_prev @ W_hh.T + b_hh                      # (B, 3H)
+        H = h_prev.shape[1]
+        cache = _Cache()
+        cache.inp, cache.tokens, cache.h_prev = inp, tokens, h_prev
+        cache.r = _sigmoid(a[:, 0 * H:1 * H] + b[:, 0 * H:1 * H])
+        cache.z = _sigmoid(a[:, 1 * H:2 * H] + b[:, 1 * H:2 * H])
+        cache.hn = b[:, 2 * H:3 * H]
+        cache.n = np.tanh(a[:, 2 * H:3 * H] + cache.r * cache.hn)
+        cache.h = (1.0 - cache.z) * cache.n + cache.z * h_prev
+        return cache
+
+    def backward(self, P, G, k, cache, d_state, need_prev):
+        (dh,) = d_state
+        r, z, n = cache.r, cache.z, cache.n
+        dn = dh * (1.0 - z)                             # h_t = (1 - z) n + z h_{t-1}
+        dz = dh * (cache.h_prev - n)
+        da_n = dn * (1.0 - n * n)                       # n = tanh(a_n + r * hn)
+        dr = da_n * cache.hn
+        da_r = dr * r * (1.0 - r)
+        da_z = dz * z * (1.0 - z)
+        d_a = np.concatenate([da_r, da_z, da_n], axis=1)            # (B, 3H)
+        d_b = np.concatenate([da_r, da_z, da_n * r], axis=1)        # hn enters through r * hn
+        d_inp, dh_prev = _affine_backward(P, G, self.prefix, k, cache, d_a, d_b, need_prev)
+        d_prev = (dh_prev + dh * z,) if need_prev else None
+        return d_inp, d_prev, (dh,)
+
+
+class RNNCell:
+    """torch's nn.RNN layer (Elman): h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), state h."""
+
+    prefix = "rnn"
+    STATE = ("h",)
+    CACHE = ("h_prev", "h")   # act' is read off h: tanh' = 1 - h^2, relu' = [h > 0]
+
+    def __init__(self, nonlinearity):
+        self.nonlinearity = nonlinearity   # "tanh" or "relu"
+
+    def forward(self, P, k, inp, tokens, prev):
+        W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
+        (h_prev,) = prev
+        a = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)   # (B, H)
+        cache = _Cache()
+        cache.inp, cache.tokens, cache.h_prev = inp, tokens, h_prev
+        cache.h = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
+        return cache
+
+    def backward(self, P, G, k, cache, d_state, need_prev):
+        (dh,) = d_state
+        h = cache.h
+        da = dh * (1.0 - h * h) if self.nonlinearity == "tanh" else dh * (h > 0)
+        d_inp, dh_prev = _affine_backward(P, G, self.prefix, k, cache, da, da, need_prev)
+        return d_inp, ((dh_prev,) if need_prev else None), (dh,)
+
+
+_CELLS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"),
+          "rnn_relu": RNNCell("relu")}
+
+
+def cell_of(model):
+    """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh", "rnn_relu")."""
+    try:
+        return _CELLS[model.cell]
+    except KeyError:
+        raise ValueError(f"model.cell must be one of {tuple(_CELLS)}, got {model.cell!r}") from None
 
 
 def _head(P, h_top):
@@ -106,28 +212,37 @@ def _head(P, h_top):
 
 # ---- forward only ------------------------------------------------------------------------------
 
-def forward(model, x, tokens, h0, c0):
-    """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from state h0, c0 (L, B, H).
-    No resets. Returns outputs (T, B, O) and the final h, c, each (L, B, H)."""
-    P, L = model._params, model.num_layers
+def forward(model, x, tokens, state):
+    """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from `state`: a tuple
+    with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an LSTM, (h0,) else).
+    No resets. Returns outputs (T, B, O) and the final state, a tuple like `state`."""
+    cell, P, L = cell_of(model), model._params, model.num_layers
     T, B = x.shape[0], x.shape[1]
-    h = [np.array(h0[k], dtype=model.dtype) for k in range(L)]
-    c = [np.array(c0[k], dtype=model.dtype) for k in range(L)]
+    layers = [tuple(np.array(part[k], dtype=model.dtype) for part in state) for k in range(L)]
     outputs = np.empty((T, B, model.output_size), dtype=model.dtype)
     with np.errstate(all="ignore"):
         for t in range(T):
             inp = x[t]
             for k in range(L):
-                cache = _cell_forward(P, k, inp, tokens and k == 0, h[k], c[k])
-                h[k], c[k], inp = cache.h, cache.c, cache.h
+                cache = cell.forward(P, k, inp, tokens and k == 0, layers[k])
+                layers[k] = tuple(getattr(cache, name) for name in cell.STATE)
+                inp = cache.h
             outputs[t] = _head(P, inp)
-    return outputs, np.stack(h), np.stack(c)
+    return outputs, tuple(np.stack([layer[i] for layer in layers]) for i in range(len(cell.STATE)))
+
+
+def _snapshot_entries(cell):
+    """The names of the entries of a snapshot of an engine with this cell (see snapshot())."""
+    return ({"counters", "history/x", "history/reset", "history/out", "history/y", "history/w",
+             "optimizer/momentum_buffer", "optimizer/adam_m", "optimizer/adam_v"}
+            | {f"state/{name}" for name in cell.STATE}
+            | {f"history/{field}" for field in cell.CACHE})
 
 
 # ---- the engine --------------------------------------------------------------------------------
 
 class _Step:
-    """One processed time step: per-layer caches, the resets applied before it, the head's
+    """One processed time step: per-layer caches (`_Cache`), the resets applied before it, the head's
     output and what the loss needs (targets, mask weights)."""
 
     __slots__ = ("layers", "reset", "out", "y", "w")
@@ -137,20 +252,21 @@ class ReferenceEngine:
     """TBPTT(k1, k2) in NumPy; the `backend="numpy"` engine behind `tbptt.Trainer`.
 
     Keeps the activations of the last max(k1, k2) steps (each step's record also holds the state
-    that entered it), the carried state (h, c) and the optimiser state. Updates `model._flat`
-    in place.
+    that entered it), the carried state (the cell's STATE: (h, c) or h) and the optimiser state.
+    Updates `model._flat` in place.
     """
 
     def __init__(self, model, k1, k2, loss, optimizer, clip_norm):
         self.model = model
+        self.cell = cell_of(model)
         self.k1, self.k2 = int(k1), int(k2)
         self.loss = loss
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.opt = dict(optimizer)
         self.dtype = model.dtype
         self._history = collections.deque(maxlen=max(self.k1, self.k2))
-        self._h = None            # carried state: lists of L arrays (B, H); None before train
-        self._c = None
+        self._state = None        # carried state: per layer, a tuple of (B, H) arrays, one per
+                                  # name in cell.STATE; None before train
         self._reset_next = False  # reset_state() was called: zero every stream at the next step
         self._pending = 0
         self._updates = 0
@@ -181,8 +297,8 @@ class ReferenceEngine:
 
     def horizon(self):
         """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
-        updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1]) of every layer (Frobenius over
-        all streams), for j = 0 .. k2-1 steps back from each update's newest step t; updates
+        updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1], zeros for cells without c) of
+        every layer (Frobenius over all streams), for j = 0 .. k2-1 steps back from each update's newest step t; updates
         (k2,) int64, how many updates' windows reached j steps back. Updates that made no
         optimiser step (no loss, or diverged) are not counted. Before any counted update (or
         after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
@@ -194,17 +310,23 @@ class ReferenceEngine:
         self._horizon_sums = self._horizon_updates = None
 
     def state(self):
-        if self._h is None:
+        """The carried state as a tuple, one (L, B, H) array per name in the cell's STATE
+        (resets requested by reset_state() applied); None before the first call."""
+        if self._state is None:
             return None
-        h, c = np.stack(self._h), np.stack(self._c)  # copies
+        parts = self._stacked_state()  # copies
         if self._reset_next:
-            h[...] = 0
-            c[...] = 0
-        return h, c
+            for a in parts:
+                a[...] = 0
+        return parts
+
+    def _stacked_state(self):
+        return tuple(np.stack([layer[i] for layer in self._state])
+                     for i in range(len(self.cell.STATE)))
 
     def train(self, x, tokens, y, mask, resets):
         T, B = x.shape[0], x.shape[1]
-        if self._h is None:
+        if self._state is None:
             self._zero_state(B)
         losses = []
         with np.errstate(all="ignore"):  # overflow shows up as a non-finite loss or gradient
@@ -236,13 +358,16 @@ class ReferenceEngine:
     # read with allow_pickle=False). n = steps held in the history (<= max(k1, k2)).
     #   counters            int64 [num_streams B (0 before train), tokens, pending, updates,
     #                              reset_next, adam_step, has_momentum, n]
-    #   state/h, state/c    (L, B, H) the carried state
+    #   state/<name>        (L, B, H) the carried state, for each name in the cell's STATE
+    #                       (LSTM: state/h, state/c; GRU, RNN: state/h)
     #   history/x           (n, B, I) layer-0 inputs, or (n, B) int64 token ids
-    #   history/<field>     (n, L, B, H) for h_prev c_prev i f g o c tanh_c h of every layer
+    #   history/<field>     (n, L, B, H) for each field in the cell's CACHE, every layer
+    #                       (LSTM: h_prev c_prev i f g o c tanh_c h; GRU: h_prev r z n hn h;
+    #                       RNN: h_prev h)
     #   history/reset       (n, B) bool (all False: no reset before that step)
     #   history/out         (n, B, O); history/y (n, B, O) or (n, B) int64 ids; history/w (n, B)
     #   optimizer/momentum_buffer (P,) (zeros while has_momentum = 0), optimizer/adam_m, adam_v (P,)
-    _CELL_FIELDS = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
+    # The LSTM's entries are those of the files written before GRU and RNN existed.
     _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
                  "has_momentum", "steps_held")
 
@@ -250,22 +375,22 @@ class ReferenceEngine:
         """Everything the next steps depend on besides the parameters, as {name: ndarray}."""
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
-        B = 0 if self._h is None else self._h[0].shape[0]
+        B = 0 if self._state is None else self._state[0][0].shape[0]
         steps = list(self._history)
         n = len(steps)
         tokens = bool(steps and steps[0].layers[0].tokens)
         counters = [B, int(tokens), self._pending, self._updates, int(self._reset_next),
                     self._adam_step, int(self._momentum_buffer is not None), n]
         d = {"counters": np.array(counters, dtype=np.int64)}
-        if self._h is None:
-            d["state/h"] = d["state/c"] = np.zeros((L, 0, H), self.dtype)
-        else:
-            d["state/h"], d["state/c"] = np.stack(self._h), np.stack(self._c)
+        parts = (tuple(np.zeros((L, 0, H), self.dtype) for _ in self.cell.STATE)
+                 if self._state is None else self._stacked_state())
+        for name, part in zip(self.cell.STATE, parts):
+            d[f"state/{name}"] = part
         if tokens:
             d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=np.int64).reshape(n, B)
         else:
             d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=self.dtype).reshape(n, B, I)
-        for field in self._CELL_FIELDS:
+        for field in self.cell.CACHE:
             d[f"history/{field}"] = np.array(
                 [[getattr(cache, field) for cache in s.layers] for s in steps],
                 dtype=self.dtype).reshape(n, L, B, H)
@@ -293,10 +418,12 @@ class ReferenceEngine:
 
         if not isinstance(state, dict):
             fail(f"expected a dict of arrays, got {type(state).__name__}")
-        expected = {"counters", "state/h", "state/c", "history/x", "history/reset", "history/out",
-                    "history/y", "history/w", "optimizer/momentum_buffer", "optimizer/adam_m",
-                    "optimizer/adam_v"} | {f"history/{f}" for f in self._CELL_FIELDS}
+        expected = _snapshot_entries(self.cell)
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        for other in _CELLS.values():
+            if other.prefix != self.cell.prefix and _snapshot_entries(other) == set(state):
+                fail(f"it holds the state of a tbptt.{other.prefix.upper()}, not of a "
+                     f"tbptt.{self.cell.prefix.upper()}")
         if missing:
             fail(f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
         if extra:
@@ -327,8 +454,7 @@ class ReferenceEngine:
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
         P = self.model._flat.size
-        shapes = {"state/h": ((L, B, H), self.dtype), "state/c": ((L, B, H), self.dtype),
-                  "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
+        shapes = {"history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
                   "history/reset": ((n, B), np.bool_),
                   "history/out": ((n, B, O), self.dtype),
                   "history/y": (((n, B, O), self.dtype) if self.loss == "mse"
@@ -336,7 +462,8 @@ class ReferenceEngine:
                   "history/w": ((n, B), self.dtype),
                   "optimizer/momentum_buffer": ((P,), self.dtype),
                   "optimizer/adam_m": ((P,), self.dtype), "optimizer/adam_v": ((P,), self.dtype)}
-        shapes.update({f"history/{f}": ((n, L, B, H), self.dtype) for f in self._CELL_FIELDS})
+        shapes.update({f"state/{name}": ((L, B, H), self.dtype) for name in self.cell.STATE})
+        shapes.update({f"history/{f}": ((n, L, B, H), self.dtype) for f in self.cell.CACHE})
         for key, (shape, dtype) in shapes.items():
             a = arrays[key]
             if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
@@ -357,8 +484,8 @@ class ReferenceEngine:
             step.layers = []
             inp = arrays["history/x"][t].copy()
             for k in range(L):
-                cache = _CellCache()
-                for field in self._CELL_FIELDS:
+                cache = _Cache()
+                for field in self.cell.CACHE:
                     setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
                 cache.inp, cache.tokens = inp, bool(tokens) and k == 0
                 step.layers.append(cache)
@@ -369,10 +496,10 @@ class ReferenceEngine:
             history.append(step)
         self._history = history
         if B == 0:
-            self._h = self._c = None
+            self._state = None
         else:
-            self._h = [arrays["state/h"][k].copy() for k in range(L)]
-            self._c = [arrays["state/c"][k].copy() for k in range(L)]
+            self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
+                           for k in range(L)]
         self._pending, self._updates = pending, updates
         self._reset_next = bool(reset_next)
         self._adam_step = adam_step
@@ -383,9 +510,8 @@ class ReferenceEngine:
 
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):
-        shape = (B, self.model.hidden_size)
-        self._h = [np.zeros(shape, self.dtype) for _ in range(self.model.num_layers)]
-        self._c = [np.zeros(shape, self.dtype) for _ in range(self.model.num_layers)]
+        zeros = lambda: np.zeros((B, self.model.hidden_size), self.dtype)  # noqa: E731
+        self._state = [tuple(zeros() for _ in self.cell.STATE) for _ in range(self.model.num_layers)]
 
     def _step(self, x_t, tokens, y_t, w_t, reset):
         """Forward one step of every stream and remember it. reset: (B,) bool or None."""
@@ -395,13 +521,13 @@ class ReferenceEngine:
         step.layers = []
         inp = x_t
         for k in range(self.model.num_layers):
-            h_prev, c_prev = self._h[k], self._c[k]
+            prev = self._state[k]
             if step.reset is not None:  # zero the reset streams' state (new arrays: the old
                 keep = ~step.reset[:, None]  # ones are still held by the previous step's record)
-                h_prev, c_prev = np.where(keep, h_prev, 0), np.where(keep, c_prev, 0)
-            cache = _cell_forward(P, k, inp, tokens and k == 0, h_prev, c_prev)
+                prev = tuple(np.where(keep, a, 0) for a in prev)
+            cache = self.cell.forward(P, k, inp, tokens and k == 0, prev)
             step.layers.append(cache)
-            self._h[k], self._c[k] = cache.h, cache.c
+            self._state[k] = tuple(getattr(cache, name) for name in self.cell.STATE)
             inp = cache.h
         step.out = _head(P, inp)
         step.y, step.w = y_t, w_t
@@ -482,27 +608,30 @@ class ReferenceEngine:
             G["head.weight"] += dout.T @ s.layers[-1].h
             G["head.bias"] += dout.sum(axis=0)
 
-        # Backpropagation through the window, newest step first. dh[k], dc[k]: gradient w.r.t.
-        # layer k's state leaving the step being processed, from the step after it.
+        # Backpropagation through the window, newest step first. d_next[k]: per name in the
+        # cell's STATE (h first), the gradient w.r.t. layer k's state leaving the step being
+        # processed, from the step after it.
         window = min(self.k2, n)
         B, H = steps[-1].out.shape[0], self.model.hidden_size
-        squares = self._horizon_squares = np.zeros((2, L, self.k2))  # this update's Σ (dL/dh)², Σ (dL/dc)²
-        dh = [np.zeros((B, H), self.dtype) for _ in range(L)]
-        dc = [np.zeros((B, H), self.dtype) for _ in range(L)]
+        # this update's Σ (dL/dh)² ([0]) and Σ (dL/dc)² ([1], cells with a c only)
+        squares = self._horizon_squares = np.zeros((2, L, self.k2))
+        d_next = [tuple(np.zeros((B, H), self.dtype) for _ in self.cell.STATE) for _ in range(L)]
         for j in range(window):                 # j = 0 is the newest step
             s = steps[n - 1 - j]
             need_prev = j < window - 1          # the oldest step's incoming state is a constant
             from_above = douts[r - 1 - j] @ P["head.weight"] if j < r else None
             for k in reversed(range(L)):
-                dh_k = dh[k] if from_above is None else dh[k] + from_above
-                from_above, dh[k], dc[k], dc_k = _cell_backward(P, G, k, s.layers[k], dh_k, dc[k],
-                                                                need_prev)
-                squares[0, k, j] = np.sum(np.square(dh_k, dtype=np.float64))
-                squares[1, k, j] = np.sum(np.square(dc_k, dtype=np.float64))
+                d_state = d_next[k]
+                if from_above is not None:      # h feeds the layer above (or the head) too
+                    d_state = (d_state[0] + from_above,) + d_state[1:]
+                from_above, d_next[k], d_total = self.cell.backward(P, G, k, s.layers[k], d_state,
+                                                                    need_prev)
+                for i, d in enumerate(d_total):
+                    squares[i, k, j] = np.sum(np.square(d, dtype=np.float64))
             if need_prev and s.reset is not None:  # no gradient crosses a reset
                 for k in range(L):
-                    dh[k][s.reset] = 0
-                    dc[k][s.reset] = 0
+                    for d in d_next[k]:
+                        d[s.reset] = 0
 
     def _add_to_horizon(self, window):
         """Fold the update just made (its window reached `window` steps back) into the horizon."""
@@ -515,7 +644,7 @@ class ReferenceEngine:
     def _diverge(self, what):
         """Drop the failed update's steps, forget the history, zero every stream, raise."""
         self._history.clear()
-        self._zero_state(self._h[0].shape[0])
+        self._zero_state(self._state[0][0].shape[0])
         self._reset_next = False
         self._pending = 0
         raise FloatingPointError(
@@ -557,3 +686,4 @@ class ReferenceEngine:
             p -= (opt["lr"] / bias_correction1) * (m / denom)
         else:
             raise ValueError(f"unknown optimizer {opt['name']!r}")
+
