@@ -1,7 +1,9 @@
 """Model files: an .npz archive of plain arrays plus a JSON header, written atomically, never pickled.
 
 Layout: `__header__` holds UTF-8 JSON {"format": "tbptt", "version": N, "kind": "model",
-"config": {...}}; every other member is one parameter under its torch name.
+"config": {...}}; every other member is one parameter under its torch name. The config names the
+model's cell ("cell": "lstm" | "gru" | "rnn", and "nonlinearity" for an RNN); a config without one,
+written before GRU and RNN existed, is an LSTM's.
 An atomic write goes to a temporary file in the same folder, is fsync'ed, then `os.replace`d over
 the target, so a crash midway leaves the previous file intact.
 """
@@ -111,12 +113,12 @@ def save_model(model, path) -> None:
 
 
 def load(path):
-    """Read a model written by `model.save(path)`."""
-    from .model import LSTM
+    """Read a model written by `model.save(path)`: a tbptt.LSTM, GRU or RNN as it was saved."""
+    from .model import from_config
 
     header, arrays = load_arrays(path, "model")
     try:
-        model = LSTM(**header["config"])
+        model = from_config(header["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     model.load_state_dict(arrays)  # ValueError naming a missing / misshapen parameter
@@ -142,13 +144,13 @@ def save_trainer(trainer, path) -> None:
 
 def load_trainer(path):
     """A Trainer (and its model) exactly as `trainer.save(path)` left it."""
-    from .model import LSTM
+    from .model import from_config as model_from_config
     from .optim import from_config
     from .trainer import Trainer
 
     header, arrays = load_arrays(path, "trainer")
     try:
-        model = LSTM(**header["model"])
+        model = model_from_config(header["model"])
         settings = header["trainer"]
         trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
                           optimizer=from_config(settings["optimizer"]),
@@ -158,7 +160,8 @@ def load_trainer(path):
         raise _damaged(path, error) from None
     model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
     trainer.num_streams = num_streams
-    # Engine state is per backend (the header names it); restore raises ValueError if it does not fit.
+    # Engine state is per backend and cell (the header names both); restore raises ValueError if
+    # it does not fit.
     trainer._engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
                              if k.startswith("engine/")})
     state = trainer._engine.state()

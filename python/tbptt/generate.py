@@ -6,13 +6,13 @@ import numpy as np
 
 from . import _checks
 from .data import Vocabulary
-from .model import LSTM
+from .model import Recurrent
 
 
 def generate(model, vocab, prime, length, temperature=1.0, seed=None):
     """Sample `length` tokens that continue `prime`, one step at a time with carried state.
 
-    model: a token LSTM whose outputs are logits over its inputs (input_size == output_size).
+    model: a token LSTM, GRU or RNN whose outputs are logits over its inputs (input_size == output_size).
     vocab: a `tbptt.data.Vocabulary` (then `prime` is a str, ids also work, and a str is
         returned), or None (then `prime` holds token ids and an int64 array (length,) is returned).
     prime: the prompt, at least one token; the model reads it first, from a zero state.
@@ -20,8 +20,8 @@ def generate(model, vocab, prime, length, temperature=1.0, seed=None):
     seed: for `numpy.random.default_rng`: the same seed gives the same text.
     Returns the continuation only (without `prime`).
     """
-    if not isinstance(model, LSTM):
-        raise TypeError(f"model must be a tbptt.LSTM, got {type(model).__name__}")
+    if not isinstance(model, Recurrent):
+        raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
     if model.input_size != model.output_size:
         raise ValueError(f"generate feeds outputs back as inputs: model needs input_size == "
                          f"output_size, got {model.input_size} and {model.output_size}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _checks, _native
 from .history import History
-from .model import LSTM
+from .model import Recurrent
 from .optim import SGD, Adam
 
 LOSSES = ("mse", "cross_entropy")
@@ -43,8 +43,8 @@ class Trainer:
     """
 
     def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp"):
-        if not isinstance(model, LSTM):
-            raise TypeError(f"model must be a tbptt.LSTM, got {type(model).__name__}")
+        if not isinstance(model, Recurrent):
+            raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
         self.k1 = _checks.positive_int("k1", k1, maximum=MAX_K)
         self.k2 = _checks.positive_int("k2", k2, maximum=MAX_K)
@@ -131,9 +131,11 @@ class Trainer:
         self._engine.set_lr(self.optimizer.lr)
 
     def state(self):
-        """The carried state (h, c), each (num_layers, B, H), as the next step will see it
-        (resets requested by reset_state() applied); None before the first call."""
-        return self._engine.state()
+        """The carried state as the next step will see it (resets requested by reset_state()
+        applied): (h, c) for an LSTM, h for a GRU or RNN, each (num_layers, B, H); None before
+        the first call."""
+        parts = self._engine.state()  # a tuple, one array per name in model.STATE
+        return None if parts is None else self.model._user_state(parts)
 
     # ---- epochs -------------------------------------------------------------------------------
     def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
@@ -314,7 +316,9 @@ class Trainer:
             if stop:
                 return None
             if state is not None and resets is not None and resets[s].any():
-                state = tuple(np.where(resets[s][None, :, None], 0, a) for a in state)
+                zero = resets[s][None, :, None]  # state is (h, c) or h, each (L, B, H)
+                state = (tuple(np.where(zero, 0, a) for a in state) if isinstance(state, tuple)
+                         else np.where(zero, 0, state))
             out, state = model.predict(x[s:e], state)
             out = out.astype(np.float64)
             w = np.ones(out.shape[:2]) if mask is None else np.asarray(mask[s:e], dtype=np.float64)
@@ -339,11 +343,12 @@ class Trainer:
     # ---- the gradient horizon -----------------------------------------------------------------
     def horizon(self) -> dict:
         """How the gradient fades with distance: for j = 0 .. k2-1 steps back from each update's
-        newest step, the mean over updates of ||dL/dh_{t-j}|| and ||dL/dc_{t-j}|| (Frobenius norm
-        over all streams) of every layer, since training began or the last `reset_horizon()`.
+        newest step, the mean over updates of ||dL/dh_{t-j}|| and, for an LSTM, ||dL/dc_{t-j}||
+        (Frobenius norm over all streams) of every layer, since training began or the last
+        `reset_horizon()`.
 
-        Returns {"dh": (L, k2), "dc": (L, k2), "updates": (k2,)}: "updates"[j] counts the updates
-        whose window reached j steps back; the means are NaN where it is 0. A gradient that
+        Returns {"dh": (L, k2), "dc": (L, k2) (LSTM only), "updates": (k2,)}: "updates"[j]
+        counts the updates whose window reached j steps back; the means are NaN where it is 0. A gradient that
         vanishes shows as norms falling by orders of magnitude with j; one cut by resets is 0."""
         sums, updates = self._engine.horizon()
         L = self.model.num_layers
@@ -351,7 +356,11 @@ class Trainer:
             sums, updates = np.zeros((2, L, self.k2)), np.zeros(self.k2, dtype=np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where(updates > 0, sums / np.maximum(updates, 1), np.nan)
-        return {"dh": means[0], "dc": means[1], "updates": np.asarray(updates)}
+        result = {"dh": means[0]}
+        if "c" in self.model.STATE:  # the engines return zeros in place of dL/dc for other cells
+            result["dc"] = means[1]
+        result["updates"] = np.asarray(updates)
+        return result
 
     def reset_horizon(self) -> None:
         """Start averaging the gradient horizon afresh."""
