@@ -96,6 +96,21 @@ def test_train_tasks(task, expect, tmp_path, capsys):
     assert (tmp_path / "model.npz").exists()
 
 
+@pytest.mark.parametrize("cell, model", [("gru", tbptt.GRU), ("rnn", tbptt.RNN)])
+def test_train_generate_and_info_with_another_cell(cell, model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--cell", cell, "--max-time", "1", "--k1", "20", "--out", str(out),
+                     *TINY]) == 0
+    assert f"model: {cell.upper()} 1 x 8" in capsys.readouterr().out
+    assert type(tbptt.load(out / "model.npz")) is model
+    assert type(tbptt.load_trainer(out / "trainer.npz").model) is model
+    assert cli.main(["generate", str(out), "--length", "10", "--seed", "1"]) == 0
+    assert cli.main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"model: {model.__name__}(" in printed and f"cell={cell}" in printed
+    assert "forget_bias" not in printed  # an LSTM-only setting
+
+
 def test_train_with_the_numpy_backend(tmp_path, capsys):
     assert cli.main(["train", "--task", "sunspots", "--epochs", "1", "--backend", "numpy",
                      "--out", str(tmp_path), *TINY]) == 0
@@ -202,6 +217,8 @@ def test_bench_counts_the_products_tbptt_needs():
     assert flops_per_step(3, 8, 25, 25) == 3 * one
     assert flops_per_step(3, 8, 10, 50) == 11 * one
     assert flops_per_step(3, 8, 10, 5) == 2 * one
+    assert flops_per_step(3, 8, 25, 25, "gru") == 3 * one * 3 / 4  # 3H gate rows, not 4H
+    assert flops_per_step(3, 8, 25, 25, "rnn") == 3 * one / 4
 
 
 def test_bench_bad_config_exits_2():

@@ -211,6 +211,17 @@ def test_cli_sweep_writes_its_files(task, tmp_path, capsys):
     assert document["settings"]["task"] == task and document["settings"]["steps"] == 40
 
 
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_cli_sweep_with_another_cell(cell, tmp_path, capsys):
+    assert cli.main(["sweep", "--task", "echo", "--cell", cell, "--k1", "2,4", "--steps", "40",
+                     "--out", str(tmp_path), *TINY]) == 0
+    assert f"{cell.upper()} 1 x 4" in capsys.readouterr().out
+    document = json.loads((tmp_path / "sweep.json").read_text())
+    assert document["settings"]["cell"] == cell
+    assert all("dc" not in row["horizon"] for row in document["rows"])  # an LSTM's c only
+    assert (tmp_path / "horizon.png").exists()
+
+
 def test_cli_sweep_on_a_csv_column_with_reset_policies(tmp_path, capsys):
     path = tmp_path / "load.csv"
     values = np.sin(np.arange(200) / 5.0)

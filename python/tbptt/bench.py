@@ -1,11 +1,13 @@
 """Throughput benchmark: the C++ engine, the NumPy reference and (when importable) PyTorch's CPU
-LSTM on the same TBPTT work, interleaved in one process, medians of repeats.
+recurrent layer of the same cell (nn.LSTM, nn.GRU, nn.RNN) on the same TBPTT work, interleaved in
+one process, medians of repeats.
 
-Workload (SPEC §5): 1 LSTM layer, I = 32, linear head O = 1, MSE, Adam, random data; samples/s =
-time steps x streams per second, updates and optimiser included. GFLOP/s counts the matrix
-products TBPTT(k1, k2) needs per step, 2·B·4H·(I+H) x (1 + 2·k2/k1): the forward once, and the two
+Workload (SPEC §5): 1 layer of the cell (`--cell lstm|gru|rnn`, LSTM by default), I = 32, linear
+head O = 1, MSE, Adam, random data; samples/s = time steps x streams per second, updates and
+optimiser included. GFLOP/s counts the matrix products TBPTT(k1, k2) needs per step,
+2·B·G·(I+H) x (1 + 2·k2/k1) with G = 4H (LSTM), 3H (GRU), H (RNN): the forward once, and the two
 products of backward (into the state, into the weights) once for each of the k2/k1 windows that
-reach the step on average; for k1 = k2 that is the usual 3 x 2·B·4H·(I+H). Forward steps that
+reach the step on average; for k1 = k2 that is the usual 3 x 2·B·G·(I+H). Forward steps that
 PyTorch recomputes for k2 > k1 are not counted: tbptt keeps them. Compare with the machine's
 matrix-product peak (docs/performance.md).
 """
@@ -27,14 +29,22 @@ GRID = [(1, 32, 25, 25), (1, 128, 25, 25), (32, 128, 25, 25), (32, 512, 25, 25),
 QUICK = [(1, 32, 25, 25), (32, 128, 25, 25), (128, 512, 25, 25), (32, 128, 10, 50)]
 
 
-def flops_per_step(B, H, k1, k2):
-    return 2 * B * 4 * H * (I + H) * (1 + 2 * k2 / k1)
+CELLS = {"lstm": 4, "gru": 3, "rnn": 1}  # gate rows per hidden unit
+
+
+def flops_per_step(B, H, k1, k2, cell="lstm"):
+    return 2 * B * CELLS[cell] * H * (I + H) * (1 + 2 * k2 / k1)
+
+
+def make_model(cell, H, seed):
+    import tbptt
+    return {"lstm": tbptt.LSTM, "gru": tbptt.GRU, "rnn": tbptt.RNN}[cell](I, H, O, seed=seed)
 
 
 class TbpttRunner:
-    def __init__(self, backend, B, H, k1, k2, seed=0):
+    def __init__(self, backend, B, H, k1, k2, seed=0, cell="lstm"):
         import tbptt
-        self.model = tbptt.LSTM(I, H, O, seed=seed)
+        self.model = make_model(cell, H, seed)
         self.trainer = tbptt.Trainer(self.model, k1, k2, loss="mse", optimizer=tbptt.Adam(1e-3),
                                      backend=backend)
 
@@ -46,20 +56,20 @@ class TorchRunner:
     """PyTorch's best for TBPTT(k1, k2): chunks of k1 with the state detached for k1 = k2; for
     k2 > k1, every k1 steps re-run the last k2 steps from the state stored k2 steps back."""
 
-    def __init__(self, B, H, k1, k2, seed=0):
+    def __init__(self, B, H, k1, k2, seed=0, cell="lstm"):
         import torch
         torch.manual_seed(seed)
         self.torch = torch
-        self.lstm = torch.nn.LSTM(I, H)
+        self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
         self.head = torch.nn.Linear(H, O)
-        params = list(self.lstm.parameters()) + list(self.head.parameters())
+        params = list(self.rnn.parameters()) + list(self.head.parameters())
         self.optimizer = torch.optim.Adam(params, lr=1e-3)
         self.k1, self.k2, self.B, self.H = k1, k2, B, H
         self.state = None
         self.history = []  # (x, y, state entering) of recent k1-chunks, for k2 > k1
 
     def _step(self, x, y, state):
-        out, new_state = self.lstm(x, state)
+        out, new_state = self.rnn(x, state)
         loss = self.torch.nn.functional.mse_loss(self.head(out[-self.k1:]), y[-self.k1:])
         self.optimizer.zero_grad()
         loss.backward()
@@ -75,7 +85,7 @@ class TorchRunner:
             xc, yc = x[s:s + k1], y[s:s + k1]
             if k2 <= k1:
                 state = self._step(xc, yc, self.state)
-                self.state = tuple(t.detach() for t in state)
+                self.state = _detach(state)
                 continue
             # Williams & Peng with k2 > k1 in an autograd framework: re-run the last k2 steps.
             self.history.append((xc, yc, self.state))
@@ -85,7 +95,12 @@ class TorchRunner:
             ys = torch.cat([c[1] for c in self.history])
             state = self._step(xs, ys, self.history[0][2])
             with torch.no_grad():
-                _, self.state = self.lstm(xc, self.state)
+                _, self.state = self.rnn(xc, self.state)
+
+
+def _detach(state):
+    """torch's state: (h, c) for nn.LSTM, h for nn.GRU / nn.RNN."""
+    return tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
 
 
 def measure(runners, B, H, k1, k2, repeats, budget):
@@ -125,6 +140,8 @@ def _config(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tbptt bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations, short runs")
+    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm",
+                        help="the recurrent cell (default lstm); torch runs nn.LSTM / nn.GRU / nn.RNN")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
@@ -150,7 +167,7 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 5)
     budget = args.budget or (0.3 if args.quick else 0.6)
     print(f"tbptt {tbptt.__version__}, engine {tbptt.build_info()['module']}, "
-          f"{args.threads} threads; samples/s, medians of {repeats} interleaved runs")
+          f"{args.threads} threads, cell {args.cell}; samples/s, medians of {repeats} interleaved runs")
     header = f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} | {'tbptt':>9} {'GFLOP/s':>7}"
     if not args.no_numpy:
         header += f" | {'numpy':>9} {'x':>6}"
@@ -159,15 +176,15 @@ def main(argv=None):
     print(header)
     rows = []
     for B, H, k1, k2 in grid:
-        runners = {"tbptt": TbpttRunner("cpp", B, H, k1, k2)}
+        runners = {"tbptt": TbpttRunner("cpp", B, H, k1, k2, cell=args.cell)}
         if not args.no_numpy:
-            runners["numpy"] = TbpttRunner("numpy", B, H, k1, k2)
+            runners["numpy"] = TbpttRunner("numpy", B, H, k1, k2, cell=args.cell)
         if has_torch:
-            runners["torch"] = TorchRunner(B, H, k1, k2)
+            runners["torch"] = TorchRunner(B, H, k1, k2, cell=args.cell)
         result = measure(runners, B, H, k1, k2, repeats, budget)
-        gflops = result["tbptt"] * flops_per_step(1, H, k1, k2) / 1e9
+        gflops = result["tbptt"] * flops_per_step(1, H, k1, k2, args.cell) / 1e9
         line = f"{B:>4} {H:>4} {k1:>4} {k2:>4} | {result['tbptt']:>9.0f} {gflops:>7.1f}"
-        row = {"B": B, "H": H, "k1": k1, "k2": k2, "samples_per_s": result,
+        row = {"cell": args.cell, "B": B, "H": H, "k1": k1, "k2": k2, "samples_per_s": result,
                "tbptt_gflops": gflops}
         for other in ("numpy", "torch"):
             if other in result:
@@ -178,7 +195,7 @@ def main(argv=None):
         rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "build": tbptt.build_info(), "rows": rows}, f, indent=1)
+            json.dump({"threads": args.threads, "cell": args.cell, "build": tbptt.build_info(), "rows": rows}, f, indent=1)
     return 0
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import checkpoint, data, datasets
 from .generate import generate
-from .model import LSTM
+from .model import MODELS, build
 from .optim import Adam
 from .trainer import BACKENDS, Trainer
 
@@ -73,7 +73,9 @@ def _parser():
     train.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
                        "through (default: k1)")
     train.add_argument("--hidden", type=_number(int, 0), help="hidden units per layer")
-    train.add_argument("--layers", type=_number(int, 0), default=1, help="LSTM layers (default 1)")
+    train.add_argument("--cell", choices=tuple(MODELS), default="lstm",
+                       help="the recurrent cell: lstm (default), gru or rnn (tanh)")
+    train.add_argument("--layers", type=_number(int, 0), default=1, help="layers (default 1)")
     train.add_argument("--batch", type=_number(int, 0), help="B, the number of parallel streams")
     train.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate")
     train.add_argument("--epochs", type=_number(int, 0), help="passes over the training data")
@@ -335,17 +337,17 @@ def _train(args):
         set_num_threads(args.threads)
 
     prepared = _prepare(args, kind)
-    model = LSTM(prepared.input_size, args.hidden, prepared.output_size, num_layers=args.layers,
-                 seed=args.seed, forget_bias=1.0)
+    model = build(args.cell, prepared.input_size, args.hidden, prepared.output_size,
+                  num_layers=args.layers, seed=args.seed, forget_bias=1.0)
     trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
                       clip_norm=5.0, backend=args.backend)
     folder = _output_folder(args.out)
-    settings = {name: getattr(args, name) for name in ("k1", "k2", "hidden", "layers", "batch", "lr",
-                                                       "epochs", "max_time", "backend", "seed")}
-    settings.update(clip_norm=5.0, forget_bias=1.0, optimizer="adam")
+    settings = {name: getattr(args, name) for name in ("cell", "k1", "k2", "hidden", "layers", "batch",
+                                                       "lr", "epochs", "max_time", "backend", "seed")}
+    settings.update(clip_norm=5.0, optimizer="adam", **({"forget_bias": 1.0} if args.cell == "lstm" else {}))
     x = prepared.train[0]
     print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
-    print(f"model: LSTM {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
+    print(f"model: {args.cell.upper()} {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
           f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"
           + (f"; at most {args.max_time:g} s" if args.max_time else ""))
     print(f"output folder: {folder}", flush=True)

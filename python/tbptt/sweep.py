@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from . import _checks
-from .model import LSTM
+from .model import MODELS, build
 from .optim import SGD, Adam, from_config
 from .trainer import BACKENDS, MAX_K, Trainer, _data, _reset_every, _validation
 
@@ -44,7 +44,7 @@ TAIL = 0.1  # train_loss: the mean loss of the updates in the last 10% of the bu
 
 def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, reset="epoch",
           steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
-          layers=1, forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
+          layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
           backend="cpp", points=20, progress=False, callback=None) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
@@ -65,8 +65,9 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     loss: "mse" or "cross_entropy" (default: the Task's; for arrays, cross-entropy when y holds
         integers, else MSE). input_size, output_size: default from the Task, else from the data
         (features: x.shape[2]; token ids: the largest id in x and validation + 1; likewise y).
-    hidden, layers, forget_bias, dtype, seed: the model, `tbptt.LSTM(..., seed=seed)`: every
-        configuration starts from the same parameters.
+    hidden, layers, cell, forget_bias, dtype, seed: the model, a `tbptt.LSTM` (cell "lstm", the
+        default; forget_bias applies to it only), `tbptt.GRU` ("gru") or `tbptt.RNN` ("rnn", tanh)
+        with that seed: every configuration starts from the same parameters.
     optimizer: `tbptt.Adam` / `tbptt.SGD` settings (default `Adam()`), copied per configuration.
     clip_norm, backend: as for `Trainer`.
     points: points of the learning curve (blocks of steps / points steps each).
@@ -94,7 +95,8 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
         updates: the updates made (`trainer.updates`). steps, samples: trained (fewer than the
             budget only if training diverged). seconds: time in `train` calls.
         horizon: `trainer.horizon()` over the whole run, with numpy arrays: {"dh": (L, k2),
-            "dc": (L, k2), "updates": (k2,)}, the mean ||dL/dh|| and ||dL/dc|| j steps back.
+            "dc": (L, k2) (LSTM only), "updates": (k2,)}, the mean ||dL/dh|| and ||dL/dc|| j
+            steps back.
         horizon_ratio: ||dL/dh|| of the bottom layer at the oldest step of the window
             (j = k2 - 1) over that at the newest (j = 0): how much of the gradient survives k2
             steps (NaN when undefined).
@@ -154,8 +156,8 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     # Fail on a bad model argument now, not after the first configuration.
-    LSTM(input_size, hidden, output_size, num_layers=layers, dtype=dtype, seed=seed,
-         forget_bias=forget_bias)
+    build(cell, input_size, hidden, output_size, num_layers=layers, dtype=dtype, seed=seed,
+          forget_bias=forget_bias)
 
     # The learning curve's points; blocks of training end there and where the last 10% starts.
     marks = sorted({int(round(steps * (i + 1) / points)) for i in range(points)} - {0})
@@ -167,8 +169,8 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     try:
         for k1_, k2_, policy in configs:
             bar.set_description(f"TBPTT({k1_}, {k2_}) reset={policy}")
-            model = LSTM(input_size, hidden, output_size, num_layers=layers, dtype=dtype, seed=seed,
-                         forget_bias=forget_bias)
+            model = build(cell, input_size, hidden, output_size, num_layers=layers, dtype=dtype,
+                          seed=seed, forget_bias=forget_bias)
             trainer = Trainer(model, k1_, k2_, loss=loss, optimizer=from_config(optimizer.config()),
                               clip_norm=clip_norm, backend=backend)
             row = _run(trainer, x, y, mask, resets, validation, policy, steps, marks, bar)
@@ -191,10 +193,16 @@ def _as_list(value):
     return [value]
 
 
+# Values per hidden unit, layer, stream and step in the C++ engine's ring buffer (csrc/window.h):
+# the gates, what the cell keeps besides (GRU: W_hn h + b_hn), the carried state (LSTM: c) and h.
+WINDOW_VALUES = {"lstm": 4 + 0 + 1 + 1, "gru": 3 + 1 + 0 + 1, "rnn_tanh": 1 + 1, "rnn_relu": 1 + 1}
+
+
 def _window_bytes(k1, k2, B, model, tokens):
-    """The C++ engine's ring buffer: gates (4H), c and h of every layer, the input, a reset flag."""
+    """The C++ engine's ring buffer: the cell's values of every layer, the input, a reset flag."""
     item = model.dtype.itemsize
-    per_stream = 6 * model.hidden_size * model.num_layers * item + 1 + (
+    values = WINDOW_VALUES[model.cell]
+    per_stream = values * model.hidden_size * model.num_layers * item + 1 + (
         8 if tokens else model.input_size * item)
     return (max(k1, k2) + 1) * B * per_stream
 
@@ -540,26 +548,29 @@ def plot_heatmap(rows, path, title=None, key=None) -> None:
 
 
 def plot_horizon(rows, path, title=None, layer=0) -> None:
-    """The gradient horizon on a log scale: mean ||dL/dh_{t-j}|| and ||dL/dc_{t-j}|| of `layer`
-    (default the bottom one) against j, one line per configuration. Zeros (beyond a reset)
-    do not show on a log scale."""
+    """The gradient horizon on a log scale: mean ||dL/dh_{t-j}|| and, for LSTMs, ||dL/dc_{t-j}||
+    of `layer` (default the bottom one) against j, one line per configuration. Zeros (beyond a
+    reset) do not show on a log scale."""
     rows = list(rows)
-    fig = _figure(figsize=(10, 3.6))
-    axes = fig.subplots(1, 2)
+    names = ("h", "c") if any("dc" in r["horizon"] for r in rows) else ("h",)
+    fig = _figure(figsize=(5 * len(names), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
     for r, style in zip(rows, _styles(rows)):
-        for ax, key in zip(axes, ("dh", "dc")):
-            values = np.asarray(r["horizon"][key], dtype=float)
+        for ax, name in zip(axes, names):
+            if f"d{name}" not in r["horizon"]:
+                continue
+            values = np.asarray(r["horizon"][f"d{name}"], dtype=float)
             if values.ndim != 2 or layer >= values.shape[0]:
                 continue
             v = values[layer]
             v = np.where(v > 0, v, np.nan)
             ax.plot(np.arange(v.size), v, **(style if v.size > 1 else {**style, "marker": "o"}))
-    for ax, name in zip(axes, ("h", "c")):
+    for ax, name in zip(axes, names):
         ax.set_yscale("log")
         ax.set_xlabel("j, steps back from the update's newest step")
         ax.set_ylabel(f"mean ||dL/d{name}(t-j)||, layer {layer}")
         ax.grid(alpha=0.3, which="both")
-    _legend(axes[1], len(rows))
+    _legend(axes[-1], len(rows))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=80)
@@ -611,7 +622,9 @@ def add_parser(commands, number, add_data_arguments, backends):
     p.add_argument("--points", type=number(int, 0), default=20,
                    help="points of each learning curve (default 20)")
     p.add_argument("--hidden", type=number(int, 0), help="hidden units per layer")
-    p.add_argument("--layers", type=number(int, 0), default=1, help="LSTM layers (default 1)")
+    p.add_argument("--cell", choices=tuple(MODELS), default="lstm",
+                   help="the recurrent cell: lstm (default), gru or rnn (tanh)")
+    p.add_argument("--layers", type=number(int, 0), default=1, help="layers (default 1)")
     p.add_argument("--batch", type=number(int, 0), help="B, the number of parallel streams")
     p.add_argument("--lr", type=number(float, 0), help="Adam's learning rate")
     p.add_argument("--threads", type=number(int, 0), help="threads of the C++ engine")
@@ -699,8 +712,9 @@ def command(args, prepare, kind, defaults):
     k2_text = "k2 = k1" if args.k2 is None else f"k2 in {args.k2}"
     print(f"data: {source}: {x.shape[0]:,} steps x {x.shape[1]} streams")
     print(f"grid: k1 in {args.k1}, {k2_text}, reset in {args.reset}; "
-          f"{steps or x.shape[0]:,} steps each; LSTM {args.layers} x {args.hidden}, Adam lr "
-          f"{args.lr:g}, clip 5, forget bias 1, seed {args.seed}, {args.backend} backend")
+          f"{steps or x.shape[0]:,} steps each; {args.cell.upper()} {args.layers} x {args.hidden}, Adam lr "
+          f"{args.lr:g}, clip 5{', forget bias 1' if args.cell == 'lstm' else ''}, seed {args.seed}, "
+          f"{args.backend} backend")
 
     if args.out is None:
         args.out = os.path.join("runs", "sweep-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -715,16 +729,17 @@ def command(args, prepare, kind, defaults):
 
     arrays = data if isinstance(data, tuple) else (data,)
     rows = sweep(*arrays, k1=args.k1, k2=args.k2, reset=args.reset, steps=steps,
-                 validation=validation, hidden=args.hidden, layers=args.layers, forget_bias=1.0,
+                 validation=validation, hidden=args.hidden, layers=args.layers, cell=args.cell,
+                 forget_bias=1.0,
                  seed=args.seed, optimizer=Adam(args.lr), clip_norm=5.0, backend=args.backend,
                  points=args.points, progress=not args.no_progress, callback=report)
     print()
     print(sweep_table(rows))
     settings = {name: getattr(args, name) for name in
                 ("task", "data", "column", "delay", "length", "k1", "k2", "reset", "steps",
-                 "hidden", "layers", "batch", "lr", "backend", "seed")}
-    settings.update(steps=steps or x.shape[0], source=source, clip_norm=5.0,
-                    forget_bias=1.0, optimizer="adam")
+                 "cell", "hidden", "layers", "batch", "lr", "backend", "seed")}
+    settings.update(steps=steps or x.shape[0], source=source, clip_norm=5.0, optimizer="adam",
+                    **({"forget_bias": 1.0} if args.cell == "lstm" else {}))
     written = write_sweep(rows, args.out, settings)
     try:
         written += plot_sweep(rows, args.out, title=source.split(";")[0])
