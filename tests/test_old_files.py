@@ -1,0 +1,42 @@
+"""Files written before GRU and RNN existed (tbptt 0.1.0 at commit 1e4b9aa, by
+tests/data/make_v0_files.py) still load, and a trainer resumed from one continues exactly as the
+old version did: the same losses and parameters after the same further steps."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import tbptt
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def continued():
+    return json.loads((DATA / "lstm_v0_continued.json").read_text())
+
+
+def test_an_old_model_file_loads_as_an_lstm():
+    model = tbptt.load(DATA / "lstm_model_v0.npz")
+    assert type(model) is tbptt.LSTM and model.cell == "lstm" and model.num_layers == 2
+    np.testing.assert_array_equal(model._flat, continued()["numpy"]["params"])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_an_old_trainer_resumes_exactly(backend):
+    trainer = tbptt.load_trainer(DATA / f"lstm_trainer_v0_{backend}.npz")
+    assert trainer.backend == backend and type(trainer.model) is tbptt.LSTM
+    rng = np.random.default_rng(0)  # the data make_v0_files.py trained on
+    x, y = rng.integers(0, 5, (30, 3)), rng.integers(0, 4, (30, 3))
+    losses = trainer.train(x[17:], y[17:])
+    old = continued()[backend]
+    np.testing.assert_allclose(losses, old["losses"], rtol=1e-12)
+    np.testing.assert_allclose(trainer.model._flat, old["params"], rtol=1e-12, atol=1e-15)
+
+
+def test_an_old_lstm_trainer_does_not_load_onto_a_gru():
+    trainer = tbptt.load_trainer(DATA / "lstm_trainer_v0_cpp.npz")
+    gru = tbptt.GRU(5, 6, 4, num_layers=2, dtype="float64")
+    with pytest.raises(ValueError, match="weight_ih_l0"):
+        gru.load_state_dict(trainer.model.state_dict())
