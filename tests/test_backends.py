@@ -5,7 +5,8 @@ call, reset_state() and flush() in between, then more training) and checks after
 returned losses, `updates`, `pending_steps`, `state()` and every parameter agree.
 
 float64: 1e-10 relative (SPEC §4), with an absolute floor of 1e-12 for values near zero.
-float32: see FLOAT32_RTOL below.
+float32: see FLOAT32_RTOL below. The LSTM runs the whole grid; the GRU and the RNN (tanh, relu) a
+grid with one optimiser (the optimisers do not depend on the cell).
 """
 
 import zlib
@@ -14,6 +15,10 @@ import numpy as np
 import pytest
 
 import tbptt
+
+from helpers import CELLS, make_model
+
+NEW_CELLS = [c for c in CELLS if c != "lstm"]
 
 I, H, O, B = 4, 3, 3, 3
 T1, T2 = 23, 9                       # phase 1 (23 is a multiple of no k1 below but 1 and 23)
@@ -93,8 +98,8 @@ def sl(a, lo, hi):
     return None if a is None else a[lo:hi]
 
 
-def make_trainer(backend, k1, k2, L, loss, opt, dtype):
-    model = tbptt.LSTM(I, H, O, num_layers=L, dtype=dtype, seed=7, forget_bias=0.5)
+def make_trainer(backend, k1, k2, L, loss, opt, dtype, cell="lstm"):
+    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=7, forget_bias=0.5)
     optimizer, clip = make_optimizer(opt)
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip,
                          backend=backend)
@@ -106,6 +111,9 @@ def compare(cpp, ref, tol, key, what):
     sc, sr = cpp.state(), ref.state()
     assert (sc is None) == (sr is None), what
     if sc is not None:
+        assert type(sc) is type(sr), what  # (h, c) for an LSTM, h for the others
+        if not isinstance(sc, tuple):
+            sc, sr = (sc,), (sr,)
         for a, b, name in zip(sc, sr, "hc"):
             assert a.dtype == b.dtype == cpp.model.dtype
             assert_close(a, b, **tol, what=f"{what}: state {name}", key=key)
@@ -115,11 +123,11 @@ def compare(cpp, ref, tol, key, what):
         assert_close(pc[name], pr[name], **tol, what=f"{what}: {name}", key=key)
 
 
-def run_both(k1, k2, L, loss, tokens, extras, opt, dtype, tol):
+def run_both(k1, k2, L, loss, tokens, extras, opt, dtype, tol, cell="lstm"):
     seed = zlib.crc32(repr((k1, k2, L, loss, tokens, extras, opt, dtype)).encode())
-    key = f"cpp vs numpy, {dtype}"
-    cpp = make_trainer("cpp", k1, k2, L, loss, opt, dtype)
-    ref = make_trainer("numpy", k1, k2, L, loss, opt, dtype)
+    key = f"cpp vs numpy, {dtype}" + ("" if cell == "lstm" else f", {cell}")
+    cpp = make_trainer("cpp", k1, k2, L, loss, opt, dtype, cell)
+    ref = make_trainer("numpy", k1, k2, L, loss, opt, dtype, cell)
     compare(cpp, ref, tol, key, "before training")
     p0 = cpp.model.state_dict()
     total_losses = 0
@@ -171,6 +179,25 @@ def test_cpp_matches_numpy_float32(k1, k2, loss, tokens, opt):
     run_both(k1, k2, 2, loss, tokens, "mask-resets-holes", opt, "float32", F32)
 
 
+@pytest.mark.parametrize("extras", ["plain", "mask-resets-holes"])
+@pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("k1,k2", KS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_cpp_matches_numpy_float64_cells(cell, k1, k2, L, loss, tokens, extras):
+    run_both(k1, k2, L, loss, tokens, extras, "adam-clip", "float64", F64, cell)
+
+
+@pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
+@pytest.mark.parametrize("k1,k2", KS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_cpp_matches_numpy_float32_cells(cell, k1, k2, loss, tokens):
+    # Adam with clipping: SGD with momentum 0.9 at lr 0.3 over k1 = 1's 32 updates drives an RNN's
+    # float32 rounding differences past F32 (measured 4e-5 absolute); bounded steps stay within.
+    run_both(k1, k2, 2, loss, tokens, "mask-resets-holes", "adam-clip", "float32", F32, cell)
+
+
 def first_gradient(clip_norm):
     """theta0 - theta1 of one SGD(lr=1) update of the grid's model on the grid's first 4 steps."""
     model = tbptt.LSTM(I, H, O, num_layers=1, dtype="float64", seed=7, forget_bias=0.5)
@@ -215,8 +242,9 @@ def test_flush_over_zero_weight_steps_counts_but_makes_no_step():
         assert not all(np.array_equal(before[k], after[k]) for k in before)  # update 2 stepped
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("k1,k2", [(5, 13), (13, 5), (4, 50)])
-def test_cpp_matches_numpy_many_streams_multi_block_backward(k1, k2):
+def test_cpp_matches_numpy_many_streams_multi_block_backward(k1, k2, cell):
     """B = 48: the C++ backward walks a window in blocks of ceil(256 / B) = 6 steps, so k2 = 13
     takes three blocks; 40 steps wrap its ring of max(k1, k2) + 1 steps; k2 = 50 exceeds every
     window the stream has so far."""
@@ -227,7 +255,7 @@ def test_cpp_matches_numpy_many_streams_multi_block_backward(k1, k2):
     mask = rng.uniform(0, 2, size=(T, Bm)) * (rng.uniform(size=(T, Bm)) > 0.2)
     resets = rng.uniform(size=(T, Bm)) < 0.05
     def make(backend):
-        model = tbptt.LSTM(I, H, O, num_layers=2, dtype="float64", seed=4)
+        model = make_model(cell, I, H, O, num_layers=2, dtype="float64", seed=4)
         return tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.5, momentum=0.5), backend=backend)
 
     train_both_and_compare(make, (x, y, mask, resets), split=17, label="after training")
@@ -252,11 +280,13 @@ def train_both_and_compare(make, data, split, label):
 
 @pytest.mark.parametrize("Bp", [1, 2, 3, 4, 5, 6, 7, 9])
 @pytest.mark.parametrize("Hp", [17, 40])
-def test_cpp_matches_numpy_at_every_tile_shape_of_the_recurrent_products(Bp, Hp):
+@pytest.mark.parametrize("cell", CELLS)
+def test_cpp_matches_numpy_at_every_tile_shape_of_the_recurrent_products(cell, Bp, Hp):
     """csrc/packed_gemm.h: with B >= 4 streams W_hh is packed into panels of 2 SIMD packets (8, 16
     or 32 columns) and rows go in tiles of 4 plus 1-3 left over; with B < 4 rows pair up over
     several panels, and W_hh is not packed. 4H = 68 and 160, H = 17 and 40 leave partial panels at
-    every SIMD width; B = 1..9 covers every row tail."""
+    every SIMD width (and so do the GRU's 3H = 51, 120 and the RNN's H); B = 1..9 covers every
+    row tail."""
     T, k1, k2 = 11, 3, 5
     rng = np.random.default_rng(Bp * 100 + Hp)
     x = rng.normal(size=(T, Bp, I))
@@ -265,7 +295,7 @@ def test_cpp_matches_numpy_at_every_tile_shape_of_the_recurrent_products(Bp, Hp)
     resets = rng.uniform(size=(T, Bp)) < 0.1
 
     def make(backend):
-        model = tbptt.LSTM(I, Hp, O, num_layers=2, dtype="float64", seed=5)
+        model = make_model(cell, I, Hp, O, num_layers=2, dtype="float64", seed=5)
         return tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.3, momentum=0.5), backend=backend)
 
     train_both_and_compare(make, (x, y, mask, resets), split=4, label=f"B={Bp}, H={Hp}")
@@ -273,7 +303,8 @@ def test_cpp_matches_numpy_at_every_tile_shape_of_the_recurrent_products(Bp, Hp)
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
-def test_cpp_matches_numpy_with_streams_split_over_threads(threads, loss, tokens):
+@pytest.mark.parametrize("cell", CELLS)
+def test_cpp_matches_numpy_with_streams_split_over_threads(cell, threads, loss, tokens):
     """B * H >= 1024: the C++ engine may split the streams over threads inside a layer."""
     Bt, Ht, T, k1, k2 = 16, 64, 14, 3, 7
     rng = np.random.default_rng(threads)
@@ -285,7 +316,7 @@ def test_cpp_matches_numpy_with_streams_split_over_threads(threads, loss, tokens
     tbptt.set_num_threads(threads)
     try:
         def make(backend):
-            model = tbptt.LSTM(I, Ht, O, num_layers=2, dtype="float64", seed=2)
+            model = make_model(cell, I, Ht, O, num_layers=2, dtype="float64", seed=2)
             return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.01),
                                  clip_norm=0.5, backend=backend)
 
@@ -349,28 +380,28 @@ def reference_forward():
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero-state", "given-state"])
 @pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
 @pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
-def test_predict_matches_reference_forward(L, tokens, with_state, dtype):
+@pytest.mark.parametrize("cell", CELLS)
+def test_predict_matches_reference_forward(cell, L, tokens, with_state, dtype):
     forward = reference_forward()
     rng = np.random.default_rng(L * 8 + tokens * 4 + with_state * 2 + (dtype == "float64"))
-    model = tbptt.LSTM(I, 5, O, num_layers=L, dtype=dtype, seed=3, forget_bias=1.0)
+    model = make_model(cell, I, 5, O, num_layers=L, dtype=dtype, seed=3, forget_bias=1.0)
     T, Bp = 17, 4
     x = rng.integers(0, I, size=(T, Bp)) if tokens else rng.normal(size=(T, Bp, I)).astype(dtype)
-    if with_state:
-        h0 = rng.normal(size=(L, Bp, 5)).astype(dtype)
-        c0 = (2 * rng.normal(size=(L, Bp, 5))).astype(dtype)
-        out, (h, c) = model.predict(x, state=(h0, c0))
-    else:
-        h0 = c0 = np.zeros((L, Bp, 5), dtype)
-        out, (h, c) = model.predict(x)
-    ref_out, (ref_h, ref_c) = forward(model, x, tokens, (h0, c0))
-    assert out.shape == (T, Bp, O) and h.shape == c.shape == (L, Bp, 5)
-    assert out.dtype == h.dtype == c.dtype == np.dtype(dtype)
+    # (h0, c0) for an LSTM, (h0,) for the others
+    parts = tuple((1 + i) * rng.normal(size=(L, Bp, 5)).astype(dtype) if with_state
+                  else np.zeros((L, Bp, 5), dtype) for i in range(len(model.STATE)))
+    out, state = model.predict(x, state=model._user_state(parts) if with_state else None)
+    ref_out, ref_parts = forward(model, x, tokens, parts)
+    assert type(state) is (tuple if cell == "lstm" else np.ndarray)
+    parts = state if cell == "lstm" else (state,)
+    assert out.shape == (T, Bp, O) and out.dtype == np.dtype(dtype)
     # one forward pass, no compounding over updates: float32 agrees to a few ulps of O(1) values
     tol = F64 if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
     key = f"predict vs reference.forward, {dtype}"
     assert_close(out, ref_out, **tol, what="outputs", key=key)
-    assert_close(h, ref_h, **tol, what="h", key=key)
-    assert_close(c, ref_c, **tol, what="c", key=key)
+    for a, b, name in zip(parts, ref_parts, model.STATE):
+        assert a.shape == (L, Bp, 5) and a.dtype == np.dtype(dtype)
+        assert_close(a, b, **tol, what=name, key=key)
 
 
 def test_predict_continues_from_its_own_state():

@@ -14,12 +14,14 @@ import pytest
 
 import tbptt
 
+from helpers import CELLS, make_model
+
 I, H, O, B = 4, 3, 3, 3
 F64 = dict(rtol=1e-10, atol=1e-14)
 
 
-def make_trainer(backend, k1, k2, L, loss="mse", dtype="float64", optimizer=None):
-    model = tbptt.LSTM(I, H, O, num_layers=L, dtype=dtype, seed=5, forget_bias=0.5)
+def make_trainer(backend, k1, k2, L, loss="mse", dtype="float64", optimizer=None, cell="lstm"):
+    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=5, forget_bias=0.5)
     return tbptt.Trainer(model, k1, k2, loss=loss, backend=backend,
                          optimizer=optimizer or tbptt.Adam(0.02))
 
@@ -43,8 +45,10 @@ def sl(a, lo, hi):
 
 def assert_same_horizon(cpp, ref, what):
     hc, hr = cpp.horizon(), ref.horizon()
+    assert set(hc) == set(hr) == ({"dh", "dc", "updates"} if "c" in cpp.model.STATE
+                                  else {"dh", "updates"}), what
     np.testing.assert_array_equal(hc["updates"], hr["updates"], err_msg=f"{what}: updates")
-    for key in ("dh", "dc"):
+    for key in set(hc) - {"updates"}:
         assert hc[key].shape == hr[key].shape == (cpp.model.num_layers, cpp.k2), what
         np.testing.assert_array_equal(np.isnan(hc[key]), np.isnan(hr[key]), err_msg=what)
         np.testing.assert_allclose(hc[key], hr[key], **F64, err_msg=f"{what}: {key}")
@@ -60,9 +64,10 @@ def assert_same_horizon(cpp, ref, what):
 @pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("k1,k2", [(4, 4), (3, 7), (7, 3), (1, 5), (5, 40)],
                          ids=["k1=k2", "k2>k1", "k2<k1", "k1=1", "k2>stream"])
-def test_backends_agree(k1, k2, L, loss, tokens, extras):
+@pytest.mark.parametrize("cell", CELLS)
+def test_backends_agree(cell, k1, k2, L, loss, tokens, extras):
     seed = zlib.crc32(repr((k1, k2, L, loss, tokens, extras)).encode())
-    cpp, ref = (make_trainer(b, k1, k2, L, loss) for b in ("cpp", "numpy"))
+    cpp, ref = (make_trainer(b, k1, k2, L, loss, cell=cell) for b in ("cpp", "numpy"))
     assert_same_horizon(cpp, ref, "before training")
     x, y, mask, resets = make_data(seed, 30, loss, tokens, extras)
     for a, b in ((0, 6), (6, 6), (6, 17), (17, 30)):

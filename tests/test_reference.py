@@ -1,7 +1,8 @@
 """Tests of the NumPy reference engine (backend="numpy") against an independent plain forward pass.
 
 Gradients are read off one SGD(lr=1) update (delta params = -grad) and compared with central
-finite differences of the truncated loss, which this file computes with its own forward pass.
+finite differences of the truncated loss, computed with the tests' own forward pass (helpers.py).
+The LSTM here; tests/test_cells.py does the same for the GRU and RNN.
 """
 
 import zlib
@@ -11,88 +12,7 @@ import pytest
 
 import tbptt
 from tbptt import reference
-from tbptt.model import parameter_shapes
-
-from helpers import fd_gradient
-
-
-# ---- an independent forward pass and the truncated loss ----------------------------------------
-
-def views(model, flat):
-    """Named views into a flat parameter vector laid out like model._flat."""
-    out, offset = {}, 0
-    for name, shape in parameter_shapes(model.input_size, model.hidden_size, model.output_size,
-                                        model.num_layers):
-        size = int(np.prod(shape))
-        out[name] = flat[offset:offset + size].reshape(shape)
-        offset += size
-    return out
-
-
-def sig(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def plain_run(model, flat, x, tokens, resets, h, c, steps):
-    """Run `steps` (a range of time indices) from state h, c (lists of (B, H)); one-hot inputs
-    are built explicitly. Returns the top layer's h at each step and the final state."""
-    P = views(model, flat)
-    H, L = model.hidden_size, model.num_layers
-    h, c = [a.copy() for a in h], [a.copy() for a in c]
-    tops = {}
-    for t in steps:
-        if resets is not None:
-            keep = (resets[t] == 0)[:, None]
-            h = [a * keep for a in h]
-            c = [a * keep for a in c]
-        inp = np.eye(model.input_size)[x[t]] if tokens else x[t]
-        for k in range(L):
-            z = (inp @ P[f"lstm.weight_ih_l{k}"].T + P[f"lstm.bias_ih_l{k}"]
-                 + h[k] @ P[f"lstm.weight_hh_l{k}"].T + P[f"lstm.bias_hh_l{k}"])
-            i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
-            c[k] = f * c[k] + i * g
-            h[k] = o * np.tanh(c[k])
-            inp = h[k]
-        tops[t] = inp
-    return tops, h, c
-
-
-def position_losses(model, flat, top, y, loss):
-    P = views(model, flat)
-    out = top @ P["head.weight"].T + P["head.bias"]
-    if loss == "mse":
-        return np.mean((out - y) ** 2, axis=1)
-    m = out.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(out - m).sum(axis=1))
-    return lse - out[np.arange(len(y)), y]
-
-
-def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r, k2):
-    """The loss of the update after step t (1-based count) over its r newest steps, with the
-    recurrence cut at t-k2: steps <= t-k2 run with the fixed theta0, later ones with theta;
-    every loss term uses theta's head."""
-    B, H, L = x.shape[1], model.hidden_size, model.num_layers
-    zeros = [np.zeros((B, H)) for _ in range(L)]
-    cut = max(t - k2, 0)
-    tops0, h, c = plain_run(model, theta0, x, tokens, resets, zeros, zeros, range(cut))
-    tops, _, _ = plain_run(model, theta, x, tokens, resets, h, c, range(cut, t))
-    tops.update({s: v for s, v in tops0.items()})
-    w = np.ones((x.shape[0], B)) if mask is None else mask
-    total, weight = 0.0, 0.0
-    for s in range(t - r, t):
-        total += np.sum(w[s] * position_losses(model, theta, tops[s], y[s], loss))
-        weight += np.sum(w[s])
-    return total / weight
-
-
-def make_data(rng, T, B, I, O, loss, tokens, mask, resets):
-    x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
-    y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
-    m = rng.uniform(0.0, 2.0, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.2) if mask else None
-    if m is not None:
-        m[-1, 0] = 1.5  # the newest step always carries loss
-    rs = (rng.uniform(size=(T, B)) < 0.25).astype(np.uint8) if resets else None
-    return x, y, m, rs
+from helpers import fd_gradient, plain_run, random_data as make_data, truncated_loss
 
 
 def new_model(L=1, I=3, H=3, O=2, seed=0, dtype="float64"):
@@ -405,7 +325,7 @@ def test_forward_matches_plain_forward(tokens):
     x = rng.integers(0, 4, size=(6, 2)) if tokens else rng.normal(size=(6, 2, 4))
     h0, c0 = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3))
     out, (h, c) = reference.forward(model, x, tokens, (h0, c0))
-    tops, hp, cp = plain_run(model, model._flat, x, tokens, None, list(h0), list(c0), range(6))
+    tops, (hp, cp) = plain_run(model, model._flat, x, tokens, None, (list(h0), list(c0)), range(6))
     P = model._params
     expected = np.stack([tops[t] @ P["head.weight"].T + P["head.bias"] for t in range(6)])
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)

@@ -1,5 +1,6 @@
-"""tbptt against PyTorch (optional dependency): the same module (`lstm = nn.LSTM(I, H, L)`,
-`head = nn.Linear(H, O)`), the same parameters, float64: equal to 1e-10.
+"""tbptt against PyTorch (optional dependency): the same module (`lstm = nn.LSTM(I, H, L)`, or
+`gru = nn.GRU(...)`, `rnn = nn.RNN(..., nonlinearity=...)`, and `head = nn.Linear(H, O)`), the
+same parameters, float64: equal to 1e-10. Every test runs for each cell.
 
 (a) predict vs torch forward; (b) chunked TBPTT k1 = k2 = k (state carried, detached between
 chunks; calls that split chunks) with Adam / SGD-momentum and clip_grad_norm_, MSE and cross-entropy, resets;
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 import tbptt
+
+from helpers import CELLS, make_model
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -38,15 +41,28 @@ def assert_close(actual, expected, what, rtol=1e-10, atol=1e-12, key="vs torch, 
 
 
 class Net(nn.Module):
-    def __init__(self, I, H, O, L):
+    """The torch twin of a tbptt model of `cell`; its recurrent module's attribute (lstm, gru or
+    rnn) makes the state_dict keys, `recurrent` reaches it whatever its name."""
+
+    def __init__(self, I, H, O, L, cell="lstm"):
         super().__init__()
-        self.lstm = nn.LSTM(I, H, L)
+        if cell == "lstm":
+            self.lstm = nn.LSTM(I, H, L)
+        elif cell == "gru":
+            self.gru = nn.GRU(I, H, L)
+        else:
+            self.rnn = nn.RNN(I, H, L, nonlinearity=cell[len("rnn_"):])
+        self.prefix = cell.split("_")[0]
         self.head = nn.Linear(H, O)
 
+    @property
+    def recurrent(self):
+        return getattr(self, self.prefix)
 
-def twins(I, H, O, L, seed=0, dtype="float64"):
-    model = tbptt.LSTM(I, H, O, num_layers=L, dtype=dtype, seed=seed, forget_bias=1.0)
-    net = Net(I, H, O, L).to(torch.float64 if dtype == "float64" else torch.float32)
+
+def twins(I, H, O, L, seed=0, dtype="float64", cell="lstm"):
+    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=seed, forget_bias=1.0)
+    net = Net(I, H, O, L, cell).to(torch.float64 if dtype == "float64" else torch.float32)
     sd = model.state_dict()
     assert list(sd) == list(net.state_dict())  # same keys, same order
     net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
@@ -57,6 +73,11 @@ def torch_inputs(x, I, tokens, dtype=torch.float64):
     if tokens:
         return nn.functional.one_hot(torch.from_numpy(x), I).to(dtype)
     return torch.from_numpy(x).to(dtype)
+
+
+def each(state, f):
+    """f applied to every tensor of a state: (h, c) of an LSTM, h of the others."""
+    return tuple(f(a) for a in state) if isinstance(state, tuple) else f(state)
 
 
 def compare_params(model, net, what):
@@ -71,9 +92,10 @@ def compare_params(model, net, what):
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero-state", "given-state"])
 @pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
 @pytest.mark.parametrize("L", [1, 3])
-def test_predict_matches_torch(L, tokens, with_state, dtype):
+@pytest.mark.parametrize("cell", CELLS)
+def test_predict_matches_torch(cell, L, tokens, with_state, dtype):
     I, H, O, T, B = 5, 6, 3, 30, 4
-    model, net = twins(I, H, O, L, seed=L, dtype=dtype)
+    model, net = twins(I, H, O, L, seed=L, dtype=dtype, cell=cell)
     rng = np.random.default_rng(L + 2 * tokens + 4 * with_state)
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
     tdtype = torch.float64 if dtype == "float64" else torch.float32
@@ -81,17 +103,19 @@ def test_predict_matches_torch(L, tokens, with_state, dtype):
     with torch.no_grad():
         if with_state:
             h0, c0 = rng.normal(size=(L, B, H)), 3 * rng.normal(size=(L, B, H))
-            out, (h, c) = model.predict(x, state=(h0, c0))
-            seq, (th, tc) = net.lstm(xt, (torch.from_numpy(h0).to(tdtype), torch.from_numpy(c0).to(tdtype)))
+            state = (h0, c0) if cell == "lstm" else h0
+            out, final = model.predict(x, state=state)
+            seq, tfinal = net.recurrent(xt, each(state, lambda a: torch.from_numpy(a).to(tdtype)))
         else:
-            out, (h, c) = model.predict(x)
-            seq, (th, tc) = net.lstm(xt)
+            out, final = model.predict(x)
+            seq, tfinal = net.recurrent(xt)
         tout = net.head(seq)
     # float32: one forward pass of O(1) values, a few ulps apart
     tol = {} if dtype == "float64" else dict(rtol=1e-5, atol=1e-6, key="vs torch, float32 predict")
     assert_close(out, tout.numpy(), "outputs", **tol)
-    assert_close(h, th.numpy(), "final h", **tol)
-    assert_close(c, tc.numpy(), "final c", **tol)
+    assert type(final) is (tuple if cell == "lstm" else np.ndarray)
+    for a, b, name in zip(each(final, lambda a: a), each(tfinal, lambda a: a.numpy()), "hc"):
+        assert_close(a, b, f"final {name}", **tol)
 
 
 # ---- (b), (c) chunked TBPTT k1 = k2 = k ------------------------------------------------------
@@ -102,20 +126,20 @@ def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, toke
     Steps one at a time so resets can zero a stream's state (which cuts the gradient too)."""
     opt = make_opt(net.parameters())
     T, B = y.shape[0], y.shape[1]
-    L, H = net.lstm.num_layers, net.lstm.hidden_size
+    L, H = net.recurrent.num_layers, net.recurrent.hidden_size
     h = torch.zeros(L, B, H, dtype=torch.float64)
-    c = torch.zeros(L, B, H, dtype=torch.float64)
+    state = (h, h.clone()) if isinstance(net.recurrent, nn.LSTM) else h
     xt = torch_inputs(x, I, tokens)
     losses = []
     for s0 in range(0, T, k):
         s1 = min(s0 + k, T)
-        h, c = h.detach(), c.detach()
+        state = each(state, lambda a: a.detach())
         outs = []
         for t in range(s0, s1):
             if resets is not None:
                 keep = torch.from_numpy(~resets[t])[None, :, None].to(torch.float64)
-                h, c = h * keep, c * keep
-            seq, (h, c) = net.lstm(xt[t:t + 1], (h, c))
+                state = each(state, lambda a: a * keep)
+            seq, state = net.recurrent(xt[t:t + 1], state)
             outs.append(net.head(seq))
         out = torch.cat(outs)  # (n, B, O)
         w = torch.ones(s1 - s0, B, dtype=torch.float64) if mask is None else torch.from_numpy(mask[s0:s1])
@@ -159,11 +183,12 @@ OPTS = {
 @pytest.mark.parametrize("loss,tokens,L", [("mse", False, 2), ("cross_entropy", True, 1),
                                             ("cross_entropy", False, 2)])
 @pytest.mark.parametrize("k", [4, 5])
-def test_chunked_tbptt_matches_torch(k, loss, tokens, L, opt, clip_norm, backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_chunked_tbptt_matches_torch(cell, k, loss, tokens, L, opt, clip_norm, backend):
     # T a multiple of k: a flush() over a partial chunk would reach back k2 = k steps into the
     # previous chunk (SPEC §3.4), which plain chunked torch code does not do.
     I, H, O, B, T = 4, 5, 3, 3, 20
-    model, net = twins(I, H, O, L, seed=11)
+    model, net = twins(I, H, O, L, seed=11, cell=cell)
     rng = np.random.default_rng(k + 10 * L)
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
     y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
@@ -182,11 +207,12 @@ def test_chunked_tbptt_matches_torch(k, loss, tokens, L, opt, clip_norm, backend
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 @pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
-def test_masked_loss_matches_torch(loss, tokens, backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_masked_loss_matches_torch(cell, loss, tokens, backend):
     """Weighted mean sum(w * l) / sum(w) (MSE averaged over outputs too); a chunk whose weights
     are all zero makes no step, and an integer / bool mask is a weight."""
     I, H, O, B, T, k = 4, 5, 3, 3, 20, 5
-    model, net = twins(I, H, O, 2, seed=12)
+    model, net = twins(I, H, O, 2, seed=12, cell=cell)
     rng = np.random.default_rng(21)
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
     y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
