@@ -281,3 +281,14 @@ def _other_cell_hint(unexpected, model_name):
         return ""
     other = MODELS[prefixes.pop()].__name__
     return f"; it holds {unexpected[0]!r}: parameters of tbptt.{other}, not of tbptt.{model_name}"
+
+
+def build(cell, input_size, hidden_size, output_size, num_layers=1, dtype="float32", seed=None,
+          forget_bias=1.0):
+    """A model of the cell named "lstm", "gru" or "rnn" (tanh): what the command line and the
+    sweep build. `forget_bias` applies to the LSTM only (the others have no forget gate)."""
+    if cell not in MODELS:
+        raise ValueError(f"cell must be one of {tuple(MODELS)}, got {cell!r}")
+    extra = {"forget_bias": forget_bias} if cell == "lstm" else {}
+    return MODELS[cell](input_size, hidden_size, output_size, num_layers=num_layers, dtype=dtype,
+                        seed=seed, **extra)
