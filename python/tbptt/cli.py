@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from . import checkpoint, data, datasets
+from . import _sizes, checkpoint, data, datasets
 from .generate import generate
 from .model import LSTM
 from .optim import Adam
@@ -322,6 +322,12 @@ def _default_prime(vocab):
 
 # ---- commands -------------------------------------------------------------------------------
 
+def _usage_error(args, error):
+    """A setting the command cannot use: one line on stderr, exit status 2 (as argparse's)."""
+    print(f"tbptt {args.command}: error: {error}", file=sys.stderr)
+    return 2
+
+
 def _train(args):
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
@@ -335,15 +341,19 @@ def _train(args):
         set_num_threads(args.threads)
 
     prepared = _prepare(args, kind)
-    model = LSTM(prepared.input_size, args.hidden, prepared.output_size, num_layers=args.layers,
-                 seed=args.seed, forget_bias=1.0)
-    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
-                      clip_norm=5.0, backend=args.backend)
+    try:  # sizes are checked before anything is allocated: a flag too large is a usage error
+        model = LSTM(prepared.input_size, args.hidden, prepared.output_size,
+                     num_layers=args.layers, seed=args.seed, forget_bias=1.0)
+        trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
+                          clip_norm=5.0, backend=args.backend)
+        x = prepared.train[0]
+        _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
+    except (ValueError, MemoryError) as error:
+        return _usage_error(args, error)
     folder = _output_folder(args.out)
     settings = {name: getattr(args, name) for name in ("k1", "k2", "hidden", "layers", "batch", "lr",
                                                        "epochs", "max_time", "backend", "seed")}
     settings.update(clip_norm=5.0, forget_bias=1.0, optimizer="adam")
-    x = prepared.train[0]
     print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
     print(f"model: LSTM {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
           f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"

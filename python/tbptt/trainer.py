@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, _native
+from . import _checks, _native, _sizes
 from .history import History
 from .model import LSTM
 from .optim import SGD, Adam
@@ -96,6 +96,7 @@ class Trainer:
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
+            _sizes.check_window(model, self.k1, self.k2, B, tokens)  # before the engine allocates it
             self.num_streams = B
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
