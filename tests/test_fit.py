@@ -3,6 +3,7 @@ divergence and interruption."""
 
 import json
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -69,6 +70,30 @@ def test_progress_bar_and_epoch_lines(capsys):
     mse_trainer().fit(x, y, epochs=2, validation=(x, y), progress=True)
     err = capsys.readouterr().err
     assert "epoch 2/2: loss" in err and "val_loss" in err and "samples/s" in err
+
+
+def test_progress_to_a_log_is_a_line_every_few_seconds(monkeypatch, capsys):
+    """stderr captured is not a terminal: no redrawn bar (no carriage returns), a line per
+    block here (the interval set to 0), the epoch lines as on a terminal."""
+    from tbptt import _progress
+    x, y = mse_data(T=40)
+    mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 2  # the epoch lines only: 10 s have not passed
+    monkeypatch.setattr(_progress, "LINE_INTERVAL", 0.0)
+    mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines) and len(lines) == 2 * (4 + 1)
+    assert lines[0].startswith("epoch 1/2: 25% (30/120 samples), loss ") and "samples/s" in lines[0]
+    assert lines[3].startswith("epoch 1/2: 100% (120/120 samples)")
+    assert lines[4].startswith("epoch 1/2: loss") and lines[5].startswith("epoch 2/2: 25%")
+
+
+def test_progress_on_a_terminal_is_a_redrawn_bar(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    x, y = mse_data(T=40)
+    mse_trainer().fit(x, y, epochs=1, block=10, progress=True)
+    assert "\r" in capsys.readouterr().err
 
 
 def test_plot_without_matplotlib_names_the_extra(without_matplotlib, tmp_path):

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, _native, _sizes
+from . import _checks, _native, _progress, _sizes
 from .history import History
 from .model import LSTM
 from .optim import SGD, Adam
@@ -163,7 +163,9 @@ class Trainer:
             a block that would end past it (judged by the last block's and the last validation's
             durations). The partial epoch is still recorded and validated.
         max_updates: stop after exactly this many updates of this call.
-        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss).
+        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss);
+            when stderr is not a terminal (a log file), a line every 10 s instead. A line per
+            epoch stays either way.
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
         callback: `callback(trainer, history)` after every epoch (after validation); a true
             return value stops fit (say, early stopping).
@@ -174,8 +176,6 @@ class Trainer:
         lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
         block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
         """
-        from tqdm.auto import tqdm
-
         x, y, mask, resets = _data(x, y, mask, resets)
         if validation is not None:
             validation = _validation(validation)
@@ -194,8 +194,7 @@ class Trainer:
         start, first_update, step = time.perf_counter(), self.updates, 0
         val_seconds = None  # the last validation's duration: max_time keeps room for one more
         val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        bar = tqdm(total=T * B, unit="sample", unit_scale=True, disable=not progress,
-                   dynamic_ncols=True, leave=False)  # one epoch; a line per epoch stays
+        bar = _progress.bar(T * B, enabled=progress)  # a line every few seconds if not a terminal
         try:
             with _deferred_interrupt() as interrupted:
                 for epoch in range(epochs):
@@ -230,9 +229,9 @@ class Trainer:
                         step += e - s
                         history._losses.append(new)
                         loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
-                        bar.update((e - s) * B)
                         if new.size:
                             bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
+                        bar.update((e - s) * B)
                         if interrupted:
                             history.stop_reason = "interrupted"
                         elif max_updates is not None and self.updates - first_update >= max_updates:
