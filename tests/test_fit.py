@@ -174,6 +174,41 @@ def test_reset_every_n_steps_across_epochs_and_with_resets():
     np.testing.assert_allclose(a.model._flat, b.model._flat, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("reset", ["epoch", "never", 9])
+@pytest.mark.parametrize("stop_after", [1, 4, 9])  # updates: mid-epoch, at an epoch's end, later
+def test_a_fit_stopped_then_resumed_where_it_stopped_equals_one_fit(tmp_path, reset, stop_after):
+    x, y = mse_data(T=20)
+    whole = mse_trainer()
+    whole.fit(x, y, epochs=3, reset=reset, block=5, progress=False)
+    part = mse_trainer()  # blocks of k1 = 5 steps: max_updates stops between two blocks
+    history = part.fit(x, y, epochs=3, reset=reset, block=5, max_updates=stop_after,
+                       progress=False)
+    part.save(tmp_path / "trainer.npz")
+    resumed = tbptt.load_trainer(tmp_path / "trainer.npz")
+    epoch, step = history.resume_at
+    assert (epoch, step) == divmod(stop_after * 5, 20)
+    later = resumed.fit(x, y, epochs=3, reset=reset, block=5, initial_epoch=epoch,
+                        initial_step=step, progress=False)
+    assert later.resume_at == (3, 0) and later.stop_reason == "epochs"
+    np.testing.assert_array_equal(resumed.model._flat, whole.model._flat)
+    history.extend(later)
+    assert history.losses.size == whole.updates == 12 and history.epoch_updates[-1] == 12
+    again = tbptt.History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert again.to_dict() == history.to_dict()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(initial_epoch=3), ValueError, r"initial_epoch must be in \[0, epochs=3\)"),
+    (dict(initial_epoch=-1), ValueError, "initial_epoch"),
+    (dict(initial_step=20), ValueError, r"initial_step must be in \[0, T=20\)"),
+    (dict(initial_step=1.5), TypeError, "initial_step"),
+])
+def test_bad_initial_position(kwargs, error, match):
+    x, y = mse_data(T=20)
+    with pytest.raises(error, match=match):
+        mse_trainer().fit(x, y, epochs=3, progress=False, **kwargs)
+
+
 # ---- budgets and callbacks -----------------------------------------------------------------------
 
 def test_max_updates_is_exact():
