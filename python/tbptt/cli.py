@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import importlib.util
 import json
 import math
@@ -31,6 +32,7 @@ import numpy as np
 
 from . import _sizes, checkpoint, data, datasets
 from .generate import generate
+from .history import History
 from .model import LSTM
 from .optim import Adam
 from .trainer import BACKENDS, Trainer
@@ -48,6 +50,15 @@ DEFAULTS = {
     "adding": dict(batch=32, k1=50, hidden=32, lr=1e-2, epochs=20, max_time=90.0),
     "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
 }
+COMMON_DEFAULTS = dict(layers=1, backend="cpp", seed=0)
+# A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
+# a resumed run refuses, as they would change its data or its model.
+SETTINGS = ("task", "data", "column", "diff", "k1", "k2", "hidden", "layers", "batch", "lr",
+            "epochs", "max_time", "backend", "seed")
+FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
+               "k1": "--k1", "k2": "--k2", "hidden": "--hidden", "layers": "--layers",
+               "batch": "--batch", "lr": "--lr", "backend": "--backend", "seed": "--seed",
+               "out": "--out"}
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
 SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8
 
@@ -73,7 +84,7 @@ def _parser():
     train.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
                        "through (default: k1)")
     train.add_argument("--hidden", type=_number(int, 0), help="hidden units per layer")
-    train.add_argument("--layers", type=_number(int, 0), default=1, help="LSTM layers (default 1)")
+    train.add_argument("--layers", type=_number(int, 0), help="LSTM layers (default 1)")
     train.add_argument("--batch", type=_number(int, 0), help="B, the number of parallel streams")
     train.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate")
     train.add_argument("--epochs", type=_number(int, 0), help="passes over the training data")
@@ -82,10 +93,13 @@ def _parser():
     train.add_argument("--threads", type=_number(int, 0), default=1,
                        help="threads of the C++ engine (default 1: these models gain little from "
                             "a second, and on a busy machine a second thread slows it down)")
-    train.add_argument("--backend", choices=BACKENDS, default="cpp",
+    train.add_argument("--backend", choices=BACKENDS,
                        help="cpp (default, compiled) or numpy (the reference)")
-    train.add_argument("--seed", type=int, default=0, help="for the model and the tasks (default 0)")
+    train.add_argument("--seed", type=int, help="for the model and the tasks (default 0)")
     train.add_argument("--out", metavar="FOLDER", help="output folder (default runs/<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_FOLDER", help="go on with a run that stopped "
+                       "(Ctrl-C, --max-time) or ended, from its trainer.npz: its data and "
+                       "settings, --epochs as the run's total; the history is appended")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_train, subparser=train)  # subparser.error(): exit 2 with its usage
 
@@ -331,69 +345,174 @@ def _usage_error(args, error):
 def _train(args):
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
-    kind = _kind_of_data(args)
-    for name, value in DEFAULTS[kind].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.k2 = args.k1 if args.k2 is None else args.k2
+    resumed = _resume(args) if args.resume is not None else None  # (trainer, run, history)
+    if resumed is None:
+        _fill_defaults(args)
     if args.backend == "cpp":
         from ._threads import set_num_threads
         set_num_threads(args.threads)
 
-    prepared = _prepare(args, kind)
-    try:  # sizes are checked before anything is allocated: a flag too large is a usage error
-        model = LSTM(prepared.input_size, args.hidden, prepared.output_size,
-                     num_layers=args.layers, seed=args.seed, forget_bias=1.0)
-        trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
-                          clip_norm=5.0, backend=args.backend)
-        x = prepared.train[0]
-        _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
-    except (ValueError, MemoryError) as error:
-        return _usage_error(args, error)
+    prepared = _prepare(args, _kind_of_data(args))
+    run = {"settings": _settings(args), "data": _fingerprint(prepared)}
+    x = prepared.train[0]
+    if resumed is not None:
+        trainer, previous, earlier = resumed
+        if previous["data"] != run["data"]:
+            raise ValueError(f"the data of {args.resume} have changed since the run began "
+                             f"({prepared.meta['source']}): --resume needs the same data")
+        start = tuple(previous["position"])
+    else:
+        try:  # sizes are checked before anything is allocated: a flag too large is a usage error
+            trainer = _new_trainer(args, prepared)
+        except (ValueError, MemoryError) as error:
+            return _usage_error(args, error)
+        earlier, start = History(), (0, 0)
+    model = trainer.model
     folder = _output_folder(args.out)
-    settings = {name: getattr(args, name) for name in ("k1", "k2", "hidden", "layers", "batch", "lr",
-                                                       "epochs", "max_time", "backend", "seed")}
-    settings.update(clip_norm=5.0, forget_bias=1.0, optimizer="adam")
     print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
     print(f"model: LSTM {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
           f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"
           + (f"; at most {args.max_time:g} s" if args.max_time else ""))
     print(f"output folder: {folder}", flush=True)
 
-    trainer_path = os.path.join(folder, TRAINER)
     try:
         with warnings.catch_warnings():  # divergence: said below, in the command's own words
             warnings.filterwarnings("ignore", "fit stopped: training diverged", RuntimeWarning)
-            history = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
+            session = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
                                   max_time=args.max_time or None, progress=not args.no_progress,
-                                  checkpoint=trainer_path)
+                                  initial_epoch=start[0], initial_step=start[1])
     except KeyboardInterrupt as stop:
-        history = trainer.history
-        _save_model(model, os.path.join(folder, MODEL), {"data": prepared.meta, "settings": settings})
-        _save_history(history, folder, print)
-        print(f"\n{stop}; the model and history are in {folder}", file=sys.stderr)
+        history = _record(earlier, getattr(trainer, "history", None), start)
+        _save_run(folder, trainer, history, prepared, run, {}, print)
+        print(f"\n{stop}; the model, the trainer and the history are in {folder} (tbptt train "
+              f"--resume {folder} goes on)", file=sys.stderr)
         return 130
 
+    history = _record(earlier, session, start)
     results = _results(prepared, history)
-    train_rate = history.samples / history.train_time if history.train_time else 0.0
-    print(f"trained {history.epochs} epoch(s), {history.losses.size:,} updates, "
-          f"{history.samples:,} samples in {history.wall_time:.1f} s ({train_rate:,.0f} samples/s "
-          f"while training); stopped by {history.stop_reason}")
-    if history.diverged:
-        print(f"training diverged: {history.diverged}; the model keeps the last good parameters "
+    train_rate = session.samples / session.train_time if session.train_time else 0.0
+    print(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
+          f"{session.wall_time:.1f} s ({train_rate:,.0f} samples/s while training); stopped by "
+          f"{session.stop_reason}: {_where(history.resume_at, args.epochs, x.shape[0], folder)}")
+    if session.diverged:
+        print(f"training diverged: {session.diverged}; the model keeps the last good parameters "
               f"(try a lower --lr)")
     if results:
         print(_describe_results(prepared, results))
-    _save_model(model, os.path.join(folder, MODEL),
-                {"data": prepared.meta, "settings": settings, "results": results})
-    trainer.save(trainer_path)
-    written = [MODEL, TRAINER] + _save_history(history, folder, print)
+    written = _save_run(folder, trainer, history, prepared, run, results, print)
     if prepared.vocab is not None:
         prime = _default_prime(prepared.vocab)
         sample = generate(model, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
         print(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
     print(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
     return 0
+
+
+def _fill_defaults(args):
+    """The settings the command line left out: per kind of data (DEFAULTS), then the common ones."""
+    for name, value in {**DEFAULTS[_kind_of_data(args)], **COMMON_DEFAULTS}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.k2 = args.k1 if args.k2 is None else args.k2
+
+
+def _settings(args):
+    """What a run is: enough to prepare the same data and build the same trainer again."""
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    if settings["data"] is not None:  # --resume may run from another folder
+        settings["data"] = os.path.abspath(settings["data"])
+    settings.update(clip_norm=5.0, forget_bias=1.0, optimizer="adam")
+    return settings
+
+
+def _new_trainer(args, prepared):
+    """The model and trainer of a new run; ValueError / MemoryError if a size is too large."""
+    model = LSTM(prepared.input_size, args.hidden, prepared.output_size, num_layers=args.layers,
+                 seed=args.seed, forget_bias=1.0)
+    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
+                      clip_norm=5.0, backend=args.backend)
+    x = prepared.train[0]
+    _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
+    return trainer
+
+
+def _fingerprint(prepared):
+    """A digest of the training and validation arrays: --resume refuses data that changed."""
+    digest = hashlib.sha256()
+    for array in (*prepared.train, *prepared.valid):
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _resume(args):
+    """(trainer, run, history) of the run in folder args.resume, whose settings args takes on.
+    Flags that would change the data or the model are refused; --epochs (the run's total) and
+    --max-time (this session's budget) may change."""
+    given = [flag for name, flag in FIXED_FLAGS.items() if getattr(args, name) is not None]
+    if given:
+        args.subparser.error(f"--resume goes on with the run's own data and settings: "
+                             f"{', '.join(given)} cannot change (--epochs, --max-time, --threads "
+                             f"and --no-progress can)")
+    path = os.path.join(args.resume, TRAINER)
+    run = checkpoint.load_arrays(path, "trainer")[0].get("run")
+    if not run:
+        raise ValueError(f"{path} holds no settings of a `tbptt train` run (it was written by "
+                         f"Trainer.save or an older tbptt): it cannot be resumed from the command "
+                         f"line; use tbptt.load_trainer and Trainer.fit")
+    trainer = checkpoint.load_trainer(path)
+    for name in SETTINGS:
+        if name not in ("epochs", "max_time") or getattr(args, name) is None:
+            setattr(args, name, run["settings"][name])
+    args.out = args.resume
+    epoch, step = run["position"]
+    if epoch >= args.epochs:
+        args.subparser.error(f"--resume {args.resume}: the run has trained all its {epoch} "
+                             f"epoch(s); give --epochs N (the run's total) above {epoch} to go on")
+    print(f"resuming {args.resume}: epoch {epoch + 1} of {args.epochs}, from step {step:,} "
+          f"({trainer.updates:,} updates made)")
+    return trainer, run, _load_history(args.resume)
+
+
+def _load_history(folder):
+    """The history.json of a run folder as a History (an empty one if there is none)."""
+    path = os.path.join(folder, HISTORY)
+    if not os.path.exists(path):
+        return History()
+    with open(path, encoding="utf-8") as f:
+        try:
+            return History.from_dict(json.load(f))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is damaged: {type(error).__name__}: {error}") from None
+
+
+def _record(earlier, session, start):
+    """The run's whole history: what came before this session, and the session's own record."""
+    if session is None:  # stopped before fit began
+        session = History()
+        session.resume_at = start
+    earlier.extend(session)
+    return earlier
+
+
+def _where(position, epochs, T, folder):
+    epoch, step = position
+    if epoch >= epochs:
+        return f"all {epochs} epoch(s) done"
+    return (f"in epoch {epoch + 1} of {epochs} at step {step:,} of {T:,} (tbptt train --resume "
+            f"{folder} goes on)")
+
+
+def _save_run(folder, trainer, history, prepared, run, results, say):
+    """Write the run's files, each atomically; the trainer first, with the run's settings and
+    where in the data it stopped (what --resume goes on from). Returns the names written."""
+    run = {**run, "position": list(history.resume_at)}
+    checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})
+    _save_model(trainer.model, os.path.join(folder, MODEL),
+                {"data": prepared.meta, "settings": run["settings"], "results": results})
+    return [TRAINER, MODEL] + _save_history(history, folder, say)
 
 
 def _generate(args):
