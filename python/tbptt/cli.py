@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from . import _sizes, checkpoint, data, datasets
+from . import _sizes, checkpoint, data, datasets, forecast
 from .generate import generate
 from .history import History
 from .model import LSTM
@@ -38,6 +38,8 @@ from .optim import Adam
 from .trainer import BACKENDS, Trainer
 
 MODEL, TRAINER, HISTORY, PLOT = "model.npz", "trainer.npz", "history.json", "loss.png"
+HELD_OUT_PLOT, FORECAST_PLOT = "forecast.png", "forecast_ahead.png"
+VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASKS = ("echo", "adding", "copy", "co2", "sunspots")
 
 # Defaults per kind of data; a flag given on the command line wins. Text: 1 x 128 reaches its
@@ -115,6 +117,21 @@ def _parser():
     gen.add_argument("--seed", type=int, help="the same seed gives the same text")
     gen.set_defaults(run=_generate)
 
+    ahead = commands.add_parser(
+        "forecast", help="forecast a numeric series past its end with a model trained on it",
+        description="Run a model written by `tbptt train` on a numeric series (--task co2|sunspots, "
+                    "--data FILE.csv --column NAME) over the run's data as they are now, then N "
+                    "steps past their end, feeding it its own predictions. Prints CSV (time, "
+                    "forecast) and draws the forecast after the data.")
+    ahead.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
+                       "model.npz")
+    ahead.add_argument("--steps", type=_number(int, 0), required=True,
+                       help="how many steps past the end of the data")
+    ahead.add_argument("--out", metavar="FILE", help="write the CSV there (default: stdout)")
+    ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: {FORECAST_PLOT} "
+                       f"beside the model)")
+    ahead.set_defaults(run=_forecast)
+
     info = commands.add_parser("info", help="describe a model or trainer checkpoint",
                                description="Describe a model file, a trainer checkpoint, or the "
                                            "output folder of `tbptt train`.")
@@ -159,10 +176,12 @@ def _number(kind, minimum, strict=True):
 class Prepared:
     """Training and validation arrays (x, y, mask, resets) and what the model file keeps of them."""
 
-    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None):
+    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None,
+                 series=None):
         self.kind, self.train, self.valid, self.loss = kind, train, valid, loss
         self.input_size, self.output_size = input_size, output_size
         self.meta, self.vocab = meta, vocab
+        self.series = series  # a numeric series: (values, times), in the data's units
 
 
 def _kind_of_data(args):
@@ -185,10 +204,12 @@ def _prepare(args, kind):
     if kind == "series":
         if args.task == "co2":  # a trend: the held-out years lie above every training value
             diff = True if args.diff is None else args.diff
-            return _series(datasets.co2()[1], "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff)
+            dates, ppm = datasets.co2()
+            return _series(ppm, "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff, dates)
         if args.task == "sunspots":
-            return _series(datasets.sunspots()[1], "yearly sunspot activity (built-in)", B,
-                           bool(args.diff))
+            years, activity = datasets.sunspots()
+            return _series(activity, "yearly sunspot activity (built-in)", B, bool(args.diff),
+                           years)
         return _series(_read_column(args), f"{args.data}, column {args.column}", B, bool(args.diff))
     return _task(kind, B, args.seed)
 
@@ -205,17 +226,18 @@ def _text(text, source, B):
                     vocab.size, meta, vocab)
 
 
-def _series(values, source, B, diff):
+def _series(values, source, B, diff, times=None):
     """Next-step prediction of a standardised series (statistics of the training part only), or
     of its changes when `diff`; the held-out last 10% is one stream. Errors of the next change are
-    errors of the next value, so RMSE means the same in both modes."""
+    errors of the next value, so RMSE means the same in both modes. times: the values' dates or
+    years, if known (else their index)."""
     values = np.asarray(values, dtype=np.float64)
     known = ~np.isnan(values)
     if known.sum() < 20:
         raise ValueError(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
     index = np.arange(values.size)
     values = np.interp(index, index[known], values[known])  # fill gaps linearly
-    train, valid = data.split(values, 0.9)
+    train, valid = data.split(values, VALID_SPLIT)
     if diff:
         train, valid = np.diff(train), np.diff(valid)
         persistence = float(np.sqrt(np.mean(valid[1:] ** 2)))  # "no change", for scale
@@ -226,7 +248,9 @@ def _series(values, source, B, diff):
     vx, vy = data.next_step(data.batchify(norm.transform(valid)[:, None], 1))
     meta = {"kind": "series", "source": source, "difference": diff, "normalizer": norm.to_dict(),
             "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
-    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta)
+    times = np.arange(values.size) if times is None else np.asarray(times)
+    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta,
+                    series=(values, times))
 
 
 def _read_column(args):
@@ -512,7 +536,34 @@ def _save_run(folder, trainer, history, prepared, run, results, say):
     checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})
     _save_model(trainer.model, os.path.join(folder, MODEL),
                 {"data": prepared.meta, "settings": run["settings"], "results": results})
-    return [TRAINER, MODEL] + _save_history(history, folder, say)
+    written = [TRAINER, MODEL] + _save_history(history, folder, say)
+    if prepared.series is not None and importlib.util.find_spec("matplotlib") is not None:
+        _plot_held_out(trainer.model, prepared, os.path.join(folder, HELD_OUT_PLOT))
+        written.append(HELD_OUT_PLOT)
+    return written
+
+
+def _plot_held_out(model, prepared, path):
+    """forecast.png: the held-out data, the model's one-step predictions (its state carried from
+    the first value) and the naive prediction (the last value), in the data's units."""
+    values, times = prepared.series
+    meta = prepared.meta
+    predicted = forecast.one_step(model, values, data.Normalizer.from_dict(meta["normalizer"]),
+                                  meta["difference"])
+    cut = len(data.split(values, VALID_SPLIT)[0])
+    held_out, naive = values[cut:], values[cut - 1:-1]
+
+    def rmse(guess):
+        return math.sqrt(float(np.mean((guess - held_out) ** 2)))
+
+    x = times[cut:]
+    forecast.plot(path, f"{meta['source']}: the held-out {values.size - cut} steps", [
+        (x, held_out, "data", dict(color="black", linewidth=1.2)),
+        (x, predicted[cut:], f"model, one step ahead (RMSE {rmse(predicted[cut:]):.4g})",
+         dict(color="tab:blue", linewidth=1.2)),
+        (x, naive, f"last value (RMSE {rmse(naive):.4g})",
+         dict(color="tab:orange", linewidth=1, linestyle="--")),
+    ])
 
 
 def _generate(args):
@@ -525,6 +576,37 @@ def _generate(args):
     vocab = data.Vocabulary.from_dict(meta["vocabulary"])
     prime = _default_prime(vocab) if args.prime is None else args.prime
     print(prime + generate(model, vocab, prime, args.length, args.temperature, args.seed))
+    return 0
+
+
+def _forecast(args):
+    path = _model_path(args.folder)
+    model, header = _load_model(path)
+    meta, settings = header.get("data") or {}, header.get("settings") or {}
+    if meta.get("kind") != "series" or "task" not in settings:
+        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
+                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
+    prepare_args = argparse.Namespace(**{name: settings[name] for name in SETTINGS}, subparser=None)
+    values, times = _prepare(prepare_args, "series").series
+    ahead = forecast.forecast(model, values, args.steps,
+                              data.Normalizer.from_dict(meta["normalizer"]), meta["difference"])
+    future = times[-1] + (times[-1] - times[-2]) * np.arange(1, args.steps + 1)
+    text = "time,forecast\n" + "".join(f"{t},{v:.10g}\n" for t, v in zip(future, ahead))
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        checkpoint.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
+        return 0
+    picture = args.plot or os.path.join(os.path.dirname(os.path.abspath(path)), FORECAST_PLOT)
+    shown = max(3 * args.steps, 100)  # the end of the data, then the forecast
+    forecast.plot(picture, f"{meta['source']}: {args.steps} steps ahead", [
+        (times[-shown:], values[-shown:], "data", dict(color="black", linewidth=1.2)),
+        (np.concatenate([times[-1:], future]), np.concatenate([values[-1:], ahead]),
+         "forecast (the model on its own predictions)", dict(color="tab:blue", linewidth=1.5)),
+    ], cut=times[-1])
+    print(f"wrote {args.out + ', ' if args.out else ''}{picture}", file=sys.stderr)
     return 0
 
 
