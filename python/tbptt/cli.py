@@ -5,6 +5,8 @@ it, and describe the files it wrote.
     tbptt train --data notes.txt             your text
     tbptt train --data log.csv --column load next-step prediction of a numeric column (MSE)
     tbptt train --task echo|adding|copy|co2|sunspots
+    tbptt train --resume runs/<stamp> --epochs 20   go on with a run that stopped (or ended)
+    tbptt forecast runs/<stamp> --steps 52    a numeric series' next 52 values (CSV and a PNG)
     tbptt generate runs/<stamp> --prime "ROMEO:" --length 500
     tbptt info runs/<stamp>
     tbptt sweep --task echo --k1 5,10 --k2 5,10,20,40   compare TBPTT configurations (tbptt/sweep.py)
@@ -76,7 +78,8 @@ def _parser():
     train = commands.add_parser(
         "train", help="train a model (default: a character-level LSTM on Shakespeare)",
         description="Train an LSTM with TBPTT(k1, k2) and write model.npz, trainer.npz, "
-                    "history.json and loss.png into an output folder.",
+                    "history.json and loss.png (and, for a numeric series, forecast.png) into an "
+                    "output folder; --resume goes on with a run from its trainer.npz.",
         epilog="Defaults depend on the data: text B=32, k=50, H=128, lr 5e-3, 90 s; a numeric "
                "series B=1, k=25, H=32, lr 3e-3, 50 epochs; echo (delay 20) k=40, H=32, lr 1e-2; "
                "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam, "
@@ -662,7 +665,7 @@ def _describe(path):
     for key in ("settings", "results"):
         if header.get(key):
             values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in header[key].items())
+                               for k, v in header[key].items() if v is not None)
             lines.append(f"  {key}: {values}")
     return lines
 
