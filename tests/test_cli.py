@@ -158,6 +158,101 @@ def test_ctrl_c_during_train_saves_what_there_is(tmp_path, monkeypatch, capsys):
         assert (tmp_path / name).exists(), name
 
 
+# ---- tbptt train --resume ------------------------------------------------------------------------
+
+ECHO = ["train", "--task", "echo", "--hidden", "8", "--no-progress"]
+
+
+def parameters(folder):
+    """The model's parameters and the trainer checkpoint's arrays of a run folder."""
+    arrays = tbptt.checkpoint.load_arrays(folder / "trainer.npz", "trainer")[1]
+    return {**tbptt.load(folder / "model.npz").state_dict(), **arrays}
+
+
+def assert_same_bits(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """`tbptt train --task echo --epochs 2`, never stopped: what every resumed run must equal."""
+    out = tmp_path_factory.mktemp("whole")
+    assert cli.main([*ECHO, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_resume_after_the_end_equals_one_run(tmp_path, two_epochs, capsys):
+    assert cli.main([*ECHO, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path), "--epochs", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"resuming {tmp_path}: epoch 2 of 2, from step 0 (250 updates made)" in printed
+    assert "all 2 epoch(s) done" in printed
+    assert_same_bits(parameters(tmp_path), parameters(two_epochs))
+    history = json.loads((tmp_path / "history.json").read_text())  # appended
+    whole = json.loads((two_epochs / "history.json").read_text())
+    assert history["losses"] == whole["losses"] and history["epoch_updates"] == [250, 500]
+    assert history["resume_at"] == [2, 0] and history["stop_reason"] == "epochs"
+    assert tbptt.load(tmp_path / "model.npz").num_parameters == 402
+    with pytest.raises(SystemExit) as exit:  # all epochs done: --epochs must say how many more
+        cli.main(["train", "--resume", str(tmp_path)])
+    assert exit.value.code == 2 and "trained all its 2 epoch(s)" in capsys.readouterr().err
+
+
+def test_resume_after_ctrl_c_mid_epoch_equals_one_run(tmp_path, two_epochs, monkeypatch, capsys):
+    calls, train = [], tbptt.Trainer.train
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 13:  # epoch 2, its third block of 1,000 steps
+            raise KeyboardInterrupt
+        return train(self, *args)
+
+    monkeypatch.setattr(tbptt.Trainer, "train", interrupted)
+    assert cli.main([*ECHO, "--epochs", "2", "--out", str(tmp_path)]) == 130
+    assert f"--resume {tmp_path} goes on" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", str(tmp_path), "--no-progress"]) == 0
+    assert "epoch 2 of 2, from step 2,000 (300 updates made)" in capsys.readouterr().out
+    assert_same_bits(parameters(tmp_path), parameters(two_epochs))
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["losses"]) == 500 and history["epoch_updates"] == [250, 300, 500]
+
+
+def test_resume_after_the_time_budget_equals_one_run(tmp_path, two_epochs, capsys):
+    """Wherever --max-time stopped it (between two blocks), the resumed run ends the same."""
+    code = cli.main([*ECHO, "--epochs", "2", "--max-time", "0.05", "--out", str(tmp_path)])
+    assert code == 0 and "stopped by" in capsys.readouterr().out
+    assert cli.main(["train", "--resume", str(tmp_path), "--max-time", "0", "--no-progress"]) == 0
+    assert_same_bits(parameters(tmp_path), parameters(two_epochs))
+
+
+@pytest.mark.parametrize("flag", [["--hidden", "9"], ["--task", "copy"], ["--k1", "5"],
+                                  ["--lr", "0.1"], ["--seed", "1"], ["--out", "x"],
+                                  ["--backend", "numpy"], ["--layers", "1"]])
+def test_resume_refuses_flags_that_change_the_data_or_the_model(tmp_path, flag, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "--resume", str(tmp_path), *flag])
+    assert exit.value.code == 2 and f"{flag[0]} cannot change" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_data_and_folders_without_a_run(tmp_path, capsys):
+    table = tmp_path / "series.csv"
+    table.write_text("v\n" + "\n".join(str(i % 7) for i in range(100)) + "\n")
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", str(table), "--column", "v", "--epochs", "1",
+                     "--out", str(run), *TINY]) == 0
+    table.write_text("v\n" + "\n".join(str(i % 5) for i in range(100)) + "\n")
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 1
+    assert "have changed since the run began" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path), "--epochs", "2"]) == 1  # no trainer.npz
+    trainer = tbptt.load_trainer(run / "trainer.npz")
+    trainer.save(run / "trainer.npz")  # a trainer checkpoint without the run's settings
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 1
+    assert "holds no settings of a `tbptt train` run" in capsys.readouterr().err
+
+
 def test_divergence_is_reported_and_the_last_good_model_kept(tmp_path, monkeypatch, capsys):
     calls, train = [], tbptt.Trainer.train
 

@@ -3,6 +3,7 @@ divergence and interruption."""
 
 import json
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -69,6 +70,30 @@ def test_progress_bar_and_epoch_lines(capsys):
     mse_trainer().fit(x, y, epochs=2, validation=(x, y), progress=True)
     err = capsys.readouterr().err
     assert "epoch 2/2: loss" in err and "val_loss" in err and "samples/s" in err
+
+
+def test_progress_to_a_log_is_a_line_every_few_seconds(monkeypatch, capsys):
+    """stderr captured is not a terminal: no redrawn bar (no carriage returns), a line per
+    block here (the interval set to 0), the epoch lines as on a terminal."""
+    from tbptt import _progress
+    x, y = mse_data(T=40)
+    mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 2  # the epoch lines only: 10 s have not passed
+    monkeypatch.setattr(_progress, "LINE_INTERVAL", 0.0)
+    mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines) and len(lines) == 2 * (4 + 1)
+    assert lines[0].startswith("epoch 1/2: 25% (30/120 samples), loss ") and "samples/s" in lines[0]
+    assert lines[3].startswith("epoch 1/2: 100% (120/120 samples)")
+    assert lines[4].startswith("epoch 1/2: loss") and lines[5].startswith("epoch 2/2: 25%")
+
+
+def test_progress_on_a_terminal_is_a_redrawn_bar(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    x, y = mse_data(T=40)
+    mse_trainer().fit(x, y, epochs=1, block=10, progress=True)
+    assert "\r" in capsys.readouterr().err
 
 
 def test_plot_without_matplotlib_names_the_extra(without_matplotlib, tmp_path):
@@ -147,6 +172,41 @@ def test_reset_every_n_steps_across_epochs_and_with_resets():
         steps = 23 * epoch + np.arange(23)  # N counts steps from the start of fit, across epochs
         b.train(x, y, resets=explicit | (steps % 9 == 0)[:, None])
     np.testing.assert_allclose(a.model._flat, b.model._flat, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("reset", ["epoch", "never", 9])
+@pytest.mark.parametrize("stop_after", [1, 4, 9])  # updates: mid-epoch, at an epoch's end, later
+def test_a_fit_stopped_then_resumed_where_it_stopped_equals_one_fit(tmp_path, reset, stop_after):
+    x, y = mse_data(T=20)
+    whole = mse_trainer()
+    whole.fit(x, y, epochs=3, reset=reset, block=5, progress=False)
+    part = mse_trainer()  # blocks of k1 = 5 steps: max_updates stops between two blocks
+    history = part.fit(x, y, epochs=3, reset=reset, block=5, max_updates=stop_after,
+                       progress=False)
+    part.save(tmp_path / "trainer.npz")
+    resumed = tbptt.load_trainer(tmp_path / "trainer.npz")
+    epoch, step = history.resume_at
+    assert (epoch, step) == divmod(stop_after * 5, 20)
+    later = resumed.fit(x, y, epochs=3, reset=reset, block=5, initial_epoch=epoch,
+                        initial_step=step, progress=False)
+    assert later.resume_at == (3, 0) and later.stop_reason == "epochs"
+    np.testing.assert_array_equal(resumed.model._flat, whole.model._flat)
+    history.extend(later)
+    assert history.losses.size == whole.updates == 12 and history.epoch_updates[-1] == 12
+    again = tbptt.History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert again.to_dict() == history.to_dict()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(initial_epoch=3), ValueError, r"initial_epoch must be in \[0, epochs=3\)"),
+    (dict(initial_epoch=-1), ValueError, "initial_epoch"),
+    (dict(initial_step=20), ValueError, r"initial_step must be in \[0, T=20\)"),
+    (dict(initial_step=1.5), TypeError, "initial_step"),
+])
+def test_bad_initial_position(kwargs, error, match):
+    x, y = mse_data(T=20)
+    with pytest.raises(error, match=match):
+        mse_trainer().fit(x, y, epochs=3, progress=False, **kwargs)
 
 
 # ---- budgets and callbacks -----------------------------------------------------------------------

@@ -125,11 +125,12 @@ def load(path):
     return model
 
 
-def save_trainer(trainer, path) -> None:
+def save_trainer(trainer, path, extra=None) -> None:
     """Everything training depends on: the model, the optimiser state, the carried state and the
     window of activations, the pending steps and the update schedule. Resuming from it gives the
-    same parameters as never having stopped."""
-    header = {
+    same parameters as never having stopped. `extra`: more JSON for the header (`tbptt train`
+    keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it."""
+    header = {**(extra or {}),
         "kind": "trainer",
         "model": trainer.model.config(),
         "trainer": {"k1": trainer.k1, "k2": trainer.k2, "loss": trainer.loss,

@@ -5,6 +5,8 @@ it, and describe the files it wrote.
     tbptt train --data notes.txt             your text
     tbptt train --data log.csv --column load next-step prediction of a numeric column (MSE)
     tbptt train --task echo|adding|copy|co2|sunspots
+    tbptt train --resume runs/<stamp> --epochs 20   go on with a run that stopped (or ended)
+    tbptt forecast runs/<stamp> --steps 52    a numeric series' next 52 values (CSV and a PNG)
     tbptt generate runs/<stamp> --prime "ROMEO:" --length 500
     tbptt info runs/<stamp>
     tbptt sweep --task echo --k1 5,10 --k2 5,10,20,40   compare TBPTT configurations (tbptt/sweep.py)
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import importlib.util
 import json
 import math
@@ -29,13 +32,16 @@ import warnings
 
 import numpy as np
 
-from . import checkpoint, data, datasets
+from . import _sizes, checkpoint, data, datasets, forecast
 from .generate import generate
+from .history import History
 from .model import MODELS, build
 from .optim import Adam
 from .trainer import BACKENDS, Trainer
 
 MODEL, TRAINER, HISTORY, PLOT = "model.npz", "trainer.npz", "history.json", "loss.png"
+HELD_OUT_PLOT, FORECAST_PLOT = "forecast.png", "forecast_ahead.png"
+VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASKS = ("echo", "adding", "copy", "co2", "sunspots")
 
 # Defaults per kind of data; a flag given on the command line wins. Text: 1 x 128 reaches its
@@ -48,6 +54,16 @@ DEFAULTS = {
     "adding": dict(batch=32, k1=50, hidden=32, lr=1e-2, epochs=20, max_time=90.0),
     "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
 }
+COMMON_DEFAULTS = dict(cell="lstm", layers=1, backend="cpp", seed=0)
+# A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
+# a resumed run refuses, as they would change its data or its model.
+SETTINGS = ("task", "data", "column", "diff", "cell", "k1", "k2", "hidden", "layers", "batch",
+            "lr", "epochs", "max_time", "backend", "seed")
+FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
+               "cell": "--cell", "k1": "--k1", "k2": "--k2", "hidden": "--hidden",
+               "layers": "--layers",
+               "batch": "--batch", "lr": "--lr", "backend": "--backend", "seed": "--seed",
+               "out": "--out"}
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
 SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8
 
@@ -63,7 +79,8 @@ def _parser():
     train = commands.add_parser(
         "train", help="train a model (default: a character-level LSTM on Shakespeare)",
         description="Train an LSTM with TBPTT(k1, k2) and write model.npz, trainer.npz, "
-                    "history.json and loss.png into an output folder.",
+                    "history.json and loss.png (and, for a numeric series, forecast.png) into an "
+                    "output folder; --resume goes on with a run from its trainer.npz.",
         epilog="Defaults depend on the data: text B=32, k=50, H=128, lr 5e-3, 90 s; a numeric "
                "series B=1, k=25, H=32, lr 3e-3, 50 epochs; echo (delay 20) k=40, H=32, lr 1e-2; "
                "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam, "
@@ -73,9 +90,9 @@ def _parser():
     train.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
                        "through (default: k1)")
     train.add_argument("--hidden", type=_number(int, 0), help="hidden units per layer")
-    train.add_argument("--cell", choices=tuple(MODELS), default="lstm",
+    train.add_argument("--cell", choices=tuple(MODELS),
                        help="the recurrent cell: lstm (default), gru or rnn (tanh)")
-    train.add_argument("--layers", type=_number(int, 0), default=1, help="layers (default 1)")
+    train.add_argument("--layers", type=_number(int, 0), help="layers (default 1)")
     train.add_argument("--batch", type=_number(int, 0), help="B, the number of parallel streams")
     train.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate")
     train.add_argument("--epochs", type=_number(int, 0), help="passes over the training data")
@@ -84,10 +101,13 @@ def _parser():
     train.add_argument("--threads", type=_number(int, 0), default=1,
                        help="threads of the C++ engine (default 1: these models gain little from "
                             "a second, and on a busy machine a second thread slows it down)")
-    train.add_argument("--backend", choices=BACKENDS, default="cpp",
+    train.add_argument("--backend", choices=BACKENDS,
                        help="cpp (default, compiled) or numpy (the reference)")
-    train.add_argument("--seed", type=int, default=0, help="for the model and the tasks (default 0)")
+    train.add_argument("--seed", type=int, help="for the model and the tasks (default 0)")
     train.add_argument("--out", metavar="FOLDER", help="output folder (default runs/<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_FOLDER", help="go on with a run that stopped "
+                       "(Ctrl-C, --max-time) or ended, from its trainer.npz: its data and "
+                       "settings, --epochs as the run's total; the history is appended")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_train, subparser=train)  # subparser.error(): exit 2 with its usage
 
@@ -102,6 +122,21 @@ def _parser():
                      help=f"softmax temperature; 0 = most likely (default {SAMPLE_TEMPERATURE})")
     gen.add_argument("--seed", type=int, help="the same seed gives the same text")
     gen.set_defaults(run=_generate)
+
+    ahead = commands.add_parser(
+        "forecast", help="forecast a numeric series past its end with a model trained on it",
+        description="Run a model written by `tbptt train` on a numeric series (--task co2|sunspots, "
+                    "--data FILE.csv --column NAME) over the run's data as they are now, then N "
+                    "steps past their end, feeding it its own predictions. Prints CSV (time, "
+                    "forecast) and draws the forecast after the data.")
+    ahead.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
+                       "model.npz")
+    ahead.add_argument("--steps", type=_number(int, 0), required=True,
+                       help="how many steps past the end of the data")
+    ahead.add_argument("--out", metavar="FILE", help="write the CSV there (default: stdout)")
+    ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: {FORECAST_PLOT} "
+                       f"beside the model)")
+    ahead.set_defaults(run=_forecast)
 
     info = commands.add_parser("info", help="describe a model or trainer checkpoint",
                                description="Describe a model file, a trainer checkpoint, or the "
@@ -147,10 +182,12 @@ def _number(kind, minimum, strict=True):
 class Prepared:
     """Training and validation arrays (x, y, mask, resets) and what the model file keeps of them."""
 
-    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None):
+    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None,
+                 series=None):
         self.kind, self.train, self.valid, self.loss = kind, train, valid, loss
         self.input_size, self.output_size = input_size, output_size
         self.meta, self.vocab = meta, vocab
+        self.series = series  # a numeric series: (values, times), in the data's units
 
 
 def _kind_of_data(args):
@@ -173,10 +210,12 @@ def _prepare(args, kind):
     if kind == "series":
         if args.task == "co2":  # a trend: the held-out years lie above every training value
             diff = True if args.diff is None else args.diff
-            return _series(datasets.co2()[1], "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff)
+            dates, ppm = datasets.co2()
+            return _series(ppm, "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff, dates)
         if args.task == "sunspots":
-            return _series(datasets.sunspots()[1], "yearly sunspot activity (built-in)", B,
-                           bool(args.diff))
+            years, activity = datasets.sunspots()
+            return _series(activity, "yearly sunspot activity (built-in)", B, bool(args.diff),
+                           years)
         return _series(_read_column(args), f"{args.data}, column {args.column}", B, bool(args.diff))
     return _task(kind, B, args.seed)
 
@@ -193,17 +232,18 @@ def _text(text, source, B):
                     vocab.size, meta, vocab)
 
 
-def _series(values, source, B, diff):
+def _series(values, source, B, diff, times=None):
     """Next-step prediction of a standardised series (statistics of the training part only), or
     of its changes when `diff`; the held-out last 10% is one stream. Errors of the next change are
-    errors of the next value, so RMSE means the same in both modes."""
+    errors of the next value, so RMSE means the same in both modes. times: the values' dates or
+    years, if known (else their index)."""
     values = np.asarray(values, dtype=np.float64)
     known = ~np.isnan(values)
     if known.sum() < 20:
         raise ValueError(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
     index = np.arange(values.size)
     values = np.interp(index, index[known], values[known])  # fill gaps linearly
-    train, valid = data.split(values, 0.9)
+    train, valid = data.split(values, VALID_SPLIT)
     if diff:
         train, valid = np.diff(train), np.diff(valid)
         persistence = float(np.sqrt(np.mean(valid[1:] ** 2)))  # "no change", for scale
@@ -214,7 +254,9 @@ def _series(values, source, B, diff):
     vx, vy = data.next_step(data.batchify(norm.transform(valid)[:, None], 1))
     meta = {"kind": "series", "source": source, "difference": diff, "normalizer": norm.to_dict(),
             "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
-    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta)
+    times = np.arange(values.size) if times is None else np.asarray(times)
+    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta,
+                    series=(values, times))
 
 
 def _read_column(args):
@@ -324,68 +366,212 @@ def _default_prime(vocab):
 
 # ---- commands -------------------------------------------------------------------------------
 
+def _usage_error(args, error):
+    """A setting the command cannot use: one line on stderr, exit status 2 (as argparse's)."""
+    print(f"tbptt {args.command}: error: {error}", file=sys.stderr)
+    return 2
+
+
 def _train(args):
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
-    kind = _kind_of_data(args)
-    for name, value in DEFAULTS[kind].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.k2 = args.k1 if args.k2 is None else args.k2
+    resumed = _resume(args) if args.resume is not None else None  # (trainer, run, history)
+    if resumed is None:
+        _fill_defaults(args)
     if args.backend == "cpp":
         from ._threads import set_num_threads
         set_num_threads(args.threads)
 
-    prepared = _prepare(args, kind)
-    model = build(args.cell, prepared.input_size, args.hidden, prepared.output_size,
-                  num_layers=args.layers, seed=args.seed, forget_bias=1.0)
-    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
-                      clip_norm=5.0, backend=args.backend)
-    folder = _output_folder(args.out)
-    settings = {name: getattr(args, name) for name in ("cell", "k1", "k2", "hidden", "layers", "batch",
-                                                       "lr", "epochs", "max_time", "backend", "seed")}
-    settings.update(clip_norm=5.0, optimizer="adam", **({"forget_bias": 1.0} if args.cell == "lstm" else {}))
+    prepared = _prepare(args, _kind_of_data(args))
+    run = {"settings": _settings(args), "data": _fingerprint(prepared)}
     x = prepared.train[0]
+    if resumed is not None:
+        trainer, previous, earlier = resumed
+        if previous["data"] != run["data"]:
+            raise ValueError(f"the data of {args.resume} have changed since the run began "
+                             f"({prepared.meta['source']}): --resume needs the same data")
+        start = tuple(previous["position"])
+    else:
+        try:  # sizes are checked before anything is allocated: a flag too large is a usage error
+            trainer = _new_trainer(args, prepared)
+        except (ValueError, MemoryError) as error:
+            return _usage_error(args, error)
+        earlier, start = History(), (0, 0)
+    model = trainer.model
+    folder = _output_folder(args.out)
     print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
     print(f"model: {args.cell.upper()} {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
           f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"
           + (f"; at most {args.max_time:g} s" if args.max_time else ""))
     print(f"output folder: {folder}", flush=True)
 
-    trainer_path = os.path.join(folder, TRAINER)
     try:
         with warnings.catch_warnings():  # divergence: said below, in the command's own words
             warnings.filterwarnings("ignore", "fit stopped: training diverged", RuntimeWarning)
-            history = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
+            session = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
                                   max_time=args.max_time or None, progress=not args.no_progress,
-                                  checkpoint=trainer_path)
+                                  initial_epoch=start[0], initial_step=start[1])
     except KeyboardInterrupt as stop:
-        history = trainer.history
-        _save_model(model, os.path.join(folder, MODEL), {"data": prepared.meta, "settings": settings})
-        _save_history(history, folder, print)
-        print(f"\n{stop}; the model and history are in {folder}", file=sys.stderr)
+        history = _record(earlier, getattr(trainer, "history", None), start)
+        _save_run(folder, trainer, history, prepared, run, {}, print)
+        print(f"\n{stop}; the model, the trainer and the history are in {folder} (tbptt train "
+              f"--resume {folder} goes on)", file=sys.stderr)
         return 130
 
+    history = _record(earlier, session, start)
     results = _results(prepared, history)
-    train_rate = history.samples / history.train_time if history.train_time else 0.0
-    print(f"trained {history.epochs} epoch(s), {history.losses.size:,} updates, "
-          f"{history.samples:,} samples in {history.wall_time:.1f} s ({train_rate:,.0f} samples/s "
-          f"while training); stopped by {history.stop_reason}")
-    if history.diverged:
-        print(f"training diverged: {history.diverged}; the model keeps the last good parameters "
+    train_rate = session.samples / session.train_time if session.train_time else 0.0
+    print(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
+          f"{session.wall_time:.1f} s ({train_rate:,.0f} samples/s while training); stopped by "
+          f"{session.stop_reason}: {_where(history.resume_at, args.epochs, x.shape[0], folder)}")
+    if session.diverged:
+        print(f"training diverged: {session.diverged}; the model keeps the last good parameters "
               f"(try a lower --lr)")
     if results:
         print(_describe_results(prepared, results))
-    _save_model(model, os.path.join(folder, MODEL),
-                {"data": prepared.meta, "settings": settings, "results": results})
-    trainer.save(trainer_path)
-    written = [MODEL, TRAINER] + _save_history(history, folder, print)
+    written = _save_run(folder, trainer, history, prepared, run, results, print)
     if prepared.vocab is not None:
         prime = _default_prime(prepared.vocab)
         sample = generate(model, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
         print(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
     print(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
     return 0
+
+
+def _fill_defaults(args):
+    """The settings the command line left out: per kind of data (DEFAULTS), then the common ones."""
+    for name, value in {**DEFAULTS[_kind_of_data(args)], **COMMON_DEFAULTS}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.k2 = args.k1 if args.k2 is None else args.k2
+
+
+def _settings(args):
+    """What a run is: enough to prepare the same data and build the same trainer again."""
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    if settings["data"] is not None:  # --resume may run from another folder
+        settings["data"] = os.path.abspath(settings["data"])
+    settings.update(clip_norm=5.0, optimizer="adam")
+    if settings["cell"] == "lstm":  # the other cells have no forget gate
+        settings["forget_bias"] = 1.0
+    return settings
+
+
+def _new_trainer(args, prepared):
+    """The model and trainer of a new run; ValueError / MemoryError if a size is too large."""
+    model = build(args.cell, prepared.input_size, args.hidden, prepared.output_size,
+                  num_layers=args.layers, seed=args.seed, forget_bias=1.0)
+    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
+                      clip_norm=5.0, backend=args.backend)
+    x = prepared.train[0]
+    _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
+    return trainer
+
+
+def _fingerprint(prepared):
+    """A digest of the training and validation arrays: --resume refuses data that changed."""
+    digest = hashlib.sha256()
+    for array in (*prepared.train, *prepared.valid):
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _resume(args):
+    """(trainer, run, history) of the run in folder args.resume, whose settings args takes on.
+    Flags that would change the data or the model are refused; --epochs (the run's total) and
+    --max-time (this session's budget) may change."""
+    given = [flag for name, flag in FIXED_FLAGS.items() if getattr(args, name) is not None]
+    if given:
+        args.subparser.error(f"--resume goes on with the run's own data and settings: "
+                             f"{', '.join(given)} cannot change (--epochs, --max-time, --threads "
+                             f"and --no-progress can)")
+    path = os.path.join(args.resume, TRAINER)
+    run = checkpoint.load_arrays(path, "trainer")[0].get("run")
+    if not run:
+        raise ValueError(f"{path} holds no settings of a `tbptt train` run (it was written by "
+                         f"Trainer.save or an older tbptt): it cannot be resumed from the command "
+                         f"line; use tbptt.load_trainer and Trainer.fit")
+    trainer = checkpoint.load_trainer(path)
+    for name in SETTINGS:
+        if name not in ("epochs", "max_time") or getattr(args, name) is None:
+            setattr(args, name, run["settings"].get(name, COMMON_DEFAULTS.get(name)))  # cell: lstm
+    args.out = args.resume
+    epoch, step = run["position"]
+    if epoch >= args.epochs:
+        args.subparser.error(f"--resume {args.resume}: the run has trained all its {epoch} "
+                             f"epoch(s); give --epochs N (the run's total) above {epoch} to go on")
+    print(f"resuming {args.resume}: epoch {epoch + 1} of {args.epochs}, from step {step:,} "
+          f"({trainer.updates:,} updates made)")
+    return trainer, run, _load_history(args.resume)
+
+
+def _load_history(folder):
+    """The history.json of a run folder as a History (an empty one if there is none)."""
+    path = os.path.join(folder, HISTORY)
+    if not os.path.exists(path):
+        return History()
+    with open(path, encoding="utf-8") as f:
+        try:
+            return History.from_dict(json.load(f))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is damaged: {type(error).__name__}: {error}") from None
+
+
+def _record(earlier, session, start):
+    """The run's whole history: what came before this session, and the session's own record."""
+    if session is None:  # stopped before fit began
+        session = History()
+        session.resume_at = start
+    earlier.extend(session)
+    return earlier
+
+
+def _where(position, epochs, T, folder):
+    epoch, step = position
+    if epoch >= epochs:
+        return f"all {epochs} epoch(s) done"
+    return (f"in epoch {epoch + 1} of {epochs} at step {step:,} of {T:,} (tbptt train --resume "
+            f"{folder} goes on)")
+
+
+def _save_run(folder, trainer, history, prepared, run, results, say):
+    """Write the run's files, each atomically; the trainer first, with the run's settings and
+    where in the data it stopped (what --resume goes on from). Returns the names written."""
+    run = {**run, "position": list(history.resume_at)}
+    checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})
+    _save_model(trainer.model, os.path.join(folder, MODEL),
+                {"data": prepared.meta, "settings": run["settings"], "results": results})
+    written = [TRAINER, MODEL] + _save_history(history, folder, say)
+    if prepared.series is not None and importlib.util.find_spec("matplotlib") is not None:
+        _plot_held_out(trainer.model, prepared, os.path.join(folder, HELD_OUT_PLOT))
+        written.append(HELD_OUT_PLOT)
+    return written
+
+
+def _plot_held_out(model, prepared, path):
+    """forecast.png: the held-out data, the model's one-step predictions (its state carried from
+    the first value) and the naive prediction (the last value), in the data's units."""
+    values, times = prepared.series
+    meta = prepared.meta
+    predicted = forecast.one_step(model, values, data.Normalizer.from_dict(meta["normalizer"]),
+                                  meta["difference"])
+    cut = len(data.split(values, VALID_SPLIT)[0])
+    held_out, naive = values[cut:], values[cut - 1:-1]
+
+    def rmse(guess):
+        return math.sqrt(float(np.mean((guess - held_out) ** 2)))
+
+    x = times[cut:]
+    forecast.plot(path, f"{meta['source']}: the held-out {values.size - cut} steps", [
+        (x, held_out, "data", dict(color="black", linewidth=1.2)),
+        (x, predicted[cut:], f"model, one step ahead (RMSE {rmse(predicted[cut:]):.4g})",
+         dict(color="tab:blue", linewidth=1.2)),
+        (x, naive, f"last value (RMSE {rmse(naive):.4g})",
+         dict(color="tab:orange", linewidth=1, linestyle="--")),
+    ])
 
 
 def _generate(args):
@@ -398,6 +584,37 @@ def _generate(args):
     vocab = data.Vocabulary.from_dict(meta["vocabulary"])
     prime = _default_prime(vocab) if args.prime is None else args.prime
     print(prime + generate(model, vocab, prime, args.length, args.temperature, args.seed))
+    return 0
+
+
+def _forecast(args):
+    path = _model_path(args.folder)
+    model, header = _load_model(path)
+    meta, settings = header.get("data") or {}, header.get("settings") or {}
+    if meta.get("kind") != "series" or "task" not in settings:
+        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
+                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
+    prepare_args = argparse.Namespace(**{name: settings[name] for name in SETTINGS}, subparser=None)
+    values, times = _prepare(prepare_args, "series").series
+    ahead = forecast.forecast(model, values, args.steps,
+                              data.Normalizer.from_dict(meta["normalizer"]), meta["difference"])
+    future = times[-1] + (times[-1] - times[-2]) * np.arange(1, args.steps + 1)
+    text = "time,forecast\n" + "".join(f"{t},{v:.10g}\n" for t, v in zip(future, ahead))
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        checkpoint.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
+        return 0
+    picture = args.plot or os.path.join(os.path.dirname(os.path.abspath(path)), FORECAST_PLOT)
+    shown = max(3 * args.steps, 100)  # the end of the data, then the forecast
+    forecast.plot(picture, f"{meta['source']}: {args.steps} steps ahead", [
+        (times[-shown:], values[-shown:], "data", dict(color="black", linewidth=1.2)),
+        (np.concatenate([times[-1:], future]), np.concatenate([values[-1:], ahead]),
+         "forecast (the model on its own predictions)", dict(color="tab:blue", linewidth=1.5)),
+    ], cut=times[-1])
+    print(f"wrote {args.out + ', ' if args.out else ''}{picture}", file=sys.stderr)
     return 0
 
 
@@ -453,7 +670,7 @@ def _describe(path):
     for key in ("settings", "results"):
         if header.get(key):
             values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in header[key].items())
+                               for k, v in header[key].items() if v is not None)
             lines.append(f"  {key}: {values}")
     return lines
 

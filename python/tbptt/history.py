@@ -29,6 +29,11 @@ class History:
             "interrupted". When a budget stops fit mid-epoch, that last epoch is partial but is
             still recorded (and validated).
         diverged: None, or the message of the FloatingPointError that stopped training.
+        resume_at: (epoch, step), where in the data training stopped: pass them to
+            `fit(..., initial_epoch=epoch, initial_step=step)` to go on as if it had not stopped.
+
+    A run resumed by later fit calls is recorded by `extend`: an epoch stopped midway then
+    appears twice, as its part before and its part after the stop.
     """
 
     def __init__(self):
@@ -43,6 +48,7 @@ class History:
         self.samples = 0
         self.stop_reason = None
         self.diverged = None
+        self.resume_at = (0, 0)
 
     @property
     def losses(self) -> np.ndarray:
@@ -71,11 +77,42 @@ class History:
             "samples": self.samples,
             "stop_reason": self.stop_reason,
             "diverged": self.diverged,
+            "resume_at": list(self.resume_at),
         }
 
+    @classmethod
+    def from_dict(cls, d) -> "History":
+        """The History that `to_dict` described (None becomes NaN again)."""
+        def floats(values):
+            return [math.nan if v is None else float(v) for v in values]
+
+        history = cls()
+        history._losses = [np.array(floats(d["losses"]), dtype=np.float64)]
+        for name in ("train_loss", "val_loss", "val_accuracy", "samples_per_s"):
+            setattr(history, name, floats(d[name]))
+        history.epoch_updates = [int(n) for n in d["epoch_updates"]]
+        history.wall_time, history.train_time = float(d["wall_time"]), float(d["train_time"])
+        history.samples, history.stop_reason = int(d["samples"]), d["stop_reason"]
+        history.diverged, history.resume_at = d["diverged"], tuple(d.get("resume_at", (0, 0)))
+        return history
+
+    def extend(self, later) -> None:
+        """Append the record of a later fit that went on from where this one stopped."""
+        offset = self.losses.size
+        self._losses.extend(later._losses)
+        for name in ("train_loss", "val_loss", "val_accuracy", "samples_per_s"):
+            getattr(self, name).extend(getattr(later, name))
+        self.epoch_updates.extend(offset + n for n in later.epoch_updates)
+        self.wall_time += later.wall_time
+        self.train_time += later.train_time
+        self.samples += later.samples
+        self.stop_reason, self.diverged = later.stop_reason, later.diverged
+        self.resume_at = later.resume_at
+
     def plot(self, path) -> None:
-        """Write a PNG of the loss curves: every update's loss (and a running mean) against the
-        update index, with each epoch's train and validation loss at the update where it ended."""
+        """Write a PNG of the loss curves (atomically): every update's loss (and a running mean)
+        against the update index, with each epoch's train and validation loss at the update where
+        it ended."""
         try:
             from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
         except ImportError:
@@ -101,7 +138,8 @@ class History:
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.savefig(path, dpi=100)
+        from .checkpoint import atomic_write
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
     def __repr__(self) -> str:
         last = f", val_loss={self.val_loss[-1]:.4f}" if self.val_loss else ""

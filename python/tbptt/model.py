@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, _native
+from . import _checks, _native, _sizes
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -80,6 +80,8 @@ class Recurrent:
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be >= 0 or None, got {seed}")
+        _sizes.check_model(self.input_size, self.hidden_size, self.output_size, self.num_layers,
+                           self.dtype)  # before allocating: a clear error, not NumPy's
 
         self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
                                         self.num_layers, self.cell)

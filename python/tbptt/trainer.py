@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, _native
+from . import _checks, _native, _progress, _sizes
 from .history import History
 from .model import Recurrent
 from .optim import SGD, Adam
@@ -96,6 +96,7 @@ class Trainer:
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
+            _sizes.check_window(model, self.k1, self.k2, B, tokens)  # before the engine allocates it
             self.num_streams = B
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
@@ -140,7 +141,7 @@ class Trainer:
     # ---- epochs -------------------------------------------------------------------------------
     def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
-            block=None) -> History:
+            block=None, initial_epoch=0, initial_step=0) -> History:
         """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
@@ -149,7 +150,8 @@ class Trainer:
         epochs: passes over the data. Each pass feeds `train` in blocks of `block` time steps
             (default: about 32k samples, a multiple of k1), so memory beyond the data itself stays
             bounded and the progress bar, budgets and Ctrl-C act between blocks. Results do not
-            depend on `block` (stream invariance). Steps pending at the end of an epoch (T not a
+            depend on `block` (stream invariance; to the bit only for the same `block`, whose
+            grid a resumed fit keeps). Steps pending at the end of an epoch (T not a
             multiple of k1) stay pending into the next epoch, and after fit (call `flush()` to use
             them now): so fit(epochs=1) twice equals fit(epochs=2).
         validation: (x, y), (x, y, mask), (x, y, mask, resets) or a Task, evaluated after every
@@ -160,11 +162,20 @@ class Trainer:
             from earlier calls; an int N: every N steps, counted from the start of this call
             (steps 0, N, 2N, ...; across epoch boundaries). The explicit `resets` array applies
             in addition. As everywhere, no gradient crosses a reset.
+        initial_epoch, initial_step: where in the data to begin, to go on after a fit that
+            stopped (its `history.resume_at`, with the trainer it left, e.g. from a checkpoint):
+            training begins at step `initial_step` of epoch `initial_epoch` (0-based), without the
+            epoch's reset when it begins midway, and `epochs` is then the total, counted from
+            the first epoch (as Keras's `initial_epoch`). reset=N counts steps from step 0 of
+            epoch 0 too. So a fit stopped anywhere and resumed so gives the same parameters as
+            one that never stopped.
         max_time: seconds of wall time for the whole fit, validation included: it stops before
             a block that would end past it (judged by the last block's and the last validation's
             durations). The partial epoch is still recorded and validated.
         max_updates: stop after exactly this many updates of this call.
-        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss).
+        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss);
+            when stderr is not a terminal (a log file), a line every 10 s instead. A line per
+            epoch stays either way.
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
         callback: `callback(trainer, history)` after every epoch (after validation); a true
             return value stops fit (say, early stopping).
@@ -175,13 +186,12 @@ class Trainer:
         lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
         block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
         """
-        from tqdm.auto import tqdm
-
         x, y, mask, resets = _data(x, y, mask, resets)
         if validation is not None:
             validation = _validation(validation)
         T, B = x.shape[0], x.shape[1]
         epochs = _checks.positive_int("epochs", epochs)
+        initial_epoch, initial_step = _start(initial_epoch, initial_step, epochs, T)
         every = _reset_every(reset)
         if max_time is not None and _checks.finite_float("max_time", max_time) <= 0:
             raise ValueError(f"max_time must be > 0 seconds or None, got {max_time}")
@@ -192,22 +202,23 @@ class Trainer:
         block = _checks.positive_int("block", block)
 
         history = self.history = History()
-        start, first_update, step = time.perf_counter(), self.updates, 0
+        start, first_update = time.perf_counter(), self.updates
+        step = initial_epoch * T + initial_step  # steps since epoch 0 began, for reset=N
+        history.resume_at = (initial_epoch, initial_step)
         val_seconds = None  # the last validation's duration: max_time keeps room for one more
         val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        bar = tqdm(total=T * B, unit="sample", unit_scale=True, disable=not progress,
-                   dynamic_ncols=True, leave=False)  # one epoch; a line per epoch stays
+        bar = _progress.bar(T * B, enabled=progress)  # a line every few seconds if not a terminal
         try:
             with _deferred_interrupt() as interrupted:
-                for epoch in range(epochs):
-                    if epoch:
+                for epoch in range(initial_epoch, epochs):
+                    first = initial_step if epoch == initial_epoch else 0
+                    if epoch > initial_epoch:
                         bar.reset()
                     bar.set_description(f"epoch {epoch + 1}/{epochs}")
-                    if reset == "epoch":
+                    if reset == "epoch" and first == 0:
                         self.reset_state()
                     loss_sum, loss_count, samples, seconds = 0.0, 0, 0, 0.0
-                    for s in range(0, T, block):
-                        e = min(T, s + block)
+                    for s, e in _blocks(first, T, block):
                         if max_updates is not None:  # end the call exactly at the last update
                             needed = max_updates - (self.updates - first_update)
                             e = min(e, s + needed * self.k1 - self.pending_steps)
@@ -219,8 +230,9 @@ class Trainer:
                         try:
                             new = self.train(x[s:e], y[s:e], None if mask is None else mask[s:e],
                                              block_resets)
-                        except FloatingPointError as error:
+                        except FloatingPointError as error:  # the failed block is dropped
                             history.diverged, history.stop_reason = str(error), "diverged"
+                            history.resume_at = _position(epoch, e, T)
                             break
                         except KeyboardInterrupt:  # raised by something other than Ctrl-C
                             history.stop_reason = "interrupted"
@@ -229,11 +241,12 @@ class Trainer:
                         seconds += toc - tic
                         samples += (e - s) * B
                         step += e - s
+                        history.resume_at = _position(epoch, e, T)
                         history._losses.append(new)
                         loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
-                        bar.update((e - s) * B)
                         if new.size:
                             bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
+                        bar.update((e - s) * B)
                         if interrupted:
                             history.stop_reason = "interrupted"
                         elif max_updates is not None and self.updates - first_update >= max_updates:
@@ -413,6 +426,37 @@ def _validation(validation):
                         f"tbptt.datasets.Task, got {type(validation).__name__}")
     x, y, mask, resets = (*validation, None, None)[:4]
     return _data(x, y, mask, resets)
+
+
+def _start(initial_epoch, initial_step, epochs, T):
+    """The checked (initial_epoch, initial_step) of fit."""
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)):
+        raise TypeError(f"initial_epoch must be an int, got {type(initial_epoch).__name__}")
+    if isinstance(initial_step, bool) or not isinstance(initial_step, (int, np.integer)):
+        raise TypeError(f"initial_step must be an int, got {type(initial_step).__name__}")
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}) (epochs is the total, "
+                         f"counted from epoch 0), got {initial_epoch}")
+    if not 0 <= initial_step < T:
+        raise ValueError(f"initial_step must be in [0, T={T}), got {initial_step}")
+    return int(initial_epoch), int(initial_step)
+
+
+def _blocks(first, T, block):
+    """(start, end) of the train calls of an epoch from step `first`: on one grid of `block`
+    steps from the epoch's start, so that a fit resumed between two blocks makes the same calls,
+    and rounds the same way, as one that never stopped."""
+    s = first
+    while s < T:
+        e = min(T, (s // block + 1) * block)
+        yield s, e
+        s = e
+
+
+def _position(epoch, step, T):
+    """(epoch, step) where training goes on after `step` steps of `epoch`: the next epoch's
+    first step when the epoch is complete."""
+    return (epoch + 1, 0) if step >= T else (epoch, step)
 
 
 def _reset_every(reset):
