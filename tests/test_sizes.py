@@ -47,13 +47,17 @@ def test_window_bytes_of_an_lstm():
     assert _sizes.window_bytes(model, 4, 9, 7, tokens=True) == tokens * 8
 
 
-def test_a_cell_may_count_its_own_window():
-    class Cell(tbptt.LSTM):
-        def window_values_per_step(self, tokens):
-            return 3 * self.hidden_size  # e.g. a GRU's gates
+@pytest.mark.parametrize("model, per_unit", [(tbptt.GRU(5, 8, 3), 3 + 1 + 1),  # r z n, W_hn h, h
+                                             (tbptt.RNN(5, 8, 3), 1 + 1)])     # pre-activation, h
+def test_window_bytes_of_the_other_cells(model, per_unit):
+    assert _sizes.window_bytes(model, 2, 2, 1) == ((2 + 1) * (per_unit * 8 + 5) + 2 * 2 * 3) * 4
 
-    model = Cell(5, 8, 3, dtype="float32")
-    assert _sizes.window_bytes(model, 2, 2, 1) == ((2 + 1) * 24 + 2 * 2 * 3) * 4
+
+def test_the_parameter_count_is_the_cells():
+    for model in (tbptt.LSTM(5, 8, 3, num_layers=2), tbptt.GRU(5, 8, 3, num_layers=2),
+                  tbptt.RNN(5, 8, 3, num_layers=2)):
+        gates = tbptt.model.CELLS[model.cell][1]
+        assert _sizes.parameter_count(5, 8, 3, 2, gates) == model.num_parameters
 
 
 @pytest.mark.parametrize("backend", tbptt.trainer.BACKENDS)

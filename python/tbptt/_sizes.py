@@ -14,6 +14,10 @@ import sys
 
 LSTM_GATES = 4  # rows of weight_ih / weight_hh per hidden unit: i, f, g, o
 
+# Values per hidden unit, layer, stream and step in the C++ engine's window (csrc/window.h): the
+# gates, what the cell keeps besides them (GRU: W_hn h + b_hn), the carried state (LSTM: c) and h.
+WINDOW_VALUES = {"lstm": 4 + 0 + 1 + 1, "gru": 3 + 1 + 0 + 1, "rnn_tanh": 1 + 1, "rnn_relu": 1 + 1}
+
 
 def machine_memory():
     """The machine's physical memory in bytes, or None where it cannot be read."""
@@ -50,13 +54,10 @@ def check_model(input_size, hidden_size, output_size, num_layers, dtype, gates=L
 
 
 def window_values_per_step(model, tokens=False):
-    """Values one stream's step keeps in the backward window. A cell may say so itself with a
-    method `window_values_per_step(tokens)`; an LSTM keeps its 4H activated gates, c and h per
-    layer, and the inputs (one token id, or I features)."""
-    own = getattr(model, "window_values_per_step", None)
-    if callable(own):
-        return int(own(tokens))
-    return 6 * model.hidden_size * model.num_layers + (1 if tokens else model.input_size)
+    """Values one stream's step keeps in the backward window: WINDOW_VALUES of its cell per unit
+    and layer, and the inputs (one token id, or I features)."""
+    return (WINDOW_VALUES[model.cell] * model.hidden_size * model.num_layers
+            + (1 if tokens else model.input_size))
 
 
 def window_bytes(model, k1, k2, B, tokens=False):

@@ -81,7 +81,8 @@ class Recurrent:
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be >= 0 or None, got {seed}")
         _sizes.check_model(self.input_size, self.hidden_size, self.output_size, self.num_layers,
-                           self.dtype)  # before allocating: a clear error, not NumPy's
+                           self.dtype, gates=CELLS[self.cell][1])  # before allocating: a clear
+                                                                    # error, not NumPy's
 
         self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
                                         self.num_layers, self.cell)

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _sizes
 from .model import MODELS, build
 from .optim import SGD, Adam, from_config
 from .trainer import BACKENDS, MAX_K, Trainer, _data, _reset_every, _validation
@@ -193,15 +193,10 @@ def _as_list(value):
     return [value]
 
 
-# Values per hidden unit, layer, stream and step in the C++ engine's ring buffer (csrc/window.h):
-# the gates, what the cell keeps besides (GRU: W_hn h + b_hn), the carried state (LSTM: c) and h.
-WINDOW_VALUES = {"lstm": 4 + 0 + 1 + 1, "gru": 3 + 1 + 0 + 1, "rnn_tanh": 1 + 1, "rnn_relu": 1 + 1}
-
-
 def _window_bytes(k1, k2, B, model, tokens):
     """The C++ engine's ring buffer: the cell's values of every layer, the input, a reset flag."""
     item = model.dtype.itemsize
-    values = WINDOW_VALUES[model.cell]
+    values = _sizes.WINDOW_VALUES[model.cell]
     per_stream = values * model.hidden_size * model.num_layers * item + 1 + (
         8 if tokens else model.input_size * item)
     return (max(k1, k2) + 1) * B * per_stream
