@@ -21,7 +21,7 @@ from tbptt import checkpoint, reference
 
 from helpers import CELLS, fd_gradient, make_model, random_data, truncated_loss
 
-NEW_CELLS = ("gru", "rnn_tanh", "rnn_relu")
+NEW_CELLS = [c for c in CELLS if c != "lstm"]
 BACKENDS = ["cpp", "numpy"]
 I, H, O, B = 4, 3, 2, 3
 
@@ -218,6 +218,24 @@ def test_state_reset_and_horizon(cell, backend):
     assert sums.shape == (2, 2, 5) and not sums[1].any()  # no c: its row stays zero
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_divergence_keeps_the_last_good_update(cell, backend):
+    """SPEC §3.6 for every cell: update 5 overflows; updates 1..4 stay applied, h is zeroed, and
+    the trainer goes on."""
+    x, y, _, _ = random_data(np.random.default_rng(0), 30, B, I, O, "mse", False, False, False)
+    y[22] = 1e200
+    trainer = new_trainer(cell, backend, 5, 5)
+    good = new_trainer(cell, backend, 5, 5)
+    losses = good.train(x[:20], y[:20])
+    with pytest.raises(FloatingPointError, match="update 5") as error:
+        trainer.train(x, y)
+    np.testing.assert_array_equal(error.value.losses, losses)
+    np.testing.assert_array_equal(trainer.model._flat, good.model._flat)
+    assert trainer.pending_steps == 0 and not trainer.state().any()
+    assert np.isfinite(trainer.train(x[:10], y[:10])).all()
+
+
 # ---- checkpoints -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -310,7 +328,8 @@ def test_bad_nonlinearity(nonlinearity):
         tbptt.RNN(3, 4, 2, nonlinearity=nonlinearity)
 
 
-@pytest.mark.parametrize("make", [lambda: tbptt.GRU(I, 0, O), lambda: tbptt.RNN(I, H, O, num_layers=0),
+@pytest.mark.parametrize("make", [lambda: tbptt.GRU(I, 0, O),
+                                  lambda: tbptt.RNN(I, H, O, num_layers=0),
                                   lambda: tbptt.GRU(I, H, O, dtype="float16"),
                                   lambda: tbptt.RNN(I, H, O, seed=-1)])
 def test_bad_sizes_are_refused_as_for_the_lstm(make):
@@ -404,8 +423,8 @@ def test_lstm_trainer_checkpoint_does_not_load_onto_a_gru(tmp_path, backend):
 @pytest.mark.parametrize("cell", ["GRU", "gru_tanh", "", 3, None])
 def test_model_file_with_an_unknown_cell(tmp_path, cell):
     model = tbptt.GRU(I, H, O)
-    checkpoint.save_arrays(tmp_path / "m.npz", {"kind": "model", "config": dict(model.config(), cell=cell)},
-                           model.state_dict())
+    header = {"kind": "model", "config": dict(model.config(), cell=cell)}
+    checkpoint.save_arrays(tmp_path / "m.npz", header, model.state_dict())
     with pytest.raises(ValueError, match="cell"):
         tbptt.load(tmp_path / "m.npz")
 

@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) of the public API.
 
-Random tiny configurations (B, H, T = 1 included; k1, k2 in 1..12; 1-2 layers; both dtypes, both
-losses, features or token ids; bool / int / float masks with zeros, all-zero masks; resets;
+Random tiny configurations (every cell: LSTM, GRU, RNN tanh / relu; B, H, T = 1 included; k1, k2
+in 1..12; 1-2 layers; both dtypes, both losses, features or token ids; bool / int / float masks with zeros, all-zero masks; resets;
 reset_state() and flush() between calls; SGD or Adam, with or without clipping) are driven through
 three trainers:
 
@@ -29,6 +29,8 @@ from hypothesis import given, note, strategies as st  # noqa: E402
 
 import tbptt  # noqa: E402
 from tbptt import reference  # noqa: E402
+
+from helpers import CELLS, make_model  # noqa: E402
 
 # float64: 1e-9 relative (SPEC §4 promises 1e-10 on its test grid). Both engines do the same
 # arithmetic in another order, so they differ by a few ulps per operation, amplified a little over
@@ -60,6 +62,7 @@ LAYOUTS = ("C", "F", "strided", "reversed", "swapped")
 @st.composite
 def configs(draw):
     c = {}
+    c["cell"] = draw(st.sampled_from(CELLS))
     c["dtype"] = draw(st.sampled_from(["float64", "float32"]))
     c["L"] = draw(st.integers(1, 2))
     c["I"] = draw(st.integers(1, 4))
@@ -162,7 +165,7 @@ def odd_arrays(c, x, y, mask, resets):
 
 
 def make_trainer(c, backend):
-    model = tbptt.LSTM(c["I"], c["H"], c["O"], num_layers=c["L"], dtype=c["dtype"],
+    model = make_model(c["cell"], c["I"], c["H"], c["O"], num_layers=c["L"], dtype=c["dtype"],
                        seed=c["seed"] % 1000, forget_bias=c["forget_bias"])
     if c["optimizer"] == "adam":
         optimizer = tbptt.Adam(lr=c["lr"])
@@ -196,7 +199,9 @@ def drive(trainer, c, arrays):
         except FloatingPointError as error:  # allowed, if both backends agree on it
             out = "diverged: " + str(error).split(":")[0]
             t += n if op == "train" else 0
-        state = trainer.state()
+        state = trainer.state()  # (h, c) of an LSTM, h of the others: recorded as a tuple
+        if state is not None and not isinstance(state, tuple):
+            state = (state,)
         records.append(dict(op=op, out=out, updates=trainer.updates, pending=trainer.pending_steps,
                             state=None if state is None else tuple(s.copy() for s in state),
                             params=trainer.model._flat.copy()))
@@ -274,30 +279,33 @@ def test_predict_equals_reference_forward(c, with_state, T):
     x, _, _, _ = make_data(c, T)
     rng = np.random.default_rng(c["seed"] + 1)
     shape = (c["L"], c["B"], c["H"])
-    state = (rng.normal(size=shape), rng.normal(size=shape)) if with_state else None
+    n = len(model.STATE)  # (h, c) of an LSTM, h of the others
+    parts = tuple(rng.normal(size=shape) for _ in range(n)) if with_state else None
+    state = None if parts is None else parts if n > 1 else parts[0]
     xo = lay_out(x, c["layouts"]["x"])
-    out, (h, c_) = model.predict(xo, state)
+    out, final = model.predict(xo, state)
+    final = final if n > 1 else (final,)
     assert out.shape == (T, c["B"], c["O"]) and out.dtype == model.dtype
-    assert h.shape == c_.shape == shape and h.dtype == c_.dtype == model.dtype
-    assert np.isfinite(out).all() and np.isfinite(h).all() and np.isfinite(c_).all()
-    h0 = np.zeros(shape, model.dtype) if state is None else state[0].astype(model.dtype)
-    c0 = np.zeros(shape, model.dtype) if state is None else state[1].astype(model.dtype)
+    assert all(a.shape == shape and a.dtype == model.dtype for a in final)
+    assert np.isfinite(out).all() and all(np.isfinite(a).all() for a in final)
+    start = tuple(np.zeros(shape, model.dtype) if parts is None else a.astype(model.dtype)
+                  for a in (parts or range(n)))
     if T == 0:
-        np.testing.assert_array_equal(h, h0)
-        np.testing.assert_array_equal(c_, c0)
+        for a, b in zip(final, start):
+            np.testing.assert_array_equal(a, b)
         return
     tokens = c["inputs"] == "tokens"
-    ro, (rh, rc) = reference.forward(model, x if tokens else x.astype(model.dtype), tokens, (h0, c0))
+    ro, ref_final = reference.forward(model, x if tokens else x.astype(model.dtype), tokens, start)
     tol = dict(rtol=1e-12, atol=1e-14) if c["dtype"] == "float64" else dict(rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out, ro, **tol)
-    np.testing.assert_allclose(h, rh, **tol)
-    np.testing.assert_allclose(c_, rc, **tol)
+    for a, b in zip(final, ref_final):
+        np.testing.assert_allclose(a, b, **tol)
     # predict in two pieces, the state carried, is the same
     if T > 1:
         o1, s1 = model.predict(xo[:T // 2], state)
         o2, s2 = model.predict(xo[T // 2:], s1)
         np.testing.assert_allclose(np.concatenate([o1, o2]), out, **tol)
-        np.testing.assert_allclose(s2[0], h, **tol)
+        np.testing.assert_allclose(s2[0] if n > 1 else s2, final[0], **tol)
 
 
 # ---- properties: bad values are refused -------------------------------------------------------------
@@ -418,8 +426,13 @@ def test_bad_predict_inputs_raise(c, data):
     x, _, _, _ = make_data(c, 4)
     shape = (c["L"], c["B"], c["H"])
     kind = data.draw(st.sampled_from(["nan-x", "big-id", "x-shape", "state-shape", "state-nan",
-                                      "state-not-pair", "B-zero"]))
+                                      "state-wrong-kind", "B-zero"]))
     state, exc = None, ValueError
+    lstm = len(model.STATE) > 1
+
+    def of_kind(*parts):  # (h, c) for an LSTM, h for the others
+        return parts if lstm else parts[-1]
+
     if kind == "nan-x":
         if c["inputs"] == "tokens":
             x = x.astype(np.float64)[..., None].repeat(c["I"], axis=2)
@@ -430,11 +443,11 @@ def test_bad_predict_inputs_raise(c, data):
     elif kind == "x-shape":
         x = np.zeros((4, c["B"], c["I"] + 1))
     elif kind == "state-shape":
-        state = (np.zeros((c["L"], c["B"] + 1, c["H"])), np.zeros(shape))
+        state = of_kind(np.zeros(shape), np.zeros((c["L"], c["B"] + 1, c["H"])))
     elif kind == "state-nan":
-        state = (np.zeros(shape), np.full(shape, np.nan))
-    elif kind == "state-not-pair":
-        state, exc = np.zeros(shape), TypeError
+        state = of_kind(np.zeros(shape), np.full(shape, np.nan))
+    elif kind == "state-wrong-kind":  # an LSTM takes a pair, the others an array
+        state, exc = (np.zeros(shape) if lstm else (np.zeros(shape),)), TypeError
     elif kind == "B-zero":
         x = np.zeros((4, 0, c["I"]))
     with pytest.raises(exc):

@@ -231,19 +231,11 @@ def forward(model, x, tokens, state):
     return outputs, tuple(np.stack([layer[i] for layer in layers]) for i in range(len(cell.STATE)))
 
 
-def _snapshot_entries(cell):
-    """The names of the entries of a snapshot of an engine with this cell (see snapshot())."""
-    return ({"counters", "history/x", "history/reset", "history/out", "history/y", "history/w",
-             "optimizer/momentum_buffer", "optimizer/adam_m", "optimizer/adam_v"}
-            | {f"state/{name}" for name in cell.STATE}
-            | {f"history/{field}" for field in cell.CACHE})
-
-
 # ---- the engine --------------------------------------------------------------------------------
 
 class _Step:
-    """One processed time step: per-layer caches (`_Cache`), the resets applied before it, the head's
-    output and what the loss needs (targets, mask weights)."""
+    """One processed time step: per-layer caches (`_Cache`), the resets applied before it, the
+    head's output and what the loss needs (targets, mask weights)."""
 
     __slots__ = ("layers", "reset", "out", "y", "w")
 
@@ -298,10 +290,10 @@ class ReferenceEngine:
     def horizon(self):
         """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
         updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1], zeros for cells without c) of
-        every layer (Frobenius over all streams), for j = 0 .. k2-1 steps back from each update's newest step t; updates
-        (k2,) int64, how many updates' windows reached j steps back. Updates that made no
-        optimiser step (no loss, or diverged) are not counted. Before any counted update (or
-        after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
+        every layer (Frobenius over all streams), for j = 0 .. k2-1 steps back from each update's
+        newest step t; updates (k2,) int64, how many updates' windows reached j steps back.
+        Updates that made no optimiser step (no loss, or diverged) are not counted. Before any
+        counted update (or after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
         if self._horizon_sums is None:
             return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
         return self._horizon_sums.copy(), self._horizon_updates.copy()
@@ -687,3 +679,10 @@ class ReferenceEngine:
         else:
             raise ValueError(f"unknown optimizer {opt['name']!r}")
 
+
+def _snapshot_entries(cell):
+    """The names of the entries of a snapshot of an engine with this cell (see snapshot())."""
+    return ({"counters", "history/x", "history/reset", "history/out", "history/y", "history/w",
+             "optimizer/momentum_buffer", "optimizer/adam_m", "optimizer/adam_v"}
+            | {f"state/{name}" for name in cell.STATE}
+            | {f"history/{field}" for field in cell.CACHE})
