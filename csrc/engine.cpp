@@ -59,8 +59,7 @@ static void for_stream_slices(int B, int H, F&& body) {
 template <typename T>
 Stack<T>::Stack(const std::string& cell, const ModelShape& shape)
     : shape_(shape), cell_(make_cell<T>(cell)) {
-    if (!cell_)
-        throw InvalidArgument("cell must be 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu', got '" + cell + "'");
+    if (!cell_) throw InvalidArgument(unknown_cell_message(cell));
     if (cell_->traits.gates != shape.gates) throw InvalidArgument("shape.gates does not fit the cell");
 }
 

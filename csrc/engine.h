@@ -92,7 +92,7 @@ class Stack {
 };
 
 struct EngineConfig {
-    std::string cell = "lstm";  // cells/cell.h: make_cell
+    std::string cell;  // a name make_cell knows (cells/cell.h)
     ModelShape shape;           // shape.gates: the cell's
     int k1 = 1, k2 = 1;
     Loss loss = Loss::mse;

@@ -18,11 +18,13 @@ std::unique_ptr<Cell<T>> make_cell(const std::string& name) {
     return nullptr;
 }
 
+std::string unknown_cell_message(const std::string& name) {
+    return "cell must be 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu', got '" + name + "'";
+}
+
 CellTraits cell_traits(const std::string& name) {
     const std::unique_ptr<Cell<float>> cell = make_cell<float>(name);
-    if (!cell)
-        throw std::invalid_argument("cell must be 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu', got '" +
-                                    name + "'");
+    if (!cell) throw std::invalid_argument(unknown_cell_message(name));
     return cell->traits;
 }
 

@@ -75,7 +75,9 @@ class Cell {
 template <typename T>
 std::unique_ptr<Cell<T>> make_cell(const std::string& name);
 
-// The traits of the cell named `name` (whatever T), for sizes; throws std::invalid_argument.
+// The traits of the cell named `name` (whatever T), for sizes; throws std::invalid_argument with
+// unknown_cell_message(name) for a name make_cell does not know.
 CellTraits cell_traits(const std::string& name);
+std::string unknown_cell_message(const std::string& name);
 
 }  // namespace tbptt
