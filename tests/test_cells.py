@@ -1,17 +1,14 @@
 """The GRU and the Elman RNN (tanh, relu) beside the LSTM (SPEC §6).
 
 - the models: torch's keys and shapes, the initialisation, `cell`, config, the kind of state;
-- the NumPy reference's gradient against central finite differences of the truncated loss
-  (float64; k2 < k1, = k1, > k1, 2 layers, masks, resets, tokens, flush), computed with the tests'
-  own forward pass (helpers.py);
 - stream invariance, checkpoints (model files and exact resume), generate, fit / evaluate;
 - bad input: `nonlinearity`, a state of the wrong kind, another cell's state_dict or engine state.
 
-The C++ engine against the reference for every cell is in test_backends.py and test_horizon.py,
-torch's nn.GRU / nn.RNN in test_torch.py.
+The reference's gradient against finite differences for every cell is in test_reference.py, the
+C++ engine against the reference in test_backends.py and test_horizon.py, torch's nn.GRU / nn.RNN
+in test_torch.py.
 """
 
-import zlib
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ import pytest
 import tbptt
 from tbptt import checkpoint, reference
 
-from helpers import CELLS, fd_gradient, make_model, random_data, truncated_loss
+from helpers import CELLS, make_model, random_data
 
 NEW_CELLS = [c for c in CELLS if c != "lstm"]
 BACKENDS = ["cpp", "numpy"]
@@ -109,57 +106,6 @@ def test_rnn_relu_is_not_tanh():
     h_tanh = tbptt.RNN(I, H, O, nonlinearity="tanh", dtype="float64", seed=0).predict(x)[1]
     h_relu = tbptt.RNN(I, H, O, nonlinearity="relu", dtype="float64", seed=0).predict(x)[1]
     assert (h_relu >= 0).all() and (h_tanh < 0).any()
-
-
-# ---- the reference's gradient against finite differences --------------------------------------
-
-VARIANTS = [  # loss, layers, tokens, float mask, resets
-    ("mse", 1, False, False, False),
-    ("cross_entropy", 2, True, True, True),
-    ("mse", 2, False, True, True),
-]
-SCHEDULES = [  # k1, k2, T, zero-mask steps before, flush at the end
-    pytest.param(5, 5, 5, 0, False, id="k1=k2"),
-    pytest.param(5, 2, 5, 0, False, id="k2<k1"),
-    pytest.param(3, 5, 3, 0, False, id="k2>k1-first-update"),
-    pytest.param(3, 5, 6, 3, False, id="k2>k1-reaches-previous-update"),
-    pytest.param(3, 4, 7, 6, True, id="flush-reaches-previous-update"),
-]
-
-
-@pytest.mark.parametrize("k1,k2,T,silent,flush", SCHEDULES)
-@pytest.mark.parametrize("loss,L,tokens,mask,resets", VARIANTS)
-@pytest.mark.parametrize("cell", NEW_CELLS)
-def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, loss, L, tokens,
-                                             mask, resets):
-    rng = np.random.default_rng(zlib.crc32(repr((cell, k1, k2, T, loss, L, tokens, mask,
-                                                 resets)).encode()))
-    model = make_model(cell, 4, 3, 2, num_layers=L, dtype="float64", seed=1)
-    if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
-        model._flat += 0.2 * np.sign(model._flat)
-    x, y, m, rs = random_data(rng, T, B, 4, 2, loss, tokens, mask, resets)
-    if silent:  # the earlier updates carry no loss: no step, so the weights stay those of theta0
-        m = np.ones((T, B)) if m is None else m
-        m[:silent] = 0
-    theta0 = model._flat.copy()
-    trainer = tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.SGD(lr=1.0), backend="numpy")
-    losses = list(trainer.train(x, y, mask=m, resets=rs))
-    if flush:
-        losses.append(trainer.flush())
-        r = T - (T // k1) * k1
-    else:
-        r = k1
-    assert len(losses) == 1 and trainer.pending_steps == 0
-    grad = theta0 - model._flat
-    assert np.count_nonzero(grad) > grad.size // 2
-
-    def J(theta):
-        return truncated_loss(model, theta, theta0, x, tokens, y, m, rs, loss, T, r, k2)
-
-    assert losses[0] == pytest.approx(J(theta0), rel=1e-12)
-    g_fd = fd_gradient(J, theta0)
-    assert np.linalg.norm(grad - g_fd) <= 1e-6 * np.linalg.norm(g_fd)
-    np.testing.assert_allclose(grad, g_fd, rtol=1e-5, atol=1e-8)
 
 
 # ---- stream invariance -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import tbptt
 from tbptt import reference
-from helpers import fd_gradient, plain_run, random_data as make_data, truncated_loss
+from helpers import CELLS, fd_gradient, make_model, plain_run, random_data as make_data, truncated_loss
 
 
 def new_model(L=1, I=3, H=3, O=2, seed=0, dtype="float64"):
@@ -36,10 +36,15 @@ SCHEDULES = [  # k1, k2, T, zero-mask steps before, flush at the end
 
 @pytest.mark.parametrize("k1,k2,T,silent,flush", SCHEDULES)
 @pytest.mark.parametrize("loss,L,tokens,mask,resets", VARIANTS)
-def test_gradient_matches_finite_differences(k1, k2, T, silent, flush, loss, L, tokens, mask, resets):
-    rng = np.random.default_rng(zlib.crc32(repr((k1, k2, T, loss, L, tokens, mask, resets)).encode()))
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, loss, L, tokens, mask,
+                                             resets):
+    rng = np.random.default_rng(zlib.crc32(repr((cell, k1, k2, T, loss, L, tokens, mask,
+                                                 resets)).encode()))
     B = 3
-    model = new_model(L=L, I=4, H=3, O=2, seed=1)
+    model = make_model(cell, 4, 3, 2, num_layers=L, dtype="float64", seed=1)
+    if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
+        model._flat += 0.2 * np.sign(model._flat)
     x, y, m, rs = make_data(rng, T, B, 4, 2, loss, tokens, mask, resets)
     if silent:  # the earlier updates carry no loss: no step, so the weights stay those of theta0
         m = np.ones((T, B)) if m is None else m
@@ -54,6 +59,7 @@ def test_gradient_matches_finite_differences(k1, k2, T, silent, flush, loss, L, 
         r = k1
     assert len(losses) == 1 and trainer.pending_steps == 0
     grad = theta0 - model._flat
+    assert np.count_nonzero(grad) > grad.size // 2
 
     def J(theta):
         return truncated_loss(model, theta, theta0, x, tokens, y, m, rs, loss, T, r, k2)

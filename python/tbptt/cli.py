@@ -605,7 +605,7 @@ def _forecast(args):
     else:
         checkpoint.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
     if importlib.util.find_spec("matplotlib") is None:
-        print(f"matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
+        print("matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
         return 0
     picture = args.plot or os.path.join(os.path.dirname(os.path.abspath(path)), FORECAST_PLOT)
     shown = max(3 * args.steps, 100)  # the end of the data, then the forecast
