@@ -84,14 +84,9 @@ def plot(path, title, lines, cut=None):
     lines: [(x, y, label, style)], style a dict of matplotlib keywords. cut: an x where the
     held-out data or the forecast begins (a vertical line).
     """
-    try:
-        from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
-    except ImportError:
-        raise ImportError("plots need matplotlib: pip install tbptt[plot] (or pip install "
-                          "matplotlib)") from None
-    from .checkpoint import atomic_write
+    from . import _plots
 
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    fig = _plots.figure("forecast plots", figsize=(9, 4.5))
     ax = fig.add_subplot()
     for x, y, label, style in lines:
         ax.plot(x, y, label=label, **style)
@@ -101,4 +96,4 @@ def plot(path, title, lines, cut=None):
     ax.set_ylabel("value (the data's units)")
     ax.grid(alpha=0.3)
     ax.legend()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    _plots.save(fig, path)

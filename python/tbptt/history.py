@@ -113,12 +113,9 @@ class History:
         """Write a PNG of the loss curves (atomically): every update's loss (and a running mean)
         against the update index, with each epoch's train and validation loss at the update where
         it ended."""
-        try:
-            from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
-        except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install tbptt[plot] "
-                              "(or pip install matplotlib)") from None
-        fig = Figure(figsize=(8, 4.5), layout="constrained")
+        from . import _plots
+
+        fig = _plots.figure("History.plot's curves", figsize=(8, 4.5))
         ax = fig.add_subplot()
         losses = self.losses
         updates = np.arange(1, losses.size + 1)
@@ -138,8 +135,7 @@ class History:
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend()
-        from .checkpoint import atomic_write
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+        _plots.save(fig, path)
 
     def __repr__(self) -> str:
         last = f", val_loss={self.val_loss[-1]:.4f}" if self.val_loss else ""

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from . import _checks, _sizes
+from . import _checks, _plots, _sizes
 from .model import MODELS, build
 from .optim import SGD, Adam, from_config
 from .trainer import BACKENDS, MAX_K, Trainer, _data, _reset_every, _validation
@@ -406,12 +406,7 @@ def write_sweep(rows, folder, settings=None, prefix="") -> list:
 # ---- plots --------------------------------------------------------------------------------------
 
 def _figure(**kw):
-    try:
-        from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
-    except ImportError:
-        raise ImportError("the sweep plots need matplotlib: pip install tbptt[plot] "
-                          "(or pip install matplotlib)") from None
-    return Figure(layout="constrained", **kw)
+    return _plots.figure("the sweep plots", **kw)
 
 
 def _label(r, policies):
@@ -492,7 +487,7 @@ def plot_curves(rows, path, title=None, chance=None) -> None:
     _legend(axes[-1], len(rows))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=80)
+    _plots.save(fig, path, dpi=80)
 
 
 def plot_heatmap(rows, path, title=None, key=None) -> None:
@@ -539,7 +534,7 @@ def plot_heatmap(rows, path, title=None, key=None) -> None:
     fig.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=80)
+    _plots.save(fig, path, dpi=80)
 
 
 def plot_horizon(rows, path, title=None, layer=0) -> None:
@@ -568,7 +563,7 @@ def plot_horizon(rows, path, title=None, layer=0) -> None:
     _legend(axes[-1], len(rows))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=80)
+    _plots.save(fig, path, dpi=80)
 
 
 def plot_sweep(rows, folder, title=None, chance=None, prefix="") -> list:
