@@ -126,6 +126,7 @@ class _Online:
     def _reset(self):
         """Forget everything learnt: no keys, no model (built at the first sample)."""
         self.keys_ = None        # the feature names, fixed by the first sample
+        self.target_name = None  # what y is called, if the caller says (kept by save)
         self.trainer_ = None
         self.skipped_updates = 0
         self._stats = None       # _Running over the features, then the learner's own values
@@ -139,7 +140,7 @@ class _Online:
                              "the network would have no input")
         self.keys_ = tuple(x)
         model = build(self.cell, input_size, self.hidden_size, output_size, self.num_layers,
-                      seed=self.seed, **({"forget_bias": 1.0} if self.cell == "lstm" else {}))
+                      seed=self.seed)  # an LSTM with forget bias 1
         params = model._params  # the head starts at zero: an untrained learner predicts the
         params["head.weight"][...] = 0.0  # mean (of the change: the last value plus its mean)
         params["head.bias"][...] = 0.0
@@ -211,13 +212,15 @@ class _Online:
         params = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
         state = {"class": type(self).__name__, "params": params,
                  "keys": list(self.keys_), "stats": self._stats.to_dict(),
-                 "skipped_updates": self.skipped_updates, **self._own_state()}
+                 "skipped_updates": self.skipped_updates, "target_name": self.target_name,
+                 **self._own_state()}
         checkpoint.save_trainer(self.trainer_, path, extra={KIND: state})
 
     def _restore(self, state, trainer):
         self.keys_ = tuple(state["keys"])
         self._stats = _Running.from_dict(state["stats"])
         self.skipped_updates = int(state["skipped_updates"])
+        self.target_name = state.get("target_name")
         self.trainer_ = trainer
         self._buffers()
         self._restore_own(state)
