@@ -75,14 +75,16 @@ auto data_of(const std::optional<A>& a) -> decltype(a->data()) {
 
 // The model's inputs x: (T, B) token ids in [0, I) into *ids, or (T, B, I) features into
 // *features; returns them as the engine reads them.
+// with_time = false: one step, x (B,) token ids or (B, I) features.
 template <typename T>
 Inputs<T> check_inputs(const py::array& x, bool tokens, const ModelShape& m, CArray<int64_t>* ids,
-                       CArray<T>* features) {
-    const py::ssize_t T_ = x.shape(0), B = x.shape(1);
+                       CArray<T>* features, bool with_time = true) {
+    const py::ssize_t T_ = with_time ? x.shape(0) : 1, B = x.shape(with_time ? 1 : 0);
     if (tokens) {
         *ids = CArray<int64_t>::ensure(x);
         if (!*ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
-        expect_shape("x", *ids, {T_, B});
+        if (with_time) expect_shape("x", *ids, {T_, B});
+        else expect_shape("x", *ids, {B});
         const int64_t* id = ids->data();
         for (py::ssize_t i = 0; i < ids->size(); ++i)
             if (id[i] < 0 || id[i] >= m.I) throw py::value_error("x: token id out of range");
@@ -90,8 +92,20 @@ Inputs<T> check_inputs(const py::array& x, bool tokens, const ModelShape& m, CAr
     }
     *features = CArray<T>::ensure(x);
     if (!*features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
-    expect_shape("x", *features, {T_, B, m.I});
+    if (with_time) expect_shape("x", *features, {T_, B, m.I});
+    else expect_shape("x", *features, {B, m.I});
     return Inputs<T>::features(features->data());
+}
+
+// The data of `a`, an array the engine writes into: C-contiguous, writeable, of dtype T and
+// the given shape (else TypeError / ValueError). No copy: the caller sees the values there.
+template <typename T>
+T* writeable_output(const py::array& a, std::initializer_list<py::ssize_t> shape) {
+    if (!py::isinstance<CArray<T>>(a) || !(a.flags() & py::array::c_style))
+        throw py::type_error("outputs must be a C-contiguous array of the model's dtype");
+    if (!a.writeable()) throw py::value_error("outputs must be writeable");
+    expect_shape("outputs", a, shape);
+    return static_cast<T*>(py::array(a).mutable_data());
 }
 
 // The model's shape for a cell (its gate rows); ValueError for sizes < 1 or an unknown cell.
@@ -158,8 +172,10 @@ struct PyEngine {
         engine = std::make_unique<Engine<T>>(c, params.mutable_data());
     }
 
+    // outputs: None, or a writeable (T, B, O) array that receives the head's outputs of each step.
     py::list train(const py::array& x, bool tokens, const py::array& y,
-                   std::optional<CArray<T>> mask, std::optional<CArray<uint8_t>> resets) {
+                   std::optional<CArray<T>> mask, std::optional<CArray<uint8_t>> resets,
+                   std::optional<py::array> outputs) {
         const ModelShape& m = engine->shape();
         if (x.ndim() < 2) throw py::value_error("x must have shape (T, B, ...)");
         const py::ssize_t T_ = x.shape(0), B = x.shape(1);
@@ -182,6 +198,7 @@ struct PyEngine {
         }
         if (mask) expect_shape("mask", *mask, {T_, B});
         if (resets) expect_shape("resets", *resets, {T_, B});
+        T* outputs_out = outputs ? writeable_output<T>(*outputs, {T_, B, py::ssize_t(m.O)}) : nullptr;
         const Targets<T> targets_in = mse ? Targets<T>::of_values(targets.data(), data_of(mask))
                                           : Targets<T>::of_classes(labels.data(), data_of(mask));
         std::vector<double> losses;
@@ -189,7 +206,7 @@ struct PyEngine {
         {
             py::gil_scoped_release release;
             try {
-                engine->train(T_, int(B), inputs, targets_in, data_of(resets), &losses);
+                engine->train(T_, int(B), inputs, targets_in, data_of(resets), &losses, outputs_out);
             } catch (const Divergence& error) {
                 diverged = error.what();
             }
@@ -201,6 +218,22 @@ struct PyEngine {
             throw py::error_already_set();
         }
         return py::cast(losses);
+    }
+
+    // The next step's outputs for x, (B, I) features or (B,) token ids, written into `outputs`
+    // (a writeable (B, O) array), without advancing: Engine::peek.
+    void peek(const py::array& x, bool tokens, const py::array& outputs) {
+        const ModelShape& m = engine->shape();
+        if (x.ndim() < 1) throw py::value_error("x must have shape (B, ...)");
+        const py::ssize_t B = x.shape(0);
+        if (B < 1 || (engine->num_streams() && B != engine->num_streams()))
+            throw py::value_error("x.shape[0] (B) must be the trainer's number of streams");
+        CArray<int64_t> ids;
+        CArray<T> features;
+        const Inputs<T> inputs = check_inputs(x, tokens, m, &ids, &features, /*with_time=*/false);
+        T* out = writeable_output<T>(outputs, {B, py::ssize_t(m.O)});
+        py::gil_scoped_release release;
+        engine->peek(int(B), inputs, out);
     }
 
     std::optional<double> flush() {
@@ -275,7 +308,9 @@ void bind_engine(py::module_& m, const char* name) {
              py::arg("output_size"), py::arg("num_layers"), py::arg("k1"), py::arg("k2"),
              py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"))
         .def("train", &PyEngine<T>::train, py::arg("x"), py::arg("tokens"), py::arg("y"),
-             py::arg("mask").none(true), py::arg("resets").none(true))
+             py::arg("mask").none(true), py::arg("resets").none(true),
+             py::arg("outputs").none(true) = py::none())
+        .def("peek", &PyEngine<T>::peek, py::arg("x"), py::arg("tokens"), py::arg("outputs"))
         .def("flush", &PyEngine<T>::flush)
         .def("reset_state", [](PyEngine<T>& e) { e.engine->reset_state(); })
         .def("set_lr", [](PyEngine<T>& e, double lr) { e.engine->set_lr(lr); })

@@ -246,15 +246,10 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, const Targets<T>& targets) {
 
 template <typename T>
 void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T>& targets,
-                      const uint8_t* resets, std::vector<double>* losses) {
+                      const uint8_t* resets, std::vector<double>* losses, T* outputs) {
     if (steps <= 0) return;
-    if (B < 1) throw InvalidArgument("B (x.shape[1]) must be >= 1");
     ThreadScope threads(threads_for(B, config_.shape.H));
-    if (B_ == 0) allocate(B, in.are_tokens());
-    if (B != B_) throw InvalidArgument("B changed between calls");
-    if (in.are_tokens() != tokens_)
-        throw InvalidArgument(tokens_ ? "x must hold token ids, as in the first call"
-                                      : "x must hold features, as in the first call");
+    check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
     int64_t done = 0;
@@ -265,12 +260,40 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
         stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
         reset_next_ = false;
         accumulate_loss(step_, n, targets.from_row(row0, m.O));
+        if (outputs) std::copy(outputs_.data(), outputs_.data() + size_t(n) * B * m.O,
+                               outputs + row0 * m.O);
         step_ += n;
         pending_ += n;
         done += n;
         double loss;
         if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
     }
+}
+
+template <typename T>
+void Engine<T>::check_call(int B, bool tokens) {
+    if (B < 1) throw InvalidArgument("B (x.shape[1]) must be >= 1");
+    if (B_ == 0) allocate(B, tokens);
+    if (B != B_) throw InvalidArgument("B changed between calls");
+    if (tokens != tokens_)
+        throw InvalidArgument(tokens_ ? "x must hold token ids, as in the first call"
+                                      : "x must hold features, as in the first call");
+}
+
+// The forward of step step_ runs in its own slot of the window, as train would run it; the slot
+// (which a pending update may still read: it holds step step_ - S) is put back afterwards.
+template <typename T>
+void Engine<T>::peek(int B, const Inputs<T>& in, T* outputs) {
+    ThreadScope threads(threads_for(B, config_.shape.H));
+    check_call(B, in.are_tokens());
+    const ModelShape& m = config_.shape;
+    Window<T>& w = stack_.window;
+    stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
+    w.save_step(step_, &peeked_);
+    stack_.forward(step_, 1, in, /*resets=*/nullptr, reset_next_);
+    const T* W = params_ + m.head_offset();
+    head_forward(outputs, w.h_at(m.L - 1, step_), W, W + size_t(m.O) * m.H, B, m.H, m.O);
+    w.load_step(step_, &peeked_);
 }
 
 template <typename T>

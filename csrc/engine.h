@@ -140,11 +140,19 @@ class Engine {
     // in: [steps, B, I] features or [steps, B] token ids; targets: [steps, B, O] values (mse) or
     // [steps, B] class ids (cross_entropy), mask [steps, B] or none; resets: [steps, B] or nullptr.
     // losses: the loss of each update that had positions carrying loss is appended.
+    // outputs: [steps, B, O] or nullptr: the head's outputs of each step as the forward pass
+    // computed them, before the update that uses the step's target (test-then-train).
     // Throws Divergence when an update is not finite: parameters and optimiser state stay those of
     // the last good update, the pending steps are dropped, every stream's state is reset, and the
     // rest of the call is not processed.
     void train(int64_t steps, int B, const Inputs<T>& in, const Targets<T>& targets,
-               const uint8_t* resets, std::vector<double>* losses);
+               const uint8_t* resets, std::vector<double>* losses, T* outputs = nullptr);
+
+    // The outputs [B, O] the next step would give for inputs `in` ([B, I] features or [B] token
+    // ids), from the carried state and the current parameters, without advancing anything: what
+    // `train` will compute for that step if the parameters do not change before it. Before the
+    // first call to train it fixes B and the kind of inputs, as train would.
+    void peek(int B, const Inputs<T>& in, T* outputs);
 
     // The update over the pending steps now. Returns false (and no loss) if nothing is pending or
     // no pending position carries loss.
@@ -191,6 +199,7 @@ class Engine {
 
   private:
     void allocate(int B, bool tokens);
+    void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
     void accumulate_loss(int64_t s0, int n, const Targets<T>& targets);
     // Makes the update over the pending steps; returns false if none carried loss.
     bool update(double* loss);
@@ -216,6 +225,7 @@ class Engine {
     // Loss of the pending steps: Σ w·loss, Σ w, and w·dloss/dy per pending step [k1][B][O].
     double loss_sum_ = 0.0, weight_sum_ = 0.0;
     Buffer<T> dy_, outputs_;
+    typename Window<T>::StepCopy peeked_;  // the slot `peek` borrows, put back after it
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;

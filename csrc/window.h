@@ -7,6 +7,7 @@
 // contiguous, [L][S][B][...], so a run of steps that does not wrap is one matrix of rows = n*B.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -68,6 +69,39 @@ struct Window {
 
     // Steps from s to the end of the ring: a run starting at s may not be longer.
     int contiguous_from(int64_t s) const { return S - slot(s); }
+
+    // What step s holds in every buffer (all layers), to put back after a forward step that
+    // must leave no trace (Engine::peek). No allocation after the first call.
+    struct StepCopy {
+        Buffer<T> values;    // x, then per layer gates, extra, carry, h
+        Buffer<int64_t> ids;
+        Buffer<uint8_t> resets;  // [B] and any_reset
+    };
+    void save_step(int64_t s, StepCopy* copy) { move_step(s, copy, /*save=*/true); }
+    void load_step(int64_t s, StepCopy* copy) { move_step(s, copy, /*save=*/false); }
+
+  private:
+    void move_step(int64_t s, StepCopy* copy, bool save) {
+        const size_t per_layer = size_t(B) * (G + E + C + H);
+        copy->values.resize(size_t(B) * (tokens ? 0 : I) + size_t(L) * per_layer);
+        copy->ids.resize(tokens ? size_t(B) : 0);
+        copy->resets.resize(size_t(B) + 1);
+        auto move = [save](auto* window_part, auto* saved, size_t n) {
+            if (save) std::copy(window_part, window_part + n, saved);
+            else std::copy(saved, saved + n, window_part);
+        };
+        T* v = copy->values.data();
+        if (tokens) move(ids_at(s), copy->ids.data(), size_t(B));
+        else move(x_at(s), v, size_t(B) * I), v += size_t(B) * I;
+        for (int l = 0; l < L; ++l) {
+            move(gates_at(l, s), v, size_t(B) * G), v += size_t(B) * G;
+            move(extra_at(l, s), v, size_t(B) * E), v += size_t(B) * E;
+            move(carry_at(l, s), v, size_t(B) * C), v += size_t(B) * C;
+            move(h_at(l, s), v, size_t(B) * H), v += size_t(B) * H;
+        }
+        move(resets_at(s), copy->resets.data(), size_t(B));
+        move(&any_reset[slot(s)], copy->resets.data() + B, 1);
+    }
 };
 
 }  // namespace tbptt

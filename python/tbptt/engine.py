@@ -28,8 +28,15 @@ class CppEngine:
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
         self._engine = cls(model._flat, *_shape(model), k1, k2, loss, optimizer, clip_norm)
 
-    def train(self, x, tokens, y, mask, resets):
-        return self._engine.train(x, tokens, y, mask, resets)
+    def train(self, x, tokens, y, mask, resets, outputs=None):
+        """outputs: None or a (T, B, O) array of the model's dtype that receives each step's
+        outputs as the forward pass computed them."""
+        return self._engine.train(x, tokens, y, mask, resets, outputs)
+
+    def peek(self, x, tokens, outputs):
+        """The next step's outputs for x, (B, I) or (B,) token ids, into `outputs` (B, O),
+        from the carried state, without advancing it."""
+        self._engine.peek(x, tokens, outputs)
 
     def flush(self):
         return self._engine.flush()

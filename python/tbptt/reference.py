@@ -316,7 +316,9 @@ class ReferenceEngine:
         return tuple(np.stack([layer[i] for layer in self._state])
                      for i in range(len(self.cell.STATE)))
 
-    def train(self, x, tokens, y, mask, resets):
+    def train(self, x, tokens, y, mask, resets, outputs=None):
+        """outputs: None, or a (T, B, O) array that receives each step's head outputs as the
+        forward pass computed them (before the update that uses the step's target)."""
         T, B = x.shape[0], x.shape[1]
         if self._state is None:
             self._zero_state(B)
@@ -329,6 +331,8 @@ class ReferenceEngine:
                     self._reset_next = False
                 w = np.ones(B, self.dtype) if mask is None else mask[t].copy()
                 self._step(x[t].copy(), tokens, y[t].copy(), w, reset)
+                if outputs is not None:
+                    outputs[t] = self._history[-1].out
                 if self._pending == self.k1:
                     try:
                         loss = self._update()
@@ -338,6 +342,20 @@ class ReferenceEngine:
                     if loss is not None:
                         losses.append(loss)
         return losses
+
+    def peek(self, x, tokens, outputs):
+        """The next step's outputs for x, (B, I) features or (B,) token ids, into `outputs`
+        (B, O): one step forward from the carried state, nothing stored or advanced."""
+        if self._state is None:
+            self._zero_state(x.shape[0])
+        P, inp = self.model._params, x
+        with np.errstate(all="ignore"):
+            for k in range(self.model.num_layers):
+                prev = self._state[k]
+                if self._reset_next:
+                    prev = tuple(np.zeros_like(a) for a in prev)
+                inp = self.cell.forward(P, k, inp, tokens and k == 0, prev).h
+            outputs[...] = _head(P, inp)
 
     def flush(self):
         if self._pending == 0:

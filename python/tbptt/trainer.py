@@ -75,15 +75,20 @@ class Trainer:
         return _native.make_engine(*args)
 
     # ---- training -----------------------------------------------------------------------------
-    def train(self, x, y, mask=None, resets=None) -> np.ndarray:
+    def train(self, x, y, mask=None, resets=None, *, return_outputs=False):
         """Process T more steps of the B streams; make an update every k1 steps.
 
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
         class ids for "cross_entropy". mask: optional (T, B) loss weights. resets: optional (T, B)
         bool, zero stream b's state before step t.
-        Returns the loss of each update made in this call (float64 array).
+        Returns the loss of each update made in this call (float64 array); with
+        return_outputs=True, `(losses, outputs)`: outputs (T, B, O) of the model's dtype, each
+        step's outputs as the forward pass computed them, before any update that used that
+        step's target (test-then-train: the prequential predictions, at no extra cost; logits
+        for "cross_entropy").
         Raises FloatingPointError if an update's loss or gradient is not finite (see SPEC §3.6);
-        its `losses` attribute holds the losses of the updates this call applied before it.
+        its `losses` attribute holds the losses of the updates this call applied before it (and
+        with return_outputs, its `outputs` attribute the outputs, NaN from the failed update on).
         """
         model = self.model
         x, tokens = _checks.inputs("x", x, model.input_size, model.dtype)
@@ -92,7 +97,8 @@ class Trainer:
         mask = _checks.mask(mask, (T, B), model.dtype)
         resets = _checks.resets(resets, (T, B))
         if T == 0:
-            return np.zeros(0)
+            return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
+                else np.zeros(0)
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
@@ -101,7 +107,35 @@ class Trainer:
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
                              f"B = {self.num_streams} (x.shape[1] must stay the same)")
-        return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
+        if not return_outputs:
+            return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
+        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype)
+        try:
+            losses = self._engine.train(x, tokens, y, mask, resets, outputs)
+        except FloatingPointError as error:
+            error.outputs = outputs
+            raise
+        return np.asarray(losses, dtype=np.float64), outputs
+
+    def predict_next(self, x) -> np.ndarray:
+        """The outputs (B, O) the next step would give for x, (B, I) features or (B,) integer
+        token ids, from the carried state and the current parameters, without advancing
+        anything: what the next `train` call computes for that step (so a test-then-train loop
+        can predict before it learns). Before the first `train` call it fixes B as train does."""
+        model = self.model
+        x, tokens = _checks.inputs("x", np.asarray(x)[None], model.input_size, model.dtype)
+        B = x.shape[1]
+        if B == 0:
+            raise ValueError("x must have at least one stream: got B = 0 (x.shape[0])")
+        if self.num_streams is None:
+            _sizes.check_window(model, self.k1, self.k2, B, tokens)
+            self.num_streams = B
+        elif B != self.num_streams:
+            raise ValueError(f"x has B = {B} streams, but this trainer was started with "
+                             f"B = {self.num_streams} (x.shape[0] must stay the same)")
+        outputs = np.empty((B, model.output_size), dtype=model.dtype)
+        self._engine.peek(x[0], tokens, outputs)
+        return outputs
 
     def flush(self):
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None

@@ -1,0 +1,259 @@
+"""Online learning, prequentially (predict each sample, then learn from it): microseconds per
+sample and MAE / RMSE of tbptt.river.Regressor, deep-river's LSTMRegressor, a plain PyTorch
+TBPTT(1, k2) loop, river's LinearRegression and the last value, on river's bundled regression
+streams and on tbptt's CO2 and sunspot series.
+
+    pip install river pandas && pip install --no-deps deep-river   # next to a CPU torch
+    python benchmarks/online.py [--rounds 3] [--figure docs/figures/online.png]
+
+Every learner sees the stream's numeric features and the previous target (river's
+LinearRegression and deep-river get it as a feature "previous"; tbptt and the torch loop take
+it themselves). Accuracy comes from one full pass (all learners are deterministic); time per
+sample is the median over --rounds passes over the first 300 samples of each stream, the
+learners interleaved within each round, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import statistics
+import time
+
+import numpy as np
+
+H, K2 = 32, 20
+TIMED = 300
+
+
+# ---- streams -----------------------------------------------------------------------------------
+
+def streams():
+    from river import datasets
+
+    import tbptt
+
+    def numeric(dataset):
+        return [({k: float(v) for k, v in x.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}, float(y))
+                for x, y in dataset]
+
+    result = {name: numeric(getattr(datasets, name)())
+              for name in ("TrumpApproval", "ChickWeights", "AirlinePassengers", "WaterFlow")}
+    result["CO2 (tbptt)"] = [({}, float(v)) for v in tbptt.datasets.co2()[1]]
+    result["sunspots (tbptt)"] = [({}, float(v)) for v in tbptt.datasets.sunspots()[1]]
+    return result
+
+
+# ---- learners: predict_one(x) -> float, learn_one(x, y) -------------------------------------
+
+class LastValue:
+    def __init__(self):
+        self.last = 0.0
+
+    def predict_one(self, x):
+        return self.last
+
+    def learn_one(self, x, y):
+        self.last = y
+
+
+class WithPrevious:
+    """A river learner given the previous target as the feature "previous"."""
+
+    def __init__(self, model):
+        self.model, self.last = model, 0.0
+
+    def predict_one(self, x):
+        return self.model.predict_one({**x, "previous": self.last})
+
+    def learn_one(self, x, y):
+        self.model.learn_one({**x, "previous": self.last}, y)
+        self.last = y
+
+
+class TorchTBPTT:
+    """A plain PyTorch TBPTT(1, k2) loop with tbptt's recipe (standardised inputs with the
+    previous target, the standardised change as the target, the head at zero, Adam 1e-3, clip
+    1): each update re-runs the last k2 steps from the detached state entering them."""
+
+    def __init__(self):
+        import torch
+
+        from tbptt.river import _Running
+        self.torch, self.running = torch, _Running
+        self.net = None
+
+    def _start(self, x):
+        torch = self.torch
+        torch.manual_seed(0)
+        self.keys = tuple(x)
+        self.lstm = torch.nn.LSTM(len(x) + 1, H)
+        self.head = torch.nn.Linear(H, 1)
+        torch.nn.init.zeros_(self.head.weight), torch.nn.init.zeros_(self.head.bias)
+        self.net = torch.nn.ModuleList([self.lstm, self.head])
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.stats, self.changes = self.running(len(x) + 1), self.running(1)
+        self.window = collections.deque(maxlen=K2)     # the inputs of the last k2 steps
+        self.entering = collections.deque(maxlen=K2 + 1)  # the state entering each of them
+        self.state = None  # the state after the newest step
+        self.last = None
+
+    def _inputs(self, x):
+        values = [x[k] for k in self.keys] + [self.last]
+        s = self.stats
+        return self.torch.tensor([[[(v - s.mean[i]) / s.scale(i) for i, v in enumerate(values)]]])
+
+    def predict_one(self, x):
+        if self.net is None or self.last is None:
+            return 0.0 if self.net is None else self.last
+        if not self.changes.known(0):
+            return self.last + self.changes.mean[0]
+        with self.torch.no_grad():
+            out, _ = self.lstm(self._inputs(x), self.state)
+            z = self.head(out[-1, 0]).item()
+        return self.last + self.changes.mean[0] + self.changes.scale(0) * z
+
+    def learn_one(self, x, y):
+        torch = self.torch
+        if self.net is None:
+            self._start(x)
+        features = [x[k] for k in self.keys]
+        if self.last is not None:
+            change = y - self.last
+            inputs = self._inputs(x)
+            self.entering.append(self.state)
+            self.window.append(inputs)
+            if self.changes.known(0):
+                z = (change - self.changes.mean[0]) / self.changes.scale(0)
+                start = self.entering[0] if len(self.entering) == len(self.window) else None
+                out, _ = self.lstm(torch.cat(list(self.window)), start)
+                loss = (self.head(out[-1, 0]) - z).pow(2).mean()
+                self.opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+                self.opt.step()
+            with torch.no_grad():
+                _, self.state = self.lstm(inputs, self.state)
+            self.changes.add((change,))
+        self.stats.add(features + [y])
+        self.last = y
+
+
+def learners():
+    from river import linear_model, preprocessing
+
+    import tbptt.river
+
+    made = {
+        "tbptt": lambda: tbptt.river.Regressor(hidden_size=H, k2=K2),
+        "PyTorch TBPTT(1, 20)": TorchTBPTT,
+        "river LinearRegression": lambda: WithPrevious(
+            preprocessing.StandardScaler() | linear_model.LinearRegression()),
+        "last value": LastValue,
+    }
+    try:
+        from deep_river.regression import LSTMRegressor
+
+        made["deep-river LSTMRegressor"] = lambda: _DeepRiver(LSTMRegressor)
+    except ImportError as error:
+        print(f"deep-river is not installed ({error}): left out")
+    return made
+
+
+class _DeepRiver(WithPrevious):
+    """deep-river's LSTMRegressor (H = 32, its window of 20, Adam 1e-3), told its feature count
+    at the first sample."""
+
+    def __init__(self, cls):
+        super().__init__(None)
+        self.cls = cls
+
+    def learn_one(self, x, y):
+        if self.model is None:
+            import torch
+            torch.manual_seed(0)
+            self.model = self.cls(n_features=len(x) + 1, hidden_size=H, window_size=K2, lr=1e-3)
+        super().learn_one(x, y)
+
+    def predict_one(self, x):
+        return 0.0 if self.model is None else super().predict_one(x)
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+def prequential(learner, data):
+    """(predictions (N,), seconds per sample)."""
+    predictions = np.empty(len(data))
+    tic = time.perf_counter()
+    for i, (x, y) in enumerate(data):
+        predictions[i] = learner.predict_one(x)
+        learner.learn_one(x, y)
+    return predictions, (time.perf_counter() - tic) / len(data)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--figure", help="write a PNG of µs per sample and MAE relative to the "
+                                         "last value")
+    args = parser.parse_args(argv)
+    import torch
+
+    import tbptt
+    torch.set_num_threads(1)
+    tbptt.set_num_threads(1)
+    data, made = streams(), learners()
+    times = {name: [] for name in made}
+    for _ in range(args.rounds):  # interleaved: every learner once per round, on every stream
+        for stream in data.values():
+            for name, make in made.items():
+                times[name].append(prequential(make(), stream[:TIMED])[1])
+    us = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+    rows = []
+    for stream_name, stream in data.items():
+        y = np.array([v for _, v in stream])
+        for name, make in made.items():
+            predicted, _ = prequential(make(), stream)
+            error = predicted[1:] - y[1:]  # the first sample has nothing to predict from
+            rows.append((stream_name, len(stream), name, np.abs(error).mean(),
+                         math.sqrt((error ** 2).mean())))
+    print(f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
+          f"of each stream; H = {H}, k2 = {K2}, one thread):\n")
+    print("| learner | µs per sample |\n|---|---:|")
+    for name in made:
+        print(f"| {name} | {us[name]:,.0f} |")
+    print("\nprequential error (all samples after the first):\n")
+    print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
+    for stream_name, n, name, mae, rmse in rows:
+        print(f"| {stream_name} | {n} | {name} | {mae:.4g} | {rmse:.4g} |")
+    if args.figure:
+        _figure(args.figure, us, rows, list(data), list(made))
+
+
+def _figure(path, us, rows, stream_names, names):
+    from matplotlib.figure import Figure
+
+    from tbptt.checkpoint import atomic_write
+    last = {s: mae for s, _, name, mae, _ in rows if name == "last value"}
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(1, 2))
+    left.barh(names, [us[n] for n in names], color="tab:blue")
+    left.set_xscale("log")
+    left.set_xlabel("µs per sample (predict_one + learn_one), log scale")
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        ratios = [next(mae for s, _, n, mae, _ in rows if s == stream and n == name) / last[stream]
+                  for stream in stream_names]
+        right.bar(np.arange(len(stream_names)) + j * width, ratios, width, label=name)
+    right.axhline(1.0, color="gray", linestyle=":")
+    right.set_xticks(np.arange(len(stream_names)) + 0.4 - width / 2, stream_names, rotation=20)
+    right.set_ylabel("MAE / MAE of the last value")
+    right.set_ylim(0, 2)
+    right.legend(fontsize=8)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+if __name__ == "__main__":
+    main()
