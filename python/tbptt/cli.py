@@ -628,6 +628,7 @@ def _forecast(args):
     text = "time,forecast\n" + "".join(f"{t},{v:.10g}\n" for t, v in zip(future, ahead))
     if args.out is None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # before the report on stderr, in a terminal showing both
     else:
         checkpoint.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
     if importlib.util.find_spec("matplotlib") is None:
