@@ -136,14 +136,16 @@ OptimizerConfig optimizer_from(const py::dict& d) {
     if (name == "sgd") {
         o.kind = OptimizerConfig::Kind::sgd;
         o.momentum = py::float_(d["momentum"]);
-    } else if (name == "adam") {
-        o.kind = OptimizerConfig::Kind::adam;
+        if (d.contains("weight_decay")) o.weight_decay = py::float_(d["weight_decay"]);
+    } else if (name == "adam" || name == "adamw") {
+        o.kind = name == "adam" ? OptimizerConfig::Kind::adam : OptimizerConfig::Kind::adamw;
+        if (name == "adamw") o.weight_decay = py::float_(d["weight_decay"]);
         py::sequence betas = d["betas"];
         o.beta1 = py::float_(betas[0]);
         o.beta2 = py::float_(betas[1]);
         o.eps = py::float_(d["eps"]);
     } else {
-        throw py::value_error("optimizer name must be 'sgd' or 'adam', got '" + name + "'");
+        throw py::value_error("optimizer name must be 'sgd', 'adam' or 'adamw', got '" + name + "'");
     }
     return o;
 }

@@ -15,7 +15,7 @@ using ConstFlatMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 template <typename T>
 Optimizer<T>::Optimizer(const OptimizerConfig& config, int64_t n) : config_(config), n_(n) {
-    if (config.kind == OptimizerConfig::Kind::adam) {
+    if (config.kind != OptimizerConfig::Kind::sgd) {
         first_moment.assign(n, T(0));
         second_moment.assign(n, T(0));
     } else if (config.momentum != 0.0) {
@@ -36,10 +36,13 @@ static void for_chunks(int64_t n, F&& body) {
 
 template <typename T>
 void Optimizer<T>::step(T* params, const T* grad, T scale) {
-    if (scale != T(1)) scaled_.resize(n_);
+    if (scale != T(1) || config_.weight_decay != 0.0) scaled_.resize(n_);
     ++steps;
     const OptimizerConfig c = config_;
-    const bool adam = c.kind == OptimizerConfig::Kind::adam, first = steps == 1;
+    const bool adam = c.kind != OptimizerConfig::Kind::sgd, first = steps == 1;
+    const bool decay = c.weight_decay != 0.0;
+    // AdamW shrinks the parameters by this factor before its step (computed in double, as torch).
+    const T shrink = T(1.0 - c.lr * c.weight_decay), weight_decay = T(c.weight_decay);
     const double bias1 = 1.0 - std::pow(c.beta1, double(steps));
     const double bias2 = 1.0 - std::pow(c.beta2, double(steps));
     const T lr = T(c.lr), momentum = T(c.momentum), b1 = T(c.beta1), b2 = T(c.beta2), eps = T(c.eps);
@@ -51,8 +54,14 @@ void Optimizer<T>::step(T* params, const T* grad, T scale) {
             FlatMap<T>(scaled_.data() + i, n) = scale * ConstFlatMap<T>(g_data, n);
             g_data = scaled_.data() + i;
         }
+        if (decay && !adam) {  // SGD's L2 term joins the (clipped) gradient, as torch adds it
+            FlatMap<T>(scaled_.data() + i, n) =
+                ConstFlatMap<T>(g_data, n) + weight_decay * ConstFlatMap<T>(params + i, n);
+            g_data = scaled_.data() + i;
+        }
         ConstFlatMap<T> g(g_data, n);
         if (adam) {
+            if (decay) p *= shrink;  // AdamW (the bindings allow decay for adamw only)
             FlatMap<T> m(first_moment.data() + i, n), v(second_moment.data() + i, n);
             m = b1 * m + (T(1) - b1) * g;
             v = b2 * v + (T(1) - b2) * g.square();

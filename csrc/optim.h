@@ -10,8 +10,9 @@
 namespace tbptt {
 
 struct OptimizerConfig {
-    enum class Kind { sgd, adam } kind = Kind::adam;
+    enum class Kind { sgd, adam, adamw } kind = Kind::adam;
     double lr = 1e-3;
+    double weight_decay = 0.0;           // SGD: L2 added to the gradient; AdamW: decoupled
     double momentum = 0.0;               // SGD
     double beta1 = 0.9, beta2 = 0.999;   // Adam
     double eps = 1e-8;                   // Adam
@@ -22,8 +23,9 @@ class Optimizer {
   public:
     Optimizer(const OptimizerConfig& config, int64_t n);
 
-    // SGD:  v = momentum v + g (v = g on the first step); p -= lr v       (torch.optim.SGD)
+    // SGD:  g += wd p; v = momentum v + g (v = g on the first step); p -= lr v  (torch.optim.SGD)
     // Adam: m, v moments; p -= lr/(1-β1^t) m / (sqrt(v)/sqrt(1-β2^t) + eps) (torch.optim.Adam)
+    // AdamW: p *= 1 - lr wd, then Adam's step                             (torch.optim.AdamW)
     // The step uses scale * grad (scale < 1 when clipping), leaving grad itself as it was.
     void step(T* params, const T* grad, T scale = T(1));
 

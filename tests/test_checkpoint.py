@@ -55,7 +55,9 @@ def make_data(T, tokens, loss, dtype, seed=0, resets=True, mask=True):
 def make_trainer(backend, dtype="float64", k1=3, k2=7, optimizer="adam", loss="mse", clip=1.0,
                  hidden=H):
     model = tbptt.LSTM(I, hidden, O, num_layers=L, dtype=dtype, seed=1, forget_bias=1.0)
-    opt = tbptt.SGD(0.1, momentum=0.9) if optimizer == "sgd" else tbptt.Adam(0.01)
+    opt = {"sgd": lambda: tbptt.SGD(0.1, momentum=0.9, weight_decay=0.01),
+           "adam": lambda: tbptt.Adam(0.01),
+           "adamw": lambda: tbptt.AdamW(0.01, weight_decay=0.1)}[optimizer]()
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=opt, clip_norm=clip, backend=backend)
 
 
@@ -97,7 +99,7 @@ def assert_resumed(backend, dtype, ref, resumed, ref_losses, losses):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("tokens,loss", [(False, "mse"), (True, "cross_entropy"), (True, "mse")])
 @pytest.mark.parametrize("k1,k2", [(3, 7), (5, 2), (4, 4)])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("split", ["at_update", "mid_update", "mid_update_and_reset"])
 def test_resume_equals_not_stopping(tmp_path, backend, dtype, tokens, loss, k1, k2, optimizer, split):
     """Saved at an update boundary or with pending steps (their loss terms, the window), with or

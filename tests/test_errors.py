@@ -72,6 +72,10 @@ OPT_CASES = [
     (lambda: tbptt.SGD(lr=0.1, momentum=-0.5), ValueError, "momentum"),
     (lambda: tbptt.SGD(lr=0.1, momentum=float("inf")), ValueError, "momentum"),
     (lambda: tbptt.SGD(lr=0.1, momentum=None), TypeError, "momentum"),
+    (lambda: tbptt.SGD(lr=0.1, weight_decay=-1e-4), ValueError, "weight_decay"),
+    (lambda: tbptt.AdamW(weight_decay=float("nan")), ValueError, "weight_decay"),
+    (lambda: tbptt.AdamW(weight_decay="0.1"), TypeError, "weight_decay"),
+    (lambda: tbptt.AdamW(lr=-1.0), ValueError, "lr"),
     (lambda: tbptt.Adam(lr=-1e-3), ValueError, "lr"),
     (lambda: tbptt.Adam(lr=[1e-3]), TypeError, "lr"),
     (lambda: tbptt.Adam(betas=(1.0, 0.999)), ValueError, "betas"),
@@ -476,3 +480,11 @@ def test_load_newer_version(tmp_path, version):
     write_npz(path, {"format": "tbptt", "version": 1, "kind": "model", "config": model.config()},
               model.state_dict())
     assert tbptt.load(path).config() == model.config()  # the same file at version 1 loads
+
+
+def test_optimizers_round_trip_through_their_config():
+    for opt in (tbptt.SGD(0.1, momentum=0.5, weight_decay=0.01), tbptt.Adam(0.01, (0.8, 0.9), 1e-6),
+                tbptt.AdamW(0.01, (0.8, 0.9), 1e-6, weight_decay=0.2)):
+        again = tbptt.optim.from_config(opt.config())
+        assert type(again) is type(opt) and again.config() == opt.config() and repr(again) == repr(opt)
+    assert tbptt.optim.from_config({"name": "sgd", "lr": 0.1, "momentum": 0.0}).weight_decay == 0.0

@@ -174,6 +174,11 @@ OPTS = {
              lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7)),
     "sgd-momentum": (lambda: tbptt.SGD(lr=0.2, momentum=0.9),
                      lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9)),
+    "adamw": (lambda: tbptt.AdamW(lr=0.05, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.3),
+              lambda p: torch.optim.AdamW(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7,
+                                          weight_decay=0.3)),
+    "sgd-weight-decay": (lambda: tbptt.SGD(lr=0.2, momentum=0.9, weight_decay=0.1),
+                         lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, weight_decay=0.1)),
 }
 
 

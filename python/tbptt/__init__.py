@@ -2,7 +2,7 @@
 fast on CPUs."""
 
 from .model import LSTM, GRU, RNN
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW
 from .trainer import Trainer
 from .history import History
 from .generate import generate
@@ -13,6 +13,6 @@ from .sweep import sweep, sweep_table, plot_sweep, write_sweep  # the function s
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "GRU", "RNN", "Trainer", "History", "SGD", "Adam", "generate", "load",
+__all__ = ["LSTM", "GRU", "RNN", "Trainer", "History", "SGD", "Adam", "AdamW", "generate", "load",
            "load_trainer", "data", "datasets", "set_num_threads", "get_num_threads", "build_info", "sweep", "sweep_table",
            "plot_sweep", "write_sweep", "__version__"]

@@ -1,5 +1,6 @@
 """Optimiser settings. Each backend implements the step itself, with PyTorch's semantics:
-`torch.optim.SGD(params, lr, momentum)` and `torch.optim.Adam(params, lr, betas, eps)`."""
+`torch.optim.SGD(params, lr, momentum, weight_decay)`, `torch.optim.Adam(params, lr, betas, eps)`
+and `torch.optim.AdamW(params, lr, betas, eps, weight_decay)`."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ from . import _checks
 
 
 class SGD:
-    """p -= lr * v, with v = momentum * v + g (v = g on the first step), as torch.optim.SGD."""
+    """p -= lr * v, with v = momentum * v + g (v = g on the first step), as torch.optim.SGD;
+    weight_decay adds weight_decay * p to the (clipped) gradient g first, as torch does (L2)."""
 
     name = "sgd"
 
-    def __init__(self, lr, momentum=0.0):
+    def __init__(self, lr, momentum=0.0, weight_decay=0.0):
         self.lr = _checks.finite_float("lr", lr, minimum=0.0)
         self.momentum = _checks.finite_float("momentum", momentum, minimum=0.0)
+        self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
 
     def config(self) -> dict:
-        return {"name": self.name, "lr": self.lr, "momentum": self.momentum}
+        return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}
 
     def __repr__(self) -> str:
-        return f"SGD(lr={self.lr}, momentum={self.momentum})"
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
 
 
 class Adam:
@@ -39,14 +43,37 @@ class Adam:
         return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps}
 
     def __repr__(self) -> str:
-        return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps})"
+        return f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps})"
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW: every step
+    first shrinks the parameters, p *= 1 - lr * weight_decay, then makes Adam's step. The decay
+    is not part of the gradient, so clipping and Adam's moments never see it."""
+
+    name = "adamw"
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps)
+        self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
+
+    def config(self) -> dict:
+        return {**super().config(), "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, weight_decay={self.weight_decay})"
+
+
+OPTIMIZERS = (SGD, Adam, AdamW)
 
 
 def from_config(config: dict):
+    """The optimiser a `config()` describes (files written before weight decay existed have none)."""
     config = dict(config)
     name = config.pop("name")
-    if name == "sgd":
-        return SGD(**config)
-    if name == "adam":
-        return Adam(lr=config["lr"], betas=tuple(config["betas"]), eps=config["eps"])
+    if "betas" in config:
+        config["betas"] = tuple(config["betas"])
+    for cls in OPTIMIZERS:
+        if cls.name == name:
+            return cls(**config)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -672,17 +672,21 @@ class ReferenceEngine:
 
     def _optimizer_step(self, grad):
         p, opt = self.model._flat, self.opt
-        if opt["name"] == "sgd":      # as torch.optim.SGD(lr, momentum), dampening 0, no nesterov
+        if opt["name"] == "sgd":      # as torch.optim.SGD(lr, momentum, weight_decay), no nesterov
             step = grad
+            if opt.get("weight_decay", 0.0) != 0:  # L2: part of the gradient the step sees
+                step = grad + opt["weight_decay"] * p
             if opt["momentum"] != 0:
                 if self._momentum_buffer is None:
-                    self._momentum_buffer = grad.copy()
+                    self._momentum_buffer = step.copy()
                 else:
                     self._momentum_buffer *= opt["momentum"]
-                    self._momentum_buffer += grad
+                    self._momentum_buffer += step
                 step = self._momentum_buffer
             p -= opt["lr"] * step
-        elif opt["name"] == "adam":   # as torch.optim.Adam(lr, betas, eps)
+        elif opt["name"] in ("adam", "adamw"):  # as torch.optim.Adam / AdamW(lr, betas, eps, wd)
+            if opt["name"] == "adamw":  # decoupled: shrink the parameters, then Adam's step
+                p *= 1 - opt["lr"] * opt["weight_decay"]
             b1, b2 = opt["betas"]
             m, v = self._adam_m, self._adam_v
             self._adam_step += 1

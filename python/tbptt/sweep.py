@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _checks, _plots, _sizes
 from .model import MODELS, build
-from .optim import SGD, Adam, from_config
+from .optim import OPTIMIZERS, Adam, from_config
 from .trainer import BACKENDS, MAX_K, Trainer, _data, _reset_every, _validation
 
 __all__ = ["sweep", "sweep_table", "plot_sweep", "write_sweep", "ROW_KEYS"]
@@ -151,8 +151,9 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     steps = T if steps is None else _checks.positive_int("steps", steps)
     points = _checks.positive_int("points", points)
     optimizer = Adam() if optimizer is None else optimizer
-    if not isinstance(optimizer, (SGD, Adam)):
-        raise TypeError(f"optimizer must be tbptt.SGD or tbptt.Adam, got {type(optimizer).__name__}")
+    if not isinstance(optimizer, OPTIMIZERS):
+        raise TypeError(f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
+                        f"{type(optimizer).__name__}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     # Fail on a bad model argument now, not after the first configuration.

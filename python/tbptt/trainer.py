@@ -26,7 +26,7 @@ import numpy as np
 from . import _checks, _native, _progress, _sizes
 from .history import History
 from .model import Recurrent
-from .optim import SGD, Adam
+from .optim import OPTIMIZERS, Adam
 
 LOSSES = ("mse", "cross_entropy")
 BACKENDS = ("cpp", "numpy")
@@ -53,8 +53,9 @@ class Trainer:
         self.loss = loss
         if optimizer is None:
             optimizer = Adam()
-        if not isinstance(optimizer, (SGD, Adam)):
-            raise TypeError(f"optimizer must be tbptt.SGD or tbptt.Adam, got {type(optimizer).__name__}")
+        if not isinstance(optimizer, OPTIMIZERS):
+            raise TypeError(f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
+                        f"{type(optimizer).__name__}")
         self.optimizer = optimizer
         if clip_norm is not None:
             clip_norm = _checks.finite_float("clip_norm", clip_norm)
