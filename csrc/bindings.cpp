@@ -157,7 +157,8 @@ struct PyEngine {
     std::unique_ptr<Engine<T>> engine;
 
     PyEngine(CArray<T> params_, const std::string& cell, int I, int H, int O, int L, int k1, int k2,
-             const std::string& loss, const py::dict& optimizer, std::optional<double> clip_norm)
+             const std::string& loss, const py::dict& optimizer, std::optional<double> clip_norm,
+             double dropout, double head_dropout, uint64_t seed)
         : params(std::move(params_)) {
         EngineConfig c;
         c.cell = cell;
@@ -169,6 +170,9 @@ struct PyEngine {
         c.loss = loss == "mse" ? Loss::mse : Loss::cross_entropy;
         c.optimizer = optimizer_from(optimizer);
         c.clip_norm = clip_norm.value_or(0.0);
+        if (!(dropout >= 0.0 && dropout < 1.0) || !(head_dropout >= 0.0 && head_dropout < 1.0))
+            throw py::value_error("dropout and head_dropout must be in [0, 1)");
+        c.dropout = dropout, c.head_dropout = head_dropout, c.seed = seed;
         expect_shape("params", params, {py::ssize_t(c.shape.num_params())});
         if (!params.writeable()) throw py::value_error("params must be writeable");
         engine = std::make_unique<Engine<T>>(c, params.mutable_data());
@@ -305,10 +309,12 @@ template <typename T>
 void bind_engine(py::module_& m, const char* name) {
     py::class_<PyEngine<T>>(m, name)
         .def(py::init<CArray<T>, const std::string&, int, int, int, int, int, int,
-                      const std::string&, const py::dict&, std::optional<double>>(),
+                      const std::string&, const py::dict&, std::optional<double>, double, double,
+                      uint64_t>(),
              py::arg("params"), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
              py::arg("output_size"), py::arg("num_layers"), py::arg("k1"), py::arg("k2"),
-             py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"))
+             py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"), py::arg("dropout") = 0.0,
+             py::arg("head_dropout") = 0.0, py::arg("seed") = 0)
         .def("train", &PyEngine<T>::train, py::arg("x"), py::arg("tokens"), py::arg("y"),
              py::arg("mask").none(true), py::arg("resets").none(true),
              py::arg("outputs").none(true) = py::none())

@@ -61,6 +61,17 @@ Stack<T>::Stack(const std::string& cell, const ModelShape& shape)
     : shape_(shape), cell_(make_cell<T>(cell)) {
     if (!cell_) throw InvalidArgument(unknown_cell_message(cell));
     if (cell_->traits.gates != shape.gates) throw InvalidArgument("shape.gates does not fit the cell");
+    dropout_.assign(shape.L, Dropout{});
+}
+
+template <typename T>
+const T* Stack<T>::output(int l, int64_t s0, int n, Buffer<T>& scratch) const {
+    const Dropout& d = dropout_[l];
+    if (!d.on()) return window.h_at(l, s0);
+    const size_t size = size_t(n) * window.B * window.H;
+    if (scratch.size() < size) scratch.resize(size);
+    d.apply(scratch.data(), window.h_at(l, s0), s0, n, window.B, window.H);
+    return scratch.data();
 }
 
 template <typename T>
@@ -152,7 +163,8 @@ void Stack<T>::forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* re
     for (int l = 0; l < m.L; ++l) {
         const PackedWeights<T>& products = packed_[l];
         const int I = m.layer_input(l);
-        const Inputs<T> input = l == 0 ? window.inputs_at(s0) : Inputs<T>::features(window.h_at(l - 1, s0));
+        const Inputs<T> input = l == 0 ? window.inputs_at(s0)
+                                       : Inputs<T>::features(output(l - 1, s0, n, dropped_));
         // Packed input weights: each thread projects its own streams' inputs step by step, inside
         // the parallel part. Otherwise one product for the whole run, before it.
         const bool project_per_step = !products.input.empty();
@@ -215,6 +227,11 @@ void Engine<T>::allocate(int B, bool tokens) {
         scratch_carry_.assign(size_t(B) * w.C, T(0));
         scratch_cell_.assign(size_t(B) * m.H, T(0));
         dW_ih_T_.assign(tokens ? size_t(m.I) * m.G() : 0, T(0));
+        std::vector<Dropout> dropout(m.L);
+        for (int l = 0; l < m.L; ++l)
+            dropout[l] = {l < m.L - 1 ? config_.dropout : config_.head_dropout, config_.seed, l,
+                          config_.stream_offset};
+        stack_.set_dropout(std::move(dropout));
     } catch (const std::exception&) {  // bad_alloc, length_error
         B_ = 0;
         const double bytes =
@@ -236,7 +253,8 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, const Targets<T>& targets) {
     const int rows = n * B_;
     const T* W = params_ + m.head_offset();
     T* y = outputs_.data();
-    head_forward(y, stack_.window.h_at(m.L - 1, s0), W, W + size_t(m.O) * m.H, rows, m.H, m.O);
+    head_forward(y, stack_.output(m.L - 1, s0, n, head_input_), W, W + size_t(m.O) * m.H, rows,
+                 m.H, m.O);
     T* dy = dy_.data() + size_t(pending_) * B_ * m.O;
     if (config_.loss == Loss::mse)
         loss_sum_ += mse_loss(dy, y, targets.values, targets.mask, rows, m.O, &weight_sum_);
@@ -360,7 +378,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
     for (int64_t s = first_loss_step; s <= t;) {
         const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
         head_weight_backward(dW_head, db_head, dy_.data() + size_t(s - first_loss_step) * B * O,
-                             w.h_at(m.L - 1, s), n * B, H, O);
+                             stack_.output(m.L - 1, s, n, head_input_), n * B, H, O);
         s += n;
     }
 
@@ -376,23 +394,32 @@ void Engine<T>::backward(int64_t first_loss_step) {
             if (l == m.L - 1) {  // dL/dh from the head, at the loss steps of this block
                 std::fill(dh_in_.begin(), dh_in_.begin() + size_t(rows) * H, T(0));
                 const int64_t first = std::max(begin, first_loss_step);
-                if (first <= end)
-                    head_input_backward(dh_in_.data() + size_t(first - begin) * B * H,
-                                        dy_.data() + size_t(first - first_loss_step) * B * O,
-                                        W_head, int(end - first + 1) * B, H, O);
+                if (first <= end) {
+                    T* dh = dh_in_.data() + size_t(first - begin) * B * H;
+                    const int n = int(end - first + 1);
+                    head_input_backward(dh, dy_.data() + size_t(first - first_loss_step) * B * O,
+                                        W_head, n * B, H, O);
+                    const Dropout& d = stack_.dropout(m.L - 1);  // through the head's dropout
+                    if (d.on()) d.apply(dh, dh, first, n, B, H);
+                }
             } else {  // dL/dh from the layer above, computed into dx_
                 std::swap(dh_in_, dx_);
             }
             backward_layer(l, begin, end);
-            const Inputs<T> input = l == 0 ? w.inputs_at(begin) : Inputs<T>::features(w.h_at(l - 1, begin));
+            const int n = int(end - begin + 1);
+            const Inputs<T> input = l == 0 ? w.inputs_at(begin)
+                                           : Inputs<T>::features(stack_.output(l - 1, begin, n, dropped_block_));
             LayerGrads<T> g = m.layer(grad_.data(), l);
             if (input.are_tokens()) g.W_ih_T = dW_ih_T_.data();
             layer_weight_backward(g, dgates_.data(), separate ? drecurrent_.data() : dgates_.data(),
                                   input, h_prev_block_.data(), rows, m.layer_input(l), H, G);
-            if (l > 0)  // dL/d(input) = dL/dh of the layer below
+            if (l > 0) {  // dL/d(input) = dL/dh of the layer below, through its dropout
                 MatrixMap<T>(dx_.data(), rows, H).noalias() =
                     ConstMatrixMap<T>(dgates_.data(), rows, G) *
                     ConstMatrixMap<T>(stack_.weights(l).W_ih, G, H);
+                const Dropout& d = stack_.dropout(l - 1);
+                if (d.on()) d.apply(dx_.data(), dx_.data(), begin, n, B, H);
+            }
         }
         end = begin - 1;
     }

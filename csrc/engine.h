@@ -25,6 +25,7 @@
 
 #include "head.h"
 #include "cells/cell.h"
+#include "dropout.h"
 #include "layer.h"
 #include "optim.h"
 #include "window.h"
@@ -74,6 +75,13 @@ class Stack {
     const T* carry_prev(int l, int64_t s, T* scratch, int b0, int b1);
     // The state leaving step s: [L][B][H] and [L][B][C].
     void state_after(int64_t s, T* h, T* carry) const;
+    // Dropout on each layer's output as the layer above (or the head, for l = L - 1) reads it:
+    // [L], training only, off unless set.
+    void set_dropout(std::vector<Dropout> dropout) { dropout_ = std::move(dropout); }
+    const Dropout& dropout(int l) const { return dropout_[l]; }
+    // Layer l's output of steps [s0, s0 + n) as the layer above reads it: its h in the window, or
+    // with dropout on, h ⊙ mask / (1 - p) in scratch (grown to [n][B][H] if needed).
+    const T* output(int l, int64_t s0, int n, Buffer<T>& scratch) const;
 
     LayerWeights<T> weights(int l) const { return packed_[l].w; }
     const PackedWeights<T>& packed(int l) const { return packed_[l]; }
@@ -87,6 +95,8 @@ class Stack {
     ModelShape shape_;
     std::unique_ptr<Cell<T>> cell_;
     std::vector<PackedWeights<T>> packed_;  // [L]
+    std::vector<Dropout> dropout_;          // [L]
+    Buffer<T> dropped_;                     // [n][B][H] a run's input to a layer, after dropout
     Buffer<T> W_ih_T_;                      // [I][G] layer 0's W_ih transposed (token inputs)
     Buffer<T> zeros_, scratch_h_, scratch_carry_, recurrent_;  // [B][H], [B][H], [B][C], [B][G]
 };
@@ -98,6 +108,11 @@ struct EngineConfig {
     Loss loss = Loss::mse;
     OptimizerConfig optimizer;
     double clip_norm = 0.0;  // <= 0: no clipping
+    // Dropout while training (dropout.h): on each layer's output but the last (torch's meaning),
+    // and on the top layer's output before the head; masks drawn from seed.
+    double dropout = 0.0, head_dropout = 0.0;
+    uint64_t seed = 0;
+    int64_t stream_offset = 0;  // the index of this engine's first stream among all streams
 };
 
 // An update whose loss or gradient is not finite: nothing was applied (see Engine::train).
@@ -208,7 +223,6 @@ class Engine {
     // drecurrent) of every step from dh_in_, carrying dh, dcarry back through time.
     void backward_layer(int l, int64_t begin, int64_t end);
     void add_to_horizon(int window);
-
     EngineConfig config_;
     T* params_;
     Buffer<T> grad_;
@@ -231,6 +245,7 @@ class Engine {
     int block_ = 1;
     Buffer<T> dgates_, drecurrent_;                 // [block][B][G] (drecurrent: separate cells)
     Buffer<T> dh_in_, dx_, h_prev_block_;           // [block][B][H]
+    Buffer<T> head_input_, dropped_block_;          // [run][B][H]: layers' outputs after dropout
     Buffer<T> dh_rec_, dcarry_rec_;                 // [L][B][H], [L][B][C]: carried back in time
     Buffer<T> scratch_h_, scratch_carry_, scratch_cell_;  // [B][H], [B][C], [B][H]
     Buffer<T> dW_ih_T_;  // [I][G] the gradient of layer 0's W_ih transposed (token inputs)

@@ -87,10 +87,11 @@ def plain_layer(cell, P, k, inp, state):
     return (np.tanh(a) if cell == "rnn_tanh" else np.maximum(a, 0),)
 
 
-def plain_run(model, flat, x, tokens, resets, state, steps):
+def plain_run(model, flat, x, tokens, resets, state, steps, masks=None):
     """Run `steps` (a range of time indices) from `state`: one list of L arrays (B, H) per state
-    tensor ((h, c) for an LSTM, (h,) else). Returns the top layer's h at each step {t: (B, H)}
-    and the final state, of the same form."""
+    tensor ((h, c) for an LSTM, (h,) else). Returns the top layer's output at each step
+    {t: (B, H)} and the final state, of the same form. masks(k, t): the dropout mask of layer k's
+    output at step t, (B, H), or None for no dropout."""
     P = views(model, flat)
     layers = [tuple(part[k].copy() for part in state) for k in range(model.num_layers)]
     tops = {}
@@ -101,7 +102,7 @@ def plain_run(model, flat, x, tokens, resets, state, steps):
         inp = np.eye(model.input_size)[x[t]] if tokens else x[t]
         for k in range(model.num_layers):
             layers[k] = plain_layer(model.cell, P, k, inp, layers[k])
-            inp = layers[k][0]
+            inp = layers[k][0] if masks is None else layers[k][0] * masks(k, t)
         tops[t] = inp
     return tops, tuple([layer[i] for layer in layers] for i in range(len(layers[0])))
 
@@ -116,15 +117,15 @@ def position_losses(model, flat, top, y, loss):
     return lse - out[np.arange(len(y)), y]
 
 
-def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r, k2):
+def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r, k2, masks=None):
     """The loss of the update after step t (1-based count) over its r newest steps, with the
     recurrence cut at t-k2: steps <= t-k2 run with the fixed theta0, later ones with theta;
-    every loss term uses theta's head."""
+    every loss term uses theta's head. masks: as for plain_run."""
     B, H, L = x.shape[1], model.hidden_size, model.num_layers
     zeros = tuple([np.zeros((B, H)) for _ in range(L)] for _ in model.STATE)
     cut = max(t - k2, 0)
-    tops0, state = plain_run(model, theta0, x, tokens, resets, zeros, range(cut))
-    tops, _ = plain_run(model, theta, x, tokens, resets, state, range(cut, t))
+    tops0, state = plain_run(model, theta0, x, tokens, resets, zeros, range(cut), masks)
+    tops, _ = plain_run(model, theta, x, tokens, resets, state, range(cut, t), masks)
     tops.update(tops0)
     w = np.ones((x.shape[0], B)) if mask is None else mask
     total, weight = 0.0, 0.0

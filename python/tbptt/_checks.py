@@ -19,6 +19,16 @@ def positive_int(name, value, maximum=None):
     return int(value)
 
 
+def nonnegative_int(name, value, maximum=None):
+    """An int >= 0 (and <= maximum): a seed, a count that may be zero."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 0 or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be in [0, {maximum}], got {value}" if maximum is not None
+                         else f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
 def finite_float(name, value, minimum=None, below=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")

@@ -67,6 +67,6 @@ def core():
                       "Reinstall with `pip install .`, or use backend='numpy'.")
 
 
-def make_engine(model, k1, k2, loss, optimizer, clip_norm):
+def make_engine(model, k1, k2, loss, optimizer, clip_norm, seed):
     from .engine import CppEngine
-    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm)
+    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed)

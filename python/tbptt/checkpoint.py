@@ -135,7 +135,8 @@ def save_trainer(trainer, path, extra=None) -> None:
         "model": trainer.model.config(),
         "trainer": {"k1": trainer.k1, "k2": trainer.k2, "loss": trainer.loss,
                     "optimizer": trainer.optimizer.config(), "clip_norm": trainer.clip_norm,
-                    "backend": trainer.backend, "num_streams": trainer.num_streams},
+                    "backend": trainer.backend, "num_streams": trainer.num_streams,
+                    "seed": trainer.seed},
     }
     arrays = {f"model/{name}": value for name, value in trainer.model.state_dict().items()}
     arrays.update({f"engine/{key}": np.asarray(value)
@@ -155,7 +156,8 @@ def load_trainer(path):
         settings = header["trainer"]
         trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
                           optimizer=from_config(settings["optimizer"]),
-                          clip_norm=settings["clip_norm"], backend=settings["backend"])
+                          clip_norm=settings["clip_norm"], backend=settings["backend"],
+                          seed=settings.get("seed", 0))  # files before dropout: no seed
         num_streams = settings["num_streams"]
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None

@@ -24,9 +24,10 @@ def predict(core, model, x, tokens, state):
 
 
 class CppEngine:
-    def __init__(self, core, model, k1, k2, loss, optimizer, clip_norm):
+    def __init__(self, core, model, k1, k2, loss, optimizer, clip_norm, seed):
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
-        self._engine = cls(model._flat, *_shape(model), k1, k2, loss, optimizer, clip_norm)
+        self._engine = cls(model._flat, *_shape(model), k1, k2, loss, optimizer, clip_norm,
+                           model.dropout, model.head_dropout, seed)
 
     def train(self, x, tokens, y, mask, resets, outputs=None):
         """outputs: None or a (T, B, O) array of the model's dtype that receives each step's

@@ -64,7 +64,7 @@ class Recurrent:
     STATE = ("h",)  # the state tensors the cell carries, each (L, B, H)
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
-                 seed=None):
+                 seed=None, dropout=0.0, head_dropout=0.0):
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.output_size = _checks.positive_int("output_size", output_size)
@@ -80,6 +80,10 @@ class Recurrent:
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be >= 0 or None, got {seed}")
+        # Dropout while training (torch's `dropout`: on every layer's output but the last), and on
+        # the top layer's output before the head; masks drawn by the Trainer's seed.
+        self.dropout = _checks.finite_float("dropout", dropout, minimum=0.0, below=1.0)
+        self.head_dropout = _checks.finite_float("head_dropout", head_dropout, minimum=0.0, below=1.0)
         _sizes.check_model(self.input_size, self.hidden_size, self.output_size, self.num_layers,
                            self.dtype, gates=CELLS[self.cell][1])  # before allocating: a clear
                                                                     # error, not NumPy's
@@ -112,7 +116,13 @@ class Recurrent:
                     num_layers=self.num_layers, dtype=self.dtype.name, **self._extra_config())
 
     def _extra_config(self) -> dict:
-        return {}
+        """The subclass's own arguments, and dropout where it is on (files stay as they were)."""
+        extra = {}
+        if self.dropout:
+            extra["dropout"] = self.dropout
+        if self.head_dropout:
+            extra["head_dropout"] = self.head_dropout
+        return extra
 
     def state_dict(self) -> dict:
         """Copies of the parameters under torch's names (`gru.weight_ih_l0`, ..., `head.bias`)."""
@@ -217,15 +227,16 @@ class LSTM(Recurrent):
     STATE = ("h", "c")
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
-                 seed=None, forget_bias=0.0):
+                 seed=None, forget_bias=0.0, dropout=0.0, head_dropout=0.0):
         self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
-        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed)
+        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
+                         head_dropout)
         H = self.hidden_size
         for k in range(self.num_layers):
             self._params[f"lstm.bias_ih_l{k}"][H:2 * H] += self.forget_bias
 
     def _extra_config(self) -> dict:
-        return {"forget_bias": self.forget_bias}
+        return {"forget_bias": self.forget_bias, **super()._extra_config()}
 
 
 class GRU(Recurrent):
@@ -247,15 +258,16 @@ class RNN(Recurrent):
     """
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, nonlinearity="tanh",
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, dropout=0.0, head_dropout=0.0):
         if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.cell = f"rnn_{nonlinearity}"
-        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed)
+        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
+                         head_dropout)
 
     def _extra_config(self) -> dict:
-        return {"nonlinearity": self.nonlinearity}
+        return {"nonlinearity": self.nonlinearity, **super()._extra_config()}
 
 
 MODELS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # config()["cell"] -> class

@@ -233,11 +233,37 @@ def forward(model, x, tokens, state):
 
 # ---- the engine --------------------------------------------------------------------------------
 
-class _Step:
-    """One processed time step: per-layer caches (`_Cache`), the resets applied before it, the
-    head's output and what the loss needs (targets, mask weights)."""
+def _mix(x):
+    """splitmix64's finaliser on uint64 arrays (arithmetic mod 2**64)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-    __slots__ = ("layers", "reset", "out", "y", "w")
+
+def dropout_mask(p, seed, layer, step, B, H, dtype, stream_offset=0):
+    """The dropout mask of layer `layer`'s output at global step `step`, (B, H): 1 / (1 - p) where
+    a unit is kept, 0 where it is dropped. A pure function of (seed, layer, step, stream, unit):
+
+        z = mix(mix(mix(mix(seed + φ (layer + 1)) ^ step) ^ stream) ^ unit),  φ = 0x9E3779B97F4A7C15
+        keep = (z >> 40) < round((1 - p) 2^24)
+
+    with mix splitmix64's finaliser, so the C++ engine draws the same masks."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.array([seed], np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(layer + 1))
+        key = _mix(key ^ np.uint64(step))
+        streams = _mix(key ^ np.arange(stream_offset, stream_offset + B, dtype=np.uint64))
+        z = _mix(streams[:, None] ^ np.arange(H, dtype=np.uint64)[None, :])
+    keep = (z >> np.uint64(40)) < np.uint64(int((1.0 - p) * (1 << 24) + 0.5))
+    return np.where(keep, dtype.type(1.0 / (1.0 - p)), dtype.type(0))
+
+
+class _Step:
+    """One processed time step: its index since training began, per-layer caches (`_Cache`), the
+    resets applied before it, the head's input and output and what the loss needs (targets, mask
+    weights)."""
+
+    __slots__ = ("index", "layers", "reset", "head_in", "out", "y", "w")
 
 
 class ReferenceEngine:
@@ -248,9 +274,14 @@ class ReferenceEngine:
     Updates `model._flat` in place.
     """
 
-    def __init__(self, model, k1, k2, loss, optimizer, clip_norm):
+    def __init__(self, model, k1, k2, loss, optimizer, clip_norm, seed=0):
         self.model = model
         self.cell = cell_of(model)
+        self.seed = int(seed)
+        # dropout on each layer's output as the layer above (the head, for the top) reads it
+        L = model.num_layers
+        self._dropout = [model.dropout] * (L - 1) + [model.head_dropout]
+        self._steps = 0           # steps processed since training began (the masks' counter)
         self.k1, self.k2 = int(k1), int(k2)
         self.loss = loss
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -367,7 +398,8 @@ class ReferenceEngine:
     # The engine's state as a flat dict of plain arrays (no objects: checkpoints are .npz files
     # read with allow_pickle=False). n = steps held in the history (<= max(k1, k2)).
     #   counters            int64 [num_streams B (0 before train), tokens, pending, updates,
-    #                              reset_next, adam_step, has_momentum, n]
+    #                              reset_next, adam_step, has_momentum, n, steps since training
+    #                              began] (files from before dropout have no last entry)
     #   state/<name>        (L, B, H) the carried state, for each name in the cell's STATE
     #                       (LSTM: state/h, state/c; GRU, RNN: state/h)
     #   history/x           (n, B, I) layer-0 inputs, or (n, B) int64 token ids
@@ -379,7 +411,7 @@ class ReferenceEngine:
     #   optimizer/momentum_buffer (P,) (zeros while has_momentum = 0), optimizer/adam_m, adam_v (P,)
     # The LSTM's entries are those of the files written before GRU and RNN existed.
     _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
-                 "has_momentum", "steps_held")
+                 "has_momentum", "steps_held", "steps")
 
     def snapshot(self):
         """Everything the next steps depend on besides the parameters, as {name: ndarray}."""
@@ -390,7 +422,7 @@ class ReferenceEngine:
         n = len(steps)
         tokens = bool(steps and steps[0].layers[0].tokens)
         counters = [B, int(tokens), self._pending, self._updates, int(self._reset_next),
-                    self._adam_step, int(self._momentum_buffer is not None), n]
+                    self._adam_step, int(self._momentum_buffer is not None), n, self._steps]
         d = {"counters": np.array(counters, dtype=np.int64)}
         parts = (tuple(np.zeros((L, 0, H), self.dtype) for _ in self.cell.STATE)
                  if self._state is None else self._stacked_state())
@@ -446,11 +478,14 @@ class ReferenceEngine:
             arrays[key] = value
 
         counters = arrays["counters"]
+        if counters.dtype == np.int64 and counters.shape == (len(self._COUNTERS) - 1,):
+            counters = np.append(counters, counters[-1])  # before dropout: only n steps counted
         if counters.dtype != np.int64 or counters.shape != (len(self._COUNTERS),):
             fail(f"'counters' must be int64 of shape ({len(self._COUNTERS)},), got "
                  f"{counters.dtype} {counters.shape}")
-        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n = (int(v) for v in counters)
-        if min(B, pending, updates, adam_step, n) < 0 or tokens not in (0, 1) \
+        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total = (
+            int(v) for v in counters)
+        if min(B, pending, updates, adam_step, n, total - n) < 0 or tokens not in (0, 1) \
                 or reset_next not in (0, 1) or has_momentum not in (0, 1):
             fail(f"'counters' out of range: {dict(zip(self._COUNTERS, counters.tolist()))}")
         capacity = max(self.k1, self.k2)
@@ -489,6 +524,7 @@ class ReferenceEngine:
         history = collections.deque(maxlen=capacity)
         for t in range(n):
             step = _Step()
+            step.index = total - n + t
             reset = arrays["history/reset"][t].copy()
             step.reset = reset if reset.any() else None
             step.layers = []
@@ -499,7 +535,8 @@ class ReferenceEngine:
                     setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
                 cache.inp, cache.tokens = inp, bool(tokens) and k == 0
                 step.layers.append(cache)
-                inp = cache.h
+                inp = cache.h * self._mask(k, step.index, B)
+            step.head_in = inp
             step.out = arrays["history/out"][t].copy()
             step.y = arrays["history/y"][t].copy()
             step.w = arrays["history/w"][t].copy()
@@ -510,7 +547,7 @@ class ReferenceEngine:
         else:
             self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
                            for k in range(L)]
-        self._pending, self._updates = pending, updates
+        self._pending, self._updates, self._steps = pending, updates, total
         self._reset_next = bool(reset_next)
         self._adam_step = adam_step
         self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
@@ -527,6 +564,7 @@ class ReferenceEngine:
         """Forward one step of every stream and remember it. reset: (B,) bool or None."""
         P = self.model._params
         step = _Step()
+        step.index, self._steps = self._steps, self._steps + 1
         step.reset = reset if reset is not None and reset.any() else None
         step.layers = []
         inp = x_t
@@ -538,11 +576,19 @@ class ReferenceEngine:
             cache = self.cell.forward(P, k, inp, tokens and k == 0, prev)
             step.layers.append(cache)
             self._state[k] = tuple(getattr(cache, name) for name in self.cell.STATE)
-            inp = cache.h
+            inp = cache.h * self._mask(k, step.index, cache.h.shape[0])
+        step.head_in = inp
         step.out = _head(P, inp)
         step.y, step.w = y_t, w_t
         self._history.append(step)
         self._pending += 1
+
+    def _mask(self, k, index, B):
+        """Layer k's dropout mask at step `index` (B, H), or 1 when its dropout is off."""
+        p = self._dropout[k]
+        if p == 0:
+            return self.dtype.type(1)
+        return dropout_mask(p, self.seed, k, index, B, self.model.hidden_size, self.dtype)
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
@@ -615,7 +661,7 @@ class ReferenceEngine:
 
         # The head sees every loss term, also those before the window (k2 < k1).
         for s, dout in zip(steps[n - r:], douts):
-            G["head.weight"] += dout.T @ s.layers[-1].h
+            G["head.weight"] += dout.T @ s.head_in
             G["head.bias"] += dout.sum(axis=0)
 
         # Backpropagation through the window, newest step first. d_next[k]: per name in the
@@ -632,7 +678,8 @@ class ReferenceEngine:
             from_above = douts[r - 1 - j] @ P["head.weight"] if j < r else None
             for k in reversed(range(L)):
                 d_state = d_next[k]
-                if from_above is not None:      # h feeds the layer above (or the head) too
+                if from_above is not None:      # h feeds the layer above (or the head) too,
+                    from_above = from_above * self._mask(k, s.index, B)  # through its dropout
                     d_state = (d_state[0] + from_above,) + d_state[1:]
                 from_above, d_next[k], d_total = self.cell.backward(P, G, k, s.layers[k], d_state,
                                                                     need_prev)

@@ -40,9 +40,13 @@ class Trainer:
     k1 = k2 = k is chunked TBPTT (detach every k steps); k1 = k2 = T is full BPTT; k2 > k1 gives
     overlapping windows (Williams & Peng's BPTT(h; h')); k2 < k1 lets the first k1 - k2 steps of
     each segment only warm the state up.
+    seed: the dropout masks' (when the model has dropout): a mask is a function of the seed, the
+    layer, the step since training began, the stream and the unit, the same in both backends, so
+    a run is reproducible and resumes exactly.
     """
 
-    def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp"):
+    def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp",
+                 seed=0):
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -65,11 +69,13 @@ class Trainer:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        self.seed = _checks.nonnegative_int("seed", seed, maximum=2**64 - 1)
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
 
     def _make_engine(self):
-        args = (self.model, self.k1, self.k2, self.loss, self.optimizer.config(), self.clip_norm)
+        args = (self.model, self.k1, self.k2, self.loss, self.optimizer.config(), self.clip_norm,
+                self.seed)
         if self.backend == "numpy":
             from .reference import ReferenceEngine
             return ReferenceEngine(*args)
