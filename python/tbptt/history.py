@@ -25,12 +25,13 @@ class History:
         wall_time: seconds the whole fit took, validation included.
         train_time: seconds spent in `train` calls.
         samples: time steps x streams trained on.
-        stop_reason: "epochs" (all done), "max_time", "max_updates", "callback", "diverged" or
-            "interrupted". When a budget stops fit mid-epoch, that last epoch is partial but is
+        stop_reason: "epochs" (all done), "max_time", "max_updates", "callback",
+            "early_stopping", "diverged" or "interrupted". When a budget stops fit mid-epoch, that last epoch is partial but is
             still recorded (and validated).
         diverged: None, or the message of the FloatingPointError that stopped training.
         resume_at: (epoch, step), where in the data training stopped: pass them to
             `fit(..., initial_epoch=epoch, initial_step=step)` to go on as if it had not stopped.
+        lr: per epoch, the learning rate of its last block (the schedule's, if fit had one).
 
     A run resumed by later fit calls is recorded by `extend`: an epoch stopped midway then
     appears twice, as its part before and its part after the stop.
@@ -49,10 +50,17 @@ class History:
         self.stop_reason = None
         self.diverged = None
         self.resume_at = (0, 0)
+        self.lr = []
 
     @property
     def losses(self) -> np.ndarray:
         return np.concatenate(self._losses) if self._losses else np.zeros(0)
+
+    @property
+    def best_epoch(self):
+        """The epoch (from 0) of the lowest validation loss, or None without validation."""
+        finite = [v if math.isfinite(v) else math.inf for v in self.val_loss]
+        return int(np.argmin(finite)) if finite and min(finite) < math.inf else None
 
     @property
     def epochs(self) -> int:
@@ -78,6 +86,8 @@ class History:
             "stop_reason": self.stop_reason,
             "diverged": self.diverged,
             "resume_at": list(self.resume_at),
+            "lr": clean(self.lr),
+            "best_epoch": self.best_epoch,
         }
 
     @classmethod
@@ -90,6 +100,7 @@ class History:
         history._losses = [np.array(floats(d["losses"]), dtype=np.float64)]
         for name in ("train_loss", "val_loss", "val_accuracy", "samples_per_s"):
             setattr(history, name, floats(d[name]))
+        history.lr = floats(d.get("lr", []))  # files before schedules have none
         history.epoch_updates = [int(n) for n in d["epoch_updates"]]
         history.wall_time, history.train_time = float(d["wall_time"]), float(d["train_time"])
         history.samples, history.stop_reason = int(d["samples"]), d["stop_reason"]
@@ -100,7 +111,7 @@ class History:
         """Append the record of a later fit that went on from where this one stopped."""
         offset = self.losses.size
         self._losses.extend(later._losses)
-        for name in ("train_loss", "val_loss", "val_accuracy", "samples_per_s"):
+        for name in ("train_loss", "val_loss", "val_accuracy", "samples_per_s", "lr"):
             getattr(self, name).extend(getattr(later, name))
         self.epoch_updates.extend(offset + n for n in later.epoch_updates)
         self.wall_time += later.wall_time

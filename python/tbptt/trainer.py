@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, _native, _progress, _sizes
+from . import _checks, _native, _progress, _sizes, schedules
 from .history import History
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam
@@ -70,6 +70,7 @@ class Trainer:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.seed = _checks.nonnegative_int("seed", seed, maximum=2**64 - 1)
+        self.best = None  # fit(restore_best=True | patience=N): the best epoch's parameters
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
 
@@ -182,7 +183,8 @@ class Trainer:
     # ---- epochs -------------------------------------------------------------------------------
     def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
-            block=None, initial_epoch=0, initial_step=0) -> History:
+            block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
+            patience=None) -> History:
         """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
@@ -220,6 +222,17 @@ class Trainer:
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
         callback: `callback(trainer, history)` after every epoch (after validation); a true
             return value stops fit (say, early stopping).
+        schedule: None (the optimiser's lr throughout) or a `tbptt.Schedule` (any callable
+            progress -> factor): before every block the engine steps with lr x schedule(progress),
+            progress being the larger of the share of the fit's steps done and of `max_time`
+            used (tbptt/schedules.py); the optimiser's own `lr` is left as it was, and is what
+            `train` uses again after fit. `history.lr` holds each epoch's last learning rate.
+        restore_best: with validation, keep the parameters of the epoch with the lowest
+            validation loss (`trainer.best`: {"epoch", "val_loss", "parameters"}, the epoch
+            counted from 0 as `history.best_epoch`) and load them into the model when fit ends.
+            The optimiser and the carried state stay those of the last update.
+        patience: with validation, stop ("early_stopping") after this many epochs in a row
+            without a new lowest validation loss.
 
         Divergence (an update with a non-finite loss or gradient, see `train`) stops fit: the
         model keeps the parameters of the last good update, `history.diverged` holds the message,
@@ -241,8 +254,17 @@ class Trainer:
         if block is None:
             block = self.k1 * max(1, (32768 // B) // self.k1)
         block = _checks.positive_int("block", block)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a tbptt.Schedule (or a callable progress -> factor) "
+                            f"or None, got {type(schedule).__name__}")
+        if (restore_best or patience is not None) and validation is None:
+            raise ValueError("restore_best and patience need validation data")
+        if patience is not None:
+            patience = _checks.positive_int("patience", patience)
+        base_lr = lr_now = self.optimizer.lr
 
         history = self.history = History()
+        self.best = None
         start, first_update = time.perf_counter(), self.updates
         step = initial_epoch * T + initial_step  # steps since epoch 0 began, for reset=N
         history.resume_at = (initial_epoch, initial_step)
@@ -263,6 +285,11 @@ class Trainer:
                         if max_updates is not None:  # end the call exactly at the last update
                             needed = max_updates - (self.updates - first_update)
                             e = min(e, s + needed * self.k1 - self.pending_steps)
+                        if schedule is not None:  # this block's learning rate
+                            share = schedules.progress(step, epochs * T, time.perf_counter() - start,
+                                                       max_time)
+                            lr_now = base_lr * float(schedule(share))
+                            self._engine.set_lr(lr_now)
                         block_resets = None if resets is None else resets[s:e]
                         if every is not None:
                             due = np.repeat(((step + np.arange(e - s)) % every == 0)[:, None], B, 1)
@@ -307,6 +334,7 @@ class Trainer:
                     history.epoch_updates.append(sum(a.size for a in history._losses))
                     history.samples += samples
                     history.train_time += seconds
+                    history.lr.append(lr_now)
                     if validation is not None and history.stop_reason != "interrupted":
                         tic = time.perf_counter()
                         result = self._evaluate(*validation, block=block, stop=interrupted)
@@ -317,6 +345,10 @@ class Trainer:
                             history.val_loss.append(result["loss"])
                             if "accuracy" in result:
                                 history.val_accuracy.append(result["accuracy"])
+                            if restore_best or patience is not None:
+                                self._keep_best(epoch, result["loss"])
+                                if patience is not None and epoch - self.best["epoch"] >= patience:
+                                    history.stop_reason = "early_stopping"
                     if progress:
                         bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
                     if not history.stop_reason and callback is not None and callback(self, history):
@@ -330,6 +362,10 @@ class Trainer:
         finally:
             bar.close()
             history.wall_time = time.perf_counter() - start
+            if schedule is not None:
+                self._engine.set_lr(base_lr)
+            if restore_best and self.best is not None:
+                self.model._flat[:] = self.best["parameters"]
 
         if history.stop_reason == "interrupted":
             message = f"fit interrupted after {self.updates - first_update} updates"
@@ -393,6 +429,12 @@ class Trainer:
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / weight
         return result
+
+    def _keep_best(self, epoch, val_loss):
+        """Remember the parameters if `val_loss` is the lowest this fit has seen."""
+        if self.best is None or val_loss < self.best["val_loss"]:
+            self.best = {"epoch": epoch, "val_loss": float(val_loss),
+                         "parameters": self.model._flat.copy()}
 
     # ---- the gradient horizon -----------------------------------------------------------------
     def horizon(self) -> dict:
