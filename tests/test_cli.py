@@ -320,3 +320,31 @@ def test_bench_bad_config_exits_2():
     with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "--config", "1,2,3"])
     assert exit_.value.code == 2
+
+
+def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--task", "echo", "--epochs", "5", "--out", str(out), "--dropout", "0.1",
+            "--weight-decay", "0.01", "--schedule", "cosine", "--warmup", "0.1", "--patience", "2",
+            "--lr", "0.05", *TINY]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    best = int(np.argmin(history["val_loss"]))
+    assert f"the best epoch, {best + 1}:" in printed and history["best_epoch"] == best
+    assert len(history["lr"]) == history["epochs"] and history["lr"][-1] < 0.05
+    header = cli._load_model(out / "model.npz")[1]
+    assert header["results"]["best_epoch"] == best + 1
+    settings = header["settings"]
+    assert (settings["dropout"], settings["weight_decay"], settings["schedule"]) == (0.1, 0.01, "cosine")
+    model = tbptt.load(out / "model.npz")
+    assert model.dropout == model.head_dropout == 0.1
+    trainer = tbptt.load_trainer(out / "trainer.npz")
+    assert isinstance(trainer.optimizer, tbptt.AdamW) and trainer.optimizer.weight_decay == 0.01
+    # model.npz holds the best epoch's parameters, trainer.npz the last update's
+    assert header["results"]["val_loss"] == pytest.approx(history["val_loss"][best])
+    if best != history["epochs"] - 1:
+        assert not np.array_equal(model._flat, trainer.model._flat)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--resume", str(out), "--dropout", "0.2"])
+    assert "--dropout cannot change" in capsys.readouterr().err

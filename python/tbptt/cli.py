@@ -36,8 +36,9 @@ import numpy as np
 from . import _sizes, checkpoint, data, datasets, forecast
 from .generate import generate
 from .history import History
-from .model import MODELS, build
-from .optim import Adam
+from .model import MODELS, build, from_config
+from .optim import Adam, AdamW
+from .schedules import SHAPES, Schedule
 from .trainer import BACKENDS, Trainer
 
 MODEL, TRAINER, HISTORY, PLOT = "model.npz", "trainer.npz", "history.json", "loss.png"
@@ -55,16 +56,18 @@ DEFAULTS = {
     "adding": dict(batch=32, k1=50, hidden=32, lr=1e-2, epochs=20, max_time=90.0),
     "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
 }
-COMMON_DEFAULTS = dict(cell="lstm", layers=1, backend="cpp", seed=0)
+COMMON_DEFAULTS = dict(cell="lstm", layers=1, dropout=0.0, weight_decay=0.0, schedule="constant",
+                       warmup=0.0, backend="cpp", seed=0)  # patience: None, no early stopping
 # A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
 # a resumed run refuses, as they would change its data or its model.
 SETTINGS = ("task", "data", "column", "diff", "cell", "k1", "k2", "hidden", "layers", "batch",
-            "lr", "epochs", "max_time", "backend", "seed")
+            "lr", "dropout", "weight_decay", "schedule", "warmup", "patience", "epochs", "max_time",
+            "backend", "seed")
 FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
                "cell": "--cell", "k1": "--k1", "k2": "--k2", "hidden": "--hidden",
-               "layers": "--layers",
-               "batch": "--batch", "lr": "--lr", "backend": "--backend", "seed": "--seed",
-               "out": "--out"}
+               "layers": "--layers", "batch": "--batch", "lr": "--lr", "dropout": "--dropout",
+               "weight_decay": "--weight-decay", "schedule": "--schedule", "warmup": "--warmup",
+               "patience": "--patience", "backend": "--backend", "seed": "--seed", "out": "--out"}
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
 SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8
 
@@ -96,6 +99,18 @@ def _parser():
     train.add_argument("--layers", type=_number(int, 0), help="layers (default 1)")
     train.add_argument("--batch", type=_number(int, 0), help="B, the number of parallel streams")
     train.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate")
+    train.add_argument("--dropout", type=_probability, metavar="P",
+                       help="dropout on every layer's output, the top layer's before the head too "
+                            "(default 0)")
+    train.add_argument("--weight-decay", type=_number(float, 0, strict=False), metavar="W",
+                       help="decoupled weight decay (AdamW; default 0: Adam)")
+    train.add_argument("--schedule", choices=SHAPES, help="the learning rate over the run: "
+                       "constant (default), or cosine / linear decay to 0 over the epochs or "
+                       "--max-time, whichever ends first")
+    train.add_argument("--warmup", type=_probability, metavar="SHARE",
+                       help="share of the run over which the learning rate rises from 0 (default 0)")
+    train.add_argument("--patience", type=_number(int, 0), metavar="EPOCHS",
+                       help="stop after this many epochs without a better validation loss")
     train.add_argument("--epochs", type=_number(int, 0), help="passes over the training data")
     train.add_argument("--max-time", type=_number(float, 0, strict=False), metavar="SECONDS",
                        help="stop training after this long (default 90; 0: no limit)")
@@ -189,6 +204,14 @@ def _add_data_arguments(parser):
     parser.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
     parser.add_argument("--diff", action=argparse.BooleanOptionalAction, help="model a numeric "
                         "series' changes rather than its values (for a trend; default: on for co2)")
+
+
+def _probability(text):
+    """An argparse type: a float in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def _number(kind, minimum, strict=True):
@@ -318,11 +341,12 @@ def _task(name, B, seed):
 
 
 def _results(prepared, history):
-    """The numbers worth printing and keeping, from the last validation."""
-    if not history.val_loss:
+    """The numbers worth printing and keeping, from the best validation (the model file's)."""
+    best = history.best_epoch
+    if best is None:
         return {}
-    loss = history.val_loss[-1]
-    results = {"val_loss": loss}
+    loss = history.val_loss[best]
+    results = {"val_loss": loss, "best_epoch": best + 1}
     if prepared.kind == "text":
         results["bits_per_character"] = loss / math.log(2)
     elif prepared.kind == "series":
@@ -330,21 +354,37 @@ def _results(prepared, history):
         results["val_rmse"] = math.sqrt(loss) * std
         results["persistence_rmse"] = prepared.meta["persistence_rmse"]
     if history.val_accuracy:
-        results["val_accuracy"] = history.val_accuracy[-1]
+        results["val_accuracy"] = history.val_accuracy[best]
     return results
 
 
+def _best_model(trainer, history, seen, folder):
+    """The model of the run's lowest validation loss: this session's best (trainer.best), or the
+    model file an earlier session of the run wrote (seen: its number of validations). Without
+    validation, the model as it is."""
+    best = history.best_epoch
+    if best is None:
+        return trainer.model
+    if best < seen:
+        return checkpoint.load(os.path.join(folder, MODEL))
+    model = from_config(trainer.model.config())
+    model._flat[:] = trainer.best["parameters"]
+    return model
+
+
 def _describe_results(prepared, results):
+    epoch = f" (the best epoch, {results['best_epoch']}: its model is the one written)"
     if "bits_per_character" in results:
         return (f"validation: {results['bits_per_character']:.3f} bits per character (stateful "
-                f"over {prepared.meta['valid_characters']:,} held-out characters)")
+                f"over {prepared.meta['valid_characters']:,} held-out characters){epoch}")
     if "val_rmse" in results:
         return (f"validation: RMSE {results['val_rmse']:.4g} in the data's units (MSE "
                 f"{results['val_loss']:.4f} standardised); predicting the last value: RMSE "
-                f"{results['persistence_rmse']:.4g}")
+                f"{results['persistence_rmse']:.4g}{epoch}")
     if "val_accuracy" in results:  # the baselines are in the task's description, printed first
-        return f"validation: accuracy {results['val_accuracy']:.3f}, loss {results['val_loss']:.4f}"
-    return f"validation: loss {results['val_loss']:.4f}"
+        return (f"validation: accuracy {results['val_accuracy']:.3f}, loss "
+                f"{results['val_loss']:.4f}{epoch}")
+    return f"validation: loss {results['val_loss']:.4f}{epoch}"
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -431,20 +471,25 @@ def _train(args):
           + (f"; at most {args.max_time:g} s" if args.max_time else ""))
     print(f"output folder: {folder}", flush=True)
 
+    seen = len(earlier.val_loss)  # validations of earlier sessions, before this one's
     try:
         with warnings.catch_warnings():  # divergence: said below, in the command's own words
             warnings.filterwarnings("ignore", "fit stopped: training diverged", RuntimeWarning)
             session = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
                                   max_time=args.max_time or None, progress=not args.no_progress,
-                                  initial_epoch=start[0], initial_step=start[1])
+                                  initial_epoch=start[0], initial_step=start[1],
+                                  schedule=Schedule(args.schedule, args.warmup),
+                                  patience=args.patience)
     except KeyboardInterrupt as stop:
         history = _record(earlier, getattr(trainer, "history", None), start)
-        _save_run(folder, trainer, history, prepared, run, {}, print)
+        _save_run(folder, trainer, _best_model(trainer, history, seen, folder), history, prepared,
+                  run, {}, print)
         print(f"\n{stop}; the model, the trainer and the history are in {folder} (tbptt train "
               f"--resume {folder} goes on)", file=sys.stderr)
         return 130
 
     history = _record(earlier, session, start)
+    best = _best_model(trainer, history, seen, folder)
     results = _results(prepared, history)
     train_rate = session.samples / session.train_time if session.train_time else 0.0
     print(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
@@ -455,10 +500,10 @@ def _train(args):
               f"(try a lower --lr)")
     if results:
         print(_describe_results(prepared, results))
-    written = _save_run(folder, trainer, history, prepared, run, results, print)
+    written = _save_run(folder, trainer, best, history, prepared, run, results, print)
     if prepared.vocab is not None:
         prime = _default_prime(prepared.vocab)
-        sample = generate(model, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
+        sample = generate(best, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
         print(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
     print(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
     return 0
@@ -486,9 +531,10 @@ def _settings(args):
 def _new_trainer(args, prepared):
     """The model and trainer of a new run; ValueError / MemoryError if a size is too large."""
     model = build(args.cell, prepared.input_size, args.hidden, prepared.output_size,
-                  num_layers=args.layers, seed=args.seed, forget_bias=1.0)
-    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=Adam(args.lr),
-                      clip_norm=5.0, backend=args.backend)
+                  num_layers=args.layers, seed=args.seed, forget_bias=1.0, dropout=args.dropout)
+    optimizer = AdamW(args.lr, weight_decay=args.weight_decay) if args.weight_decay else Adam(args.lr)
+    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=optimizer,
+                      clip_norm=5.0, backend=args.backend, seed=args.seed)
     x = prepared.train[0]
     _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
     return trainer
@@ -563,16 +609,17 @@ def _where(position, epochs, T, folder):
             f"{folder} goes on)")
 
 
-def _save_run(folder, trainer, history, prepared, run, results, say):
-    """Write the run's files, each atomically; the trainer first, with the run's settings and
-    where in the data it stopped (what --resume goes on from). Returns the names written."""
+def _save_run(folder, trainer, model, history, prepared, run, results, say):
+    """Write the run's files, each atomically; the trainer first (as it is now), with the run's
+    settings and where in the data it stopped (what --resume goes on from), then `model` (the
+    best). Returns the names written."""
     run = {**run, "position": list(history.resume_at)}
     checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})
-    _save_model(trainer.model, os.path.join(folder, MODEL),
+    _save_model(model, os.path.join(folder, MODEL),
                 {"data": prepared.meta, "settings": run["settings"], "results": results})
     written = [TRAINER, MODEL] + _save_history(history, folder, say)
     if prepared.series is not None and importlib.util.find_spec("matplotlib") is not None:
-        _plot_held_out(trainer.model, prepared, os.path.join(folder, HELD_OUT_PLOT))
+        _plot_held_out(model, prepared, os.path.join(folder, HELD_OUT_PLOT))
         written.append(HELD_OUT_PLOT)
     return written
 

@@ -299,11 +299,12 @@ def _other_cell_hint(unexpected, model_name):
 
 
 def build(cell, input_size, hidden_size, output_size, num_layers=1, dtype="float32", seed=None,
-          forget_bias=1.0):
+          forget_bias=1.0, dropout=0.0):
     """A model of the cell named "lstm", "gru" or "rnn" (tanh): what the command line and the
-    sweep build. `forget_bias` applies to the LSTM only (the others have no forget gate)."""
+    sweep build. `forget_bias` applies to the LSTM only (the others have no forget gate);
+    `dropout` to every layer's output, the top layer's before the head included."""
     if cell not in MODELS:
         raise ValueError(f"cell must be one of {tuple(MODELS)}, got {cell!r}")
     extra = {"forget_bias": forget_bias} if cell == "lstm" else {}
     return MODELS[cell](input_size, hidden_size, output_size, num_layers=num_layers, dtype=dtype,
-                        seed=seed, **extra)
+                        seed=seed, dropout=dropout, head_dropout=dropout, **extra)

@@ -227,10 +227,10 @@ class Trainer:
             progress being the larger of the share of the fit's steps done and of `max_time`
             used (tbptt/schedules.py); the optimiser's own `lr` is left as it was, and is what
             `train` uses again after fit. `history.lr` holds each epoch's last learning rate.
-        restore_best: with validation, keep the parameters of the epoch with the lowest
-            validation loss (`trainer.best`: {"epoch", "val_loss", "parameters"}, the epoch
-            counted from 0 as `history.best_epoch`) and load them into the model when fit ends.
-            The optimiser and the carried state stay those of the last update.
+        restore_best: load the parameters of the epoch with the lowest validation loss into the
+            model when fit ends (the optimiser and the carried state stay those of the last
+            update). With validation, fit always keeps them: `trainer.best` = {"epoch" (from
+            `initial_epoch`, as `history.best_epoch` counts from 0), "val_loss", "parameters"}.
         patience: with validation, stop ("early_stopping") after this many epochs in a row
             without a new lowest validation loss.
 
@@ -345,10 +345,9 @@ class Trainer:
                             history.val_loss.append(result["loss"])
                             if "accuracy" in result:
                                 history.val_accuracy.append(result["accuracy"])
-                            if restore_best or patience is not None:
-                                self._keep_best(epoch, result["loss"])
-                                if patience is not None and epoch - self.best["epoch"] >= patience:
-                                    history.stop_reason = "early_stopping"
+                            self._keep_best(epoch, result["loss"])
+                            if patience is not None and epoch - self.best["epoch"] >= patience:
+                                history.stop_reason = "early_stopping"
                     if progress:
                         bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
                     if not history.stop_reason and callback is not None and callback(self, history):
