@@ -2,7 +2,7 @@
 
 A change to the core must not make it slower: build the commit before the change somewhere (for
 example `pip install . -Cbuild-dir=/tmp/base` from a worktree of that commit), then point this
-script at both extension modules. Each build trains the same LSTM (SPEC §5 workload: I = 32,
+script at both extension modules. Each build trains the same LSTM (docs/semantics.md §5 workload: I = 32,
 O = 1, MSE, Adam) on the same data; the two alternate in short timed blocks, and the script prints
 the median samples/s of each and their ratio per configuration.
 

@@ -45,7 +45,7 @@ def make_model(cell, input_size, hidden_size, output_size, **kwargs):
 
 
 # ---- an independent forward pass and the truncated loss of one update ------------------------------
-# Written from the equations (SPEC §2, §6) apart from tbptt.reference: one-hot inputs are built
+# Written from the equations (docs/semantics.md §2, §6) apart from tbptt.reference: one-hot inputs are built
 # explicitly, the sigmoid is computed through tanh.
 
 def views(model, flat):

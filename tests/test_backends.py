@@ -4,7 +4,7 @@ Each test drives two trainers with the same calls (several train calls of uneven
 call, reset_state() and flush() in between, then more training) and checks after every call that the
 returned losses, `updates`, `pending_steps`, `state()` and every parameter agree.
 
-float64: 1e-10 relative (SPEC §4), with an absolute floor of 1e-12 for values near zero.
+float64: 1e-10 relative (docs/semantics.md §4), with an absolute floor of 1e-12 for values near zero.
 float32: see FLOAT32_RTOL below. The LSTM runs the whole grid; the GRU and the RNN (tanh, relu) a
 grid with one optimiser (the optimisers do not depend on the cell).
 """

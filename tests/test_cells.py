@@ -1,4 +1,4 @@
-"""The GRU and the Elman RNN (tanh, relu) beside the LSTM (SPEC §6).
+"""The GRU and the Elman RNN (tanh, relu) beside the LSTM (docs/semantics.md §6).
 
 - the models: torch's keys and shapes, the initialisation, `cell`, config, the kind of state;
 - stream invariance, checkpoints (model files and exact resume), generate, fit / evaluate;
@@ -167,7 +167,7 @@ def test_state_reset_and_horizon(cell, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", NEW_CELLS)
 def test_divergence_keeps_the_last_good_update(cell, backend):
-    """SPEC §3.6 for every cell: update 5 overflows; updates 1..4 stay applied, h is zeroed, and
+    """docs/semantics.md §3.6 for every cell: update 5 overflows; updates 1..4 stay applied, h is zeroed, and
     the trainer goes on."""
     x, y, _, _ = random_data(np.random.default_rng(0), 30, B, I, O, "mse", False, False, False)
     y[22] = 1e200

@@ -1,4 +1,4 @@
-"""Divergence (SPEC §3.6) from a configuration that really explodes, and clipping preventing it.
+"""Divergence (docs/semantics.md §3.6) from a configuration that really explodes, and clipping preventing it.
 
 tests/test_invariants.py already checks the contract on updates made non-finite by the data (a
 huge target), by a huge learning rate (lr = 1e35, one update) and in flush(). Here:
@@ -140,7 +140,7 @@ def xfail(reason):
 ])
 def test_the_loss_does_not_depend_on_the_scale_of_the_mask_weights(backend, dtype, weight,
                                                                      target_scale):
-    """SPEC §3.1: the loss is the mean weighted by the mask, so scaling every weight by the same
+    """docs/semantics.md §3.1: the loss is the mean weighted by the mask, so scaling every weight by the same
     finite factor > 0 changes neither the loss nor the step; and a finite update is no divergence."""
     expected_losses, expected_params = masked_run(backend, dtype, 1.0, target_scale)
     assert np.isfinite(expected_losses).all()

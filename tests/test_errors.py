@@ -1,4 +1,4 @@
-"""Bad input (SPEC §4): a ValueError or TypeError whose message names the argument; nothing crashes
+"""Bad input (docs/semantics.md §4): a ValueError or TypeError whose message names the argument; nothing crashes
 and a refused call changes nothing. Also model files: save / load round trip and bad files."""
 
 import json
@@ -338,7 +338,7 @@ def test_load_state_dict_arguments(sd, exc, name):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tokens_then_features_works_or_is_refused_naming_x(backend):
-    """A 2-D integer x is tokens, a 3-D x features (SPEC §2): a stream may switch between calls.
+    """A 2-D integer x is tokens, a 3-D x features (docs/semantics.md §2): a stream may switch between calls.
     An engine may refuse that with a ValueError naming x; it must not crash or change anything."""
     x_tok, x_feat = arr(2, B, value=1, dtype=np.int64), np.zeros((2, B, I))
     x_feat[:, :, 1] = 1.0  # the same one-hot inputs

@@ -1,4 +1,4 @@
-"""Invariants of TBPTT(k1, k2) (SPEC §3), on the C++ engine and, where cheap, on both backends:
+"""Invariants of TBPTT(k1, k2) (docs/semantics.md §3), on the C++ engine and, where cheap, on both backends:
 stream invariance, full BPTT = the exact gradient, no gradient crosses a reset, T = 0, fixed B,
 and divergence handling."""
 

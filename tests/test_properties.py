@@ -32,7 +32,7 @@ from tbptt import reference  # noqa: E402
 
 from helpers import CELLS, make_model  # noqa: E402
 
-# float64: 1e-9 relative (SPEC §4 promises 1e-10 on its test grid). Both engines do the same
+# float64: 1e-9 relative (docs/semantics.md §4 promises 1e-10 on its test grid). Both engines do the same
 # arithmetic in another order, so they differ by a few ulps per operation, amplified a little over
 # the (at most ~80) updates of an example; measured over 1500 random examples: worst 3.8e-13
 # relative, 1.8e-14 absolute. The absolute floor 1e-12 (the values are O(0.1 .. 1)) covers

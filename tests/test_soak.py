@@ -7,7 +7,7 @@ to `train` in blocks, with ~10% of the positions masked out and a reset now and 
   after 100k steps and after 1M steps must be the same up to 512 KiB. A control run that keeps
   1 byte per step (880 KiB over the 900k steps) must exceed that allowance.
 - drift: the C++ engine and the NumPy reference, fed the same million steps, must still agree to
-  1e-10 (SPEC §4) at every checkpoint (every 20k steps). Measured: the parameters' relative
+  1e-10 (docs/semantics.md §4) at every checkpoint (every 20k steps). Measured: the parameters' relative
   difference creeps from 1e-15 to ~1e-12 over the million (losses ~1e-12, state ~1e-13).
   The reference takes ~0.1 ms per step: ~110 s for the whole file on a quiet machine (slower on a
   busy one); TBPTT_SOAK_DRIFT_STEPS=200000 shortens the drift check.

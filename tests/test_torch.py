@@ -191,7 +191,7 @@ OPTS = {
 @pytest.mark.parametrize("cell", CELLS)
 def test_chunked_tbptt_matches_torch(cell, k, loss, tokens, L, opt, clip_norm, backend):
     # T a multiple of k: a flush() over a partial chunk would reach back k2 = k steps into the
-    # previous chunk (SPEC §3.4), which plain chunked torch code does not do.
+    # previous chunk (docs/semantics.md §3.4), which plain chunked torch code does not do.
     I, H, O, B, T = 4, 5, 3, 3, 20
     model, net = twins(I, H, O, L, seed=11, cell=cell)
     rng = np.random.default_rng(k + 10 * L)

@@ -2,7 +2,7 @@
 recurrent layer of the same cell (nn.LSTM, nn.GRU, nn.RNN) on the same TBPTT work, interleaved in
 one process, medians of repeats.
 
-Workload (SPEC §5): 1 layer of the cell (`--cell lstm|gru|rnn`, LSTM by default), I = 32, linear
+Workload (docs/semantics.md §5): 1 layer of the cell (`--cell lstm|gru|rnn`, LSTM by default), I = 32, linear
 head O = 1, MSE, Adam, random data; samples/s = time steps x streams per second, updates and
 optimiser included. GFLOP/s counts the matrix products TBPTT(k1, k2) needs per step,
 2·B·G·(I+H) x (1 + 2·k2/k1) with G = 4H (LSTM), 3H (GRU), H (RNN): the forward once, and the two

@@ -1,6 +1,6 @@
 """Preparing data for TBPTT: long series cut into parallel streams, time-major.
 
-The trainer consumes time-major arrays (SPEC section 1):
+The trainer consumes time-major arrays (docs/semantics.md §1):
 
 * ``x``: ``(T, B, I)`` float features, or ``(T, B)`` integer token ids (one-hot of size ``input_size``);
 * ``y``: ``(T, B, O)`` floats for ``loss="mse"``, ``(T, B)`` integer class ids for ``"cross_entropy"``;

@@ -20,7 +20,7 @@ class History:
         val_loss: per epoch, the validation loss (empty without validation data).
         val_accuracy: per epoch, the validation accuracy (cross-entropy only; else empty).
         samples_per_s: per epoch, training throughput: time steps x streams per second of `train`
-            calls (validation excluded), as SPEC section 5 counts samples.
+            calls (validation excluded), as docs/semantics.md §5 counts samples.
         epoch_updates: per epoch, len(losses) at its end: where the epoch ends on the update axis.
         wall_time: seconds the whole fit took, validation included.
         train_time: seconds spent in `train` calls.

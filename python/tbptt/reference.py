@@ -1,5 +1,5 @@
 """The NumPy reference engine: TBPTT(k1, k2) for a stacked LSTM, GRU or Elman RNN with a linear
-head (SPEC.md §3, §6).
+head (docs/semantics.md §3, §6).
 
 What it is: a plain, readable implementation of exactly the algorithm the C++ engine implements,
 written to be read next to the math. It is the test oracle and the benchmark baseline

@@ -94,7 +94,7 @@ class Trainer:
         step's outputs as the forward pass computed them, before any update that used that
         step's target (test-then-train: the prequential predictions, at no extra cost; logits
         for "cross_entropy").
-        Raises FloatingPointError if an update's loss or gradient is not finite (see SPEC §3.6);
+        Raises FloatingPointError if an update's loss or gradient is not finite (see docs/semantics.md §3.6);
         its `losses` attribute holds the losses of the updates this call applied before it (and
         with return_outputs, its `outputs` attribute the outputs, NaN from the failed update on).
         """

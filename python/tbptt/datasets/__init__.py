@@ -142,7 +142,7 @@ def echo(T, B, delay, seed=0, num_symbols=2):
     ``x[t, b]`` are i.i.d. uniform tokens in ``[0, num_symbols)``; ``y[t] = x[t - delay]`` for
     ``t >= delay``, where ``mask`` is 1 (before that, ``y = 0`` and ``mask = 0``). A model needs a
     memory of ``delay`` steps: TBPTT(k1, k2) can learn it only with ``k2 > delay``, and an LSTM needs
-    ``forget_bias=1.0`` for long delays (SPEC section 2). Without memory the best is
+    ``forget_bias=1.0`` for long delays (docs/semantics.md §2). Without memory the best is
     chance: accuracy ``1/num_symbols``, cross-entropy ``log(num_symbols)``.
 
     Args:
