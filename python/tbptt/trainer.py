@@ -40,9 +40,17 @@ class Trainer:
     k1 = k2 = k is chunked TBPTT (detach every k steps); k1 = k2 = T is full BPTT; k2 > k1 gives
     overlapping windows (Williams & Peng's BPTT(h; h')); k2 < k1 lets the first k1 - k2 steps of
     each segment only warm the state up.
+
+    comm: an mpi4py communicator (e.g. `MPI.COMM_WORLD`) for data-parallel training (SPEC §7):
+    every rank builds the same trainer and calls `train` with its own streams (B may differ) and
+    the same T; each update sums the ranks' gradients and loss sums in one all-reduce, so every
+    rank returns the same losses and keeps the same parameters (rank 0's are broadcast here).
+    `train`, `flush`, `fit` and `save` are then collective: every rank must call them. None (the
+    default): one process, and mpi4py is never imported.
     """
 
-    def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp"):
+    def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp",
+                 comm=None):
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -66,6 +74,7 @@ class Trainer:
         self.backend = backend
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
+        self._group = None if comm is None else self._join(comm)
 
     def _make_engine(self):
         args = (self.model, self.k1, self.k2, self.loss, self.optimizer.config(), self.clip_norm)
@@ -73,6 +82,23 @@ class Trainer:
             from .reference import ReferenceEngine
             return ReferenceEngine(*args)
         return _native.make_engine(*args)
+
+    def _join(self, comm):
+        """Data-parallel: check the ranks built the same trainer, take rank 0's parameters, and
+        make every update all-reduce its buffer."""
+        from ._mpi import Group
+        group = Group(comm)
+        model = self.model
+        group.check_same("Trainer(comm=...)", parameters=model._flat.size, itemsize=model._flat.itemsize, k1=self.k1,
+                         k2=self.k2, layers=model.num_layers, hidden_size=model.hidden_size)
+        group.broadcast(model._flat)
+        group.attach(self._engine)
+        return group
+
+    @property
+    def comm(self):
+        """The mpi4py communicator of data-parallel training, or None."""
+        return None if self._group is None else self._group.comm
 
     # ---- training -----------------------------------------------------------------------------
     def train(self, x, y, mask=None, resets=None) -> np.ndarray:
@@ -84,7 +110,21 @@ class Trainer:
         Returns the loss of each update made in this call (float64 array).
         Raises FloatingPointError if an update's loss or gradient is not finite (see SPEC §3.6);
         its `losses` attribute holds the losses of the updates this call applied before it.
+        With a comm: collective; every rank passes its own streams and the same T, and gets the
+        same global losses. Invalid input on any rank, or ranks with different T, raise on every
+        rank (ValueError/TypeError) before any update; a divergence raises on every rank.
         """
+        if self._group is None:
+            return self._train(*self._checked(x, y, mask, resets))
+        try:
+            args, error = self._checked(x, y, mask, resets), None
+        except Exception as caught:  # noqa: BLE001 - raised on this rank after the others know
+            args, error = None, caught
+        self._group.agree_on_call(None if args is None else args[0].shape[0], error)
+        return self._train(*args)
+
+    def _checked(self, x, y, mask, resets):
+        """train's arguments, checked and converted: (x, tokens, y, mask, resets)."""
         model = self.model
         x, tokens = _checks.inputs("x", x, model.input_size, model.dtype)
         T, B = x.shape[0], x.shape[1]
@@ -92,7 +132,7 @@ class Trainer:
         mask = _checks.mask(mask, (T, B), model.dtype)
         resets = _checks.resets(resets, (T, B))
         if T == 0:
-            return np.zeros(0)
+            return x, tokens, y, mask, resets
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
@@ -101,11 +141,17 @@ class Trainer:
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
                              f"B = {self.num_streams} (x.shape[1] must stay the same)")
+        return x, tokens, y, mask, resets
+
+    def _train(self, x, tokens, y, mask, resets):
+        if x.shape[0] == 0:
+            return np.zeros(0)
         return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
 
     def flush(self):
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None
-        if no step is pending or no pending position carries loss."""
+        if no step is pending or no pending position carries loss. With a comm: collective (the
+        ranks have the same pending steps, so they make the update together)."""
         return self._engine.flush()
 
     def reset_state(self) -> None:
@@ -200,6 +246,13 @@ class Trainer:
         if block is None:
             block = self.k1 * max(1, (32768 // B) // self.k1)
         block = _checks.positive_int("block", block)
+        group, samples_per_step = self._group, B
+        if group is not None:  # the same calls on every rank; counts of samples over all ranks
+            group.check_same("fit", T=T, epochs=epochs, initial_epoch=initial_epoch,
+                             initial_step=initial_step, max_updates=max_updates or 0)
+            block = group.minimum(block)
+            samples_per_step = int(group.sum([B])[0])
+            progress = progress and group.rank == 0
 
         history = self.history = History()
         start, first_update = time.perf_counter(), self.updates
@@ -207,7 +260,7 @@ class Trainer:
         history.resume_at = (initial_epoch, initial_step)
         val_seconds = None  # the last validation's duration: max_time keeps room for one more
         val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        bar = _progress.bar(T * B, enabled=progress)  # a line every few seconds if not a terminal
+        bar = _progress.bar(T * samples_per_step, enabled=progress)  # a line every few seconds if not a terminal
         try:
             with _deferred_interrupt() as interrupted:
                 for epoch in range(initial_epoch, epochs):
@@ -239,26 +292,30 @@ class Trainer:
                             break
                         toc = time.perf_counter()
                         seconds += toc - tic
-                        samples += (e - s) * B
+                        samples += (e - s) * samples_per_step
                         step += e - s
                         history.resume_at = _position(epoch, e, T)
                         history._losses.append(new)
                         loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
                         if new.size:
                             bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
-                        bar.update((e - s) * B)
+                        bar.update((e - s) * samples_per_step)
+                        reason = ""
                         if interrupted:
-                            history.stop_reason = "interrupted"
+                            reason = "interrupted"
                         elif max_updates is not None and self.updates - first_update >= max_updates:
-                            history.stop_reason = "max_updates"
+                            reason = "max_updates"
                         elif max_time is not None:  # would one more block and a validation overrun?
                             last = toc - tic
                             val = val_seconds  # before any: as slow as training (it is faster)
                             if val is None:
                                 val = val_samples * last / ((e - s) * B)
                             if toc - start + last + val >= max_time:
-                                history.stop_reason = "max_time"
-                        if history.stop_reason:
+                                reason = "max_time"
+                        if group is not None:  # any rank's reason stops every rank
+                            reason = group.stop_reason(reason)
+                        if reason:
+                            history.stop_reason = reason
                             break
 
                     history.train_loss.append(loss_sum / loss_count if loss_count else math.nan)
@@ -268,7 +325,8 @@ class Trainer:
                     history.train_time += seconds
                     if validation is not None and history.stop_reason != "interrupted":
                         tic = time.perf_counter()
-                        result = self._evaluate(*validation, block=block, stop=interrupted)
+                        result = self._evaluate(*validation, block=block,
+                                                stop=interrupted if group is None else ())
                         val_seconds = time.perf_counter() - tic
                         if result is None:
                             history.stop_reason = "interrupted"
@@ -278,14 +336,18 @@ class Trainer:
                                 history.val_accuracy.append(result["accuracy"])
                     if progress:
                         bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
-                    if not history.stop_reason and callback is not None and callback(self, history):
-                        history.stop_reason = "callback"
+                    if not history.stop_reason:
+                        reason = "callback" if callback is not None and callback(self, history) else ""
+                        if group is not None:
+                            reason = group.stop_reason("interrupted" if interrupted else reason)
+                        history.stop_reason = reason
                     if history.stop_reason:
                         break
                 else:
                     history.stop_reason = "epochs"
-                if interrupted:  # Ctrl-C after the last block (in validation, a callback)
-                    history.stop_reason = "interrupted"
+                if group.any(interrupted) if group is not None else interrupted:
+                    history.stop_reason = "interrupted"  # Ctrl-C after the last block (in
+                                                         # validation, a callback)
         finally:
             bar.close()
             history.wall_time = time.perf_counter() - start
@@ -314,10 +376,12 @@ class Trainer:
         x, y, mask, resets = _data(x, y, mask, resets)
         if block is None:
             block = max(1, 32768 // x.shape[1])
+        # With a comm: collective, the loss over every rank's streams.
         return self._evaluate(x, y, mask, resets, block=_checks.positive_int("block", block))
 
     def _evaluate(self, x, y, mask, resets, block, stop=()):
-        """`evaluate`, in blocks of time steps; None if `stop` became true between blocks."""
+        """`evaluate`, in blocks of time steps; None if `stop` became true between blocks. With a
+        comm: over every rank's streams (collective)."""
         model, T = self.model, x.shape[0]
         starts = set(range(0, T, block))
         if resets is not None:  # cut the forward pass where a stream's state must be zeroed
@@ -346,6 +410,8 @@ class Trainer:
                 loss += float((w * (logz - picked)).sum())
                 correct += float((w * (out.argmax(axis=-1) == target)).sum())
             weight += float(w.sum())
+        if self._group is not None:
+            loss, correct, weight = self._group.sum([loss, correct, weight])
         if weight == 0:
             raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
         result = {"loss": loss / weight}
@@ -382,13 +448,23 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
-        schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now."""
+        schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now.
+
+        With a comm, every rank writes its own file, since each holds its own streams' state:
+        rank 0 `path` (a complete checkpoint, also readable by `tbptt.load_trainer(path)` without
+        MPI for its model), rank r `<stem>.rank<r><suffix>`; `tbptt.load_trainer(path,
+        comm=comm)` on the same number of ranks goes on exactly."""
         from .checkpoint import save_trainer
-        save_trainer(self, path)
+        if self._group is None:
+            save_trainer(self, path)
+            return
+        save_trainer(self, self._group.rank_path(path),
+                     {"rank": self._group.rank, "ranks": self._group.size})
 
     def __repr__(self) -> str:
+        ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
-                f"clip_norm={self.clip_norm}, backend={self.backend!r})")
+                f"clip_norm={self.clip_norm}, backend={self.backend!r}{ranks})")
 
 
 # ---- helpers of fit ---------------------------------------------------------------------------
