@@ -360,3 +360,36 @@ def test_resuming_with_another_number_of_ranks_is_refused_on_every_rank():
         COMM.Barrier()
         if RANK == 0:
             shutil.rmtree(folder)
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def test_tbptt_train_splits_the_streams_and_rank_0_writes_the_run():
+    """`mpiexec -n R python -m mpi4py -m tbptt train ...` (here in-process, every rank at once)."""
+    from tbptt import cli
+
+    folder = shared_folder()
+    try:
+        out = os.path.join(folder, "run")
+        argv = ["train", "--task", "echo", "--hidden", "6", "--batch", str(2 * RANKS), "--epochs",
+                "1", "--no-progress", "--out", out]
+        assert cli.main(argv) == 0
+        COMM.Barrier()
+        names = set(os.listdir(out))
+        assert {"model.npz", "trainer.npz", "history.json"} <= names
+        assert {f"trainer.rank{r}.npz" for r in range(1, RANKS)} <= names
+        model = tbptt.load(os.path.join(out, "model.npz"))
+        assert same_on_every_rank(model._flat)
+        assert cli.main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
+    finally:
+        COMM.Barrier()
+        if RANK == 0:
+            shutil.rmtree(folder)
+
+
+def test_tbptt_sweep_spreads_the_grid_and_every_rank_gets_the_table():
+    task = tbptt.datasets.echo(T=60, B=3, delay=2, seed=0)
+    rows = tbptt.sweep(task, k1=[2, 3], k2=[3, 5], hidden=4, comm=COMM)
+    expected = tbptt.sweep(task, k1=[2, 3], k2=[3, 5], hidden=4)
+    assert [(r["k1"], r["k2"]) for r in rows] == [(r["k1"], r["k2"]) for r in expected]
+    np.testing.assert_array_equal([r["train_loss"] for r in rows], [r["train_loss"] for r in expected])

@@ -129,7 +129,12 @@ def save_trainer(trainer, path, extra=None) -> None:
     """Everything training depends on: the model, the optimiser state, the carried state and the
     window of activations, the pending steps and the update schedule. Resuming from it gives the
     same parameters as never having stopped. `extra`: more JSON for the header (`tbptt train`
-    keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it."""
+    keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it.
+    A data-parallel trainer (comm=...) writes one file per rank (see Trainer.save)."""
+    group = trainer._group
+    if group is not None:
+        path = group.rank_path(path)
+        extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
     header = {**(extra or {}),
         "kind": "trainer",
         "model": trainer.model.config(),
@@ -162,6 +167,9 @@ def load_trainer(path, comm=None):
         path = rank_path(path, rank)
         try:  # a missing or damaged file on one rank raises on every rank
             header, arrays, error = *load_arrays(path, "trainer"), None
+        except FileNotFoundError:
+            error = ValueError(f"{path} does not exist: was the trainer saved by fewer ranks? "
+                               f"Resume with the same number of ranks")
         except (OSError, ValueError) as caught:
             error = caught
         group.check_all(error, f"load_trainer({path!r})")

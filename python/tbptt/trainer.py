@@ -455,11 +455,7 @@ class Trainer:
         MPI for its model), rank r `<stem>.rank<r><suffix>`; `tbptt.load_trainer(path,
         comm=comm)` on the same number of ranks goes on exactly."""
         from .checkpoint import save_trainer
-        if self._group is None:
-            save_trainer(self, path)
-            return
-        save_trainer(self, self._group.rank_path(path),
-                     {"rank": self._group.rank, "ranks": self._group.size})
+        save_trainer(self, path)
 
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
