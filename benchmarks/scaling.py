@@ -4,7 +4,8 @@ Each rank trains B streams of its own (B per rank fixed: weak scaling) of one LS
 H, linear head O = 1, MSE, Adam, float32, TBPTT(k, k), one thread per rank. Samples/s counts every
 rank's samples (time steps x streams over all ranks) per second of wall time, updates, all-reduces
 and optimiser included, after a warm-up. The configurations alternate in rounds (tbptt 1 rank,
-tbptt R ranks, torch 1 process, DDP R processes, ...) and the table gives medians over the rounds.
+tbptt R ranks, R independent tbptt processes without a comm: the machine's ceiling, torch 1
+process, DDP R processes) and the table gives medians over the rounds.
 
     python benchmarks/scaling.py [--ranks 2] [--batch 32] [--hidden 256] [--k 25] [--rounds 5]
     python benchmarks/scaling.py --delay 0,0.002,0.008   # tbptt only, a sleep added to each reduce
@@ -35,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---- workers (one process per rank, under mpiexec) ----------------------------------------------
 
-def tbptt_worker(B, H, k, updates, delay):
+def tbptt_worker(B, H, k, updates, delay, alone=False):
     import tbptt
     from mpi4py import MPI
 
@@ -43,7 +44,7 @@ def tbptt_worker(B, H, k, updates, delay):
     tbptt.set_num_threads(1)
     ranks = comm.Get_size()
     trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, seed=0), k, k, optimizer=tbptt.Adam(1e-3),
-                            comm=comm if ranks > 1 else None)
+                            comm=comm if ranks > 1 and not alone else None)
     if delay and ranks > 1:  # the same all-reduce, then a sleep: a network that much slower
         buffer = trainer._engine.reduce_buffer()
         trainer._engine.set_reduce(lambda: (comm.Allreduce(MPI.IN_PLACE, buffer), time.sleep(delay)))
@@ -111,8 +112,9 @@ def torch_worker(B, H, k, updates):
 
 
 def worker(args):
-    if args.worker == "tbptt":
-        seconds = tbptt_worker(args.batch, args.hidden, args.k, args.updates, args.delay)
+    if args.worker in ("tbptt", "alone"):
+        seconds = tbptt_worker(args.batch, args.hidden, args.k, args.updates, args.delay,
+                               alone=args.worker == "alone")
     else:
         seconds = torch_worker(args.batch, args.hidden, args.k, args.updates)
     from mpi4py import MPI
@@ -152,7 +154,7 @@ def has_torch():
 
 def scaling(args):
     R = args.ranks
-    configs = [("tbptt", 1), ("tbptt", R)]
+    configs = [("tbptt", 1), ("tbptt", R), ("alone", R)]
     if has_torch():
         configs += [("torch", 1), ("torch", R)]
     results = {c: [] for c in configs}
@@ -167,10 +169,13 @@ def scaling(args):
           f"1 thread per rank, float32, Adam; median of {args.rounds} interleaved rounds\n")
     print("| implementation | ranks | samples/s | vs its 1 rank |")
     print("|---|---:|---:|---:|")
+    names = {"tbptt": "tbptt (MPI)", "alone": "tbptt, independent processes (the ceiling)",
+             "torch": "PyTorch DDP (gloo)"}
     for kind, ranks in configs:
-        name = "tbptt (MPI)" if kind == "tbptt" else ("PyTorch" if ranks == 1 else "PyTorch DDP (gloo)")
+        name = "PyTorch" if (kind, ranks) == ("torch", 1) else names[kind]
+        one = median[("tbptt" if kind == "alone" else kind, 1)]
         print(f"| {name} | {ranks} | {median[(kind, ranks)]:,.0f} | "
-              f"{median[(kind, ranks)] / median[(kind, 1)]:.2f}x |")
+              f"{median[(kind, ranks)] / one:.2f}x |")
     if has_torch():
         print(f"\ntbptt on {R} ranks / DDP on {R}: {median[('tbptt', R)] / median[('torch', R)]:.2f}x")
 
@@ -194,6 +199,48 @@ def delays(args):
         print(f"| {d * 1e3:.1f} ms | {measured:.2f} | {update / (update + d):.2f} |")
 
 
+# ---- the model of a cluster (docs/scaling.md) -------------------------------------------------------
+
+NETWORKS = {  # name: (bandwidth bytes/s, latency per message s), sustained, not nominal
+    "10 GbE (TCP)": (1.1e9, 30e-6),
+    "InfiniBand HDR (200 Gb/s)": (22e9, 2e-6),
+}
+
+
+def lstm_parameters(H, I=I, O=O):
+    return 4 * H * (I + H) + 8 * H + O * H + O
+
+
+def update_seconds(B, k1, H, flops):
+    """Compute of one update of TBPTT(k1, k1) on one rank: 3 products of 2·4H(I+H) per sample."""
+    return B * k1 * 3 * 2 * 4 * H * (I + H) / flops
+
+
+def reduce_seconds(H, R, network, itemsize=4):
+    """Ring all-reduce of the buffer (P + 2 values): 2(R-1)/R of it through each link, in 2(R-1)
+    messages."""
+    bandwidth, latency = NETWORKS[network]
+    size = (lstm_parameters(H) + 2) * itemsize
+    return 2 * (R - 1) / R * size / bandwidth + 2 * (R - 1) * latency
+
+
+def network_model(args):
+    flops, R = args.flops * 1e9, 64
+    print(f"one rank = one core at {args.flops:g} GFLOP/s; LSTM 1 x H, I = {I}, O = {O}, float32; "
+          f"TBPTT(k1, k1); R = {R} ranks; efficiency = t_c / (t_c + t_r), no overlap\n")
+    print("| network | H | buffer | t_r (R = 64) | t_c at B = 32, k1 = 25 | efficiency | "
+          "B·k1 for 80% |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for network in NETWORKS:
+        for H in (128, 512, 1024):
+            t_r = reduce_seconds(H, R, network)
+            t_c = update_seconds(32, 25, H, flops)
+            need = 4 * t_r / update_seconds(1, 1, H, flops)  # t_c >= 4 t_r
+            size = (lstm_parameters(H) + 2) * 4
+            print(f"| {network} | {H} | {size / 2**20:.2f} MiB | {t_r * 1e3:.2f} ms | "
+                  f"{t_c * 1e3:.1f} ms | {t_c / (t_c + t_r):.2f} | {need:,.0f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=2)
@@ -204,12 +251,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--delay", dest="delay_list", help="tbptt only: seconds slept after each "
                         "reduce, comma-separated (a simulated slow network)")
-    parser.add_argument("--worker", choices=("tbptt", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", action="store_true", help="print the cluster model's table "
+                        "(docs/scaling.md) and exit")
+    parser.add_argument("--flops", type=float, default=80.0, help="GFLOP/s of one rank (--model)")
+    parser.add_argument("--worker", choices=("tbptt", "alone", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--reduce-delay", dest="delay", type=float, default=0.0,
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.model:
+        return network_model(args)
     if args.delay_list:
         return delays(args)
     return scaling(args)
