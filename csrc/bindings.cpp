@@ -259,9 +259,8 @@ struct PyEngine {
     }
 
     CArray<T> gradient() const {
-        const T* g = engine->gradient();
         CArray<T> out(py::ssize_t(engine->shape().num_params()));
-        std::copy(g, g + out.size(), out.mutable_data());
+        engine->gradient(out.mutable_data());
         return out;
     }
 

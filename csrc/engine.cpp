@@ -303,25 +303,38 @@ bool Engine<T>::update(double* loss) {
     return step(loss, r, s);
 }
 
-// Phase 1: the gradient of s·Σ w·loss (dy = s·w·dloss/dy) and the sums s·Σ w·loss, s·Σ w, with s
-// a power of two: scaling by it is exact, so the normalised result does not depend on s, but it
-// keeps dy near w / Σ w, away from overflow (weights of 1e30 in float32) and from subnormals
-// (weights of 1e-38). s comes from a weight sum every process knows: this update's own with one
-// process, the last update's global one when data-parallel (1 for the first update).
+// Phase 1: the gradient of s·Σ w·loss (dy = s·w·dloss/dy) and the sums s·Σ w·loss, s·Σ w, for a
+// scale s every process knows before its backward:
+// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and the step
+//   needs no scaling of its own (the same bits as before the update had phases);
+// - data-parallel: a power of two near 1 / (the last update's global Σ w; 1 for the first).
+//   Scaling by a power of two is exact: the normalised result does not depend on it, but it keeps
+//   dy near w / Σ w, away from overflow (weights of 1e30 in float32) and from subnormals
+//   (weights of 1e-38). Returns s.
 template <typename T>
 double Engine<T>::backward_unnormalised(int r) {
     const ModelShape& m = config_.shape;
+    T* grad = buffer_.data();
+    std::fill(grad, grad + m.num_params(), T(0));
+    auto dy = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O);
+    if (!reduce_) {  // weight_sum_ > 0 (see update)
+        const double s = 1.0 / weight_sum_;
+        // Divide rather than multiply by s: 1 / (a subnormal sum of weights) overflows.
+        dy /= T(weight_sum_);
+        loss_sum_ /= weight_sum_;
+        weight_sum_ = 1.0;
+        backward(step_ - r);
+        return s;
+    }
     int exponent = 0;
-    std::frexp(reduce_ ? last_weight_sum_ : weight_sum_, &exponent);  // sum = f·2^exponent, f in [0.5, 1)
+    std::frexp(last_weight_sum_, &exponent);  // sum = f·2^exponent, f in [0.5, 1)
     exponent = std::clamp(exponent, std::numeric_limits<T>::min_exponent,
                           std::numeric_limits<T>::max_exponent - 1);  // 2^-exponent fits in T
     const double s = std::ldexp(1.0, -exponent);
     loss_sum_ *= s;
     weight_sum_ *= s;
-    T* grad = buffer_.data();
-    std::fill(grad, grad + m.num_params(), T(0));
     if (weight_sum_ == 0.0) return s;  // no loss on this process: its gradient is zero
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O) *= T(s);
+    dy *= T(s);
     backward(step_ - r);
     return s;
 }
@@ -349,10 +362,16 @@ bool Engine<T>::step(double* loss, int r, double s) {
     last_weight_sum_ = weight_sum / s;
     const int64_t n = config_.shape.num_params();
     T* grad = buffer_.data();
-    // Divide rather than multiply by the reciprocal: 1 / (a subnormal sum of weights) overflows.
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(grad, n) /= T(weight_sum);
+    // Normalising is folded into the step's scale (no pass over the gradient of its own: that
+    // pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
+    // should 1 / weight_sum leave T's normal range, divide the gradient itself.
+    normaliser_ = 1.0 / weight_sum;
+    if (!std::isnormal(T(normaliser_))) {
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(grad, n) /= T(weight_sum);
+        normaliser_ = 1.0;
+    }
 
-    const double norm = global_norm(grad, n);
+    const double norm = global_norm(grad, n) * normaliser_;
     // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
     if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
         drop_pending();
@@ -365,10 +384,16 @@ bool Engine<T>::step(double* loss, int r, double s) {
         throw Divergence(message.str());
     }
     add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
-    const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
-    optimizer_.step(params_, grad, T(scale));
+    const double clip = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
+    optimizer_.step(params_, grad, T(clip * normaliser_));
     stack_.prepare(params_, /*with_backward=*/true);
     return true;
+}
+
+template <typename T>
+void Engine<T>::gradient(T* out) const {
+    const int64_t n = config_.shape.num_params();
+    for (int64_t i = 0; i < n; ++i) out[i] = T(double(buffer_[i]) * normaliser_);
 }
 
 // A failed update: drop its steps and start every stream afresh; keep the last good weights.

@@ -189,8 +189,9 @@ class Engine {
     const Buffer<int64_t>& horizon_updates() const { return horizon_updates_; }
     void reset_horizon() { horizon_norms_.clear(), horizon_updates_.clear(); }
 
-    // dL/dθ of the last update, before clipping: [num_params] (the buffer's first part).
-    const T* gradient() const { return buffer_.data(); }
+    // dL/dθ of the last update, before clipping, into out [num_params] (the buffer's gradient
+    // part, normalised).
+    void gradient(T* out) const;
 
     // Data-parallel training: `reduce` is called between backward and step of every update (on
     // the calling thread, outside parallel regions) and must replace reduce_buffer() by its sum
@@ -240,6 +241,8 @@ class Engine {
     // Σ w of the last update over every process (0 before one): a weight sum that every process
     // knows before the backward of the next, to pick the common power-of-two scale of dy.
     double last_weight_sum_ = 0.0;
+    // 1 / (s·Σ w) of the last update: what the buffer's gradient is still to be multiplied by.
+    double normaliser_ = 1.0;
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;

@@ -115,9 +115,9 @@ def masked_run(backend, dtype, weight, target_scale):
 CPP_SUM = ("csrc/head.cpp:37 and csrc/engine.cpp:233: the C++ engine sums w * loss over the "
            "positions (in double) before dividing by the sum of w; for a float64 model the sum "
            "overflows although the weighted mean is finite (here 1e298): a spurious 'loss = inf'")
-CPP_DY = ("csrc/head.cpp: dy = w * dloss/dy is formed in the model's dtype before the engine "
-          "scales it by a power of two near 1 / sum(w) (Engine::backward_unnormalised); "
-          "3e38 x 2(out - y) overflows float32, and the update is a spurious divergence")
+CPP_DY = ("csrc/engine.cpp, Engine::backward_unnormalised: with one process dy is divided by the "
+          "sum of weights in the model's dtype; 6 x 3e38 overflows float32, and the gradient "
+          "becomes 0 / NaN: a spurious result")
 
 
 def xfail(reason):
