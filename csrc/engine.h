@@ -7,8 +7,9 @@
 // optional global-norm clipping, then the optimiser step. An update runs in phases (as llm.c's
 // backward_and_reduce / grad_norm / update): backward (the un-normalised gradient and the sums
 // Σ w·loss, Σ w, in one buffer) -> reduce (the caller's all-reduce of that buffer across
-// processes, when data-parallel) -> step (normalise by Σ w, check, clip, optimiser). Steps since the last update stay
-// pending between calls, so the result does not depend on how a stream is split into calls.
+// processes, when data-parallel) -> step (normalise by Σ w, check, clip, optimiser). Steps since
+// the last update stay pending between calls, so the result does not depend on how a stream is
+// split into calls.
 //
 // What it is not: a general autograd. It owns the activations of the last max(k1, k2) steps, the
 // optimiser state and the carried state; the parameters belong to the caller (a flat array in

@@ -676,7 +676,8 @@ class ReferenceEngine:
         if self._horizon_sums is None:
             self._horizon_sums = np.zeros((2, self.model.num_layers, self.k2))
             self._horizon_updates = np.zeros(self.k2, dtype=np.int64)
-        self._horizon_sums[:, :, :window] += np.sqrt(self._horizon_squares[:, :, :window]) / weight_sum
+        norms = np.sqrt(self._horizon_squares[:, :, :window]) / weight_sum
+        self._horizon_sums[:, :, :window] += norms
         self._horizon_updates[:window] += 1
 
     def _drop_pending(self):

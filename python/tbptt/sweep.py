@@ -755,7 +755,8 @@ def command(args, prepare, kind, defaults, comm=None):
         os.makedirs(args.out, exist_ok=True)
 
     def report(row):  # every rank reports the configurations it trains as they end
-        builtins.print(f"  {'' if comm is None else f'[rank {rank}] '}TBPTT({row['k1']}, {row['k2']}) reset={row['reset']}: train loss "
+        who = "" if comm is None else f"[rank {rank}] "
+        builtins.print(f"  {who}TBPTT({row['k1']}, {row['k2']}) reset={row['reset']}: train loss "
               f"{row['train_loss']:.4f}" + (f", val loss {row['val_loss']:.4f}"
                                              if row["val_loss"] is not None else "")
               + (f", val acc {row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "")

@@ -89,8 +89,9 @@ class Trainer:
         from ._mpi import Group
         group = Group(comm)
         model = self.model
-        group.check_same("Trainer(comm=...)", parameters=model._flat.size, itemsize=model._flat.itemsize, k1=self.k1,
-                         k2=self.k2, layers=model.num_layers, hidden_size=model.hidden_size)
+        group.check_same("Trainer(comm=...)", parameters=model._flat.size,
+                         itemsize=model._flat.itemsize, k1=self.k1, k2=self.k2,
+                         layers=model.num_layers, hidden_size=model.hidden_size)
         group.broadcast(model._flat)
         group.attach(self._engine)
         return group
@@ -260,7 +261,8 @@ class Trainer:
         history.resume_at = (initial_epoch, initial_step)
         val_seconds = None  # the last validation's duration: max_time keeps room for one more
         val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        bar = _progress.bar(T * samples_per_step, enabled=progress)  # a line every few seconds if not a terminal
+        # a line every few seconds if not a terminal
+        bar = _progress.bar(T * samples_per_step, enabled=progress)
         try:
             with _deferred_interrupt() as interrupted:
                 for epoch in range(initial_epoch, epochs):
