@@ -298,12 +298,35 @@ struct PyEngine {
     }
 
     CArray<T> gradient() const {
-        const Buffer<T>& g = engine->gradient();
-        CArray<T> out(py::ssize_t(g.size()));
-        std::copy(g.begin(), g.end(), out.mutable_data());
+        CArray<T> out(py::ssize_t(engine->shape().num_params()));
+        engine->gradient(out.mutable_data());
         return out;
     }
+
+    // Data-parallel training: `reduce()` (a Python callable, no arguments) is called between
+    // backward and step of every update, with the GIL, to all-reduce reduce_buffer() in place.
+    // None: one process. The engine holds a plain pointer to this object, which owns the callable.
+    void set_reduce(py::object reduce) {
+        reduce_fn = std::move(reduce);
+        if (reduce_fn.is_none()) {
+            engine->set_reduce(nullptr);
+            return;
+        }
+        engine->set_reduce([this]() {
+            py::gil_scoped_acquire gil;
+            reduce_fn();
+        });
+    }
+    py::object reduce_fn = py::none();
 };
+
+// A NumPy view (no copy) of the engine's reduce buffer [num_params + 2]: gradient, Σ w·loss, Σ w.
+// It keeps the engine object alive; the buffer never moves.
+template <typename T>
+py::array reduce_buffer(py::object self) {
+    PyEngine<T>& e = self.cast<PyEngine<T>&>();
+    return py::array_t<T>(py::ssize_t(e.engine->reduce_buffer_size()), e.engine->reduce_buffer(), self);
+}
 
 template <typename T>
 void bind_engine(py::module_& m, const char* name) {
@@ -324,6 +347,8 @@ void bind_engine(py::module_& m, const char* name) {
         .def("set_lr", [](PyEngine<T>& e, double lr) { e.engine->set_lr(lr); })
         .def("state", &PyEngine<T>::state)
         .def("gradient", &PyEngine<T>::gradient)
+        .def("set_reduce", &PyEngine<T>::set_reduce, py::arg("reduce").none(true))
+        .def("reduce_buffer", &reduce_buffer<T>)
         .def("horizon", [](const PyEngine<T>& e) {
             const ModelShape& m = e.engine->shape();
             const Buffer<double>& norms = e.engine->horizon_norms();

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #ifdef _OPENMP
@@ -195,7 +196,7 @@ template <typename T>
 Engine<T>::Engine(const EngineConfig& config, T* params)
     : config_(config),
       params_(params),
-      grad_(config.shape.num_params(), T(0)),
+      buffer_(config.shape.num_params() + 2, T(0)),
       optimizer_(config.optimizer, config.shape.num_params()),
       stack_(config.cell, config.shape) {
     if (config.k1 < 1 || config.k2 < 1) throw InvalidArgument("k1 and k2 must be >= 1");
@@ -322,29 +323,98 @@ bool Engine<T>::flush(double* loss) {
     return update(loss);
 }
 
+// The update in phases: where processes meet is the reduce between backward and step.
 template <typename T>
 bool Engine<T>::update(double* loss) {
     const int r = pending_;
+    pending_ = 0;
+    ++updates_;
+    if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
+        loss_sum_ = 0.0;
+        return false;
+    }
+    const double s = backward_unnormalised(r);
+    try {
+        reduce();
+    } catch (...) {
+        drop_pending();
+        throw;
+    }
+    return step(loss, r, s);
+}
+
+// Phase 1: the gradient of s·Σ w·loss (dy = s·w·dloss/dy) and the sums s·Σ w·loss, s·Σ w, for a
+// scale s every process knows before its backward:
+// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and the step
+//   needs no scaling of its own (the same bits as before the update had phases);
+// - data-parallel: a power of two near 1 / (the last update's global Σ w; 1 for the first).
+//   Scaling by a power of two is exact: the normalised result does not depend on it, but it keeps
+//   dy near w / Σ w, away from overflow (weights of 1e30 in float32) and from subnormals
+//   (weights of 1e-38). Returns s.
+template <typename T>
+double Engine<T>::backward_unnormalised(int r) {
+    const ModelShape& m = config_.shape;
+    T* grad = buffer_.data();
+    std::fill(grad, grad + m.num_params(), T(0));
+    auto dy = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O);
+    if (!reduce_) {  // weight_sum_ > 0 (see update)
+        const double s = 1.0 / weight_sum_;
+        // Divide rather than multiply by s: 1 / (a subnormal sum of weights) overflows.
+        dy /= T(weight_sum_);
+        loss_sum_ /= weight_sum_;
+        weight_sum_ = 1.0;
+        backward(step_ - r);
+        return s;
+    }
+    int exponent = 0;
+    std::frexp(last_weight_sum_, &exponent);  // sum = f·2^exponent, f in [0.5, 1)
+    exponent = std::clamp(exponent, std::numeric_limits<T>::min_exponent,
+                          std::numeric_limits<T>::max_exponent - 1);  // 2^-exponent fits in T
+    const double s = std::ldexp(1.0, -exponent);
+    loss_sum_ *= s;
+    weight_sum_ *= s;
+    if (weight_sum_ == 0.0) return s;  // no loss on this process: its gradient is zero
+    dy *= T(s);
+    backward(step_ - r);
+    return s;
+}
+
+// Phase 2: the sum over processes of the gradient and of both sums, one all-reduce of one buffer.
+// The sums travel in the model's dtype (exact for float64 models; for float32 ones rounded as the
+// gradient is); with one process they stay in double and nothing moves.
+template <typename T>
+void Engine<T>::reduce() {
+    if (!reduce_) return;
+    T* sums = buffer_.data() + config_.shape.num_params();
+    sums[0] = T(loss_sum_), sums[1] = T(weight_sum_);
+    reduce_();
+    loss_sum_ = double(sums[0]), weight_sum_ = double(sums[1]);
+}
+
+// Phase 3: normalise by Σ w, check finiteness, clip by the global norm, optimiser step. Every
+// input is the reduced buffer, so every process decides alike (a divergence raises everywhere).
+template <typename T>
+bool Engine<T>::step(double* loss, int r, double s) {
     const double weight_sum = weight_sum_;
     *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
-    pending_ = 0;
     loss_sum_ = weight_sum_ = 0.0;
-    ++updates_;
     if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
+    last_weight_sum_ = weight_sum / s;
+    const int64_t n = config_.shape.num_params();
+    T* grad = buffer_.data();
+    // Normalising is folded into the step's scale (no pass over the gradient of its own: that
+    // pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
+    // should 1 / weight_sum leave T's normal range, divide the gradient itself.
+    normaliser_ = 1.0 / weight_sum;
+    if (!std::isnormal(T(normaliser_))) {
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(grad, n) /= T(weight_sum);
+        normaliser_ = 1.0;
+    }
 
-    const ModelShape& m = config_.shape;
-    // Divide rather than multiply by the reciprocal: 1 / (a subnormal sum of weights) overflows.
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dy_.data(), size_t(r) * B_ * m.O) /=
-        T(weight_sum);
-    std::fill(grad_.begin(), grad_.end(), T(0));
-    backward(step_ - r);
-
-    const double norm = global_norm(grad_.data(), int64_t(grad_.size()));
+    const double norm = global_norm(grad, n) * normaliser_;
     // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
     if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
-        // Drop the failed update's steps and start every stream afresh; keep the last good weights.
-        stack_.first_valid = step_;
-        reset_next_ = false;
+        drop_pending();
         std::ostringstream message;
         message << "update " << updates_ << " (steps " << step_ - r + 1 << ".." << step_
                 << ") is not finite: loss = " << *loss << ", gradient norm = " << norm
@@ -353,12 +423,25 @@ bool Engine<T>::update(double* loss) {
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
-    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)));
-    // <- data-parallel training would average grad_ across processes here, before clipping.
-    const double scale = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
-    optimizer_.step(params_, grad_.data(), T(scale));
+    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
+    const double clip = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
+    optimizer_.step(params_, grad, T(clip * normaliser_));
     stack_.prepare(params_, /*with_backward=*/true);
     return true;
+}
+
+template <typename T>
+void Engine<T>::gradient(T* out) const {
+    const int64_t n = config_.shape.num_params();
+    for (int64_t i = 0; i < n; ++i) out[i] = T(double(buffer_[i]) * normaliser_);
+}
+
+// A failed update: drop its steps and start every stream afresh; keep the last good weights.
+template <typename T>
+void Engine<T>::drop_pending() {
+    stack_.first_valid = step_;
+    reset_next_ = false;
+    loss_sum_ = weight_sum_ = 0.0;
 }
 
 // Gradient of the pending loss (steps first_loss_step .. step_-1, dy_ already normalised) with the
@@ -371,7 +454,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
     const int64_t t = step_ - 1;
     const int64_t a = std::max(t - config_.k2 + 1, stack_.first_valid);  // oldest step of the window
     const T* W_head = params_ + m.head_offset();
-    T* dW_head = grad_.data() + m.head_offset();
+    T* dW_head = buffer_.data() + m.head_offset();
     T* db_head = dW_head + size_t(O) * H;
 
     // Head: every loss step, inside the window or not (k2 < k1 warms the state up).
@@ -409,7 +492,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
             const int n = int(end - begin + 1);
             const Inputs<T> input = l == 0 ? w.inputs_at(begin)
                                            : Inputs<T>::features(stack_.output(l - 1, begin, n, dropped_block_));
-            LayerGrads<T> g = m.layer(grad_.data(), l);
+            LayerGrads<T> g = m.layer(buffer_.data(), l);
             if (input.are_tokens()) g.W_ih_T = dW_ih_T_.data();
             layer_weight_backward(g, dgates_.data(), separate ? drecurrent_.data() : dgates_.data(),
                                   input, h_prev_block_.data(), rows, m.layer_input(l), H, G);
@@ -424,7 +507,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
         end = begin - 1;
     }
     if (tokens_)
-        MatrixMap<T>(grad_.data() + m.layer_offset(0), G, m.I) +=
+        MatrixMap<T>(buffer_.data() + m.layer_offset(0), G, m.I) +=
             ConstMatrixMap<T>(dW_ih_T_.data(), m.I, G).transpose();
 }
 
@@ -480,10 +563,10 @@ void Engine<T>::backward_layer(int l, int64_t begin, int64_t end) {
     });
 }
 
-// Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice) into the running sums of norms over
-// the `window` steps it reached.
+// Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice, of the un-normalised loss: divided
+// here by its weight_sum) into the running sums of norms over the `window` steps it reached.
 template <typename T>
-void Engine<T>::add_to_horizon(int window) {
+void Engine<T>::add_to_horizon(int window, double weight_sum) {
     const int L = config_.shape.L, k2 = config_.k2;
     const size_t per_slice = size_t(2) * L * k2;
     if (horizon_norms_.empty()) {
@@ -495,7 +578,7 @@ void Engine<T>::add_to_horizon(int window) {
         if (int(i % k2) >= window) continue;
         double total = 0.0;
         for (size_t slice = 0; slice < slices; ++slice) total += horizon_squares_[slice * per_slice + i];
-        horizon_norms_[i] += std::sqrt(total);
+        horizon_norms_[i] += std::sqrt(total) / weight_sum;  // of the normalised loss
     }
     for (int j = 0; j < window; ++j) ++horizon_updates_[j];
 }
@@ -516,7 +599,7 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     Snapshot s;
     const Window<T>& w = stack_.window;
     s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps};
-    s.sums = {loss_sum_, weight_sum_};
+    s.sums = {loss_sum_, weight_sum_, last_weight_sum_};
     s.dy = dy_;
     s.x = w.x, s.ids = w.ids, s.gates = w.gates, s.extra = w.extra, s.carry = w.carry, s.h = w.h;
     s.resets = w.resets, s.any_reset = w.any_reset;
@@ -526,7 +609,8 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
 
 template <typename T>
 void Engine<T>::restore(const Snapshot& s) {
-    if (s.counters.size() != 8 || s.sums.size() != 2)
+    // sums: files from before data-parallel training hold two (no last update's Σ w: 0).
+    if (s.counters.size() != 8 || (s.sums.size() != 2 && s.sums.size() != 3))
         throw InvalidArgument("engine state: counters/sums have the wrong length");
     Engine<T> fresh(config_, params_);
     if (s.counters[0] > 0) fresh.allocate(int(s.counters[0]), s.counters[1] != 0);
@@ -550,11 +634,17 @@ void Engine<T>::restore(const Snapshot& s) {
     fits("second_moment", s.second_moment.size(), fresh.optimizer_.second_moment.size());
     if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
         throw InvalidArgument("engine state: pending steps out of range");
+    // The reduce buffer stays where the caller's view of it points, and so does the reduce.
+    Buffer<T> buffer = std::move(buffer_);
+    std::function<void()> reduce = std::move(reduce_);
     *this = std::move(fresh);
+    buffer_ = std::move(buffer);
+    reduce_ = std::move(reduce);
     Window<T>& window = stack_.window;
     step_ = s.counters[2], stack_.first_valid = s.counters[3], pending_ = int(s.counters[4]);
     updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
     loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
+    last_weight_sum_ = s.sums.size() > 2 ? s.sums[2] : 0.0;
     dy_ = s.dy;
     window.x = s.x, window.ids = s.ids, window.gates = s.gates, window.extra = s.extra;
     window.carry = s.carry, window.h = s.h;

@@ -4,8 +4,12 @@
 // Every k1 steps it makes an update: the loss of the k1 newest steps, its gradient with the
 // recurrence cut k2 steps back (Williams & Peng's BPTT(h; h') when k2 > k1: the window reaches
 // into steps computed before the previous update, whose activations are kept, not recomputed),
-// optional global-norm clipping, then the optimiser step. Steps since the last update stay
-// pending between calls, so the result does not depend on how a stream is split into calls.
+// optional global-norm clipping, then the optimiser step. An update runs in phases (as llm.c's
+// backward_and_reduce / grad_norm / update): backward (the un-normalised gradient and the sums
+// Σ w·loss, Σ w, in one buffer) -> reduce (the caller's all-reduce of that buffer across
+// processes, when data-parallel) -> step (normalise by Σ w, check, clip, optimiser). Steps since
+// the last update stay pending between calls, so the result does not depend on how a stream is
+// split into calls.
 //
 // What it is not: a general autograd. It owns the activations of the last max(k1, k2) steps, the
 // optimiser state and the carried state; the parameters belong to the caller (a flat array in
@@ -16,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -192,7 +197,7 @@ class Engine {
     struct Snapshot {
         // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps
         Buffer<int64_t> counters;
-        Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps
+        Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps, Σ w of the last update
         Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
         Buffer<int64_t> ids;
         Buffer<uint8_t> resets, any_reset;
@@ -208,24 +213,43 @@ class Engine {
     const Buffer<int64_t>& horizon_updates() const { return horizon_updates_; }
     void reset_horizon() { horizon_norms_.clear(), horizon_updates_.clear(); }
 
-    // dL/dθ of the last update, before clipping: [num_params] (an all-reduce across processes
-    // would average it right after backward, before clipping and the step).
-    const Buffer<T>& gradient() const { return grad_; }
+    // dL/dθ of the last update, before clipping, into out [num_params] (the buffer's gradient
+    // part, normalised).
+    void gradient(T* out) const;
+
+    // Data-parallel training: `reduce` is called between backward and step of every update (on
+    // the calling thread, outside parallel regions) and must replace reduce_buffer() by its sum
+    // over the processes, in place. Every process must make the same updates (same steps per
+    // call) for the calls to pair up. An exception it throws leaves the engine as a divergence
+    // does (the update's steps dropped, every stream reset) and propagates.
+    void set_reduce(std::function<void()> reduce) { reduce_ = std::move(reduce); }
+    // [num_params + 2]: the un-normalised gradient, then Σ w·loss and Σ w of the update (the sums
+    // in the model's dtype here: one dtype, so one all-reduce), all scaled by the same power of
+    // two (see backward_unnormalised). Fixed in place for the engine's lifetime.
+    T* reduce_buffer() { return buffer_.data(); }
+    size_t reduce_buffer_size() const { return buffer_.size(); }
 
   private:
     void allocate(int B, bool tokens);
     void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
     void accumulate_loss(int64_t s0, int n, const Targets<T>& targets);
-    // Makes the update over the pending steps; returns false if none carried loss.
+    // Makes the update over the pending steps, in three phases; returns false if none carried
+    // loss (anywhere, when data-parallel).
     bool update(double* loss);
+    double backward_unnormalised(int r);  // returns the scale s of dy and the sums
+    void reduce();
+    bool step(double* loss, int r, double s);
+    void drop_pending();
     void backward(int64_t first_loss_step);
     // One layer of a block of steps [begin, end] of the window, newest first: dgates (and
     // drecurrent) of every step from dh_in_, carrying dh, dcarry back through time.
     void backward_layer(int l, int64_t begin, int64_t end);
-    void add_to_horizon(int window);
+    void add_to_horizon(int window, double weight_sum);
+
     EngineConfig config_;
     T* params_;
-    Buffer<T> grad_;
+    Buffer<T> buffer_;  // [num_params + 2]: gradient, Σ w·loss, Σ w (reduce_buffer)
+    std::function<void()> reduce_;  // none: one process
     Optimizer<T> optimizer_;
     Stack<T> stack_;
 
@@ -240,6 +264,11 @@ class Engine {
     double loss_sum_ = 0.0, weight_sum_ = 0.0;
     Buffer<T> dy_, outputs_;
     typename Window<T>::StepCopy peeked_;  // the slot `peek` borrows, put back after it
+    // Σ w of the last update over every process (0 before one): a weight sum that every process
+    // knows before the backward of the next, to pick the common power-of-two scale of dy.
+    double last_weight_sum_ = 0.0;
+    // 1 / (s·Σ w) of the last update: what the buffer's gradient is still to be multiplied by.
+    double normaliser_ = 1.0;
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;

@@ -129,7 +129,12 @@ def save_trainer(trainer, path, extra=None) -> None:
     """Everything training depends on: the model, the optimiser state, the carried state and the
     window of activations, the pending steps and the update schedule. Resuming from it gives the
     same parameters as never having stopped. `extra`: more JSON for the header (`tbptt train`
-    keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it."""
+    keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it.
+    A data-parallel trainer (comm=...) writes one file per rank (see Trainer.save)."""
+    group = trainer._group
+    if group is not None:
+        path = group.rank_path(path)
+        extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
     header = {**(extra or {}),
         "kind": "trainer",
         "model": trainer.model.config(),
@@ -144,24 +149,52 @@ def save_trainer(trainer, path, extra=None) -> None:
     save_arrays(path, header, arrays)
 
 
-def load_trainer(path):
-    """A Trainer (and its model) exactly as `trainer.save(path)` left it."""
+def load_trainer(path, comm=None):
+    """A Trainer (and its model) exactly as `trainer.save(path)` left it.
+
+    comm: for a trainer saved by data-parallel ranks (Trainer(comm=...).save(path)): every rank
+    calls this with the same `path` and reads its own file (see Trainer.save); the number of ranks
+    must be the one that saved. Without comm, rank 0's file of such a run loads as a one-process
+    trainer of rank 0's streams (say, to look at the model)."""
     from .model import from_config as model_from_config
     from .optim import from_config
     from .trainer import Trainer
 
-    header, arrays = load_arrays(path, "trainer")
+    rank, ranks = 0, 1
+    if comm is not None:
+        from ._mpi import Group, rank_path
+        group = Group(comm)
+        rank, ranks = group.rank, group.size
+        path = rank_path(path, rank)
+        try:  # a missing or damaged file on one rank raises on every rank
+            header, arrays, error = *load_arrays(path, "trainer"), None
+        except FileNotFoundError:
+            error = ValueError(f"{path} does not exist: was the trainer saved by fewer ranks? "
+                               f"Resume with the same number of ranks")
+        except (OSError, ValueError) as caught:
+            error = caught
+        group.check_all(error, f"load_trainer({path!r})")
+    else:
+        header, arrays = load_arrays(path, "trainer")
+    saved_by = header.get("ranks", 1)
+    if comm is not None and (saved_by != ranks or header.get("rank", 0) != rank):
+        raise ValueError(f"{path} was saved by rank {header.get('rank', 0)} of {saved_by}, but "
+                         f"this is rank {rank} of {ranks}: resume with the same number of ranks")
     try:
         model = model_from_config(header["model"])
         settings = header["trainer"]
-        trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
-                          optimizer=from_config(settings["optimizer"]),
-                          clip_norm=settings["clip_norm"], backend=settings["backend"],
-                          seed=settings.get("seed", 0))  # files before dropout: no seed
         num_streams = settings["num_streams"]
+        optimizer = from_config(settings["optimizer"])
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    try:
+        trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
+                          optimizer=optimizer, clip_norm=settings["clip_norm"],
+                          backend=settings["backend"], comm=comm,
+                          seed=settings.get("seed", 0))  # files before dropout: no seed
+    except (KeyError, TypeError, ValueError) as error:
+        raise _damaged(path, error) from None
     trainer.num_streams = num_streams
     # Engine state is per backend and cell (the header names both); restore raises ValueError if
     # it does not fit.

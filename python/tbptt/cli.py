@@ -12,6 +12,12 @@ it, and describe the files it wrote.
     tail -f log.csv | tbptt online --column load   learn a live stream, one update per line
     tbptt sweep --task echo --k1 5,10 --k2 5,10,20,40   compare TBPTT configurations (tbptt/sweep.py)
 
+Under an MPI launcher with more than one rank (`mpiexec -n 4 python -m mpi4py -m tbptt train ...`,
+or `srun`), `train` is data-parallel: the --batch streams are split over the ranks, every rank
+trains its share of one model (Trainer(comm=...)), rank 0 prints and writes the files (every
+rank writes its own trainer state beside trainer.npz); `sweep` spreads the grid's configurations
+over the ranks and rank 0 writes the table and the plots. This needs mpi4py (tbptt[mpi]).
+
 It is a thin layer over the library (tbptt.data, Trainer.fit, tbptt.generate); it adds no
 training logic of its own. The model file it writes is a normal tbptt model file (tbptt.load reads
 it) whose header also holds what `generate` and `info` need: the vocabulary or the normalisation,
@@ -438,10 +444,57 @@ def _usage_error(args, error):
     return 2
 
 
+# ---- MPI ------------------------------------------------------------------------------------
+
+# Set by MPI launchers to the number of ranks: MPICH / Intel MPI (and srun --mpi=pmi2), Open MPI,
+# MVAPICH, Slurm.
+_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def _mpi_world():
+    """MPI.COMM_WORLD when this process is one of several MPI ranks, else None (then mpi4py is
+    not even imported, unless `python -m mpi4py` already did)."""
+    launched = max(int(os.environ.get(name, "1") or 1) for name in _LAUNCHER_SIZES) > 1
+    if not launched and "mpi4py.MPI" not in sys.modules:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("started by an MPI launcher with several ranks, but mpi4py is not "
+                          "installed: pip install 'tbptt[mpi]'") from None
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def _rank(comm):
+    return 0 if comm is None else comm.Get_rank()
+
+
+def _quiet(*args, **kwargs):
+    """print on ranks other than 0."""
+
+
+def _share(arrays, comm, what):
+    """This rank's slice of the streams (axis 1) of (x, y, mask, resets): contiguous, as even as
+    can be. With fewer streams than ranks, `what` = "validation" goes whole to every rank (the
+    reduced loss is then the same), "training" is an error."""
+    B, ranks = arrays[0].shape[1], comm.Get_size()
+    if B < ranks:
+        if what == "validation":
+            return arrays
+        raise ValueError(f"--batch {B} is smaller than the number of MPI ranks ({ranks}): every "
+                         f"rank needs a stream of its own")
+    mine = np.array_split(np.arange(B), ranks)[comm.Get_rank()]
+    return tuple(None if a is None else np.ascontiguousarray(a[:, mine[0]:mine[-1] + 1])
+                 for a in arrays)
+
+
 def _train(args):
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
-    resumed = _resume(args) if args.resume is not None else None  # (trainer, run, history)
+    comm = _mpi_world()
+    say = _quiet if _rank(comm) else print  # rank 0 speaks and writes the run's files
+    # (trainer, run, history)
+    resumed = _resume(args, comm, say) if args.resume is not None else None
     if resumed is None:
         _fill_defaults(args)
     if args.backend == "cpp":
@@ -451,6 +504,12 @@ def _train(args):
     prepared = _prepare(args, _kind_of_data(args))
     run = {"settings": _settings(args), "data": _fingerprint(prepared)}
     x = prepared.train[0]
+    if comm is not None:  # data-parallel: this rank trains and validates its share of the streams
+        try:
+            train, valid = _share(prepared.train, comm, "training"), _share(prepared.valid, comm,
+                                                                           "validation")
+        except ValueError as error:
+            return _usage_error(args, error)
     if resumed is not None:
         trainer, previous, earlier = resumed
         if previous["data"] != run["data"]:
@@ -459,23 +518,27 @@ def _train(args):
         start = tuple(previous["position"])
     else:
         try:  # sizes are checked before anything is allocated: a flag too large is a usage error
-            trainer = _new_trainer(args, prepared)
+            trainer = _new_trainer(args, prepared, comm)
         except (ValueError, MemoryError) as error:
             return _usage_error(args, error)
         earlier, start = History(), (0, 0)
     model = trainer.model
-    folder = _output_folder(args.out)
-    print(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams")
-    print(f"model: {args.cell.upper()} {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
+    folder = _output_folder(args.out) if _rank(comm) == 0 else None
+    if comm is not None:  # rank 0's choice (a time stamp) for every rank
+        folder = comm.bcast(folder, root=0)
+    say(f"data: {prepared.meta['source']}: {x.shape[0]:,} steps x {x.shape[1]} streams"
+        + ("" if comm is None else f", split over {comm.Get_size()} MPI ranks"))
+    say(f"model: {args.cell.upper()} {args.layers} x {args.hidden} ({model.num_parameters:,} parameters); "
           f"TBPTT(k1={args.k1}, k2={args.k2}), Adam lr {args.lr:g}, clip 5, {args.backend} backend"
           + (f"; at most {args.max_time:g} s" if args.max_time else ""))
-    print(f"output folder: {folder}", flush=True)
+    say(f"output folder: {folder}", flush=True)
 
     seen = len(earlier.val_loss)  # validations of earlier sessions, before this one's
     try:
         with warnings.catch_warnings():  # divergence: said below, in the command's own words
             warnings.filterwarnings("ignore", "fit stopped: training diverged", RuntimeWarning)
-            session = trainer.fit(*prepared.train, epochs=args.epochs, validation=prepared.valid,
+            session = trainer.fit(*(prepared.train if comm is None else train), epochs=args.epochs,
+                                  validation=prepared.valid if comm is None else valid,
                                   max_time=args.max_time or None, progress=not args.no_progress,
                                   initial_epoch=start[0], initial_step=start[1],
                                   schedule=Schedule(args.schedule, args.warmup),
@@ -483,8 +546,8 @@ def _train(args):
     except KeyboardInterrupt as stop:
         history = _record(earlier, getattr(trainer, "history", None), start)
         _save_run(folder, trainer, _best_model(trainer, history, seen, folder), history, prepared,
-                  run, {}, print)
-        print(f"\n{stop}; the model, the trainer and the history are in {folder} (tbptt train "
+                  run, {}, say)
+        say(f"\n{stop}; the model, the trainer and the history are in {folder} (tbptt train "
               f"--resume {folder} goes on)", file=sys.stderr)
         return 130
 
@@ -492,20 +555,20 @@ def _train(args):
     best = _best_model(trainer, history, seen, folder)
     results = _results(prepared, history)
     train_rate = session.samples / session.train_time if session.train_time else 0.0
-    print(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
+    say(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
           f"{session.wall_time:.1f} s ({train_rate:,.0f} samples/s while training); stopped by "
           f"{session.stop_reason}: {_where(history.resume_at, args.epochs, x.shape[0], folder)}")
     if session.diverged:
-        print(f"training diverged: {session.diverged}; the model keeps the last good parameters "
+        say(f"training diverged: {session.diverged}; the model keeps the last good parameters "
               f"(try a lower --lr)")
     if results:
-        print(_describe_results(prepared, results))
-    written = _save_run(folder, trainer, best, history, prepared, run, results, print)
-    if prepared.vocab is not None:
+        say(_describe_results(prepared, results))
+    written = _save_run(folder, trainer, best, history, prepared, run, results, say)
+    if prepared.vocab is not None and _rank(comm) == 0:
         prime = _default_prime(prepared.vocab)
         sample = generate(best, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, args.seed)
-        print(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
-    print(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
+        say(f"sample (temperature {SAMPLE_TEMPERATURE}, seed {args.seed}):\n{prime}{sample}\n")
+    say(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
     return 0
 
 
@@ -528,16 +591,16 @@ def _settings(args):
     return settings
 
 
-def _new_trainer(args, prepared):
+def _new_trainer(args, prepared, comm=None):
     """The model and trainer of a new run; ValueError / MemoryError if a size is too large."""
     model = build(args.cell, prepared.input_size, args.hidden, prepared.output_size,
                   num_layers=args.layers, seed=args.seed, forget_bias=1.0, dropout=args.dropout)
-    optimizer = AdamW(args.lr, weight_decay=args.weight_decay) if args.weight_decay else Adam(args.lr)
-    trainer = Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=optimizer,
-                      clip_norm=5.0, backend=args.backend, seed=args.seed)
     x = prepared.train[0]
-    _sizes.check_window(model, args.k1, args.k2, x.shape[1], tokens=x.ndim == 2)
-    return trainer
+    B = x.shape[1] if comm is None else -(-x.shape[1] // comm.Get_size())  # the largest share
+    _sizes.check_window(model, args.k1, args.k2, B, tokens=x.ndim == 2)
+    optimizer = AdamW(args.lr, weight_decay=args.weight_decay) if args.weight_decay else Adam(args.lr)
+    return Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=optimizer, clip_norm=5.0,
+                   backend=args.backend, seed=args.seed, comm=comm)
 
 
 def _fingerprint(prepared):
@@ -551,7 +614,7 @@ def _fingerprint(prepared):
     return digest.hexdigest()
 
 
-def _resume(args):
+def _resume(args, comm=None, say=print):
     """(trainer, run, history) of the run in folder args.resume, whose settings args takes on.
     Flags that would change the data or the model are refused; --epochs (the run's total) and
     --max-time (this session's budget) may change."""
@@ -566,7 +629,7 @@ def _resume(args):
         raise ValueError(f"{path} holds no settings of a `tbptt train` run (it was written by "
                          f"Trainer.save or an older tbptt): it cannot be resumed from the command "
                          f"line; use tbptt.load_trainer and Trainer.fit")
-    trainer = checkpoint.load_trainer(path)
+    trainer = checkpoint.load_trainer(path, comm=comm)
     for name in SETTINGS:
         if name not in ("epochs", "max_time") or getattr(args, name) is None:
             setattr(args, name, run["settings"].get(name, COMMON_DEFAULTS.get(name)))  # cell: lstm
@@ -575,7 +638,7 @@ def _resume(args):
     if epoch >= args.epochs:
         args.subparser.error(f"--resume {args.resume}: the run has trained all its {epoch} "
                              f"epoch(s); give --epochs N (the run's total) above {epoch} to go on")
-    print(f"resuming {args.resume}: epoch {epoch + 1} of {args.epochs}, from step {step:,} "
+    say(f"resuming {args.resume}: epoch {epoch + 1} of {args.epochs}, from step {step:,} "
           f"({trainer.updates:,} updates made)")
     return trainer, run, _load_history(args.resume)
 
@@ -614,7 +677,9 @@ def _save_run(folder, trainer, model, history, prepared, run, results, say):
     settings and where in the data it stopped (what --resume goes on from), then `model` (the
     best). Returns the names written."""
     run = {**run, "position": list(history.resume_at)}
-    checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})
+    checkpoint.save_trainer(trainer, os.path.join(folder, TRAINER), {"run": run})  # one per rank
+    if trainer.comm is not None and trainer.comm.Get_rank() != 0:
+        return [TRAINER]
     _save_model(model, os.path.join(folder, MODEL),
                 {"data": prepared.meta, "settings": run["settings"], "results": results})
     written = [TRAINER, MODEL] + _save_history(history, folder, say)
@@ -695,7 +760,8 @@ def _forecast(args):
 def _sweep(args):
     """`tbptt sweep`: tbptt/sweep.py does the work; the data are prepared as for `tbptt train`."""
     from .sweep import command
-    return command(args, prepare=_prepare, kind=_kind_of_data(args), defaults=DEFAULTS)
+    return command(args, prepare=_prepare, kind=_kind_of_data(args), defaults=DEFAULTS,
+                   comm=_mpi_world())
 
 
 def _online(args):

@@ -68,6 +68,15 @@ class CppEngine:
     def gradient(self):
         return self._engine.gradient()
 
+    def set_reduce(self, reduce):
+        """Data-parallel: `reduce()` all-reduces reduce_buffer() in place between backward and
+        step of every update (called from the engine's loop with the GIL); None: one process."""
+        self._engine.set_reduce(reduce)
+
+    def reduce_buffer(self):
+        """A view (no copy) of the engine's update buffer: [gradient (P,), Σ w·loss, Σ w]."""
+        return self._engine.reduce_buffer()
+
     @property
     def pending_steps(self):
         return self._engine.pending_steps

@@ -302,6 +302,10 @@ class ReferenceEngine:
         self._horizon_sums = None                # (2, L, k2) float64; None until an update adds
         self._horizon_updates = None             # (k2,) int64: updates whose window reached j back
         self._horizon_squares = None             # (2, L, k2) of the update being made
+        # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
+        self._buffer = np.zeros(model._flat.size + 2, self.dtype)
+        self._reduce = None                      # data-parallel: sums the buffer over processes
+        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
 
     # ---- public ------------------------------------------------------------------------------
     @property
@@ -317,6 +321,15 @@ class ReferenceEngine:
 
     def reset_state(self):
         self._reset_next = True
+
+    def set_reduce(self, reduce):
+        """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
+        processes, between backward and step of every update; None for one process."""
+        self._reduce = reduce
+
+    def reduce_buffer(self):
+        """The update's buffer [gradient (P,), Σ w·loss, Σ w], the array itself (no copy)."""
+        return self._buffer
 
     def horizon(self):
         """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
@@ -592,29 +605,59 @@ class ReferenceEngine:
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
-        """The update over the r pending steps: loss, truncated gradient, check, clip, step.
-        Returns the loss, or None when no pending position carries loss."""
+        """The update over the r pending steps, in phases: backward (the un-normalised gradient,
+        Σ w·loss and Σ w, in one buffer) -> reduce (data-parallel: the sum of that buffer over the
+        processes) -> step (normalise, check, clip, optimiser step). Returns the loss, or None when
+        no pending position carries loss (on any process)."""
         r, self._pending = self._pending, 0
         self._updates += 1
         steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
-        loss_steps = steps[len(steps) - r:]
-        total_weight = np.sum([s.w for s in loss_steps], dtype=self.dtype)
-        if total_weight == 0:
+        weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
+        if self._reduce is None and weight == 0:
             return None  # counts as an update, but no optimiser step
+        scale = self._backward_unnormalised(steps, r, weight)
+        if self._reduce is not None:
+            try:
+                self._reduce()
+            except BaseException:
+                self._drop_pending()
+                raise
+        return self._step_phase(steps, scale)
 
-        loss, douts = self._loss(loss_steps, total_weight)
-        grad = np.zeros_like(self.model._flat)
-        G = self._views(grad)
-        self._backward(steps, douts, G)
+    def _backward_unnormalised(self, steps, r, weight):
+        """Phase 1: into the buffer, the gradient of s·Σ w·loss, then s·Σ w·loss and s·Σ w. s is
+        a power of two (exact: the normalised result does not depend on it) near 1 / Σ w, chosen
+        from a weight sum every process knows: `weight` (this update's own) with one process, the
+        last update's global Σ w when data-parallel. Returns s."""
+        known = weight if self._reduce is None else self._last_weight_sum
+        info = np.finfo(self.dtype)
+        exponent = int(np.clip(np.frexp(known)[1], info.minexp + 1, info.maxexp - 1))
+        scale = math.ldexp(1.0, -exponent)
+        grad, sums = self._buffer[:-2], self._buffer[-2:]
+        grad[...] = 0
+        sums[...] = 0
+        if weight > 0:  # else no loss here: the gradient is zero
+            loss_sum, weight_sum, douts = self._loss(steps[len(steps) - r:], scale)
+            sums[...] = loss_sum, weight_sum
+            self._backward(steps, douts, self._views(grad))
+        return scale
 
+    def _step_phase(self, steps, scale):
+        """Phase 3, from the (reduced) buffer: normalise by Σ w, check, clip, optimiser step."""
+        grad, (loss_sum, weight_sum) = self._buffer[:-2], self._buffer[-2:]
+        if weight_sum == 0:
+            return None
+        self._last_weight_sum = float(weight_sum) / scale
+        loss = loss_sum / weight_sum
+        grad /= weight_sum
         if not np.isfinite(loss):
             self._diverge(f"the loss is {float(loss)}")
         if not np.isfinite(grad).all():
+            G = self._views(grad)
             bad = next(name for name, g in G.items() if not np.isfinite(g).all())
             self._diverge(f"the gradient of {bad!r} is not finite")
 
-        self._add_to_horizon(min(self.k2, len(steps)))
-        # <- data-parallel training would average `grad` across ranks here
+        self._add_to_horizon(min(self.k2, len(steps)), float(weight_sum))
         if self.clip_norm is not None:
             self._clip(grad)
         self._optimizer_step(grad)
@@ -629,11 +672,11 @@ class ReferenceEngine:
         assert offset == flat.size
         return views
 
-    def _loss(self, loss_steps, total_weight):
-        """L = sum_{s,b} w_sb loss_sb / sum w (MSE: loss_sb = mean over O of (out - y)^2;
-        cross-entropy: loss_sb = -log softmax(out)[y]). Positions with w = 0 are left out.
-        Returns L and dL/d out for each loss step, (B, O)."""
-        loss = self.dtype.type(0)
+    def _loss(self, loss_steps, scale):
+        """The un-normalised loss s·Σ_{s,b} w_sb loss_sb and s·Σ w (MSE: loss_sb = mean over O of
+        (out - y)^2; cross-entropy: loss_sb = -log softmax(out)[y]); positions with w = 0 are
+        left out. Returns both sums and d(s·Σ w·loss)/d out for each loss step, (B, O)."""
+        loss, total = self.dtype.type(0), self.dtype.type(0)
         douts = []
         for s in loss_steps:
             carries = s.w > 0
@@ -648,10 +691,11 @@ class ReferenceEngine:
                 per_position = -log_probs[np.arange(B), s.y]
                 dout = np.exp(log_probs)
                 dout[np.arange(B), s.y] -= 1.0                       # softmax - onehot(y)
-            weight = s.w / total_weight
+            weight = s.w * self.dtype.type(scale)
+            total = total + np.sum(weight)
             loss = loss + np.sum(np.where(carries, weight * per_position, 0))
             douts.append(np.where(carries[:, None], weight[:, None] * dout, 0))
-        return loss, douts
+        return loss, total, douts
 
     def _backward(self, steps, douts, G):
         """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
@@ -690,20 +734,27 @@ class ReferenceEngine:
                     for d in d_next[k]:
                         d[s.reset] = 0
 
-    def _add_to_horizon(self, window):
-        """Fold the update just made (its window reached `window` steps back) into the horizon."""
+    def _add_to_horizon(self, window, weight_sum):
+        """Fold the update just made (its window reached `window` steps back) into the horizon:
+        the norms of the normalised loss's gradient (the squares are of the buffer's, not yet
+        divided by `weight_sum`)."""
         if self._horizon_sums is None:
             self._horizon_sums = np.zeros((2, self.model.num_layers, self.k2))
             self._horizon_updates = np.zeros(self.k2, dtype=np.int64)
-        self._horizon_sums[:, :, :window] += np.sqrt(self._horizon_squares[:, :, :window])
+        norms = np.sqrt(self._horizon_squares[:, :, :window]) / weight_sum
+        self._horizon_sums[:, :, :window] += norms
         self._horizon_updates[:window] += 1
 
-    def _diverge(self, what):
-        """Drop the failed update's steps, forget the history, zero every stream, raise."""
+    def _drop_pending(self):
+        """A failed update: drop its steps, forget the history, zero every stream."""
         self._history.clear()
         self._zero_state(self._state[0][0].shape[0])
         self._reset_next = False
         self._pending = 0
+
+    def _diverge(self, what):
+        """Drop the failed update's steps (see _drop_pending) and raise."""
+        self._drop_pending()
         raise FloatingPointError(
             f"update {self._updates} diverged: {what}. It was not applied: the parameters and "
             f"optimiser state are those of the last good update, its steps were dropped and every "

@@ -45,7 +45,7 @@ TAIL = 0.1  # train_loss: the mean loss of the updates in the last 10% of the bu
 def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, reset="epoch",
           steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
           layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
-          backend="cpp", points=20, progress=False, callback=None) -> list:
+          backend="cpp", points=20, progress=False, callback=None, comm=None) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
     data, y, mask, resets: a `tbptt.datasets.Task`, or arrays as for `Trainer.train`: x (T, B, I)
@@ -73,6 +73,9 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     points: points of the learning curve (blocks of steps / points steps each).
     progress: a tqdm bar over all configurations' steps.
     callback: `callback(row)` after each configuration (say, to print it).
+    comm: an mpi4py communicator: the configurations are spread over its ranks (rank r trains
+        configurations r, r + R, ...; each one in one process, on all the data), and every rank
+        returns the whole table. Collective: every rank calls sweep with the same arguments.
 
     Each row holds:
         k1, k2, reset: the configuration.
@@ -163,24 +166,50 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     # The learning curve's points; blocks of training end there and where the last 10% starts.
     marks = sorted({int(round(steps * (i + 1) / points)) for i in range(points)} - {0})
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(configs) * steps * B, unit="sample", unit_scale=True,
-               disable=not progress, dynamic_ncols=True, leave=False)
-    rows = []
+    def train_all(share, show_progress, report):
+        """The rows of the configurations in `share`, in order."""
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(share) * steps * B, unit="sample", unit_scale=True,
+                   disable=not show_progress, dynamic_ncols=True, leave=False)
+        rows = []
+        try:
+            for k1_, k2_, policy in share:
+                bar.set_description(f"TBPTT({k1_}, {k2_}) reset={policy}")
+                model = build(cell, input_size, hidden, output_size, num_layers=layers,
+                              dtype=dtype, seed=seed, forget_bias=forget_bias)
+                trainer = Trainer(model, k1_, k2_, loss=loss,
+                                  optimizer=from_config(optimizer.config()),
+                                  clip_norm=clip_norm, backend=backend)
+                row = _run(trainer, x, y, mask, resets, validation, policy, steps, marks, bar)
+                row["window_bytes"] = _window_bytes(k1_, k2_, B, model, tokens)
+                rows.append(row)
+                if report is not None:
+                    report(row)
+        finally:
+            bar.close()
+        return rows
+
+    if comm is None:
+        return train_all(configs, progress, callback)
+    return _spread(comm, configs, train_all, progress, callback)
+
+
+def _spread(comm, configs, train_all, progress, callback):
+    """The grid over the ranks: rank r trains configurations r, r + R, ... (one rank's bar); every
+    rank gets the whole table in the grid's order. A rank that fails makes every rank raise."""
+    rank, ranks = comm.Get_rank(), comm.Get_size()
     try:
-        for k1_, k2_, policy in configs:
-            bar.set_description(f"TBPTT({k1_}, {k2_}) reset={policy}")
-            model = build(cell, input_size, hidden, output_size, num_layers=layers, dtype=dtype,
-                          seed=seed, forget_bias=forget_bias)
-            trainer = Trainer(model, k1_, k2_, loss=loss, optimizer=from_config(optimizer.config()),
-                              clip_norm=clip_norm, backend=backend)
-            row = _run(trainer, x, y, mask, resets, validation, policy, steps, marks, bar)
-            row["window_bytes"] = _window_bytes(k1_, k2_, B, model, tokens)
-            rows.append(row)
-            if callback is not None:
-                callback(row)
-    finally:
-        bar.close()
+        mine, error = train_all(configs[rank::ranks], progress and rank == 0, callback), None
+    except Exception as caught:  # noqa: BLE001 - raised after the others know
+        mine, error = None, caught
+    shares = comm.allgather(None if error is not None else mine)
+    if error is not None:
+        raise error
+    if any(share is None for share in shares):
+        raise ValueError("sweep: a configuration failed on another rank (its error says why)")
+    rows = [None] * len(configs)
+    for r, share in enumerate(shares):
+        rows[r::ranks] = share
     return rows
 
 
@@ -676,10 +705,15 @@ def _task(args, steps):
     return train, valid, train.description
 
 
-def command(args, prepare, kind, defaults):
+def command(args, prepare, kind, defaults, comm=None):
     """`tbptt sweep`: `prepare(args, kind)` and `defaults` are the CLI's (as for `tbptt train`),
-    so the data are read and split exactly as `tbptt train` does."""
+    so the data are read and split exactly as `tbptt train` does. comm: several MPI ranks share
+    the grid's configurations; rank 0 prints and writes the table and the plots."""
+    import builtins
     import datetime
+
+    rank = 0 if comm is None else comm.Get_rank()
+    print = builtins.print if rank == 0 else (lambda *a, **k: None)  # noqa: A001
 
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
@@ -707,12 +741,18 @@ def command(args, prepare, kind, defaults):
           f"{args.lr:g}, clip 5{', forget bias 1' if args.cell == 'lstm' else ''}, seed {args.seed}, "
           f"{args.backend} backend")
 
+    if comm is not None:
+        print(f"the {comm.Get_size()} MPI ranks share the configurations")
     if args.out is None:
         args.out = os.path.join("runs", "sweep-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(args.out, exist_ok=True)
+    if comm is not None:  # rank 0's time stamp
+        args.out = comm.bcast(args.out, root=0)
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
 
-    def report(row):
-        print(f"  TBPTT({row['k1']}, {row['k2']}) reset={row['reset']}: train loss "
+    def report(row):  # every rank reports the configurations it trains as they end
+        who = "" if comm is None else f"[rank {rank}] "
+        builtins.print(f"  {who}TBPTT({row['k1']}, {row['k2']}) reset={row['reset']}: train loss "
               f"{row['train_loss']:.4f}" + (f", val loss {row['val_loss']:.4f}"
                                              if row["val_loss"] is not None else "")
               + (f", val acc {row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "")
@@ -723,7 +763,9 @@ def command(args, prepare, kind, defaults):
                  validation=validation, hidden=args.hidden, layers=args.layers, cell=args.cell,
                  forget_bias=1.0,
                  seed=args.seed, optimizer=Adam(args.lr), clip_norm=5.0, backend=args.backend,
-                 points=args.points, progress=not args.no_progress, callback=report)
+                 points=args.points, progress=not args.no_progress, callback=report, comm=comm)
+    if rank != 0:
+        return 0
     print()
     print(sweep_table(rows))
     settings = {name: getattr(args, name) for name in

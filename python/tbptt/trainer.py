@@ -43,10 +43,17 @@ class Trainer:
     seed: the dropout masks' (when the model has dropout): a mask is a function of the seed, the
     layer, the step since training began, the stream and the unit, the same in both backends, so
     a run is reproducible and resumes exactly.
+
+    comm: an mpi4py communicator (e.g. `MPI.COMM_WORLD`) for data-parallel training
+    (docs/semantics.md §7): every rank builds the same trainer and calls `train` with its own
+    streams (B may differ) and the same T; each update sums the ranks' gradients and loss sums in
+    one all-reduce, so every rank returns the same losses and keeps the same parameters (rank 0's
+    are broadcast here). `train`, `flush`, `fit` and `save` are then collective: every rank must
+    call them. None (the default): one process, and mpi4py is never imported.
     """
 
     def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp",
-                 seed=0):
+                 seed=0, comm=None):
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -73,6 +80,7 @@ class Trainer:
         self.best = None  # fit(restore_best=True | patience=N): the best epoch's parameters
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
+        self._group = None if comm is None else self._join(comm)
 
     def _make_engine(self):
         args = (self.model, self.k1, self.k2, self.loss, self.optimizer.config(), self.clip_norm,
@@ -81,6 +89,28 @@ class Trainer:
             from .reference import ReferenceEngine
             return ReferenceEngine(*args)
         return _native.make_engine(*args)
+
+    def _join(self, comm):
+        """Data-parallel: check the ranks built the same trainer, take rank 0's parameters, and
+        make every update all-reduce its buffer."""
+        from ._mpi import Group
+        model = self.model
+        if model.dropout or model.head_dropout:  # masks are drawn per stream index (see above)
+            raise ValueError("comm: dropout is not available in data-parallel training yet (each "
+                             "rank would draw the masks of its own stream indices); use dropout=0 "
+                             "and head_dropout=0 with a comm")
+        group = Group(comm)
+        group.check_same("Trainer(comm=...)", parameters=model._flat.size,
+                         itemsize=model._flat.itemsize, k1=self.k1, k2=self.k2,
+                         layers=model.num_layers, hidden_size=model.hidden_size)
+        group.broadcast(model._flat)
+        group.attach(self._engine)
+        return group
+
+    @property
+    def comm(self):
+        """The mpi4py communicator of data-parallel training, or None."""
+        return None if self._group is None else self._group.comm
 
     # ---- training -----------------------------------------------------------------------------
     def train(self, x, y, mask=None, resets=None, *, return_outputs=False):
@@ -94,10 +124,25 @@ class Trainer:
         step's outputs as the forward pass computed them, before any update that used that
         step's target (test-then-train: the prequential predictions, at no extra cost; logits
         for "cross_entropy").
-        Raises FloatingPointError if an update's loss or gradient is not finite (see docs/semantics.md §3.6);
-        its `losses` attribute holds the losses of the updates this call applied before it (and
-        with return_outputs, its `outputs` attribute the outputs, NaN from the failed update on).
+        Raises FloatingPointError if an update's loss or gradient is not finite (see
+        docs/semantics.md §3.6); its `losses` attribute holds the losses of the updates this call
+        applied before it (and with return_outputs, its `outputs` attribute the outputs, NaN from
+        the failed update on).
+        With a comm: collective; every rank passes its own streams and the same T, and gets the
+        same global losses. Invalid input on any rank, or ranks with different T, raise on every
+        rank (ValueError/TypeError) before any update; a divergence raises on every rank.
         """
+        if self._group is None:
+            return self._train(*self._checked(x, y, mask, resets), return_outputs)
+        try:
+            args, error = self._checked(x, y, mask, resets), None
+        except Exception as caught:  # noqa: BLE001 - raised on this rank after the others know
+            args, error = None, caught
+        self._group.agree_on_call(None if args is None else args[0].shape[0], error)
+        return self._train(*args, return_outputs)
+
+    def _checked(self, x, y, mask, resets):
+        """train's arguments, checked and converted: (x, tokens, y, mask, resets)."""
         model = self.model
         x, tokens = _checks.inputs("x", x, model.input_size, model.dtype)
         T, B = x.shape[0], x.shape[1]
@@ -105,8 +150,7 @@ class Trainer:
         mask = _checks.mask(mask, (T, B), model.dtype)
         resets = _checks.resets(resets, (T, B))
         if T == 0:
-            return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
-                else np.zeros(0)
+            return x, tokens, y, mask, resets
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
@@ -115,6 +159,14 @@ class Trainer:
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
                              f"B = {self.num_streams} (x.shape[1] must stay the same)")
+        return x, tokens, y, mask, resets
+
+    def _train(self, x, tokens, y, mask, resets, return_outputs=False):
+        model = self.model
+        T, B = x.shape[0], x.shape[1]
+        if T == 0:
+            return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
+                else np.zeros(0)
         if not return_outputs:
             return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
         outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype)
@@ -147,7 +199,8 @@ class Trainer:
 
     def flush(self):
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None
-        if no step is pending or no pending position carries loss."""
+        if no step is pending or no pending position carries loss. With a comm: collective (the
+        ranks have the same pending steps, so they make the update together)."""
         return self._engine.flush()
 
     def reset_state(self) -> None:
@@ -262,6 +315,13 @@ class Trainer:
         if patience is not None:
             patience = _checks.positive_int("patience", patience)
         base_lr = lr_now = self.optimizer.lr
+        group, samples_per_step = self._group, B
+        if group is not None:  # the same calls on every rank; counts of samples over all ranks
+            group.check_same("fit", T=T, epochs=epochs, initial_epoch=initial_epoch,
+                             initial_step=initial_step, max_updates=max_updates or 0)
+            block = group.minimum(block)
+            samples_per_step = int(group.sum([B])[0])
+            progress = progress and group.rank == 0
 
         history = self.history = History()
         self.best = None
@@ -270,7 +330,8 @@ class Trainer:
         history.resume_at = (initial_epoch, initial_step)
         val_seconds = None  # the last validation's duration: max_time keeps room for one more
         val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        bar = _progress.bar(T * B, enabled=progress)  # a line every few seconds if not a terminal
+        # a line every few seconds if not a terminal
+        bar = _progress.bar(T * samples_per_step, enabled=progress)
         try:
             with _deferred_interrupt() as interrupted:
                 for epoch in range(initial_epoch, epochs):
@@ -286,8 +347,10 @@ class Trainer:
                             needed = max_updates - (self.updates - first_update)
                             e = min(e, s + needed * self.k1 - self.pending_steps)
                         if schedule is not None:  # this block's learning rate
-                            share = schedules.progress(step, epochs * T, time.perf_counter() - start,
-                                                       max_time)
+                            elapsed = time.perf_counter() - start
+                            if group is not None and max_time:  # the same lr on every rank
+                                elapsed = group.maximum(elapsed)
+                            share = schedules.progress(step, epochs * T, elapsed, max_time)
                             lr_now = base_lr * float(schedule(share))
                             self._engine.set_lr(lr_now)
                         block_resets = None if resets is None else resets[s:e]
@@ -307,26 +370,30 @@ class Trainer:
                             break
                         toc = time.perf_counter()
                         seconds += toc - tic
-                        samples += (e - s) * B
+                        samples += (e - s) * samples_per_step
                         step += e - s
                         history.resume_at = _position(epoch, e, T)
                         history._losses.append(new)
                         loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
                         if new.size:
                             bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
-                        bar.update((e - s) * B)
+                        bar.update((e - s) * samples_per_step)
+                        reason = ""
                         if interrupted:
-                            history.stop_reason = "interrupted"
+                            reason = "interrupted"
                         elif max_updates is not None and self.updates - first_update >= max_updates:
-                            history.stop_reason = "max_updates"
+                            reason = "max_updates"
                         elif max_time is not None:  # would one more block and a validation overrun?
                             last = toc - tic
                             val = val_seconds  # before any: as slow as training (it is faster)
                             if val is None:
                                 val = val_samples * last / ((e - s) * B)
                             if toc - start + last + val >= max_time:
-                                history.stop_reason = "max_time"
-                        if history.stop_reason:
+                                reason = "max_time"
+                        if group is not None:  # any rank's reason stops every rank
+                            reason = group.stop_reason(reason)
+                        if reason:
+                            history.stop_reason = reason
                             break
 
                     history.train_loss.append(loss_sum / loss_count if loss_count else math.nan)
@@ -337,7 +404,8 @@ class Trainer:
                     history.lr.append(lr_now)
                     if validation is not None and history.stop_reason != "interrupted":
                         tic = time.perf_counter()
-                        result = self._evaluate(*validation, block=block, stop=interrupted)
+                        result = self._evaluate(*validation, block=block,
+                                                stop=interrupted if group is None else ())
                         val_seconds = time.perf_counter() - tic
                         if result is None:
                             history.stop_reason = "interrupted"
@@ -350,14 +418,18 @@ class Trainer:
                                 history.stop_reason = "early_stopping"
                     if progress:
                         bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
-                    if not history.stop_reason and callback is not None and callback(self, history):
-                        history.stop_reason = "callback"
+                    if not history.stop_reason:
+                        reason = "callback" if callback is not None and callback(self, history) else ""
+                        if group is not None:
+                            reason = group.stop_reason("interrupted" if interrupted else reason)
+                        history.stop_reason = reason
                     if history.stop_reason:
                         break
                 else:
                     history.stop_reason = "epochs"
-                if interrupted:  # Ctrl-C after the last block (in validation, a callback)
-                    history.stop_reason = "interrupted"
+                if group.any(interrupted) if group is not None else interrupted:
+                    history.stop_reason = "interrupted"  # Ctrl-C after the last block (in
+                                                         # validation, a callback)
         finally:
             bar.close()
             history.wall_time = time.perf_counter() - start
@@ -390,10 +462,12 @@ class Trainer:
         x, y, mask, resets = _data(x, y, mask, resets)
         if block is None:
             block = max(1, 32768 // x.shape[1])
+        # With a comm: collective, the loss over every rank's streams.
         return self._evaluate(x, y, mask, resets, block=_checks.positive_int("block", block))
 
     def _evaluate(self, x, y, mask, resets, block, stop=()):
-        """`evaluate`, in blocks of time steps; None if `stop` became true between blocks."""
+        """`evaluate`, in blocks of time steps; None if `stop` became true between blocks. With a
+        comm: over every rank's streams (collective)."""
         model, T = self.model, x.shape[0]
         starts = set(range(0, T, block))
         if resets is not None:  # cut the forward pass where a stream's state must be zeroed
@@ -422,6 +496,8 @@ class Trainer:
                 loss += float((w * (logz - picked)).sum())
                 correct += float((w * (out.argmax(axis=-1) == target)).sum())
             weight += float(w.sum())
+        if self._group is not None:
+            loss, correct, weight = self._group.sum([loss, correct, weight])
         if weight == 0:
             raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
         result = {"loss": loss / weight}
@@ -464,13 +540,19 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
-        schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now."""
+        schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now.
+
+        With a comm, every rank writes its own file, since each holds its own streams' state:
+        rank 0 `path` (a complete checkpoint, also readable by `tbptt.load_trainer(path)` without
+        MPI for its model), rank r `<stem>.rank<r><suffix>`; `tbptt.load_trainer(path,
+        comm=comm)` on the same number of ranks goes on exactly."""
         from .checkpoint import save_trainer
         save_trainer(self, path)
 
     def __repr__(self) -> str:
+        ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
-                f"clip_norm={self.clip_norm}, backend={self.backend!r})")
+                f"clip_norm={self.clip_norm}, backend={self.backend!r}{ranks})")
 
 
 # ---- helpers of fit ---------------------------------------------------------------------------
