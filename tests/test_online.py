@@ -13,7 +13,9 @@ from tbptt.river import Classifier, Regressor, load
 
 CELLS = ("lstm", "gru", "rnn")  # names of tbptt.model.build
 
-PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "python")
+# The child processes import the tbptt this test imports (a source tree with a built module in
+# development, the installed package in CI), whatever PYTHONPATH says.
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(tbptt.__file__)))
 
 
 def _pair(cell, backend, k1, k2, dtype="float64"):

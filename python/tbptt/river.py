@@ -363,6 +363,12 @@ class Classifier(_Online, _ClassifierBase):
         p /= p.sum()
         return dict(zip(self.classes_, p.tolist()))
 
+    def predict_one(self, x):
+        """The most probable label (None before any), as river's base.Classifier derives it:
+        defined here too so that the class works without river."""
+        proba = self.predict_proba_one(x)
+        return max(proba, key=proba.get) if proba else None
+
     def _class_id(self, y):
         try:
             return self.classes_.index(y)
