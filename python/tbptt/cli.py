@@ -577,7 +577,7 @@ def _train(args):
 
 def _fill_defaults(args):
     """The settings the command line left out: per kind of data (DEFAULTS), then the common ones."""
-    for name, value in {**DEFAULTS[_kind_of_data(args)], **COMMON_DEFAULTS}.items():
+    for name, value in {**COMMON_DEFAULTS, **DEFAULTS[_kind_of_data(args)]}.items():  # kind wins
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.k2 = args.k1 if args.k2 is None else args.k2
