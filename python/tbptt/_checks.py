@@ -10,22 +10,21 @@ import numpy as np
 
 
 def positive_int(name, value, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return int(value)
+    return _integer(name, value, 1, maximum)
 
 
 def nonnegative_int(name, value, maximum=None):
     """An int >= 0 (and <= maximum): a seed, a count that may be zero."""
+    return _integer(name, value, 0, maximum)
+
+
+def _integer(name, value, minimum, maximum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 0 or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be in [0, {maximum}], got {value}" if maximum is not None
-                         else f"{name} must be >= 0, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

@@ -548,7 +548,7 @@ class ReferenceEngine:
                     setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
                 cache.inp, cache.tokens = inp, bool(tokens) and k == 0
                 step.layers.append(cache)
-                inp = cache.h * self._mask(k, step.index, B)
+                inp = self._drop(k, step.index, cache.h)
             step.head_in = inp
             step.out = arrays["history/out"][t].copy()
             step.y = arrays["history/y"][t].copy()
@@ -589,19 +589,21 @@ class ReferenceEngine:
             cache = self.cell.forward(P, k, inp, tokens and k == 0, prev)
             step.layers.append(cache)
             self._state[k] = tuple(getattr(cache, name) for name in self.cell.STATE)
-            inp = cache.h * self._mask(k, step.index, cache.h.shape[0])
+            inp = self._drop(k, step.index, cache.h)
         step.head_in = inp
         step.out = _head(P, inp)
         step.y, step.w = y_t, w_t
         self._history.append(step)
         self._pending += 1
 
-    def _mask(self, k, index, B):
-        """Layer k's dropout mask at step `index` (B, H), or 1 when its dropout is off."""
+    def _drop(self, k, index, a):
+        """a (B, H), layer k's output (or its gradient) at step `index`, through layer k's
+        dropout: a itself, not a copy, when that dropout is off."""
         p = self._dropout[k]
         if p == 0:
-            return self.dtype.type(1)
-        return dropout_mask(p, self.seed, k, index, B, self.model.hidden_size, self.dtype)
+            return a
+        return a * dropout_mask(p, self.seed, k, index, a.shape[0], self.model.hidden_size,
+                                self.dtype)
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
@@ -723,7 +725,7 @@ class ReferenceEngine:
             for k in reversed(range(L)):
                 d_state = d_next[k]
                 if from_above is not None:      # h feeds the layer above (or the head) too,
-                    from_above = from_above * self._mask(k, s.index, B)  # through its dropout
+                    from_above = self._drop(k, s.index, from_above)  # through its dropout
                     d_state = (d_state[0] + from_above,) + d_state[1:]
                 from_above, d_next[k], d_total = self.cell.backward(P, G, k, s.layers[k], d_state,
                                                                     need_prev)
