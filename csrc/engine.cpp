@@ -1,7 +1,7 @@
 // The TBPTT(k1, k2) engine (see engine.h for what it computes).
 //
 // Per call, steps are processed in runs: a run ends at the next update, the end of the call or the
-// end of the ring. A run's forward is layer by layer, each thread running every step for its slice
+// end of the ring. A run's forward is layer by layer, each thread running every step for a piece
 // of streams: the input projection and the recurrent product through weights packed once per
 // update (layer.h), then the cell's step (cells/cell.h). (With fewer than 4 streams, or token inputs, the input
 // projection of the whole run is one product first.) An update's backward walks its window from
@@ -11,6 +11,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -32,27 +33,26 @@ int64_t ModelShape::layer_offset(int l) const {
     return offset;
 }
 
-// Streams never interact inside a layer: split them over threads, each running every step of a run
-// for its own rows. One fork per run instead of one per step, and each thread's small recurrent
-// products stay in its own cache (Eigen runs them single-threaded inside a parallel region).
-static int stream_slices(int B, int H) {
-    if (int64_t(B) * H < 1024) return 1;  // too little work per step to share
-    return std::max(1, std::min(Eigen::nbThreads(), B));  // the calling thread's count (threads.h)
+// Streams never interact inside a layer: a run's forward (and a block's backward) goes piece by
+// piece of streams, each piece running every step for its own rows: one fork per run, and a
+// piece's small recurrent products stay in its thread's cache. The pieces depend on B and H only
+// (threads.h): pieces of 8 streams or more keep the per-step products efficient (packed_gemm.h),
+// and up to 8 of them let the threads share a run unevenly when the OS holds one back.
+static int stream_piece(int B, int H) {
+    if (int64_t(B) * H < 1024) return B;  // too little work per step to share
+    return std::min(B, std::max(8, (B + 7) / 8));
 }
 
-// body(slice, b0, b1) for streams [b0, b1) of slice `slice` < stream_slices(B, H).
+static int stream_pieces(int B, int H) {
+    const int piece = stream_piece(B, H);
+    return (B + piece - 1) / piece;
+}
+
+// body(piece, b0, b1) for streams [b0, b1) of each piece.
 template <typename F>
-static void for_stream_slices(int B, int H, F&& body) {
-    const int slices = stream_slices(B, H);
-#ifdef _OPENMP
-    if (slices > 1) {
-#pragma omp parallel for num_threads(slices) schedule(static, 1)
-        for (int i = 0; i < slices; ++i)
-            body(i, int(int64_t(B) * i / slices), int(int64_t(B) * (i + 1) / slices));
-        return;
-    }
-#endif
-    body(0, 0, B);
+static void for_stream_pieces(int B, int H, F&& body) {
+    for_pieces(B, stream_piece(B, H),
+               [&](int64_t piece, int64_t b0, int64_t b1) { body(int(piece), int(b0), int(b1)); });
 }
 
 // ---- the stack of layers: the forward path --------------------------------------------------
@@ -170,7 +170,7 @@ void Stack<T>::forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* re
         // the parallel part. Otherwise one product for the whole run, before it.
         const bool project_per_step = !products.input.empty();
         if (!project_per_step) products.project_run(window.gates_at(l, s0), input, n * B);
-        for_stream_slices(B, H, [&](int, int b0, int b1) {
+        for_stream_pieces(B, H, [&](int, int b0, int b1) {
             for (int64_t s = s0; s < s0 + n; ++s) {
                 T* recurrent = separate ? recurrent_.data() + size_t(b0) * G : nullptr;
                 StepForward<T> step;
@@ -267,7 +267,8 @@ template <typename T>
 void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T>& targets,
                       const uint8_t* resets, std::vector<double>* losses, T* outputs) {
     if (steps <= 0) return;
-    ThreadScope threads(threads_for(B, config_.shape.H));
+    const int most = threads_for(B, config_.shape.H);
+    ThreadScope threads(most);
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
@@ -275,6 +276,9 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
     while (done < steps) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
                                              int64_t(stack_.window.contiguous_from(step_))}));
+        const int used = tuner_.choose(most);  // the results do not depend on it (threads.h)
+        use_threads(used);
+        const auto start = std::chrono::steady_clock::now();
         const size_t row0 = size_t(done) * B;
         stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
         reset_next_ = false;
@@ -286,6 +290,9 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
         done += n;
         double loss;
         if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
+        if (most > 1)
+            tuner_.record(used, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                                        .count(), n);
     }
 }
 
@@ -303,7 +310,7 @@ void Engine<T>::check_call(int B, bool tokens) {
 // (which a pending update may still read: it holds step step_ - S) is put back afterwards.
 template <typename T>
 void Engine<T>::peek(int B, const Inputs<T>& in, T* outputs) {
-    ThreadScope threads(threads_for(B, config_.shape.H));
+    ThreadScope threads(tuner_.current(threads_for(B, config_.shape.H)));
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     Window<T>& w = stack_.window;
@@ -318,7 +325,7 @@ void Engine<T>::peek(int B, const Inputs<T>& in, T* outputs) {
 template <typename T>
 bool Engine<T>::flush(double* loss) {
     if (pending_ == 0) return false;
-    ThreadScope threads(threads_for(B_, config_.shape.H));
+    ThreadScope threads(tuner_.current(threads_for(B_, config_.shape.H)));
     stack_.prepare(params_, /*with_backward=*/true);
     return update(loss);
 }
@@ -468,7 +475,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
     std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
     std::fill(dcarry_rec_.begin(), dcarry_rec_.end(), T(0));
     std::fill(dW_ih_T_.begin(), dW_ih_T_.end(), T(0));
-    horizon_squares_.assign(size_t(stream_slices(B, H)) * 2 * m.L * config_.k2, 0.0);
+    horizon_squares_.assign(size_t(stream_pieces(B, H)) * 2 * m.L * config_.k2, 0.0);
     const bool separate = stack_.cell().traits.separate_recurrence;
     for (int64_t end = t; end >= a;) {
         const int64_t begin = std::max({a, end - block_ + 1, end - w.slot(end)});
@@ -497,9 +504,7 @@ void Engine<T>::backward(int64_t first_loss_step) {
             layer_weight_backward(g, dgates_.data(), separate ? drecurrent_.data() : dgates_.data(),
                                   input, h_prev_block_.data(), rows, m.layer_input(l), H, G);
             if (l > 0) {  // dL/d(input) = dL/dh of the layer below, through its dropout
-                MatrixMap<T>(dx_.data(), rows, H).noalias() =
-                    ConstMatrixMap<T>(dgates_.data(), rows, G) *
-                    ConstMatrixMap<T>(stack_.weights(l).W_ih, G, H);
+                layer_input_backward(dx_.data(), dgates_.data(), stack_.weights(l).W_ih, rows, H, G);
                 const Dropout& d = stack_.dropout(l - 1);
                 if (d.on()) d.apply(dx_.data(), dx_.data(), begin, n, B, H);
             }
@@ -522,13 +527,13 @@ void Engine<T>::backward_layer(int l, int64_t begin, int64_t end) {
     const bool separate = cell.traits.separate_recurrence;
     T* dh_rec = dh_rec_.data() + size_t(l) * B * H;
     T* dcarry_rec = dcarry_rec_.data() + size_t(l) * B * C;
-    for_stream_slices(B, H, [&](int slice, int b0, int b1) {
+    for_stream_pieces(B, H, [&](int piece, int b0, int b1) {
         const int rows_b = b1 - b0;
-        // This slice's share of Σ (dL/dh)², Σ (dL/dcarry)² at j = t - s steps back.
-        double* dh_squares = horizon_squares_.data() + ((size_t(slice) * 2 + 0) * L + l) * k2;
-        double* dc_squares = horizon_squares_.data() + ((size_t(slice) * 2 + 1) * L + l) * k2;
+        // This piece's share of Σ (dL/dh)², Σ (dL/dcarry)² at j = t - s steps back.
+        double* dh_squares = horizon_squares_.data() + ((size_t(piece) * 2 + 0) * L + l) * k2;
+        double* dc_squares = horizon_squares_.data() + ((size_t(piece) * 2 + 1) * L + l) * k2;
         for (int64_t s = end; s >= begin; --s) {
-            const size_t r0 = size_t(s - begin) * B + b0;  // this slice's first row in the block
+            const size_t r0 = size_t(s - begin) * B + b0;  // this piece's first row in the block
             const size_t row = w.row(l, s) + b0;           // ... and in the window
             T* dh = dh_in_.data() + r0 * H;
             T* dh_r = dh_rec + size_t(b0) * H;
@@ -563,21 +568,21 @@ void Engine<T>::backward_layer(int l, int64_t begin, int64_t end) {
     });
 }
 
-// Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per slice, of the un-normalised loss: divided
+// Folds the last update's Σ (dL/dh)², Σ (dL/dc)² (per piece of streams, of the un-normalised loss: divided
 // here by its weight_sum) into the running sums of norms over the `window` steps it reached.
 template <typename T>
 void Engine<T>::add_to_horizon(int window, double weight_sum) {
     const int L = config_.shape.L, k2 = config_.k2;
-    const size_t per_slice = size_t(2) * L * k2;
+    const size_t per_piece = size_t(2) * L * k2;
     if (horizon_norms_.empty()) {
-        horizon_norms_.assign(per_slice, 0.0);
+        horizon_norms_.assign(per_piece, 0.0);
         horizon_updates_.assign(k2, 0);
     }
-    const size_t slices = horizon_squares_.size() / per_slice;
-    for (size_t i = 0; i < per_slice; ++i) {
+    const size_t pieces = horizon_squares_.size() / per_piece;
+    for (size_t i = 0; i < per_piece; ++i) {
         if (int(i % k2) >= window) continue;
         double total = 0.0;
-        for (size_t slice = 0; slice < slices; ++slice) total += horizon_squares_[slice * per_slice + i];
+        for (size_t piece = 0; piece < pieces; ++piece) total += horizon_squares_[piece * per_piece + i];
         horizon_norms_[i] += std::sqrt(total) / weight_sum;  // of the normalised loss
     }
     for (int j = 0; j < window; ++j) ++horizon_updates_[j];

@@ -33,6 +33,7 @@
 #include "dropout.h"
 #include "layer.h"
 #include "optim.h"
+#include "threads.h"
 #include "window.h"
 
 namespace tbptt {
@@ -252,6 +253,7 @@ class Engine {
     std::function<void()> reduce_;  // none: one process
     Optimizer<T> optimizer_;
     Stack<T> stack_;
+    ThreadTuner tuner_;  // one thread or all, per run and update, from their measured speed
 
     int B_ = 0;              // streams, fixed by the first call
     bool tokens_ = false;    // layer-0 inputs are token ids, fixed by the first call
@@ -278,7 +280,7 @@ class Engine {
     Buffer<T> dh_rec_, dcarry_rec_;                 // [L][B][H], [L][B][C]: carried back in time
     Buffer<T> scratch_h_, scratch_carry_, scratch_cell_;  // [B][H], [B][C], [B][H]
     Buffer<T> dW_ih_T_;  // [I][G] the gradient of layer 0's W_ih transposed (token inputs)
-    Buffer<double> horizon_squares_;  // [slice][2][L][k2] of the update being made
+    Buffer<double> horizon_squares_;  // [piece of streams][2][L][k2] of the update being made
     Buffer<double> horizon_norms_;    // [2][L][k2]
     Buffer<int64_t> horizon_updates_;  // [k2]
 };

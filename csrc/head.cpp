@@ -4,14 +4,41 @@
 #include <cmath>
 
 #include "tensor.h"
+#include "threads.h"
 
 namespace tbptt {
 
+// Every function shares its rows (or, for the weight gradient, H's columns) among the calling
+// thread's threads in pieces fixed by the sizes (threads.h): the same bits for any thread count.
+constexpr int kPiece = 64;
+
 template <typename T>
 void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int O) {
-    MatrixMap<T> out(y, rows, O);
-    out.noalias() = ConstMatrixMap<T>(h, rows, H) * ConstMatrixMap<T>(W, O, H).transpose();
-    out.rowwise() += ConstVectorMap<T>(b, O);
+    for_pieces(rows, kPiece, [&](int64_t, int64_t r0, int64_t r1) {
+        MatrixMap<T> out(y + r0 * O, r1 - r0, O);
+        out.noalias() = ConstMatrixMap<T>(h + r0 * H, r1 - r0, H) * ConstMatrixMap<T>(W, O, H).transpose();
+        out.rowwise() += ConstVectorMap<T>(b, O);
+    });
+}
+
+// Σ w·loss over rows (returned) and Σ w (added to *weight_sum), a row's w·loss from
+// row_loss(r, w), which also writes row r of dy: added up per piece of rows, then the pieces in order.
+template <typename T, typename RowLoss>
+static double sum_row_losses(const T* mask, int rows, double* weight_sum, RowLoss&& row_loss) {
+    const int64_t pieces = (rows + kPiece - 1) / kPiece;
+    Buffer<double> sums(size_t(2 * pieces), 0.0);  // [piece][Σ w·loss, Σ w]
+    for_pieces(rows, kPiece, [&](int64_t p, int64_t r0, int64_t r1) {
+        double total = 0.0, weights = 0.0;
+        for (int64_t r = r0; r < r1; ++r) {
+            const T w = mask ? mask[r] : T(1);
+            total += row_loss(r, w);
+            if (w != T(0)) weights += double(w);
+        }
+        sums[2 * p] = total, sums[2 * p + 1] = weights;
+    });
+    double total = 0.0;
+    for (int64_t p = 0; p < pieces; ++p) total += sums[2 * p], *weight_sum += sums[2 * p + 1];
+    return total;
 }
 
 template <typename T>
@@ -19,12 +46,10 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
                 double* weight_sum) {
     ConstMatrixMap<T> Y(y, rows, O), Target(target, rows, O);
     MatrixMap<T> dY(dy, rows, O);
-    double total = 0.0;
-    for (int r = 0; r < rows; ++r) {
-        const T w = mask ? mask[r] : T(1);
+    return sum_row_losses(mask, rows, weight_sum, [&](int64_t r, T w) {
         if (w == T(0)) {
             dY.row(r).setZero();
-            continue;
+            return 0.0;
         }
         // A plain loop: `target` is the caller's memory, and a vectorised sum would round
         // differently depending on its alignment.
@@ -34,10 +59,8 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
             squares += double(diff) * double(diff);
             dY(r, o) = w * (T(2) / T(O)) * diff;  // 2 * w could overflow
         }
-        total += double(w) * squares / O;
-        *weight_sum += double(w);
-    }
-    return total;
+        return double(w) * squares / O;
+    });
 }
 
 template <typename T>
@@ -45,34 +68,37 @@ double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T
                           int O, double* weight_sum) {
     ConstMatrixMap<T> Z(logits, rows, O);
     MatrixMap<T> dZ(dy, rows, O);
-    double total = 0.0;
-    for (int r = 0; r < rows; ++r) {
-        const T w = mask ? mask[r] : T(1);
+    return sum_row_losses(mask, rows, weight_sum, [&](int64_t r, T w) {
         if (w == T(0)) {
             dZ.row(r).setZero();
-            continue;
+            return 0.0;
         }
         const T top = Z.row(r).maxCoeff();
         dZ.row(r).array() = (Z.row(r).array() - top).exp();  // unnormalised softmax
         const T sum = dZ.row(r).sum();
-        total += double(w) * (double(top) + std::log(double(sum)) - double(Z(r, labels[r])));
+        const double loss = double(w) * (double(top) + std::log(double(sum)) - double(Z(r, labels[r])));
         dZ.row(r) *= w / sum;
         dZ(r, labels[r]) -= w;
-        *weight_sum += double(w);
-    }
-    return total;
+        return loss;
+    });
 }
 
 template <typename T>
 void head_weight_backward(T* dW, T* db, const T* dy, const T* h, int rows, int H, int O) {
-    ConstMatrixMap<T> dY(dy, rows, O);
-    MatrixMap<T>(dW, O, H).noalias() += dY.transpose() * ConstMatrixMap<T>(h, rows, H);
+    ConstMatrixMap<T> dY(dy, rows, O), h_(h, rows, H);
+    MatrixMap<T> dW_(dW, O, H);
+    for_pieces(H, kPiece, [&](int64_t, int64_t c0, int64_t c1) {
+        dW_.middleCols(c0, c1 - c0).noalias() += dY.transpose() * h_.middleCols(c0, c1 - c0);
+    });
     VectorMap<T>(db, O) += dY.colwise().sum();
 }
 
 template <typename T>
 void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O) {
-    MatrixMap<T>(dh, rows, H).noalias() = ConstMatrixMap<T>(dy, rows, O) * ConstMatrixMap<T>(W, O, H);
+    for_pieces(rows, kPiece, [&](int64_t, int64_t r0, int64_t r1) {
+        MatrixMap<T>(dh + r0 * H, r1 - r0, H).noalias() =
+            ConstMatrixMap<T>(dy + r0 * O, r1 - r0, O) * ConstMatrixMap<T>(W, O, H);
+    });
 }
 
 #define TBPTT_INSTANTIATE(T)                                                                     \

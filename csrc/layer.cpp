@@ -3,6 +3,7 @@
 #include "layer.h"
 
 #include "tensor.h"
+#include "threads.h"
 
 namespace tbptt {
 
@@ -24,15 +25,18 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_
 
 template <typename T>
 void PackedWeights<T>::project_run(T* gates, const Inputs<T>& in, int rows) const {
-    MatrixMap<T> out(gates, rows, G);
     ConstVectorMap<T> b(bias.data(), G);
-    if (in.are_tokens()) {
-        ConstMatrixMap<T> W_ih_T(w.W_ih_T, I, G);
-        for (int r = 0; r < rows; ++r) out.row(r).noalias() = W_ih_T.row(in.ids[r]) + b;
-        return;
-    }
-    out.noalias() = ConstMatrixMap<T>(in.x, rows, I) * ConstMatrixMap<T>(w.W_ih, G, I).transpose();
-    out.rowwise() += b;
+    for_pieces(rows, kPieceRows, [&](int64_t, int64_t r0, int64_t r1) {
+        MatrixMap<T> out(gates + r0 * G, r1 - r0, G);
+        if (in.are_tokens()) {
+            ConstMatrixMap<T> W_ih_T(w.W_ih_T, I, G);
+            for (int64_t r = r0; r < r1; ++r) out.row(r - r0).noalias() = W_ih_T.row(in.ids[r]) + b;
+            return;
+        }
+        out.noalias() = ConstMatrixMap<T>(in.x + r0 * I, r1 - r0, I) *
+                        ConstMatrixMap<T>(w.W_ih, G, I).transpose();
+        out.rowwise() += b;
+    });
 }
 
 template <typename T>
@@ -62,29 +66,42 @@ void PackedWeights<T>::backprop(T* dh_prev, const T* drecurrent, int B) const {
     else MatrixMap<T>(dh_prev, B, H).noalias() = product;
 }
 
-// Σ over rows of a [rows, G] matrix into a (G,) gradient, along rows: contiguous and vectorised,
-// unlike colwise().sum().
+// Σ over rows of columns [g0, g1) of a [rows, G] matrix into db[g0, g1), along rows: contiguous
+// and vectorised, unlike colwise().sum().
 template <typename T>
-static void add_row_sums(T* db, const T* d, int rows, int G) {
-    VectorMap<T> out(db, G);
-    ConstMatrixMap<T> m(d, rows, G);
-    for (int r = 0; r < rows; ++r) out += m.row(r);
+static void add_row_sums(T* db, const T* d, int rows, int G, int64_t g0, int64_t g1) {
+    VectorMap<T> out(db + g0, g1 - g0);
+    for (int r = 0; r < rows; ++r) out += ConstVectorMap<T>(d + size_t(r) * G + g0, g1 - g0);
 }
 
+// Rows [g0, g1) of every gradient: a piece no other piece writes.
 template <typename T>
 void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* drecurrent,
                            const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G) {
-    ConstMatrixMap<T> dz(dgates, rows, G);
-    if (in.are_tokens()) {
-        MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
-        for (int r = 0; r < rows; ++r) dW_ih_T.row(in.ids[r]) += dz.row(r);
-    } else {
-        MatrixMap<T>(grad.W_ih, G, I).noalias() += dz.transpose() * ConstMatrixMap<T>(in.x, rows, I);
-    }
-    MatrixMap<T>(grad.W_hh, G, H).noalias() +=
-        ConstMatrixMap<T>(drecurrent, rows, G).transpose() * ConstMatrixMap<T>(h_prev, rows, H);
-    add_row_sums(grad.b_ih, dgates, rows, G);
-    add_row_sums(grad.b_hh, drecurrent, rows, G);
+    ConstMatrixMap<T> dz(dgates, rows, G), drec(drecurrent, rows, G);
+    for_pieces(G, kPieceRows, [&](int64_t, int64_t g0, int64_t g1) {
+        const int64_t n = g1 - g0;
+        if (in.are_tokens()) {
+            MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
+            for (int r = 0; r < rows; ++r)
+                dW_ih_T.row(in.ids[r]).segment(g0, n) += dz.row(r).segment(g0, n);
+        } else {
+            MatrixMap<T>(grad.W_ih + g0 * I, n, I).noalias() +=
+                dz.middleCols(g0, n).transpose() * ConstMatrixMap<T>(in.x, rows, I);
+        }
+        MatrixMap<T>(grad.W_hh + g0 * H, n, H).noalias() +=
+            drec.middleCols(g0, n).transpose() * ConstMatrixMap<T>(h_prev, rows, H);
+        add_row_sums(grad.b_ih, dgates, rows, G, g0, g1);
+        add_row_sums(grad.b_hh, drecurrent, rows, G, g0, g1);
+    });
+}
+
+template <typename T>
+void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I, int G) {
+    for_pieces(rows, kPieceRows, [&](int64_t, int64_t r0, int64_t r1) {
+        MatrixMap<T>(dx + r0 * I, r1 - r0, I).noalias() =
+            ConstMatrixMap<T>(dgates + r0 * G, r1 - r0, G) * ConstMatrixMap<T>(W_ih, G, I);
+    });
 }
 
 template struct PackedWeights<float>;
@@ -93,5 +110,7 @@ template void layer_weight_backward<float>(const LayerGrads<float>&, const float
                                            const Inputs<float>&, const float*, int, int, int, int);
 template void layer_weight_backward<double>(const LayerGrads<double>&, const double*, const double*,
                                             const Inputs<double>&, const double*, int, int, int, int);
+template void layer_input_backward<float>(float*, const float*, const float*, int, int, int);
+template void layer_input_backward<double>(double*, const double*, const double*, int, int, int);
 
 }  // namespace tbptt

@@ -76,7 +76,12 @@ struct PackedWeights {
     void backprop(T* dh_prev, const T* drecurrent, int B) const;
 };
 
-// Weight gradients of a block of steps, one product each:
+// Every product here is shared among the calling thread's threads in pieces fixed by its sizes
+// (threads.h): the same bits for any thread count. Pieces of this many rows (of the output, or of
+// the weight gradients' G) keep each piece's product efficient.
+constexpr int kPieceRows = 64;
+
+// Weight gradients of a block of steps, one product each (shared out by rows of G):
 // dW_ih += dgatesᵀ x (or rows of dW_ih_T for tokens), db_ih += Σ dgates,
 // dW_hh += drecurrentᵀ h_prev, db_hh += Σ drecurrent.
 // dgates, drecurrent: [rows, G] (the same buffer unless the cell keeps its recurrence apart);
@@ -84,5 +89,9 @@ struct PackedWeights {
 template <typename T>
 void layer_weight_backward(const LayerGrads<T>& g, const T* dgates, const T* drecurrent,
                            const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G);
+
+// dx[rows, I] = dgates[rows, G] W_ih: the gradient reaching the layer's input (the layer below).
+template <typename T>
+void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I, int G);
 
 }  // namespace tbptt

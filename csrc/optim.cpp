@@ -24,13 +24,14 @@ Optimizer<T>::Optimizer(const OptimizerConfig& config, int64_t n) : config_(conf
 }
 
 // Elementwise work over the flat vector in chunks that stay in L1 (one pass over memory instead of
-// one per expression), the chunks shared among the calling thread's OpenMP threads (threads.h).
+// one per expression), the chunks shared among the calling thread's OpenMP threads as they become
+// free (threads.h).
 constexpr int64_t kChunk = 4096;
 
 template <typename F>
 static void for_chunks(int64_t n, F&& body) {
     const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (chunks >= 8)
+#pragma omp parallel for schedule(dynamic, 1) if (chunks >= 8)
     for (int64_t c = 0; c < chunks; ++c) body(c, c * kChunk, std::min(kChunk, n - c * kChunk));
 }
 

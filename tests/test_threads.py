@@ -154,3 +154,46 @@ def test_train_releases_the_gil():
     assert duration > 0.1
     assert gaps.max() < 0.5 * duration, (
         f"the main thread stalled for {gaps.max():.3f} s of a {duration:.3f} s train call")
+
+
+# (cell, dtype, tokens, B, H, layers, k1, k2, dropout): B * H >= 1024, so that the engine shares
+# every product among its threads; H not a multiple of the SIMD width and B not of the engine's
+# pieces of streams in some; dropout, tokens, k2 > k1 and k2 < k1.
+SHARED = [
+    ("lstm", "float32", False, 32, 128, 1, 25, 25, 0.0),
+    ("lstm", "float64", False, 37, 100, 2, 10, 30, 0.2),
+    ("gru", "float32", True, 20, 96, 2, 25, 25, 0.1),
+    ("rnn", "float64", False, 64, 33, 1, 7, 5, 0.0),
+    ("lstm", "float32", True, 130, 72, 3, 5, 12, 0.3),
+    ("gru", "float64", False, 5, 300, 1, 9, 9, 0.0),
+]
+
+
+def shared_run(threads, cell, dtype, tokens, B, H, layers, k1, k2, dropout, T=90):
+    """Everything a training run produces, with the engine on `threads` threads."""
+    tbptt.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    I, O = (20, 20) if tokens else (7, 3)
+    x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I)).astype(dtype)
+    y = rng.integers(0, O, size=(T, B)) if tokens else rng.normal(size=(T, B, O)).astype(dtype)
+    mask = (rng.uniform(0, 2, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.2)).astype(dtype)
+    resets = rng.uniform(size=(T, B)) < 0.02
+    model = tbptt.model.build(cell, I, H, O, num_layers=layers, dtype=dtype, seed=0, dropout=dropout)
+    trainer = tbptt.Trainer(model, k1, k2, loss="cross_entropy" if tokens else "mse",
+                            optimizer=tbptt.Adam(3e-3), clip_norm=1.0, seed=3)
+    losses = []
+    for a in range(0, T, 30):
+        losses += list(trainer.train(x[a:a + 30], y[a:a + 30], mask[a:a + 30], resets[a:a + 30]))
+    horizon = trainer.horizon()
+    predicted, state = model.predict(x[:40])
+    return [np.array(losses), *model.state_dict().values(), *trainer.state(), predicted, *state,
+            *(np.asarray(v) for v in horizon.values())]
+
+
+@pytest.mark.parametrize("spec", SHARED, ids=lambda s: "-".join(map(str, s)))
+def test_results_do_not_depend_on_the_thread_count(spec):
+    """The engine shares its work in pieces fixed by the sizes alone, and picks one thread or all
+    per update from measured speed: the bits must be the same for any count (docs/performance.md)."""
+    one = shared_run(1, *spec)
+    for threads in (2, 3):
+        assert_identical(shared_run(threads, *spec), one, f"{threads} threads")

@@ -8,7 +8,9 @@ from . import _checks, _native
 
 
 def set_num_threads(n: int) -> None:
-    """Threads the C++ engine uses (its matrix products and batch loops)."""
+    """The most threads the C++ engine uses (default: the number of cores). The results do not
+    depend on it; per update the engine uses one thread or `n`, whichever it has measured to be
+    faster (one, when other work keeps a core busy)."""
     _native.core().set_num_threads(_checks.positive_int("n", n))
 
 
