@@ -10,11 +10,10 @@ namespace tbptt {
 
 // Every function shares its rows (or, for the weight gradient, H's columns) among the calling
 // thread's threads in pieces fixed by the sizes (threads.h): the same bits for any thread count.
-constexpr int kPiece = 64;
 
 template <typename T>
 void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int O) {
-    for_pieces(rows, kPiece, [&](int64_t, int64_t r0, int64_t r1) {
+    for_pieces(rows, piece_rows(rows, int64_t(H) * O), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T> out(y + r0 * O, r1 - r0, O);
         out.noalias() = ConstMatrixMap<T>(h + r0 * H, r1 - r0, H) * ConstMatrixMap<T>(W, O, H).transpose();
         out.rowwise() += ConstVectorMap<T>(b, O);
@@ -24,10 +23,13 @@ void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int
 // Σ w·loss over rows (returned) and Σ w (added to *weight_sum), a row's w·loss from
 // row_loss(r, w), which also writes row r of dy: added up per piece of rows, then the pieces in order.
 template <typename T, typename RowLoss>
-static double sum_row_losses(const T* mask, int rows, double* weight_sum, RowLoss&& row_loss) {
-    const int64_t pieces = (rows + kPiece - 1) / kPiece;
-    Buffer<double> sums(size_t(2 * pieces), 0.0);  // [piece][Σ w·loss, Σ w]
-    for_pieces(rows, kPiece, [&](int64_t p, int64_t r0, int64_t r1) {
+static double sum_row_losses(const T* mask, int rows, int O, double* weight_sum, RowLoss&& row_loss) {
+    const int64_t piece = piece_rows(rows, int64_t(O) * 16);  // exp and log: some 16 multiply-adds each
+    const int64_t pieces = (rows + piece - 1) / piece;
+    double one[2];  // no allocation for the one-piece losses of small updates
+    Buffer<double> many(pieces > 1 ? size_t(2 * pieces) : 0);
+    double* sums = pieces > 1 ? many.data() : one;  // [piece][Σ w·loss, Σ w]
+    for_pieces(rows, piece, [&](int64_t p, int64_t r0, int64_t r1) {
         double total = 0.0, weights = 0.0;
         for (int64_t r = r0; r < r1; ++r) {
             const T w = mask ? mask[r] : T(1);
@@ -46,7 +48,7 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
                 double* weight_sum) {
     ConstMatrixMap<T> Y(y, rows, O), Target(target, rows, O);
     MatrixMap<T> dY(dy, rows, O);
-    return sum_row_losses(mask, rows, weight_sum, [&](int64_t r, T w) {
+    return sum_row_losses(mask, rows, O, weight_sum, [&](int64_t r, T w) {
         if (w == T(0)) {
             dY.row(r).setZero();
             return 0.0;
@@ -68,7 +70,7 @@ double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T
                           int O, double* weight_sum) {
     ConstMatrixMap<T> Z(logits, rows, O);
     MatrixMap<T> dZ(dy, rows, O);
-    return sum_row_losses(mask, rows, weight_sum, [&](int64_t r, T w) {
+    return sum_row_losses(mask, rows, O, weight_sum, [&](int64_t r, T w) {
         if (w == T(0)) {
             dZ.row(r).setZero();
             return 0.0;
@@ -87,7 +89,7 @@ template <typename T>
 void head_weight_backward(T* dW, T* db, const T* dy, const T* h, int rows, int H, int O) {
     ConstMatrixMap<T> dY(dy, rows, O), h_(h, rows, H);
     MatrixMap<T> dW_(dW, O, H);
-    for_pieces(H, kPiece, [&](int64_t, int64_t c0, int64_t c1) {
+    for_pieces(H, piece_rows(H, int64_t(rows) * O), [&](int64_t, int64_t c0, int64_t c1) {
         dW_.middleCols(c0, c1 - c0).noalias() += dY.transpose() * h_.middleCols(c0, c1 - c0);
     });
     VectorMap<T>(db, O) += dY.colwise().sum();
@@ -95,7 +97,7 @@ void head_weight_backward(T* dW, T* db, const T* dy, const T* h, int rows, int H
 
 template <typename T>
 void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O) {
-    for_pieces(rows, kPiece, [&](int64_t, int64_t r0, int64_t r1) {
+    for_pieces(rows, piece_rows(rows, int64_t(O) * H), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T>(dh + r0 * H, r1 - r0, H).noalias() =
             ConstMatrixMap<T>(dy + r0 * O, r1 - r0, O) * ConstMatrixMap<T>(W, O, H);
     });

@@ -26,7 +26,8 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_
 template <typename T>
 void PackedWeights<T>::project_run(T* gates, const Inputs<T>& in, int rows) const {
     ConstVectorMap<T> b(bias.data(), G);
-    for_pieces(rows, kPieceRows, [&](int64_t, int64_t r0, int64_t r1) {
+    const int64_t per_row = in.are_tokens() ? G : int64_t(I) * G;
+    for_pieces(rows, piece_rows(rows, per_row), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T> out(gates + r0 * G, r1 - r0, G);
         if (in.are_tokens()) {
             ConstMatrixMap<T> W_ih_T(w.W_ih_T, I, G);
@@ -79,7 +80,7 @@ template <typename T>
 void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* drecurrent,
                            const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G) {
     ConstMatrixMap<T> dz(dgates, rows, G), drec(drecurrent, rows, G);
-    for_pieces(G, kPieceRows, [&](int64_t, int64_t g0, int64_t g1) {
+    for_pieces(G, piece_rows(G, int64_t(rows) * (I + H)), [&](int64_t, int64_t g0, int64_t g1) {
         const int64_t n = g1 - g0;
         if (in.are_tokens()) {
             MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
@@ -98,7 +99,7 @@ void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* 
 
 template <typename T>
 void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I, int G) {
-    for_pieces(rows, kPieceRows, [&](int64_t, int64_t r0, int64_t r1) {
+    for_pieces(rows, piece_rows(rows, int64_t(G) * I), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T>(dx + r0 * I, r1 - r0, I).noalias() =
             ConstMatrixMap<T>(dgates + r0 * G, r1 - r0, G) * ConstMatrixMap<T>(W_ih, G, I);
     });

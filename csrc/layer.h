@@ -77,9 +77,7 @@ struct PackedWeights {
 };
 
 // Every product here is shared among the calling thread's threads in pieces fixed by its sizes
-// (threads.h): the same bits for any thread count. Pieces of this many rows (of the output, or of
-// the weight gradients' G) keep each piece's product efficient.
-constexpr int kPieceRows = 64;
+// (threads.h: piece_rows): the same bits for any thread count.
 
 // Weight gradients of a block of steps, one product each (shared out by rows of G):
 // dW_ih += dgatesᵀ x (or rows of dW_ih_T for tokens), db_ih += Σ dgates,

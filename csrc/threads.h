@@ -56,11 +56,23 @@ inline void use_threads(int threads) {
 
 // body(begin, end) for the pieces [0, size), [size, 2 size), ... of [0, n), shared among the calling
 // thread's OpenMP threads as they become free. The pieces depend on n and size only.
+// (Serial work never enters an OpenMP construct: even one with a false `if` costs a microsecond,
+// which one-stream updates of a small model would pay many times per step.)
 template <typename F>
 void for_pieces(int64_t n, int64_t size, F&& body) {
     const int64_t pieces = (n + size - 1) / size;
-#pragma omp parallel for schedule(dynamic, 1) if (pieces > 1 && current_threads() > 1)
+    if (pieces > 1 && current_threads() > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t p = 0; p < pieces; ++p) body(p, p * size, std::min(n, (p + 1) * size));
+        return;
+    }
     for (int64_t p = 0; p < pieces; ++p) body(p, p * size, std::min(n, (p + 1) * size));
+}
+
+// Rows per piece for a product of n rows of `work` multiply-adds each: pieces of `rows`, or one
+// piece when the whole product is too small to be worth sharing.
+inline int64_t piece_rows(int64_t n, int64_t work, int64_t rows = 64) {
+    return n * work < (int64_t(1) << 17) ? std::max<int64_t>(n, 1) : rows;
 }
 
 // Sets the calling thread's OpenMP thread count for the scope of one engine call.
