@@ -26,7 +26,7 @@ def spin(stop):
         pass
 
 
-def rate(threads, x, y, args):
+def make_trainer(threads, x, y, args):
     import tbptt
     tbptt.set_num_threads(threads)
     tokens = args.vocab is not None
@@ -34,7 +34,14 @@ def rate(threads, x, y, args):
                               args.vocab if tokens else 1, seed=0)
     trainer = tbptt.Trainer(model, args.k1, args.k1,
                             loss="cross_entropy" if tokens else "mse")
-    trainer.train(x, y)  # warm-up: allocation, first packing
+    trainer.train(x, y)  # warm-up: allocation, first packing, the engine's first choice of threads
+    return trainer
+
+
+def rate(threads, trainer, x, y, args):
+    """samples/s of `trainer` over --seconds (its engine keeps what it measured between rounds)."""
+    import tbptt
+    tbptt.set_num_threads(threads)
     start, samples = time.perf_counter(), 0
     while time.perf_counter() - start < args.seconds:
         trainer.train(x, y)
@@ -66,11 +73,12 @@ def main(argv=None):
     if busy:
         busy.start()
     try:
+        trainers = {threads: make_trainer(threads, x, y, args) for threads in (1, 2)}
         rates = {1: [], 2: []}
         for _ in range(args.rounds):
             for threads in (1, 2):
                 time.sleep(0.2)
-                rates[threads].append(rate(threads, x, y, args))
+                rates[threads].append(rate(threads, trainers[threads], x, y, args))
     finally:
         stop.set()
     one, two = statistics.median(rates[1]), statistics.median(rates[2])

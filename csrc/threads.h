@@ -91,10 +91,10 @@ class ThreadScope {
 // it may use, from the measured time per step of each. On an idle machine all threads win; when
 // another process keeps a core busy, every join waits for a thread the OS has set aside, and one
 // thread wins. The choice not in use is tried again now and then, for up to 3 stretches (cut
-// short as soon as it is clearly slower): after 4 stretches, then less and less often while it
-// keeps losing, and never before the current choice has run 16 times as long as the last losing
-// trial took. So a change in the machine's load is followed within about a second, and trying a
-// choice that loses costs a few percent at most.
+// short as soon as it is clearly slower): after 2 stretches, then 4 times less often each time it
+// loses (every 128 stretches at most), and never before the current choice has run 16 times as
+// long as the last losing trial took. So a change in the machine's load is followed within a few
+// seconds, and trying a choice that loses costs a few percent at most.
 class ThreadTuner {
   public:
     // The thread count for the next stretch, given the most the call may use.
@@ -132,7 +132,7 @@ class ThreadTuner {
     void decide() {
         const Tally& trial = tally_[1 - current_];
         const bool better = trial.per_step() < tally_[current_].per_step();
-        period_ = better ? 4 : std::min(2 * period_, kLongest);
+        period_ = better ? 4 : std::min(4 * period_, kLongest);
         wait_seconds_ = better ? 0.0 : 16.0 * trial.seconds;
         if (better) current_ = 1 - current_;
         tally_[0] = tally_[1] = Tally{};
@@ -142,7 +142,7 @@ class ThreadTuner {
     Tally tally_[2];   // one thread, all threads: since the choice was last made
     int current_ = 1;  // start with all threads
     bool trying_ = false;
-    int since_ = 0, period_ = 4;
+    int since_ = 0, period_ = 2;
     double wait_seconds_ = 0.0;
 };
 
