@@ -349,6 +349,9 @@ void bind_engine(py::module_& m, const char* name) {
         .def("gradient", &PyEngine<T>::gradient)
         .def("set_reduce", &PyEngine<T>::set_reduce, py::arg("reduce").none(true))
         .def("reduce_buffer", &reduce_buffer<T>)
+        .def("set_stream_offset", [](PyEngine<T>& e, int64_t offset) {
+            e.engine->set_stream_offset(offset);
+        }, py::arg("offset"))
         .def("horizon", [](const PyEngine<T>& e) {
             const ModelShape& m = e.engine->shape();
             const Buffer<double>& norms = e.engine->horizon_norms();

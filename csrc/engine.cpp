@@ -228,11 +228,7 @@ void Engine<T>::allocate(int B, bool tokens) {
         scratch_carry_.assign(size_t(B) * w.C, T(0));
         scratch_cell_.assign(size_t(B) * m.H, T(0));
         dW_ih_T_.assign(tokens ? size_t(m.I) * m.G() : 0, T(0));
-        std::vector<Dropout> dropout(m.L);
-        for (int l = 0; l < m.L; ++l)
-            dropout[l] = {l < m.L - 1 ? config_.dropout : config_.head_dropout, config_.seed, l,
-                          config_.stream_offset};
-        stack_.set_dropout(std::move(dropout));
+        set_up_dropout();
     } catch (const std::exception&) {  // bad_alloc, length_error
         B_ = 0;
         const double bytes =
@@ -246,6 +242,23 @@ void Engine<T>::allocate(int B, bool tokens) {
                 << " max(k1, k2), never with the stream)";
         throw OutOfMemory(message.str());
     }
+}
+
+template <typename T>
+void Engine<T>::set_up_dropout() {
+    const ModelShape& m = config_.shape;
+    std::vector<Dropout> dropout(m.L);
+    for (int l = 0; l < m.L; ++l)
+        dropout[l] = {l < m.L - 1 ? config_.dropout : config_.head_dropout, config_.seed, l,
+                      config_.stream_offset};
+    stack_.set_dropout(std::move(dropout));
+}
+
+template <typename T>
+void Engine<T>::set_stream_offset(int64_t offset) {
+    if (offset < 0) throw InvalidArgument("stream_offset must be >= 0");
+    config_.stream_offset = offset;
+    set_up_dropout();
 }
 
 template <typename T>

@@ -224,6 +224,9 @@ class Engine {
     // call) for the calls to pair up. An exception it throws leaves the engine as a divergence
     // does (the update's steps dropped, every stream reset) and propagates.
     void set_reduce(std::function<void()> reduce) { reduce_ = std::move(reduce); }
+    // Data-parallel training: the index of this process's first stream among every process's
+    // streams, as if they were one batch (dropout masks are drawn per stream index).
+    void set_stream_offset(int64_t offset);
     // [num_params + 2]: the un-normalised gradient, then Σ w·loss and Σ w of the update (the sums
     // in the model's dtype here: one dtype, so one all-reduce), all scaled by the same power of
     // two (see backward_unnormalised). Fixed in place for the engine's lifetime.
@@ -232,6 +235,7 @@ class Engine {
 
   private:
     void allocate(int B, bool tokens);
+    void set_up_dropout();  // the masks of every layer, from the config
     void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
     void accumulate_loss(int64_t s0, int n, const Targets<T>& targets);
     // Makes the update over the pending steps, in three phases; returns false if none carried
