@@ -145,12 +145,16 @@ def save_trainer(trainer, path, extra=None) -> None:
     }
     arrays = {f"model/{name}": value for name, value in trainer.model.state_dict().items()}
     arrays.update({f"engine/{key}": np.asarray(value)
-                   for key, value in trainer._engine.snapshot().items()})
+                   for key, value in trainer.engine.snapshot().items()})
     save_arrays(path, header, arrays)
 
 
-def load_trainer(path, comm=None):
+def load_trainer(path, comm=None, backend=None):
     """A Trainer (and its model) exactly as `trainer.save(path)` left it.
+
+    backend: "cpp" or "numpy" to resume with that backend, whichever wrote the file (the two
+    share one snapshot schema and agree to rounding); None: the one that wrote it. Files written
+    before the shared schema resume with the backend that wrote them only.
 
     comm: for a trainer saved by data-parallel ranks (Trainer(comm=...).save(path)): every rank
     calls this with the same `path` and reads its own file (see Trainer.save); the number of ranks
@@ -191,16 +195,16 @@ def load_trainer(path, comm=None):
     try:
         trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
                           optimizer=optimizer, clip_norm=settings["clip_norm"],
-                          backend=settings["backend"], comm=comm,
+                          backend=settings["backend"] if backend is None else backend, comm=comm,
                           seed=settings.get("seed", 0))  # files before dropout: no seed
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     trainer.num_streams = num_streams
-    # Engine state is per backend and cell (the header names both); restore raises ValueError if
-    # it does not fit.
-    trainer._engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
+    # The engine's snapshot (either backend's, one schema; older files: the writer's own form);
+    # restore raises ValueError if it does not fit.
+    trainer.engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
                              if k.startswith("engine/")})
-    state = trainer._engine.state()
+    state = trainer.engine.state()
     engine_streams = None if state is None else state[0].shape[1]
     if engine_streams != num_streams:
         raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "

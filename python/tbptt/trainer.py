@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _checks, _native, _progress, _sizes, schedules
 from .history import History
+from .contract import Engine
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam
 
@@ -100,12 +101,20 @@ class Trainer:
                              "rank would draw the masks of its own stream indices); use dropout=0 "
                              "and head_dropout=0 with a comm")
         group = Group(comm)
-        group.check_same("Trainer(comm=...)", parameters=model._flat.size,
-                         itemsize=model._flat.itemsize, k1=self.k1, k2=self.k2,
+        group.check_same("Trainer(comm=...)", parameters=model.flat_parameters.size,
+                         itemsize=model.flat_parameters.itemsize, k1=self.k1, k2=self.k2,
                          layers=model.num_layers, hidden_size=model.hidden_size)
-        group.broadcast(model._flat)
+        group.broadcast(model.flat_parameters)
         group.attach(self._engine)
         return group
+
+    @property
+    def engine(self) -> Engine:
+        """The backend engine doing the numerical work (`tbptt.contract.Engine`): the C++ one
+        or the NumPy reference. For inspection (`engine.gradient()`, `engine.snapshot()`) and
+        tools built on the trainer; `train` and the other methods here check their input first,
+        the engine does not."""
+        return self._engine
 
     @property
     def comm(self):
@@ -436,7 +445,7 @@ class Trainer:
             if schedule is not None:
                 self._engine.set_lr(base_lr)
             if restore_best and self.best is not None:
-                self.model._flat[:] = self.best["parameters"]
+                self.model.flat_parameters[:] = self.best["parameters"]
 
         if history.stop_reason == "interrupted":
             message = f"fit interrupted after {self.updates - first_update} updates"
@@ -509,7 +518,7 @@ class Trainer:
         """Remember the parameters if `val_loss` is the lowest this fit has seen."""
         if self.best is None or val_loss < self.best["val_loss"]:
             self.best = {"epoch": epoch, "val_loss": float(val_loss),
-                         "parameters": self.model._flat.copy()}
+                         "parameters": self.model.flat_parameters.copy()}
 
     # ---- the gradient horizon -----------------------------------------------------------------
     def horizon(self) -> dict:
