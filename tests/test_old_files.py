@@ -20,7 +20,7 @@ def continued():
 def test_an_old_model_file_loads_as_an_lstm():
     model = tbptt.load(DATA / "lstm_model_v0.npz")
     assert type(model) is tbptt.LSTM and model.cell == "lstm" and model.num_layers == 2
-    np.testing.assert_array_equal(model._flat, continued()["numpy"]["params"])
+    np.testing.assert_array_equal(model.flat_parameters, continued()["numpy"]["params"])
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
@@ -32,7 +32,7 @@ def test_an_old_trainer_resumes_exactly(backend):
     losses = trainer.train(x[17:], y[17:])
     old = continued()[backend]
     np.testing.assert_allclose(losses, old["losses"], rtol=1e-12)
-    np.testing.assert_allclose(trainer.model._flat, old["params"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12, atol=1e-15)
 
 
 def test_an_old_lstm_trainer_does_not_load_onto_a_gru():
