@@ -21,19 +21,20 @@ from . import _snapshot
 from .contract import Snapshot, State
 from .reference import dropout_mask
 
-if TYPE_CHECKING:  # the model module imports this one (predict)
-    from .model import Recurrent
+if TYPE_CHECKING:
+    from ._core import Core          # the compiled modules' interface (types only)
+    from .model import Recurrent     # the model module imports this one (predict)
 
 # Per cell: (gates, extra, carried) values per hidden unit in the compiled engine's window.
 _TRAITS = {"lstm": (4, 0, 1), "gru": (3, 1, 0), "rnn_tanh": (1, 0, 0), "rnn_relu": (1, 0, 0)}
 
 
-def _shape(model: Recurrent) -> tuple:
+def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
     """The arguments every compiled entry point takes after the parameters."""
     return (model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers)
 
 
-def predict(core: Any, model: Recurrent, x: np.ndarray, tokens: bool,
+def predict(core: Core, model: Recurrent, x: np.ndarray, tokens: bool,
             state: State) -> Tuple[np.ndarray, State]:
     """`model` forward over x (T, B, I) or (T, B) token ids, from `state`, a tuple like the
     engine's. Returns outputs (T, B, O) and the final state (a tuple)."""
@@ -45,7 +46,7 @@ class CppEngine:
     """The compiled engine behind the `tbptt.contract.Engine` protocol (see there for every
     member's meaning, shapes and dtypes)."""
 
-    def __init__(self, core: Any, model: Recurrent, k1: int, k2: int, loss: str,
+    def __init__(self, core: Core, model: Recurrent, k1: int, k2: int, loss: str,
                  optimizer: Dict[str, Any], clip_norm: Optional[float], seed: int) -> None:
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
         self._engine = cls(model.flat_parameters, *_shape(model), k1, k2, loss, optimizer,
@@ -266,7 +267,7 @@ class _CppSnapshot:
                   "dy": dy.ravel(), "x": (np.zeros(0, dtype) if tokens else x).ravel(),
                   "ids": (x if tokens else np.zeros(0, np.int64)).ravel(),
                   "resets": resets.ravel(),
-                  "any_reset": resets.any(axis=1).astype(np.uint8)[:S if B else 0]}
+                  "any_reset": np.asarray(resets.any(axis=1), np.uint8)[:S if B else 0]}
         native.update({key: ring.ravel() for key, ring in rings.items()})
         sizes = self.engine._engine.snapshot()
         for key, name in (("first_moment", "optimizer/m"), ("second_moment", "optimizer/v")):

@@ -222,7 +222,7 @@ class Recurrent:
         return outputs, self._user_state(parts)
 
     # ---- files --------------------------------------------------------------------------------
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the model to `path` atomically (npz with a JSON header; no pickle)."""
         from . import checkpoint
         checkpoint.save_model(self, path)

@@ -34,10 +34,15 @@ from __future__ import annotations
 
 import collections
 import math
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import _snapshot
+from .contract import Snapshot, State
+
+if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
+    from .model import Recurrent
 
 __all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of", "loss_terms"]
 
@@ -200,7 +205,7 @@ _CELLS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"),
           "rnn_relu": RNNCell("relu")}
 
 
-def cell_of(model):
+def cell_of(model: Recurrent) -> Any:
     """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh", "rnn_relu")."""
     try:
         return _CELLS[model.cell]
@@ -214,7 +219,8 @@ def _head(P, h_top):
 
 # ---- forward only ------------------------------------------------------------------------------
 
-def forward(model, x, tokens, state):
+def forward(model: Recurrent, x: np.ndarray, tokens: bool,
+            state: State) -> Tuple[np.ndarray, State]:
     """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from `state`: a tuple
     with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an LSTM, (h0,) else).
     No resets. Returns outputs (T, B, O) and the final state, a tuple like `state`."""
@@ -294,6 +300,13 @@ class _Step:
     weights)."""
 
     __slots__ = ("index", "layers", "reset", "head_in", "out", "y", "w")
+    index: int
+    layers: List[_Cache]
+    reset: Optional[np.ndarray]         # (B,) bool, None when no stream resets
+    head_in: np.ndarray                 # (B, H) the top layer's h after dropout
+    out: np.ndarray                     # (B, O)
+    y: np.ndarray                       # (B, O) floats or (B,) class ids
+    w: np.ndarray                       # (B,) loss weights
 
 
 class ReferenceEngine:
@@ -304,7 +317,8 @@ class ReferenceEngine:
     Updates `model.flat_parameters` in place.
     """
 
-    def __init__(self, model, k1, k2, loss, optimizer, clip_norm, seed=0):
+    def __init__(self, model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
+                 clip_norm: Optional[float], seed: int = 0) -> None:
         self.model = model
         self.cell = cell_of(model)
         self.seed = int(seed)
@@ -317,9 +331,10 @@ class ReferenceEngine:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.opt = dict(optimizer)
         self.dtype = model.dtype
-        self._history = collections.deque(maxlen=max(self.k1, self.k2))
-        self._state = None        # carried state: per layer, a tuple of (B, H) arrays, one per
-                                  # name in cell.STATE; None before train
+        self._history: Deque[_Step] = collections.deque(maxlen=max(self.k1, self.k2))
+        # carried state: per layer, a tuple of (B, H) arrays, one per name in cell.STATE; None
+        # before train
+        self._state: Optional[List[Tuple[np.ndarray, ...]]] = None
         self._reset_next = False  # reset_state() was called: zero every stream at the next step
         self._pending = 0
         self._updates = 0
@@ -335,42 +350,42 @@ class ReferenceEngine:
         self._horizon_squares = None             # (2, L, k2) of the update being made
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
-        self._reduce = None                      # data-parallel: sums the buffer over processes
+        self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
         self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
 
     # ---- public ------------------------------------------------------------------------------
     @property
-    def pending_steps(self):
+    def pending_steps(self) -> int:
         return self._pending
 
     @property
-    def updates(self):
+    def updates(self) -> int:
         return self._updates
 
     @property
-    def steps(self):
+    def steps(self) -> int:
         return self._steps
 
-    def gradient(self):
+    def gradient(self) -> np.ndarray:
         """dL/dθ of the last update, normalised, before clipping: (P,), a copy."""
         return self._buffer[:-2].copy()
 
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         self.opt["lr"] = float(lr)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         self._reset_next = True
 
-    def set_reduce(self, reduce):
+    def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
         processes, between backward and step of every update; None for one process."""
         self._reduce = reduce
 
-    def reduce_buffer(self):
+    def reduce_buffer(self) -> np.ndarray:
         """The update's buffer [gradient (P,), Σ w·loss, Σ w], the array itself (no copy)."""
         return self._buffer
 
-    def horizon(self):
+    def horizon(self) -> Tuple[np.ndarray, np.ndarray]:
         """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
         updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1], zeros for cells without c) of
         every layer (Frobenius over all streams), for j = 0 .. k2-1 steps back from each update's
@@ -381,10 +396,10 @@ class ReferenceEngine:
             return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
         return self._horizon_sums.copy(), self._horizon_updates.copy()
 
-    def reset_horizon(self):
+    def reset_horizon(self) -> None:
         self._horizon_sums = self._horizon_updates = None
 
-    def state(self):
+    def state(self) -> Optional[State]:
         """The carried state as a tuple, one (L, B, H) array per name in the cell's STATE
         (resets requested by reset_state() applied); None before the first call."""
         if self._state is None:
@@ -399,14 +414,15 @@ class ReferenceEngine:
         return tuple(np.stack([layer[i] for layer in self._state])
                      for i in range(len(self.cell.STATE)))
 
-    def train(self, x, tokens, y, mask, resets, outputs=None):
+    def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
+              resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
         """outputs: None, or a (T, B, O) array that receives each step's head outputs as the
         forward pass computed them (before the update that uses the step's target)."""
         T, B = x.shape[0], x.shape[1]
         if self._state is None:
             self._zero_state(B)
         self._tokens = bool(tokens)
-        losses = []
+        losses: List[float] = []
         with np.errstate(all="ignore"):  # overflow shows up as a non-finite loss or gradient
             for t in range(T):
                 reset = None if resets is None else resets[t].astype(bool)
@@ -421,28 +437,29 @@ class ReferenceEngine:
                     try:
                         loss = self._update()
                     except FloatingPointError as error:
-                        error.losses = np.asarray(losses, dtype=np.float64)  # applied before it
+                        setattr(error, "losses", np.asarray(losses, np.float64))  # applied before it
                         raise
                     if loss is not None:
                         losses.append(loss)
         return losses
 
-    def peek(self, x, tokens, outputs):
+    def peek(self, x: np.ndarray, tokens: bool, outputs: np.ndarray) -> None:
         """The next step's outputs for x, (B, I) features or (B,) token ids, into `outputs`
         (B, O): one step forward from the carried state, nothing stored or advanced."""
         if self._state is None:
             self._zero_state(x.shape[0])
         self._tokens = bool(tokens)
-        P, inp = self.model.parameter_views, x
+        P, inp, state = self.model.parameter_views, x, self._state
+        assert state is not None
         with np.errstate(all="ignore"):
             for k in range(self.model.num_layers):
-                prev = self._state[k]
+                prev = state[k]
                 if self._reset_next:
                     prev = tuple(np.zeros_like(a) for a in prev)
                 inp = self.cell.forward(P, k, inp, tokens and k == 0, prev).h
             outputs[...] = _head(P, inp)
 
-    def flush(self):
+    def flush(self) -> Optional[float]:
         if self._pending == 0:
             return None
         with np.errstate(all="ignore"):
@@ -463,7 +480,7 @@ class ReferenceEngine:
     _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
                  "has_momentum", "steps_held", "steps")
 
-    def snapshot(self):
+    def snapshot(self) -> Snapshot:
         """Everything the next steps depend on besides the parameters, in the shared schema
         (tbptt._snapshot): {name: ndarray}, copies."""
         steps, B = list(self._history), self._num_streams()
@@ -525,22 +542,22 @@ class ReferenceEngine:
             m = self._adam_m.copy()
         return {"optimizer/m": m, "optimizer/v": self._adam_v.copy()}
 
-    def restore(self, state):
+    def restore(self, snapshot: Snapshot) -> None:
         """Take a snapshot in the shared schema (of either backend), or of this engine's own
         older form (files), of an engine with the same model, k1, k2, loss and optimiser.
         ValueError naming the entry that does not fit; the engine is unchanged then."""
-        if not _snapshot.is_shared(state):
-            self._restore_own(state)
+        if not _snapshot.is_shared(snapshot):
+            self._restore_own(snapshot)
             self._optimizer_steps = max(self._optimizer_steps, int(self._momentum_buffer is not None))
             return
-        c = _snapshot.check(state, self.model, self.k1, self.k2, self.loss)
-        if not np.isfinite(state["pending/w"]).all():
+        c = _snapshot.check(snapshot, self.model, self.k1, self.k2, self.loss)
+        if not np.isfinite(snapshot["pending/w"]).all():
             _snapshot.fail("'pending/w' is not known (a C++ engine resumed from a file older than "
                            "the shared schema, saved with pending steps): resume it with "
                            "backend='cpp', or flush() before saving")
-        self._restore_own(self._own_form(state, c))
+        self._restore_own(self._own_form(snapshot, c))
         self._optimizer_steps, self._tokens = c["optimizer_steps"], bool(c["tokens"])
-        self._last_weight_sum = float(state["loss_sums"][2])
+        self._last_weight_sum = float(snapshot["loss_sums"][2])
 
     def _own_form(self, d, c):
         """This engine's own snapshot form from a checked shared one (counters `c`)."""
