@@ -125,3 +125,12 @@ def test_the_reduce_hook_runs_between_backward_and_step_in_both():
     assert len(seen["cpp"]) == len(seen["numpy"]) == 2
     for a, b in zip(seen["cpp"], seen["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_the_package_ships_its_types():
+    """py.typed (PEP 561) and the compiled modules' stubs are installed with the package."""
+    import importlib.resources
+
+    files = importlib.resources.files("tbptt")
+    for name in ("py.typed", "_core.pyi", "_core_baseline.pyi", "_core_avx2.pyi", "_core_avx512.pyi"):
+        assert files.joinpath(name).is_file(), name

@@ -18,7 +18,7 @@ def dropout_model(cell, L=2, dtype="float64", p=0.3, q=0.2, I=4, H=6, O=2):
     model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=3, dropout=p,
                        head_dropout=q)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
-        model.flat_parameters += 0.2 * np.sign(model.flat_parameters)
+        model.flat_parameters[:] += 0.2 * np.sign(model.flat_parameters)
     return model
 
 

@@ -44,7 +44,7 @@ def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, los
     B = 3
     model = make_model(cell, 4, 3, 2, num_layers=L, dtype="float64", seed=1)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
-        model.flat_parameters += 0.2 * np.sign(model.flat_parameters)
+        model.flat_parameters[:] += 0.2 * np.sign(model.flat_parameters)
     x, y, m, rs = make_data(rng, T, B, 4, 2, loss, tokens, mask, resets)
     if silent:  # the earlier updates carry no loss: no step, so the weights stay those of theta0
         m = np.ones((T, B)) if m is None else m
