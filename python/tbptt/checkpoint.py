@@ -209,13 +209,27 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     trainer.num_streams = num_streams
-    # The engine's snapshot (either backend's, one schema; older files: the writer's own form);
-    # restore raises ValueError if it does not fit.
-    trainer.engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
-                             if k.startswith("engine/")})
+    _restore_engine(trainer, {k[len("engine/"):]: v for k, v in arrays.items()
+                              if k.startswith("engine/")}, settings["backend"])
     state = trainer.engine.state()
     engine_streams = None if state is None else state[0].shape[1]
     if engine_streams != num_streams:
         raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "
                          f"{engine_streams}")
     return trainer
+
+
+def _restore_engine(trainer: Trainer, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
+    """Restore a file's engine snapshot into `trainer`'s engine (ValueError if it does not fit).
+    The shared schema suits either backend; a file older than it holds the entries of the backend
+    that wrote it, which that backend translates first when the trainer runs the other."""
+    from ._snapshot import is_shared
+    from .trainer import Trainer
+
+    if trainer.backend != written_by and not is_shared(snapshot):
+        writer = Trainer(trainer.model, trainer.k1, trainer.k2, loss=trainer.loss,
+                         optimizer=trainer.optimizer, clip_norm=trainer.clip_norm,
+                         backend=written_by, seed=trainer.seed)
+        writer.engine.restore(snapshot)
+        snapshot = writer.engine.snapshot()
+    trainer.engine.restore(snapshot)

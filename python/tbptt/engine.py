@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _snapshot
-from .contract import Snapshot, State
-from .reference import dropout_mask
 
 if TYPE_CHECKING:
     from ._core import Core          # the compiled modules' interface (types only)
+    from .contract import Snapshot, State
     from .model import Recurrent     # the model module imports this one (predict)
 
 # Per cell: (gates, extra, carried) values per hidden unit in the compiled engine's window.
@@ -56,29 +55,39 @@ class CppEngine:
         # The pending steps' outputs (r, B, O), targets (r, B, O) or (r, B) and weights (r, B):
         # None when unknown (restored from a file of the compiled engine's own older form).
         self._pending: Optional[Tuple[np.ndarray, ...]] = None
+        self._scratch: Optional[np.ndarray] = None  # the outputs of a call nobody asked for
 
     def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
               resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
         """outputs: None or a (T, B, O) array of the model's dtype that receives each step's
         outputs as the forward pass computed them."""
         if outputs is None:  # the pending steps' outputs go into snapshots
-            outputs = np.empty((x.shape[0], x.shape[1], self._model.output_size), self._model.dtype)
+            outputs = self._scratch_outputs(x.shape[0], x.shape[1])
         before = self._engine.steps
         try:
             return self._engine.train(x, tokens, y, mask, resets, outputs)
         finally:  # also after a divergence: its steps were dropped, none is pending
             self._remember(outputs, y, mask, int(self._engine.steps - before))
 
+    def _scratch_outputs(self, T: int, B: int) -> np.ndarray:
+        """A (T, B, O) array for the outputs of a call, kept between calls (grown to the longest
+        call): no allocation per call."""
+        O, dtype = self._model.output_size, self._model.dtype
+        if self._scratch is None or self._scratch.shape[0] < T or self._scratch.shape[1] != B:
+            self._scratch = np.empty((T, B, O), dtype)
+        return self._scratch[:T]
+
     def _remember(self, out: np.ndarray, y: np.ndarray, mask: Optional[np.ndarray],
                   processed: int) -> None:
         """Keep the outputs, targets and weights of the steps pending now: the newest of those
-        kept before and of the `processed` steps of this call."""
-        r, B = self._engine.pending_steps, y.shape[1]
-        w = (np.ones((processed, B), self._model.dtype) if mask is None
-             else np.asarray(mask[:processed], self._model.dtype))
-        new = (out[:processed], y[:processed], w)
+        kept before and of the `processed` steps of this call (copies of r < k1 rows)."""
+        r = self._engine.pending_steps
+        rows = slice(processed - min(r, processed), processed)
+        w = (np.ones((rows.stop - rows.start, y.shape[1]), self._model.dtype) if mask is None
+             else np.array(mask[rows], self._model.dtype))
+        new = (out[rows].copy(), y[rows].copy(), w)
         if r <= processed:
-            self._pending = tuple(a[processed - r:].copy() for a in new)
+            self._pending = new
         elif self._pending is not None:
             older = r - processed
             self._pending = tuple(np.concatenate([kept[len(kept) - older:], a])
@@ -219,6 +228,8 @@ class _CppSnapshot:
         """For an engine restored from an older file: outputs recomputed from the top layer's h
         (the parameters have not changed since), targets zeros, weights NaN (which the reference
         refuses: it cannot make the update without them)."""
+        from .reference import dropout_mask  # here only: the C++ path does not load the reference
+
         dtype, P, p = self.model.dtype, self.model.parameter_views, self.model.head_dropout
         out = np.zeros((r, B, self.O), dtype)
         for j in range(r):

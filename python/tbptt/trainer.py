@@ -21,16 +21,18 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Dict, Literal, Optional, Tuple, Union, overload
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
 from . import _checks, _native, _progress, _sizes, schedules
 from .history import History
-from .contract import Engine
 from .model import Recurrent
 from .data import ArrayLike
 from .optim import OPTIMIZERS, Adam, Optimizer
+
+if TYPE_CHECKING:
+    from .contract import Engine
 
 LOSSES = ("mse", "cross_entropy")
 BACKENDS = ("cpp", "numpy")
