@@ -52,40 +52,33 @@ class CppEngine:
                            clip_norm, model.dropout, model.head_dropout, seed)
         self._model, self._k1, self._k2, self._loss, self._seed = model, k1, k2, loss, seed
         self._momentum = optimizer["name"] == "sgd" and optimizer["momentum"] != 0
-        # The pending steps' outputs (r, B, O), targets (r, B, O) or (r, B) and weights (r, B):
-        # None when unknown (restored from a file of the compiled engine's own older form).
+        # The pending steps' outputs (r, B, O; NaN rows: computed again when a snapshot needs
+        # them), targets (r, B, O) or (r, B) and weights (r, B): None when unknown (restored
+        # from a file of the compiled engine's own older form).
         self._pending: Optional[Tuple[np.ndarray, ...]] = None
-        self._scratch: Optional[np.ndarray] = None  # the outputs of a call nobody asked for
 
     def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
               resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
         """outputs: None or a (T, B, O) array of the model's dtype that receives each step's
         outputs as the forward pass computed them."""
-        if outputs is None:  # the pending steps' outputs go into snapshots
-            outputs = self._scratch_outputs(x.shape[0], x.shape[1])
         before = self._engine.steps
         try:
             return self._engine.train(x, tokens, y, mask, resets, outputs)
         finally:  # also after a divergence: its steps were dropped, none is pending
             self._remember(outputs, y, mask, int(self._engine.steps - before))
 
-    def _scratch_outputs(self, T: int, B: int) -> np.ndarray:
-        """A (T, B, O) array for the outputs of a call, kept between calls (grown to the longest
-        call): no allocation per call."""
-        O, dtype = self._model.output_size, self._model.dtype
-        if self._scratch is None or self._scratch.shape[0] < T or self._scratch.shape[1] != B:
-            self._scratch = np.empty((T, B, O), dtype)
-        return self._scratch[:T]
-
-    def _remember(self, out: np.ndarray, y: np.ndarray, mask: Optional[np.ndarray],
+    def _remember(self, out: Optional[np.ndarray], y: np.ndarray, mask: Optional[np.ndarray],
                   processed: int) -> None:
-        """Keep the outputs, targets and weights of the steps pending now: the newest of those
-        kept before and of the `processed` steps of this call (copies of r < k1 rows)."""
-        r = self._engine.pending_steps
+        """Keep the outputs (NaN where the caller did not ask for them: computed again from the
+        window when a snapshot needs them), targets and weights of the steps pending now: the
+        newest of those kept before and of the `processed` steps of this call (r < k1 rows)."""
+        r, B, dtype = self._engine.pending_steps, y.shape[1], self._model.dtype
         rows = slice(processed - min(r, processed), processed)
-        w = (np.ones((rows.stop - rows.start, y.shape[1]), self._model.dtype) if mask is None
-             else np.array(mask[rows], self._model.dtype))
-        new = (out[rows].copy(), y[rows].copy(), w)
+        k = rows.stop - rows.start
+        w = np.ones((k, B), dtype) if mask is None else np.array(mask[rows], dtype)
+        out_rows = (np.full((k, B, self._model.output_size), np.nan, dtype) if out is None
+                    else out[rows].copy())
+        new = (out_rows, y[rows].copy(), w)
         if r <= processed:
             self._pending = new
         elif self._pending is not None:
@@ -215,19 +208,24 @@ class _CppSnapshot:
 
     def pending(self, native, B, step, r, h_top_layers) -> Dict[str, np.ndarray]:
         """pending/*: the compiled engine's loss terms and the outputs, targets and weights the
-        adapter kept."""
+        adapter kept; outputs it did not keep come from the window's top layer."""
         dtype, kept = self.model.dtype, self.engine._pending
         dy = np.asarray(native["dy"]).reshape(-1, B, self.O)[:r] if B else np.zeros((0, 0, self.O), dtype)
         if kept is None or len(kept[0]) != r:  # an older file's engine: unknown targets
-            kept = self.unknown_targets(B, step, r, h_top_layers)
-        out, y, w = kept
-        return {"pending/out": out.copy(), "pending/y": y.copy(), "pending/w": w.copy(),
-                "pending/dy": dy.copy()}
+            mse = self.engine._loss == "mse"
+            kept = (np.full((r, B, self.O), np.nan, dtype),
+                    np.zeros((r, B, self.O) if mse else (r, B), dtype if mse else np.int64),
+                    np.full((r, B), np.nan, dtype))  # NaN weights: the reference refuses them
+        out, y, w = (a.copy() for a in kept)
+        missing = np.isnan(out).all(axis=(1, 2))
+        if missing.any():
+            out[missing] = self.head_outputs(B, step, r, h_top_layers)[missing]
+        return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy.copy()}
 
-    def unknown_targets(self, B, step, r, h_top_layers) -> Tuple[np.ndarray, ...]:
-        """For an engine restored from an older file: outputs recomputed from the top layer's h
-        (the parameters have not changed since), targets zeros, weights NaN (which the reference
-        refuses: it cannot make the update without them)."""
+    def head_outputs(self, B, step, r, h_top_layers) -> np.ndarray:
+        """The pending steps' outputs (r, B, O) computed again from the top layer's h kept in
+        the window, through the head's dropout: what the forward pass computed, to rounding (the
+        parameters have not changed since those steps, unless the caller changed them)."""
         from .reference import dropout_mask  # here only: the C++ path does not load the reference
 
         dtype, P, p = self.model.dtype, self.model.parameter_views, self.model.head_dropout
@@ -237,9 +235,7 @@ class _CppSnapshot:
             if p:
                 top = top * dropout_mask(p, self.engine._seed, self.L - 1, step - r + j, B, self.H, dtype)
             out[j] = top @ P["head.weight"].T + P["head.bias"]
-        mse = self.engine._loss == "mse"
-        y = np.zeros((r, B, self.O) if mse else (r, B), dtype if mse else np.int64)
-        return out, y, np.full((r, B), np.nan, dtype)
+        return out
 
     def moments(self, native) -> Dict[str, np.ndarray]:
         """optimizer/m, v as (P,) arrays (zeros where the optimiser keeps none)."""
