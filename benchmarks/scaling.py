@@ -46,8 +46,8 @@ def tbptt_worker(B, H, k, updates, delay, alone=False):
     trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, seed=0), k, k, optimizer=tbptt.Adam(1e-3),
                             comm=comm if ranks > 1 and not alone else None)
     if delay and ranks > 1:  # the same all-reduce, then a sleep: a network that much slower
-        buffer = trainer._engine.reduce_buffer()
-        trainer._engine.set_reduce(lambda: (comm.Allreduce(MPI.IN_PLACE, buffer), time.sleep(delay)))
+        buffer = trainer.engine.reduce_buffer()
+        trainer.engine.set_reduce(lambda: (comm.Allreduce(MPI.IN_PLACE, buffer), time.sleep(delay)))
     rng = np.random.default_rng(comm.Get_rank())
     x = rng.normal(size=(k * updates, B, I)).astype(np.float32)
     y = rng.normal(size=(k * updates, B, O)).astype(np.float32)

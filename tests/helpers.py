@@ -49,7 +49,7 @@ def make_model(cell, input_size, hidden_size, output_size, **kwargs):
 # explicitly, the sigmoid is computed through tanh.
 
 def views(model, flat):
-    """Named views into a flat parameter vector laid out like model._flat."""
+    """Named views into a flat parameter vector laid out like model.flat_parameters."""
     from tbptt.model import parameter_shapes
 
     out, offset = {}, 0

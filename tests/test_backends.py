@@ -198,14 +198,15 @@ def test_cpp_matches_numpy_float32_cells(cell, k1, k2, loss, tokens):
     run_both(k1, k2, 2, loss, tokens, "mask-resets-holes", "adam-clip", "float32", F32, cell)
 
 
-def first_gradient(clip_norm):
+def first_gradient(clip_norm, backend="cpp"):
     """theta0 - theta1 of one SGD(lr=1) update of the grid's model on the grid's first 4 steps."""
     model = tbptt.LSTM(I, H, O, num_layers=1, dtype="float64", seed=7, forget_bias=0.5)
-    trainer = tbptt.Trainer(model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=clip_norm)
+    trainer = tbptt.Trainer(model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=clip_norm,
+                            backend=backend)
     x, y, _, _ = make_data(0, 4, 4, "mse", False, "plain", "float64")
-    before = model._flat.copy()
+    before = model.flat_parameters.copy()
     trainer.train(x, y)
-    return before - model._flat, trainer
+    return before - model.flat_parameters, trainer
 
 
 def test_clip_norm_in_the_grid_really_clips():
@@ -217,13 +218,13 @@ def test_clip_norm_in_the_grid_really_clips():
     np.testing.assert_allclose(clipped, raw * clip / (np.linalg.norm(raw) + 1e-6), rtol=1e-10)
 
 
-def test_engine_gradient_is_the_gradient_before_clipping():
-    """csrc/engine.h documents Engine::gradient() as "dL/dθ of the last update, before clipping"
-    (the hook for an all-reduce across processes); the binding exposes it as
-    `_core.Engine64.gradient()`."""
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_engine_gradient_is_the_gradient_before_clipping(backend):
+    """`Engine.gradient()` (tbptt.contract) is dL/dθ of the last update, before clipping, in both
+    backends."""
     raw, _ = first_gradient(None)
-    _, trainer = first_gradient(0.01)
-    np.testing.assert_allclose(trainer._engine._engine.gradient(), raw, rtol=1e-10, atol=1e-14)
+    _, trainer = first_gradient(0.01, backend)
+    np.testing.assert_allclose(trainer.engine.gradient(), raw, rtol=1e-10, atol=1e-14)
 
 
 def test_flush_over_zero_weight_steps_counts_but_makes_no_step():
@@ -340,7 +341,7 @@ def test_input_layouts_and_dtypes_do_not_matter(backend):
         model = tbptt.LSTM(I, H, O, num_layers=2, dtype="float64", seed=9)
         t = tbptt.Trainer(model, 4, 6, optimizer=tbptt.Adam(0.01), backend=backend)
         losses = t.train(x, y, mask, resets)
-        return losses, model._flat.copy()
+        return losses, model.flat_parameters.copy()
 
     base = run(tokens, y, mask.astype(np.float64), resets)
     wide = np.zeros((T, 2 * Bs), np.int32)

@@ -39,7 +39,7 @@ def test_keys_shapes_and_cell_as_torch(cell, prefix, gates):
     expected += [("head.weight", (3, 4)), ("head.bias", (3,))]
     assert [(name, p.shape) for name, p in model.state_dict().items()] == expected
     assert model.num_parameters == sum(int(np.prod(s)) for _, s in expected)
-    assert model._flat.ctypes.data % 64 == 0
+    assert model.flat_parameters.ctypes.data % 64 == 0
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -48,9 +48,9 @@ def test_initialisation_is_one_uniform_draw_in_state_dict_order(cell):
     LSTM's values for a seed are those of the LSTM-only tbptt."""
     model = make_model(cell, 3, 16, 2, num_layers=2, dtype="float64", seed=42)
     expected = np.random.default_rng(42).uniform(-0.25, 0.25, size=model.num_parameters)
-    np.testing.assert_array_equal(model._flat, expected)
+    np.testing.assert_array_equal(model.flat_parameters, expected)
     other = make_model(cell, 3, 16, 2, num_layers=2, dtype="float64", seed=43)
-    assert not np.array_equal(other._flat, model._flat)
+    assert not np.array_equal(other.flat_parameters, model.flat_parameters)
 
 
 def test_config_repr_and_exports():
@@ -138,10 +138,10 @@ def test_stream_invariance(cell, k1, k2, backend):
         assert (t.pending_steps, t.updates) == (whole.pending_steps, whole.updates)
         assert isinstance(t.state(), np.ndarray) and t.state().shape == (2, B, H)
         np.testing.assert_allclose(t.state(), whole.state(), rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(t.model._flat, whole.model._flat, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14)
     f, f_whole = t.flush(), whole.flush()
     assert (f is None) == (f_whole is None)
-    np.testing.assert_allclose(t.model._flat, whole.model._flat, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -160,7 +160,7 @@ def test_state_reset_and_horizon(cell, backend):
     assert set(horizon) == {"dh", "updates"}
     assert horizon["dh"].shape == (2, 5) and list(horizon["updates"]) == [2, 2, 2, 1, 1]
     assert np.isfinite(horizon["dh"]).all() and (horizon["dh"] > 0).all()
-    sums, _ = trainer._engine.horizon()
+    sums, _ = trainer.engine.horizon()
     assert sums.shape == (2, 2, 5) and not sums[1].any()  # no c: its row stays zero
 
 
@@ -177,7 +177,7 @@ def test_divergence_keeps_the_last_good_update(cell, backend):
     with pytest.raises(FloatingPointError, match="update 5") as error:
         trainer.train(x, y)
     np.testing.assert_array_equal(error.value.losses, losses)
-    np.testing.assert_array_equal(trainer.model._flat, good.model._flat)
+    np.testing.assert_array_equal(trainer.model.flat_parameters, good.model.flat_parameters)
     assert trainer.pending_steps == 0 and not trainer.state().any()
     assert np.isfinite(trainer.train(x[:10], y[:10])).all()
 
@@ -191,7 +191,7 @@ def test_model_file_round_trip(tmp_path, cell):
     loaded = tbptt.load(tmp_path / "m.npz")
     assert type(loaded) is type(model) and loaded.cell == cell
     assert loaded.config() == model.config()
-    assert np.array_equal(loaded._flat, model._flat)
+    assert np.array_equal(loaded.flat_parameters, model.flat_parameters)
     x = np.random.default_rng(0).normal(size=(5, 2, I))
     np.testing.assert_array_equal(loaded.predict(x)[0], model.predict(x)[0])
 
@@ -205,7 +205,7 @@ def test_model_file_without_a_cell_loads_as_lstm(tmp_path):
                            model.state_dict())
     loaded = tbptt.load(tmp_path / "old.npz")
     assert isinstance(loaded, tbptt.LSTM) and loaded.config() == model.config()
-    assert np.array_equal(loaded._flat, model._flat)
+    assert np.array_equal(loaded.flat_parameters, model.flat_parameters)
 
 
 def test_trainer_file_without_a_cell_loads_as_lstm(tmp_path):
@@ -241,7 +241,7 @@ def test_resume_equals_not_stopping(tmp_path, cell, tokens, loss, k1, k2, backen
     assert (resumed.updates, resumed.pending_steps) == (ref.updates, ref.pending_steps)
     tol = 0 if backend == "numpy" else 1e-14  # the C++ engine: a few ulps (see test_checkpoint.py)
     np.testing.assert_allclose(losses, l_ref, rtol=tol, atol=0)
-    np.testing.assert_allclose(resumed.model._flat, ref.model._flat, rtol=0, atol=tol)
+    np.testing.assert_allclose(resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=tol)
     np.testing.assert_allclose(resumed.state(), ref.state(), rtol=0, atol=tol)
 
 
@@ -313,12 +313,12 @@ def test_state_of_the_wrong_kind(cell, state, exc, match):
 def test_another_cells_state_dict_is_refused_naming_the_key(source, target):
     sd = make_model(source, I, H, O, num_layers=2).state_dict()
     model = make_model(target, I, H, O, num_layers=2)
-    before = model._flat.copy()
+    before = model.flat_parameters.copy()
     expected_key = f"{target.split('_')[0]}.weight_ih_l0"
     with pytest.raises(ValueError, match=expected_key.replace(".", r"\.")) as error:
         model.load_state_dict(sd)
     assert f"tbptt.{type(make_model(source, 1, 1, 1)).__name__}" in str(error.value)
-    assert np.array_equal(model._flat, before)
+    assert np.array_equal(model.flat_parameters, before)
 
 
 def test_rnn_state_dicts_move_between_nonlinearities():
@@ -326,7 +326,7 @@ def test_rnn_state_dicts_move_between_nonlinearities():
     tanh = tbptt.RNN(I, H, O, seed=1)
     relu = tbptt.RNN(I, H, O, nonlinearity="relu", seed=2)
     relu.load_state_dict(tanh.state_dict())
-    assert np.array_equal(relu._flat, tanh._flat)
+    assert np.array_equal(relu.flat_parameters, tanh.flat_parameters)
 
 
 def trained(cell, backend):
@@ -339,19 +339,19 @@ def trained(cell, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("source,target", [("lstm", "gru"), ("gru", "lstm"), ("gru", "rnn_tanh")])
 def test_another_cells_engine_state_is_refused(source, target, backend):
-    state = trained(source, backend)._engine.snapshot()
+    state = trained(source, backend).engine.snapshot()
     trainer = trained(target, backend)
-    before = trainer._engine.snapshot()
+    before = trainer.engine.snapshot()
     with pytest.raises(ValueError, match="engine state"):
-        trainer._engine.restore(state)
-    after = trainer._engine.snapshot()
+        trainer.engine.restore(state)
+    after = trainer.engine.snapshot()
     assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing changed
 
 
 def test_numpy_engine_names_the_cell_of_a_foreign_state():
-    state = trained("lstm", "numpy")._engine.snapshot()
+    state = trained("lstm", "numpy").engine.snapshot()
     with pytest.raises(ValueError, match=r"tbptt\.LSTM, not of a tbptt\.GRU"):
-        trained("gru", "numpy")._engine.restore(state)
+        trained("gru", "numpy").engine.restore(state)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -344,7 +344,7 @@ def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path
     # model.npz holds the best epoch's parameters, trainer.npz the last update's
     assert header["results"]["val_loss"] == pytest.approx(history["val_loss"][best])
     if best != history["epochs"] - 1:
-        assert not np.array_equal(model._flat, trainer.model._flat)
+        assert not np.array_equal(model.flat_parameters, trainer.model.flat_parameters)
     with pytest.raises(SystemExit):
         cli.main(["train", "--resume", str(out), "--dropout", "0.2"])
     assert "--dropout cannot change" in capsys.readouterr().err

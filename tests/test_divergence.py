@@ -42,20 +42,19 @@ def stream(seed=0):
 
 
 def optimizer_state(trainer):
-    """The momentum buffer, from the engine's snapshot (named differently by the two backends)."""
-    snap = trainer._engine.snapshot()
-    return np.asarray(snap["first_moment"] if "first_moment" in snap else snap["optimizer/momentum_buffer"])
+    """The momentum buffer, from the engine's snapshot (the schema both backends share)."""
+    return trainer.engine.snapshot()["optimizer/m"]
 
 
 def train_until_divergence(trainer, x, y):
     """One update per call. Returns (parameters after each good update, their losses, the error)."""
-    params, losses = [trainer.model._flat.copy()], []
+    params, losses = [trainer.model.flat_parameters.copy()], []
     for s in range(0, x.shape[0], K):
         try:
             losses.append(float(trainer.train(x[s:s + K], y[s:s + K])[0]))
         except FloatingPointError as error:
             return params, losses, error
-        params.append(trainer.model._flat.copy())
+        params.append(trainer.model.flat_parameters.copy())
     return params, losses, None
 
 
@@ -69,7 +68,7 @@ def test_an_exploding_configuration_raises_with_the_last_good_parameters(backend
     n = int(re.search(r"update (\d+)", str(error)).group(1))
     assert n == len(losses) + 1 == trainer.updates
     assert len(losses) >= 5 and max(losses) > 1e6 * losses[0], "not an explosion: " + str(losses[:5])
-    assert np.array_equal(trainer.model._flat, params[-1]) and np.isfinite(params[-1]).all()
+    assert np.array_equal(trainer.model.flat_parameters, params[-1]) and np.isfinite(params[-1]).all()
     assert trainer.pending_steps == 0
     h, c = trainer.state()
     assert not h.any() and not c.any()
@@ -79,7 +78,7 @@ def test_an_exploding_configuration_raises_with_the_last_good_parameters(backend
     twin = exploding(backend, dtype)
     for s in range(0, (n - 1) * K, K):
         twin.train(x[s:s + K], y[s:s + K])
-    assert np.array_equal(trainer.model._flat, twin.model._flat)
+    assert np.array_equal(trainer.model.flat_parameters, twin.model.flat_parameters)
     assert np.array_equal(optimizer_state(trainer), optimizer_state(twin))
     assert np.abs(optimizer_state(twin)).max() > 0
 
@@ -109,7 +108,7 @@ def masked_run(backend, dtype, weight, target_scale):
     model = tbptt.LSTM(I, H, O, dtype=dtype, seed=2)
     trainer = tbptt.Trainer(model, 3, 3, optimizer=tbptt.SGD(0.1), backend=backend)
     losses = trainer.train(x, y, mask=np.full((3, B), weight))
-    return losses, model._flat.copy()
+    return losses, model.flat_parameters.copy()
 
 
 CPP_SUM = ("csrc/head.cpp:37 and csrc/engine.cpp:233: the C++ engine sums w * loss over the "
@@ -164,4 +163,4 @@ def test_the_error_carries_the_losses_of_the_updates_applied_before_it(backend):
         trainer.train(x, y)
     assert len(good) == 4
     np.testing.assert_array_equal(error.value.losses, good)
-    np.testing.assert_array_equal(trainer.model._flat, reference.model._flat)
+    np.testing.assert_array_equal(trainer.model.flat_parameters, reference.model.flat_parameters)

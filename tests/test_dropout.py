@@ -18,7 +18,7 @@ def dropout_model(cell, L=2, dtype="float64", p=0.3, q=0.2, I=4, H=6, O=2):
     model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=3, dropout=p,
                        head_dropout=q)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
-        model._flat += 0.2 * np.sign(model._flat)
+        model.flat_parameters[:] += 0.2 * np.sign(model.flat_parameters)
     return model
 
 
@@ -46,11 +46,11 @@ def test_gradient_with_dropout_matches_finite_differences(cell, k1, k2, T, token
     x, y, m, rs = random_data(rng, T, 3, 4, 2, "cross_entropy", tokens, False, True)
     trainer = tbptt.Trainer(model, k1, k2, loss="cross_entropy", optimizer=tbptt.SGD(lr=1.0),
                             backend="numpy", seed=11)
-    theta0 = model._flat.copy()
+    theta0 = model.flat_parameters.copy()
     m = np.ones((T, 3))
     m[:T - k1] = 0  # only the last update carries loss: the weights before it stay theta0
     losses = trainer.train(x, y, mask=m, resets=rs)
-    grad = theta0 - model._flat
+    grad = theta0 - model.flat_parameters
     dtype = np.dtype("float64")
 
     def masks(k, t):
@@ -78,7 +78,7 @@ def test_cpp_matches_the_reference_with_dropout(cell, k1, k2):
                                 backend=backend, seed=4)
         losses = np.concatenate([trainer.train(x[:11], y[:11], m[:11], rs[:11]),
                                  trainer.train(x[11:], y[11:], m[11:], rs[11:])])
-        results.append((losses, model._flat.copy()))
+        results.append((losses, model.flat_parameters.copy()))
     (a, pa), (b, pb) = results
     np.testing.assert_allclose(a, b, rtol=1e-10)
     np.testing.assert_allclose(pa, pb, rtol=1e-10, atol=1e-12)
@@ -99,7 +99,7 @@ def test_dropout_is_reproducible_from_the_seed_and_changes_training(backend):
     assert not np.array_equal(a, c) and not np.array_equal(a, off)
     reference = make_model("lstm", 4, 6, 2, num_layers=2, dtype="float64", seed=3)
     tbptt.Trainer(reference, 5, 5, optimizer=tbptt.Adam(0.02), backend=backend).train(x, y)
-    np.testing.assert_array_equal(plain._flat, reference._flat)  # p = 0 is no dropout at all
+    np.testing.assert_array_equal(plain.flat_parameters, reference.flat_parameters)  # p = 0 is no dropout at all
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -114,7 +114,7 @@ def test_resume_with_dropout_is_exact(tmp_path, backend):
     resumed = tbptt.load_trainer(tmp_path / "t.npz")
     assert resumed.seed == 9 and resumed.model.dropout == 0.3 and resumed.model.head_dropout == 0.2
     np.testing.assert_array_equal(resumed.train(x[13:], y[13:]), expected)
-    np.testing.assert_array_equal(resumed.model._flat, model._flat)
+    np.testing.assert_array_equal(resumed.model.flat_parameters, model.flat_parameters)
 
 
 def test_predict_and_evaluate_run_without_dropout():

@@ -226,11 +226,11 @@ def test_train_arguments(backend, loss, changes, exc, name):
     trainer = tbptt.Trainer(model32(), 2, 3, loss=loss, backend=backend)
     first = good(loss)
     trainer.train(first["x"][:3], first["y"][:3])  # B fixed, one update, one step pending
-    before = (trainer.model._flat.copy(), trainer.pending_steps, trainer.updates,
+    before = (trainer.model.flat_parameters.copy(), trainer.pending_steps, trainer.updates,
               [s.copy() for s in trainer.state()])
     with pytest.raises(exc, match=name):
         trainer.train(**bad(loss, **changes))
-    assert np.array_equal(trainer.model._flat, before[0])
+    assert np.array_equal(trainer.model.flat_parameters, before[0])
     assert (trainer.pending_steps, trainer.updates) == before[1:3]
     assert all(np.array_equal(a, b) for a, b in zip(trainer.state(), before[3]))
     assert len(trainer.train(**good(loss))) == 3
@@ -344,12 +344,12 @@ def test_tokens_then_features_works_or_is_refused_naming_x(backend):
     x_feat[:, :, 1] = 1.0  # the same one-hot inputs
     trainer = tbptt.Trainer(model32(), 2, 2, backend=backend)
     trainer.train(x_tok, arr(2, B, O))
-    before = trainer.model._flat.copy()
+    before = trainer.model.flat_parameters.copy()
     try:
         trainer.train(x_feat, arr(2, B, O))
     except ValueError as error:
         assert "x" in str(error)
-        assert np.array_equal(trainer.model._flat, before) and trainer.updates == 1
+        assert np.array_equal(trainer.model.flat_parameters, before) and trainer.updates == 1
     else:
         assert trainer.updates == 2
 

@@ -142,11 +142,11 @@ def test_fit_equals_train_calls_and_splits_into_epochs():
     a.fit(x, y, epochs=2, reset="never", block=4, progress=False)
     b.train(x, y)
     b.train(x, y)
-    np.testing.assert_allclose(a.model._flat, b.model._flat, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(a.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=0)
     assert a.pending_steps == b.pending_steps == 46 % 5  # pending steps stay pending
     c.fit(x, y, epochs=1, reset="never", progress=False)  # fit twice = fit with twice the epochs
     c.fit(x, y, epochs=1, reset="never", progress=False)
-    np.testing.assert_allclose(c.model._flat, b.model._flat, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(c.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=0)
 
 
 def test_reset_epoch_and_never(monkeypatch):
@@ -171,7 +171,7 @@ def test_reset_every_n_steps_across_epochs_and_with_resets():
     for epoch in range(2):
         steps = 23 * epoch + np.arange(23)  # N counts steps from the start of fit, across epochs
         b.train(x, y, resets=explicit | (steps % 9 == 0)[:, None])
-    np.testing.assert_allclose(a.model._flat, b.model._flat, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(a.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("reset", ["epoch", "never", 9])
@@ -190,7 +190,7 @@ def test_a_fit_stopped_then_resumed_where_it_stopped_equals_one_fit(tmp_path, re
     later = resumed.fit(x, y, epochs=3, reset=reset, block=5, initial_epoch=epoch,
                         initial_step=step, progress=False)
     assert later.resume_at == (3, 0) and later.stop_reason == "epochs"
-    np.testing.assert_array_equal(resumed.model._flat, whole.model._flat)
+    np.testing.assert_array_equal(resumed.model.flat_parameters, whole.model.flat_parameters)
     history.extend(later)
     assert history.losses.size == whole.updates == 12 and history.epoch_updates[-1] == 12
     again = tbptt.History.from_dict(json.loads(json.dumps(history.to_dict())))
@@ -250,10 +250,10 @@ def test_divergence_stops_with_last_good_parameters_and_can_go_on():
         history = trainer.fit(x, y, epochs=3, block=5, progress=False)
     assert history.stop_reason == "diverged" and "update 4" in history.diverged
     assert history.losses.size == 3 and history.epochs == 1
-    np.testing.assert_array_equal(trainer.model._flat, good.model._flat)
+    np.testing.assert_array_equal(trainer.model.flat_parameters, good.model.flat_parameters)
     trainer.lr = 1e-3
     history = trainer.fit(x[:15], y[:15], progress=False)  # the trainer goes on
-    assert history.stop_reason == "epochs" and np.isfinite(trainer.model._flat).all()
+    assert history.stop_reason == "epochs" and np.isfinite(trainer.model.flat_parameters).all()
 
 
 def test_keyboard_interrupt_from_train_saves_checkpoint(monkeypatch, tmp_path):

@@ -53,7 +53,7 @@ def assert_same_horizon(cpp, ref, what):
         np.testing.assert_array_equal(np.isnan(hc[key]), np.isnan(hr[key]), err_msg=what)
         np.testing.assert_allclose(hc[key], hr[key], **F64, err_msg=f"{what}: {key}")
     # and the raw sums, as the engines return them
-    (sc, uc), (sr, ur) = cpp._engine.horizon(), ref._engine.horizon()
+    (sc, uc), (sr, ur) = cpp.engine.horizon(), ref.engine.horizon()
     assert sc.shape == sr.shape and sc.dtype == sr.dtype == np.float64, what
     assert uc.dtype == ur.dtype == np.int64, what
     np.testing.assert_allclose(sc, sr, **F64, err_msg=f"{what}: sums")

@@ -35,7 +35,7 @@ def sl(a, lo, hi):
 
 
 def params(trainer):
-    return trainer.model._flat.copy()
+    return trainer.model.flat_parameters.copy()
 
 
 def assert_same(a, b, rtol=1e-12, atol=1e-14):
@@ -113,8 +113,8 @@ def test_reset_state_equals_a_resets_row(backend):
 
 def predict_loss(model, flat, x, y, mask, resets, loss):
     """The plain full-sequence loss, from model.predict (one step at a time to apply resets)."""
-    saved = model._flat.copy()
-    model._flat[:] = flat
+    saved = model.flat_parameters.copy()
+    model.flat_parameters[:] = flat
     try:
         T, B = x.shape[0], x.shape[1]
         shape = (model.num_layers, B, model.hidden_size)
@@ -130,7 +130,7 @@ def predict_loss(model, flat, x, y, mask, resets, loss):
                 outs.append(o)
             out = np.concatenate(outs)
     finally:
-        model._flat[:] = saved
+        model.flat_parameters[:] = saved
     if loss == "mse":
         per = np.mean((out - y) ** 2, axis=2)
     else:

@@ -24,7 +24,7 @@ t = tbptt.Trainer(m, 5, 9, loss="cross_entropy", optimizer=tbptt.Adam(1e-2), cli
                   backend=sys.argv[1])
 t.train(rng.integers(0, 5, (60, 7)), rng.integers(0, 3, (60, 7)))
 info = tbptt.build_info() if sys.argv[1] == "cpp" else {}
-print(json.dumps({"params": m._flat.tolist(), "module": info.get("module")}))
+print(json.dumps({"params": m.flat_parameters.tolist(), "module": info.get("module")}))
 """
 
 

@@ -128,10 +128,10 @@ def test_ranks_make_the_updates_of_one_process_with_all_the_streams(case, backen
     assert (got[-1] is None) == (expected[-1] is None)
     got, expected = [v for v in got if v is not None], [v for v in expected if v is not None]
     assert ranks.updates == one.updates
-    errors = relative_error(got, expected), relative_error(ranks.model._flat, one.model._flat)
+    errors = relative_error(got, expected), relative_error(ranks.model.flat_parameters, one.model.flat_parameters)
     report(f"{case} {backend}", *errors)
     assert max(errors) <= RTOL
-    assert same_on_every_rank(ranks.model._flat)
+    assert same_on_every_rank(ranks.model.flat_parameters)
     assert same_on_every_rank(np.asarray(got))
 
 
@@ -143,10 +143,10 @@ def test_an_update_without_loss_anywhere_makes_no_step_on_any_rank(backend):
     ranks = make("lstm", 4, 4, "adam", None, "mse", backend, COMM)
     losses = ranks.train(sliced(x[:12]), sliced(y[:12]), sliced(mask[:12]))
     assert losses.size == 1 and ranks.updates == 3
-    after_first = ranks.model._flat.copy()
+    after_first = ranks.model.flat_parameters.copy()
     one = make("lstm", 4, 4, "adam", None, "mse", backend, None)
     one.train(x[:4], y[:4])
-    assert relative_error(after_first, one.model._flat) <= RTOL
+    assert relative_error(after_first, one.model.flat_parameters) <= RTOL
 
 
 def test_only_one_rank_carries_loss():
@@ -158,7 +158,7 @@ def test_only_one_rank_carries_loss():
     ranks = make("lstm", 5, 5, "adam", None, "mse", "cpp", COMM)
     got = ranks.train(sliced(x), sliced(y), sliced(mask))
     assert relative_error(got, expected) <= RTOL
-    assert relative_error(ranks.model._flat, one.model._flat) <= RTOL
+    assert relative_error(ranks.model.flat_parameters, one.model.flat_parameters) <= RTOL
 
 
 def test_float32_ranks_stay_close_to_one_process_and_identical_to_each_other():
@@ -168,17 +168,17 @@ def test_float32_ranks_stay_close_to_one_process_and_identical_to_each_other():
     ranks = tbptt.Trainer(tbptt.LSTM(I, H, O, seed=1), 4, 6, comm=COMM)
     got = ranks.train(sliced(x), sliced(y), sliced(mask))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    np.testing.assert_allclose(ranks.model._flat, one.model._flat, rtol=1e-4, atol=1e-6)
-    assert same_on_every_rank(ranks.model._flat)
+    np.testing.assert_allclose(ranks.model.flat_parameters, one.model.flat_parameters, rtol=1e-4, atol=1e-6)
+    assert same_on_every_rank(ranks.model.flat_parameters)
 
 
 def test_the_reduce_buffer_is_a_view_of_the_engine_memory():
     trainer = make("lstm", 3, 3, "adam", None, "mse", "cpp", COMM)
-    buffer = trainer._engine.reduce_buffer()
-    assert buffer.size == trainer.model._flat.size + 2 and buffer.dtype == np.float64
+    buffer = trainer.engine.reduce_buffer()
+    assert buffer.size == trainer.model.flat_parameters.size + 2 and buffer.dtype == np.float64
     x, y, _, _ = data(False, False, False)
     trainer.train(sliced(x[:3]), sliced(y[:3]))
-    again = trainer._engine.reduce_buffer()
+    again = trainer.engine.reduce_buffer()
     assert np.shares_memory(buffer, again)
     assert buffer[-1] > 0  # the last update's Σ w (scaled), summed over the ranks
 
@@ -186,8 +186,8 @@ def test_the_reduce_buffer_is_a_view_of_the_engine_memory():
 def test_rank_0_parameters_are_broadcast_at_construction():
     model = tbptt.LSTM(I, H, O, dtype="float64", seed=RANK)
     tbptt.Trainer(model, 3, 3, comm=COMM)
-    assert same_on_every_rank(model._flat)
-    np.testing.assert_array_equal(model._flat, tbptt.LSTM(I, H, O, dtype="float64", seed=0)._flat)
+    assert same_on_every_rank(model.flat_parameters)
+    np.testing.assert_array_equal(model.flat_parameters, tbptt.LSTM(I, H, O, dtype="float64", seed=0).flat_parameters)
 
 
 # ---- faults are collective -------------------------------------------------------------------
@@ -215,10 +215,10 @@ def test_a_divergence_on_one_rank_raises_on_every_rank(backend):
         np.testing.assert_array_equal(error.value.losses, expected)
 
     ends_quickly(run)
-    np.testing.assert_array_equal(trainer.model._flat, good.model._flat)
-    assert same_on_every_rank(trainer.model._flat)
+    np.testing.assert_array_equal(trainer.model.flat_parameters, good.model.flat_parameters)
+    assert same_on_every_rank(trainer.model.flat_parameters)
     trainer.train(sliced(x[:5]), sliced(y[:5]))  # it can go on, together
-    assert same_on_every_rank(trainer.model._flat)
+    assert same_on_every_rank(trainer.model.flat_parameters)
 
 
 @pytest.mark.skipif(RANKS == 1, reason="needs two ranks or more")
@@ -277,7 +277,7 @@ def test_fit_validates_on_every_rank_and_reduces():
                     validation=(sliced(vx), sliced(vy), sliced(vmask)), progress=False, block=8)
     assert relative_error(got.val_loss, expected.val_loss) <= RTOL
     assert relative_error(got.train_loss, expected.train_loss) <= RTOL
-    assert relative_error(ranks.model._flat, one.model._flat) <= RTOL
+    assert relative_error(ranks.model.flat_parameters, one.model.flat_parameters) <= RTOL
 
 
 def test_fit_stops_together_when_one_rank_says_so():
@@ -296,7 +296,7 @@ def test_fit_stops_together_when_one_rank_says_so():
     history = trainer.fit(sliced(x), sliced(y), epochs=5, max_time=budget, block=8, progress=False)
     assert history.stop_reason == "max_time"
     assert same_on_every_rank(np.array([trainer.updates]))
-    assert same_on_every_rank(trainer.model._flat)
+    assert same_on_every_rank(trainer.model.flat_parameters)
 
 
 @pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
@@ -313,7 +313,7 @@ def test_ctrl_c_on_one_rank_stops_fit_on_every_rank():
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(sliced(x), sliced(y), epochs=5, callback=callback, progress=False)
     assert trainer.history.epochs == 1
-    assert same_on_every_rank(trainer.model._flat)
+    assert same_on_every_rank(trainer.model.flat_parameters)
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
@@ -334,7 +334,7 @@ def test_a_checkpoint_per_rank_resumes_exactly(backend):
         resumed = tbptt.load_trainer(path, comm=COMM)
         losses += list(resumed.train(sliced(x[a:]), sliced(y[a:]), sliced(mask[a:]), sliced(reset[a:])))
         np.testing.assert_array_equal(losses, expected)
-        np.testing.assert_array_equal(resumed.model._flat, straight.model._flat)
+        np.testing.assert_array_equal(resumed.model.flat_parameters, straight.model.flat_parameters)
     finally:
         COMM.Barrier()
         if RANK == 0:
@@ -379,7 +379,7 @@ def test_tbptt_train_splits_the_streams_and_rank_0_writes_the_run():
         assert {"model.npz", "trainer.npz", "history.json"} <= names
         assert {f"trainer.rank{r}.npz" for r in range(1, RANKS)} <= names
         model = tbptt.load(os.path.join(out, "model.npz"))
-        assert same_on_every_rank(model._flat)
+        assert same_on_every_rank(model.flat_parameters)
         assert cli.main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
     finally:
         COMM.Barrier()

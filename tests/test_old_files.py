@@ -20,7 +20,7 @@ def continued():
 def test_an_old_model_file_loads_as_an_lstm():
     model = tbptt.load(DATA / "lstm_model_v0.npz")
     assert type(model) is tbptt.LSTM and model.cell == "lstm" and model.num_layers == 2
-    np.testing.assert_array_equal(model._flat, continued()["numpy"]["params"])
+    np.testing.assert_array_equal(model.flat_parameters, continued()["numpy"]["params"])
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
@@ -32,7 +32,7 @@ def test_an_old_trainer_resumes_exactly(backend):
     losses = trainer.train(x[17:], y[17:])
     old = continued()[backend]
     np.testing.assert_allclose(losses, old["losses"], rtol=1e-12)
-    np.testing.assert_allclose(trainer.model._flat, old["params"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12, atol=1e-15)
 
 
 def test_an_old_lstm_trainer_does_not_load_onto_a_gru():
@@ -40,3 +40,24 @@ def test_an_old_lstm_trainer_does_not_load_onto_a_gru():
     gru = tbptt.GRU(5, 6, 4, num_layers=2, dtype="float64")
     with pytest.raises(ValueError, match="weight_ih_l0"):
         gru.load_state_dict(trainer.model.state_dict())
+
+
+def test_an_old_numpy_trainer_resumes_with_the_cpp_engine():
+    """A file older than the shared snapshot schema, written by the reference, resumes with the
+    C++ engine too (the reference translates its entries) and goes on as the old version did, to
+    rounding."""
+    trainer = tbptt.load_trainer(DATA / "lstm_trainer_v0_numpy.npz", backend="cpp")
+    assert trainer.backend == "cpp" and trainer.pending_steps == 1
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, (30, 3)), rng.integers(0, 4, (30, 3))
+    losses = trainer.train(x[17:], y[17:])
+    old = continued()["numpy"]
+    np.testing.assert_allclose(losses, old["losses"], rtol=1e-12)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=0, atol=1e-13)
+
+
+def test_an_old_cpp_trainer_with_pending_steps_does_not_resume_with_the_reference():
+    """The C++ engine's older entries hold the pending steps' loss terms but not their targets,
+    which the reference needs: refused, saying what to do."""
+    with pytest.raises(ValueError, match="backend='cpp'"):
+        tbptt.load_trainer(DATA / "lstm_trainer_v0_cpp.npz", backend="numpy")

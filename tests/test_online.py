@@ -40,7 +40,7 @@ def test_outputs_are_the_predictions_before_the_update(backend, cell, k1, k2):
         before.append(stepwise.predict_next(x[t]))
         stepwise.train(x[t:t + 1], y[t:t + 1])
     np.testing.assert_array_equal(np.array(before), outputs)
-    np.testing.assert_array_equal(whole.model._flat, stepwise.model._flat)
+    np.testing.assert_array_equal(whole.model.flat_parameters, stepwise.model.flat_parameters)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -65,7 +65,7 @@ def test_predict_next_leaves_pending_steps_and_flush_alone(backend):
     for _ in range(3):
         a.predict_next(rng.normal(size=(2, 3)))
     assert a.flush() == b.flush()
-    np.testing.assert_array_equal(a.model._flat, b.model._flat)
+    np.testing.assert_array_equal(a.model.flat_parameters, b.model.flat_parameters)
     np.testing.assert_array_equal(a.state()[0], b.state()[0])
 
 
@@ -127,7 +127,7 @@ def test_predict_one_does_not_advance_the_state():
             many.predict_one({"a": 5.0, "b": -1.0})
         once.learn_one(x, y)
         many.learn_one(x, y)
-    np.testing.assert_array_equal(once.trainer_.model._flat, many.trainer_.model._flat)
+    np.testing.assert_array_equal(once.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters)
 
 
 def test_regressor_backends_agree():

@@ -204,7 +204,7 @@ def drive(trainer, c, arrays):
             state = (state,)
         records.append(dict(op=op, out=out, updates=trainer.updates, pending=trainer.pending_steps,
                             state=None if state is None else tuple(s.copy() for s in state),
-                            params=trainer.model._flat.copy()))
+                            params=trainer.model.flat_parameters.copy()))
     return records
 
 
@@ -406,12 +406,12 @@ def test_bad_values_raise_and_change_nothing(c, backend, data):
     trainer = make_trainer(c, backend)
     warm = make_data(c | {"seed": c["seed"] + 1}, 5)  # B fixed, state and pending steps set
     trainer.train(*odd_arrays(c, *warm))
-    before = (trainer.model._flat.copy(), trainer.updates, trainer.pending_steps,
+    before = (trainer.model.flat_parameters.copy(), trainer.updates, trainer.pending_steps,
               tuple(s.copy() for s in trainer.state()))
     bad = corrupt(kind, make_data(c, T), c, np.random.default_rng(c["seed"]))
     with pytest.raises(exc, match=name or None):
         trainer.train(*bad)
-    assert np.array_equal(trainer.model._flat, before[0])
+    assert np.array_equal(trainer.model.flat_parameters, before[0])
     assert (trainer.updates, trainer.pending_steps) == before[1:3]
     assert all(np.array_equal(u, v) for u, v in zip(trainer.state(), before[3]))
     # the trainer goes on

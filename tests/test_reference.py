@@ -44,12 +44,12 @@ def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, los
     B = 3
     model = make_model(cell, 4, 3, 2, num_layers=L, dtype="float64", seed=1)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
-        model._flat += 0.2 * np.sign(model._flat)
+        model.flat_parameters[:] += 0.2 * np.sign(model.flat_parameters)
     x, y, m, rs = make_data(rng, T, B, 4, 2, loss, tokens, mask, resets)
     if silent:  # the earlier updates carry no loss: no step, so the weights stay those of theta0
         m = np.ones((T, B)) if m is None else m
         m[:silent] = 0
-    theta0 = model._flat.copy()
+    theta0 = model.flat_parameters.copy()
     trainer = tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.SGD(lr=1.0), backend="numpy")
     losses = list(trainer.train(x, y, mask=m, resets=rs))
     if flush:
@@ -58,7 +58,7 @@ def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, los
     else:
         r = k1
     assert len(losses) == 1 and trainer.pending_steps == 0
-    grad = theta0 - model._flat
+    grad = theta0 - model.flat_parameters
     assert np.count_nonzero(grad) > grad.size // 2
 
     def J(theta):
@@ -75,10 +75,10 @@ def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, los
 def segment_gradient(params, x, y, loss="mse"):
     """Gradient of one full-BPTT update over x from zero state at `params` (one SGD(lr=1) step)."""
     model = new_model(L=2)
-    model._flat[:] = params
+    model.flat_parameters[:] = params
     tbptt.Trainer(model, len(x), len(x), loss=loss, optimizer=tbptt.SGD(lr=1.0),
                   backend="numpy").train(x, y)
-    return params - model._flat
+    return params - model.flat_parameters
 
 
 def clip(g, norm):
@@ -100,7 +100,7 @@ def test_optimizer_steps_as_torch(opt, clip_norm):
     resets = np.zeros((3 * k, B), bool)
     resets[2 * k] = True
     model = new_model(L=2)
-    p0 = model._flat.copy()
+    p0 = model.flat_parameters.copy()
     optimizer = tbptt.Adam(lr=0.01, betas=(0.8, 0.9), eps=1e-7) if opt == "adam" else \
         tbptt.SGD(lr=0.1, momentum=0.7)
     trainer = tbptt.Trainer(model, k, k, optimizer=optimizer, clip_norm=clip_norm, backend="numpy")
@@ -121,7 +121,7 @@ def test_optimizer_steps_as_torch(opt, clip_norm):
         p1 = p0 - 0.1 * gA
         gC = clip(segment_gradient(p1, x[2 * k:], y[2 * k:]), clip_norm)
         p2 = p1 - 0.1 * (0.7 * gA + gC)
-    np.testing.assert_allclose(model._flat, p2, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(model.flat_parameters, p2, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("ratio", [0.8, 0.999, 1.2])
@@ -130,25 +130,25 @@ def test_clipping_threshold(ratio):
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(4, 2, 3)), rng.normal(size=(4, 2, 2))
     model = new_model(L=2)
-    p0 = model._flat.copy()
+    p0 = model.flat_parameters.copy()
     g = segment_gradient(p0, x, y)
     norm = np.sqrt(np.sum(g * g))
     tbptt.Trainer(model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=ratio * norm,
                   backend="numpy").train(x, y)
     coef = ratio * norm / (norm + 1e-6)
     expected = g * coef if coef < 1 else g
-    np.testing.assert_allclose(p0 - model._flat, expected, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(p0 - model.flat_parameters, expected, rtol=1e-9, atol=1e-15)
 
 
 def test_parameters_updated_in_place_float32():
     model = tbptt.LSTM(3, 4, 2, seed=0)
-    flat, view = model._flat, model._params["lstm.weight_hh_l0"]
+    flat, view = model.flat_parameters, model.parameter_views["lstm.weight_hh_l0"]
     before = flat.copy()
     rng = np.random.default_rng(0)
     losses = tbptt.Trainer(model, 3, 3, backend="numpy").train(
         rng.normal(size=(6, 2, 3)), rng.normal(size=(6, 2, 2)))
     assert losses.dtype == np.float64 and len(losses) == 2 and np.all(np.isfinite(losses))
-    assert model._flat is flat and flat.dtype == np.float32 and np.shares_memory(view, flat)
+    assert model.flat_parameters is flat and flat.dtype == np.float32 and np.shares_memory(view, flat)
     assert not np.array_equal(before, flat)
 
 
@@ -161,7 +161,7 @@ def run_in_pieces(splits, k1, k2, loss, x, y, mask, resets):
     losses, edges = [], [0, *splits, len(x)]
     for a, b in zip(edges[:-1], edges[1:]):
         losses += list(trainer.train(x[a:b], y[a:b], mask=mask[a:b], resets=resets[a:b]))
-    return model._flat.copy(), np.array(losses), trainer
+    return model.flat_parameters.copy(), np.array(losses), trainer
 
 
 @pytest.mark.parametrize("k1,k2", [(3, 5), (4, 2), (1, 4), (5, 5)])
@@ -194,9 +194,9 @@ def test_flush_semantics():
     assert len(trainer.train(x[9:10], y[9:10])) == 1 and trainer.updates == 4
     # a flush over pending steps without loss counts as an update but makes no step
     trainer.train(x[10:12], y[10:12], mask=np.zeros((2, 2)))
-    before = model._flat.copy()
+    before = model.flat_parameters.copy()
     assert trainer.flush() is None and trainer.updates == 5 and trainer.pending_steps == 0
-    assert np.array_equal(before, model._flat)
+    assert np.array_equal(before, model.flat_parameters)
 
 
 def test_reset_state_acts_as_a_resets_row():
@@ -216,7 +216,7 @@ def test_reset_state_acts_as_a_resets_row():
     resets[4] = True
     b = tbptt.Trainer(new_model(I=4), 3, 5, optimizer=tbptt.Adam(0.01), backend="numpy")
     lb = b.train(x, y, resets=resets)
-    assert np.array_equal(la, lb) and np.array_equal(a.model._flat, b.model._flat)
+    assert np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
 
 
 @pytest.mark.parametrize("per_stream", [False, True])
@@ -241,7 +241,7 @@ def test_no_gradient_crosses_a_reset(per_stream):
     b = tbptt.Trainer(new_model(L=2, I=4), 5, 5, optimizer=tbptt.SGD(0.5), backend="numpy")
     lb = b.train(x_real, y_real)
     np.testing.assert_allclose(la, lb, rtol=1e-13)
-    np.testing.assert_allclose(a.model._flat, b.model._flat, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(a.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=1e-15)
 
 
 def test_empty_mask_updates():
@@ -252,9 +252,9 @@ def test_empty_mask_updates():
     model = new_model(I=4)
     trainer = tbptt.Trainer(model, 3, 3, optimizer=tbptt.SGD(0.1), backend="numpy")
     assert len(trainer.train(x[:3], y[:3], mask=mask[:3])) == 1
-    before = model._flat.copy()
+    before = model.flat_parameters.copy()
     assert len(trainer.train(x[3:6], y[3:6], mask=mask[3:6])) == 0
-    assert trainer.updates == 2 and np.array_equal(before, model._flat)
+    assert trainer.updates == 2 and np.array_equal(before, model.flat_parameters)
     assert len(trainer.train(x[6:], y[6:], mask=mask[6:])) == 1 and trainer.updates == 3
 
 
@@ -265,9 +265,9 @@ def test_batch_fixed_and_empty_call():
     assert len(trainer.train(np.zeros((0, 3, 4)), np.zeros((0, 3, 2)))) == 0
     assert trainer.state() is None and trainer.updates == 0
     trainer.train(rng.normal(size=(3, 3, 4)), rng.normal(size=(3, 3, 2)))
-    before, state = model._flat.copy(), trainer.state()
+    before, state = model.flat_parameters.copy(), trainer.state()
     assert len(trainer.train(np.zeros((0, 3, 4)), np.zeros((0, 3, 2)))) == 0
-    assert trainer.pending_steps == 1 and np.array_equal(before, model._flat)
+    assert trainer.pending_steps == 1 and np.array_equal(before, model.flat_parameters)
     assert np.array_equal(state[0], trainer.state()[0])
     with pytest.raises(ValueError, match="B = 2"):
         trainer.train(rng.normal(size=(3, 2, 4)), rng.normal(size=(3, 2, 2)))
@@ -278,7 +278,7 @@ def test_memory_is_bounded():
     trainer = tbptt.Trainer(new_model(I=4), 3, 7, backend="numpy")
     for _ in range(5):
         trainer.train(rng.normal(size=(40, 2, 4)), rng.normal(size=(40, 2, 2)))
-    assert len(trainer._engine._history) == 7
+    assert len(trainer.engine._history) == 7
 
 
 # ---- divergence --------------------------------------------------------------------------------
@@ -299,10 +299,10 @@ def test_divergence_keeps_last_good_update_and_goes_on():
     h, c = a.state()
     assert not h.any() and not c.any()
     b.train(x[:3], y[:3])
-    assert np.array_equal(a.model._flat, b.model._flat)
+    assert np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
     b.reset_state()
     la, lb = a.train(x2, y2), b.train(x2, y2)  # Adam's state is the same too
-    assert len(la) == 2 and np.array_equal(la, lb) and np.array_equal(a.model._flat, b.model._flat)
+    assert len(la) == 2 and np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
 
 
 def test_divergence_forgets_history():
@@ -315,10 +315,10 @@ def test_divergence_forgets_history():
     with pytest.raises(FloatingPointError, match="update 2"):
         a.train(x, y)
     fresh = new_model(I=4)
-    fresh._flat[:] = a.model._flat
+    fresh.flat_parameters[:] = a.model.flat_parameters
     b = tbptt.Trainer(fresh, 2, 6, optimizer=tbptt.SGD(0.1), backend="numpy")
     la, lb = a.train(x2, y2), b.train(x2, y2)
-    assert np.array_equal(la, lb) and np.array_equal(a.model._flat, b.model._flat)
+    assert np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
     assert a.updates == 5
 
 
@@ -331,8 +331,8 @@ def test_forward_matches_plain_forward(tokens):
     x = rng.integers(0, 4, size=(6, 2)) if tokens else rng.normal(size=(6, 2, 4))
     h0, c0 = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3))
     out, (h, c) = reference.forward(model, x, tokens, (h0, c0))
-    tops, (hp, cp) = plain_run(model, model._flat, x, tokens, None, (list(h0), list(c0)), range(6))
-    P = model._params
+    tops, (hp, cp) = plain_run(model, model.flat_parameters, x, tokens, None, (list(h0), list(c0)), range(6))
+    P = model.parameter_views
     expected = np.stack([tops[t] @ P["head.weight"].T + P["head.bias"] for t in range(6)])
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(h, np.stack(hp), rtol=1e-12, atol=1e-14)

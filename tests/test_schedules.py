@@ -48,8 +48,8 @@ def test_fit_follows_the_schedule_and_leaves_the_lr_as_it_was(backend):
     trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.01),
                             backend=backend)
     seen = []
-    original = trainer._engine.set_lr
-    trainer._engine.set_lr = lambda lr: (seen.append(lr), original(lr))
+    original = trainer.engine.set_lr
+    trainer.engine.set_lr = lambda lr: (seen.append(lr), original(lr))
     history = trainer.fit(echo(), epochs=4, block=100, progress=False,
                           schedule=tbptt.Schedule("linear", warmup=0.25))
     # 4 epochs x 6 blocks: progress 0, 1/24, ..., 23/24; warm-up over the first quarter
@@ -77,7 +77,7 @@ def test_restore_best_and_patience(backend):
                           restore_best=True, patience=3)
     best = history.best_epoch
     assert trainer.best["epoch"] == best and trainer.best["val_loss"] == min(history.val_loss)
-    np.testing.assert_array_equal(model._flat, trainer.best["parameters"])
+    np.testing.assert_array_equal(model.flat_parameters, trainer.best["parameters"])
     assert trainer.evaluate(echo(200, 4, seed=1))["loss"] == pytest.approx(history.val_loss[best])
     assert best < history.epochs - 1  # so the model was put back, not left at its last epoch
     if history.stop_reason == "early_stopping":

@@ -90,7 +90,7 @@ while done < steps:
     if done % every == 0:
         print(json.dumps({"steps": done, "rss": status_kib("VmRSS"), "hwm": status_kib("VmHWM"),
                           "updates": t.updates, "finite": finite,
-                          "params_finite": bool(np.isfinite(t.model._flat).all())}), flush=True)
+                          "params_finite": bool(np.isfinite(t.model.flat_parameters).all())}), flush=True)
 """
 
 MILLION, BLOCK, EVERY = 1_000_000, 10_000, 100_000
@@ -144,7 +144,7 @@ def test_no_drift_between_engine_and_reference():
     try:
         cpp, ref = namespace["trainer"]("cpp"), namespace["trainer"]("numpy")
         stream = namespace["Stream"](2)
-        theta0 = cpp.model._flat.copy()
+        theta0 = cpp.model.flat_parameters.copy()
         report, block_losses = [], []
         for start in range(0, DRIFT_STEPS, DRIFT_BLOCK):
             x, y, mask, resets = stream.block(DRIFT_BLOCK)
@@ -153,7 +153,7 @@ def test_no_drift_between_engine_and_reference():
             block_losses.append(float(lr.mean()))
             if (start + DRIFT_BLOCK) % DRIFT_EVERY:
                 continue
-            pc, pr = cpp.model._flat, ref.model._flat
+            pc, pr = cpp.model.flat_parameters, ref.model.flat_parameters
             rel = {"params": float(np.max(np.abs(pc - pr)) / np.max(np.abs(pr))),
                    "losses": float(np.max(np.abs(lc - lr) / np.abs(lr))),
                    "state": float(max(np.max(np.abs(u - v)) for u, v in zip(cpp.state(), ref.state())))}
@@ -171,4 +171,4 @@ def test_no_drift_between_engine_and_reference():
         print(f"{steps:>8}  {rel['params']:.1e}  {rel['losses']:.1e}  {rel['state']:.1e}")
     # the soak is not idle: the model learned the echo, so the parameters kept moving
     assert np.mean(block_losses[-4:]) < 0.5 * np.mean(block_losses[:2])
-    assert np.max(np.abs(cpp.model._flat - theta0)) > 0.1
+    assert np.max(np.abs(cpp.model.flat_parameters - theta0)) > 0.1

@@ -70,7 +70,7 @@ def run(trainer, arrays, threads_inside=None, start=None):
     f = trainer.flush()
     out.append(np.array([] if f is None else [f]))
     out += list(trainer.state())
-    out.append(trainer.model._flat.copy())
+    out.append(trainer.model.flat_parameters.copy())
     predicted, (h, c) = trainer.model.predict(x[:50])
     out += [predicted, h, c]
     return out

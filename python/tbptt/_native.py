@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import TYPE_CHECKING, Any, Dict, Optional, Set, cast
+
+if TYPE_CHECKING:  # the interface every _core_<isa> module has (_core.pyi: types only)
+    from ._core import Core
+    from .engine import CppEngine
+    from .model import Recurrent
 
 # The widest first. On the machine measured (AMD Zen 4) the AVX-512 module is 2-15% faster than
 # the AVX2 one since the recurrent products use tbptt's own kernel (docs/performance.md); before,
 # with Eigen's products throughout, AVX2 was faster. TBPTT_ISA=avx2 selects the other.
 _ORDER = ("avx512", "avx2", "baseline")
-_loaded = None
+_loaded: Optional[Core] = None
 
 
-def _cpu_flags() -> set:
+def _cpu_flags() -> Set[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -33,11 +39,11 @@ _LEVELS = {
 }
 
 
-def _supported(isa: str, flags: set) -> bool:
+def _supported(isa: str, flags: Set[str]) -> bool:
     return isa in _LEVELS and _LEVELS[isa] <= flags
 
 
-def core():
+def core() -> Core:
     """The `_core` extension module for the best instruction set this machine supports.
 
     TBPTT_ISA=baseline|avx2|avx512 forces one (an ImportError if it was not built or cannot run);
@@ -61,12 +67,14 @@ def core():
                 module.set_num_threads(int(threads))
             except ValueError:
                 raise ValueError(f"TBPTT_NUM_THREADS must be a positive integer, got {threads!r}") from None
-        _loaded = module
+        _loaded = cast("Core", module)
         return _loaded
     raise ImportError("no compiled tbptt engine could be imported (" + "; ".join(errors) + "). "
                       "Reinstall with `pip install .`, or use backend='numpy'.")
 
 
-def make_engine(model, k1, k2, loss, optimizer, clip_norm, seed):
+def make_engine(model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
+                clip_norm: Optional[float], seed: int) -> CppEngine:
+    """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
     from .engine import CppEngine
     return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed)

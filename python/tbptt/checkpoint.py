@@ -15,8 +15,16 @@ import json
 import os
 import tempfile
 import zipfile
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used: model and trainer import this module
+    from .model import Recurrent
+    from .trainer import Trainer
+
+#: A file name: a str or an os.PathLike (pathlib.Path).
+PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT = "tbptt"
 VERSION = 1
@@ -27,7 +35,7 @@ _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
 
-def atomic_write(path, write) -> None:
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(file)` on a temporary file beside `path`, then move it into place."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -55,7 +63,7 @@ def atomic_write(path, write) -> None:
         pass
 
 
-def save_arrays(path, header: dict, arrays: dict) -> None:
+def save_arrays(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
     header = {"format": FORMAT, "version": VERSION, **header}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
@@ -65,7 +73,7 @@ def save_arrays(path, header: dict, arrays: dict) -> None:
     atomic_write(path, write)
 
 
-def load_arrays(path, kind: str):
+def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read.
     A missing file is a FileNotFoundError (other OS errors, e.g. permissions, pass through too)."""
     path = os.fspath(path)
@@ -108,11 +116,11 @@ def _damaged(path, error):
                       f"{type(error).__name__}: {error}")
 
 
-def save_model(model, path) -> None:
+def save_model(model: Recurrent, path: PathLike) -> None:
     save_arrays(path, {"kind": "model", "config": model.config()}, model.state_dict())
 
 
-def load(path):
+def load(path: PathLike) -> Recurrent:
     """Read a model written by `model.save(path)`: a tbptt.LSTM, GRU or RNN as it was saved."""
     from .model import from_config
 
@@ -125,7 +133,7 @@ def load(path):
     return model
 
 
-def save_trainer(trainer, path, extra=None) -> None:
+def save_trainer(trainer: Trainer, path: PathLike, extra: Optional[Dict[str, Any]] = None) -> None:
     """Everything training depends on: the model, the optimiser state, the carried state and the
     window of activations, the pending steps and the update schedule. Resuming from it gives the
     same parameters as never having stopped. `extra`: more JSON for the header (`tbptt train`
@@ -145,12 +153,16 @@ def save_trainer(trainer, path, extra=None) -> None:
     }
     arrays = {f"model/{name}": value for name, value in trainer.model.state_dict().items()}
     arrays.update({f"engine/{key}": np.asarray(value)
-                   for key, value in trainer._engine.snapshot().items()})
+                   for key, value in trainer.engine.snapshot().items()})
     save_arrays(path, header, arrays)
 
 
-def load_trainer(path, comm=None):
+def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None) -> Trainer:
     """A Trainer (and its model) exactly as `trainer.save(path)` left it.
+
+    backend: "cpp" or "numpy" to resume with that backend, whichever wrote the file (the two
+    share one snapshot schema and agree to rounding); None: the one that wrote it. Files written
+    before the shared schema resume with the backend that wrote them only.
 
     comm: for a trainer saved by data-parallel ranks (Trainer(comm=...).save(path)): every rank
     calls this with the same `path` and reads its own file (see Trainer.save); the number of ranks
@@ -166,8 +178,9 @@ def load_trainer(path, comm=None):
         group = Group(comm)
         rank, ranks = group.rank, group.size
         path = rank_path(path, rank)
+        error: Optional[Exception]
         try:  # a missing or damaged file on one rank raises on every rank
-            header, arrays, error = *load_arrays(path, "trainer"), None
+            (header, arrays), error = load_arrays(path, "trainer"), None
         except FileNotFoundError:
             error = ValueError(f"{path} does not exist: was the trainer saved by fewer ranks? "
                                f"Resume with the same number of ranks")
@@ -191,18 +204,32 @@ def load_trainer(path, comm=None):
     try:
         trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
                           optimizer=optimizer, clip_norm=settings["clip_norm"],
-                          backend=settings["backend"], comm=comm,
+                          backend=settings["backend"] if backend is None else backend, comm=comm,
                           seed=settings.get("seed", 0))  # files before dropout: no seed
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     trainer.num_streams = num_streams
-    # Engine state is per backend and cell (the header names both); restore raises ValueError if
-    # it does not fit.
-    trainer._engine.restore({k[len("engine/"):]: v for k, v in arrays.items()
-                             if k.startswith("engine/")})
-    state = trainer._engine.state()
+    _restore_engine(trainer, {k[len("engine/"):]: v for k, v in arrays.items()
+                              if k.startswith("engine/")}, settings["backend"])
+    state = trainer.engine.state()
     engine_streams = None if state is None else state[0].shape[1]
     if engine_streams != num_streams:
         raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "
                          f"{engine_streams}")
     return trainer
+
+
+def _restore_engine(trainer: Trainer, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
+    """Restore a file's engine snapshot into `trainer`'s engine (ValueError if it does not fit).
+    The shared schema suits either backend; a file older than it holds the entries of the backend
+    that wrote it, which that backend translates first when the trainer runs the other."""
+    from ._snapshot import is_shared
+    from .trainer import Trainer
+
+    if trainer.backend != written_by and not is_shared(snapshot):
+        writer = Trainer(trainer.model, trainer.k1, trainer.k2, loss=trainer.loss,
+                         optimizer=trainer.optimizer, clip_norm=trainer.clip_norm,
+                         backend=written_by, seed=trainer.seed)
+        writer.engine.restore(snapshot)
+        snapshot = writer.engine.snapshot()
+    trainer.engine.restore(snapshot)

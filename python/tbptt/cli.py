@@ -377,7 +377,7 @@ def _best_model(trainer, history, seen, folder):
     if best < seen:
         return checkpoint.load(os.path.join(folder, MODEL))
     model = from_config(trainer.model.config())
-    model._flat[:] = trainer.best["parameters"]
+    model.flat_parameters[:] = trainer.best["parameters"]
     return model
 
 

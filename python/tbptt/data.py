@@ -20,14 +20,19 @@ Everything here is plain NumPy.
 
 from __future__ import annotations
 
+from typing import Any, Dict, Iterator, Optional, Tuple
+
 import numpy as np
 
 from ._checks import numeric_array, positive_int
 
+# Inputs: anything numpy.asarray takes (arrays, lists, torch tensors); the checks convert them.
+ArrayLike = Any
+
 __all__ = ["batchify", "next_step", "split", "chunks", "Normalizer", "Vocabulary"]
 
 
-def batchify(series, num_streams):
+def batchify(series: ArrayLike, num_streams: int) -> np.ndarray:
     """Cut one long series into ``num_streams`` contiguous streams, time-major.
 
     Args:
@@ -55,7 +60,7 @@ def batchify(series, num_streams):
     return np.ascontiguousarray(streams.swapaxes(0, 1))
 
 
-def next_step(streams):
+def next_step(streams: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     """Inputs and targets for next-step prediction: ``(streams[:-1], streams[1:])``.
 
     Args:
@@ -73,7 +78,7 @@ def next_step(streams):
     return streams[:-1], streams[1:]
 
 
-def split(series, fraction=0.9):
+def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[np.ndarray, np.ndarray]:
     """Split a series in time, without shuffling: the first ``fraction`` and the rest.
 
     Args:
@@ -98,7 +103,8 @@ def split(series, fraction=0.9):
     return series[:cut], series[cut:]
 
 
-def chunks(x, y, size, mask=None, resets=None):
+def chunks(x: ArrayLike, y: ArrayLike, size: int, mask: Optional[ArrayLike] = None,
+           resets: Optional[ArrayLike] = None) -> Iterator[Tuple[Any, ...]]:
     """Iterate over consecutive time chunks of time-major arrays, to feed a trainer call by call.
 
     Args:
@@ -145,7 +151,7 @@ class Normalizer:
         pred = norm.inverse_transform(outputs)    # back to the original units
     """
 
-    def __init__(self, mean=None, std=None):
+    def __init__(self, mean: Optional[ArrayLike] = None, std: Optional[ArrayLike] = None) -> None:
         """Build from known statistics (scalars or ``(F,)``), or leave empty and call :meth:`fit`."""
         if (mean is None) != (std is None):
             raise ValueError("mean and std must be given together (or neither)")
@@ -160,7 +166,7 @@ class Normalizer:
                 raise ValueError(f"mean must be finite and std finite and > 0, got mean={mean}, std={std}")
             self.mean, self.std = mean, std
 
-    def fit(self, data):
+    def fit(self, data: ArrayLike) -> "Normalizer":
         """Compute mean and std of ``data`` (``(N,)`` or ``(..., F)``, NaN ignored); returns ``self``."""
         data = numeric_array("data", data).astype(np.float64)
         if data.ndim == 0:
@@ -187,28 +193,28 @@ class Normalizer:
                              f"got shape {data.shape}")
         return data, (data.dtype if data.dtype.kind == "f" else np.float64)
 
-    def transform(self, data):
+    def transform(self, data: ArrayLike) -> np.ndarray:
         """``(data - mean) / std``, same shape; float32 input stays float32, others become float64."""
         data, dtype = self._check("data", data)
         return ((data - self.mean) / self.std).astype(dtype, copy=False)
 
-    def inverse_transform(self, data):
+    def inverse_transform(self, data: ArrayLike) -> np.ndarray:
         """``data * std + mean``: undoes :meth:`transform` (e.g. on model outputs)."""
         data, dtype = self._check("data", data)
         return (data * self.std + self.mean).astype(dtype, copy=False)
 
-    def fit_transform(self, data):
+    def fit_transform(self, data: ArrayLike) -> np.ndarray:
         """``fit(data)`` then ``transform(data)``."""
         return self.fit(data).transform(data)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """``{"mean": ..., "std": ...}`` as plain floats or lists of floats (JSON-ready)."""
         if self.mean is None:
             raise RuntimeError("Normalizer is not fitted: call fit(data) first")
         return {"mean": _as_list(self.mean), "std": _as_list(self.std)}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Dict[str, Any]) -> Any:
         """Rebuild from :meth:`to_dict`'s output."""
         return cls(d["mean"], d["std"])
 
@@ -229,7 +235,7 @@ class Vocabulary:
         vocab.decode(ids[:100])                   # back to a str
     """
 
-    def __init__(self, text):
+    def __init__(self, text: str) -> None:
         """Build from ``text`` (a ``str``; its sorted unique characters are the vocabulary)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -242,14 +248,14 @@ class Vocabulary:
         self._chars = np.array(list(self.chars))
 
     @property
-    def size(self):
+    def size(self) -> int:
         """The number of distinct characters: the ``input_size`` and ``output_size`` of a model."""
         return len(self.chars)
 
     def __len__(self):
         return self.size
 
-    def encode(self, text):
+    def encode(self, text: str) -> np.ndarray:
         """``str`` -> ``(len(text),)`` int64 ids. A character not in the vocabulary is a ValueError."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -262,7 +268,7 @@ class Vocabulary:
                              f"which is not in the vocabulary")
         return ids
 
-    def decode(self, ids):
+    def decode(self, ids: ArrayLike) -> str:
         """Ids (any integer array-like, flattened in C order) -> ``str``."""
         ids = numeric_array("ids", ids)
         if ids.dtype.kind not in "iu":
@@ -273,12 +279,12 @@ class Vocabulary:
             raise ValueError(f"ids must be in [0, size={self.size}), got {bad}")
         return "".join(self._chars[ids].tolist())
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """``{"chars": str}`` (JSON-ready)."""
         return {"chars": self.chars}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Dict[str, Any]) -> Any:
         """Rebuild from :meth:`to_dict`'s output; ids are unchanged."""
         return cls(d["chars"])
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .data import Vocabulary
 from .model import Recurrent
 
 
-def generate(model, vocab, prime, length, temperature=1.0, seed=None):
+def generate(model: Recurrent, vocab: Optional[Vocabulary], prime: Union[str, ArrayLike],
+             length: int, temperature: float = 1.0,
+             seed: Optional[int] = None) -> Union[str, np.ndarray]:
     """Sample `length` tokens that continue `prime`, one step at a time with carried state.
 
     model: a token LSTM, GRU or RNN whose outputs are logits over its inputs (input_size == output_size).

@@ -7,6 +7,7 @@ knows how to turn them into a dict and a PNG. matplotlib is an optional extra (`
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class History:
         return np.concatenate(self._losses) if self._losses else np.zeros(0)
 
     @property
-    def best_epoch(self):
+    def best_epoch(self) -> Optional[int]:
         """The epoch (from 0) of the lowest validation loss, or None without validation."""
         finite = [v if math.isfinite(v) else math.inf for v in self.val_loss]
         return int(np.argmin(finite)) if finite and min(finite) < math.inf else None

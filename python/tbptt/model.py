@@ -4,9 +4,9 @@ PyTorch's equations and parameter names, and a forward-only `predict`.
 Legend used in shapes: T = time steps, B = streams, I = input features, H = hidden size,
 L = layers, O = outputs.
 
-All parameters live in one contiguous 1-D array (`_flat`) in `state_dict` order; each named
-parameter is a view into it. The C++ engine and the optimisers work on that flat vector, so
-the trainer updates the model in place and one global norm covers every gradient.
+All parameters live in one contiguous 1-D array (`flat_parameters`) in `state_dict` order; each
+named parameter (`parameter_views`) is a view into it. The engines and the optimisers work on that
+flat vector, so the trainer updates the model in place and one global norm covers every gradient.
 
 The three classes differ only in their cell: `cell` names it for the engines ("lstm", "gru",
 "rnn_tanh", "rnn_relu") and `STATE` lists the state tensors it carries (LSTM: h and c; GRU and
@@ -14,6 +14,10 @@ RNN: h alone).
 """
 
 from __future__ import annotations
+
+import os
+import types
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +34,8 @@ CELLS = {"lstm": ("lstm", 4),        # (i, f, g, o)
 NONLINEARITIES = ("tanh", "relu")
 
 
-def parameter_shapes(input_size, hidden_size, output_size, num_layers, cell="lstm"):
+def parameter_shapes(input_size: int, hidden_size: int, output_size: int, num_layers: int,
+                     cell: str = "lstm") -> List[Tuple[str, Tuple[int, ...]]]:
     """[(name, shape)] in torch's `state_dict` order for a module with attributes
     `<prefix> = nn.LSTM | nn.GRU | nn.RNN(I, H, L)` and `head = nn.Linear(H, O)`."""
     prefix, gates = CELLS[cell]
@@ -60,11 +65,12 @@ class Recurrent:
     """What LSTM, GRU and RNN share: a stack of `num_layers` recurrent layers, then a linear head
     on the top layer's h: `y_t = head(h_t)`. Not meant to be built directly."""
 
-    cell = None     # the engines' name of the cell, set by each subclass
-    STATE = ("h",)  # the state tensors the cell carries, each (L, B, H)
+    cell: str                        # the engines' name of the cell, set by each subclass
+    STATE: Tuple[str, ...] = ("h",)  # the state tensors the cell carries, each (L, B, H)
 
-    def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
-                 seed=None, dropout=0.0, head_dropout=0.0):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
+                 dtype: Any = "float32", seed: Optional[int] = None, dropout: float = 0.0,
+                 head_dropout: float = 0.0) -> None:
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.output_size = _checks.positive_int("output_size", output_size)
@@ -91,7 +97,7 @@ class Recurrent:
         self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
                                         self.num_layers, self.cell)
         self._flat = _aligned_empty(sum(int(np.prod(s)) for _, s in self._shapes), self.dtype)
-        self._params = {}
+        self._params: Dict[str, np.ndarray] = {}
         offset = 0
         for name, shape in self._shapes:
             size = int(np.prod(shape))
@@ -106,29 +112,43 @@ class Recurrent:
     # ---- parameters ---------------------------------------------------------------------------
     @property
     def num_parameters(self) -> int:
+        """P, the number of parameters (the length of `flat_parameters`)."""
         return int(self._flat.size)
 
-    def config(self) -> dict:
+    @property
+    def flat_parameters(self) -> np.ndarray:
+        """Every parameter in one contiguous (P,) array of the model's dtype, in `state_dict`
+        order: the live array, not a copy. Writing into it (`model.flat_parameters[:] = v`)
+        changes the model; the trainer's engine updates it in place."""
+        return self._flat
+
+    @property
+    def parameter_views(self) -> Mapping[str, np.ndarray]:
+        """A read-only mapping from torch's names (`lstm.weight_ih_l0`, ..., `head.bias`) to
+        views into `flat_parameters`, with their shapes: live, not copies (see `state_dict`)."""
+        return types.MappingProxyType(self._params)
+
+    def config(self) -> Dict[str, Any]:
         """The constructor arguments (without seed) and the class as "cell" ("lstm", "gru",
         "rnn"): enough for `from_config` to rebuild an identical model."""
         return dict(cell=type(self).__name__.lower(), input_size=self.input_size,
                     hidden_size=self.hidden_size, output_size=self.output_size,
                     num_layers=self.num_layers, dtype=self.dtype.name, **self._extra_config())
 
-    def _extra_config(self) -> dict:
+    def _extra_config(self) -> Dict[str, Any]:
         """The subclass's own arguments, and dropout where it is on (files stay as they were)."""
-        extra = {}
+        extra: Dict[str, Any] = {}
         if self.dropout:
             extra["dropout"] = self.dropout
         if self.head_dropout:
             extra["head_dropout"] = self.head_dropout
         return extra
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters under torch's names (`gru.weight_ih_l0`, ..., `head.bias`)."""
         return {name: p.copy() for name, p in self._params.items()}
 
-    def load_state_dict(self, state_dict) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Copy parameters in; every key must be present with its exact shape (torch tensors work too)."""
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -176,7 +196,7 @@ class Recurrent:
         return tuple(parts) if len(self.STATE) > 1 else parts[0]
 
     # ---- forward ------------------------------------------------------------------------------
-    def predict(self, x, state=None):
+    def predict(self, x: Any, state: Any = None) -> Tuple[np.ndarray, Any]:
         """Run the model forward over `x` from `state` (zeros if None).
 
         x: (T, B, I) features, or (T, B) integer token ids in [0, input_size).
@@ -202,7 +222,7 @@ class Recurrent:
         return outputs, self._user_state(parts)
 
     # ---- files --------------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the model to `path` atomically (npz with a JSON header; no pickle)."""
         from . import checkpoint
         checkpoint.save_model(self, path)
@@ -226,8 +246,9 @@ class LSTM(Recurrent):
     cell = "lstm"
     STATE = ("h", "c")
 
-    def __init__(self, input_size, hidden_size, output_size, num_layers=1, dtype="float32",
-                 seed=None, forget_bias=0.0, dropout=0.0, head_dropout=0.0):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
+                 dtype: Any = "float32", seed: Optional[int] = None, forget_bias: float = 0.0,
+                 dropout: float = 0.0, head_dropout: float = 0.0) -> None:
         self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
         super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
                          head_dropout)
@@ -235,7 +256,7 @@ class LSTM(Recurrent):
         for k in range(self.num_layers):
             self._params[f"lstm.bias_ih_l{k}"][H:2 * H] += self.forget_bias
 
-    def _extra_config(self) -> dict:
+    def _extra_config(self) -> Dict[str, Any]:
         return {"forget_bias": self.forget_bias, **super()._extra_config()}
 
 
@@ -257,8 +278,9 @@ class RNN(Recurrent):
     The state is h alone.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, num_layers=1, nonlinearity="tanh",
-                 dtype="float32", seed=None, dropout=0.0, head_dropout=0.0):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", dtype: Any = "float32", seed: Optional[int] = None,
+                 dropout: float = 0.0, head_dropout: float = 0.0) -> None:
         if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -266,14 +288,14 @@ class RNN(Recurrent):
         super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
                          head_dropout)
 
-    def _extra_config(self) -> dict:
+    def _extra_config(self) -> Dict[str, Any]:
         return {"nonlinearity": self.nonlinearity, **super()._extra_config()}
 
 
-MODELS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # config()["cell"] -> class
+MODELS: Dict[str, type] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # config()["cell"] -> class
 
 
-def from_config(config):
+def from_config(config: Mapping[str, Any]) -> Recurrent:
     """The model `config` describes (seeded with None: load the parameters after). A config
     without "cell" (files written before GRU and RNN existed) is an LSTM's."""
     config = dict(config)
@@ -298,8 +320,9 @@ def _other_cell_hint(unexpected, model_name):
     return f"; it holds {unexpected[0]!r}: parameters of tbptt.{other}, not of tbptt.{model_name}"
 
 
-def build(cell, input_size, hidden_size, output_size, num_layers=1, dtype="float32", seed=None,
-          forget_bias=1.0, dropout=0.0):
+def build(cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
+          dtype: Any = "float32", seed: Optional[int] = None, forget_bias: float = 1.0,
+          dropout: float = 0.0) -> Recurrent:
     """A model of the cell named "lstm", "gru" or "rnn" (tanh): what the command line and the
     sweep build. `forget_bias` applies to the LSTM only (the others have no forget gate);
     `dropout` to every layer's output, the top layer's before the head included."""

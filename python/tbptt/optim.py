@@ -4,6 +4,8 @@ and `torch.optim.AdamW(params, lr, betas, eps, weight_decay)`."""
 
 from __future__ import annotations
 
+from typing import Any, Dict, Tuple, Union
+
 from . import _checks
 
 
@@ -13,12 +15,12 @@ class SGD:
 
     name = "sgd"
 
-    def __init__(self, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
         self.lr = _checks.finite_float("lr", lr, minimum=0.0)
         self.momentum = _checks.finite_float("momentum", momentum, minimum=0.0)
         self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
 
-    def config(self) -> dict:
+    def config(self) -> Dict[str, Any]:
         return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}
 
@@ -31,7 +33,8 @@ class Adam:
 
     name = "adam"
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         self.lr = _checks.finite_float("lr", lr, minimum=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -39,7 +42,7 @@ class Adam:
                       _checks.finite_float("betas[1]", betas[1], minimum=0.0, below=1.0))
         self.eps = _checks.finite_float("eps", eps, minimum=0.0)
 
-    def config(self) -> dict:
+    def config(self) -> Dict[str, Any]:
         return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps}
 
     def __repr__(self) -> str:
@@ -57,7 +60,7 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps)
         self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
 
-    def config(self) -> dict:
+    def config(self) -> Dict[str, Any]:
         return {**super().config(), "weight_decay": self.weight_decay}
 
     def __repr__(self) -> str:
@@ -65,9 +68,10 @@ class AdamW(Adam):
 
 
 OPTIMIZERS = (SGD, Adam, AdamW)
+Optimizer = Union[SGD, Adam, AdamW]
 
 
-def from_config(config: dict):
+def from_config(config: Dict[str, Any]) -> Optimizer:
     """The optimiser a `config()` describes (files written before weight decay existed have none)."""
     config = dict(config)
     name = config.pop("name")

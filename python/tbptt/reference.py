@@ -34,10 +34,17 @@ from __future__ import annotations
 
 import collections
 import math
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of"]
+from . import _snapshot
+from .contract import Snapshot, State
+
+if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
+    from .model import Recurrent
+
+__all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of", "loss_terms"]
 
 
 # ---- what every cell shares: the two affine maps of a layer ------------------------------------
@@ -198,7 +205,7 @@ _CELLS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"),
           "rnn_relu": RNNCell("relu")}
 
 
-def cell_of(model):
+def cell_of(model: Recurrent) -> Any:
     """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh", "rnn_relu")."""
     try:
         return _CELLS[model.cell]
@@ -212,11 +219,12 @@ def _head(P, h_top):
 
 # ---- forward only ------------------------------------------------------------------------------
 
-def forward(model, x, tokens, state):
+def forward(model: Recurrent, x: np.ndarray, tokens: bool,
+            state: State) -> Tuple[np.ndarray, State]:
     """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from `state`: a tuple
     with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an LSTM, (h0,) else).
     No resets. Returns outputs (T, B, O) and the final state, a tuple like `state`."""
-    cell, P, L = cell_of(model), model._params, model.num_layers
+    cell, P, L = cell_of(model), model.parameter_views, model.num_layers
     T, B = x.shape[0], x.shape[1]
     layers = [tuple(np.array(part[k], dtype=model.dtype) for part in state) for k in range(L)]
     outputs = np.empty((T, B, model.output_size), dtype=model.dtype)
@@ -229,6 +237,34 @@ def forward(model, x, tokens, state):
                 inp = cache.h
             outputs[t] = _head(P, inp)
     return outputs, tuple(np.stack([layer[i] for layer in layers]) for i in range(len(cell.STATE)))
+
+
+# ---- the loss ----------------------------------------------------------------------------------
+
+def loss_terms(out, y, loss):
+    """Per position of outputs `out` (..., B, O) and targets y ((..., B, O) floats for "mse",
+    (..., B) class ids for "cross_entropy"): (loss (..., B), dloss/dout (..., B, O)). MSE: the
+    mean over O of (out - y)^2; cross-entropy: -log softmax(out)[y]."""
+    if loss == "mse":
+        diff = out - y
+        O = diff.shape[-1]
+        return np.sum(diff * diff, axis=-1) / O, diff * (2.0 / O)
+    shifted = out - out.max(axis=-1, keepdims=True)              # a stable log-softmax
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    ids = y[..., None]
+    dout = np.exp(log_probs)
+    np.put_along_axis(dout, ids, np.take_along_axis(dout, ids, axis=-1) - 1.0, axis=-1)
+    return -np.take_along_axis(log_probs, ids, axis=-1)[..., 0], dout   # softmax - onehot(y)
+
+
+def pending_loss(out, y, w, loss):
+    """The loss terms of steps still to be updated on, from their outputs (r, B, O), targets and
+    weights w (r, B): (w · dloss/dout (r, B, O), 0 where w = 0; Σ w·loss; Σ w), the sums float64."""
+    per_position, dout = loss_terms(out, y, loss)
+    carries = w > 0
+    dy = np.where(carries[..., None], w[..., None] * dout, 0).astype(out.dtype)
+    loss_sum = float(np.sum(np.where(carries, w * per_position, 0), dtype=np.float64))
+    return dy, loss_sum, float(np.sum(w, dtype=np.float64))
 
 
 # ---- the engine --------------------------------------------------------------------------------
@@ -264,6 +300,13 @@ class _Step:
     weights)."""
 
     __slots__ = ("index", "layers", "reset", "head_in", "out", "y", "w")
+    index: int
+    layers: List[_Cache]
+    reset: Optional[np.ndarray]         # (B,) bool, None when no stream resets
+    head_in: np.ndarray                 # (B, H) the top layer's h after dropout
+    out: np.ndarray                     # (B, O)
+    y: np.ndarray                       # (B, O) floats or (B,) class ids
+    w: np.ndarray                       # (B,) loss weights
 
 
 class ReferenceEngine:
@@ -271,10 +314,11 @@ class ReferenceEngine:
 
     Keeps the activations of the last max(k1, k2) steps (each step's record also holds the state
     that entered it), the carried state (the cell's STATE: (h, c) or h) and the optimiser state.
-    Updates `model._flat` in place.
+    Updates `model.flat_parameters` in place.
     """
 
-    def __init__(self, model, k1, k2, loss, optimizer, clip_norm, seed=0):
+    def __init__(self, model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
+                 clip_norm: Optional[float], seed: int = 0) -> None:
         self.model = model
         self.cell = cell_of(model)
         self.seed = int(seed)
@@ -287,51 +331,61 @@ class ReferenceEngine:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.opt = dict(optimizer)
         self.dtype = model.dtype
-        self._history = collections.deque(maxlen=max(self.k1, self.k2))
-        self._state = None        # carried state: per layer, a tuple of (B, H) arrays, one per
-                                  # name in cell.STATE; None before train
+        self._history: Deque[_Step] = collections.deque(maxlen=max(self.k1, self.k2))
+        # carried state: per layer, a tuple of (B, H) arrays, one per name in cell.STATE; None
+        # before train
+        self._state: Optional[List[Tuple[np.ndarray, ...]]] = None
         self._reset_next = False  # reset_state() was called: zero every stream at the next step
         self._pending = 0
         self._updates = 0
-        # optimiser state, flat like model._flat
+        # optimiser state, flat like model.flat_parameters
         self._momentum_buffer = None             # SGD
-        self._adam_step = 0                      # Adam
-        self._adam_m = np.zeros_like(model._flat)
-        self._adam_v = np.zeros_like(model._flat)
+        self._optimizer_steps = 0                # steps taken (Adam's bias correction)
+        self._tokens = False                     # layer 0 reads token ids (fixed by the first call)
+        self._adam_m = np.zeros_like(model.flat_parameters)
+        self._adam_v = np.zeros_like(model.flat_parameters)
         # the gradient horizon: sums over updates of ||dL/dh||, ||dL/dc|| per layer and step back
         self._horizon_sums = None                # (2, L, k2) float64; None until an update adds
         self._horizon_updates = None             # (k2,) int64: updates whose window reached j back
         self._horizon_squares = None             # (2, L, k2) of the update being made
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
-        self._buffer = np.zeros(model._flat.size + 2, self.dtype)
-        self._reduce = None                      # data-parallel: sums the buffer over processes
+        self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
+        self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
         self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
 
     # ---- public ------------------------------------------------------------------------------
     @property
-    def pending_steps(self):
+    def pending_steps(self) -> int:
         return self._pending
 
     @property
-    def updates(self):
+    def updates(self) -> int:
         return self._updates
 
-    def set_lr(self, lr):
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def gradient(self) -> np.ndarray:
+        """dL/dθ of the last update, normalised, before clipping: (P,), a copy."""
+        return self._buffer[:-2].copy()
+
+    def set_lr(self, lr: float) -> None:
         self.opt["lr"] = float(lr)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         self._reset_next = True
 
-    def set_reduce(self, reduce):
+    def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
         processes, between backward and step of every update; None for one process."""
         self._reduce = reduce
 
-    def reduce_buffer(self):
+    def reduce_buffer(self) -> np.ndarray:
         """The update's buffer [gradient (P,), Σ w·loss, Σ w], the array itself (no copy)."""
         return self._buffer
 
-    def horizon(self):
+    def horizon(self) -> Tuple[np.ndarray, np.ndarray]:
         """(sums, updates) as the C++ engine returns them: sums (2, L, k2) float64, the sum over
         updates of ||dL/dh_{t-j}|| ([0]) and ||dL/dc_{t-j}|| ([1], zeros for cells without c) of
         every layer (Frobenius over all streams), for j = 0 .. k2-1 steps back from each update's
@@ -342,10 +396,10 @@ class ReferenceEngine:
             return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
         return self._horizon_sums.copy(), self._horizon_updates.copy()
 
-    def reset_horizon(self):
+    def reset_horizon(self) -> None:
         self._horizon_sums = self._horizon_updates = None
 
-    def state(self):
+    def state(self) -> Optional[State]:
         """The carried state as a tuple, one (L, B, H) array per name in the cell's STATE
         (resets requested by reset_state() applied); None before the first call."""
         if self._state is None:
@@ -360,13 +414,15 @@ class ReferenceEngine:
         return tuple(np.stack([layer[i] for layer in self._state])
                      for i in range(len(self.cell.STATE)))
 
-    def train(self, x, tokens, y, mask, resets, outputs=None):
+    def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
+              resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
         """outputs: None, or a (T, B, O) array that receives each step's head outputs as the
         forward pass computed them (before the update that uses the step's target)."""
         T, B = x.shape[0], x.shape[1]
         if self._state is None:
             self._zero_state(B)
-        losses = []
+        self._tokens = bool(tokens)
+        losses: List[float] = []
         with np.errstate(all="ignore"):  # overflow shows up as a non-finite loss or gradient
             for t in range(T):
                 reset = None if resets is None else resets[t].astype(bool)
@@ -381,92 +437,171 @@ class ReferenceEngine:
                     try:
                         loss = self._update()
                     except FloatingPointError as error:
-                        error.losses = np.asarray(losses, dtype=np.float64)  # applied before it
+                        setattr(error, "losses", np.asarray(losses, np.float64))  # applied before it
                         raise
                     if loss is not None:
                         losses.append(loss)
         return losses
 
-    def peek(self, x, tokens, outputs):
+    def peek(self, x: np.ndarray, tokens: bool, outputs: np.ndarray) -> None:
         """The next step's outputs for x, (B, I) features or (B,) token ids, into `outputs`
         (B, O): one step forward from the carried state, nothing stored or advanced."""
         if self._state is None:
             self._zero_state(x.shape[0])
-        P, inp = self.model._params, x
+        self._tokens = bool(tokens)
+        P, inp, state = self.model.parameter_views, x, self._state
+        assert state is not None
         with np.errstate(all="ignore"):
             for k in range(self.model.num_layers):
-                prev = self._state[k]
+                prev = state[k]
                 if self._reset_next:
                     prev = tuple(np.zeros_like(a) for a in prev)
                 inp = self.cell.forward(P, k, inp, tokens and k == 0, prev).h
             outputs[...] = _head(P, inp)
 
-    def flush(self):
+    def flush(self) -> Optional[float]:
         if self._pending == 0:
             return None
         with np.errstate(all="ignore"):
             return self._update()
 
     # ---- checkpoints -------------------------------------------------------------------------
-    # The engine's state as a flat dict of plain arrays (no objects: checkpoints are .npz files
-    # read with allow_pickle=False). n = steps held in the history (<= max(k1, k2)).
+    # snapshot() and restore() speak the schema both backends share (tbptt._snapshot). Files
+    # written before it hold this engine's own form, which _restore_own still reads:
     #   counters            int64 [num_streams B (0 before train), tokens, pending, updates,
     #                              reset_next, adam_step, has_momentum, n, steps since training
     #                              began] (files from before dropout have no last entry)
     #   state/<name>        (L, B, H) the carried state, for each name in the cell's STATE
-    #                       (LSTM: state/h, state/c; GRU, RNN: state/h)
     #   history/x           (n, B, I) layer-0 inputs, or (n, B) int64 token ids
     #   history/<field>     (n, L, B, H) for each field in the cell's CACHE, every layer
-    #                       (LSTM: h_prev c_prev i f g o c tanh_c h; GRU: h_prev r z n hn h;
-    #                       RNN: h_prev h)
     #   history/reset       (n, B) bool (all False: no reset before that step)
     #   history/out         (n, B, O); history/y (n, B, O) or (n, B) int64 ids; history/w (n, B)
     #   optimizer/momentum_buffer (P,) (zeros while has_momentum = 0), optimizer/adam_m, adam_v (P,)
-    # The LSTM's entries are those of the files written before GRU and RNN existed.
     _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
                  "has_momentum", "steps_held", "steps")
 
-    def snapshot(self):
-        """Everything the next steps depend on besides the parameters, as {name: ndarray}."""
-        L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
-                      self.model.output_size)
-        B = 0 if self._state is None else self._state[0][0].shape[0]
-        steps = list(self._history)
-        n = len(steps)
-        tokens = bool(steps and steps[0].layers[0].tokens)
-        counters = [B, int(tokens), self._pending, self._updates, int(self._reset_next),
-                    self._adam_step, int(self._momentum_buffer is not None), n, self._steps]
-        d = {"counters": np.array(counters, dtype=np.int64)}
-        parts = (tuple(np.zeros((L, 0, H), self.dtype) for _ in self.cell.STATE)
-                 if self._state is None else self._stacked_state())
-        for name, part in zip(self.cell.STATE, parts):
-            d[f"state/{name}"] = part
-        if tokens:
-            d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=np.int64).reshape(n, B)
-        else:
-            d["history/x"] = np.array([s.layers[0].inp for s in steps], dtype=self.dtype).reshape(n, B, I)
-        for field in self.cell.CACHE:
-            d[f"history/{field}"] = np.array(
-                [[getattr(cache, field) for cache in s.layers] for s in steps],
-                dtype=self.dtype).reshape(n, L, B, H)
-        d["history/reset"] = np.array(
-            [np.zeros(B, bool) if s.reset is None else s.reset for s in steps], dtype=bool).reshape(n, B)
-        d["history/out"] = np.array([s.out for s in steps], dtype=self.dtype).reshape(n, B, O)
-        if self.loss == "mse":
-            d["history/y"] = np.array([s.y for s in steps], dtype=self.dtype).reshape(n, B, O)
-        else:
-            d["history/y"] = np.array([s.y for s in steps], dtype=np.int64).reshape(n, B)
-        d["history/w"] = np.array([s.w for s in steps], dtype=self.dtype).reshape(n, B)
-        momentum = self._momentum_buffer
-        d["optimizer/momentum_buffer"] = (np.zeros_like(self.model._flat) if momentum is None
-                                          else momentum.copy())
-        d["optimizer/adam_m"] = self._adam_m.copy()
-        d["optimizer/adam_v"] = self._adam_v.copy()
+    def snapshot(self) -> Snapshot:
+        """Everything the next steps depend on besides the parameters, in the shared schema
+        (tbptt._snapshot): {name: ndarray}, copies."""
+        steps, B = list(self._history), self._num_streams()
+        counters = [B, int(self._tokens), self._steps, self._pending, self._updates,
+                    int(self._reset_next), self._optimizer_steps]
+        d = _snapshot.header(self.model, counters)
+        d.update(self._window_entries(steps, B))
+        d.update(self._pending_entries(steps[len(steps) - self._pending:], B))
+        d.update(self._optimizer_entries())
         return d
 
-    def restore(self, state):
-        """Take the state `snapshot()` returned (of an engine with the same model, k1, k2, loss and
-        optimiser). ValueError naming the entry that does not fit; the engine is unchanged then."""
+    def _num_streams(self):
+        return 0 if self._state is None else self._state[0][0].shape[0]
+
+    def _window_entries(self, steps, B):
+        """window/*: the held steps' inputs, resets, gates, h and c; the state entering them."""
+        L, H, I, n = self.model.num_layers, self.model.hidden_size, self.model.input_size, len(steps)
+        gate_fields = _snapshot.GATES[self.model.cell]
+        C = H if _snapshot.CARRIES_C[self.model.cell] else 0
+
+        def per_layer(value, width):  # (n, L, B, width) from value(cache) of each step and layer
+            return np.array([[value(cache) for cache in s.layers] for s in steps],
+                            dtype=self.dtype).reshape(n, L, B, width)
+
+        x_dtype = np.int64 if self._tokens else self.dtype
+        x_shape = (n, B) if self._tokens else (n, B, I)
+        first = steps[0].layers if steps else None
+        zeros = np.zeros((L, B, H), self.dtype)
+        return {
+            "window/x": np.array([s.layers[0].inp for s in steps], dtype=x_dtype).reshape(x_shape),
+            "window/reset": np.array([np.zeros(B, bool) if s.reset is None else s.reset
+                                      for s in steps], dtype=bool).reshape(n, B),
+            "window/gates": per_layer(lambda c: np.concatenate(
+                [getattr(c, f) for f in gate_fields] or [np.zeros((B, 0), self.dtype)], axis=1),
+                len(gate_fields) * H),
+            "window/h": per_layer(lambda c: c.h, H),
+            "window/c": per_layer(lambda c: c.c, C) if C else np.zeros((n, L, B, 0), self.dtype),
+            "window/h_in": np.array([c.h_prev for c in first]) if first else zeros,
+            "window/c_in": (np.array([c.c_prev for c in first]) if first and C else zeros)[..., :C],
+        }
+
+    def _pending_entries(self, pending, B):
+        """pending/*: the pending steps' outputs and targets, and their loss terms."""
+        O, r = self.model.output_size, len(pending)
+        out = np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O)
+        y_dtype, y_shape = ((self.dtype, (r, B, O)) if self.loss == "mse" else (np.int64, (r, B)))
+        y = np.array([s.y for s in pending], dtype=y_dtype).reshape(y_shape)
+        w = np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)
+        dy, loss_sum, weight_sum = pending_loss(out, y, w, self.loss)
+        return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy,
+                "loss_sums": np.array([loss_sum, weight_sum, self._last_weight_sum])}
+
+    def _optimizer_entries(self):
+        """optimizer/m (Adam's first moment or SGD's momentum buffer) and optimizer/v."""
+        if self.opt["name"] == "sgd":
+            m = (np.zeros_like(self.model.flat_parameters) if self._momentum_buffer is None
+                 else self._momentum_buffer.copy())
+        else:
+            m = self._adam_m.copy()
+        return {"optimizer/m": m, "optimizer/v": self._adam_v.copy()}
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Take a snapshot in the shared schema (of either backend), or of this engine's own
+        older form (files), of an engine with the same model, k1, k2, loss and optimiser.
+        ValueError naming the entry that does not fit; the engine is unchanged then."""
+        if not _snapshot.is_shared(snapshot):
+            self._restore_own(snapshot)
+            self._optimizer_steps = max(self._optimizer_steps, int(self._momentum_buffer is not None))
+            return
+        c = _snapshot.check(snapshot, self.model, self.k1, self.k2, self.loss)
+        if not np.isfinite(snapshot["pending/w"]).all():
+            _snapshot.fail("'pending/w' is not known (a C++ engine resumed from a file older than "
+                           "the shared schema, saved with pending steps): resume it with "
+                           "backend='cpp', or flush() before saving")
+        self._restore_own(self._own_form(snapshot, c))
+        self._optimizer_steps, self._tokens = c["optimizer_steps"], bool(c["tokens"])
+        self._last_weight_sum = float(snapshot["loss_sums"][2])
+
+    def _own_form(self, d, c):
+        """This engine's own snapshot form from a checked shared one (counters `c`)."""
+        B, n, r = c["num_streams"], c["held"], c["pending"]
+        cell, L, H = self.model.cell, self.model.num_layers, self.model.hidden_size
+        momentum = self.opt["name"] == "sgd" and self.opt["momentum"] != 0
+        own = {"counters": np.array([B, c["tokens"], r, c["updates"], c["reset_next"],
+                                     c["optimizer_steps"], int(momentum and c["optimizer_steps"] > 0),
+                                     n, c["steps"]], np.int64),
+               "history/x": d["window/x"], "history/reset": d["window/reset"]}
+        fields = dict(zip(_snapshot.GATES[cell], np.split(d["window/gates"], len(_snapshot.GATES[cell]) or 1, axis=-1)))
+        fields["h"] = d["window/h"]
+        if _snapshot.CARRIES_C[cell]:
+            fields["c"], fields["tanh_c"] = d["window/c"], np.tanh(d["window/c"])
+        keep = ~d["window/reset"][:, None, :, None]  # (n, 1, B, 1): zero the reset streams
+        for name in self.cell.STATE:  # the state entering each step, resets applied
+            before = np.concatenate([d[f"window/{name}_in"][None], fields[name][:-1]])[:n]
+            fields[f"{name}_prev"] = np.where(keep, before, 0).astype(self.dtype)
+        own.update({f"history/{f}": fields[f] for f in self.cell.CACHE})
+        last = {name: fields[name][-1] if n else np.zeros((L, B, H), self.dtype)
+                for name in self.cell.STATE}
+        own.update({f"state/{name}": last[name] for name in self.cell.STATE})
+        own.update(self._history_targets(d, n, r))
+        P = self.model.num_parameters
+        own["optimizer/momentum_buffer"] = d["optimizer/m"]
+        own["optimizer/adam_m"] = (np.zeros(P, self.dtype) if self.opt["name"] == "sgd"
+                                   else d["optimizer/m"])
+        own["optimizer/adam_v"] = d["optimizer/v"]
+        return own
+
+    def _history_targets(self, d, n, r):
+        """history/out, y, w of every held step: the pending ones', zeros before (unused: only
+        the pending steps' loss is still to come)."""
+        own = {}
+        for key in ("out", "y", "w"):
+            pending = d[f"pending/{key}"]
+            full = np.zeros((n,) + pending.shape[1:], pending.dtype)
+            full[n - r:] = pending
+            own[f"history/{key}"] = full
+        return own
+
+    def _restore_own(self, state):
+        """Take a snapshot of this engine's own form (see above). ValueError naming the entry
+        that does not fit; the engine is unchanged then."""
         def fail(what):
             raise ValueError(f"engine state (numpy backend): {what} (a checkpoint of another "
                              f"backend or configuration?)")
@@ -511,7 +646,7 @@ class ReferenceEngine:
 
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
-        P = self.model._flat.size
+        P = self.model.flat_parameters.size
         shapes = {"history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
                   "history/reset": ((n, B), np.bool_),
                   "history/out": ((n, B, O), self.dtype),
@@ -561,8 +696,8 @@ class ReferenceEngine:
             self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
                            for k in range(L)]
         self._pending, self._updates, self._steps = pending, updates, total
-        self._reset_next = bool(reset_next)
-        self._adam_step = adam_step
+        self._reset_next, self._tokens = bool(reset_next), bool(tokens)
+        self._optimizer_steps = adam_step
         self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
         self._adam_m = arrays["optimizer/adam_m"].copy()
         self._adam_v = arrays["optimizer/adam_v"].copy()
@@ -575,7 +710,7 @@ class ReferenceEngine:
 
     def _step(self, x_t, tokens, y_t, w_t, reset):
         """Forward one step of every stream and remember it. reset: (B,) bool or None."""
-        P = self.model._params
+        P = self.model.parameter_views
         step = _Step()
         step.index, self._steps = self._steps, self._steps + 1
         step.reset = reset if reset is not None and reset.any() else None
@@ -661,14 +796,14 @@ class ReferenceEngine:
 
         self._add_to_horizon(min(self.k2, len(steps)), float(weight_sum))
         if self.clip_norm is not None:
-            self._clip(grad)
+            grad = self._clip(grad)
         self._optimizer_step(grad)
         return float(loss)
 
     def _views(self, flat):
-        """Named views into a flat vector laid out like model._flat (state_dict order)."""
+        """Named views into a flat vector laid out like model.flat_parameters (state_dict order)."""
         views, offset = {}, 0
-        for name, p in self.model._params.items():
+        for name, p in self.model.parameter_views.items():
             views[name] = flat[offset:offset + p.size].reshape(p.shape)
             offset += p.size
         assert offset == flat.size
@@ -682,17 +817,7 @@ class ReferenceEngine:
         douts = []
         for s in loss_steps:
             carries = s.w > 0
-            if self.loss == "mse":
-                diff = s.out - s.y                                   # (B, O)
-                per_position = np.sum(diff * diff, axis=1) / diff.shape[1]
-                dout = diff * (2.0 / diff.shape[1])
-            else:
-                B = s.out.shape[0]
-                shifted = s.out - s.out.max(axis=1, keepdims=True)   # stable log-softmax
-                log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-                per_position = -log_probs[np.arange(B), s.y]
-                dout = np.exp(log_probs)
-                dout[np.arange(B), s.y] -= 1.0                       # softmax - onehot(y)
+            per_position, dout = loss_terms(s.out, s.y, self.loss)
             weight = s.w * self.dtype.type(scale)
             total = total + np.sum(weight)
             loss = loss + np.sum(np.where(carries, weight * per_position, 0))
@@ -702,7 +827,7 @@ class ReferenceEngine:
     def _backward(self, steps, douts, G):
         """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
         min(k2, len(steps)) newest steps; the state entering it is a constant."""
-        P, L = self.model._params, self.model.num_layers
+        P, L = self.model.parameter_views, self.model.num_layers
         n, r = len(steps), len(douts)
 
         # The head sees every loss term, also those before the window (k2 < k1).
@@ -764,14 +889,15 @@ class ReferenceEngine:
 
     # ---- clipping and optimisers -------------------------------------------------------------
     def _clip(self, grad):
-        """As torch.nn.utils.clip_grad_norm_: scale every gradient by clip / (||g|| + 1e-6) if < 1."""
+        """As torch.nn.utils.clip_grad_norm_: every gradient scaled by clip / (||g|| + 1e-6) if
+        < 1. A new array: the buffer keeps the gradient before clipping (`gradient()`)."""
         total = np.sqrt(np.dot(grad, grad))
         coef = self.dtype.type(self.clip_norm) / (total + self.dtype.type(1e-6))
-        if coef < 1:
-            grad *= coef
+        return grad * coef if coef < 1 else grad
 
     def _optimizer_step(self, grad):
-        p, opt = self.model._flat, self.opt
+        p, opt = self.model.flat_parameters, self.opt
+        self._optimizer_steps += 1
         if opt["name"] == "sgd":      # as torch.optim.SGD(lr, momentum, weight_decay), no nesterov
             step = grad
             if opt.get("weight_decay", 0.0) != 0:  # L2: part of the gradient the step sees
@@ -789,13 +915,12 @@ class ReferenceEngine:
                 p *= 1 - opt["lr"] * opt["weight_decay"]
             b1, b2 = opt["betas"]
             m, v = self._adam_m, self._adam_v
-            self._adam_step += 1
             m *= b1
             m += (1 - b1) * grad
             v *= b2
             v += (1 - b2) * grad * grad
-            bias_correction1 = 1 - b1 ** self._adam_step
-            bias_correction2 = 1 - b2 ** self._adam_step
+            bias_correction1 = 1 - b1 ** self._optimizer_steps
+            bias_correction2 = 1 - b2 ** self._optimizer_steps
             denom = np.sqrt(v) / math.sqrt(bias_correction2) + opt["eps"]
             p -= (opt["lr"] / bias_correction1) * (m / denom)
         else:

@@ -141,7 +141,7 @@ class _Online:
         self.keys_ = tuple(x)
         model = build(self.cell, input_size, self.hidden_size, output_size, self.num_layers,
                       seed=self.seed)  # an LSTM with forget bias 1
-        params = model._params  # the head starts at zero: an untrained learner predicts the
+        params = model.parameter_views  # the head starts at zero: an untrained learner predicts the
         params["head.weight"][...] = 0.0  # mean (of the change: the last value plus its mean)
         params["head.bias"][...] = 0.0
         optimizer = Adam(self.lr) if self.optimizer == "adam" else SGD(self.lr)
@@ -159,7 +159,7 @@ class _Online:
         self._mask = np.ones((1, 1), model.dtype)
         self._out = np.zeros((1, 1, model.output_size), model.dtype)
         self._out_step = self._out[0]
-        self._engine = self.trainer_._engine
+        self._engine = self.trainer_.engine
         self.trainer_.num_streams = 1  # B = 1: the engine's window is sized by its first call
 
     def _features(self, x):

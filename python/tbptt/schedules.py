@@ -10,6 +10,7 @@ stopped (the time share then counts this session's budget).
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from . import _checks
 
@@ -24,7 +25,7 @@ class Schedule:
     warmup: share of the progress in [0, 1). final: the factor at the end, in [0, 1].
     """
 
-    def __init__(self, shape="cosine", warmup=0.0, final=0.0):
+    def __init__(self, shape: str = "cosine", warmup: float = 0.0, final: float = 0.0) -> None:
         if shape not in SHAPES:
             raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
         self.shape = shape
@@ -54,9 +55,11 @@ class Schedule:
         return f"Schedule({self.shape!r}, warmup={self.warmup}, final={self.final})"
 
 
-def progress(steps_done, steps_total, seconds=None, max_time=None) -> float:
+def progress(steps_done: int, steps_total: Optional[int], seconds: Optional[float] = None,
+             max_time: Optional[float] = None) -> float:
     """The fit's progress: the larger of the share of steps and the share of the time budget."""
     share = steps_done / steps_total if steps_total else 1.0
     if max_time:
+        assert seconds is not None, "progress: max_time needs seconds"
         share = max(share, seconds / max_time)
     return min(1.0, share)

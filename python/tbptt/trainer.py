@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
 import time
 import warnings
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
 from . import _checks, _native, _progress, _sizes, schedules
 from .history import History
 from .model import Recurrent
-from .optim import OPTIMIZERS, Adam
+from .data import ArrayLike
+from .optim import OPTIMIZERS, Adam, Optimizer
+
+if TYPE_CHECKING:
+    from .contract import Engine
 
 LOSSES = ("mse", "cross_entropy")
 BACKENDS = ("cpp", "numpy")
@@ -52,8 +58,9 @@ class Trainer:
     call them. None (the default): one process, and mpi4py is never imported.
     """
 
-    def __init__(self, model, k1, k2, loss="mse", optimizer=None, clip_norm=None, backend="cpp",
-                 seed=0, comm=None):
+    def __init__(self, model: Recurrent, k1: int, k2: int, loss: str = "mse",
+                 optimizer: Optional[Optimizer] = None, clip_norm: Optional[float] = None,
+                 backend: str = "cpp", seed: int = 0, comm: Any = None) -> None:
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -77,7 +84,8 @@ class Trainer:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.seed = _checks.nonnegative_int("seed", seed, maximum=2**64 - 1)
-        self.best = None  # fit(restore_best=True | patience=N): the best epoch's parameters
+        # fit(restore_best=True | patience=N): the best epoch's {epoch, val_loss, parameters}
+        self.best: Any = None
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
         self._group = None if comm is None else self._join(comm)
@@ -100,20 +108,40 @@ class Trainer:
                              "rank would draw the masks of its own stream indices); use dropout=0 "
                              "and head_dropout=0 with a comm")
         group = Group(comm)
-        group.check_same("Trainer(comm=...)", parameters=model._flat.size,
-                         itemsize=model._flat.itemsize, k1=self.k1, k2=self.k2,
+        group.check_same("Trainer(comm=...)", parameters=model.flat_parameters.size,
+                         itemsize=model.flat_parameters.itemsize, k1=self.k1, k2=self.k2,
                          layers=model.num_layers, hidden_size=model.hidden_size)
-        group.broadcast(model._flat)
+        group.broadcast(model.flat_parameters)
         group.attach(self._engine)
         return group
 
     @property
-    def comm(self):
+    def engine(self) -> Engine:
+        """The backend engine doing the numerical work (`tbptt.contract.Engine`): the C++ one
+        or the NumPy reference. For inspection (`engine.gradient()`, `engine.snapshot()`) and
+        tools built on the trainer; `train` and the other methods here check their input first,
+        the engine does not."""
+        return self._engine
+
+    @property
+    def comm(self) -> Any:
         """The mpi4py communicator of data-parallel training, or None."""
         return None if self._group is None else self._group.comm
 
     # ---- training -----------------------------------------------------------------------------
-    def train(self, x, y, mask=None, resets=None, *, return_outputs=False):
+    @overload
+    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
+              resets: Optional[ArrayLike] = None, *,
+              return_outputs: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
+              resets: Optional[ArrayLike] = None, *,
+              return_outputs: Literal[True]) -> Tuple[np.ndarray, np.ndarray]: ...
+
+    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
+              resets: Optional[ArrayLike] = None, *,
+              return_outputs: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Process T more steps of the B streams; make an update every k1 steps.
 
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
@@ -133,15 +161,16 @@ class Trainer:
         rank (ValueError/TypeError) before any update; a divergence raises on every rank.
         """
         if self._group is None:
-            return self._train(*self._checked(x, y, mask, resets), return_outputs)
+            return self._train(*self._checked(x, y, mask, resets), return_outputs=return_outputs)
         try:
             args, error = self._checked(x, y, mask, resets), None
         except Exception as caught:  # noqa: BLE001 - raised on this rank after the others know
             args, error = None, caught
         self._group.agree_on_call(None if args is None else args[0].shape[0], error)
-        return self._train(*args, return_outputs)
+        assert args is not None  # else agree_on_call raised on every rank
+        return self._train(*args, return_outputs=return_outputs)
 
-    def _checked(self, x, y, mask, resets):
+    def _checked(self, x, y, mask, resets) -> Tuple[np.ndarray, bool, np.ndarray, Any, Any]:
         """train's arguments, checked and converted: (x, tokens, y, mask, resets)."""
         model = self.model
         x, tokens = _checks.inputs("x", x, model.input_size, model.dtype)
@@ -161,7 +190,7 @@ class Trainer:
                              f"B = {self.num_streams} (x.shape[1] must stay the same)")
         return x, tokens, y, mask, resets
 
-    def _train(self, x, tokens, y, mask, resets, return_outputs=False):
+    def _train(self, x, tokens, y, mask, resets, *, return_outputs=False):
         model = self.model
         T, B = x.shape[0], x.shape[1]
         if T == 0:
@@ -177,7 +206,7 @@ class Trainer:
             raise
         return np.asarray(losses, dtype=np.float64), outputs
 
-    def predict_next(self, x) -> np.ndarray:
+    def predict_next(self, x: ArrayLike) -> np.ndarray:
         """The outputs (B, O) the next step would give for x, (B, I) features or (B,) integer
         token ids, from the carried state and the current parameters, without advancing
         anything: what the next `train` call computes for that step (so a test-then-train loop
@@ -197,7 +226,7 @@ class Trainer:
         self._engine.peek(x[0], tokens, outputs)
         return outputs
 
-    def flush(self):
+    def flush(self) -> Optional[float]:
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None
         if no step is pending or no pending position carries loss. With a comm: collective (the
         ranks have the same pending steps, so they make the update together)."""
@@ -222,11 +251,11 @@ class Trainer:
         return self.optimizer.lr
 
     @lr.setter
-    def lr(self, value) -> None:
+    def lr(self, value: float) -> None:
         self.optimizer.lr = _checks.finite_float("lr", value, minimum=0.0)
         self._engine.set_lr(self.optimizer.lr)
 
-    def state(self):
+    def state(self) -> Any:
         """The carried state as the next step will see it (resets requested by reset_state()
         applied): (h, c) for an LSTM, h for a GRU or RNN, each (num_layers, B, H); None before
         the first call."""
@@ -436,7 +465,7 @@ class Trainer:
             if schedule is not None:
                 self._engine.set_lr(base_lr)
             if restore_best and self.best is not None:
-                self.model._flat[:] = self.best["parameters"]
+                self.model.flat_parameters[:] = self.best["parameters"]
 
         if history.stop_reason == "interrupted":
             message = f"fit interrupted after {self.updates - first_update} updates"
@@ -451,7 +480,9 @@ class Trainer:
                           stacklevel=2)
         return history
 
-    def evaluate(self, x, y=None, mask=None, resets=None, *, block=None) -> dict:
+    def evaluate(self, x: Any, y: Optional[ArrayLike] = None, mask: Optional[ArrayLike] = None,
+                 resets: Optional[ArrayLike] = None, *,
+                 block: Optional[int] = None) -> Dict[str, float]:
         """Loss (and accuracy for cross-entropy) of the model on data, forward only.
 
         x, y, mask, resets: as for `fit` (arrays (T, B, ...) or a Task). The state starts at zeros
@@ -465,7 +496,7 @@ class Trainer:
         # With a comm: collective, the loss over every rank's streams.
         return self._evaluate(x, y, mask, resets, block=_checks.positive_int("block", block))
 
-    def _evaluate(self, x, y, mask, resets, block, stop=()):
+    def _evaluate(self, x, y, mask, resets, *, block, stop=()):
         """`evaluate`, in blocks of time steps; None if `stop` became true between blocks. With a
         comm: over every rank's streams (collective)."""
         model, T = self.model, x.shape[0]
@@ -509,7 +540,7 @@ class Trainer:
         """Remember the parameters if `val_loss` is the lowest this fit has seen."""
         if self.best is None or val_loss < self.best["val_loss"]:
             self.best = {"epoch": epoch, "val_loss": float(val_loss),
-                         "parameters": self.model._flat.copy()}
+                         "parameters": self.model.flat_parameters.copy()}
 
     # ---- the gradient horizon -----------------------------------------------------------------
     def horizon(self) -> dict:
@@ -538,7 +569,7 @@ class Trainer:
         self._engine.reset_horizon()
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Write a checkpoint atomically: model, optimiser state, carried state, pending steps and
         schedule. `tbptt.load_trainer(path)` resumes exactly where this trainer is now.
 
@@ -557,7 +588,7 @@ class Trainer:
 
 # ---- helpers of fit ---------------------------------------------------------------------------
 
-def _data(x, y, mask, resets):
+def _data(x, y, mask, resets) -> Tuple[np.ndarray, np.ndarray, Any, Any]:
     """(x, y, mask, resets) from arrays or a Task; checks that they share (T, B)."""
     from .datasets import Task
 
@@ -580,7 +611,7 @@ def _data(x, y, mask, resets):
     return x, y, mask, resets
 
 
-def _validation(validation):
+def _validation(validation) -> Tuple[np.ndarray, np.ndarray, Any, Any]:
     from .datasets import Task
 
     if isinstance(validation, Task):

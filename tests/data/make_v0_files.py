@@ -11,6 +11,6 @@ for backend in ("cpp", "numpy"):
     t.train(x[:17], y[:17])
     t.save(f"{out}/lstm_trainer_v0_{backend}.npz")
     losses = t.train(x[17:], y[17:])
-    result[backend] = {"losses": losses.tolist(), "params": m._flat.tolist()}
+    result[backend] = {"losses": losses.tolist(), "params": m.flat_parameters.tolist()}
 m.save(f"{out}/lstm_model_v0.npz")
 json.dump(result, open(f"{out}/lstm_v0_continued.json", "w"))

@@ -1,0 +1,4 @@
+"""The compiled engine for the avx2 instruction-set level: see _core.pyi."""
+
+from ._core import *  # noqa: F403
+from ._core import Divergence as Divergence, InvalidArgument as InvalidArgument, OutOfMemory as OutOfMemory

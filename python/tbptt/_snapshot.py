@@ -1,0 +1,154 @@
+"""The engine snapshot: one schema for both backends, so a trainer saved with one resumes with the
+other (docs/semantics.md, "Checkpoints").
+
+A snapshot is a dict of plain arrays (checkpoints are .npz files read without pickle). Legend:
+n = steps held (<= max(k1, k2)), the oldest first; r = pending steps, the r newest held;
+B = streams (0 before the first call), I, H, L, O as everywhere, P = parameters; "float" is the
+model's dtype.
+
+    schema        int64 (1,)       [SCHEMA]
+    cell          str ()           the model's cell: "lstm", "gru", "rnn_tanh" or "rnn_relu"
+    counters      int64 (7,)       [B, tokens (0/1), steps since training began, pending r,
+                                    updates, reset_next (0/1), optimiser steps taken]
+    loss_sums     float64 (3,)     [Σ w·loss and Σ w of the pending steps, the last update's Σ w
+                                    (over every process)]
+    window/x      (n, B, I) float, or (n, B) int64 token ids: layer 0's inputs
+    window/reset  (n, B) bool      the state was zeroed before that step
+    window/gates  (n, L, B, K) float: what the backward pass needs of the cell's gates, activated:
+                                    LSTM (i, f, g, o), GRU (r, z, n, hn = W_hn h + b_hn), K = 4H;
+                                    RNN nothing, K = 0 (h alone gives act')
+    window/h      (n, L, B, H) float: h leaving each step
+    window/c      (n, L, B, C) float: c leaving each step (LSTM, C = H; else C = 0)
+    window/h_in   (L, B, H), window/c_in (L, B, C): the state entering the oldest held step,
+                                    its resets applied; zeros where nothing precedes it
+    pending/out   (r, B, O) float  the pending steps' outputs
+    pending/y     (r, B, O) float or (r, B) int64 class ids: their targets
+    pending/w     (r, B) float     their loss weights (the mask; ones without one)
+    pending/dy    (r, B, O) float  w · dloss/dout of each position (0 where w = 0)
+    optimizer/m   (P,) float       Adam's first moment, or SGD's momentum buffer (else zeros)
+    optimizer/v   (P,) float       Adam's second moment (else zeros)
+
+The carried state is the newest held step's h (and c), zeros when n = 0. Dropout masks are not
+stored: they are a function of (seed, layer, step, stream, unit).
+
+The pending steps' loss is there twice on purpose: as targets (out, y, w), which the NumPy
+reference turns into loss terms when the update comes, and as loss terms (dy, loss_sums), which
+the C++ engine computes as each step goes by. Each backend restores exactly from its own half and
+computes the other half when it writes a snapshot; across backends the two agree to rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+SCHEMA = 2  # the first shared schema; each backend's own older entries are version 1
+COUNTERS = ("num_streams", "tokens", "steps", "pending", "updates", "reset_next",
+            "optimizer_steps")
+CELL_NAMES = {"lstm": "tbptt.LSTM", "gru": "tbptt.GRU", "rnn_tanh": "tbptt.RNN (tanh)",
+              "rnn_relu": "tbptt.RNN (relu)"}
+# Per cell: the names of what window/gates holds, in order (H values each), and whether it has c.
+GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n", "hn"), "rnn_tanh": (),
+         "rnn_relu": ()}
+CARRIES_C = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
+
+
+def is_shared(snapshot) -> bool:
+    """True for a snapshot in this schema (not a backend's older form)."""
+    return isinstance(snapshot, dict) and "schema" in snapshot
+
+
+def fail(what: str):
+    """Raise the ValueError every schema problem becomes."""
+    raise ValueError(f"engine state: {what}")
+
+
+def expected_shapes(model, k1: int, k2: int, loss: str, B: int, tokens: bool, n: int,
+                    r: int) -> Dict[str, Tuple[tuple, np.dtype]]:
+    """{entry: (shape, dtype)} of a snapshot of this model and trainer with B streams, n steps
+    held and r pending."""
+    L, H, I, O, P = (model.num_layers, model.hidden_size, model.input_size, model.output_size,
+                     model.num_parameters)
+    f, i64 = np.dtype(model.dtype), np.dtype(np.int64)
+    K, C = len(GATES[model.cell]) * H, H if CARRIES_C[model.cell] else 0
+    return {
+        "schema": ((1,), i64), "cell": ((), np.dtype(f"<U{len(model.cell)}")),
+        "counters": ((len(COUNTERS),), i64), "loss_sums": ((3,), np.dtype(np.float64)),
+        "window/x": ((n, B), i64) if tokens else ((n, B, I), f),
+        "window/reset": ((n, B), np.dtype(bool)),
+        "window/gates": ((n, L, B, K), f), "window/h": ((n, L, B, H), f),
+        "window/c": ((n, L, B, C), f), "window/h_in": ((L, B, H), f), "window/c_in": ((L, B, C), f),
+        "pending/out": ((r, B, O), f),
+        "pending/y": ((r, B, O), f) if loss == "mse" else ((r, B), i64),
+        "pending/w": ((r, B), f), "pending/dy": ((r, B, O), f),
+        "optimizer/m": ((P,), f), "optimizer/v": ((P,), f),
+    }
+
+
+def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
+    """Check a snapshot in this schema against the model and trainer; returns its counters by
+    name (and n, the steps held). ValueError naming the entry that does not fit."""
+    if not isinstance(snapshot, dict):
+        fail(f"expected a dict of arrays, got {type(snapshot).__name__}")
+    cell = snapshot.get("cell")
+    if isinstance(cell, np.ndarray) and cell.shape == () and str(cell) != model.cell:
+        fail(f"it holds the state of a {CELL_NAMES.get(str(cell), repr(str(cell)))}, not of a "
+             f"{CELL_NAMES[model.cell]}")
+    schema = snapshot["schema"]
+    if not isinstance(schema, np.ndarray) or schema.tolist() != [SCHEMA]:
+        fail(f"'schema' must be [{SCHEMA}], got {schema!r}: written by a newer tbptt?")
+    counters = snapshot.get("counters")
+    if not isinstance(counters, np.ndarray) or counters.dtype != np.int64 \
+            or counters.shape != (len(COUNTERS),):
+        fail(f"'counters' must be int64 of shape ({len(COUNTERS)},)")
+    c = dict(zip(COUNTERS, (int(v) for v in counters)))
+    h = snapshot.get("window/h")
+    c["held"] = n = h.shape[0] if isinstance(h, np.ndarray) and h.ndim == 4 else -1
+    _check_counters(c, k1, k2)
+    shapes = expected_shapes(model, k1, k2, loss, c["num_streams"], bool(c["tokens"]), n,
+                             c["pending"])
+    missing, extra = sorted(set(shapes) - set(snapshot)), sorted(set(snapshot) - set(shapes))
+    if missing:
+        fail(f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
+    if extra:
+        fail(f"unexpected entries {extra}")
+    for key, (shape, dtype) in shapes.items():
+        a = snapshot[key]
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+            got = (f"shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
+                   else f"a {type(a).__name__}")
+            fail(f"{key!r} has {got}, expected shape {shape} and dtype {dtype} for this model, "
+                 f"B = {c['num_streams']}, {n} steps held, {c['pending']} pending (a snapshot "
+                 f"of another configuration?)")
+    _check_ids(snapshot, model, loss, bool(c["tokens"]))
+    return c
+
+
+def _check_counters(c: Dict[str, int], k1: int, k2: int) -> None:
+    n, capacity = c["held"], max(k1, k2)
+    if n < 0:
+        fail("'window/h' must be an array of shape (n, L, B, H)")
+    if min(c["num_streams"], c["pending"], c["updates"], c["optimizer_steps"]) < 0 \
+            or c["steps"] < n or c["tokens"] not in (0, 1) or c["reset_next"] not in (0, 1):
+        fail(f"'counters' out of range: {c}")
+    if n > capacity:
+        fail(f"the window holds {n} steps, more than max(k1, k2) = {capacity}")
+    if c["pending"] >= k1 or c["pending"] > n:
+        fail(f"{c['pending']} pending steps do not fit k1 = {k1} and {n} steps held")
+    if c["num_streams"] == 0 and (n or c["updates"] or c["reset_next"]):
+        fail("no streams (B = 0) but steps or updates are recorded")
+
+
+def _check_ids(snapshot, model, loss: str, tokens: bool) -> None:
+    x, y = snapshot["window/x"], snapshot["pending/y"]
+    if tokens and x.size and (x.min() < 0 or x.max() >= model.input_size):
+        fail(f"'window/x' holds token ids outside [0, {model.input_size})")
+    if loss != "mse" and y.size and (y.min() < 0 or y.max() >= model.output_size):
+        fail(f"'pending/y' holds class ids outside [0, {model.output_size})")
+
+
+def header(model, counters) -> Dict[str, np.ndarray]:
+    """The entries every snapshot starts with."""
+    return {"schema": np.array([SCHEMA], np.int64), "cell": np.array(model.cell),
+            "counters": np.asarray(counters, dtype=np.int64)}
