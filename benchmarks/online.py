@@ -74,71 +74,62 @@ class WithPrevious:
 
 
 class TorchTBPTT:
-    """A plain PyTorch TBPTT(1, k2) loop with tbptt's recipe (standardised inputs with the
-    previous target, the standardised change as the target, the head at zero, Adam 1e-3, clip
-    1): each update re-runs the last k2 steps from the detached state entering them."""
+    """A plain PyTorch TBPTT(1, k2) loop with tbptt's recipe: tbptt.river.Regressor itself (its
+    inputs, target, statistics and gate), with the engine under it replaced by PyTorch's LSTM
+    and Adam (same lr and clipping, head at zero). Each update re-runs the last k2 steps from
+    the detached state entering them, with the current weights."""
 
-    def __init__(self):
+    def __new__(cls, **options):
+        import tbptt.river
+
+        class Regressor(tbptt.river.Regressor):
+            def _buffers(self):
+                super()._buffers()
+                self._engine = _TorchEngine(self.trainer_.model.input_size, self.hidden_size,
+                                            self.k2, self.lr, self.clip_norm)
+
+        return Regressor(**{"hidden_size": H, "k2": K2, **options})
+
+
+class _TorchEngine:
+    """The two calls tbptt.river.Regressor makes of tbptt's engine, in PyTorch: `train` for one
+    step (T = B = 1) and `peek`."""
+
+    def __init__(self, inputs, hidden, k2, lr, clip_norm):
         import torch
-
-        from tbptt.river import _Running
-        self.torch, self.running = torch, _Running
-        self.net = None
-
-    def _start(self, x):
-        torch = self.torch
         torch.manual_seed(0)
-        self.keys = tuple(x)
-        self.lstm = torch.nn.LSTM(len(x) + 1, H)
-        self.head = torch.nn.Linear(H, 1)
+        self.torch, self.clip_norm = torch, clip_norm
+        self.lstm = torch.nn.LSTM(inputs, hidden)
+        self.head = torch.nn.Linear(hidden, 1)
         torch.nn.init.zeros_(self.head.weight), torch.nn.init.zeros_(self.head.bias)
-        self.net = torch.nn.ModuleList([self.lstm, self.head])
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
-        self.stats, self.changes = self.running(len(x) + 1), self.running(1)
-        self.window = collections.deque(maxlen=K2)     # the inputs of the last k2 steps
-        self.entering = collections.deque(maxlen=K2 + 1)  # the state entering each of them
-        self.state = None  # the state after the newest step
-        self.last = None
+        self.params = list(self.lstm.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.window = collections.deque(maxlen=k2)    # the inputs of the last k2 steps
+        self.entering = collections.deque(maxlen=k2)  # the state entering each of them
+        self.state = None  # the state after the newest step (None: zeros)
 
-    def _inputs(self, x):
-        values = [x[k] for k in self.keys] + [self.last]
-        s = self.stats
-        return self.torch.tensor([[[(v - s.mean[i]) / s.scale(i) for i, v in enumerate(values)]]])
-
-    def predict_one(self, x):
-        if self.net is None or self.last is None:
-            return 0.0 if self.net is None else self.last
-        if not self.changes.known(0):
-            return self.last + self.changes.mean[0]
-        with self.torch.no_grad():
-            out, _ = self.lstm(self._inputs(x), self.state)
-            z = self.head(out[-1, 0]).item()
-        return self.last + self.changes.mean[0] + self.changes.scale(0) * z
-
-    def learn_one(self, x, y):
+    def train(self, x, tokens, y, mask, resets, outputs):
         torch = self.torch
-        if self.net is None:
-            self._start(x)
-        features = [x[k] for k in self.keys]
-        if self.last is not None:
-            change = y - self.last
-            inputs = self._inputs(x)
-            self.entering.append(self.state)
-            self.window.append(inputs)
-            if self.changes.known(0):
-                z = (change - self.changes.mean[0]) / self.changes.scale(0)
-                start = self.entering[0] if len(self.entering) == len(self.window) else None
-                out, _ = self.lstm(torch.cat(list(self.window)), start)
-                loss = (self.head(out[-1, 0]) - z).pow(2).mean()
-                self.opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                self.opt.step()
-            with torch.no_grad():
-                _, self.state = self.lstm(inputs, self.state)
-            self.changes.add((change,))
-        self.stats.add(features + [y])
-        self.last = y
+        step = torch.from_numpy(x.copy())
+        self.entering.append(self.state)
+        self.window.append(step)
+        out, _ = self.lstm(torch.cat(list(self.window)), self.entering[0])
+        prediction = self.head(out[-1, 0])
+        outputs[0, 0, 0] = prediction.item()
+        loss = float(mask[0, 0]) * (prediction - float(y[0, 0, 0])).pow(2).sum()
+        if mask[0, 0] > 0:
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            self.opt.step()
+        with torch.no_grad():
+            _, self.state = self.lstm(step, self.state)
+        return [loss.item()]
+
+    def peek(self, x, tokens, outputs):
+        with self.torch.no_grad():
+            out, _ = self.lstm(self.torch.from_numpy(x.copy())[None], self.state)
+            outputs[0, 0] = self.head(out[-1, 0]).item()
 
 
 def learners():
@@ -205,12 +196,14 @@ def main(argv=None):
     torch.set_num_threads(1)
     tbptt.set_num_threads(1)
     data, made = streams(), learners()
-    times = {name: [] for name in made}
+    times = {(name, stream): [] for name in made for stream in data}
     for _ in range(args.rounds):  # interleaved: every learner once per round, on every stream
-        for stream in data.values():
+        for stream_name, stream in data.items():
             for name, make in made.items():
-                times[name].append(prequential(make(), stream[:TIMED])[1])
-    us = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+                times[name, stream_name].append(prequential(make(), stream[:TIMED])[1])
+    per_stream = {key: statistics.median(t) * 1e6 for key, t in times.items()}
+    us = {name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
+          for name in made}
     rows = []
     for stream_name, stream in data.items():
         y = np.array([v for _, v in stream])
@@ -221,9 +214,11 @@ def main(argv=None):
                          math.sqrt((error ** 2).mean())))
     print(f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
           f"of each stream; H = {H}, k2 = {K2}, one thread):\n")
-    print("| learner | µs per sample |\n|---|---:|")
+    short = [stream.split()[0] for stream in data]
+    print(f"| learner | all streams | {' | '.join(short)} |\n|---|---:|{'---:|' * len(short)}")
     for name in made:
-        print(f"| {name} | {us[name]:,.0f} |")
+        print(f"| {name} | {us[name]:,.0f} | "
+              f"{' | '.join(f'{per_stream[name, stream]:,.0f}' for stream in data)} |")
     print("\nprequential error (all samples after the first):\n")
     print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
     for stream_name, n, name, mae, rmse in rows:
