@@ -84,19 +84,21 @@ class _Stats:
     def add(self, values):
         self.n += 1
         n, mean, m2, inv, clip = self.n, self.mean, self.m2, self.inv, self.clip
-        keep = (n - 1) / n  # Welford: m2 += d * (v - new mean) = d * d * (n - 1) / n
-        for i, v in enumerate(values):
+        keep, sqrt = (n - 1) / n, math.sqrt
+        for i, v in enumerate(values):  # Welford, with locals: this runs for every value
+            q = m2[i]
             d = v - mean[i]
-            if clip is not None and m2[i] > 0.0:  # the scale is known: winsorise
+            if q > 0.0 and clip is not None:  # the scale is known: winsorise
                 limit = clip / inv[i]
                 if d > limit:
                     d = limit
                 elif d < -limit:
                     d = -limit
             mean[i] += d / n
-            m2[i] += d * d * keep
-            if m2[i] > 0.0:
-                inv[i] = math.sqrt((n - 1) / m2[i])
+            q += d * d * keep  # d * (v - new mean) = d * d * (n - 1) / n
+            m2[i] = q
+            if q > 0.0:
+                inv[i] = sqrt((n - 1) / q)
 
     def known(self, i):
         return self.m2[i] > 0.0
