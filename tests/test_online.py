@@ -230,6 +230,16 @@ def test_regressor_bad_samples():
     assert np.isfinite(learner.predict_one({"a": 1.0}))
 
 
+def test_regressor_survives_huge_values():
+    # squares of values beyond 1e154 overflow: the statistics stay finite, the diverged updates
+    # are skipped, and the learner goes on
+    learner = Regressor()
+    for v in [1.0, 2.0, 3.0, 1e200, -1e200, 5.0, 1e300, *range(6, 30)]:
+        learner.predict_one({"a": float(v)})
+        learner.learn_one({"a": float(v)}, float(v))
+    assert learner.skipped_updates > 0 and np.isfinite(learner.predict_one({"a": 30.0}))
+
+
 def test_classifier_learns_a_cycle(tmp_path):
     labels = ["red", "green", "blue"] * 300
     learner = Classifier(lr=1e-2)

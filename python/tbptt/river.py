@@ -64,6 +64,9 @@ __all__ = ["Regressor", "Classifier", "load"]
 KIND = "online"  # the header entry of a checkpoint written by save()
 
 
+_M2_MAX = 1e300  # the largest sum of squares kept, so that 1 / standard deviation stays > 0
+
+
 class _Stats:
     """Running means and standard deviations of a few values, as plain floats (fast per sample).
 
@@ -96,6 +99,8 @@ class _Stats:
                     d = -limit
             mean[i] += d / n
             q += d * d * keep  # d * (v - new mean) = d * d * (n - 1) / n
+            if q > _M2_MAX:  # values beyond ~1e150 overflowed it: a scale that stays finite
+                q = _M2_MAX
             m2[i] = q
             if q > 0.0:
                 inv[i] = sqrt((n - 1) / q)
