@@ -195,6 +195,25 @@ def test_checkpoint_resumes_exactly(tmp_path, options):
     np.testing.assert_array_equal(np.concatenate([head, tail]), expected)
 
 
+def test_an_earlier_regressor_checkpoint_is_refused_clearly(tmp_path, monkeypatch):
+    from tbptt import checkpoint
+
+    learner = Regressor()
+    for x, y in _stream(10):
+        learner.learn_one(x, y)
+    learner.save(tmp_path / "online.npz")
+    load_arrays = checkpoint.load_arrays
+
+    def as_written_before(path, kind):  # the header of the first version had no "version"
+        header, arrays = load_arrays(path, kind)
+        del header["online"]["version"]
+        return header, arrays
+
+    monkeypatch.setattr(checkpoint, "load_arrays", as_written_before)
+    with pytest.raises(ValueError, match="earlier tbptt"):
+        load(tmp_path / "online.npz")
+
+
 def test_regressor_bad_samples():
     learner = Regressor()
     with pytest.raises(ValueError, match="nothing to save"):

@@ -62,6 +62,7 @@ from .trainer import Trainer
 __all__ = ["Regressor", "Classifier", "load"]
 
 KIND = "online"  # the header entry of a checkpoint written by save()
+VERSION = 2      # of that entry; 1 (no "version"): a Regressor before the change inputs and the gate
 
 
 _M2_MAX = 1e300  # the largest sum of squares kept, so that 1 / standard deviation stays > 0
@@ -286,7 +287,7 @@ class _Online:
                 raise ValueError(f"save() keeps feature names as text or integers; {key!r} is a "
                                  f"{type(key).__name__}")
         params = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        state = {"class": type(self).__name__, "params": params,
+        state = {"class": type(self).__name__, "version": VERSION, "params": params,
                  "keys": list(self.keys_), "stats": self._stats.to_dict(),
                  "skipped_updates": self.skipped_updates, "target_name": self.target_name,
                  **self._own_state()}
@@ -318,6 +319,8 @@ class Regressor(_Online, _RegressorBase):
     standardize: standardise inputs and targets online (False: the network sees raw values);
     clip: robust standardisation, at `clip` standard deviations (None: plain).
     backend: "cpp" (fast) or "numpy" (the reference). seed: the model's initialisation.
+    As it learns: `last_` (the previous target), `gate_` (the share of the predicted change in
+    use: 0, 0.5 or 1), `skipped_updates`.
     """
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
@@ -547,6 +550,9 @@ def load(path):
     state = header.get(KIND)
     if not isinstance(state, dict) or state.get("class") not in ("Regressor", "Classifier"):
         raise ValueError(f"{path} is a trainer checkpoint, not one of a tbptt.river learner")
+    if state["class"] == "Regressor" and state.get("version", 1) != VERSION:
+        raise ValueError(f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
+                         f"and the gate), which this version cannot go on with: start a new one")
     try:
         learner = {"Regressor": Regressor, "Classifier": Classifier}[state["class"]](**state["params"])
         learner._restore(state, checkpoint.load_trainer(path))
