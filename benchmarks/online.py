@@ -5,6 +5,8 @@ streams and on tbptt's CO2 and sunspot series.
 
     pip install river pandas && pip install --no-deps deep-river   # next to a CPU torch
     python benchmarks/online.py [--rounds 3] [--figure docs/figures/online.png]
+    python benchmarks/online.py --breakdown     # where tbptt's time per sample goes
+    python benchmarks/online.py --grid          # the settings that chose tbptt's defaults
 
 Every learner sees the stream's numeric features and the previous target (river's
 LinearRegression and deep-river get it as a feature "previous"; tbptt and the torch loop take
@@ -25,6 +27,7 @@ import numpy as np
 
 H, K2 = 32, 20
 TIMED = 300
+TOP = 1.3  # the figure's MAE ratios are cut here: the learners near the last value matter
 
 
 # ---- streams -----------------------------------------------------------------------------------
@@ -74,71 +77,62 @@ class WithPrevious:
 
 
 class TorchTBPTT:
-    """A plain PyTorch TBPTT(1, k2) loop with tbptt's recipe (standardised inputs with the
-    previous target, the standardised change as the target, the head at zero, Adam 1e-3, clip
-    1): each update re-runs the last k2 steps from the detached state entering them."""
+    """A plain PyTorch TBPTT(1, k2) loop with tbptt's recipe: tbptt.river.Regressor itself (its
+    inputs, target, statistics and gate), with the engine under it replaced by PyTorch's LSTM
+    and Adam (same lr and clipping, head at zero). Each update re-runs the last k2 steps from
+    the detached state entering them, with the current weights."""
 
-    def __init__(self):
+    def __new__(cls, **options):
+        import tbptt.river
+
+        class Regressor(tbptt.river.Regressor):
+            def _buffers(self):
+                super()._buffers()
+                self._engine = _TorchEngine(self.trainer_.model.input_size, self.hidden_size,
+                                            self.k2, self.lr, self.clip_norm)
+
+        return Regressor(**{"hidden_size": H, "k2": K2, **options})
+
+
+class _TorchEngine:
+    """The two calls tbptt.river.Regressor makes of tbptt's engine, in PyTorch: `train` for one
+    step (T = B = 1) and `peek`."""
+
+    def __init__(self, inputs, hidden, k2, lr, clip_norm):
         import torch
-
-        from tbptt.river import _Running
-        self.torch, self.running = torch, _Running
-        self.net = None
-
-    def _start(self, x):
-        torch = self.torch
         torch.manual_seed(0)
-        self.keys = tuple(x)
-        self.lstm = torch.nn.LSTM(len(x) + 1, H)
-        self.head = torch.nn.Linear(H, 1)
+        self.torch, self.clip_norm = torch, clip_norm
+        self.lstm = torch.nn.LSTM(inputs, hidden)
+        self.head = torch.nn.Linear(hidden, 1)
         torch.nn.init.zeros_(self.head.weight), torch.nn.init.zeros_(self.head.bias)
-        self.net = torch.nn.ModuleList([self.lstm, self.head])
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
-        self.stats, self.changes = self.running(len(x) + 1), self.running(1)
-        self.window = collections.deque(maxlen=K2)     # the inputs of the last k2 steps
-        self.entering = collections.deque(maxlen=K2 + 1)  # the state entering each of them
-        self.state = None  # the state after the newest step
-        self.last = None
+        self.params = list(self.lstm.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.window = collections.deque(maxlen=k2)    # the inputs of the last k2 steps
+        self.entering = collections.deque(maxlen=k2)  # the state entering each of them
+        self.state = None  # the state after the newest step (None: zeros)
 
-    def _inputs(self, x):
-        values = [x[k] for k in self.keys] + [self.last]
-        s = self.stats
-        return self.torch.tensor([[[(v - s.mean[i]) / s.scale(i) for i, v in enumerate(values)]]])
-
-    def predict_one(self, x):
-        if self.net is None or self.last is None:
-            return 0.0 if self.net is None else self.last
-        if not self.changes.known(0):
-            return self.last + self.changes.mean[0]
-        with self.torch.no_grad():
-            out, _ = self.lstm(self._inputs(x), self.state)
-            z = self.head(out[-1, 0]).item()
-        return self.last + self.changes.mean[0] + self.changes.scale(0) * z
-
-    def learn_one(self, x, y):
+    def train(self, x, tokens, y, mask, resets, outputs):
         torch = self.torch
-        if self.net is None:
-            self._start(x)
-        features = [x[k] for k in self.keys]
-        if self.last is not None:
-            change = y - self.last
-            inputs = self._inputs(x)
-            self.entering.append(self.state)
-            self.window.append(inputs)
-            if self.changes.known(0):
-                z = (change - self.changes.mean[0]) / self.changes.scale(0)
-                start = self.entering[0] if len(self.entering) == len(self.window) else None
-                out, _ = self.lstm(torch.cat(list(self.window)), start)
-                loss = (self.head(out[-1, 0]) - z).pow(2).mean()
-                self.opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                self.opt.step()
-            with torch.no_grad():
-                _, self.state = self.lstm(inputs, self.state)
-            self.changes.add((change,))
-        self.stats.add(features + [y])
-        self.last = y
+        step = torch.from_numpy(x.copy())
+        self.entering.append(self.state)
+        self.window.append(step)
+        out, _ = self.lstm(torch.cat(list(self.window)), self.entering[0])
+        prediction = self.head(out[-1, 0])
+        outputs[0, 0, 0] = prediction.item()
+        loss = float(mask[0, 0]) * (prediction - float(y[0, 0, 0])).pow(2).sum()
+        if mask[0, 0] > 0:
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            self.opt.step()
+        with torch.no_grad():
+            _, self.state = self.lstm(step, self.state)
+        return [loss.item()]
+
+    def peek(self, x, tokens, outputs):
+        with self.torch.no_grad():
+            out, _ = self.lstm(self.torch.from_numpy(x.copy())[None], self.state)
+            outputs[0, 0] = self.head(out[-1, 0]).item()
 
 
 def learners():
@@ -193,24 +187,87 @@ def prequential(learner, data):
     return predictions, (time.perf_counter() - tic) / len(data)
 
 
+class _NoEngine:
+    """An engine that does nothing: what is left of predict_one + learn_one is the Python."""
+
+    def train(self, *args):
+        return []
+
+    def peek(self, *args):
+        pass
+
+
+def breakdown(data, rounds):
+    """µs per sample of tbptt's predict_one + learn_one on each stream, of the same calls with
+    the engine doing nothing (the Python around it), and of the two engine calls alone on the
+    learner's own buffers (peek, then a step with an update): medians of interleaved rounds."""
+    import tbptt.river
+
+    def learner(stream, engine=None):
+        made = tbptt.river.Regressor(hidden_size=H, k2=K2)
+        for x, y in stream[:3]:  # started: statistics known, buffers made
+            made.predict_one(x)
+            made.learn_one(x, y)
+        if engine is not None:
+            made._engine = engine
+        return made
+
+    def engine_alone(made):
+        engine, x, y, mask, out = made._engine, made._x, made._y, made._mask, made._out
+        x_step, out_step = made._x_step, made._out_step
+        mask[0, 0] = 1.0
+        tic = time.perf_counter()
+        for _ in range(TIMED):
+            engine.peek(x_step, False, out_step)
+            engine.train(x, False, y, mask, None, out)
+        return (time.perf_counter() - tic) / TIMED
+
+    times = collections.defaultdict(list)
+    for _ in range(rounds):  # interleaved: every stream and every part once per round
+        for name, stream in data.items():
+            timed = stream[3:TIMED + 3]
+            times[name, "all"].append(prequential(learner(stream), timed)[1])
+            times[name, "python"].append(prequential(learner(stream, _NoEngine()), timed)[1])
+            times[name, "engine"].append(engine_alone(learner(stream)))
+    us = {key: statistics.median(t) * 1e6 for key, t in times.items()}
+    print(f"\nwhere tbptt's time goes (µs per sample, median of {rounds} interleaved rounds):\n")
+    print("| stream | features | predict_one + learn_one | the Python alone | the engine alone |")
+    print("|---|---:|---:|---:|---:|")
+    for name, stream in data.items():
+        print(f"| {name} | {len(stream[0][0])} | {us[name, 'all']:.1f} | "
+              f"{us[name, 'python']:.1f} | {us[name, 'engine']:.1f} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--figure", help="write a PNG of µs per sample and MAE relative to the "
                                          "last value")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only where tbptt's time per sample goes (Python, engine)")
+    parser.add_argument("--grid", action="store_true",
+                        help="only the grid of tbptt's settings that chose its defaults")
     args = parser.parse_args(argv)
     import torch
 
     import tbptt
     torch.set_num_threads(1)
     tbptt.set_num_threads(1)
+    if args.breakdown:
+        breakdown(streams(), max(args.rounds, 7))
+        return
+    if args.grid:
+        grid(streams())
+        return
     data, made = streams(), learners()
-    times = {name: [] for name in made}
+    times = {(name, stream): [] for name in made for stream in data}
     for _ in range(args.rounds):  # interleaved: every learner once per round, on every stream
-        for stream in data.values():
+        for stream_name, stream in data.items():
             for name, make in made.items():
-                times[name].append(prequential(make(), stream[:TIMED])[1])
-    us = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+                times[name, stream_name].append(prequential(make(), stream[:TIMED])[1])
+    per_stream = {key: statistics.median(t) * 1e6 for key, t in times.items()}
+    us = {name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
+          for name in made}
     rows = []
     for stream_name, stream in data.items():
         y = np.array([v for _, v in stream])
@@ -221,9 +278,11 @@ def main(argv=None):
                          math.sqrt((error ** 2).mean())))
     print(f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
           f"of each stream; H = {H}, k2 = {K2}, one thread):\n")
-    print("| learner | µs per sample |\n|---|---:|")
+    short = [stream.split()[0] for stream in data]
+    print(f"| learner | all streams | {' | '.join(short)} |\n|---|---:|{'---:|' * len(short)}")
     for name in made:
-        print(f"| {name} | {us[name]:,.0f} |")
+        print(f"| {name} | {us[name]:,.0f} | "
+              f"{' | '.join(f'{per_stream[name, stream]:,.0f}' for stream in data)} |")
     print("\nprequential error (all samples after the first):\n")
     print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
     for stream_name, n, name, mae, rmse in rows:
@@ -237,7 +296,7 @@ def _figure(path, us, rows, stream_names, names):
 
     from tbptt.checkpoint import atomic_write
     last = {s: mae for s, _, name, mae, _ in rows if name == "last value"}
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    fig = Figure(figsize=(12.5, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1, 2))
     left.barh(names, [us[n] for n in names], color="tab:blue")
     left.set_xscale("log")
@@ -246,12 +305,17 @@ def _figure(path, us, rows, stream_names, names):
     for j, name in enumerate(names):
         ratios = [next(mae for s, _, n, mae, _ in rows if s == stream and n == name) / last[stream]
                   for stream in stream_names]
-        right.bar(np.arange(len(stream_names)) + j * width, ratios, width, label=name)
+        where = np.arange(len(stream_names)) + j * width
+        right.bar(where, ratios, width, label=name)
+        for x, ratio in zip(where, ratios):  # bars off the top: their value, written
+            if ratio > TOP:
+                right.text(x, TOP - 0.01, f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×",
+                           rotation=90, ha="center", va="top", fontsize=7, color="white")
     right.axhline(1.0, color="gray", linestyle=":")
     right.set_xticks(np.arange(len(stream_names)) + 0.4 - width / 2, stream_names, rotation=20)
     right.set_ylabel("MAE / MAE of the last value")
-    right.set_ylim(0, 2)
-    right.legend(fontsize=8)
+    right.set_ylim(0.5, TOP)
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the bars
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 

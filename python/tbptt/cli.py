@@ -180,7 +180,7 @@ def _parser():
     online.add_argument("--hidden", type=_number(int, 0), help="hidden units (default 32)")
     online.add_argument("--k2", type=_number(int, 0), help="steps each update backpropagates "
                         "through (default 20)")
-    online.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate (default 1e-3)")
+    online.add_argument("--lr", type=_number(float, 0), help="Adam's learning rate (default 3e-3)")
     online.add_argument("--cell", choices=tuple(MODELS), help="lstm (default), gru or rnn")
     online.add_argument("--out", metavar="FOLDER", help="output folder (default runs/<timestamp>)")
     online.add_argument("--resume", metavar="FOLDER", help="go on from the online.npz of an "
