@@ -331,7 +331,8 @@ void Engine<T>::peek(int B, const Inputs<T>& in, T* outputs) {
     w.save_step(step_, &peeked_);
     stack_.forward(step_, 1, in, /*resets=*/nullptr, reset_next_);
     const T* W = params_ + m.head_offset();
-    head_forward(outputs, w.h_at(m.L - 1, step_), W, W + size_t(m.O) * m.H, B, m.H, m.O);
+    head_forward(outputs, stack_.output(m.L - 1, step_, 1, head_input_), W, W + size_t(m.O) * m.H,
+                 B, m.H, m.O);  // through the head's dropout, as train's forward
     w.load_step(step_, &peeked_);
 }
 

@@ -325,6 +325,7 @@ class ReferenceEngine:
         # dropout on each layer's output as the layer above (the head, for the top) reads it
         L = model.num_layers
         self._dropout = [model.dropout] * (L - 1) + [model.head_dropout]
+        self._stream_offset = 0  # data-parallel: this process's first stream among all
         self._steps = 0           # steps processed since training began (the masks' counter)
         self.k1, self.k2 = int(k1), int(k2)
         self.loss = loss
@@ -375,6 +376,9 @@ class ReferenceEngine:
 
     def reset_state(self) -> None:
         self._reset_next = True
+
+    def set_stream_offset(self, offset: int) -> None:
+        self._stream_offset = int(offset)
 
     def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
@@ -456,7 +460,8 @@ class ReferenceEngine:
                 prev = state[k]
                 if self._reset_next:
                     prev = tuple(np.zeros_like(a) for a in prev)
-                inp = self.cell.forward(P, k, inp, tokens and k == 0, prev).h
+                # the masks the next step will draw (train's forward, test-then-train)
+                inp = self._drop(k, self._steps, self.cell.forward(P, k, inp, tokens and k == 0, prev).h)
             outputs[...] = _head(P, inp)
 
     def flush(self) -> Optional[float]:
@@ -738,7 +743,7 @@ class ReferenceEngine:
         if p == 0:
             return a
         return a * dropout_mask(p, self.seed, k, index, a.shape[0], self.model.hidden_size,
-                                self.dtype)
+                                self.dtype, self._stream_offset)
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
