@@ -74,6 +74,9 @@ CASES = {
     "sgd-momentum": ("lstm", 4, 9, "sgd", 0.5, False, True, True),
     "gru": ("gru", 3, 6, "sgd", None, False, True, True),
     "gru-tokens": ("gru", 7, 3, "adam", 0.05, True, False, True),
+    # dropout between 2 layers and before the head: masks drawn per global stream index
+    "dropout": ("lstm-dropout", 4, 6, "adam", None, False, True, True),
+    "gru-dropout-tokens": ("gru-dropout", 5, 3, "sgd", 0.5, True, False, False),
 }
 
 
@@ -96,8 +99,10 @@ def data(tokens, masked, resets, seed=0):
 
 
 def make(cell, k1, k2, optimizer, clip_norm, loss, backend, comm, seed=3):
-    model = (tbptt.LSTM if cell == "lstm" else tbptt.GRU)(I, H, O, dtype="float64",
-                                                           seed=seed if RANK == 0 or comm is None else 99)
+    cell, dropout = cell.partition("-")[0], 0.3 if cell.endswith("dropout") else 0.0
+    model = (tbptt.LSTM if cell == "lstm" else tbptt.GRU)(
+        I, H, O, num_layers=2 if dropout else 1, dtype="float64", dropout=dropout,
+        head_dropout=dropout, seed=seed if RANK == 0 or comm is None else 99)
     opt = tbptt.Adam(lr=0.02) if optimizer == "adam" else tbptt.SGD(0.1, momentum=0.9)
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=opt, clip_norm=clip_norm,
                          backend=backend, comm=comm)
@@ -395,9 +400,3 @@ def test_tbptt_sweep_spreads_the_grid_and_every_rank_gets_the_table():
     np.testing.assert_array_equal([r["train_loss"] for r in rows], [r["train_loss"] for r in expected])
 
 
-def test_dropout_is_refused_with_a_comm():
-    """Masks are drawn per stream index; with a comm each rank would draw its own streams' from
-    0, so R ranks would not equal one process: refused until ranks pass their offset."""
-    model = tbptt.GRU(3, 4, 2, dropout=0.2)
-    with pytest.raises(ValueError, match="dropout"):
-        tbptt.Trainer(model, 2, 2, comm=MPI.COMM_WORLD)

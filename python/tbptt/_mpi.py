@@ -92,6 +92,11 @@ class Group:
             raise ValueError(f"train: every rank must pass the same number of steps T (x.shape[0]); "
                              f"this rank passed T = {T}, others between {-flags[1]} and {flags[0]}")
 
+    def stream_offset(self, B: int) -> int:
+        """The index of this rank's first stream when every rank's B streams are taken as one
+        batch, rank by rank (the dropout masks' stream index). One exclusive scan."""
+        return int(self.comm.exscan(int(B)) or 0)
+
     # ---- fit ---------------------------------------------------------------------------------
     def stop_reason(self, reason) -> str:
         """The reason to stop that wins over all ranks ("" to go on): one all-reduce."""

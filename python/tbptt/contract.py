@@ -117,6 +117,11 @@ class Engine(Protocol):
         in place, between the backward and step phases of every update. None: one process."""
         ...
 
+    def set_stream_offset(self, offset: int) -> None:
+        """Data-parallel: the index of this process's first stream among every process's streams
+        taken as one batch (dropout masks are drawn per stream index); 0 for one process."""
+        ...
+
     def reduce_buffer(self) -> np.ndarray:
         """The update's buffer, (P + 2,) float, the array itself (no copy): the un-normalised
         gradient, then s·Σ w·loss and s·Σ w."""

@@ -118,6 +118,9 @@ class CppEngine:
     def gradient(self) -> np.ndarray:
         return self._engine.gradient()
 
+    def set_stream_offset(self, offset: int) -> None:
+        self._engine.set_stream_offset(offset)
+
     def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel: `reduce()` all-reduces reduce_buffer() in place between backward and
         step of every update (called from the engine's loop with the GIL); None: one process."""

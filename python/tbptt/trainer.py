@@ -88,6 +88,7 @@ class Trainer:
         self.best: Any = None
         self.num_streams = None  # B, fixed by the first call to train
         self._engine = self._make_engine()
+        self._offset_known = False  # data-parallel: set at the first train call (B known)
         self._group = None if comm is None else self._join(comm)
 
     def _make_engine(self):
@@ -103,10 +104,6 @@ class Trainer:
         make every update all-reduce its buffer."""
         from ._mpi import Group
         model = self.model
-        if model.dropout or model.head_dropout:  # masks are drawn per stream index (see above)
-            raise ValueError("comm: dropout is not available in data-parallel training yet (each "
-                             "rank would draw the masks of its own stream indices); use dropout=0 "
-                             "and head_dropout=0 with a comm")
         group = Group(comm)
         group.check_same("Trainer(comm=...)", parameters=model.flat_parameters.size,
                          itemsize=model.flat_parameters.itemsize, k1=self.k1, k2=self.k2,
@@ -168,6 +165,9 @@ class Trainer:
             args, error = None, caught
         self._group.agree_on_call(None if args is None else args[0].shape[0], error)
         assert args is not None  # else agree_on_call raised on every rank
+        if not self._offset_known:  # the ranks' streams are one batch, rank by rank (dropout)
+            self._engine.set_stream_offset(self._group.stream_offset(args[0].shape[1]))
+            self._offset_known = True
         return self._train(*args, return_outputs=return_outputs)
 
     def _checked(self, x, y, mask, resets) -> Tuple[np.ndarray, bool, np.ndarray, Any, Any]:
