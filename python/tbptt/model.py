@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, _native, _sizes
+from . import _checks, _files, _native, _sizes
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -204,8 +204,7 @@ class Recurrent:
     # ---- files --------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the model to `path` atomically (npz with a JSON header; no pickle)."""
-        from . import checkpoint
-        checkpoint.save_model(self, path)
+        _files.save_arrays(path, {"kind": "model", "config": self.config()}, self.state_dict())
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_config().items())

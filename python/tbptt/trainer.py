@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, _native, _progress, _sizes, schedules
+from . import _checks, _files, _native, _progress, _sizes, schedules
 from .history import History
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam
@@ -546,8 +546,26 @@ class Trainer:
         rank 0 `path` (a complete checkpoint, also readable by `tbptt.load_trainer(path)` without
         MPI for its model), rank r `<stem>.rank<r><suffix>`; `tbptt.load_trainer(path,
         comm=comm)` on the same number of ranks goes on exactly."""
-        from .checkpoint import save_trainer
-        save_trainer(self, path)
+        self._save(path)
+
+    def _save(self, path, extra: dict | None = None) -> None:
+        """`save`, with `extra` (JSON) in the file's header: `tbptt.checkpoint.save_trainer`."""
+        group = self._group
+        if group is not None:
+            path = group.rank_path(path)
+            extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
+        header = {**(extra or {}),
+            "kind": "trainer",
+            "model": self.model.config(),
+            "trainer": {"k1": self.k1, "k2": self.k2, "loss": self.loss,
+                        "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
+                        "backend": self.backend, "num_streams": self.num_streams,
+                        "seed": self.seed},
+        }
+        arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
+        arrays.update({f"engine/{key}": np.asarray(value)
+                       for key, value in self._engine.snapshot().items()})
+        _files.save_arrays(path, header, arrays)
 
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
