@@ -215,7 +215,7 @@ class _Study:
                 trainer = Trainer(model, k1, k2, **{**self.trainer, "optimizer": from_config(
                     self.trainer["optimizer"].config())})
                 row = _run(trainer, self, policy, bar)
-                row["window_bytes"] = _window_bytes(k1, k2, B, model, self.data[0].ndim == 2)
+                row["window_bytes"] = _sizes.ring_bytes(model, k1, k2, B, self.data[0].ndim == 2)
                 rows.append(row)
                 if report is not None:
                     report(row)
@@ -251,15 +251,6 @@ def _as_list(value):
     if isinstance(value, (list, tuple, range, np.ndarray)):
         return list(value)
     return [value]
-
-
-def _window_bytes(k1, k2, B, model, tokens):
-    """The C++ engine's ring buffer: the cell's values of every layer, the input, a reset flag."""
-    item = model.dtype.itemsize
-    values = _sizes.WINDOW_VALUES[model.cell]
-    per_stream = values * model.hidden_size * model.num_layers * item + 1 + (
-        8 if tokens else model.input_size * item)
-    return (max(k1, k2) + 1) * B * per_stream
 
 
 def _run(trainer: Trainer, study: _Study, policy, bar) -> dict:
