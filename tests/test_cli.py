@@ -9,7 +9,7 @@ import pytest
 
 import tbptt
 from tbptt import cli
-from tbptt.cli import _files as cli_files, train as cli_train
+from tbptt.cli import _folder as cli_folder, train as cli_train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -334,7 +334,7 @@ def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path
     best = int(np.argmin(history["val_loss"]))
     assert f"the best epoch, {best + 1}:" in printed and history["best_epoch"] == best
     assert len(history["lr"]) == history["epochs"] and history["lr"][-1] < 0.05
-    header = cli_files.load_model(out / "model.npz")[1]
+    header = cli_folder.load_model(out / "model.npz")[1]
     assert header["results"]["best_epoch"] == best + 1
     settings = header["settings"]
     assert (settings["dropout"], settings["weight_decay"], settings["schedule"]) == (0.1, 0.01, "cosine")

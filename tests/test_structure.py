@@ -63,7 +63,7 @@ def test_the_graph_is_read():
     edges = graph()
     assert "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
     assert "tbptt.reference" in edges["tbptt.trainer"]  # a function-local import
-    assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._files"]
+    assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._folder"]
 
 
 def test_no_module_imports_a_module_that_imports_it():

@@ -67,7 +67,7 @@ def save_arrays(path: Any, header: dict, arrays: dict) -> None:
     atomic_write(path, write)
 
 
-def load_arrays(path: Any, kind: str) -> tuple:
+def load_arrays(path: Any, kind: str) -> tuple[dict, dict]:
     """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read.
     A missing file is a FileNotFoundError (other OS errors, e.g. permissions, pass through too)."""
     path = os.fspath(path)

@@ -298,6 +298,7 @@ class Run:
     def _validate(self, epoch: int) -> None:
         """Evaluate, keep the best parameters, and stop early when patience runs out."""
         opts, history, trainer = self.opts, self.history, self.trainer
+        assert opts.validation is not None
         tic = time.perf_counter()
         result = trainer._evaluate(*opts.validation, block=opts.block,
                                    stop=self.interrupted if self.group is None else ())

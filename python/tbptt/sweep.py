@@ -259,7 +259,7 @@ def _run(trainer: Trainer, study: _Study, policy, bar) -> dict:
     x, y, mask, resets = study.data
     T, B = x.shape[0], x.shape[1]
     tail_start = int(math.floor(study.steps * (1 - TAIL)))
-    curve = {"steps": [], "train_loss": [], "val_loss": [], "val_accuracy": []}
+    curve: dict = {"steps": [], "train_loss": [], "val_loss": [], "val_accuracy": []}
     point, tail = [], []  # losses since the last point of the curve; losses of the last 10%
     seconds, done, diverged = 0.0, 0, None
     rss, policy_resets = PeakRSS(), _blocks.Resets(policy, resets)
@@ -295,9 +295,9 @@ def _run(trainer: Trainer, study: _Study, policy, bar) -> dict:
 def _point(curve: dict, done: int, losses: list, trainer: Trainer, validation) -> None:
     """A point of the learning curve: the mean loss of the updates since the last point, and
     the validation results now."""
-    losses = np.concatenate(losses) if losses else np.zeros(0)
+    values = np.concatenate(losses) if losses else np.zeros(0)
     curve["steps"].append(done)
-    curve["train_loss"].append(float(losses.mean()) if losses.size else math.nan)
+    curve["train_loss"].append(float(values.mean()) if values.size else math.nan)
     if validation is not None:
         result = trainer.evaluate(*validation)
         curve["val_loss"].append(result["loss"])

@@ -42,7 +42,7 @@ def int_list(text: str) -> list:
 
 def reset_list(text: str) -> list:
     """An argparse type: comma-separated reset policies (epoch, never, N >= 1)."""
-    policies = []
+    policies: list = []
     for v in (v.strip() for v in text.split(",") if v.strip()):
         if v in ("epoch", "never"):
             policies.append(v)

@@ -14,13 +14,14 @@ from .. import data, datasets
 VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
 # The synthetic tasks' own settings (`tbptt sweep --delay --length` may change them).
-TASK_SETTINGS = {"echo": {"delay": 20}, "adding": {"length": 50}, "copy": {"length": 10, "delay": 10}}
+TASK_SETTINGS = {"echo": {"delay": 20}, "adding": {"length": 50},
+                 "copy": {"length": 10, "delay": 10}}
 
 # Defaults per kind of data; a flag given on the command line wins. Text, from the study in
 # docs/main_job.md (benchmarks/main_job_study.py, the same budget for every candidate): a GRU
 # 1 x 256 with dropout 0.2 and a cosine schedule reaches 2.21 bits/char in 110 s, where the
 # LSTM 1 x 128 of before plateaus at 2.38 (then overfits) and 1 x 256 LSTMs without dropout at 2.32.
-DEFAULTS = {
+DEFAULTS: dict[str, dict] = {
     "text": dict(batch=32, k1=50, hidden=256, lr=5e-3, epochs=100, max_time=110.0, cell="gru",
                  dropout=0.2, schedule="cosine"),
     "series": dict(batch=1, k1=25, hidden=32, lr=3e-3, epochs=50, max_time=90.0),
@@ -140,8 +141,9 @@ def _task(name: str, B: int, seed: int) -> Prepared:
     """A synthetic task with its default settings, TASK_STEPS steps (validation: another seed)."""
     train, valid = task_sets(name, B, seed)
     meta = {"kind": "task", "task": name, "source": train.description}
-    arrays = [(t.x, t.y, t.mask, t.resets) for t in (train, valid)]
-    return Prepared(name, *arrays, train.loss, train.input_size, train.output_size, meta)
+    train_arrays, valid_arrays = [(t.x, t.y, t.mask, t.resets) for t in (train, valid)]
+    return Prepared(name, train_arrays, valid_arrays, train.loss, train.input_size,
+                    train.output_size, meta)
 
 
 def task_sets(name: str, B: int, seed: int, steps: int = TASK_STEPS, **given) -> tuple:

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 
-from .. import _files as files
+from .. import _files
 from .. import data, forecast
-from . import _args, _data, _files
+from . import _args, _data, _folder
 from .train import SETTINGS
 
 
@@ -28,14 +28,14 @@ def add_parser(commands) -> None:
     ahead.add_argument("--steps", type=_args.number(int, 0), required=True,
                        help="how many steps past the end of the data")
     ahead.add_argument("--out", metavar="FILE", help="write the CSV there (default: stdout)")
-    ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: {_files.FORECAST_PLOT} "
-                       f"beside the model)")
+    ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: "
+                       f"{_folder.FORECAST_PLOT} beside the model)")
     ahead.set_defaults(run=run)
 
 
 def run(args) -> int:
-    path = _files.model_path(args.folder)
-    model, header = _files.load_model(path)
+    path = _folder.model_path(args.folder)
+    model, header = _folder.load_model(path)
     meta, settings = header.get("data") or {}, header.get("settings") or {}
     if meta.get("kind") != "series" or "task" not in settings:
         raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
@@ -50,12 +50,12 @@ def run(args) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()  # before the report on stderr, in a terminal showing both
     else:
-        files.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
+        _files.atomic_write(args.out, lambda f: f.write(text.encode("utf-8")))
     if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
         return 0
     picture = args.plot or os.path.join(os.path.dirname(os.path.abspath(path)),
-                                           _files.FORECAST_PLOT)
+                                           _folder.FORECAST_PLOT)
     shown = max(3 * args.steps, 100)  # the end of the data, then the forecast
     forecast.plot(picture, f"{meta['source']}: {args.steps} steps ahead", [
         (times[-shown:], values[-shown:], "data", dict(color="black", linewidth=1.2)),

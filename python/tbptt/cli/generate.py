@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import data
 from ..generate import generate
-from . import _args, _files
+from . import _args, _folder
 
 SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8  # also the sample `tbptt train` prints
 
@@ -25,8 +25,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    path = _files.model_path(args.checkpoint)
-    model, header = _files.load_model(path)
+    path = _folder.model_path(args.checkpoint)
+    model, header = _folder.load_model(path)
     meta = header.get("data") or {}
     if meta.get("kind") != "text":
         raise ValueError(f"{path} is not a text model written by `tbptt train` (it has no "

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
-from .. import _files as files
+from .. import _files
 from ..checkpoint import load_trainer
-from . import _files
+from . import _folder
 
 
 def add_parser(commands) -> None:
@@ -22,11 +22,11 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     if os.path.isdir(args.checkpoint):
-        paths = [os.path.join(args.checkpoint, name) for name in (_files.MODEL, _files.TRAINER)]
+        paths = [os.path.join(args.checkpoint, name) for name in (_folder.MODEL, _folder.TRAINER)]
         paths = [path for path in paths if os.path.exists(path)]
         if not paths:
-            raise FileNotFoundError(f"{args.checkpoint} holds neither {_files.MODEL} nor "
-                                    f"{_files.TRAINER}")
+            raise FileNotFoundError(f"{args.checkpoint} holds neither {_folder.MODEL} nor "
+                                    f"{_folder.TRAINER}")
     else:
         paths = [args.checkpoint]
     for path in paths:
@@ -38,7 +38,7 @@ def _file_kind(path: str) -> str | None:
     """The "kind" a tbptt file's header names, or None (then load_arrays says what is wrong)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return json.loads(archive[files.HEADER].tobytes().decode("utf-8")).get("kind")
+            return json.loads(archive[_files.HEADER].tobytes().decode("utf-8")).get("kind")
     except Exception:
         return None
 
@@ -52,7 +52,7 @@ def _describe(path: str) -> list:
                 f"  trainer: TBPTT(k1={t.k1}, k2={t.k2}), loss {t.loss}, {t.optimizer}, "
                 f"clip_norm {t.clip_norm}, backend {t.backend}, B = {t.num_streams} streams",
                 f"  progress: {t.updates:,} updates made, {t.pending_steps} steps pending"]
-    model, header = _files.load_model(path)
+    model, header = _folder.load_model(path)
     lines = [f"{path}: model", f"  model: {model!r}", f"  parameters: {model.num_parameters:,}"]
     meta = header.get("data")
     if meta:
@@ -65,7 +65,7 @@ def _describe(path: str) -> list:
     return lines
 
 
-def _what(meta: dict) -> str:
+def _what(meta: dict) -> str | None:
     """What a model file's data were, in a few words."""
     kind = meta.get("kind")
     if kind == "text":

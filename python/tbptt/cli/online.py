@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..model import MODELS
-from . import _args, _files
+from . import _args, _folder
 
 
 def add_parser(commands) -> None:
@@ -64,7 +64,7 @@ def run(args) -> int:
         learner = Regressor(**{name: getattr(args, flag) for flag, name in settings.items()
                                if getattr(args, flag) is not None})
         learner.target_name = column
-    folder = _files.output_folder(args.out)
+    folder = _folder.output_folder(args.out)
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
     if args.data == "-":
         return online.run(sys.stdin, sys.stdout, column, features, learner, folder, say)

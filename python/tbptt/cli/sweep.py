@@ -108,7 +108,8 @@ def _data_of(args, kind: str) -> tuple:
     if args.task == "echo":
         d = TASK_SETTINGS["echo"]["delay"] if args.delay is None else args.delay
         if d >= TASK_VALID_STEPS or d >= T:
-            raise ValueError(f"--delay {d} must be below the steps of data ({min(T, TASK_VALID_STEPS)})")
+            raise ValueError(f"--delay {d} must be below the steps of data "
+                             f"({min(T, TASK_VALID_STEPS)})")
     if args.task == "adding" and args.length is not None and args.length < 2:
         raise ValueError(f"--length (adding's sequence length) must be >= 2, got {args.length}")
     train, valid = _data.task_sets(args.task, args.batch, args.seed, T, delay=args.delay,

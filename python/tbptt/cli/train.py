@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .. import _files as files
+from .. import _files
 from .. import _sizes, checkpoint, data, forecast
 from ..generate import generate
 from ..history import History
@@ -22,7 +22,7 @@ from ..model import MODELS, build, from_config
 from ..optim import Adam, AdamW
 from ..schedules import SHAPES, Schedule
 from ..trainer import BACKENDS, Trainer
-from . import _args, _data, _files, _mpi
+from . import _args, _data, _folder, _mpi
 from .generate import SAMPLE_LENGTH, SAMPLE_TEMPERATURE, default_prime
 
 # A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
@@ -133,7 +133,7 @@ class _Session:
                 raise _Usage(error) from None
         self.trainer, self.earlier, self.start = self._trainer(resumed)
         self.seen = len(self.earlier.val_loss)  # validations of earlier sessions, before this one's
-        self.folder = _files.output_folder(args.out) if _mpi.rank(comm) == 0 else None
+        self.folder = _folder.output_folder(args.out) if _mpi.rank(comm) == 0 else None
         if comm is not None:  # rank 0's choice (a time stamp) for every rank
             self.folder = comm.bcast(self.folder, root=0)
         self._announce()
@@ -233,7 +233,7 @@ def _best_model(trainer, history, seen, folder):
     if best is None:
         return trainer.model
     if best < seen:
-        return checkpoint.load(os.path.join(folder, _files.MODEL))
+        return checkpoint.load(os.path.join(folder, _folder.MODEL))
     model = from_config(trainer.model.config())
     model._flat[:] = trainer.best["parameters"]
     return model
@@ -306,8 +306,8 @@ def _resume(args, comm=None, say=print):
         args.subparser.error(f"--resume goes on with the run's own data and settings: "
                              f"{', '.join(given)} cannot change (--epochs, --max-time, --threads "
                              f"and --no-progress can)")
-    path = os.path.join(args.resume, _files.TRAINER)
-    run = files.load_arrays(path, "trainer")[0].get("run")
+    path = os.path.join(args.resume, _folder.TRAINER)
+    run = _files.load_arrays(path, "trainer")[0].get("run")
     if not run:
         raise ValueError(f"{path} holds no settings of a `tbptt train` run (it was written by "
                          f"Trainer.save or an older tbptt): it cannot be resumed from the command "
@@ -323,7 +323,7 @@ def _resume(args, comm=None, say=print):
                              f"epoch(s); give --epochs N (the run's total) above {epoch} to go on")
     say(f"resuming {args.resume}: epoch {epoch + 1} of {args.epochs}, from step {step:,} "
           f"({trainer.updates:,} updates made)")
-    return trainer, run, _files.load_history(args.resume)
+    return trainer, run, _folder.load_history(args.resume)
 
 
 def _record(earlier, session, start):
@@ -348,15 +348,15 @@ def _save_run(folder, trainer, model, history, prepared, run, results, say):
     settings and where in the data it stopped (what --resume goes on from), then `model` (the
     best). Returns the names written."""
     run = {**run, "position": list(history.resume_at)}
-    checkpoint.save_trainer(trainer, os.path.join(folder, _files.TRAINER), {"run": run})  # one per rank
+    checkpoint.save_trainer(trainer, os.path.join(folder, _folder.TRAINER), {"run": run})  # one per rank
     if trainer.comm is not None and trainer.comm.Get_rank() != 0:
-        return [_files.TRAINER]
-    _files.save_model(model, os.path.join(folder, _files.MODEL),
+        return [_folder.TRAINER]
+    _folder.save_model(model, os.path.join(folder, _folder.MODEL),
                 {"data": prepared.meta, "settings": run["settings"], "results": results})
-    written = [_files.TRAINER, _files.MODEL] + _files.save_history(history, folder, say)
+    written = [_folder.TRAINER, _folder.MODEL] + _folder.save_history(history, folder, say)
     if prepared.series is not None and importlib.util.find_spec("matplotlib") is not None:
-        _plot_held_out(model, prepared, os.path.join(folder, _files.HELD_OUT_PLOT))
-        written.append(_files.HELD_OUT_PLOT)
+        _plot_held_out(model, prepared, os.path.join(folder, _folder.HELD_OUT_PLOT))
+        written.append(_folder.HELD_OUT_PLOT)
     return written
 
 
