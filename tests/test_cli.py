@@ -9,6 +9,7 @@ import pytest
 
 import tbptt
 from tbptt import cli
+from tbptt.cli import _folder as cli_folder, train as cli_train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -333,7 +334,7 @@ def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path
     best = int(np.argmin(history["val_loss"]))
     assert f"the best epoch, {best + 1}:" in printed and history["best_epoch"] == best
     assert len(history["lr"]) == history["epochs"] and history["lr"][-1] < 0.05
-    header = cli._load_model(out / "model.npz")[1]
+    header = cli_folder.load_model(out / "model.npz")[1]
     assert header["results"]["best_epoch"] == best + 1
     settings = header["settings"]
     assert (settings["dropout"], settings["weight_decay"], settings["schedule"]) == (0.1, 0.01, "cosine")
@@ -354,8 +355,8 @@ def test_the_text_defaults_are_the_studys_choice():
     """docs/main_job.md: text trains a GRU 1 x 256 with dropout 0.2 and a cosine schedule; the
     defaults of a kind of data win over the common ones."""
     args = cli._parser().parse_args(["train"])
-    cli._fill_defaults(args)
+    cli_train._fill_defaults(args)
     assert (args.cell, args.hidden, args.dropout, args.schedule) == ("gru", 256, 0.2, "cosine")
     args = cli._parser().parse_args(["train", "--task", "echo"])
-    cli._fill_defaults(args)
+    cli_train._fill_defaults(args)
     assert (args.cell, args.dropout, args.schedule) == ("lstm", 0.0, "constant")

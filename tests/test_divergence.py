@@ -111,7 +111,7 @@ def masked_run(backend, dtype, weight, target_scale):
     return losses, model.flat_parameters.copy()
 
 
-CPP_SUM = ("csrc/head.cpp:37 and csrc/engine.cpp:233: the C++ engine sums w * loss over the "
+CPP_SUM = ("csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine sums w * loss over the "
            "positions (in double) before dividing by the sum of w; for a float64 model the sum "
            "overflows although the weighted mean is finite (here 1e298): a spurious 'loss = inf'")
 CPP_DY = ("csrc/engine.cpp, Engine::backward_unnormalised: with one process dy is divided by the "

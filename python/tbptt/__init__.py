@@ -10,7 +10,8 @@ from .generate import generate
 from .checkpoint import load, load_trainer
 from . import data, datasets
 from ._threads import set_num_threads, get_num_threads, build_info
-from .sweep import sweep, sweep_table, plot_sweep, write_sweep  # the function shadows the module name
+from .sweep import sweep  # the function shadows the module name
+from .sweep_report import sweep_table, plot_sweep, write_sweep
 
 __version__ = "0.1.0"
 

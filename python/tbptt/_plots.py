@@ -3,6 +3,8 @@ object API (no pyplot, no global backend), an optional extra, and files written 
 
 from __future__ import annotations
 
+from . import _files
+
 
 def figure(what, **kwargs):
     """A new matplotlib Figure (constrained layout); ImportError naming the extra if matplotlib is
@@ -17,5 +19,4 @@ def figure(what, **kwargs):
 
 def save(fig, path, dpi=100) -> None:
     """Write `fig` as a PNG at `path`, atomically (a crash leaves the previous file)."""
-    from .checkpoint import atomic_write
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    _files.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))

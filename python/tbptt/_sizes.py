@@ -68,6 +68,16 @@ def window_bytes(model, k1, k2, B, tokens=False):
     return values * model.dtype.itemsize
 
 
+def ring_bytes(model, k1: int, k2: int, B: int, tokens: bool = False) -> int:
+    """The C++ engine's ring buffer alone, in its layout: max(k1, k2) + 1 steps x B streams x (the
+    cell's values of every layer, the input (an int64 token id or I features), a reset flag).
+    The sweep's `window_bytes`: the memory that grows with k1 and k2."""
+    item = model.dtype.itemsize
+    per_stream = WINDOW_VALUES[model.cell] * model.hidden_size * model.num_layers * item + 1 + (
+        8 if tokens else model.input_size * item)
+    return (max(k1, k2) + 1) * B * per_stream
+
+
 def check_window(model, k1, k2, B, tokens=False):
     """Refuse a training window that cannot be allocated or exceeds the machine's memory."""
     _check_bytes(window_bytes(model, k1, k2, B, tokens),

@@ -137,7 +137,7 @@ def _config(text):
     return values
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tbptt bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations, short runs")
     parser.add_argument("--cell", choices=sorted(CELLS), default="lstm",
@@ -151,7 +151,12 @@ def main(argv=None):
                         help="run this configuration instead of the grid (repeatable)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per timed run (default 0.6, quick 0.3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    """`tbptt bench`: the grid (or --config), one line per configuration, optionally JSON."""
+    args = _parser().parse_args(argv)
 
     import tbptt
     tbptt.set_num_threads(args.threads)
@@ -176,7 +181,7 @@ def main(argv=None):
     print(header)
     rows = []
     for B, H, k1, k2 in grid:
-        runners = {"tbptt": TbpttRunner("cpp", B, H, k1, k2, cell=args.cell)}
+        runners: dict = {"tbptt": TbpttRunner("cpp", B, H, k1, k2, cell=args.cell)}
         if not args.no_numpy:
             runners["numpy"] = TbpttRunner("numpy", B, H, k1, k2, cell=args.cell)
         if has_torch:

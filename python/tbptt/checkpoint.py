@@ -1,114 +1,31 @@
-"""Model files: an .npz archive of plain arrays plus a JSON header, written atomically, never pickled.
+"""Model and trainer files: `model.save(path)` / `tbptt.load(path)`, `trainer.save(path)` /
+`tbptt.load_trainer(path)`, in tbptt's file format (`tbptt._files`: an .npz archive of plain
+arrays plus a JSON header, written atomically, never pickled).
 
-Layout: `__header__` holds UTF-8 JSON {"format": "tbptt", "version": N, "kind": "model",
-"config": {...}}; every other member is one parameter under its torch name. The config names the
-model's cell ("cell": "lstm" | "gru" | "rnn", and "nonlinearity" for an RNN); a config without one,
-written before GRU and RNN existed, is an LSTM's.
-An atomic write goes to a temporary file in the same folder, is fsync'ed, then `os.replace`d over
-the target, so a crash midway leaves the previous file intact.
+A model file's header is {"format": "tbptt", "version": N, "kind": "model", "config": {...}};
+every other member is one parameter under its torch name. The config names the model's cell
+("cell": "lstm" | "gru" | "rnn", and "nonlinearity" for an RNN); a config without one, written
+before GRU and RNN existed, is an LSTM's. A trainer file holds the model's parameters under
+"model/", the engine's state under "engine/", and the trainer's settings in its header.
+
+This module depends on the model and the trainer, never the reverse: they write their own files
+with `tbptt._files`, and this module reads them back.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import tempfile
-import zipfile
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-if TYPE_CHECKING:  # imported where used: model and trainer import this module
-    from .model import Recurrent
-    from .trainer import Trainer
+from . import optim
+from ._files import FORMAT, HEADER, VERSION, PathLike, atomic_write, load_arrays, save_arrays
+from ._mpi import Group, rank_path
+from .model import Recurrent, from_config
+from .trainer import Trainer
 
-#: A file name: a str or an os.PathLike (pathlib.Path).
-PathLike = Union[str, "os.PathLike[str]"]
-
-FORMAT = "tbptt"
-VERSION = 1
-HEADER = "__header__"
-
-
-_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
-os.umask(_UMASK)
-
-
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then move it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; open() would honour the umask
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def save_arrays(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-    header = {"format": FORMAT, "version": VERSION, **header}
-    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-
-    def write(f):
-        np.savez(f, **{HEADER: blob}, **arrays)
-
-    atomic_write(path, write)
-
-
-def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
-    """(header, arrays) of a file written by save_arrays; ValueError if it is not one we can read.
-    A missing file is a FileNotFoundError (other OS errors, e.g. permissions, pass through too)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            damaged = archive.testzip()  # every member's CRC: catches flipped bytes, not just cuts
-        if damaged is not None:
-            raise ValueError(f"member {damaged!r} fails its CRC check")
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single array, not an .npz archive")
-        arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # zipfile, zlib, numpy format errors: all mean "not our file"
-        raise ValueError(f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
-                         f"{type(error).__name__}: {error}") from None
-    if HEADER not in arrays:
-        raise ValueError(f"{path} is not a tbptt file: it has no {HEADER} member")
-    try:
-        header = json.loads(arrays.pop(HEADER).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} has a damaged header: {error}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tbptt file (format "
-                         f"{header.get('format') if isinstance(header, dict) else header!r})")
-    version = header.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{path} has an invalid file format version {version!r}")
-    if version > VERSION:
-        raise ValueError(f"{path} was written by a newer tbptt (file format version "
-                         f"{version}, this tbptt reads up to {VERSION}): upgrade tbptt")
-    if header.get("kind") != kind:
-        raise ValueError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
-    return header, arrays
+__all__ = ["load", "load_trainer", "save_model", "save_trainer", "atomic_write", "load_arrays",
+           "save_arrays", "FORMAT", "HEADER", "VERSION"]
 
 
 def _damaged(path, error):
@@ -117,13 +34,12 @@ def _damaged(path, error):
 
 
 def save_model(model: Recurrent, path: PathLike) -> None:
-    save_arrays(path, {"kind": "model", "config": model.config()}, model.state_dict())
+    """`model.save(path)`."""
+    model.save(path)
 
 
 def load(path: PathLike) -> Recurrent:
     """Read a model written by `model.save(path)`: a tbptt.LSTM, GRU or RNN as it was saved."""
-    from .model import from_config
-
     header, arrays = load_arrays(path, "model")
     try:
         model = from_config(header["config"])
@@ -139,22 +55,7 @@ def save_trainer(trainer: Trainer, path: PathLike, extra: Optional[Dict[str, Any
     same parameters as never having stopped. `extra`: more JSON for the header (`tbptt train`
     keeps its run's settings and position there); `load_arrays(path, "trainer")` reads it.
     A data-parallel trainer (comm=...) writes one file per rank (see Trainer.save)."""
-    group = trainer._group
-    if group is not None:
-        path = group.rank_path(path)
-        extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
-    header = {**(extra or {}),
-        "kind": "trainer",
-        "model": trainer.model.config(),
-        "trainer": {"k1": trainer.k1, "k2": trainer.k2, "loss": trainer.loss,
-                    "optimizer": trainer.optimizer.config(), "clip_norm": trainer.clip_norm,
-                    "backend": trainer.backend, "num_streams": trainer.num_streams,
-                    "seed": trainer.seed},
-    }
-    arrays = {f"model/{name}": value for name, value in trainer.model.state_dict().items()}
-    arrays.update({f"engine/{key}": np.asarray(value)
-                   for key, value in trainer.engine.snapshot().items()})
-    save_arrays(path, header, arrays)
+    trainer._save(path, extra)
 
 
 def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None) -> Trainer:
@@ -168,13 +69,8 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
     calls this with the same `path` and reads its own file (see Trainer.save); the number of ranks
     must be the one that saved. Without comm, rank 0's file of such a run loads as a one-process
     trainer of rank 0's streams (say, to look at the model)."""
-    from .model import from_config as model_from_config
-    from .optim import from_config
-    from .trainer import Trainer
-
     rank, ranks = 0, 1
     if comm is not None:
-        from ._mpi import Group, rank_path
         group = Group(comm)
         rank, ranks = group.rank, group.size
         path = rank_path(path, rank)
@@ -194,10 +90,10 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
         raise ValueError(f"{path} was saved by rank {header.get('rank', 0)} of {saved_by}, but "
                          f"this is rank {rank} of {ranks}: resume with the same number of ranks")
     try:
-        model = model_from_config(header["model"])
+        model = from_config(header["model"])
         settings = header["trainer"]
         num_streams = settings["num_streams"]
-        optimizer = from_config(settings["optimizer"])
+        optimizer = optim.from_config(settings["optimizer"])
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
@@ -224,7 +120,6 @@ def _restore_engine(trainer: Trainer, snapshot: Dict[str, np.ndarray], written_b
     The shared schema suits either backend; a file older than it holds the entries of the backend
     that wrote it, which that backend translates first when the trainer runs the other."""
     from ._snapshot import is_shared
-    from .trainer import Trainer
 
     if trainer.backend != written_by and not is_shared(snapshot):
         writer = Trainer(trainer.model, trainer.k1, trainer.k2, loss=trainer.loss,

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _native, _sizes
+from . import _checks, _files, _native, _sizes
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -224,8 +224,7 @@ class Recurrent:
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the model to `path` atomically (npz with a JSON header; no pickle)."""
-        from . import checkpoint
-        checkpoint.save_model(self, path)
+        _files.save_arrays(path, {"kind": "model", "config": self.config()}, self.state_dict())
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_config().items())

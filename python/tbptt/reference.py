@@ -607,14 +607,38 @@ class ReferenceEngine:
     def _restore_own(self, state):
         """Take a snapshot of this engine's own form (see above). ValueError naming the entry
         that does not fit; the engine is unchanged then."""
-        def fail(what):
-            raise ValueError(f"engine state (numpy backend): {what} (a checkpoint of another "
-                             f"backend or configuration?)")
+        arrays = self._entries(state)
+        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total = (
+            self._counters(arrays["counters"]))
+        self._check_shapes(arrays, B, bool(tokens), n)
+        # Everything fits: rebuild (copies, so the caller's arrays stay theirs).
+        self._history = self._rebuilt_history(arrays, bool(tokens), n, total)
+        if B == 0:
+            self._state = None
+        else:
+            self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
+                           for k in range(self.model.num_layers)]
+        self._pending, self._updates, self._steps = pending, updates, total
+        self._reset_next, self._tokens = bool(reset_next), bool(tokens)
+        self._optimizer_steps = adam_step
+        self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
+        self._adam_m = arrays["optimizer/adam_m"].copy()
+        self._adam_v = arrays["optimizer/adam_v"].copy()
+        self.reset_horizon()  # as the C++ engine: a restored engine starts a fresh horizon
 
+    @staticmethod
+    def _fail(what):
+        raise ValueError(f"engine state (numpy backend): {what} (a checkpoint of another "
+                         f"backend or configuration?)")
+
+    def _entries(self, state) -> dict:
+        """restore's `state` as {name: ndarray}, with exactly this cell's entries."""
+        fail = self._fail
         if not isinstance(state, dict):
             fail(f"expected a dict of arrays, got {type(state).__name__}")
         expected = _snapshot_entries(self.cell)
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        other: Any
         for other in _CELLS.values():
             if other.prefix != self.cell.prefix and _snapshot_entries(other) == set(state):
                 fail(f"it holds the state of a tbptt.{other.prefix.upper()}, not of a "
@@ -629,8 +653,11 @@ class ReferenceEngine:
             if not isinstance(value, np.ndarray):
                 fail(f"{key!r} is a {type(value).__name__}, not a numpy array")
             arrays[key] = value
+        return arrays
 
-        counters = arrays["counters"]
+    def _counters(self, counters: np.ndarray) -> tuple:
+        """The checked counters (see _COUNTERS), as ints."""
+        fail = self._fail
         if counters.dtype == np.int64 and counters.shape == (len(self._COUNTERS) - 1,):
             counters = np.append(counters, counters[-1])  # before dropout: only n steps counted
         if counters.dtype != np.int64 or counters.shape != (len(self._COUNTERS),):
@@ -648,11 +675,15 @@ class ReferenceEngine:
             fail(f"{pending} pending steps do not fit k1 = {self.k1} and {n} steps held")
         if B == 0 and (n or pending or updates or reset_next):
             fail("no streams (B = 0) but steps or updates are recorded")
+        return B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total
 
+    def _check_shapes(self, arrays: dict, B: int, tokens: bool, n: int) -> None:
+        """Every entry's shape and dtype, and the ids' range, for this model, B and n steps."""
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
         P = self.model.flat_parameters.size
-        shapes = {"history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
+        shapes: Dict[str, Tuple[Tuple[int, ...], Any]] = {  # {key: (shape, dtype)}
+                  "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
                   "history/reset": ((n, B), np.bool_),
                   "history/out": ((n, B, O), self.dtype),
                   "history/y": (((n, B, O), self.dtype) if self.loss == "mse"
@@ -665,16 +696,17 @@ class ReferenceEngine:
         for key, (shape, dtype) in shapes.items():
             a = arrays[key]
             if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
-                fail(f"{key!r} has shape {a.shape} and dtype {a.dtype}, expected shape "
-                     f"{tuple(shape)} and dtype {np.dtype(dtype)} for this model, B = {B}, "
-                     f"{n} steps held")
+                self._fail(f"{key!r} has shape {a.shape} and dtype {a.dtype}, expected shape "
+                           f"{tuple(shape)} and dtype {np.dtype(dtype)} for this model, B = {B}, "
+                           f"{n} steps held")
         if tokens and n and (arrays["history/x"].min() < 0 or arrays["history/x"].max() >= I):
-            fail(f"'history/x' holds token ids outside [0, {I})")
+            self._fail(f"'history/x' holds token ids outside [0, {I})")
         if self.loss != "mse" and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
-            fail(f"'history/y' holds class ids outside [0, {O})")
+            self._fail(f"'history/y' holds class ids outside [0, {O})")
 
-        # Everything fits: rebuild (copies, so the caller's arrays stay theirs).
-        history = collections.deque(maxlen=capacity)
+    def _rebuilt_history(self, arrays: dict, tokens: bool, n: int, total: int) -> collections.deque:
+        """The window of the n steps held, from the snapshot's arrays (copied)."""
+        history: collections.deque = collections.deque(maxlen=max(self.k1, self.k2))
         for t in range(n):
             step = _Step()
             step.index = total - n + t
@@ -682,11 +714,11 @@ class ReferenceEngine:
             step.reset = reset if reset.any() else None
             step.layers = []
             inp = arrays["history/x"][t].copy()
-            for k in range(L):
-                cache = _Cache()
+            for k in range(self.model.num_layers):
+                cache: Any = _Cache()  # its fields are the cell's CACHE names
                 for field in self.cell.CACHE:
                     setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
-                cache.inp, cache.tokens = inp, bool(tokens) and k == 0
+                cache.inp, cache.tokens = inp, tokens and k == 0
                 step.layers.append(cache)
                 inp = self._drop(k, step.index, cache.h)
             step.head_in = inp
@@ -694,19 +726,7 @@ class ReferenceEngine:
             step.y = arrays["history/y"][t].copy()
             step.w = arrays["history/w"][t].copy()
             history.append(step)
-        self._history = history
-        if B == 0:
-            self._state = None
-        else:
-            self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
-                           for k in range(L)]
-        self._pending, self._updates, self._steps = pending, updates, total
-        self._reset_next, self._tokens = bool(reset_next), bool(tokens)
-        self._optimizer_steps = adam_step
-        self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
-        self._adam_m = arrays["optimizer/adam_m"].copy()
-        self._adam_v = arrays["optimizer/adam_v"].copy()
-        self.reset_horizon()  # as the C++ engine: a restored engine starts a fresh horizon
+        return history
 
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):

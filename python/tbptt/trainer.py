@@ -13,22 +13,16 @@ Both take arrays that passed the checks below and implement exactly the same alg
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
-import signal
-import sys
-import threading
-import time
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
-from . import _checks, _native, _progress, _sizes, schedules
+from . import _checks, _files, _fit, _native, _sizes
+from .data import ArrayLike
 from .history import History
 from .model import Recurrent
-from .data import ArrayLike
 from .optim import OPTIMIZERS, Adam, Optimizer
 
 if TYPE_CHECKING:
@@ -322,153 +316,15 @@ class Trainer:
         lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
         block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
         """
-        x, y, mask, resets = _data(x, y, mask, resets)
-        if validation is not None:
-            validation = _validation(validation)
-        T, B = x.shape[0], x.shape[1]
-        epochs = _checks.positive_int("epochs", epochs)
-        initial_epoch, initial_step = _start(initial_epoch, initial_step, epochs, T)
-        every = _reset_every(reset)
-        if max_time is not None and _checks.finite_float("max_time", max_time) <= 0:
-            raise ValueError(f"max_time must be > 0 seconds or None, got {max_time}")
-        if max_updates is not None:
-            max_updates = _checks.positive_int("max_updates", max_updates)
-        if block is None:
-            block = self.k1 * max(1, (32768 // B) // self.k1)
-        block = _checks.positive_int("block", block)
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be a tbptt.Schedule (or a callable progress -> factor) "
-                            f"or None, got {type(schedule).__name__}")
-        if (restore_best or patience is not None) and validation is None:
-            raise ValueError("restore_best and patience need validation data")
-        if patience is not None:
-            patience = _checks.positive_int("patience", patience)
-        base_lr = lr_now = self.optimizer.lr
-        group, samples_per_step = self._group, B
-        if group is not None:  # the same calls on every rank; counts of samples over all ranks
-            group.check_same("fit", T=T, epochs=epochs, initial_epoch=initial_epoch,
-                             initial_step=initial_step, max_updates=max_updates or 0)
-            block = group.minimum(block)
-            samples_per_step = int(group.sum([B])[0])
-            progress = progress and group.rank == 0
-
-        history = self.history = History()
-        self.best = None
-        start, first_update = time.perf_counter(), self.updates
-        step = initial_epoch * T + initial_step  # steps since epoch 0 began, for reset=N
-        history.resume_at = (initial_epoch, initial_step)
-        val_seconds = None  # the last validation's duration: max_time keeps room for one more
-        val_samples = 0 if validation is None else validation[0].shape[0] * validation[0].shape[1]
-        # a line every few seconds if not a terminal
-        bar = _progress.bar(T * samples_per_step, enabled=progress)
-        try:
-            with _deferred_interrupt() as interrupted:
-                for epoch in range(initial_epoch, epochs):
-                    first = initial_step if epoch == initial_epoch else 0
-                    if epoch > initial_epoch:
-                        bar.reset()
-                    bar.set_description(f"epoch {epoch + 1}/{epochs}")
-                    if reset == "epoch" and first == 0:
-                        self.reset_state()
-                    loss_sum, loss_count, samples, seconds = 0.0, 0, 0, 0.0
-                    for s, e in _blocks(first, T, block):
-                        if max_updates is not None:  # end the call exactly at the last update
-                            needed = max_updates - (self.updates - first_update)
-                            e = min(e, s + needed * self.k1 - self.pending_steps)
-                        if schedule is not None:  # this block's learning rate
-                            elapsed = time.perf_counter() - start
-                            if group is not None and max_time:  # the same lr on every rank
-                                elapsed = group.maximum(elapsed)
-                            share = schedules.progress(step, epochs * T, elapsed, max_time)
-                            lr_now = base_lr * float(schedule(share))
-                            self._engine.set_lr(lr_now)
-                        block_resets = None if resets is None else resets[s:e]
-                        if every is not None:
-                            due = np.repeat(((step + np.arange(e - s)) % every == 0)[:, None], B, 1)
-                            block_resets = due if block_resets is None else due | (block_resets != 0)
-                        tic = time.perf_counter()
-                        try:
-                            new = self.train(x[s:e], y[s:e], None if mask is None else mask[s:e],
-                                             block_resets)
-                        except FloatingPointError as error:  # the failed block is dropped
-                            history.diverged, history.stop_reason = str(error), "diverged"
-                            history.resume_at = _position(epoch, e, T)
-                            break
-                        except KeyboardInterrupt:  # raised by something other than Ctrl-C
-                            history.stop_reason = "interrupted"
-                            break
-                        toc = time.perf_counter()
-                        seconds += toc - tic
-                        samples += (e - s) * samples_per_step
-                        step += e - s
-                        history.resume_at = _position(epoch, e, T)
-                        history._losses.append(new)
-                        loss_sum, loss_count = loss_sum + float(new.sum()), loss_count + new.size
-                        if new.size:
-                            bar.set_postfix(_postfix(loss_sum / loss_count, history), refresh=False)
-                        bar.update((e - s) * samples_per_step)
-                        reason = ""
-                        if interrupted:
-                            reason = "interrupted"
-                        elif max_updates is not None and self.updates - first_update >= max_updates:
-                            reason = "max_updates"
-                        elif max_time is not None:  # would one more block and a validation overrun?
-                            last = toc - tic
-                            val = val_seconds  # before any: as slow as training (it is faster)
-                            if val is None:
-                                val = val_samples * last / ((e - s) * B)
-                            if toc - start + last + val >= max_time:
-                                reason = "max_time"
-                        if group is not None:  # any rank's reason stops every rank
-                            reason = group.stop_reason(reason)
-                        if reason:
-                            history.stop_reason = reason
-                            break
-
-                    history.train_loss.append(loss_sum / loss_count if loss_count else math.nan)
-                    history.samples_per_s.append(samples / seconds if seconds > 0 else math.nan)
-                    history.epoch_updates.append(sum(a.size for a in history._losses))
-                    history.samples += samples
-                    history.train_time += seconds
-                    history.lr.append(lr_now)
-                    if validation is not None and history.stop_reason != "interrupted":
-                        tic = time.perf_counter()
-                        result = self._evaluate(*validation, block=block,
-                                                stop=interrupted if group is None else ())
-                        val_seconds = time.perf_counter() - tic
-                        if result is None:
-                            history.stop_reason = "interrupted"
-                        else:
-                            history.val_loss.append(result["loss"])
-                            if "accuracy" in result:
-                                history.val_accuracy.append(result["accuracy"])
-                            self._keep_best(epoch, result["loss"])
-                            if patience is not None and epoch - self.best["epoch"] >= patience:
-                                history.stop_reason = "early_stopping"
-                    if progress:
-                        bar.write(f"epoch {epoch + 1}/{epochs}: " + _summary(history), sys.stderr)
-                    if not history.stop_reason:
-                        reason = "callback" if callback is not None and callback(self, history) else ""
-                        if group is not None:
-                            reason = group.stop_reason("interrupted" if interrupted else reason)
-                        history.stop_reason = reason
-                    if history.stop_reason:
-                        break
-                else:
-                    history.stop_reason = "epochs"
-                if group.any(interrupted) if group is not None else interrupted:
-                    history.stop_reason = "interrupted"  # Ctrl-C after the last block (in
-                                                         # validation, a callback)
-        finally:
-            bar.close()
-            history.wall_time = time.perf_counter() - start
-            if schedule is not None:
-                self._engine.set_lr(base_lr)
-            if restore_best and self.best is not None:
-                self.model.flat_parameters[:] = self.best["parameters"]
-
+        run = _fit.Run(self, _fit.options(
+            self, x, y, mask, resets, epochs=epochs, validation=validation, reset=reset,
+            max_time=max_time, max_updates=max_updates, progress=progress, checkpoint=checkpoint,
+            callback=callback, block=block, initial_epoch=initial_epoch,
+            initial_step=initial_step, schedule=schedule, restore_best=restore_best,
+            patience=patience))
+        history = run.run()
         if history.stop_reason == "interrupted":
-            message = f"fit interrupted after {self.updates - first_update} updates"
+            message = f"fit interrupted after {run.updates} updates"
             if checkpoint is not None:
                 self.save(checkpoint)
                 message += f"; trainer checkpoint saved to {checkpoint}"
@@ -490,7 +346,7 @@ class Trainer:
         state is left alone. The loss is the one training minimises: the mask-weighted mean over
         positions (MSE also averaged over outputs). Returns {"loss": float[, "accuracy": float]}.
         """
-        x, y, mask, resets = _data(x, y, mask, resets)
+        x, y, mask, resets = _fit.arrays(x, y, mask, resets)
         if block is None:
             block = max(1, 32768 // x.shape[1])
         # With a comm: collective, the loss over every rank's streams.
@@ -577,123 +433,28 @@ class Trainer:
         rank 0 `path` (a complete checkpoint, also readable by `tbptt.load_trainer(path)` without
         MPI for its model), rank r `<stem>.rank<r><suffix>`; `tbptt.load_trainer(path,
         comm=comm)` on the same number of ranks goes on exactly."""
-        from .checkpoint import save_trainer
-        save_trainer(self, path)
+        self._save(path)
+
+    def _save(self, path, extra: dict | None = None) -> None:
+        """`save`, with `extra` (JSON) in the file's header: `tbptt.checkpoint.save_trainer`."""
+        group = self._group
+        if group is not None:
+            path = group.rank_path(path)
+            extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
+        header = {**(extra or {}),
+            "kind": "trainer",
+            "model": self.model.config(),
+            "trainer": {"k1": self.k1, "k2": self.k2, "loss": self.loss,
+                        "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
+                        "backend": self.backend, "num_streams": self.num_streams,
+                        "seed": self.seed},
+        }
+        arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
+        arrays.update({f"engine/{key}": np.asarray(value)
+                       for key, value in self._engine.snapshot().items()})
+        _files.save_arrays(path, header, arrays)
 
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
                 f"clip_norm={self.clip_norm}, backend={self.backend!r}{ranks})")
-
-
-# ---- helpers of fit ---------------------------------------------------------------------------
-
-def _data(x, y, mask, resets) -> Tuple[np.ndarray, np.ndarray, Any, Any]:
-    """(x, y, mask, resets) from arrays or a Task; checks that they share (T, B)."""
-    from .datasets import Task
-
-    if isinstance(x, Task):
-        if y is not None or mask is not None or resets is not None:
-            raise TypeError("when x is a tbptt.datasets.Task, y, mask and resets come from it: "
-                            "do not pass them")
-        x, y, mask, resets = x.x, x.y, x.mask, x.resets
-    if y is None:
-        raise TypeError("y (the targets) is required, unless x is a tbptt.datasets.Task")
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"x must have shape (T, B, I) or (T, B), got {x.shape}")
-    T, B = x.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"x must have T >= 1 steps and B >= 1 streams, got shape {x.shape}")
-    for name, a in (("y", y), ("mask", mask), ("resets", resets)):
-        if a is not None and np.shape(a)[:2] != (T, B):
-            raise ValueError(f"{name} must start with x's (T, B) = {(T, B)}, got shape {np.shape(a)}")
-    return x, y, mask, resets
-
-
-def _validation(validation) -> Tuple[np.ndarray, np.ndarray, Any, Any]:
-    from .datasets import Task
-
-    if isinstance(validation, Task):
-        return _data(validation, None, None, None)
-    if not isinstance(validation, (tuple, list)) or not 2 <= len(validation) <= 4:
-        raise TypeError("validation must be (x, y), (x, y, mask), (x, y, mask, resets) or a "
-                        f"tbptt.datasets.Task, got {type(validation).__name__}")
-    x, y, mask, resets = (*validation, None, None)[:4]
-    return _data(x, y, mask, resets)
-
-
-def _start(initial_epoch, initial_step, epochs, T):
-    """The checked (initial_epoch, initial_step) of fit."""
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)):
-        raise TypeError(f"initial_epoch must be an int, got {type(initial_epoch).__name__}")
-    if isinstance(initial_step, bool) or not isinstance(initial_step, (int, np.integer)):
-        raise TypeError(f"initial_step must be an int, got {type(initial_step).__name__}")
-    if not 0 <= initial_epoch < epochs:
-        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}) (epochs is the total, "
-                         f"counted from epoch 0), got {initial_epoch}")
-    if not 0 <= initial_step < T:
-        raise ValueError(f"initial_step must be in [0, T={T}), got {initial_step}")
-    return int(initial_epoch), int(initial_step)
-
-
-def _blocks(first, T, block):
-    """(start, end) of the train calls of an epoch from step `first`: on one grid of `block`
-    steps from the epoch's start, so that a fit resumed between two blocks makes the same calls,
-    and rounds the same way, as one that never stopped."""
-    s = first
-    while s < T:
-        e = min(T, (s // block + 1) * block)
-        yield s, e
-        s = e
-
-
-def _position(epoch, step, T):
-    """(epoch, step) where training goes on after `step` steps of `epoch`: the next epoch's
-    first step when the epoch is complete."""
-    return (epoch + 1, 0) if step >= T else (epoch, step)
-
-
-def _reset_every(reset):
-    """The N of reset=N, None for "never" / "epoch"."""
-    if isinstance(reset, str) and reset in ("never", "epoch"):
-        return None
-    if isinstance(reset, bool) or not isinstance(reset, (int, np.integer)):
-        raise ValueError(f"reset must be 'never', 'epoch' or an int N >= 1, got {reset!r}")
-    return _checks.positive_int("reset", reset)
-
-
-def _postfix(loss, history):
-    """The bar's text besides tqdm's samples/s: the epoch's running mean loss, the last val_loss."""
-    postfix = {"loss": f"{loss:.4f}"}
-    if history.val_loss:
-        postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"
-    return postfix
-
-
-def _summary(history):
-    """One line about the last epoch of `history`."""
-    parts = [f"loss {history.train_loss[-1]:.4f}"]
-    if len(history.val_loss) == history.epochs:
-        parts.append(f"val_loss {history.val_loss[-1]:.4f}")
-    if len(history.val_accuracy) == history.epochs:
-        parts.append(f"val_accuracy {history.val_accuracy[-1]:.4f}")
-    parts.append(f"{history.samples_per_s[-1]:,.0f} samples/s")
-    return ", ".join(parts)
-
-
-@contextlib.contextmanager
-def _deferred_interrupt():
-    """Within this block Ctrl-C only appends to the yielded list, which fit checks between train
-    calls: an update (Python code in the NumPy backend) is never cut in half. Only in the main
-    thread, and only over Python's default handler (a handler of the user's own stays)."""
-    flag = []
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield flag
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.append(signum))
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,7 @@
+"""`python -m tbptt.cli ...` runs the `tbptt` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

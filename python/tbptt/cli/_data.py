@@ -1,0 +1,160 @@
+"""The data of `tbptt train` and `tbptt sweep`: the defaults per kind of data (written once,
+here), and the training and held-out arrays prepared from a text, a CSV column, a built-in
+series or a synthetic task."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+
+from .. import data, datasets
+
+VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
+TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
+# The synthetic tasks' own settings (`tbptt sweep --delay --length` may change them).
+TASK_SETTINGS = {"echo": {"delay": 20}, "adding": {"length": 50},
+                 "copy": {"length": 10, "delay": 10}}
+
+# Defaults per kind of data; a flag given on the command line wins. Text, from the study in
+# docs/main_job.md (benchmarks/main_job_study.py, the same budget for every candidate): a GRU
+# 1 x 256 with dropout 0.2 and a cosine schedule reaches 2.21 bits/char in 110 s, where the
+# LSTM 1 x 128 of before plateaus at 2.38 (then overfits) and 1 x 256 LSTMs without dropout at 2.32.
+DEFAULTS: dict[str, dict] = {
+    "text": dict(batch=32, k1=50, hidden=256, lr=5e-3, epochs=100, max_time=110.0, cell="gru",
+                 dropout=0.2, schedule="cosine"),
+    "series": dict(batch=1, k1=25, hidden=32, lr=3e-3, epochs=50, max_time=90.0),
+    "echo": dict(batch=32, k1=40, hidden=32, lr=1e-2, epochs=10, max_time=90.0),
+    "adding": dict(batch=32, k1=50, hidden=32, lr=1e-2, epochs=20, max_time=90.0),
+    "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
+}
+COMMON_DEFAULTS = dict(cell="lstm", layers=1, dropout=0.0, weight_decay=0.0, schedule="constant",
+                       warmup=0.0, backend="cpp", seed=0)  # patience: None, no early stopping
+
+
+class Prepared:
+    """Training and validation arrays (x, y, mask, resets) and what the model file keeps of them."""
+
+    def __init__(self, kind, train, valid, loss, input_size, output_size, meta, vocab=None,
+                 series=None):
+        self.kind, self.train, self.valid, self.loss = kind, train, valid, loss
+        self.input_size, self.output_size = input_size, output_size
+        self.meta, self.vocab = meta, vocab
+        self.series = series  # a numeric series: (values, times), in the data's units
+
+
+def kind_of_data(args) -> str:
+    """text, series, or the name of a synthetic task, from --task, --data and --column."""
+    if args.task in ("co2", "sunspots"):
+        return "series"
+    if args.task:
+        return args.task
+    if args.data is not None and (args.column is not None or args.data.lower().endswith(".csv")):
+        return "series"
+    return "text"
+
+
+def prepare(args, kind: str) -> Prepared:
+    """The training and held-out data of a run, as `tbptt train` and `tbptt sweep` use them."""
+    B = args.batch
+    if kind == "text":
+        if args.data is None:
+            return _text(datasets.shakespeare(), "Tiny Shakespeare (built-in)", B)
+        with open(args.data, encoding="utf-8") as f:
+            return _text(f.read(), args.data, B)
+    if kind == "series":
+        if args.task == "co2":  # a trend: the held-out years lie above every training value
+            diff = True if args.diff is None else args.diff
+            dates, ppm = datasets.co2()
+            return _series(ppm, "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff, dates)
+        if args.task == "sunspots":
+            years, activity = datasets.sunspots()
+            return _series(activity, "yearly sunspot activity (built-in)", B, bool(args.diff),
+                           years)
+        return _series(_read_column(args), f"{args.data}, column {args.column}", B, bool(args.diff))
+    return _task(kind, B, args.seed)
+
+
+def _text(text, source, B):
+    """Characters in B contiguous streams; the held-out last 10% in streams of >= 100 characters."""
+    vocab = data.Vocabulary(text)
+    train, valid = data.split(text, 0.9)
+    x, y = data.next_step(data.batchify(vocab.encode(train), B))
+    vx, vy = data.next_step(data.batchify(vocab.encode(valid), max(1, min(B, len(valid) // 100))))
+    meta = {"kind": "text", "source": source, "vocabulary": vocab.to_dict(),
+            "train_characters": len(train), "valid_characters": len(valid)}
+    return Prepared("text", (x, y, None, None), (vx, vy, None, None), "cross_entropy", vocab.size,
+                    vocab.size, meta, vocab)
+
+
+def _series(values, source, B, diff, times=None):
+    """Next-step prediction of a standardised series (statistics of the training part only), or
+    of its changes when `diff`; the held-out last 10% is one stream. Errors of the next change are
+    errors of the next value, so RMSE means the same in both modes. times: the values' dates or
+    years, if known (else their index)."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    if known.sum() < 20:
+        raise ValueError(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
+    index = np.arange(values.size)
+    values = np.interp(index, index[known], values[known])  # fill gaps linearly
+    train, valid = data.split(values, VALID_SPLIT)
+    if diff:
+        train, valid = np.diff(train), np.diff(valid)
+        persistence = float(np.sqrt(np.mean(valid[1:] ** 2)))  # "no change", for scale
+    else:
+        persistence = float(np.sqrt(np.mean(np.diff(valid) ** 2)))
+    norm = data.Normalizer().fit(train)
+    x, y = data.next_step(data.batchify(norm.transform(train)[:, None], B))
+    vx, vy = data.next_step(data.batchify(norm.transform(valid)[:, None], 1))
+    meta = {"kind": "series", "source": source, "difference": diff, "normalizer": norm.to_dict(),
+            "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
+    times = np.arange(values.size) if times is None else np.asarray(times)
+    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta,
+                    series=(values, times))
+
+
+def _read_column(args):
+    """The values of column `args.column` of a CSV file with a header row (empty cells -> NaN)."""
+    with open(args.data, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if args.column is None:
+            args.subparser.error(f"--data {args.data} is a CSV file: choose the column to model "
+                                 f"with --column (columns: {', '.join(columns)})")
+        if args.column not in columns:
+            raise ValueError(f"{args.data} has no column {args.column!r} "
+                             f"(columns: {', '.join(columns)})")
+        values = []
+        for line, row in enumerate(reader, start=2):
+            cell = (row[args.column] or "").strip()
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                raise ValueError(f"{args.data}, line {line}: column {args.column!r} holds "
+                                 f"{cell!r}, not a number") from None
+    return values
+
+
+def _task(name: str, B: int, seed: int) -> Prepared:
+    """A synthetic task with its default settings, TASK_STEPS steps (validation: another seed)."""
+    train, valid = task_sets(name, B, seed)
+    meta = {"kind": "task", "task": name, "source": train.description}
+    train_arrays, valid_arrays = [(t.x, t.y, t.mask, t.resets) for t in (train, valid)]
+    return Prepared(name, train_arrays, valid_arrays, train.loss, train.input_size,
+                    train.output_size, meta)
+
+
+def task_sets(name: str, B: int, seed: int, steps: int = TASK_STEPS, **given) -> tuple:
+    """(training, validation) Tasks of the synthetic task `name`: `steps` steps with `seed`,
+    TASK_VALID_STEPS with seed + 1. given: TASK_SETTINGS to change (None: the default)."""
+    settings = {**TASK_SETTINGS[name], **{k: v for k, v in given.items() if v is not None}}
+    if name == "echo":
+        make = lambda T, s: datasets.echo(T, B, delay=settings["delay"], seed=s)
+    elif name == "adding":
+        make = lambda T, s: datasets.adding(T, B, seq_len=settings["length"], seed=s)
+    else:
+        make = lambda T, s: datasets.copy(T, B, length=settings["length"],
+                                          delay=settings["delay"], seed=s)
+    return make(steps, seed), make(TASK_VALID_STEPS, seed + 1)

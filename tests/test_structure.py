@@ -1,0 +1,125 @@
+"""The package's shape, read from its source with `ast`.
+
+Imports: no module imports, at its top or inside a function, a module that imports it (directly
+or through others); a function-local import counts as much as a top-level one. An import of a
+package from inside it (`from .. import data` imports `tbptt` first) is not an edge back to it,
+since Python initialises a package before its modules whatever they import. Imports under
+`if TYPE_CHECKING:` never run (they name types for the type checker): not edges.
+
+Functions: none has 60 lines or more of code (its docstring not counted: the documentation of
+`Trainer.fit`'s and `sweep`'s many arguments is not code to split)."""
+
+import ast
+import importlib
+import os
+
+import pytest
+import tbptt
+
+ROOT = os.path.dirname(tbptt.__file__)
+
+
+def modules():
+    """{module name: source path} of every .py file in the package."""
+    found = {}
+    for folder, _, files in os.walk(ROOT):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                parts = os.path.relpath(path, os.path.dirname(ROOT))[:-3].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                found[".".join(parts)] = path
+    return found
+
+
+def imports(module, path, known):
+    """The package's modules that `module` imports anywhere in its source."""
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    targets = set()
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    type_only = {id(inner) for node in ast.walk(tree)
+                 if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                 for statement in node.body for inner in ast.walk(statement)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+    # an edge to the module itself or to a package that contains it is no cycle (see above)
+    return {t for t in targets if t in known and t != module and not module.startswith(t + ".")}
+
+
+def graph():
+    known = modules()
+    return {module: imports(module, path, known) for module, path in known.items()}
+
+
+def test_the_graph_is_read():
+    """A sanity check of the reader: edges that exist are found, function-local ones included."""
+    edges = graph()
+    assert "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
+    assert "tbptt.reference" in edges["tbptt.trainer"]  # a function-local import
+    assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._folder"]
+
+
+def test_no_module_imports_a_module_that_imports_it():
+    edges = graph()
+    cycles = []
+
+    def visit(module, path, on_path, done):
+        on_path.add(module)
+        for target in sorted(edges[module]):
+            if target in on_path:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in done:
+                visit(target, path + [target], on_path, done)
+        on_path.discard(module)
+        done.add(module)
+
+    done = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module], set(), done)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_every_module_imports(module):
+    if module.endswith("__main__"):
+        pytest.skip("runs the command when imported")
+    importlib.import_module(module)
+
+
+MAX_LINES = 60
+
+
+def long_functions():
+    """(lines of code, where) of every function of the package with MAX_LINES or more."""
+    found = []
+    for module, path in sorted(modules().items()):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                             and isinstance(first.value.value, str))
+                lines = node.end_lineno - node.lineno + 1 - (
+                    first.end_lineno - first.lineno + 1 if docstring else 0)
+                if lines >= MAX_LINES:
+                    found.append((lines, f"{module}.{node.name} (line {node.lineno})"))
+    return sorted(found, reverse=True)
+
+
+def test_no_function_is_long():
+    assert long_functions() == []
