@@ -92,9 +92,9 @@ class ThreadScope {
 // another process keeps a core busy, every join waits for a thread the OS has set aside, and one
 // thread wins. The choice not in use is tried again now and then, for up to 3 stretches (cut
 // short as soon as it is clearly slower): after 2 stretches, then 4 times less often each time it
-// loses (every 128 stretches at most), and never before the current choice has run 16 times as
+// loses (every 256 stretches at most), and never before the current choice has run 32 times as
 // long as the last losing trial took. So a change in the machine's load is followed within a few
-// seconds, and trying a choice that loses costs a few percent at most.
+// seconds, and trying a choice that loses costs about 3% at most.
 class ThreadTuner {
   public:
     // The thread count for the next stretch, given the most the call may use.
@@ -120,7 +120,7 @@ class ThreadTuner {
     }
 
   private:
-    static constexpr int kTrial = 3, kLongest = 128;
+    static constexpr int kTrial = 3, kLongest = 256;
     struct Tally {
         double seconds = 0.0;
         int64_t steps = 0, stretches = 0;
@@ -133,7 +133,7 @@ class ThreadTuner {
         const Tally& trial = tally_[1 - current_];
         const bool better = trial.per_step() < tally_[current_].per_step();
         period_ = better ? 4 : std::min(4 * period_, kLongest);
-        wait_seconds_ = better ? 0.0 : 16.0 * trial.seconds;
+        wait_seconds_ = better ? 0.0 : 32.0 * trial.seconds;
         if (better) current_ = 1 - current_;
         tally_[0] = tally_[1] = Tally{};
         trying_ = false, since_ = 0;

@@ -73,9 +73,10 @@ def add_parser(commands) -> None:
     train.add_argument("--epochs", type=_args.number(int, 0), help="passes over the training data")
     train.add_argument("--max-time", type=_args.number(float, 0, strict=False), metavar="SECONDS",
                        help="stop training after this long (default 90; 0: no limit)")
-    train.add_argument("--threads", type=_args.number(int, 0), default=1,
-                       help="threads of the C++ engine (default 1: these models gain little from "
-                            "a second, and on a busy machine a second thread slows it down)")
+    train.add_argument("--threads", type=_args.number(int, 0),
+                       help="the most threads of the C++ engine (default: every core; per update "
+                            "it uses one or all, whichever it measured faster, and the results do "
+                            "not depend on it)")
     train.add_argument("--backend", choices=BACKENDS,
                        help="cpp (default, compiled) or numpy (the reference)")
     train.add_argument("--seed", type=int, help="for the model and the tasks (default 0)")
@@ -119,7 +120,7 @@ class _Session:
         resumed = _resume(args, comm, say) if args.resume is not None else None  # (trainer, run, history)
         if resumed is None:
             _fill_defaults(args)
-        if args.backend == "cpp":
+        if args.backend == "cpp" and args.threads is not None:
             from .._threads import set_num_threads
             set_num_threads(args.threads)
         self.prepared = prepared = _data.prepare(args, _data.kind_of_data(args))
