@@ -55,6 +55,7 @@ class History:
 
     @property
     def losses(self) -> np.ndarray:
+        """Every update's training loss, in order: (number of updates,) float64."""
         return np.concatenate(self._losses) if self._losses else np.zeros(0)
 
     @property

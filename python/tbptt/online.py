@@ -84,6 +84,7 @@ class Record:
         self.points = collections.deque(maxlen=PLOT_POINTS)  # (line, value, prediction, mae, last mae)
 
     def add(self, line, value, prediction):
+        """Score `prediction`, made before `value` (input line `line`) arrived, and the last value."""
         self.used += 1
         if self.last is None:  # the first value has no prediction worth scoring or drawing
             self.last = value
@@ -98,6 +99,7 @@ class Record:
         self.points.append((line, value, prediction, self.abs_error / n, self.last_abs_error / n))
 
     def summary(self):
+        """One line: values used, lines skipped, and the MAE and RMSE against the last value's."""
         if not self.scored:
             return f"{self.used} values used, {self.skipped} lines skipped"
         n = self.scored

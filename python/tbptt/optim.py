@@ -21,6 +21,7 @@ class SGD:
         self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
 
     def config(self) -> Dict[str, Any]:
+        """The settings as JSON-able values: what `optim.from_config` rebuilds it from."""
         return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}
 
@@ -43,6 +44,7 @@ class Adam:
         self.eps = _checks.finite_float("eps", eps, minimum=0.0)
 
     def config(self) -> Dict[str, Any]:
+        """The settings as JSON-able values: what `optim.from_config` rebuilds it from."""
         return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps}
 
     def __repr__(self) -> str:
@@ -61,6 +63,7 @@ class AdamW(Adam):
         self.weight_decay = _checks.finite_float("weight_decay", weight_decay, minimum=0.0)
 
     def config(self) -> Dict[str, Any]:
+        """The settings as JSON-able values: what `optim.from_config` rebuilds it from."""
         return {**super().config(), "weight_decay": self.weight_decay}
 
     def __repr__(self) -> str:

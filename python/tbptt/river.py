@@ -341,6 +341,7 @@ class Regressor(_Online, _RegressorBase):
     # the previous target, then (changes=True) their changes since the sample before; each
     # standardised and clipped at +-clip (without previous_target, the target is left out).
     def learn_one(self, x, y):
+        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a float)."""
         if type(y) is not float or y - y != 0.0:  # not a float, or NaN / infinity
             y = _number("y", y)
         if self.trainer_ is None:
@@ -364,6 +365,7 @@ class Regressor(_Online, _RegressorBase):
         self._filled = None  # the statistics moved: the inputs must be recomputed
 
     def predict_one(self, x):
+        """The next value predicted from the carried state and x (a dict), advancing nothing."""
         if self.last_ is None:
             return 0.0
         features = self._features(x)
@@ -484,6 +486,7 @@ class Classifier(_Online, _ClassifierBase):
         return True
 
     def learn_one(self, x, y):
+        """Advance the state by one step with x (a dict) and learn the class y (TBPTT(k1, k2))."""
         if self.trainer_ is None:
             extra = self.max_classes if self.previous_target else 0
             self._start(x, len(x) + extra, self.max_classes, "cross_entropy", len(x))
@@ -497,6 +500,7 @@ class Classifier(_Online, _ClassifierBase):
         self.last_ = label
 
     def predict_proba_one(self, x):
+        """{class: probability} for the next step from the carried state, without advancing it."""
         if self.trainer_ is None or not self.classes_:
             return {}
         self._fill_inputs(self._features(x))

@@ -49,6 +49,7 @@ class Schedule:
         return self.final + (1.0 - self.final) * decay
 
     def config(self) -> dict:
+        """The schedule as JSON-able values (kept in trainer files and run settings)."""
         return {"shape": self.shape, "warmup": self.warmup, "final": self.final}
 
     def __repr__(self) -> str:

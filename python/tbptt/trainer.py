@@ -242,6 +242,7 @@ class Trainer:
 
     @property
     def lr(self) -> float:
+        """The optimiser's (base) learning rate; setting it takes effect at the next update."""
         return self.optimizer.lr
 
     @lr.setter
