@@ -73,6 +73,9 @@ class CppEngine:
         window when a snapshot needs them), targets and weights of the steps pending now: the
         newest of those kept before and of the `processed` steps of this call (r < k1 rows)."""
         r, B, dtype = self._engine.pending_steps, y.shape[1], self._model.dtype
+        if r == 0:  # nothing pending (every step of an online learner with k1 = 1): no arrays
+            self._pending = None
+            return
         rows = slice(processed - min(r, processed), processed)
         k = rows.stop - rows.start
         w = np.ones((k, B), dtype) if mask is None else np.array(mask[rows], dtype)
