@@ -70,10 +70,12 @@ import numpy as np
 import tbptt
 assert shutil.which("gcc") is None and shutil.which("c++") is None, "a compiler is on PATH"
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-engines = sorted(n for n in names if "/_core_" in n)
+engines = sorted(n for n in names if "/_core_" in n and n.endswith(".so"))
+stubs = sorted(n for n in names if n.endswith((".pyi", "py.typed")))
 print("wheel:", sys.argv[1].split("/")[-1])
 print("engines:", engines, "vendored:", sorted(n for n in names if ".libs/" in n))
 assert len(engines) == 3, engines  # baseline, AVX2, AVX-512
+assert "tbptt/py.typed" in stubs and "tbptt/_core.pyi" in stubs, stubs  # the types ship
 print("build_info:", tbptt.build_info())
 assert tbptt.build_info()["openmp"], "built without OpenMP"
 assert tbptt.__version__ in sys.argv[1]
