@@ -43,7 +43,7 @@ def add_parser(commands) -> None:
         description="Train a recurrent model with TBPTT(k1, k2) and write model.npz, trainer.npz, "
                     "history.json and loss.png (and, for a numeric series, forecast.png) into an "
                     "output folder; --resume goes on with a run from its trainer.npz.",
-        epilog="Defaults depend on the data: text a GRU, B=32, k=50, H=256, dropout 0.2, lr 5e-3 "
+        epilog="Defaults depend on the data: text a GRU, B=32, k=50, H=384, dropout 0.25, lr 5e-3 "
                "with a cosine schedule, 110 s; otherwise an LSTM (forget bias 1): a numeric "
                "series B=1, k=25, H=32, lr 3e-3, 50 epochs; echo (delay 20) k=40, H=32, lr 1e-2; "
                "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam "
