@@ -291,7 +291,8 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
                                              int64_t(stack_.window.contiguous_from(step_))}));
         const int used = tuner_.choose(most);  // the results do not depend on it (threads.h)
         use_threads(used);
-        const auto start = std::chrono::steady_clock::now();
+        using Clock = std::chrono::steady_clock;
+        const auto start = most > 1 ? Clock::now() : Clock::time_point{};  // timed if it may change
         const size_t row0 = size_t(done) * B;
         stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
         reset_next_ = false;
@@ -303,9 +304,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
         done += n;
         double loss;
         if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
-        if (most > 1)
-            tuner_.record(used, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                                        .count(), n);
+        if (most > 1) tuner_.record(used, std::chrono::duration<double>(Clock::now() - start).count(), n);
     }
 }
 
