@@ -179,7 +179,9 @@ def test_echo_is_learned_only_when_the_window_reaches_the_delay(seed):
     """Delayed echo, d = 5: y_t = x_{t-5}. TBPTT(10, 10) and TBPTT(3, 10) backpropagate far
     enough (every loss of (3, 10) gets >= 8 steps of credit) and learn it; TBPTT(2, 2) and the
     chunked TBPTT(5, 5) (a loss at chunk position p gets p <= 5 steps) cannot, and stay near
-    chance (0.5), though the state alone may carry a little (measured up to 0.57)."""
+    chance (0.5), though the state alone may carry a little (measured up to 0.62, seed 2 on the
+    baseline and zig-built AVX-512 engines: each instruction set rounds differently). Learning
+    shows as > 0.9, so the bounds below leave room for that."""
     d, B = 5, 32
     rows = tbptt.sweep(tbptt.datasets.echo(3000, B, delay=d, seed=seed), k1=None,
                        pairs=[(10, 10), (3, 10), (2, 2), (5, 5)],
@@ -187,7 +189,7 @@ def test_echo_is_learned_only_when_the_window_reaches_the_delay(seed):
                        hidden=16, optimizer=tbptt.Adam(1e-2), seed=seed, points=4)
     accuracy = {(r["k1"], r["k2"]): r["val_accuracy"] for r in rows}
     assert accuracy[10, 10] > 0.9 and accuracy[3, 10] > 0.9, accuracy
-    assert accuracy[2, 2] < 0.6 and accuracy[5, 5] < 0.65, accuracy
+    assert accuracy[2, 2] < 0.7 and accuracy[5, 5] < 0.7, accuracy
     chance = math.log(2)
     losses = {(r["k1"], r["k2"]): r["val_loss"] for r in rows}
     assert losses[10, 10] < 0.3 * chance and losses[2, 2] > 0.9 * chance, losses
