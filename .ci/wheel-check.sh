@@ -13,8 +13,12 @@
 # --zig: the same sources built by a toolchain from PyPI, zig's clang (`ziglang`) targeting glibc
 # 2.17 (zig links against stubs of that glibc and its own libc++), with Intel's OpenMP runtime
 # (`intel-openmp`, libiomp5, which implements clang's OpenMP ABI) vendored in place of libgomp:
-# manylinux_2_17 (manylinux2014). Not what CI ships (another compiler, C++ library and OpenMP
-# runtime: their speed is to be measured first); CI runs the default.
+# manylinux_2_17 (manylinux2014): libc's GLIBC_2.17 is the highest version needed (libm: 2.2.5).
+# Checked with all three engines (the AVX-512 module uses zmm registers, the AVX2 one ymm and FMA,
+# the baseline neither; ziglang 0.17.1 = clang 22.1.8, intel-openmp 2026.2.0): the installed wheel
+# passes the suite but for one tight statistical bound, and its AVX-512 engine runs at 0.96-1.14x
+# gcc's speed (README, "Wheels").
+# Not what CI ships (another compiler, C++ library and OpenMP runtime); CI runs the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
