@@ -281,7 +281,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
                       const uint8_t* resets, std::vector<double>* losses, T* outputs) {
     if (steps <= 0) return;
     const int most = threads_for(B, config_.shape.H);
-    ThreadScope threads(most);
+    ThreadScope threads(tuner_.current(most));  // the packing below runs on the current choice
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
