@@ -158,7 +158,7 @@ struct PyEngine {
 
     PyEngine(CArray<T> params_, const std::string& cell, int I, int H, int O, int L, int k1, int k2,
              const std::string& loss, const py::dict& optimizer, std::optional<double> clip_norm,
-             double dropout, double head_dropout, uint64_t seed)
+             double dropout, double head_dropout, uint64_t seed, bool recompute)
         : params(std::move(params_)) {
         EngineConfig c;
         c.cell = cell;
@@ -173,6 +173,7 @@ struct PyEngine {
         if (!(dropout >= 0.0 && dropout < 1.0) || !(head_dropout >= 0.0 && head_dropout < 1.0))
             throw py::value_error("dropout and head_dropout must be in [0, 1)");
         c.dropout = dropout, c.head_dropout = head_dropout, c.seed = seed;
+        c.recompute = recompute;
         expect_shape("params", params, {py::ssize_t(c.shape.num_params())});
         if (!params.writeable()) throw py::value_error("params must be writeable");
         engine = std::make_unique<Engine<T>>(c, params.mutable_data());
@@ -270,6 +271,8 @@ struct PyEngine {
         d["counters"] = to_array(s.counters);
         d["sums"] = to_array(s.sums);
         d["dy"] = to_array(s.dy), d["x"] = to_array(s.x), d["ids"] = to_array(s.ids);
+        d["outputs"] = to_array(s.outputs), d["values"] = to_array(s.values);
+        d["classes"] = to_array(s.classes), d["weights"] = to_array(s.weights);
         d["gates"] = to_array(s.gates), d["extra"] = to_array(s.extra);
         d["carry"] = to_array(s.carry), d["h"] = to_array(s.h);
         d["resets"] = to_array(s.resets), d["any_reset"] = to_array(s.any_reset);
@@ -288,6 +291,10 @@ struct PyEngine {
             // keep nothing extra.
             s.carry = from_array<T>(d.contains("carry") ? d["carry"] : d["c"]);
             if (d.contains("extra")) s.extra = from_array<T>(d["extra"]);
+            if (d.contains("weights")) {  // files from before the engine kept its targets: not
+                s.outputs = from_array<T>(d["outputs"]), s.values = from_array<T>(d["values"]);
+                s.classes = from_array<int64_t>(d["classes"]), s.weights = from_array<T>(d["weights"]);
+            }
             s.resets = from_array<uint8_t>(d["resets"]), s.any_reset = from_array<uint8_t>(d["any_reset"]);
             s.first_moment = from_array<T>(d["first_moment"]);
             s.second_moment = from_array<T>(d["second_moment"]);
@@ -333,11 +340,11 @@ void bind_engine(py::module_& m, const char* name) {
     py::class_<PyEngine<T>>(m, name)
         .def(py::init<CArray<T>, const std::string&, int, int, int, int, int, int,
                       const std::string&, const py::dict&, std::optional<double>, double, double,
-                      uint64_t>(),
+                      uint64_t, bool>(),
              py::arg("params"), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
              py::arg("output_size"), py::arg("num_layers"), py::arg("k1"), py::arg("k2"),
              py::arg("loss"), py::arg("optimizer"), py::arg("clip_norm"), py::arg("dropout") = 0.0,
-             py::arg("head_dropout") = 0.0, py::arg("seed") = 0)
+             py::arg("head_dropout") = 0.0, py::arg("seed") = 0, py::arg("recompute") = false)
         .def("train", &PyEngine<T>::train, py::arg("x"), py::arg("tokens"), py::arg("y"),
              py::arg("mask").none(true), py::arg("resets").none(true),
              py::arg("outputs").none(true) = py::none())

@@ -142,10 +142,9 @@ void Stack<T>::state_after(int64_t s, T* h, T* carry) const {
 }
 
 template <typename T>
-void Stack<T>::forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets,
-                       bool reset_first) {
-    const ModelShape& m = shape_;
-    const int B = window.B, H = m.H, G = m.G(), E = window.E, C = window.C;
+void Stack<T>::store(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets,
+                     bool reset_first) {
+    const int B = window.B;
     for (int j = 0; j < n; ++j) {
         uint8_t* row = window.resets_at(s0 + j);
         if (resets)
@@ -158,8 +157,13 @@ void Stack<T>::forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* re
     if (in.are_tokens())
         std::copy(in.ids, in.ids + size_t(n) * B, window.ids_at(s0));
     else
-        std::copy(in.x, in.x + size_t(n) * B * m.I, window.x_at(s0));
+        std::copy(in.x, in.x + size_t(n) * B * shape_.I, window.x_at(s0));
+}
 
+template <typename T>
+void Stack<T>::run(int64_t s0, int n) {
+    const ModelShape& m = shape_;
+    const int B = window.B, H = m.H, G = m.G(), E = window.E, C = window.C;
     const bool separate = cell_->traits.separate_recurrence;
     for (int l = 0; l < m.L; ++l) {
         const PackedWeights<T>& products = packed_[l];
@@ -214,6 +218,10 @@ void Engine<T>::allocate(int B, bool tokens) {
         const Window<T>& w = stack_.window;
         dy_.assign(size_t(k1) * B * m.O, T(0));
         outputs_.assign(size_t(k1) * B * m.O, T(0));
+        const bool mse = config_.loss == Loss::mse;
+        values_.assign(mse ? size_t(k1) * B * m.O : 0, T(0));
+        classes_.assign(mse ? 0 : size_t(k1) * B, 0);
+        weights_.assign(size_t(k1) * B, T(0));
         // Blocks of about 256 rows keep the weight-gradient products efficient, the scratch small.
         block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
         const size_t rows = size_t(block_) * B;
@@ -234,10 +242,10 @@ void Engine<T>::allocate(int B, bool tokens) {
         const double bytes =
             double(S) * Window<T>::values_per_step(B, m.I, m.H, m.L, stack_.cell().traits, tokens) *
                 sizeof(T) +
-            2.0 * k1 * B * m.O * sizeof(T);
+            4.0 * k1 * B * m.O * sizeof(T);
         std::ostringstream message;
         message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps (and k1 = " << k1
-                << " steps of outputs) for B = " << B << " streams needs " << bytes / (1 << 30)
+                << " steps of outputs and targets) for B = " << B << " streams needs " << bytes / (1 << 30)
                 << " GiB, which could not be allocated; use smaller k1/k2 (memory grows with"
                 << " max(k1, k2), never with the stream)";
         throw OutOfMemory(message.str());
@@ -262,18 +270,59 @@ void Engine<T>::set_stream_offset(int64_t offset) {
 }
 
 template <typename T>
-void Engine<T>::accumulate_loss(int64_t s0, int n, const Targets<T>& targets) {
+void Engine<T>::keep_targets(int row, int n, const Targets<T>& targets) {
+    const size_t first = size_t(row) * B_, count = size_t(n) * B_, O = size_t(config_.shape.O);
+    if (targets.values) std::copy(targets.values, targets.values + count * O, values_.data() + first * O);
+    if (targets.classes) std::copy(targets.classes, targets.classes + count, classes_.data() + first);
+    T* w = weights_.data() + first;
+    if (targets.mask) std::copy(targets.mask, targets.mask + count, w);
+    else std::fill(w, w + count, T(1));  // the same bits as no mask (head.cpp: w = 1)
+}
+
+template <typename T>
+void Engine<T>::head_outputs(int64_t s0, int n, int row) {
+    const ModelShape& m = config_.shape;
+    const T* W = params_ + m.head_offset();
+    head_forward(outputs_.data() + size_t(row) * B_ * m.O,
+                 stack_.output(m.L - 1, s0, n, head_input_), W, W + size_t(m.O) * m.H, n * B_,
+                 m.H, m.O);
+}
+
+template <typename T>
+void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
     const ModelShape& m = config_.shape;
     const int rows = n * B_;
-    const T* W = params_ + m.head_offset();
-    T* y = outputs_.data();
-    head_forward(y, stack_.output(m.L - 1, s0, n, head_input_), W, W + size_t(m.O) * m.H, rows,
-                 m.H, m.O);
-    T* dy = dy_.data() + size_t(pending_) * B_ * m.O;
+    head_outputs(s0, n, row);
+    const size_t at = size_t(row) * B_;
+    const T* y = outputs_.data() + at * m.O;
+    T* dy = dy_.data() + at * m.O;
+    const T* w = weights_.data() + at;
     if (config_.loss == Loss::mse)
-        loss_sum_ += mse_loss(dy, y, targets.values, targets.mask, rows, m.O, &weight_sum_);
+        loss_sum_ += mse_loss(dy, y, values_.data() + at * m.O, w, rows, m.O, &weight_sum_);
     else
-        loss_sum_ += cross_entropy_loss(dy, y, targets.classes, targets.mask, rows, m.O, &weight_sum_);
+        loss_sum_ += cross_entropy_loss(dy, y, classes_.data() + at, w, rows, m.O, &weight_sum_);
+}
+
+// The update at step t reads the window [a, t]. Steps up to t - r were computed before the
+// previous update (or by its recompute), with older weights: if the window reaches them, run its
+// forward again from the stored state entering step a, then the r pending steps' loss from it.
+template <typename T>
+void Engine<T>::recompute_window(int r) {
+    const int64_t t = step_ - 1;
+    const int64_t a = std::max(t - config_.k2 + 1, stack_.first_valid);
+    if (!config_.recompute || a > t - r) return;
+    const Window<T>& w = stack_.window;
+    for (int64_t s = a; s <= t;) {
+        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
+        stack_.run(s, n);
+        s += n;
+    }
+    loss_sum_ = weight_sum_ = 0.0;
+    for (int64_t s = t - r + 1; s <= t;) {
+        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
+        accumulate_loss(s, n, int(s - (t - r + 1)));
+        s += n;
+    }
 }
 
 template <typename T>
@@ -296,9 +345,10 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
         const size_t row0 = size_t(done) * B;
         stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
         reset_next_ = false;
-        accumulate_loss(step_, n, targets.from_row(row0, m.O));
-        if (outputs) std::copy(outputs_.data(), outputs_.data() + size_t(n) * B * m.O,
-                               outputs + row0 * m.O);
+        keep_targets(pending_, n, targets.from_row(row0, m.O));
+        accumulate_loss(step_, n, pending_);
+        const T* computed = outputs_.data() + size_t(pending_) * B * m.O;
+        if (outputs) std::copy(computed, computed + size_t(n) * B * m.O, outputs + row0 * m.O);
         step_ += n;
         pending_ += n;
         done += n;
@@ -349,6 +399,7 @@ bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
+    recompute_window(r);
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
         return false;
@@ -619,6 +670,7 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps};
     s.sums = {loss_sum_, weight_sum_, last_weight_sum_};
     s.dy = dy_;
+    s.outputs = outputs_, s.values = values_, s.classes = classes_, s.weights = weights_;
     s.x = w.x, s.ids = w.ids, s.gates = w.gates, s.extra = w.extra, s.carry = w.carry, s.h = w.h;
     s.resets = w.resets, s.any_reset = w.any_reset;
     s.first_moment = optimizer_.first_moment, s.second_moment = optimizer_.second_moment;
@@ -648,6 +700,16 @@ void Engine<T>::restore(const Snapshot& s) {
     fits("h", s.h.size(), w.h.size());
     fits("resets", s.resets.size(), w.resets.size());
     fits("any_reset", s.any_reset.size(), w.any_reset.size());
+    const bool kept = !s.weights.empty();  // files from before the engine kept its targets: not
+    if (kept) {
+        fits("outputs", s.outputs.size(), fresh.outputs_.size());
+        fits("values", s.values.size(), fresh.values_.size());
+        fits("classes", s.classes.size(), fresh.classes_.size());
+        fits("weights", s.weights.size(), fresh.weights_.size());
+    } else if (config_.recompute && s.counters[4] > 0) {
+        throw InvalidArgument("engine state: the pending steps' targets were not kept (a file "
+                              "from an older version): it cannot resume with recompute");
+    }
     fits("first_moment", s.first_moment.size(), fresh.optimizer_.first_moment.size());
     fits("second_moment", s.second_moment.size(), fresh.optimizer_.second_moment.size());
     if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
@@ -668,6 +730,16 @@ void Engine<T>::restore(const Snapshot& s) {
     window.carry = s.carry, window.h = s.h;
     window.resets = s.resets, window.any_reset = s.any_reset;
     optimizer_.first_moment = s.first_moment, optimizer_.second_moment = s.second_moment;
+    if (kept) {
+        outputs_ = s.outputs, values_ = s.values, classes_ = s.classes, weights_ = s.weights;
+    } else if (B_ > 0) {  // the outputs from the window (what the forward computed), no targets
+        for (int64_t first = step_ - pending_, s0 = first; s0 < step_;) {
+            const int n = int(std::min<int64_t>(step_ - s0, window.contiguous_from(s0)));
+            head_outputs(s0, n, int(s0 - first));
+            s0 += n;
+        }
+        std::fill(weights_.begin(), weights_.end(), std::numeric_limits<T>::quiet_NaN());
+    }
 }
 
 // The same forward path as training (Stack::forward) over a window of one chunk of steps. The

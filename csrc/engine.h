@@ -3,7 +3,8 @@
 //
 // Every k1 steps it makes an update: the loss of the k1 newest steps, its gradient with the
 // recurrence cut k2 steps back (Williams & Peng's BPTT(h; h') when k2 > k1: the window reaches
-// into steps computed before the previous update, whose activations are kept, not recomputed),
+// into steps computed before the previous update, whose activations are kept, or with
+// `recompute` computed again with the current weights first),
 // optional global-norm clipping, then the optimiser step. An update runs in phases (as llm.c's
 // backward_and_reduce / grad_norm / update): backward (the un-normalised gradient and the sums
 // Σ w·loss, Σ w, in one buffer) -> reduce (the caller's all-reduce of that buffer across
@@ -74,7 +75,13 @@ class Stack {
     void prepare(const T* params, bool with_backward);
     // Steps [s0, s0 + n) (within one turn of the ring): stores their inputs and resets (rows of
     // resets [n][B] or nullptr; reset_first: every stream resets at s0), then runs every layer.
-    void forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets, bool reset_first);
+    void forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets, bool reset_first) {
+        store(s0, n, in, resets, reset_first);
+        run(s0, n);
+    }
+    void store(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets, bool reset_first);
+    // Every layer over steps [s0, s0 + n) from their stored inputs and resets.
+    void run(int64_t s0, int n);
     // The state entering step s of layer l for streams [b0, b1), resets at s applied: a pointer to
     // row b0, into the window or into scratch ([B][H] or [B][C], only rows b0..b1 written).
     const T* h_prev(int l, int64_t s, T* scratch, int b0, int b1);
@@ -119,6 +126,9 @@ struct EngineConfig {
     double dropout = 0.0, head_dropout = 0.0;
     uint64_t seed = 0;
     int64_t stream_offset = 0;  // the index of this engine's first stream among all streams
+    // Before an update whose window reaches into steps computed before the previous update, run
+    // the window's forward again with the current weights (docs/semantics.md §3).
+    bool recompute = false;
 };
 
 // An update whose loss or gradient is not finite: nothing was applied (see Engine::train).
@@ -142,6 +152,9 @@ template <typename T>
 struct Targets {
     static Targets of_values(const T* y, const T* mask) { return {y, nullptr, mask}; }
     static Targets of_classes(const int64_t* y, const T* mask) { return {nullptr, y, mask}; }
+    static Targets of(Loss loss, const T* y, const int64_t* classes, const T* mask) {
+        return loss == Loss::mse ? of_values(y, mask) : of_classes(classes, mask);
+    }
     Targets from_row(size_t row, int O) const {
         return {values ? values + row * O : nullptr, classes ? classes + row : nullptr,
                 mask ? mask + row : nullptr};
@@ -201,6 +214,12 @@ class Engine {
         Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps, Σ w of the last update
         Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
         Buffer<int64_t> ids;
+        // The pending steps' outputs, targets (values or classes, by the loss) and loss weights,
+        // [k1][B][...] like dy. Empty in files from before they were kept: then the outputs are
+        // computed again from the window, the targets are unknown (weights NaN) and the engine
+        // cannot recompute.
+        Buffer<T> outputs, values, weights;
+        Buffer<int64_t> classes;
         Buffer<uint8_t> resets, any_reset;
     };
     Snapshot snapshot() const;
@@ -237,7 +256,13 @@ class Engine {
     void allocate(int B, bool tokens);
     void set_up_dropout();  // the masks of every layer, from the config
     void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
-    void accumulate_loss(int64_t s0, int n, const Targets<T>& targets);
+    // Keeps the targets of n steps as pending rows [row, row + n).
+    void keep_targets(int row, int n, const Targets<T>& targets);
+    // Outputs, dy and loss sums of steps [s0, s0 + n), pending rows [row, row + n).
+    void accumulate_loss(int64_t s0, int n, int row);
+    // recompute: the window's forward again, and the pending steps' loss from it.
+    void recompute_window(int r);
+    void head_outputs(int64_t s0, int n, int row);  // outputs of steps [s0, s0 + n) into rows
     // Makes the update over the pending steps, in three phases; returns false if none carried
     // loss (anywhere, when data-parallel).
     bool update(double* loss);
@@ -266,9 +291,12 @@ class Engine {
     int64_t updates_ = 0;
     bool reset_next_ = false;
 
-    // Loss of the pending steps: Σ w·loss, Σ w, and w·dloss/dy per pending step [k1][B][O].
+    // Loss of the pending steps: Σ w·loss, Σ w, and w·dloss/dy per pending step [k1][B][O]; their
+    // outputs [k1][B][O] and what they learn from: target values [k1][B][O] (mse) or classes
+    // [k1][B] (cross_entropy), weights [k1][B] (ones where the caller gave no mask).
     double loss_sum_ = 0.0, weight_sum_ = 0.0;
-    Buffer<T> dy_, outputs_;
+    Buffer<T> dy_, outputs_, values_, weights_;
+    Buffer<int64_t> classes_;
     typename Window<T>::StepCopy peeked_;  // the slot `peek` borrows, put back after it
     // Σ w of the last update over every process (0 before one): a weight sum that every process
     // knows before the backward of the next, to pick the common power-of-two scale of dy.

@@ -74,7 +74,7 @@ def core() -> Core:
 
 
 def make_engine(model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
-                clip_norm: Optional[float], seed: int) -> CppEngine:
+                clip_norm: Optional[float], seed: int, recompute: bool = False) -> CppEngine:
     """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
     from .engine import CppEngine
-    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed)
+    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed, recompute)

@@ -6,9 +6,8 @@ takes the cell by name (`model.cell`: "lstm", "gru", "rnn_tanh", "rnn_relu") and
 out as a tuple with one (L, B, H) array per name in the model's STATE: (h, c) or (h,).
 
 Its snapshot is the compiled engine's own (a ring of S = max(k1, k2) + 1 slots, step s in slot
-s % S, and the pending steps' loss terms), translated here to and from the schema both backends
-share (`tbptt._snapshot`). The compiled engine keeps no targets, so the adapter remembers the
-pending steps' targets and weights itself (at most k1 - 1 steps).
+s % S, and the pending steps' outputs, targets, weights and loss terms in k1 rows), translated
+here to and from the schema both backends share (`tbptt._snapshot`).
 """
 
 from __future__ import annotations
@@ -46,48 +45,18 @@ class CppEngine:
     member's meaning, shapes and dtypes)."""
 
     def __init__(self, core: Core, model: Recurrent, k1: int, k2: int, loss: str,
-                 optimizer: Dict[str, Any], clip_norm: Optional[float], seed: int) -> None:
+                 optimizer: Dict[str, Any], clip_norm: Optional[float], seed: int,
+                 recompute: bool = False) -> None:
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
         self._engine = cls(model.flat_parameters, *_shape(model), k1, k2, loss, optimizer,
-                           clip_norm, model.dropout, model.head_dropout, seed)
-        self._model, self._k1, self._k2, self._loss, self._seed = model, k1, k2, loss, seed
-        self._momentum = optimizer["name"] == "sgd" and optimizer["momentum"] != 0
-        # The pending steps' outputs (r, B, O; NaN rows: computed again when a snapshot needs
-        # them), targets (r, B, O) or (r, B) and weights (r, B): None when unknown (restored
-        # from a file of the compiled engine's own older form).
-        self._pending: Optional[Tuple[np.ndarray, ...]] = None
+                           clip_norm, model.dropout, model.head_dropout, seed, recompute)
+        self._model, self._k1, self._k2, self._loss = model, k1, k2, loss
 
     def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
               resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
         """outputs: None or a (T, B, O) array of the model's dtype that receives each step's
         outputs as the forward pass computed them."""
-        before = self._engine.steps
-        try:
-            return self._engine.train(x, tokens, y, mask, resets, outputs)
-        finally:  # also after a divergence: its steps were dropped, none is pending
-            self._remember(outputs, y, mask, int(self._engine.steps - before))
-
-    def _remember(self, out: Optional[np.ndarray], y: np.ndarray, mask: Optional[np.ndarray],
-                  processed: int) -> None:
-        """Keep the outputs (NaN where the caller did not ask for them: computed again from the
-        window when a snapshot needs them), targets and weights of the steps pending now: the
-        newest of those kept before and of the `processed` steps of this call (r < k1 rows)."""
-        r, B, dtype = self._engine.pending_steps, y.shape[1], self._model.dtype
-        if r == 0:  # nothing pending (every step of an online learner with k1 = 1): no arrays
-            self._pending = None
-            return
-        rows = slice(processed - min(r, processed), processed)
-        k = rows.stop - rows.start
-        w = np.ones((k, B), dtype) if mask is None else np.array(mask[rows], dtype)
-        out_rows = (np.full((k, B, self._model.output_size), np.nan, dtype) if out is None
-                    else out[rows].copy())
-        new = (out_rows, y[rows].copy(), w)
-        if r <= processed:
-            self._pending = new
-        elif self._pending is not None:
-            older = r - processed
-            self._pending = tuple(np.concatenate([kept[len(kept) - older:], a])
-                                  for kept, a in zip(self._pending, new))
+        return self._engine.train(x, tokens, y, mask, resets, outputs)
 
     def peek(self, x: np.ndarray, tokens: bool, outputs: np.ndarray) -> None:
         """The next step's outputs for x, (B, I) or (B,) token ids, into `outputs` (B, O),
@@ -95,11 +64,7 @@ class CppEngine:
         self._engine.peek(x, tokens, outputs)
 
     def flush(self) -> Optional[float]:
-        try:
-            return self._engine.flush()
-        finally:
-            if self._engine.pending_steps == 0 and self._pending is not None:
-                self._pending = tuple(a[:0] for a in self._pending)
+        return self._engine.flush()
 
     def reset_state(self) -> None:
         self._engine.reset_state()
@@ -152,11 +117,9 @@ class CppEngine:
     def restore(self, snapshot: Snapshot) -> None:
         if not _snapshot.is_shared(snapshot):  # the compiled engine's own older form (files)
             self._engine.restore(snapshot)
-            self._pending = None
             return
         c = _snapshot.check(snapshot, self._model, self._k1, self._k2, self._loss)
         self._engine.restore(_CppSnapshot(self).native(snapshot, c))
-        self._pending = tuple(snapshot[f"pending/{key}"].copy() for key in ("out", "y", "w"))
 
 
 class _CppSnapshot:
@@ -197,7 +160,7 @@ class _CppSnapshot:
         keep = ~d["window/reset"][0][None, :, None] if n else True
         d["window/h_in"] = np.zeros_like(h[:, 0]) if cut else np.where(keep, h[:, before], 0)
         d["window/c_in"] = np.zeros_like(carry[:, 0]) if cut else np.where(keep, carry[:, before], 0)
-        d.update(self.pending(native, B, step, pending, h[:, slots[n - pending:]] if n else h[:, :0]))
+        d.update(self.pending(native, B, pending))
         d.update(self.moments(native))
         return d
 
@@ -212,36 +175,18 @@ class _CppSnapshot:
         return {"window/x": x, "window/reset": reset, "window/gates": swap(gates),
                 "window/h": swap(h), "window/c": swap(carry)}
 
-    def pending(self, native, B, step, r, h_top_layers) -> Dict[str, np.ndarray]:
-        """pending/*: the compiled engine's loss terms and the outputs, targets and weights the
-        adapter kept; outputs it did not keep come from the window's top layer."""
-        dtype, kept = self.model.dtype, self.engine._pending
-        dy = np.asarray(native["dy"]).reshape(-1, B, self.O)[:r] if B else np.zeros((0, 0, self.O), dtype)
-        if kept is None or len(kept[0]) != r:  # an older file's engine: unknown targets
-            mse = self.engine._loss == "mse"
-            kept = (np.full((r, B, self.O), np.nan, dtype),
-                    np.zeros((r, B, self.O) if mse else (r, B), dtype if mse else np.int64),
-                    np.full((r, B), np.nan, dtype))  # NaN weights: the reference refuses them
-        out, y, w = (a.copy() for a in kept)
-        missing = np.isnan(out).all(axis=(1, 2))
-        if missing.any():
-            out[missing] = self.head_outputs(B, step, r, h_top_layers)[missing]
-        return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy.copy()}
+    def pending(self, native, B, r) -> Dict[str, np.ndarray]:
+        """pending/*: the r pending rows of the compiled engine's outputs, targets, weights and
+        loss terms (weights NaN where restored from an older file that kept no targets: the
+        reference refuses them)."""
+        def rows(key, width):
+            a = np.asarray(native[key])
+            return a.reshape((-1, B) + width)[:r].copy() if B else np.zeros((0, 0) + width, a.dtype)
 
-    def head_outputs(self, B, step, r, h_top_layers) -> np.ndarray:
-        """The pending steps' outputs (r, B, O) computed again from the top layer's h kept in
-        the window, through the head's dropout: what the forward pass computed, to rounding (the
-        parameters have not changed since those steps, unless the caller changed them)."""
-        from .reference import dropout_mask  # here only: the C++ path does not load the reference
-
-        dtype, P, p = self.model.dtype, self.model.parameter_views, self.model.head_dropout
-        out = np.zeros((r, B, self.O), dtype)
-        for j in range(r):
-            top = h_top_layers[self.L - 1, j]
-            if p:
-                top = top * dropout_mask(p, self.engine._seed, self.L - 1, step - r + j, B, self.H, dtype)
-            out[j] = top @ P["head.weight"].T + P["head.bias"]
-        return out
+        O = (self.O,)
+        y = rows("values", O) if self.engine._loss == "mse" else rows("classes", ())
+        return {"pending/out": rows("outputs", O), "pending/y": y, "pending/w": rows("weights", ()),
+                "pending/dy": rows("dy", O)}
 
     def moments(self, native) -> Dict[str, np.ndarray]:
         """optimizer/m, v as (P,) arrays (zeros where the optimiser keeps none)."""
@@ -272,12 +217,20 @@ class _CppSnapshot:
         x[slots] = d["window/x"]
         resets = np.zeros((S, B), np.uint8)
         resets[slots] = d["window/reset"]
-        dy = np.zeros((k1 if B else 0, B, self.O), dtype)
-        dy[:r] = d["pending/dy"]
+        def rows(key, width, dt):  # k1 rows, the first r pending (the engine's layout)
+            a = np.zeros((k1 if B else 0, B) + width, dt)
+            a[:r] = d[key]
+            return a.ravel()
+
+        mse = self.engine._loss == "mse"
+        O = (self.O,)
         counters = [B, c["tokens"], step, first_valid, r, c["updates"], c["reset_next"],
                     c["optimizer_steps"]]
         native = {"counters": np.array(counters, np.int64), "sums": d["loss_sums"].copy(),
-                  "dy": dy.ravel(), "x": (np.zeros(0, dtype) if tokens else x).ravel(),
+                  "dy": rows("pending/dy", O, dtype), "outputs": rows("pending/out", O, dtype),
+                  "values": rows("pending/y", O, dtype) if mse else np.zeros(0, dtype),
+                  "classes": np.zeros(0, np.int64) if mse else rows("pending/y", (), np.int64),
+                  "weights": rows("pending/w", (), dtype), "x": (np.zeros(0, dtype) if tokens else x).ravel(),
                   "ids": (x if tokens else np.zeros(0, np.int64)).ravel(),
                   "resets": resets.ravel(),
                   "any_reset": np.asarray(resets.any(axis=1), np.uint8)[:S if B else 0]}
