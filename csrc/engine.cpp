@@ -303,26 +303,41 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
         loss_sum_ += cross_entropy_loss(dy, y, classes_.data() + at, w, rows, m.O, &weight_sum_);
 }
 
-// The update at step t reads the window [a, t]. Steps up to t - r were computed before the
-// previous update (or by its recompute), with older weights: if the window reaches them, run its
-// forward again from the stored state entering step a, then the r pending steps' loss from it.
+// Every layer again over steps [a, step_) with the current (prepared) weights, from the stored
+// state entering step a: afterwards they are the current weights' (fresh_from_ = a).
 template <typename T>
-void Engine<T>::recompute_window(int r) {
-    const int64_t t = step_ - 1;
-    const int64_t a = std::max(t - config_.k2 + 1, stack_.first_valid);
-    if (!config_.recompute || a > t - r) return;
-    const Window<T>& w = stack_.window;
-    for (int64_t s = a; s <= t;) {
-        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
+void Engine<T>::run_again(int64_t a) {
+    for (int64_t s = a; s < step_;) {
+        const int n = int(std::min<int64_t>(step_ - s, stack_.window.contiguous_from(s)));
         stack_.run(s, n);
         s += n;
     }
+    fresh_from_ = a;
+}
+
+// recompute: an update whose window [a, t] reaches into steps computed with older weights (one
+// that comes before the k1 steps the last rerun prepared for) runs it again first, then the r
+// pending steps' loss from it.
+template <typename T>
+void Engine<T>::recompute_window(int r) {
+    const int64_t a = std::max(step_ - config_.k2, stack_.first_valid);
+    if (!config_.recompute || a >= fresh_from_) return;
+    run_again(a);
     loss_sum_ = weight_sum_ = 0.0;
-    for (int64_t s = t - r + 1; s <= t;) {
-        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
-        accumulate_loss(s, n, int(s - (t - r + 1)));
+    for (int64_t s = step_ - r; s < step_;) {
+        const int n = int(std::min<int64_t>(step_ - s, stack_.window.contiguous_from(s)));
+        accumulate_loss(s, n, int(s - (step_ - r)));
         s += n;
     }
+}
+
+// recompute, after a step changed the weights: the steps the next update's window will read,
+// from the one whose state enters it, again with the new weights (nothing when k2 <= k1).
+template <typename T>
+void Engine<T>::rerun_for_next_update() {
+    fresh_from_ = step_;  // no step computed with the new weights yet
+    if (!config_.recompute || config_.k2 <= config_.k1) return;
+    run_again(std::max(step_ - 1 + config_.k1 - config_.k2, stack_.first_valid));
 }
 
 template <typename T>
@@ -399,6 +414,7 @@ bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
+    recompute_window(r);
     recompute_window(r);
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
@@ -498,6 +514,7 @@ bool Engine<T>::step(double* loss, int r, double s) {
     const double clip = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad, T(clip * normaliser_));
     stack_.prepare(params_, /*with_backward=*/true);
+    rerun_for_next_update();
     return true;
 }
 
@@ -510,7 +527,7 @@ void Engine<T>::gradient(T* out) const {
 // A failed update: drop its steps and start every stream afresh; keep the last good weights.
 template <typename T>
 void Engine<T>::drop_pending() {
-    stack_.first_valid = step_;
+    stack_.first_valid = fresh_from_ = step_;
     reset_next_ = false;
     loss_sum_ = weight_sum_ = 0.0;
 }
@@ -667,7 +684,8 @@ template <typename T>
 typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     Snapshot s;
     const Window<T>& w = stack_.window;
-    s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps};
+    s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps,
+                  fresh_from_};
     s.sums = {loss_sum_, weight_sum_, last_weight_sum_};
     s.dy = dy_;
     s.outputs = outputs_, s.values = values_, s.classes = classes_, s.weights = weights_;
@@ -680,7 +698,8 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
 template <typename T>
 void Engine<T>::restore(const Snapshot& s) {
     // sums: files from before data-parallel training hold two (no last update's Σ w: 0).
-    if (s.counters.size() != 8 || (s.sums.size() != 2 && s.sums.size() != 3))
+    // counters: files from before recompute hold eight (no fresh_from: the pending steps).
+    if ((s.counters.size() != 8 && s.counters.size() != 9) || (s.sums.size() != 2 && s.sums.size() != 3))
         throw InvalidArgument("engine state: counters/sums have the wrong length");
     Engine<T> fresh(config_, params_);
     if (s.counters[0] > 0) fresh.allocate(int(s.counters[0]), s.counters[1] != 0);
@@ -723,6 +742,9 @@ void Engine<T>::restore(const Snapshot& s) {
     Window<T>& window = stack_.window;
     step_ = s.counters[2], stack_.first_valid = s.counters[3], pending_ = int(s.counters[4]);
     updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
+    fresh_from_ = s.counters.size() > 8 ? s.counters[8] : step_ - pending_;
+    if (fresh_from_ < stack_.first_valid || fresh_from_ > step_)
+        throw InvalidArgument("engine state: fresh_from out of range");
     loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
     last_weight_sum_ = s.sums.size() > 2 ? s.sums[2] : 0.0;
     dy_ = s.dy;

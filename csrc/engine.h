@@ -4,7 +4,7 @@
 // Every k1 steps it makes an update: the loss of the k1 newest steps, its gradient with the
 // recurrence cut k2 steps back (Williams & Peng's BPTT(h; h') when k2 > k1: the window reaches
 // into steps computed before the previous update, whose activations are kept, or with
-// `recompute` computed again with the current weights first),
+// `recompute` computed again with the new weights after each update),
 // optional global-norm clipping, then the optimiser step. An update runs in phases (as llm.c's
 // backward_and_reduce / grad_norm / update): backward (the un-normalised gradient and the sums
 // Σ w·loss, Σ w, in one buffer) -> reduce (the caller's all-reduce of that buffer across
@@ -209,7 +209,7 @@ class Engine {
 
     // Everything besides the parameters that the next steps depend on: for exact resumption.
     struct Snapshot {
-        // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps
+        // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps, fresh_from
         Buffer<int64_t> counters;
         Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps, Σ w of the last update
         Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
@@ -260,8 +260,10 @@ class Engine {
     void keep_targets(int row, int n, const Targets<T>& targets);
     // Outputs, dy and loss sums of steps [s0, s0 + n), pending rows [row, row + n).
     void accumulate_loss(int64_t s0, int n, int row);
-    // recompute: the window's forward again, and the pending steps' loss from it.
+    // recompute (docs/semantics.md §3): steps again with the current weights.
+    void run_again(int64_t a);
     void recompute_window(int r);
+    void rerun_for_next_update();
     void head_outputs(int64_t s0, int n, int row);  // outputs of steps [s0, s0 + n) into rows
     // Makes the update over the pending steps, in three phases; returns false if none carried
     // loss (anywhere, when data-parallel).
@@ -290,6 +292,7 @@ class Engine {
     int pending_ = 0;        // steps since the last update
     int64_t updates_ = 0;
     bool reset_next_ = false;
+    int64_t fresh_from_ = 0;  // the oldest step held as the current weights compute it (recompute)
 
     // Loss of the pending steps: Σ w·loss, Σ w, and w·dloss/dy per pending step [k1][B][O]; their
     // outputs [k1][B][O] and what they learn from: target values [k1][B][O] (mse) or classes
