@@ -74,7 +74,9 @@ def core() -> Core:
 
 
 def make_engine(model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
-                clip_norm: Optional[float], seed: int) -> CppEngine:
+                clip_norm: Optional[float], seed: int, recompute: bool = False) -> CppEngine:
     """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
     from .engine import CppEngine
-    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed)
+    # the keyword only when set: an engine adapter from before `recompute` does not take it
+    options: dict[str, Any] = {"recompute": True} if recompute else {}
+    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed, **options)
