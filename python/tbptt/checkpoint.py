@@ -101,7 +101,8 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
         trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
                           optimizer=optimizer, clip_norm=settings["clip_norm"],
                           backend=settings["backend"] if backend is None else backend, comm=comm,
-                          seed=settings.get("seed", 0))  # files before dropout: no seed
+                          seed=settings.get("seed", 0),  # files before dropout: no seed
+                          recompute=settings.get("recompute", False))  # nor before recompute
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     trainer.num_streams = num_streams
@@ -124,7 +125,7 @@ def _restore_engine(trainer: Trainer, snapshot: Dict[str, np.ndarray], written_b
     if trainer.backend != written_by and not is_shared(snapshot):
         writer = Trainer(trainer.model, trainer.k1, trainer.k2, loss=trainer.loss,
                          optimizer=trainer.optimizer, clip_norm=trainer.clip_norm,
-                         backend=written_by, seed=trainer.seed)
+                         backend=written_by, seed=trainer.seed, recompute=trainer.recompute)
         writer.engine.restore(snapshot)
         snapshot = writer.engine.snapshot()
     trainer.engine.restore(snapshot)

@@ -42,9 +42,12 @@ Snapshot = Dict[str, np.ndarray]
 class Engine(Protocol):
     """TBPTT(k1, k2) over B streams for one model, updating `model.flat_parameters` in place.
 
-    Built by the trainer from (model, k1, k2, loss, optimizer config, clip_norm, seed); every
-    argument has passed the trainer's checks, so an engine only checks what it alone can know
-    (its own state, shapes of a snapshot)."""
+    Built by the trainer from (model, k1, k2, loss, optimizer config, clip_norm, seed) and the
+    keyword `recompute` (bool: before an update whose window reaches into steps computed before
+    the previous update, run the window's forward again with the current weights,
+    docs/semantics.md §3; configuration, not state: snapshots do not carry it); every argument
+    has passed the trainer's checks, so an engine only checks what it alone can know (its own
+    state, shapes of a snapshot)."""
 
     @property
     def pending_steps(self) -> int:

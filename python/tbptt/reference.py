@@ -318,8 +318,11 @@ class ReferenceEngine:
     """
 
     def __init__(self, model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
-                 clip_norm: Optional[float], seed: int = 0) -> None:
+                 clip_norm: Optional[float], seed: int = 0, recompute: bool = False) -> None:
         self.model = model
+        # before an update whose window reaches into steps computed before the previous update,
+        # run the window's forward again with the current weights (docs/semantics.md §3)
+        self.recompute = bool(recompute)
         self.cell = cell_of(model)
         self.seed = int(seed)
         # dropout on each layer's output as the layer above (the head, for the top) reads it
@@ -774,6 +777,9 @@ class ReferenceEngine:
         r, self._pending = self._pending, 0
         self._updates += 1
         steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
+        window = min(self.k2, len(steps))  # the history starts after a divergence (_drop_pending)
+        if self.recompute and window > r:  # the window reaches into older weights' steps
+            self._recompute(steps, window)
         weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
         if self._reduce is None and weight == 0:
             return None  # counts as an update, but no optimiser step
@@ -785,6 +791,29 @@ class ReferenceEngine:
                 self._drop_pending()
                 raise
         return self._step_phase(steps, scale)
+
+    def _recompute(self, steps, window):
+        """The forward over the `window` newest steps again, oldest first, with the current
+        weights: from the state that entered the oldest as stored (its resets applied), with the
+        steps' own inputs, resets and dropout masks. Replaces each step's caches, head input and
+        output (new arrays: `train`'s outputs keep the first forward's), and the carried state."""
+        P, L = self.model.parameter_views, self.model.num_layers
+        state = None  # per layer, the state leaving the step recomputed last
+        for s in steps[len(steps) - window:]:
+            inp, layers = s.layers[0].inp, []
+            for k in range(L):
+                if state is None:  # the oldest step: the stored state entering it
+                    prev = tuple(getattr(s.layers[k], f"{name}_prev") for name in self.cell.STATE)
+                elif s.reset is not None:
+                    prev = tuple(np.where(~s.reset[:, None], a, 0) for a in state[k])
+                else:
+                    prev = state[k]
+                cache = self.cell.forward(P, k, inp, s.layers[k].tokens, prev)
+                layers.append(cache)
+                inp = self._drop(k, s.index, cache.h)
+            s.layers, s.head_in, s.out = layers, inp, _head(P, inp)
+            state = [tuple(getattr(c, name) for name in self.cell.STATE) for c in layers]
+        self._state = state
 
     def _backward_unnormalised(self, steps, r, weight):
         """Phase 1: into the buffer, the gradient of s·Σ w·loss, then s·Σ w·loss and s·Σ w. s is

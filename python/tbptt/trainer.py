@@ -43,6 +43,14 @@ class Trainer:
     seed: the dropout masks' (when the model has dropout): a mask is a function of the seed, the
     layer, the step since training began, the stream and the unit, the same in both backends, so
     a run is reproducible and resumes exactly.
+    recompute: when k2 > k1 an update's window reaches into steps computed before the previous
+    update, with older weights, whose stored activations the backward uses as they are. With
+    recompute=True each such update first runs the forward over its window again with the
+    current weights (from the stored state entering the window, with the same inputs, resets
+    and dropout masks), so its loss and gradient are exactly those of the truncated loss
+    (docs/semantics.md §3). It costs the forward of k2 more steps per update, and matters only
+    when k2 > k1 (and for a `flush()` whose window reaches past its pending steps): otherwise
+    the results are those of recompute=False, bit for bit.
 
     comm: an mpi4py communicator (e.g. `MPI.COMM_WORLD`) for data-parallel training
     (docs/semantics.md §7): every rank builds the same trainer and calls `train` with its own
@@ -54,7 +62,8 @@ class Trainer:
 
     def __init__(self, model: Recurrent, k1: int, k2: int, loss: str = "mse",
                  optimizer: Optional[Optimizer] = None, clip_norm: Optional[float] = None,
-                 backend: str = "cpp", seed: int = 0, comm: Any = None) -> None:
+                 backend: str = "cpp", seed: int = 0, comm: Any = None,
+                 recompute: bool = False) -> None:
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -78,6 +87,9 @@ class Trainer:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.seed = _checks.nonnegative_int("seed", seed, maximum=2**64 - 1)
+        if not isinstance(recompute, (bool, np.bool_)):
+            raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+        self.recompute = bool(recompute)
         # fit(restore_best=True | patience=N): the best epoch's {epoch, val_loss, parameters}
         self.best: Any = None
         self.num_streams = None  # B, fixed by the first call to train
@@ -90,8 +102,8 @@ class Trainer:
                 self.seed)
         if self.backend == "numpy":
             from .reference import ReferenceEngine
-            return ReferenceEngine(*args)
-        return _native.make_engine(*args)
+            return ReferenceEngine(*args, recompute=self.recompute)
+        return _native.make_engine(*args, recompute=self.recompute)
 
     def _join(self, comm):
         """Data-parallel: check the ranks built the same trainer, take rank 0's parameters, and
@@ -101,7 +113,8 @@ class Trainer:
         group = Group(comm)
         group.check_same("Trainer(comm=...)", parameters=model.flat_parameters.size,
                          itemsize=model.flat_parameters.itemsize, k1=self.k1, k2=self.k2,
-                         layers=model.num_layers, hidden_size=model.hidden_size)
+                         layers=model.num_layers, hidden_size=model.hidden_size,
+                         recompute=self.recompute)
         group.broadcast(model.flat_parameters)
         group.attach(self._engine)
         return group
@@ -448,7 +461,7 @@ class Trainer:
             "trainer": {"k1": self.k1, "k2": self.k2, "loss": self.loss,
                         "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
                         "backend": self.backend, "num_streams": self.num_streams,
-                        "seed": self.seed},
+                        "seed": self.seed, "recompute": self.recompute},
         }
         arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
         arrays.update({f"engine/{key}": np.asarray(value)
@@ -458,4 +471,5 @@ class Trainer:
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
         return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
-                f"clip_norm={self.clip_norm}, backend={self.backend!r}{ranks})")
+                f"clip_norm={self.clip_norm}, backend={self.backend!r}"
+                f"{', recompute=True' if self.recompute else ''}{ranks})")
