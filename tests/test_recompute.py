@@ -1,7 +1,8 @@
-"""`Trainer(..., recompute=True)` (docs/semantics.md §3, item 2): before an update whose window
-reaches into steps computed before the previous update, the window's forward runs again with the
-current weights, so the update's loss and gradient are exactly dL/dθ of its loss as a function of
-θ, the state entering the window held constant.
+"""`Trainer(..., recompute=True)` (docs/semantics.md §3, item 2): after an update that changes
+the weights, when k2 > k1, the steps the next update's window reads run again with the new weights
+(and an update whose window still reaches older steps, a flush, runs its window again first), so
+every update's loss and gradient are exactly dL/dθ of its loss as a function of θ, the state
+entering the window held constant, and the carried state is the current weights'.
 
 The gradients are checked against central finite differences of that loss, computed apart from
 the engines' backward (by `model.predict` from the stored state entering the window, or by the
@@ -180,7 +181,8 @@ def test_gradient_is_exact_for_a_window_inside_the_stream(backend, cell, k1, k2,
     [T - k2, T): its gradient is that of its loss computed by predict from the stored state
     entering step T - k2, with a mask on the loss and resets: stream 0 at that step, stream 1 at
     the next, stream 2 none (its loss depends on the state entering the window). The state it
-    carries on is the one that forward ends with."""
+    carries on: that forward up to step T - 1 + k1 - k2, then the new weights' from there (k2 >
+    k1: the steps the next update reads, run again)."""
     x, y = data(3, T, streams=3)
     a = T - k2
     resets = np.zeros((T, 3), np.uint8)
@@ -205,8 +207,14 @@ def test_gradient_is_exact_for_a_window_inside_the_stream(backend, cell, k1, k2,
             return mse(out[-r:], y[T - r:], mask[T - r:])
         grads[recompute] = rel(trainer.engine.gradient(), fd_gradient(loss, theta))
         losses[recompute] = abs(last[-1] - loss(theta)) / loss(theta)
+        rerun = T - 1 + k1 - k2 if k2 > k1 else T  # where the new weights' steps begin
         twin.flat_parameters[:] = theta
-        _, final = predict_with_resets(twin, x[a:], state, resets[a:])
+        final = state
+        if rerun > a:
+            _, final = predict_with_resets(twin, x[a:rerun], state, resets[a:rerun])
+        if rerun < T:
+            twin.flat_parameters[:] = trainer.model.flat_parameters
+            _, final = predict_with_resets(twin, x[rerun:], final, resets[rerun:])
         final = final if isinstance(final, tuple) else (final,)
         states[recompute] = max(rel(got, want) for got, want in zip(trainer.engine.state(), final))
     assert grads[True] <= 1e-6 and losses[True] <= 1e-12 and states[True] <= 1e-12
@@ -297,9 +305,9 @@ def test_recompute_changes_the_losses_when_k2_exceeds_k1(cell):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_update_without_loss_recomputes_its_window_too(backend):
-    """The carried state after an update is the recomputed one, whether or not the update had
-    loss: here the predict of the window from the stored state entering it, current weights."""
+def test_after_an_update_without_loss_the_state_is_still_the_current_weights(backend):
+    """An update without loss changes no weight and reruns nothing: the carried state is still
+    the current weights' over the window, from the stored state entering it."""
     T, k1, k2 = 9, 1, 4
     x, y = data(7, T)
     mask = np.ones((T, B))

@@ -27,6 +27,9 @@ model's dtype.
     pending/dy    (r, B, O) float  w · dloss/dout of each position (0 where w = 0)
     optimizer/m   (P,) float       Adam's first moment, or SGD's momentum buffer (else zeros)
     optimizer/v   (P,) float       Adam's second moment (else zeros)
+    fresh_from    int64 (1,)       the oldest held step (counted since training began) as the
+                                    current weights compute it (recompute, docs/semantics.md §3);
+                                    optional: without it, the pending steps
 
 The carried state is the newest held step's h (and c), zeros when n = 0. Dropout masks are not
 stored: they are a function of (seed, layer, step, stream, unit).
@@ -108,6 +111,8 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
     _check_counters(c, k1, k2)
     shapes = expected_shapes(model, k1, k2, loss, c["num_streams"], bool(c["tokens"]), n,
                              c["pending"])
+    if "fresh_from" in snapshot:  # optional (see the module's text)
+        shapes["fresh_from"] = ((1,), np.dtype(np.int64))
     missing, extra = sorted(set(shapes) - set(snapshot)), sorted(set(snapshot) - set(shapes))
     if missing:
         fail(f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
@@ -122,6 +127,10 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
                  f"B = {c['num_streams']}, {n} steps held, {c['pending']} pending (a snapshot "
                  f"of another configuration?)")
     _check_ids(snapshot, model, loss, bool(c["tokens"]))
+    c["fresh_from"] = (int(snapshot["fresh_from"][0]) if "fresh_from" in snapshot
+                       else c["steps"] - c["pending"])
+    if not c["steps"] - n <= c["fresh_from"] <= c["steps"]:
+        fail(f"'fresh_from' = {c['fresh_from']} is not among the steps held")
     return c
 
 

@@ -140,8 +140,9 @@ class _CppSnapshot:
 
     def shared(self, native: Dict[str, np.ndarray]) -> Snapshot:
         """The shared schema's entries from the compiled engine's snapshot."""
-        B, tokens, step, first_valid, pending, updates, reset_next, opt_steps = (
-            int(v) for v in native["counters"])
+        counters = [int(v) for v in native["counters"]]
+        B, tokens, step, first_valid, pending, updates, reset_next, opt_steps = counters[:8]
+        fresh_from = counters[8] if len(counters) > 8 else step - pending  # older files: 8
         oldest = max(first_valid, step - self.S + 1) if B else step
         n, slots = step - oldest, np.arange(oldest, step) % self.S
         h, carry = self.ring(native, "h", B, self.H), self.ring(native, "carry", B, self.C)
@@ -152,6 +153,7 @@ class _CppSnapshot:
         cut = oldest == first_valid  # nothing precedes the oldest step: it starts from zeros
         before = (oldest - 1) % self.S
         d = _snapshot.header(self.model, [B, tokens, step, pending, updates, reset_next, opt_steps])
+        d["fresh_from"] = np.array([fresh_from], np.int64)
         d["loss_sums"] = np.asarray(native["sums"], np.float64)[:3]
         if d["loss_sums"].size < 3:  # files from before data-parallel training
             d["loss_sums"] = np.append(d["loss_sums"], 0.0)
@@ -225,7 +227,7 @@ class _CppSnapshot:
         mse = self.engine._loss == "mse"
         O = (self.O,)
         counters = [B, c["tokens"], step, first_valid, r, c["updates"], c["reset_next"],
-                    c["optimizer_steps"]]
+                    c["optimizer_steps"], max(c["fresh_from"], first_valid)]
         native = {"counters": np.array(counters, np.int64), "sums": d["loss_sums"].copy(),
                   "dy": rows("pending/dy", O, dtype), "outputs": rows("pending/out", O, dtype),
                   "values": rows("pending/y", O, dtype) if mse else np.zeros(0, dtype),

@@ -320,9 +320,11 @@ class ReferenceEngine:
     def __init__(self, model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
                  clip_norm: Optional[float], seed: int = 0, recompute: bool = False) -> None:
         self.model = model
-        # before an update whose window reaches into steps computed before the previous update,
-        # run the window's forward again with the current weights (docs/semantics.md §3)
+        # after an update, run the steps the next update reads again with the new weights
+        # (docs/semantics.md §3); _fresh_from: the oldest step held as the current weights
+        # compute it (a count since training began, like _Step.index)
         self.recompute = bool(recompute)
+        self._fresh_from = 0
         self.cell = cell_of(model)
         self.seed = int(seed)
         # dropout on each layer's output as the layer above (the head, for the top) reads it
@@ -495,6 +497,7 @@ class ReferenceEngine:
         counters = [B, int(self._tokens), self._steps, self._pending, self._updates,
                     int(self._reset_next), self._optimizer_steps]
         d = _snapshot.header(self.model, counters)
+        d["fresh_from"] = np.array([self._fresh_from], np.int64)
         d.update(self._window_entries(steps, B))
         d.update(self._pending_entries(steps[len(steps) - self._pending:], B))
         d.update(self._optimizer_entries())
@@ -565,6 +568,7 @@ class ReferenceEngine:
                            "backend='cpp', or flush() before saving")
         self._restore_own(self._own_form(snapshot, c))
         self._optimizer_steps, self._tokens = c["optimizer_steps"], bool(c["tokens"])
+        self._fresh_from = c["fresh_from"]
         self._last_weight_sum = float(snapshot["loss_sums"][2])
 
     def _own_form(self, d, c):
@@ -622,6 +626,7 @@ class ReferenceEngine:
             self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
                            for k in range(self.model.num_layers)]
         self._pending, self._updates, self._steps = pending, updates, total
+        self._fresh_from = total - pending  # all this older form tells: the pending steps
         self._reset_next, self._tokens = bool(reset_next), bool(tokens)
         self._optimizer_steps = adam_step
         self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
@@ -778,7 +783,7 @@ class ReferenceEngine:
         self._updates += 1
         steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
         window = min(self.k2, len(steps))  # the history starts after a divergence (_drop_pending)
-        if self.recompute and window > r:  # the window reaches into older weights' steps
+        if self.recompute and steps[-window].index < self._fresh_from:  # older weights' steps
             self._recompute(steps, window)
         weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
         if self._reduce is None and weight == 0:
@@ -790,7 +795,17 @@ class ReferenceEngine:
             except BaseException:
                 self._drop_pending()
                 raise
-        return self._step_phase(steps, scale)
+        loss = self._step_phase(steps, scale)
+        if loss is not None:  # the weights changed
+            self._rerun_for_next_update(steps)
+        return loss
+
+    def _rerun_for_next_update(self, steps):
+        """recompute: the steps the next update's window reads, from the one whose state enters
+        it (k2 - k1 + 1 of them), again with the new weights; nothing when k2 <= k1."""
+        self._fresh_from = self._steps
+        if self.recompute and self.k2 > self.k1:
+            self._recompute(steps, min(self.k2 - self.k1 + 1, len(steps)))
 
     def _recompute(self, steps, window):
         """The forward over the `window` newest steps again, oldest first, with the current
@@ -814,6 +829,7 @@ class ReferenceEngine:
             s.layers, s.head_in, s.out = layers, inp, _head(P, inp)
             state = [tuple(getattr(c, name) for name in self.cell.STATE) for c in layers]
         self._state = state
+        self._fresh_from = steps[len(steps) - window].index
 
     def _backward_unnormalised(self, steps, r, weight):
         """Phase 1: into the buffer, the gradient of s·Σ w·loss, then s·Σ w·loss and s·Σ w. s is
@@ -929,6 +945,7 @@ class ReferenceEngine:
     def _drop_pending(self):
         """A failed update: drop its steps, forget the history, zero every stream."""
         self._history.clear()
+        self._fresh_from = self._steps
         self._zero_state(self._state[0][0].shape[0])
         self._reset_next = False
         self._pending = 0
