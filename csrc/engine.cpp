@@ -86,19 +86,30 @@ void Stack<T>::allocate(int S, int B, bool tokens) {
     scratch_carry_.assign(B * C, T(0));
     recurrent_.assign(cell.separate_recurrence ? size_t(B) * m.G() : 0, T(0));
     W_ih_T_.assign(tokens ? size_t(m.I) * m.G() : 0, T(0));
+    prepared_from_ = nullptr;  // the window's size decides the products' form
 }
 
+// Packing is skipped when the layers' parameters hold the bits it was made from: train and peek
+// prepare at every call (the caller may have written into the parameters), which for one-step
+// calls (online learning) would be three packings per step. Without packing there is nothing to
+// skip: the check would cost more than the preparation.
 template <typename T>
 void Stack<T>::prepare(const T* params, bool with_backward) {
     const ModelShape& m = shape_;
+    const size_t n = size_t(m.head_offset());
+    const bool copies = PackedWeights<T>::copies(window.B, steps_per_prepare_) || window.tokens;
+    if (copies && params == prepared_from_ && (prepared_backward_ || !with_backward) &&
+        std::memcmp(params, prepared_bits_.data(), n * sizeof(T)) == 0)
+        return;
     packed_.resize(m.L);
     for (int l = 0; l < m.L; ++l)
         packed_[l].prepare(m.layer(params, l), m.layer_input(l), m.H, m.G(),
                            cell_->traits.separate_recurrence, window.B,
-                           /*pack_input=*/l > 0 || !window.tokens, with_backward);
+                           /*pack_input=*/l > 0 || !window.tokens, with_backward, steps_per_prepare_);
+    if (copies) prepared_bits_.assign(params, params + n);
+    prepared_from_ = copies ? params : nullptr, prepared_backward_ = with_backward;
     if (window.tokens) {
-        MatrixMap<T>(W_ih_T_.data(), m.I, m.G()) =
-            ConstMatrixMap<T>(packed_[0].w.W_ih, m.G(), m.I).transpose();
+        transpose_copy(W_ih_T_.data(), m.G(), packed_[0].w.W_ih, m.I, m.G(), m.I);
         packed_[0].w.W_ih_T = W_ih_T_.data();
     }
 }
@@ -213,6 +224,8 @@ void Engine<T>::allocate(int B, bool tokens) {
     B_ = B;
     tokens_ = tokens;
     const int64_t S = int64_t(std::max(k1, k2)) + 1;
+    // forward steps between two updates: a call's, and the rerun's (recompute)
+    stack_.set_steps_per_prepare(k1 + (config_.recompute && k2 > k1 ? k2 - k1 + 1 : 0));
     try {
         stack_.allocate(int(S), B, tokens);
         const Window<T>& w = stack_.window;
@@ -772,6 +785,7 @@ void predict(const std::string& cell, const ModelShape& m, const T* params, int6
     ThreadScope threads(threads_for(B, m.H));
     const int chunk = int(std::min<int64_t>(std::max<int64_t>(steps, 1), std::max(1, 4096 / B)));
     Stack<T> stack(cell, m);
+    stack.set_steps_per_prepare(int(std::min<int64_t>(steps, std::numeric_limits<int>::max())));
     stack.allocate(chunk + 1, B, in.are_tokens());
     stack.prepare(params, /*with_backward=*/false);
     Window<T>& w = stack.window;

@@ -73,6 +73,8 @@ class Stack {
     // The products' copies of the parameters (packed panels, layer 0's W_ih transposed for tokens):
     // after every change of the parameters. with_backward: also what backward needs.
     void prepare(const T* params, bool with_backward);
+    // About how many steps run on one preparation: whether copies for few streams pay (layer.h).
+    void set_steps_per_prepare(int steps) { steps_per_prepare_ = steps, prepared_from_ = nullptr; }
     // Steps [s0, s0 + n) (within one turn of the ring): stores their inputs and resets (rows of
     // resets [n][B] or nullptr; reset_first: every stream resets at s0), then runs every layer.
     void forward(int64_t s0, int n, const Inputs<T>& in, const uint8_t* resets, bool reset_first) {
@@ -112,6 +114,10 @@ class Stack {
     Buffer<T> dropped_;                     // [n][B][H] a run's input to a layer, after dropout
     Buffer<T> W_ih_T_;                      // [I][G] layer 0's W_ih transposed (token inputs)
     Buffer<T> zeros_, scratch_h_, scratch_carry_, recurrent_;  // [B][H], [B][H], [B][C], [B][G]
+    int steps_per_prepare_ = 1;
+    const T* prepared_from_ = nullptr;  // the parameters of the last prepare, and their bits
+    Buffer<T> prepared_bits_;
+    bool prepared_backward_ = false;
 };
 
 struct EngineConfig {

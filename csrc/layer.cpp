@@ -9,7 +9,7 @@ namespace tbptt {
 
 template <typename T>
 void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_, bool separate_,
-                               int B, bool pack_input, bool with_backward) {
+                               int B, bool pack_input, bool with_backward, int steps) {
     w = w_, I = I_, H = H_, G = G_, separate = separate_;
     bias.resize(size_t(G));
     VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w.b_ih, G);
@@ -17,7 +17,7 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_
     const bool packed = B >= 4;
     if (packed && pack_input) input.pack(w.W_ih, I, G, /*ld=*/I, /*transposed=*/true);
     else input.clear();
-    if (packed) forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
+    if (copies(B, steps)) forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
     else forward.clear();
     if (packed && with_backward) backward.pack(w.W_hh, G, H, /*ld=*/H, /*transposed=*/false);
     else backward.clear();

@@ -48,7 +48,9 @@ struct Inputs {
 // are packed once per update (packed_gemm.h): W_ihᵀ and W_hhᵀ for the forward, W_hh for the
 // backward, so no step repacks them. With fewer the products are matrix-vector products, which
 // packing does not speed up enough to pay for itself every update: the parameters are read as
-// they are, and the input projection stays one product per run of steps.
+// they are, and the input projection stays one product per run of steps. Only W_hhᵀ is still
+// packed when a few steps or more run on one packing: Eigen's product reads W_hh by rows, a
+// horizontal sum per gate row, 3x slower than the packed kernel at H = 32.
 //
 // The bias of the input projection is b_ih + b_hh, unless the cell keeps its recurrent product
 // apart (separate_recurrence): then it is b_ih, and b_hh goes with the recurrent product.
@@ -61,9 +63,12 @@ struct PackedWeights {
     Buffer<T> bias;                            // (G,) the input projection's bias
 
     // B: the streams the products will run on; pack_input: also pack W_ihᵀ (for feature inputs
-    // projected step by step); with_backward: also pack W_hh for backprop().
+    // projected step by step); with_backward: also pack W_hh for backprop(); steps: about how
+    // many steps will run on this preparation.
     void prepare(const LayerWeights<T>& w, int I, int H, int G, bool separate, int B,
-                 bool pack_input, bool with_backward);
+                 bool pack_input, bool with_backward, int steps);
+    // Whether prepare copies anything (else it reads the parameters where they are).
+    static bool copies(int B, int steps) { return B >= 4 || steps >= 4; }
     // gates[rows, G] = x W_ihᵀ + bias for a run of steps (features or tokens), one product.
     void project_run(T* gates, const Inputs<T>& in, int rows) const;
     // gates[B, G] = x[B, I] W_ihᵀ + bias, with `input` packed: the input projection of a few rows

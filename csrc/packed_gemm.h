@@ -17,8 +17,31 @@
 #include <cstdint>
 
 #include "tensor.h"
+#include "threads.h"
 
 namespace tbptt {
+
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: blocks of PS x PS transposed in
+// registers (a plain loop reads src with a stride, 3x slower), the edges one by one.
+template <typename T>
+inline void transpose_copy(T* dst, int64_t ldd, const T* src, int64_t lds, int rows, int cols) {
+    using namespace Eigen::internal;
+    using Packet = typename packet_traits<T>::type;
+    constexpr int PS = unpacket_traits<Packet>::size;
+    int R = 0, C = 0;  // the blocked part: rows [0, R), columns [0, C)
+    if constexpr (PS > 1) {
+        R = rows - rows % PS, C = cols - cols % PS;
+        for (int i = 0; i < R; i += PS)
+            for (int j = 0; j < C; j += PS) {
+                PacketBlock<Packet, PS> block;
+                for (int k = 0; k < PS; ++k) block.packet[k] = ploadu<Packet>(src + (i + k) * lds + j);
+                ptranspose(block);
+                for (int k = 0; k < PS; ++k) pstoreu(dst + (j + k) * ldd + i, block.packet[k]);
+            }
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int j = i < R ? C : 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
 
 template <typename T>
 struct PackedMatrix {
@@ -39,18 +62,24 @@ struct PackedMatrix {
     void pack(const T* w, int K_, int N_, int64_t ld, bool transposed) {
         K = K_, N = N_;
         data.resize(size_t(panels()) * K * NR);
-        using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
         // Panels are independent: share them among the calling thread's OpenMP threads (threads.h)
         // when there is enough to copy.
-#pragma omp parallel for schedule(static) if (int64_t(K) * N >= (1 << 18))
-        for (int p = 0; p < panels(); ++p) {
-            MatrixMap<T> out(data.data() + size_t(p) * K * NR, K, NR);
-            const int n0 = p * NR, cols = std::min(NR, N - n0);
-            if (cols < NR) out.rightCols(NR - cols).setZero();
-            if (transposed)
-                out.leftCols(cols) = Strided(w + n0 * ld, cols, K, Eigen::OuterStride<>(ld)).transpose();
-            else
-                out.leftCols(cols) = Strided(w + n0, K, cols, Eigen::OuterStride<>(ld));
+        const int64_t per_piece = int64_t(K) * N >= (1 << 18) ? 1 : panels();
+        for_pieces(panels(), per_piece, [&](int64_t, int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) pack_panel(int(p), w, ld, transposed);
+        });
+    }
+
+  private:
+    void pack_panel(int p, const T* w, int64_t ld, bool transposed) {
+        MatrixMap<T> out(data.data() + size_t(p) * K * NR, K, NR);
+        const int n0 = p * NR, cols = std::min(NR, N - n0);
+        if (cols < NR) out.rightCols(NR - cols).setZero();
+        if (transposed) {
+            transpose_copy(out.data(), NR, w + n0 * ld, ld, cols, K);
+        } else {
+            using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
+            out.leftCols(cols) = Strided(w + n0, K, cols, Eigen::OuterStride<>(ld));
         }
     }
 };
