@@ -131,7 +131,8 @@ def test_regressor_beats_the_last_value_on_sunspots():
     # 28% on the last value; the earlier recipe (lr 1e-3, no changes, no gate) gained 18%
     _, values = tbptt.datasets.sunspots()
     assert _mae_over_last_value(Regressor(), values) < 0.8
-    assert _mae_over_last_value(Regressor(lr=1e-3, changes=False, gate=False), values) > 0.8
+    earlier = Regressor(lr=1e-3, changes=False, gate=False, recompute=False)
+    assert _mae_over_last_value(earlier, values) > 0.8
 
 
 def test_the_gate_keeps_a_random_walk_at_the_last_value():

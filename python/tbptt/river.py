@@ -172,6 +172,8 @@ class _Online:
             raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm}")
         if self.clip is not None and _checks.finite_float("clip", self.clip) <= 0:
             raise ValueError(f"clip must be > 0 or None, got {self.clip}")
+        if not isinstance(self.recompute, bool):
+            raise TypeError(f"recompute must be a bool, got {type(self.recompute).__name__}")
         if self.backend not in ("cpp", "numpy"):
             raise ValueError(f"backend must be 'cpp' or 'numpy', got {self.backend!r}")
 
@@ -201,7 +203,8 @@ class _Online:
         params["head.bias"][...] = 0.0
         optimizer = Adam(self.lr) if self.optimizer == "adam" else SGD(self.lr)
         self.trainer_ = Trainer(model, self.k1, self.k2, loss=loss, optimizer=optimizer,
-                                clip_norm=self.clip_norm, backend=self.backend)
+                                clip_norm=self.clip_norm, backend=self.backend,
+                                recompute=self.recompute)
         self._stats = _Stats(stats_size, self.clip)
         self._buffers()
 
@@ -318,6 +321,8 @@ class Regressor(_Online, _RegressorBase):
     gate: use the predicted change only as far as it has beaten the last value lately.
     standardize: standardise inputs and targets online (False: the network sees raw values);
     clip: robust standardisation, at `clip` standard deviations (None: plain).
+    recompute: after each update, run the last k2 - k1 + 1 steps again with the new weights
+    (Trainer's recompute): exact gradients, and predictions from the current weights' state.
     backend: "cpp" (fast) or "numpy" (the reference). seed: the model's initialisation.
     As it learns: `last_` (the previous target), `gate_` (the share of the predicted change in
     use: 0, 0.5 or 1), `skipped_updates`.
@@ -325,13 +330,15 @@ class Regressor(_Online, _RegressorBase):
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
                  clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
-                 gate=True, standardize=True, clip=5.0, num_layers=1, backend="cpp", seed=0):
+                 gate=True, standardize=True, clip=5.0, num_layers=1, recompute=True,
+                 backend="cpp", seed=0):
         self.hidden_size, self.k1, self.k2, self.cell = hidden_size, k1, k2, cell
         self.lr, self.optimizer, self.clip_norm = lr, optimizer, clip_norm
         self.previous_target, self.changes = previous_target, changes
         self.predict_change, self.gate = predict_change, gate
         self.standardize, self.clip = standardize, clip
         self.num_layers, self.backend, self.seed = num_layers, backend, seed
+        self.recompute = recompute
         self._check_settings()
         self._reset()
         self.last_ = None  # the previous target, None before the first sample
@@ -470,11 +477,12 @@ class Classifier(_Online, _ClassifierBase):
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
                  clip_norm=1.0, previous_target=True, max_classes=16, clip=5.0, num_layers=1,
-                 backend="cpp", seed=0):
+                 recompute=True, backend="cpp", seed=0):
         self.hidden_size, self.k1, self.k2, self.cell = hidden_size, k1, k2, cell
         self.lr, self.optimizer, self.clip_norm = lr, optimizer, clip_norm
         self.previous_target, self.max_classes, self.clip = previous_target, max_classes, clip
         self.num_layers, self.backend, self.seed = num_layers, backend, seed
+        self.recompute = recompute
         _checks.positive_int("max_classes", max_classes)
         self._check_settings()
         self._reset()
@@ -558,7 +566,8 @@ def load(path):
         raise ValueError(f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
                          f"and the gate), which this version cannot go on with: start a new one")
     try:
-        learner = {"Regressor": Regressor, "Classifier": Classifier}[state["class"]](**state["params"])
+        params = {"recompute": False, **state["params"]}  # files from before it: without
+        learner = {"Regressor": Regressor, "Classifier": Classifier}[state["class"]](**params)
         learner._restore(state, checkpoint.load_trainer(path))
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has a damaged online-learner header: {error}") from None

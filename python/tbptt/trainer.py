@@ -45,12 +45,13 @@ class Trainer:
     a run is reproducible and resumes exactly.
     recompute: when k2 > k1 an update's window reaches into steps computed before the previous
     update, with older weights, whose stored activations the backward uses as they are. With
-    recompute=True each such update first runs the forward over its window again with the
-    current weights (from the stored state entering the window, with the same inputs, resets
-    and dropout masks), so its loss and gradient are exactly those of the truncated loss
-    (docs/semantics.md §3). It costs the forward of k2 more steps per update, and matters only
-    when k2 > k1 (and for a `flush()` whose window reaches past its pending steps): otherwise
-    the results are those of recompute=False, bit for bit.
+    recompute=True, after each update the forward runs again with the new weights over the
+    steps the next update's window reads (from the stored state entering them, with the same
+    inputs, resets and dropout masks), so every update's loss and gradient are exactly those of
+    the truncated loss, and the carried state (and every prediction from it) is the current
+    weights' (docs/semantics.md §3). It costs the forward of k2 - k1 + 1 more steps per update,
+    and matters only when k2 > k1 (and for a `flush()` whose window reaches past its pending
+    steps): otherwise the results are those of recompute=False, bit for bit.
 
     comm: an mpi4py communicator (e.g. `MPI.COMM_WORLD`) for data-parallel training
     (docs/semantics.md §7): every rank builds the same trainer and calls `train` with its own
