@@ -89,16 +89,17 @@ void Stack<T>::allocate(int S, int B, bool tokens) {
     prepared_from_ = nullptr;  // the window's size decides the products' form
 }
 
-// Packing is skipped when the layers' parameters hold the bits it was made from: train and peek
-// prepare at every call (the caller may have written into the parameters), which for one-step
-// calls (online learning) would be three packings per step. Without packing there is nothing to
-// skip: the check would cost more than the preparation.
+// With fewer than 4 streams packing is skipped when the layers' parameters hold the bits it was
+// made from: train and peek prepare at every call (the caller may have written into the
+// parameters), which for one-step calls (online learning) would be three packings per step. With
+// more streams calls are long, and the check (a copy of every parameter per update) would cost
+// more than it saves; without packing there is nothing to skip.
 template <typename T>
 void Stack<T>::prepare(const T* params, bool with_backward) {
     const ModelShape& m = shape_;
     const size_t n = size_t(m.head_offset());
-    const bool copies = PackedWeights<T>::copies(window.B, steps_per_prepare_) || window.tokens;
-    if (copies && params == prepared_from_ && (prepared_backward_ || !with_backward) &&
+    const bool check = window.B < 4 && PackedWeights<T>::copies(window.B, m.H, steps_per_prepare_);
+    if (check && params == prepared_from_ && (prepared_backward_ || !with_backward) &&
         std::memcmp(params, prepared_bits_.data(), n * sizeof(T)) == 0)
         return;
     packed_.resize(m.L);
@@ -106,8 +107,8 @@ void Stack<T>::prepare(const T* params, bool with_backward) {
         packed_[l].prepare(m.layer(params, l), m.layer_input(l), m.H, m.G(),
                            cell_->traits.separate_recurrence, window.B,
                            /*pack_input=*/l > 0 || !window.tokens, with_backward, steps_per_prepare_);
-    if (copies) prepared_bits_.assign(params, params + n);
-    prepared_from_ = copies ? params : nullptr, prepared_backward_ = with_backward;
+    if (check) prepared_bits_.assign(params, params + n);
+    prepared_from_ = check ? params : nullptr, prepared_backward_ = with_backward;
     if (window.tokens) {
         transpose_copy(W_ih_T_.data(), m.G(), packed_[0].w.W_ih, m.I, m.G(), m.I);
         packed_[0].w.W_ih_T = W_ih_T_.data();

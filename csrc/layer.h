@@ -48,9 +48,9 @@ struct Inputs {
 // are packed once per update (packed_gemm.h): W_ihᵀ and W_hhᵀ for the forward, W_hh for the
 // backward, so no step repacks them. With fewer the products are matrix-vector products, which
 // packing does not speed up enough to pay for itself every update: the parameters are read as
-// they are, and the input projection stays one product per run of steps. Only W_hhᵀ is still
-// packed when a few steps or more run on one packing: Eigen's product reads W_hh by rows, a
-// horizontal sum per gate row, 3x slower than the packed kernel at H = 32.
+// they are, and the input projection stays one product per run of steps, unless enough steps
+// run on one packing to pay for it (copies() below): then W_ihᵀ and W_hhᵀ are packed all the
+// same.
 //
 // The bias of the input projection is b_ih + b_hh, unless the cell keeps its recurrent product
 // apart (separate_recurrence): then it is b_ih, and b_hh goes with the recurrent product.
@@ -67,8 +67,15 @@ struct PackedWeights {
     // many steps will run on this preparation.
     void prepare(const LayerWeights<T>& w, int I, int H, int G, bool separate, int B,
                  bool pack_input, bool with_backward, int steps);
-    // Whether prepare copies anything (else it reads the parameters where they are).
-    static bool copies(int B, int steps) { return B >= 4 || steps >= 4; }
+    // Whether prepare packs anything (else the products read the parameters where they are).
+    // For fewer than 4 streams, when 4 steps or more run on one packing: for 2 or 3 streams
+    // always (Eigen's products of so few rows repack W at every step: packing once made them
+    // 1.3x faster at H = 128 and 256), for one stream only up to H = 32 (its matrix-vector
+    // product sums each gate row horizontally, which weighs most for short rows: 1.08x at H = 32,
+    // 0.96x at H = 64).
+    static bool copies(int B, int H, int steps) {
+        return B >= 4 || (steps >= 4 && (B > 1 || H <= 32));
+    }
     // gates[rows, G] = x W_ihᵀ + bias for a run of steps (features or tokens), one product.
     void project_run(T* gates, const Inputs<T>& in, int rows) const;
     // gates[B, G] = x[B, I] W_ihᵀ + bias, with `input` packed: the input projection of a few rows
