@@ -4,15 +4,16 @@ TBPTT(1, k2) loop, river's LinearRegression and the last value, on river's bundl
 streams and on tbptt's CO2 and sunspot series.
 
     pip install river pandas && pip install --no-deps deep-river   # next to a CPU torch
-    python benchmarks/online.py [--rounds 3] [--figure docs/figures/online.png]
+    python benchmarks/online.py [--rounds 3] [--seeds 5] [--figure docs/figures/online.png]
     python benchmarks/online.py --breakdown     # where tbptt's time per sample goes
     python benchmarks/online.py --grid          # the settings that chose tbptt's defaults
 
 Every learner sees the stream's numeric features and the previous target (river's
 LinearRegression and deep-river get it as a feature "previous"; tbptt and the torch loop take
-it themselves). Accuracy comes from one full pass (all learners are deterministic); time per
-sample is the median over --rounds passes over the first 300 samples of each stream, the
-learners interleaved within each round, one thread.
+it themselves). Accuracy comes from full passes: the mean over --seeds initialisations for the
+recurrent learners (their spread from seed to seed is larger than most differences between
+them), one pass for the others; time per sample is the median over --rounds passes over the first
+300 samples of each stream (seed 0), the learners interleaved within each round, one thread.
 """
 
 from __future__ import annotations
@@ -82,25 +83,25 @@ class TorchTBPTT:
     and Adam (same lr and clipping, head at zero). Each update re-runs the last k2 steps from
     the detached state entering them, with the current weights."""
 
-    def __new__(cls, **options):
+    def __new__(cls, seed=0, **options):
         import tbptt.river
 
         class Regressor(tbptt.river.Regressor):
             def _buffers(self):
                 super()._buffers()
                 self._engine = _TorchEngine(self.trainer_.model.input_size, self.hidden_size,
-                                            self.k2, self.lr, self.clip_norm)
+                                            self.k2, self.lr, self.clip_norm, seed)
 
-        return Regressor(**{"hidden_size": H, "k2": K2, **options})
+        return Regressor(**{"hidden_size": H, "k2": K2, "seed": seed, **options})
 
 
 class _TorchEngine:
     """The two calls tbptt.river.Regressor makes of tbptt's engine, in PyTorch: `train` for one
     step (T = B = 1) and `peek`."""
 
-    def __init__(self, inputs, hidden, k2, lr, clip_norm):
+    def __init__(self, inputs, hidden, k2, lr, clip_norm, seed):
         import torch
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         self.torch, self.clip_norm = torch, clip_norm
         self.lstm = torch.nn.LSTM(inputs, hidden)
         self.head = torch.nn.Linear(hidden, 1)
@@ -140,17 +141,19 @@ def learners():
 
     import tbptt.river
 
-    made = {
-        "tbptt": lambda: tbptt.river.Regressor(hidden_size=H, k2=K2),
+    made = {  # name: make(seed)
+        "tbptt": lambda seed: tbptt.river.Regressor(hidden_size=H, k2=K2, seed=seed),
+        "tbptt, recompute=False": lambda seed: tbptt.river.Regressor(hidden_size=H, k2=K2,
+                                                                     seed=seed, recompute=False),
         "PyTorch TBPTT(1, 20)": TorchTBPTT,
-        "river LinearRegression": lambda: WithPrevious(
+        "river LinearRegression": lambda seed: WithPrevious(
             preprocessing.StandardScaler() | linear_model.LinearRegression()),
-        "last value": LastValue,
+        "last value": lambda seed: LastValue(),
     }
     try:
         from deep_river.regression import LSTMRegressor
 
-        made["deep-river LSTMRegressor"] = lambda: _DeepRiver(LSTMRegressor)
+        made["deep-river LSTMRegressor"] = lambda seed: _DeepRiver(LSTMRegressor, seed)
     except ImportError as error:
         print(f"deep-river is not installed ({error}): left out")
     return made
@@ -160,14 +163,14 @@ class _DeepRiver(WithPrevious):
     """deep-river's LSTMRegressor (H = 32, its window of 20, Adam 1e-3), told its feature count
     at the first sample."""
 
-    def __init__(self, cls):
+    def __init__(self, cls, seed):
         super().__init__(None)
-        self.cls = cls
+        self.cls, self.seed = cls, seed
 
     def learn_one(self, x, y):
         if self.model is None:
             import torch
-            torch.manual_seed(0)
+            torch.manual_seed(self.seed)
             self.model = self.cls(n_features=len(x) + 1, hidden_size=H, window_size=K2, lr=1e-3)
         super().learn_one(x, y)
 
@@ -238,9 +241,14 @@ def breakdown(data, rounds):
               f"{us[name, 'python']:.1f} | {us[name, 'engine']:.1f} |")
 
 
+SEEDED = ("tbptt", "tbptt, recompute=False", "PyTorch TBPTT(1, 20)", "deep-river LSTMRegressor")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="initialisations the recurrent learners' accuracy is averaged over")
     parser.add_argument("--figure", help="write a PNG of µs per sample and MAE relative to the "
                                          "last value")
     parser.add_argument("--breakdown", action="store_true",
@@ -260,22 +268,8 @@ def main(argv=None):
         grid(streams())
         return
     data, made = streams(), learners()
-    times = {(name, stream): [] for name in made for stream in data}
-    for _ in range(args.rounds):  # interleaved: every learner once per round, on every stream
-        for stream_name, stream in data.items():
-            for name, make in made.items():
-                times[name, stream_name].append(prequential(make(), stream[:TIMED])[1])
-    per_stream = {key: statistics.median(t) * 1e6 for key, t in times.items()}
-    us = {name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
-          for name in made}
-    rows = []
-    for stream_name, stream in data.items():
-        y = np.array([v for _, v in stream])
-        for name, make in made.items():
-            predicted, _ = prequential(make(), stream)
-            error = predicted[1:] - y[1:]  # the first sample has nothing to predict from
-            rows.append((stream_name, len(stream), name, np.abs(error).mean(),
-                         math.sqrt((error ** 2).mean())))
+    us, per_stream = timing(data, made, args.rounds)
+    rows = accuracy(data, made, args.seeds)
     print(f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
           f"of each stream; H = {H}, k2 = {K2}, one thread):\n")
     short = [stream.split()[0] for stream in data]
@@ -283,19 +277,94 @@ def main(argv=None):
     for name in made:
         print(f"| {name} | {us[name]:,.0f} | "
               f"{' | '.join(f'{per_stream[name, stream]:,.0f}' for stream in data)} |")
-    print("\nprequential error (all samples after the first):\n")
+    print(f"\nprequential error (all samples after the first; recurrent learners: mean over "
+          f"seeds 0..{args.seeds - 1}, ± the standard deviation of the MAE over seeds):\n")
     print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
-    for stream_name, n, name, mae, rmse in rows:
-        print(f"| {stream_name} | {n} | {name} | {mae:.4g} | {rmse:.4g} |")
+    for stream_name, n, name, mae, spread, rmse in rows:
+        shown = f"{mae:.4g} ± {spread:.2g}" if name in SEEDED else f"{mae:.4g}"
+        print(f"| {stream_name} | {n} | {name} | {shown} | {rmse:.4g} |")
     if args.figure:
         _figure(args.figure, us, rows, list(data), list(made))
+
+
+def timing(data, made, rounds):
+    """µs per sample of each learner (median over rounds and streams) and per (learner, stream)."""
+    times = {(name, stream): [] for name in made for stream in data}
+    for _ in range(rounds):  # interleaved: every learner once per round, on every stream
+        for stream_name, stream in data.items():
+            for name, make in made.items():
+                times[name, stream_name].append(prequential(make(0), stream[:TIMED])[1])
+    per_stream = {key: statistics.median(t) * 1e6 for key, t in times.items()}
+    us = {name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
+          for name in made}
+    return us, per_stream
+
+
+def accuracy(data, made, seeds):
+    """Rows (stream, N, learner, MAE, its standard deviation over seeds, RMSE)."""
+    rows = []
+    for stream_name, stream in data.items():
+        y = np.array([v for _, v in stream])
+        for name, make in made.items():
+            maes, rmses = [], []
+            for seed in range(seeds if name in SEEDED else 1):
+                error = prequential(make(seed), stream)[0][1:] - y[1:]  # the first: no forecast
+                maes.append(np.abs(error).mean())
+                rmses.append(math.sqrt((error ** 2).mean()))
+            rows.append((stream_name, len(stream), name, statistics.mean(maes),
+                         statistics.pstdev(maes), statistics.mean(rmses)))
+    return rows
+
+
+GRID = [  # (label, Regressor settings changed from the defaults); forget_bias is the LSTM's
+    ("defaults (lr 3e-3, changes, gate, clip 5, forget bias 0, recompute)", {}),
+    ("recompute=False", {"recompute": False}),
+    *[(f"lr {lr:g}", {"lr": lr}) for lr in (1e-3, 2e-3, 5e-3)],
+    ("changes=False", {"changes": False}), ("gate=False", {"gate": False}),
+    ("clip=None (plain standardisation)", {"clip": None}), ("clip=3", {"clip": 3.0}),
+    ("forget bias 1", {"forget_bias": 1.0}), ("k2 10", {"k2": 10}), ("k2 40", {"k2": 40}),
+    ("H 16", {"hidden_size": 16}), ("H 64", {"hidden_size": 64}), ("GRU", {"cell": "gru"}),
+    ("clip_norm 10", {"clip_norm": 10.0}), ("clip_norm None", {"clip_norm": None}),
+    ("SGD lr 0.03", {"optimizer": "sgd", "lr": 0.03}),
+    ("session-3 defaults: lr 1e-3, no changes, no gate, clip=None, forget bias 1, no recompute",
+     {"lr": 1e-3, "changes": False, "gate": False, "clip": None, "forget_bias": 1.0,
+      "recompute": False}),
+]
+
+
+def grid(data, seeds=(0, 1, 2)):
+    """The table of docs/online.md that chose the Regressor's defaults: MAE over the MAE of the
+    last value per stream (mean over seeds), one setting changed per row."""
+    from unittest import mock
+
+    import tbptt.river
+
+    def mae(learner, stream):
+        y = np.array([v for _, v in stream])
+        return np.abs(prequential(learner, stream)[0][1:] - y[1:]).mean()
+
+    last = {name: mae(LastValue(), stream) for name, stream in data.items()}
+    print(f"| setting | {' | '.join(name.split()[0] for name in data)} | worst | geometric mean |")
+    print(f"|---|{'---:|' * (len(data) + 2)}")
+    for label, settings in GRID:
+        settings = dict(settings)
+        bias = settings.pop("forget_bias", None)
+        build = tbptt.river.build
+        forced = build if bias is None else \
+            (lambda *a, **k: build(*a, **{**k, "forget_bias": bias}))
+        with mock.patch.object(tbptt.river, "build", forced):
+            ratios = [statistics.mean(mae(tbptt.river.Regressor(seed=seed, **settings), stream)
+                                      for seed in seeds) / last[name]
+                      for name, stream in data.items()]
+        print(f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
+              f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |", flush=True)
 
 
 def _figure(path, us, rows, stream_names, names):
     from matplotlib.figure import Figure
 
     from tbptt.checkpoint import atomic_write
-    last = {s: mae for s, _, name, mae, _ in rows if name == "last value"}
+    last = {s: mae for s, _, name, mae, _, _ in rows if name == "last value"}
     fig = Figure(figsize=(12.5, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1, 2))
     left.barh(names, [us[n] for n in names], color="tab:blue")
@@ -303,7 +372,7 @@ def _figure(path, us, rows, stream_names, names):
     left.set_xlabel("µs per sample (predict_one + learn_one), log scale")
     width = 0.8 / len(names)
     for j, name in enumerate(names):
-        ratios = [next(mae for s, _, n, mae, _ in rows if s == stream and n == name) / last[stream]
+        ratios = [next(mae for s, _, n, mae, _, _ in rows if s == stream and n == name) / last[stream]
                   for stream in stream_names]
         where = np.arange(len(stream_names)) + j * width
         right.bar(where, ratios, width, label=name)

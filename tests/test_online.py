@@ -196,6 +196,29 @@ def test_checkpoint_resumes_exactly(tmp_path, options):
     np.testing.assert_array_equal(np.concatenate([head, tail]), expected)
 
 
+def test_recompute_is_the_learners_default_and_is_kept(tmp_path):
+    """The learners run the window again after each update (Trainer's recompute) unless told not
+    to; the choice survives save/load, and files from before the option load without it."""
+    from tbptt import checkpoint
+
+    stream = _stream(40)
+    on, off = Regressor(), Regressor(recompute=False)
+    predicted = [_prequential(learner, stream) for learner in (on, off)]
+    assert on.trainer_.recompute and not off.trainer_.recompute
+    assert np.abs(predicted[0] - predicted[1]).max() > 1e-6  # it changes what is learnt
+    on.save(tmp_path / "on.npz")
+    assert load(tmp_path / "on.npz").recompute is True
+    header, arrays = checkpoint.load_arrays(tmp_path / "on.npz", "trainer")
+    del header["online"]["params"]["recompute"], header["trainer"]["recompute"]
+    checkpoint.save_arrays(tmp_path / "old.npz", header, arrays)
+    old = load(tmp_path / "old.npz")
+    assert old.recompute is False and old.trainer_.recompute is False
+    with pytest.raises(TypeError, match="recompute"):
+        Regressor(recompute="yes")
+    with pytest.raises(TypeError, match="recompute"):
+        Classifier(recompute=1)
+
+
 def test_an_earlier_regressor_checkpoint_is_refused_clearly(tmp_path, monkeypatch):
     from tbptt import checkpoint
 
@@ -344,6 +367,15 @@ def test_online_on_a_pipe_with_bad_lines(tmp_path):
     more = _online(["--resume", str(tmp_path / "run")], "time,load\n60,10.1\n", tmp_path)
     assert more.returncode == 0, more.stderr
     assert more.stdout.splitlines()[1].split(",")[2] == lines[-1][3]  # goes on where it stopped
+    refused = _online(["--resume", str(tmp_path / "run"), "--no-recompute"], "", tmp_path)
+    assert refused.returncode == 2 and "drop --no-recompute" in refused.stderr
+
+
+def test_online_without_recompute(tmp_path):
+    text = "load\n" + "".join(f"{10 + np.sin(t / 4):.4f}\n" for t in range(30))
+    done = _online(["--column", "load", "--no-recompute"], text, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert load(tmp_path / "run" / "online.npz").recompute is False
 
 
 def test_online_refuses_what_it_cannot_use(tmp_path):

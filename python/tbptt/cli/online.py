@@ -30,11 +30,17 @@ def add_parser(commands) -> None:
                         "through (default 20)")
     online.add_argument("--lr", type=_args.number(float, 0), help="Adam's learning rate (default 3e-3)")
     online.add_argument("--cell", choices=tuple(MODELS), help="lstm (default), gru or rnn")
+    online.add_argument("--no-recompute", dest="recompute", action="store_false", default=None,
+                        help="do not run the last k2 steps again with the new weights after each "
+                             "update (faster, less exact; docs/semantics.md §3)")
     online.add_argument("--out", metavar="FOLDER", help="output folder (default runs/<timestamp>)")
     online.add_argument("--resume", metavar="FOLDER", help="go on from the online.npz of an "
                         "earlier `tbptt online` (its model and settings)")
     online.add_argument("--quiet", action="store_true", help="no report of skipped lines on stderr")
     online.set_defaults(run=run, subparser=online)
+
+
+_FLAGS = {"recompute": "--no-recompute"}  # flags not named after their setting
 
 
 def run(args) -> int:
@@ -45,10 +51,11 @@ def run(args) -> int:
 
     features = None if args.features is None else [f.strip() for f in args.features.split(",")]
     if args.resume is not None:
-        refused = [flag for flag in ("hidden", "k2", "lr", "cell") if getattr(args, flag) is not None]
+        refused = [flag for flag in ("hidden", "k2", "lr", "cell", "recompute")
+                   if getattr(args, flag) is not None]
         if refused:
             args.subparser.error(f"--resume goes on with the learner's own settings: drop "
-                                 f"{', '.join('--' + f for f in refused)}")
+                                 f"{', '.join(_FLAGS.get(f, '--' + f) for f in refused)}")
         learner = load_learner(os.path.join(args.resume, online.LEARNER)
                                if os.path.isdir(args.resume) else args.resume)
         column = learner.target_name
@@ -60,7 +67,8 @@ def run(args) -> int:
         if args.column is None:
             args.subparser.error("--column NAME is required: the CSV column to learn")
         column = args.column
-        settings = {"hidden": "hidden_size", "k2": "k2", "lr": "lr", "cell": "cell"}
+        settings = {"hidden": "hidden_size", "k2": "k2", "lr": "lr", "cell": "cell",
+                    "recompute": "recompute"}
         learner = Regressor(**{name: getattr(args, flag) for flag, name in settings.items()
                                if getattr(args, flag) is not None})
         learner.target_name = column
