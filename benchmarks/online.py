@@ -281,7 +281,7 @@ def main(argv=None):
           f"seeds 0..{args.seeds - 1}, ± the standard deviation of the MAE over seeds):\n")
     print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
     for stream_name, n, name, mae, spread, rmse in rows:
-        shown = f"{mae:.4g} ± {spread:.2g}" if name in SEEDED else f"{mae:.4g}"
+        shown = f"{mae:.5g} ± {spread:.2g}" if name in SEEDED else f"{mae:.5g}"
         print(f"| {stream_name} | {n} | {name} | {shown} | {rmse:.4g} |")
     if args.figure:
         _figure(args.figure, us, rows, list(data), list(made))
