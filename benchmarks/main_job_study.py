@@ -68,7 +68,7 @@ def main(argv=None):
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda ic: run(ic[1], args.max_time, args.threads, os.path.join(args.out, str(ic[0]))),
                              enumerate(candidates)))
-    print(f"| settings (beside the defaults) | bits/char (best epoch) | best epoch / epochs | s |")
+    print("| settings (beside the defaults) | bits/char (best epoch) | best epoch / epochs | s |")
     print("|---|---:|---:|---:|")
     for r in rows:
         if "error" in r:
