@@ -430,3 +430,18 @@ def test_recompute_must_be_a_bool(value):
     model = tbptt.LSTM(I, H, O)
     with pytest.raises(TypeError, match="recompute"):
         tbptt.Trainer(model, 1, 2, backend="numpy", recompute=value)
+
+
+def test_float32_backends_agree():
+    """The online learners' case: float32, TBPTT(1, k2), one step per call."""
+    x, y = data(13, 30)
+    results = []
+    for backend in BACKENDS:
+        model = make_model("lstm", I, H, O, dtype="float32", seed=3)
+        trainer = tbptt.Trainer(model, 1, 6, optimizer=tbptt.Adam(3e-3), clip_norm=1.0,
+                                backend=backend, recompute=True)
+        losses = [trainer.train(x[t:t + 1].astype(np.float32), y[t:t + 1].astype(np.float32))[0]
+                  for t in range(len(x))]
+        results.append((np.array(losses), model.flat_parameters.copy(), trainer.engine.state()[0]))
+    for cpp, ref in zip(*results):
+        np.testing.assert_allclose(cpp, ref, rtol=2e-4, atol=1e-5)
