@@ -89,16 +89,17 @@ void Stack<T>::allocate(int S, int B, bool tokens) {
     prepared_from_ = nullptr;  // the window's size decides the products' form
 }
 
-// With fewer than 4 streams packing is skipped when the layers' parameters hold the bits it was
-// made from: train and peek prepare at every call (the caller may have written into the
-// parameters), which for one-step calls (online learning) would be three packings per step. With
-// more streams calls are long, and the check (a copy of every parameter per update) would cost
-// more than it saves; without packing there is nothing to skip.
+// For small models on fewer than 4 streams packing is skipped when the layers' parameters hold
+// the bits it was made from: train and peek prepare at every call (the caller may have written
+// into the parameters), which for one-step calls (online learning) would be three packings per
+// step. Elsewhere calls are long, and the check (a copy of every parameter per update) would cost
+// more than it saves (5% at B = 32, H = 512); without packing there is nothing to skip.
 template <typename T>
 void Stack<T>::prepare(const T* params, bool with_backward) {
     const ModelShape& m = shape_;
     const size_t n = size_t(m.head_offset());
-    const bool check = window.B < 4 && PackedWeights<T>::copies(window.B, m.H, steps_per_prepare_);
+    const bool check = window.B < 4 && n <= (size_t(1) << 16) &&
+                       PackedWeights<T>::copies(window.B, m.H, steps_per_prepare_);
     if (check && params == prepared_from_ && (prepared_backward_ || !with_backward) &&
         std::memcmp(params, prepared_bits_.data(), n * sizeof(T)) == 0)
         return;
