@@ -97,6 +97,15 @@ def test_train_tasks(task, expect, tmp_path, capsys):
     assert (tmp_path / "model.npz").exists()
 
 
+def test_train_with_recompute_keeps_it_in_the_trainer_file(tmp_path, capsys):
+    argv = ["train", "--task", "echo", "--k1", "5", "--k2", "12", "--epochs", "1", *TINY]
+    assert cli.main([*argv, "--recompute", "--out", str(tmp_path / "on")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "off")]) == 0
+    on, off = (tbptt.load_trainer(tmp_path / run / "trainer.npz") for run in ("on", "off"))
+    assert on.recompute and not off.recompute
+    assert not np.array_equal(on.model.flat_parameters, off.model.flat_parameters)
+
+
 @pytest.mark.parametrize("cell, model", [("gru", tbptt.GRU), ("rnn", tbptt.RNN)])
 def test_train_generate_and_info_with_another_cell(cell, model, tmp_path, capsys):
     out = tmp_path / "run"
@@ -231,7 +240,7 @@ def test_resume_after_the_time_budget_equals_one_run(tmp_path, two_epochs, capsy
 
 @pytest.mark.parametrize("flag", [["--hidden", "9"], ["--task", "copy"], ["--k1", "5"],
                                   ["--lr", "0.1"], ["--seed", "1"], ["--out", "x"],
-                                  ["--backend", "numpy"], ["--layers", "1"]])
+                                  ["--backend", "numpy"], ["--layers", "1"], ["--recompute"]])
 def test_resume_refuses_flags_that_change_the_data_or_the_model(tmp_path, flag, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["train", "--resume", str(tmp_path), *flag])

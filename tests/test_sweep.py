@@ -50,6 +50,14 @@ def test_tiny_sweep_rows_have_the_documented_keys():
     assert "samples/s" in text and "val acc" in text and len(text.splitlines()) == 2 + len(rows)
 
 
+def test_recompute_changes_only_the_configurations_with_k2_above_k1():
+    task = tiny_task(T=40)
+    plain, exact = (tbptt.sweep(task, pairs=[(2, 5), (4, 4)], k1=None, hidden=4, steps=40,
+                                points=2, recompute=recompute) for recompute in (False, True))
+    assert plain[0]["train_loss"] != exact[0]["train_loss"]  # (2, 5): runs its window again
+    assert plain[1]["train_loss"] == exact[1]["train_loss"]  # (4, 4): nothing to recompute
+
+
 def test_k2_defaults_to_k1_and_pairs_and_policies_make_the_grid():
     task = tiny_task()
     rows = tbptt.sweep(task, k1=[2, 4], hidden=3, steps=12, points=2)

@@ -45,7 +45,8 @@ TAIL = 0.1  # train_loss: the mean loss of the updates in the last 10% of the bu
 def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, reset="epoch",
           steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
           layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
-          backend="cpp", points=20, progress=False, callback=None, comm=None) -> list:
+          backend="cpp", recompute=False, points=20, progress=False, callback=None,
+          comm=None) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
     data, y, mask, resets: a `tbptt.datasets.Task`, or arrays as for `Trainer.train`: x (T, B, I)
@@ -69,7 +70,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
         default; forget_bias applies to it only), `tbptt.GRU` ("gru") or `tbptt.RNN` ("rnn", tanh)
         with that seed: every configuration starts from the same parameters.
     optimizer: `tbptt.Adam` / `tbptt.SGD` settings (default `Adam()`), copied per configuration.
-    clip_norm, backend: as for `Trainer`.
+    clip_norm, backend, recompute: as for `Trainer`.
     points: points of the learning curve (blocks of steps / points steps each).
     progress: a tqdm bar over all configurations' steps.
     callback: `callback(row)` after each configuration (say, to print it).
@@ -120,7 +121,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
                               output_size=output_size, num_layers=layers, dtype=dtype, seed=seed,
                               forget_bias=forget_bias),
                    trainer=dict(loss=loss, optimizer=_optimizer(optimizer), clip_norm=clip_norm,
-                                backend=_backend(backend)))
+                                backend=_backend(backend), recompute=recompute))
     configs = _grid(k1, k2, pairs, reset)
     build(**study.model)  # fail on a bad model argument now, not after the first configuration
     if comm is None:

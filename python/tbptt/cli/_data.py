@@ -30,7 +30,7 @@ DEFAULTS: dict[str, dict] = {
     "copy": dict(batch=32, k1=31, hidden=64, lr=1e-2, epochs=20, max_time=90.0),
 }
 COMMON_DEFAULTS = dict(cell="lstm", layers=1, dropout=0.0, weight_decay=0.0, schedule="constant",
-                       warmup=0.0, backend="cpp", seed=0)  # patience: None, no early stopping
+                       warmup=0.0, backend="cpp", seed=0, recompute=False)  # patience: None, no early stopping
 
 
 class Prepared:

@@ -59,6 +59,9 @@ def add_parser(commands) -> None:
     p.add_argument("--threads", type=_args.number(int, 0), help="threads of the C++ engine")
     p.add_argument("--backend", choices=BACKENDS, default="cpp",
                    help="cpp (default, compiled) or numpy (the reference)")
+    p.add_argument("--recompute", action="store_true",
+                   help="every configuration with recompute (docs/semantics.md §3): where k2 > k1, "
+                        "exact gradients at k2 - k1 + 1 more forward steps per update")
     p.add_argument("--seed", type=int, default=0, help="for the model and the tasks (default 0)")
     p.add_argument("--out", metavar="FOLDER", help="output folder (default runs/sweep-<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,7 +93,8 @@ def run(args) -> int:
     rows = sweep(*arrays, k1=args.k1, k2=args.k2, reset=args.reset, steps=steps,
                  validation=validation, hidden=args.hidden, layers=args.layers, cell=args.cell,
                  forget_bias=1.0, seed=args.seed, optimizer=Adam(args.lr), clip_norm=CLIP_NORM,
-                 backend=args.backend, points=args.points, progress=not args.no_progress,
+                 backend=args.backend, recompute=args.recompute, points=args.points,
+                 progress=not args.no_progress,
                  callback=_reporter(comm), comm=comm)
     if rank == 0:
         _write(args, rows, source, steps or x.shape[0], say)
@@ -160,7 +164,7 @@ def _write(args, rows: list, source: str, steps: int, say) -> None:
     say(sweep_table(rows))
     settings = {name: getattr(args, name) for name in
                 ("task", "data", "column", "delay", "length", "k1", "k2", "reset", "steps",
-                 "cell", "hidden", "layers", "batch", "lr", "backend", "seed")}
+                 "cell", "hidden", "layers", "batch", "lr", "backend", "seed", "recompute")}
     settings.update(steps=steps, source=source, clip_norm=CLIP_NORM, optimizer="adam",
                     **({"forget_bias": 1.0} if args.cell == "lstm" else {}))
     written = write_sweep(rows, args.out, settings)

@@ -29,12 +29,13 @@ from .generate import SAMPLE_LENGTH, SAMPLE_TEMPERATURE, default_prime
 # a resumed run refuses, as they would change its data or its model.
 SETTINGS = ("task", "data", "column", "diff", "cell", "k1", "k2", "hidden", "layers", "batch",
             "lr", "dropout", "weight_decay", "schedule", "warmup", "patience", "epochs", "max_time",
-            "backend", "seed")
+            "backend", "seed", "recompute")
 FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
                "cell": "--cell", "k1": "--k1", "k2": "--k2", "hidden": "--hidden",
                "layers": "--layers", "batch": "--batch", "lr": "--lr", "dropout": "--dropout",
                "weight_decay": "--weight-decay", "schedule": "--schedule", "warmup": "--warmup",
-               "patience": "--patience", "backend": "--backend", "seed": "--seed", "out": "--out"}
+               "patience": "--patience", "backend": "--backend", "seed": "--seed", "out": "--out",
+               "recompute": "--recompute"}
 
 
 def add_parser(commands) -> None:
@@ -58,6 +59,10 @@ def add_parser(commands) -> None:
     train.add_argument("--layers", type=_args.number(int, 0), help="layers (default 1)")
     train.add_argument("--batch", type=_args.number(int, 0), help="B, the number of parallel streams")
     train.add_argument("--lr", type=_args.number(float, 0), help="Adam's learning rate")
+    train.add_argument("--recompute", action="store_const", const=True,
+                       help="when k2 > k1, run the steps the next update reads again with the new "
+                            "weights after each update: exact gradients, k2 - k1 + 1 more forward "
+                            "steps per update (docs/semantics.md §3)")
     train.add_argument("--dropout", type=_args.probability, metavar="P",
                        help="dropout on every layer's output, the top layer's before the head too "
                             "(default 0)")
@@ -284,7 +289,7 @@ def _new_trainer(args, prepared, comm=None):
     _sizes.check_window(model, args.k1, args.k2, B, tokens=x.ndim == 2)
     optimizer = AdamW(args.lr, weight_decay=args.weight_decay) if args.weight_decay else Adam(args.lr)
     return Trainer(model, args.k1, args.k2, loss=prepared.loss, optimizer=optimizer, clip_norm=5.0,
-                   backend=args.backend, seed=args.seed, comm=comm)
+                   backend=args.backend, seed=args.seed, recompute=args.recompute, comm=comm)
 
 
 def _fingerprint(prepared):
