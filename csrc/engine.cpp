@@ -429,8 +429,7 @@ bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
-    recompute_window(r);
-    recompute_window(r);
+    recompute_window(r);  // before the early return: every process decides alike
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
         return false;
@@ -748,6 +747,9 @@ void Engine<T>::restore(const Snapshot& s) {
     fits("second_moment", s.second_moment.size(), fresh.optimizer_.second_moment.size());
     if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
         throw InvalidArgument("engine state: pending steps out of range");
+    const int64_t fresh_from = s.counters.size() > 8 ? s.counters[8] : s.counters[2] - s.counters[4];
+    if (fresh_from < s.counters[3] || fresh_from > s.counters[2])
+        throw InvalidArgument("engine state: fresh_from out of range");
     // The reduce buffer stays where the caller's view of it points, and so does the reduce.
     Buffer<T> buffer = std::move(buffer_);
     std::function<void()> reduce = std::move(reduce_);
@@ -757,9 +759,7 @@ void Engine<T>::restore(const Snapshot& s) {
     Window<T>& window = stack_.window;
     step_ = s.counters[2], stack_.first_valid = s.counters[3], pending_ = int(s.counters[4]);
     updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
-    fresh_from_ = s.counters.size() > 8 ? s.counters[8] : step_ - pending_;
-    if (fresh_from_ < stack_.first_valid || fresh_from_ > step_)
-        throw InvalidArgument("engine state: fresh_from out of range");
+    fresh_from_ = fresh_from;
     loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
     last_weight_sum_ = s.sums.size() > 2 ? s.sums[2] : 0.0;
     dy_ = s.dy;

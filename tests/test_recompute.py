@@ -445,3 +445,17 @@ def test_float32_backends_agree():
         results.append((np.array(losses), model.flat_parameters.copy(), trainer.engine.state()[0]))
     for cpp, ref in zip(*results):
         np.testing.assert_allclose(cpp, ref, rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_snapshot_with_fresh_from_out_of_range_is_refused_and_changes_nothing(backend):
+    x, y = data(14, 9)
+    trainer = new_trainer(backend, "lstm", 2, 5)
+    trainer.train(x, y)
+    before = trainer.engine.snapshot()
+    bad = {**before, "fresh_from": np.array([before["counters"][2] + 1], np.int64)}
+    with pytest.raises(ValueError, match="fresh_from"):
+        trainer.engine.restore(bad)
+    after = trainer.engine.snapshot()
+    for key in before:
+        assert np.array_equal(before[key], after[key]), key
