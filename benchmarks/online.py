@@ -7,6 +7,7 @@ streams and on tbptt's CO2 and sunspot series.
     python benchmarks/online.py [--rounds 3] [--seeds 5] [--figure docs/figures/online.png]
     python benchmarks/online.py --breakdown     # where tbptt's time per sample goes
     python benchmarks/online.py --grid          # the settings that chose tbptt's defaults
+    python benchmarks/online.py --classifier    # the Classifier, with and without recompute
 
 Every learner sees the stream's numeric features and the previous target (river's
 LinearRegression and deep-river get it as a feature "previous"; tbptt and the torch loop take
@@ -255,6 +256,9 @@ def main(argv=None):
                         help="only where tbptt's time per sample goes (Python, engine)")
     parser.add_argument("--grid", action="store_true",
                         help="only the grid of tbptt's settings that chose its defaults")
+    parser.add_argument("--classifier", action="store_true",
+                        help="only tbptt's Classifier with and without recompute, on a synthetic "
+                             "sequence")
     args = parser.parse_args(argv)
     import torch
 
@@ -266,6 +270,9 @@ def main(argv=None):
         return
     if args.grid:
         grid(streams())
+        return
+    if args.classifier:
+        classifier()
         return
     data, made = streams(), learners()
     us, per_stream = timing(data, made, args.rounds)
@@ -314,6 +321,31 @@ def accuracy(data, made, seeds):
             rows.append((stream_name, len(stream), name, statistics.mean(maes),
                          statistics.pstdev(maes), statistics.mean(rmses)))
     return rows
+
+
+def classifier(seeds=5, n=3000, scored_from=1000):
+    """tbptt.river.Classifier with and without recompute on a synthetic sequence: a period-10
+    pattern of 4 labels with 10% of them replaced at random (a perfect learner scores about
+    0.92): accuracy of predict_one on samples scored_from..n (mean ± std over seeds) and µs per
+    sample (median over seeds)."""
+    import tbptt.river
+
+    pattern = list("abcabdacbd")
+    for recompute in (True, False):
+        accuracies, times = [], []
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            labels = [pattern[i % len(pattern)] if rng.random() > 0.1 else str(rng.choice(list("abcd")))
+                      for i in range(n)]
+            learner = tbptt.river.Classifier(seed=seed, recompute=recompute)
+            correct, tic = 0, time.perf_counter()
+            for i, label in enumerate(labels):
+                correct += i >= scored_from and learner.predict_one({"z": 0.0}) == label
+                learner.learn_one({"z": 0.0}, label)
+            times.append((time.perf_counter() - tic) / n * 1e6)
+            accuracies.append(correct / (n - scored_from))
+        print(f"Classifier, recompute={recompute}: accuracy {statistics.mean(accuracies):.4f} "
+              f"± {statistics.pstdev(accuracies):.4f}, {statistics.median(times):.1f} µs per sample")
 
 
 GRID = [  # (label, Regressor settings changed from the defaults); forget_bias is the LSTM's
