@@ -322,11 +322,7 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
 // state entering step a: afterwards they are the current weights' (fresh_from_ = a).
 template <typename T>
 void Engine<T>::run_again(int64_t a) {
-    for (int64_t s = a; s < step_;) {
-        const int n = int(std::min<int64_t>(step_ - s, stack_.window.contiguous_from(s)));
-        stack_.run(s, n);
-        s += n;
-    }
+    stack_.window.for_runs(a, step_, [&](int64_t s, int n) { stack_.run(s, n); });
     fresh_from_ = a;
 }
 
@@ -339,11 +335,9 @@ void Engine<T>::recompute_window(int r) {
     if (!config_.recompute || a >= fresh_from_) return;
     run_again(a);
     loss_sum_ = weight_sum_ = 0.0;
-    for (int64_t s = step_ - r; s < step_;) {
-        const int n = int(std::min<int64_t>(step_ - s, stack_.window.contiguous_from(s)));
+    stack_.window.for_runs(step_ - r, step_, [&](int64_t s, int n) {
         accumulate_loss(s, n, int(s - (step_ - r)));
-        s += n;
-    }
+    });
 }
 
 // recompute, after a step changed the weights: the steps the next update's window will read,
@@ -560,12 +554,10 @@ void Engine<T>::backward(int64_t first_loss_step) {
     T* db_head = dW_head + size_t(O) * H;
 
     // Head: every loss step, inside the window or not (k2 < k1 warms the state up).
-    for (int64_t s = first_loss_step; s <= t;) {
-        const int n = int(std::min<int64_t>(t - s + 1, w.contiguous_from(s)));
+    w.for_runs(first_loss_step, t + 1, [&](int64_t s, int n) {
         head_weight_backward(dW_head, db_head, dy_.data() + size_t(s - first_loss_step) * B * O,
                              stack_.output(m.L - 1, s, n, head_input_), n * B, H, O);
-        s += n;
-    }
+    });
 
     std::fill(dh_rec_.begin(), dh_rec_.end(), T(0));
     std::fill(dcarry_rec_.begin(), dcarry_rec_.end(), T(0));
@@ -770,11 +762,8 @@ void Engine<T>::restore(const Snapshot& s) {
     if (kept) {
         outputs_ = s.outputs, values_ = s.values, classes_ = s.classes, weights_ = s.weights;
     } else if (B_ > 0) {  // the outputs from the window (what the forward computed), no targets
-        for (int64_t first = step_ - pending_, s0 = first; s0 < step_;) {
-            const int n = int(std::min<int64_t>(step_ - s0, window.contiguous_from(s0)));
-            head_outputs(s0, n, int(s0 - first));
-            s0 += n;
-        }
+        const int64_t first = step_ - pending_;
+        window.for_runs(first, step_, [&](int64_t s0, int n) { head_outputs(s0, n, int(s0 - first)); });
         std::fill(weights_.begin(), weights_.end(), std::numeric_limits<T>::quiet_NaN());
     }
 }

@@ -14,12 +14,12 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_
     bias.resize(size_t(G));
     VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w.b_ih, G);
     if (!separate) VectorMap<T>(bias.data(), G) += ConstVectorMap<T>(w.b_hh, G);
-    const bool packed = B >= 4;
-    if (copies(B, H, steps) && pack_input) input.pack(w.W_ih, I, G, /*ld=*/I, /*transposed=*/true);
+    const bool pack_forward = copies(B, H, steps);  // backward only from 4 streams (see above)
+    if (pack_forward && pack_input) input.pack(w.W_ih, I, G, /*ld=*/I, /*transposed=*/true);
     else input.clear();
-    if (copies(B, H, steps)) forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
+    if (pack_forward) forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
     else forward.clear();
-    if (packed && with_backward) backward.pack(w.W_hh, G, H, /*ld=*/H, /*transposed=*/false);
+    if (B >= 4 && with_backward) backward.pack(w.W_hh, G, H, /*ld=*/H, /*transposed=*/false);
     else backward.clear();
 }
 

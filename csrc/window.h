@@ -69,6 +69,15 @@ struct Window {
 
     // Steps from s to the end of the ring: a run starting at s may not be longer.
     int contiguous_from(int64_t s) const { return S - slot(s); }
+    // body(s, n) for the runs of steps [s0, s1), each within one turn of the ring.
+    template <typename F>
+    void for_runs(int64_t s0, int64_t s1, F&& body) const {
+        for (int64_t s = s0; s < s1;) {
+            const int n = int(std::min<int64_t>(s1 - s, contiguous_from(s)));
+            body(s, n);
+            s += n;
+        }
+    }
 
     // What step s holds in every buffer (all layers), to put back after a forward step that
     // must leave no trace (Engine::peek). No allocation after the first call.
