@@ -16,6 +16,7 @@
 #endif
 
 #include "engine.h"
+#include "sequence.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -420,6 +421,140 @@ py::tuple predict_any(const py::array& params, const std::string& cell, int I, i
     throw py::type_error("params must be float32 or float64");
 }
 
+// ---- the stateless sequence pass of one layer (sequence.h), for tbptt.torch ------------------
+
+// An array of dtype T and the given shape (no copy when it already is one: tbptt.torch passes
+// contiguous tensors of the layer's dtype), else TypeError / ValueError naming it.
+template <typename T>
+CArray<T> sequence_array(const char* name, const py::handle& h, std::initializer_list<py::ssize_t> shape) {
+    CArray<T> a = CArray<T>::ensure(h);
+    if (!a) throw py::type_error(std::string(name) + " must be an array of the layer's dtype");
+    expect_shape(name, a, shape);
+    return a;
+}
+
+// What the forward keeps for the backward, owned here (never copied into Python), with the sizes
+// and direction it was made for.
+template <typename T>
+struct SequenceTape {
+    std::string cell;
+    int steps = 0, B = 0, I = 0, H = 0;
+    bool reverse = false;
+    Buffer<T> gates, extra, carry;
+};
+
+template <typename T>
+py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x_in,
+                                const py::handle& h0_in, const py::handle& carry0_in,
+                                const py::handle& W_ih_in, const py::handle& W_hh_in,
+                                const py::handle& b_ih_in, const py::handle& b_hh_in, bool reverse,
+                                bool keep) {
+    std::unique_ptr<Cell<T>> cell = make_cell<T>(cell_name);
+    if (!cell) throw py::value_error(unknown_cell_message(cell_name));
+    if (x_in.ndim() != 3) throw py::value_error("x must have shape (T, B, I), got " + shape_of(x_in));
+    const py::ssize_t steps = x_in.shape(0), B = x_in.shape(1), I = x_in.shape(2);
+    const py::array h0_any = py::array::ensure(h0_in);
+    const py::ssize_t H = h0_any && h0_any.ndim() == 2 ? h0_any.shape(1) : 0;
+    const CellTraits& traits = cell->traits;
+    const py::ssize_t G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
+    if (H < 1) throw py::value_error("h0 must have shape (B, H) with H >= 1");
+    CArray<T> x = sequence_array<T>("x", x_in, {steps, B, I});
+    CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
+    CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
+    CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
+    CArray<T> W_hh = sequence_array<T>("W_hh", W_hh_in, {G, H});
+    CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
+    CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
+    auto tape = std::make_unique<SequenceTape<T>>();
+    tape->cell = cell_name, tape->steps = int(steps), tape->B = int(B), tape->I = int(I);
+    tape->H = int(H), tape->reverse = reverse;
+    const size_t rows = size_t(steps) * B;
+    tape->gates.resize(rows * G), tape->extra.resize(rows * E), tape->carry.resize(rows * C);
+    CArray<T> h({steps, B, H}), h_n({B, H}), carry_n({B, C});
+    {
+        const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
+                                   h.mutable_data()};
+        const LayerWeights<T> w{W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()};
+        T *hn = h_n.mutable_data(), *cn = carry_n.mutable_data();
+        py::gil_scoped_release release;
+        sequence_forward<T>(*cell, w, x.data(), h0.data(), carry0.data(), int(steps), int(B), int(I),
+                            int(H), reverse, out, hn, cn);
+    }
+    py::object kept = py::none();
+    if (keep) kept = py::cast(std::move(tape));
+    return py::make_tuple(h, h_n, carry_n, kept);
+}
+
+py::tuple sequence_forward_any(const std::string& cell, const py::array& x, const py::handle& h0,
+                               const py::handle& carry0, const py::handle& W_ih,
+                               const py::handle& W_hh, const py::handle& b_ih,
+                               const py::handle& b_hh, bool reverse, bool keep) {
+    if (py::isinstance<py::array_t<float>>(x))
+        return sequence_forward_impl<float>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse, keep);
+    if (py::isinstance<py::array_t<double>>(x))
+        return sequence_forward_impl<double>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse, keep);
+    throw py::type_error("x must be float32 or float64");
+}
+
+// The gradients (dx or None, dh0, dcarry0, dW_ih, dW_hh, db_ih, db_hh) of the pass `tape` kept.
+template <typename T>
+py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& x_in,
+                                 const py::handle& h0_in, const py::handle& carry0_in,
+                                 const py::handle& W_ih_in, const py::handle& W_hh_in,
+                                 const py::handle& b_ih_in, const py::handle& b_hh_in,
+                                 const py::handle& h_in, const py::handle& dy_in,
+                                 const py::handle& dh_n_in, const py::handle& dcarry_n_in,
+                                 bool need_dx) {
+    std::unique_ptr<Cell<T>> cell = make_cell<T>(tape.cell);
+    const CellTraits& traits = cell->traits;
+    const py::ssize_t steps = tape.steps, B = tape.B, I = tape.I, H = tape.H;
+    const py::ssize_t G = traits.gates * H, C = traits.carried * H;
+    CArray<T> x = sequence_array<T>("x", x_in, {steps, B, I});
+    CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
+    CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
+    CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
+    CArray<T> W_hh = sequence_array<T>("W_hh", W_hh_in, {G, H});
+    CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
+    CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
+    CArray<T> h = sequence_array<T>("h", h_in, {steps, B, H});
+    std::optional<CArray<T>> dy;
+    if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, {steps, B, H});
+    CArray<T> dh_n = sequence_array<T>("dh_n", dh_n_in, {B, H});
+    CArray<T> dcarry_n = sequence_array<T>("dcarry_n", dcarry_n_in, {B, C});
+    CArray<T> dx(need_dx ? std::vector<py::ssize_t>{steps, B, I} : std::vector<py::ssize_t>{0});
+    CArray<T> dh0({B, H}), dcarry0({B, C}), dW_ih({G, I}), dW_hh({G, H}), db_ih({G}), db_hh({G});
+    for (CArray<T>* a : {&dW_ih, &dW_hh, &db_ih, &db_hh})
+        std::fill(a->mutable_data(), a->mutable_data() + a->size(), T(0));
+    {
+        const LayerWeights<T> w{W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()};
+        const LayerGrads<T> g{dW_ih.mutable_data(), dW_hh.mutable_data(), db_ih.mutable_data(),
+                              db_hh.mutable_data()};
+        const SequenceSteps<const T> kept{tape.gates.data(), tape.extra.data(), tape.carry.data(),
+                                          h.data()};
+        T *dx_out = need_dx ? dx.mutable_data() : nullptr, *dh0_out = dh0.mutable_data();
+        T* dcarry0_out = dcarry0.mutable_data();
+        const T* dy_data = data_of(dy);
+        py::gil_scoped_release release;
+        sequence_backward<T>(*cell, w, x.data(), h0.data(), carry0.data(), int(steps), int(B),
+                             int(I), int(H), tape.reverse, kept, dy_data, dh_n.data(),
+                             dcarry_n.data(), dx_out, dh0_out, dcarry0_out, g);
+    }
+    return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dh0, dcarry0, dW_ih,
+                          dW_hh, db_ih, db_hh);
+}
+
+template <typename T>
+void bind_sequence(py::module_& m, const char* name) {
+    py::class_<SequenceTape<T>>(m, name)
+        .def_property_readonly("nbytes", [](const SequenceTape<T>& t) {
+            return (t.gates.size() + t.extra.size() + t.carry.size()) * sizeof(T);
+        });
+    m.def("sequence_backward", &sequence_backward_impl<T>, py::arg("tape"), py::arg("x"),
+          py::arg("h0"), py::arg("carry0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"),
+          py::arg("b_hh"), py::arg("h"), py::arg("dy").none(true), py::arg("dh_n"),
+          py::arg("dcarry_n"), py::arg("need_dx"));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
@@ -433,6 +568,11 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     m.def("predict", &predict_any, py::arg("params"), py::arg("cell"), py::arg("input_size"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("num_layers"), py::arg("x"),
           py::arg("tokens"), py::arg("state"));
+    bind_sequence<float>(m, "SequenceTape32");
+    bind_sequence<double>(m, "SequenceTape64");
+    m.def("sequence_forward", &sequence_forward_any, py::arg("cell"), py::arg("x"), py::arg("h0"),
+          py::arg("carry0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"), py::arg("b_hh"),
+          py::arg("reverse"), py::arg("keep"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

@@ -33,28 +33,6 @@ int64_t ModelShape::layer_offset(int l) const {
     return offset;
 }
 
-// Streams never interact inside a layer: a run's forward (and a block's backward) goes piece by
-// piece of streams, each piece running every step for its own rows: one fork per run, and a
-// piece's small recurrent products stay in its thread's cache. The pieces depend on B and H only
-// (threads.h): pieces of 8 streams or more keep the per-step products efficient (packed_gemm.h),
-// and up to 8 of them let the threads share a run unevenly when the OS holds one back.
-static int stream_piece(int B, int H) {
-    if (int64_t(B) * H < 1024) return B;  // too little work per step to share
-    return std::min(B, std::max(8, (B + 7) / 8));
-}
-
-static int stream_pieces(int B, int H) {
-    const int piece = stream_piece(B, H);
-    return (B + piece - 1) / piece;
-}
-
-// body(piece, b0, b1) for streams [b0, b1) of each piece.
-template <typename F>
-static void for_stream_pieces(int B, int H, F&& body) {
-    for_pieces(B, stream_piece(B, H),
-               [&](int64_t piece, int64_t b0, int64_t b1) { body(int(piece), int(b0), int(b1)); });
-}
-
 // ---- the stack of layers: the forward path --------------------------------------------------
 
 template <typename T>
@@ -198,10 +176,8 @@ void Stack<T>::run(int64_t s0, int n) {
                 step.recurrent = recurrent;
                 step.h_prev = h_prev(l, s, scratch_h_.data(), b0, b1);
                 step.carry_prev = carry_prev(l, s, scratch_carry_.data(), b0, b1);
-                if (project_per_step)
-                    products.project(step.gates, input.x + (size_t(s - s0) * B + b0) * I, b1 - b0);
-                products.recur(step.gates, recurrent, step.h_prev, b1 - b0);
-                cell_->forward(step, b1 - b0, H);
+                const T* x = project_per_step ? input.x + (size_t(s - s0) * B + b0) * I : nullptr;
+                layer_step_forward(products, *cell_, step, x, recurrent, b1 - b0);
             }
         });
     }
@@ -640,8 +616,7 @@ void Engine<T>::backward_layer(int l, int64_t begin, int64_t end) {
             step.carry = w.carry.data() + row * C;
             step.h_prev = stack_.h_prev(l, s, scratch_h_.data(), b0, b1);
             step.carry_prev = stack_.carry_prev(l, s, scratch_carry_.data(), b0, b1);
-            dc_squares[t - s] += cell.backward(step, rows_b, H);
-            stack_.packed(l).backprop(dh_r, step.drecurrent, rows_b);
+            dc_squares[t - s] += layer_step_backward(stack_.packed(l), cell, step, rows_b);
             if (w.reset_in(s)) {  // no gradient crosses a reset
                 const uint8_t* reset = w.resets_at(s);
                 for (int b = b0; b < b1; ++b) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "cells/cell.h"
 #include "packed_gemm.h"
 
 namespace tbptt {
@@ -87,6 +88,28 @@ struct PackedWeights {
     // dh_prev[B, H] (+)= drecurrent[B, G] W_hh: += when the cell wrote a direct term (separate).
     void backprop(T* dh_prev, const T* drecurrent, int B) const;
 };
+
+// One step of one layer for `rows` streams, the same for every cell and every caller (the engine's
+// window, the stateless sequence pass): the input projection when `x` is given (packed input
+// weights; else step.gates already holds it), the recurrent product (into `recurrent` when the
+// cell keeps it apart: step.recurrent must point there), then the cell.
+template <typename T>
+inline void layer_step_forward(const PackedWeights<T>& p, const Cell<T>& cell,
+                               const StepForward<T>& step, const T* x, T* recurrent, int rows) {
+    if (x) p.project(step.gates, x, rows);
+    p.recur(step.gates, recurrent, step.h_prev, rows);
+    cell.forward(step, rows, p.H);
+}
+
+// One step back: the cell's backward, then dh_prev (+)= drecurrent W_hh. Returns the cell's
+// Σ (dL/dcarry)² (cells/cell.h).
+template <typename T>
+inline double layer_step_backward(const PackedWeights<T>& p, const Cell<T>& cell,
+                                  const StepBackward<T>& step, int rows) {
+    const double dcarry_squares = cell.backward(step, rows, p.H);
+    p.backprop(step.dh_prev, step.drecurrent, rows);
+    return dcarry_squares;
+}
 
 // Every product here is shared among the calling thread's threads in pieces fixed by its sizes
 // (threads.h: piece_rows): the same bits for any thread count.

@@ -75,6 +75,28 @@ inline int64_t piece_rows(int64_t n, int64_t work, int64_t rows = 64) {
     return n * work < (int64_t(1) << 17) ? std::max<int64_t>(n, 1) : rows;
 }
 
+// Streams never interact inside a layer: a run's forward (and a block's backward) goes piece by
+// piece of streams, each piece running every step for its own rows: one fork per run, and a
+// piece's small recurrent products stay in its thread's cache. The pieces depend on B and H only:
+// pieces of 8 streams or more keep the per-step products efficient (packed_gemm.h), and up to 8
+// of them let the threads share a run unevenly when the OS holds one back.
+inline int stream_piece(int B, int H) {
+    if (int64_t(B) * H < 1024) return B;  // too little work per step to share
+    return std::min(B, std::max(8, (B + 7) / 8));
+}
+
+inline int stream_pieces(int B, int H) {
+    const int piece = stream_piece(B, H);
+    return (B + piece - 1) / piece;
+}
+
+// body(piece, b0, b1) for streams [b0, b1) of each piece.
+template <typename F>
+void for_stream_pieces(int B, int H, F&& body) {
+    for_pieces(B, stream_piece(B, H),
+               [&](int64_t piece, int64_t b0, int64_t b1) { body(int(piece), int(b0), int(b1)); });
+}
+
 // Sets the calling thread's OpenMP thread count for the scope of one engine call.
 class ThreadScope {
   public:

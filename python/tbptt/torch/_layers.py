@@ -1,0 +1,188 @@
+"""Drop-in `torch.nn.LSTM / GRU / RNN` whose forward and backward are tbptt's C++ kernels.
+
+Each layer is a subclass of torch's own module: the constructor, the parameters (their names,
+their initialisation under `torch.manual_seed`), `state_dict`, `.to()`, pickling and every check
+of the arguments are torch's. Only the computation differs: per layer and direction, one call
+into the core runs the whole sequence (csrc/sequence.h), and its backward is one more call, under
+a `torch.autograd.Function`. What the kernels do not serve (a tensor on another device, a dtype
+other than float32/float64, a PackedSequence, `proj_size > 0`) runs torch's own implementation:
+never a wrong answer, only a slower one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .._native import core
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _array(t: Tensor) -> Any:
+    """A NumPy view of a CPU tensor (no copy when it is already contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+class _Sequence(torch.autograd.Function):
+    """One layer in one direction over a whole sequence: (x, h0, c0, weights) -> (h of every step,
+    h_n, c_n). c0 / c_n are (B, 0) for cells that carry nothing but h."""
+
+    @staticmethod
+    def forward(ctx: Any, cell: str, reverse: bool, x: Tensor, h0: Tensor, c0: Tensor,
+                W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        keep = any(ctx.needs_input_grad)
+        h, h_n, c_n, tape = core().sequence_forward(
+            cell, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh), _array(b_ih),
+            _array(b_hh), reverse, keep)
+        outputs = torch.from_numpy(h), torch.from_numpy(h_n), torch.from_numpy(c_n)
+        if keep:
+            ctx.tape = tape
+            ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, outputs[0])
+        ctx.set_materialize_grads(False)
+        return outputs
+
+    @staticmethod
+    def backward(ctx: Any, dh: Optional[Tensor], dh_n: Optional[Tensor],
+                 dc_n: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+        x, h0, c0, W_ih, W_hh, b_ih, b_hh, h = ctx.saved_tensors
+        dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
+        dc_n = torch.zeros_like(c0) if dc_n is None else dc_n
+        dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh = core().sequence_backward(
+            ctx.tape, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh),
+            _array(b_ih), _array(b_hh), _array(h), None if dh is None else _array(dh),
+            _array(dh_n), _array(dc_n), ctx.needs_input_grad[2])
+        grads = (dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
+        needed = ctx.needs_input_grad[2:]
+        return (None, None) + tuple(
+            torch.from_numpy(g) if need and g is not None else None for g, need in zip(grads, needed))
+
+
+class _Served:
+    """The forward shared by the three layers; mixed in before torch's class."""
+
+    _tbptt_cell: str  # the core's name of the cell
+
+    # Set by torch's RNNBase.
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    training: bool
+    bidirectional: bool
+    proj_size: int
+    _flat_weights: List[Optional[Tensor]]
+
+    def _served(self, input: Any, hx: Any) -> bool:
+        """Whether the kernels run this call (else torch's own implementation does)."""
+        if not isinstance(input, Tensor) or input.device.type != "cpu" or input.dtype not in _DTYPES:
+            return False
+        if self.proj_size > 0:
+            return False
+        states = [] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+        tensors = [w for w in self._flat_weights if w is not None] + states
+        return all(isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == input.dtype
+                   for t in tensors)
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        if not self._served(input, hx):
+            return super().forward(input, hx)  # type: ignore[misc]
+        module: Any = self
+        module._update_flat_weights()
+        name = type(self).__name__
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+        x = input.transpose(0, 1) if self.batch_first else input
+        B = x.size(1)
+        D = 2 if self.bidirectional else 1
+        lstm = self._tbptt_cell == "lstm"
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers * D, B, self.hidden_size)
+            hx = (zeros, zeros) if lstm else zeros
+        else:
+            hx = self._check_hx(hx, batched)
+        module.check_forward_args(input, hx, None)
+        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
+        output, h_n, c_n = self._layers(x.contiguous(), h0, c0)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output = output.squeeze(batch_dim)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return (output, (h_n, c_n)) if lstm else (output, h_n)
+
+    def _check_hx(self, hx: Any, batched: bool) -> Any:
+        """hx as torch takes it, unbatched states given a batch dimension; torch's errors."""
+        if self._tbptt_cell != "lstm":
+            if batched and hx.dim() != 3:
+                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            if not batched and hx.dim() != 2:
+                raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+            return hx if batched else hx.unsqueeze(1)
+        h, c = hx
+        if batched and (h.dim() != 3 or c.dim() != 3):
+            raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
+                               f"({h.dim()}-D, {c.dim()}-D) tensors")
+        if not batched and (h.dim() != 2 or c.dim() != 2):
+            raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but got "
+                               f"({h.dim()}-D, {c.dim()}-D) tensors")
+        return (h, c) if batched else (h.unsqueeze(1), c.unsqueeze(1))
+
+    def _weights(self, index: int) -> Sequence[Tensor]:
+        """W_ih, W_hh, b_ih, b_hh of layer-direction `index` (zero biases when bias=False)."""
+        per = 4 if self.bias else 2
+        w = self._flat_weights[index * per:(index + 1) * per]
+        assert all(t is not None for t in w)
+        if self.bias:
+            return w  # type: ignore[return-value]
+        zeros = w[0].new_zeros(w[0].size(0))  # type: ignore[union-attr]
+        return [w[0], w[1], zeros, zeros]  # type: ignore[list-item]
+
+    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Every layer and direction over time-major x (T, B, I): output, h_n, c_n."""
+        D = 2 if self.bidirectional else 1
+        h_last: List[Tensor] = []
+        c_last: List[Tensor] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(D):
+                i = layer * D + direction
+                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, x, h0[i], c0[i],
+                                              *self._weights(i))
+                outputs.append(h)
+                h_last.append(h_n)
+                c_last.append(c_n)
+            x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+        return x, torch.stack(h_last), torch.stack(c_last)
+
+
+class LSTM(_Served, nn.LSTM):
+    """`torch.nn.LSTM` on tbptt's kernels: the same constructor, parameters and forward."""
+
+    _tbptt_cell = "lstm"
+
+
+class GRU(_Served, nn.GRU):
+    """`torch.nn.GRU` on tbptt's kernels: the same constructor, parameters and forward."""
+
+    _tbptt_cell = "gru"
+
+
+class RNN(_Served, nn.RNN):
+    """`torch.nn.RNN` on tbptt's kernels (tanh or relu): the same constructor, parameters and
+    forward."""
+
+    @property
+    def _tbptt_cell(self) -> str:  # type: ignore[override]
+        return "rnn_" + self.nonlinearity
