@@ -16,6 +16,7 @@
 #endif
 
 #include "engine.h"
+#include "scratch.h"
 #include "sequence.h"
 #include "threads.h"
 
@@ -433,6 +434,21 @@ CArray<T> sequence_array(const char* name, const py::handle& h, std::initializer
     return a;
 }
 
+// A new array of the given shape in memory from the pool (scratch.h), given back when NumPy frees
+// it: a training loop gets the same blocks at every step instead of new pages.
+template <typename T>
+CArray<T> pooled_array(const std::vector<py::ssize_t>& shape) {
+    size_t n = 1;
+    for (py::ssize_t d : shape) n *= size_t(d);
+    auto* block = new std::pair<void*, size_t>(Scratch<T>(n).release());
+    py::capsule owner(block, [](void* p) {
+        auto* b = static_cast<std::pair<void*, size_t>*>(p);
+        ScratchPool::instance().give(b->first, b->second);
+        delete b;
+    });
+    return CArray<T>(shape, static_cast<T*>(block->first), owner);
+}
+
 // What the forward keeps for the backward, owned here (never copied into Python), with the sizes
 // and direction it was made for.
 template <typename T>
@@ -440,7 +456,7 @@ struct SequenceTape {
     std::string cell;
     int steps = 0, B = 0, I = 0, H = 0;
     bool reverse = false;
-    Buffer<T> gates, extra, carry;
+    Scratch<T> gates, extra, carry;
 };
 
 template <typename T>
@@ -469,8 +485,9 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     tape->cell = cell_name, tape->steps = int(steps), tape->B = int(B), tape->I = int(I);
     tape->H = int(H), tape->reverse = reverse;
     const size_t rows = size_t(steps) * B;
-    tape->gates.resize(rows * G), tape->extra.resize(rows * E), tape->carry.resize(rows * C);
-    CArray<T> h({steps, B, H}), h_n({B, H}), carry_n({B, C});
+    tape->gates = Scratch<T>(rows * G), tape->extra = Scratch<T>(rows * E);
+    tape->carry = Scratch<T>(rows * C);
+    CArray<T> h = pooled_array<T>({steps, B, H}), h_n({B, H}), carry_n({B, C});
     {
         const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
                                    h.mutable_data()};
@@ -521,8 +538,9 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
     if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, {steps, B, H});
     CArray<T> dh_n = sequence_array<T>("dh_n", dh_n_in, {B, H});
     CArray<T> dcarry_n = sequence_array<T>("dcarry_n", dcarry_n_in, {B, C});
-    CArray<T> dx(need_dx ? std::vector<py::ssize_t>{steps, B, I} : std::vector<py::ssize_t>{0});
-    CArray<T> dh0({B, H}), dcarry0({B, C}), dW_ih({G, I}), dW_hh({G, H}), db_ih({G}), db_hh({G});
+    CArray<T> dx = pooled_array<T>(need_dx ? std::vector<py::ssize_t>{steps, B, I} : std::vector<py::ssize_t>{0});
+    CArray<T> dh0({B, H}), dcarry0({B, C}), dW_ih = pooled_array<T>({G, I});
+    CArray<T> dW_hh = pooled_array<T>({G, H}), db_ih({G}), db_hh({G});
     for (CArray<T>* a : {&dW_ih, &dW_hh, &db_ih, &db_hh})
         std::fill(a->mutable_data(), a->mutable_data() + a->size(), T(0));
     {

@@ -78,9 +78,10 @@ static void add_row_sums(T* db, const T* d, int rows, int G, int64_t g0, int64_t
 // Rows [g0, g1) of every gradient: a piece no other piece writes.
 template <typename T>
 void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* drecurrent,
-                           const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G) {
+                           const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G,
+                           int piece) {
     ConstMatrixMap<T> dz(dgates, rows, G), drec(drecurrent, rows, G);
-    for_pieces(G, piece_rows(G, int64_t(rows) * (I + H)), [&](int64_t, int64_t g0, int64_t g1) {
+    for_pieces(G, piece_rows(G, int64_t(rows) * (I + H), piece), [&](int64_t, int64_t g0, int64_t g1) {
         const int64_t n = g1 - g0;
         if (in.are_tokens()) {
             MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
@@ -108,9 +109,11 @@ void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I
 template struct PackedWeights<float>;
 template struct PackedWeights<double>;
 template void layer_weight_backward<float>(const LayerGrads<float>&, const float*, const float*,
-                                           const Inputs<float>&, const float*, int, int, int, int);
+                                           const Inputs<float>&, const float*, int, int, int, int,
+                                           int);
 template void layer_weight_backward<double>(const LayerGrads<double>&, const double*, const double*,
-                                            const Inputs<double>&, const double*, int, int, int, int);
+                                            const Inputs<double>&, const double*, int, int, int, int,
+                                            int);
 template void layer_input_backward<float>(float*, const float*, const float*, int, int, int);
 template void layer_input_backward<double>(double*, const double*, const double*, int, int, int);
 

@@ -119,9 +119,12 @@ inline double layer_step_backward(const PackedWeights<T>& p, const Cell<T>& cell
 // dW_hh += drecurrentᵀ h_prev, db_hh += Σ drecurrent.
 // dgates, drecurrent: [rows, G] (the same buffer unless the cell keeps its recurrence apart);
 // h_prev: [rows, H]
+// piece: rows of G per piece when the product is shared out. Each piece packs x and h_prev again,
+// so products over many rows (a whole sequence) take fewer, larger pieces.
 template <typename T>
 void layer_weight_backward(const LayerGrads<T>& g, const T* dgates, const T* drecurrent,
-                           const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G);
+                           const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G,
+                           int piece = 64);
 
 // dx[rows, I] = dgates[rows, G] W_ih: the gradient reaching the layer's input (the layer below).
 template <typename T>

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "scratch.h"
 #include "tensor.h"
 #include "threads.h"
 
@@ -35,7 +36,7 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x,
     PackedWeights<T> products;
     products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/false, steps);
     products.project_run(out.gates, Inputs<T>::features(x), steps * B);
-    Buffer<T> recurrent(separate ? size_t(B) * G : 0);
+    Scratch<T> recurrent(separate ? size_t(B) * G : 0);
     for_stream_pieces(B, H, [&](int, int b0, int b1) {
         for (int k = 0; k < steps; ++k) {
             const size_t row = size_t(step_at(k, steps, reverse)) * B + b0;
@@ -74,9 +75,9 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x
     PackedWeights<T> products;
     products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/true, steps);
     const size_t rows = size_t(steps) * B;
-    Buffer<T> dgates(rows * G), drecurrent(separate ? rows * G : 0);
-    Buffer<T> h_prev(rows * H);  // the state entering each step, as the W_hh gradient reads it
-    Buffer<T> dh(size_t(B) * H), scratch(size_t(B) * H);
+    Scratch<T> dgates(rows * G), drecurrent(separate ? rows * G : 0);
+    Scratch<T> h_prev(rows * H);  // the state entering each step, as the W_hh gradient reads it
+    Scratch<T> dh(size_t(B) * H), scratch(size_t(B) * H);
     for_stream_pieces(B, H, [&](int, int b0, int b1) {
         const int n = b1 - b0;
         for (int k = steps - 1; k >= 0; --k) {
@@ -103,8 +104,10 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x
             std::copy(step.h_prev, step.h_prev + size_t(n) * H, h_prev.data() + row * H);
         }
     });
+    // Four pieces of G at most: each packs x and h_prev of every step again.
+    const int piece = std::max(64, (G / 4 + 15) / 16 * 16);
     layer_weight_backward(grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
-                          Inputs<T>::features(x), h_prev.data(), int(rows), I, H, G);
+                          Inputs<T>::features(x), h_prev.data(), int(rows), I, H, G, piece);
     if (dx) layer_input_backward(dx, dgates.data(), w.W_ih, int(rows), I, G);
 }
 
