@@ -32,9 +32,11 @@ class _Sequence(torch.autograd.Function):
     h_n, c_n). c0 / c_n are (B, 0) for cells that carry nothing but h."""
 
     @staticmethod
-    def forward(ctx: Any, cell: str, reverse: bool, x: Tensor, h0: Tensor, c0: Tensor,
+    def forward(ctx: Any, cell: str, reverse: bool, grad: bool, x: Tensor, h0: Tensor, c0: Tensor,
                 W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        keep = any(ctx.needs_input_grad)
+        # grad: whether autograd records this call (forward runs in no_grad mode, and
+        # needs_input_grad does not tell): only then is anything kept for the backward.
+        keep = grad and any(ctx.needs_input_grad)
         h, h_n, c_n, tape = core().sequence_forward(
             cell, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh), _array(b_ih),
             _array(b_hh), reverse, keep)
@@ -54,10 +56,10 @@ class _Sequence(torch.autograd.Function):
         dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh = core().sequence_backward(
             ctx.tape, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh),
             _array(b_ih), _array(b_hh), _array(h), None if dh is None else _array(dh),
-            _array(dh_n), _array(dc_n), ctx.needs_input_grad[2])
+            _array(dh_n), _array(dc_n), ctx.needs_input_grad[3])
         grads = (dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
-        needed = ctx.needs_input_grad[2:]
-        return (None, None) + tuple(
+        needed = ctx.needs_input_grad[3:]
+        return (None, None, None) + tuple(
             torch.from_numpy(g) if need and g is not None else None for g, need in zip(grads, needed))
 
 
@@ -150,13 +152,14 @@ class _Served:
     def _layers(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Every layer and direction over time-major x (T, B, I): output, h_n, c_n."""
         D = 2 if self.bidirectional else 1
+        grad = torch.is_grad_enabled()
         h_last: List[Tensor] = []
         c_last: List[Tensor] = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(D):
                 i = layer * D + direction
-                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, x, h0[i], c0[i],
+                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, grad, x, h0[i], c0[i],
                                               *self._weights(i))
                 outputs.append(h)
                 h_last.append(h_n)
