@@ -426,11 +426,20 @@ py::tuple predict_any(const py::array& params, const std::string& cell, int I, i
 
 // An array of dtype T and the given shape (no copy when it already is one: tbptt.torch passes
 // contiguous tensors of the layer's dtype), else TypeError / ValueError naming it.
+// (An empty shape: any shape.)
 template <typename T>
-CArray<T> sequence_array(const char* name, const py::handle& h, std::initializer_list<py::ssize_t> shape) {
+CArray<T> sequence_array(const char* name, const py::handle& h, const std::vector<py::ssize_t>& shape) {
     CArray<T> a = CArray<T>::ensure(h);
     if (!a) throw py::type_error(std::string(name) + " must be an array of the layer's dtype");
-    expect_shape(name, a, shape);
+    bool ok = shape.empty() || a.ndim() == py::ssize_t(shape.size());
+    for (size_t d = 0; ok && d < shape.size(); ++d) ok = a.shape(py::ssize_t(d)) == shape[d];
+    if (!ok) {
+        std::ostringstream message;
+        message << name << " has shape " << shape_of(a) << ", expected (";
+        for (size_t d = 0; d < shape.size(); ++d) message << (d ? ", " : "") << shape[d];
+        message << (shape.size() == 1 ? ",)" : ")");
+        throw py::value_error(message.str());
+    }
     return a;
 }
 
@@ -449,12 +458,44 @@ CArray<T> pooled_array(const std::vector<py::ssize_t>& shape) {
     return CArray<T>(shape, static_cast<T*>(block->first), owner);
 }
 
-// What the forward keeps for the backward, owned here (never copied into Python), with the sizes
+// The rows of a sequence pass (sequence.h): x (T, B, I) padded, or with batch_sizes (T,) x (N, I)
+// packed (torch's PackedSequence: N = Σ batch_sizes, non-increasing, each in [1, B]). Returns the
+// rows and the leading shape of every per-row array ((T, B) or (N,)).
+std::pair<SequenceRows, std::vector<py::ssize_t>> rows_of(const py::array& x,
+                                                          const py::object& batch_sizes) {
+    if (batch_sizes.is_none()) {
+        if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I), got " + shape_of(x));
+        return {SequenceRows::padded(int(x.shape(0)), int(x.shape(1))), {x.shape(0), x.shape(1)}};
+    }
+    auto sizes = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(batch_sizes);
+    if (!sizes || sizes.ndim() != 1) throw py::value_error("batch_sizes must be a 1-D integer array");
+    if (x.ndim() != 2) throw py::value_error("packed x must have shape (N, I), got " + shape_of(x));
+    const int64_t* b = sizes.data();
+    int64_t total = 0;
+    for (py::ssize_t t = 0; t < sizes.size(); ++t) {
+        if (b[t] < 1 || (t && b[t] > b[t - 1]))
+            throw py::value_error("batch_sizes must be >= 1 and non-increasing");
+        total += b[t];
+    }
+    if (total != x.shape(0))
+        throw py::value_error("packed x has " + std::to_string(x.shape(0)) + " rows, batch_sizes sum to " +
+                              std::to_string(total));
+    return {SequenceRows::packed(b, int(sizes.size())), {x.shape(0)}};
+}
+
+std::vector<py::ssize_t> shape_with(std::vector<py::ssize_t> leading, py::ssize_t last) {
+    leading.push_back(last);
+    return leading;
+}
+
+// What the forward keeps for the backward, owned here (never copied into Python), with the rows
 // and direction it was made for.
 template <typename T>
 struct SequenceTape {
     std::string cell;
-    int steps = 0, B = 0, I = 0, H = 0;
+    SequenceRows rows;
+    std::vector<py::ssize_t> leading;  // (T, B) or (N,)
+    int I = 0, H = 0;
     bool reverse = false;
     Scratch<T> gates, extra, carry;
 };
@@ -464,17 +505,17 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
                                 const py::handle& h0_in, const py::handle& carry0_in,
                                 const py::handle& W_ih_in, const py::handle& W_hh_in,
                                 const py::handle& b_ih_in, const py::handle& b_hh_in, bool reverse,
-                                bool keep) {
+                                bool keep, const py::object& batch_sizes) {
     std::unique_ptr<Cell<T>> cell = make_cell<T>(cell_name);
     if (!cell) throw py::value_error(unknown_cell_message(cell_name));
-    if (x_in.ndim() != 3) throw py::value_error("x must have shape (T, B, I), got " + shape_of(x_in));
-    const py::ssize_t steps = x_in.shape(0), B = x_in.shape(1), I = x_in.shape(2);
+    auto [rows, leading] = rows_of(x_in, batch_sizes);
+    const py::ssize_t B = rows.B, I = x_in.shape(x_in.ndim() - 1);
     const py::array h0_any = py::array::ensure(h0_in);
     const py::ssize_t H = h0_any && h0_any.ndim() == 2 ? h0_any.shape(1) : 0;
+    if (H < 1) throw py::value_error("h0 must have shape (B, H) with H >= 1");
     const CellTraits& traits = cell->traits;
     const py::ssize_t G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
-    if (H < 1) throw py::value_error("h0 must have shape (B, H) with H >= 1");
-    CArray<T> x = sequence_array<T>("x", x_in, {steps, B, I});
+    CArray<T> x = sequence_array<T>("x", x_in, {});
     CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
     CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
     CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
@@ -482,34 +523,38 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
     CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
     auto tape = std::make_unique<SequenceTape<T>>();
-    tape->cell = cell_name, tape->steps = int(steps), tape->B = int(B), tape->I = int(I);
-    tape->H = int(H), tape->reverse = reverse;
-    const size_t rows = size_t(steps) * B;
-    tape->gates = Scratch<T>(rows * G), tape->extra = Scratch<T>(rows * E);
-    tape->carry = Scratch<T>(rows * C);
-    CArray<T> h = pooled_array<T>({steps, B, H}), h_n({B, H}), carry_n({B, C});
+    tape->cell = cell_name, tape->I = int(I), tape->H = int(H), tape->reverse = reverse;
+    const size_t n = size_t(rows.rows());
+    tape->gates = Scratch<T>(n * G), tape->extra = Scratch<T>(n * E), tape->carry = Scratch<T>(n * C);
+    CArray<T> h = pooled_array<T>(shape_with(leading, H)), h_n({B, H}), carry_n({B, C});
     {
         const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
                                    h.mutable_data()};
         const LayerWeights<T> w{W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()};
         T *hn = h_n.mutable_data(), *cn = carry_n.mutable_data();
         py::gil_scoped_release release;
-        sequence_forward<T>(*cell, w, x.data(), h0.data(), carry0.data(), int(steps), int(B), int(I),
-                            int(H), reverse, out, hn, cn);
+        sequence_forward<T>(*cell, w, rows, x.data(), h0.data(), carry0.data(), int(I), int(H),
+                            reverse, out, hn, cn);
     }
     py::object kept = py::none();
-    if (keep) kept = py::cast(std::move(tape));
+    if (keep) {
+        tape->rows = std::move(rows), tape->leading = std::move(leading);
+        kept = py::cast(std::move(tape));
+    }
     return py::make_tuple(h, h_n, carry_n, kept);
 }
 
 py::tuple sequence_forward_any(const std::string& cell, const py::array& x, const py::handle& h0,
                                const py::handle& carry0, const py::handle& W_ih,
                                const py::handle& W_hh, const py::handle& b_ih,
-                               const py::handle& b_hh, bool reverse, bool keep) {
+                               const py::handle& b_hh, bool reverse, bool keep,
+                               const py::object& batch_sizes) {
     if (py::isinstance<py::array_t<float>>(x))
-        return sequence_forward_impl<float>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse, keep);
+        return sequence_forward_impl<float>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse,
+                                            keep, batch_sizes);
     if (py::isinstance<py::array_t<double>>(x))
-        return sequence_forward_impl<double>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse, keep);
+        return sequence_forward_impl<double>(cell, x, h0, carry0, W_ih, W_hh, b_ih, b_hh, reverse,
+                                             keep, batch_sizes);
     throw py::type_error("x must be float32 or float64");
 }
 
@@ -524,21 +569,21 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
                                  bool need_dx) {
     std::unique_ptr<Cell<T>> cell = make_cell<T>(tape.cell);
     const CellTraits& traits = cell->traits;
-    const py::ssize_t steps = tape.steps, B = tape.B, I = tape.I, H = tape.H;
+    const py::ssize_t B = tape.rows.B, I = tape.I, H = tape.H;
     const py::ssize_t G = traits.gates * H, C = traits.carried * H;
-    CArray<T> x = sequence_array<T>("x", x_in, {steps, B, I});
+    CArray<T> x = sequence_array<T>("x", x_in, shape_with(tape.leading, I));
     CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
     CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
     CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
     CArray<T> W_hh = sequence_array<T>("W_hh", W_hh_in, {G, H});
     CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
     CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
-    CArray<T> h = sequence_array<T>("h", h_in, {steps, B, H});
+    CArray<T> h = sequence_array<T>("h", h_in, shape_with(tape.leading, H));
     std::optional<CArray<T>> dy;
-    if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, {steps, B, H});
+    if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, shape_with(tape.leading, H));
     CArray<T> dh_n = sequence_array<T>("dh_n", dh_n_in, {B, H});
     CArray<T> dcarry_n = sequence_array<T>("dcarry_n", dcarry_n_in, {B, C});
-    CArray<T> dx = pooled_array<T>(need_dx ? std::vector<py::ssize_t>{steps, B, I} : std::vector<py::ssize_t>{0});
+    CArray<T> dx = pooled_array<T>(need_dx ? shape_with(tape.leading, I) : std::vector<py::ssize_t>{0});
     CArray<T> dh0({B, H}), dcarry0({B, C}), dW_ih = pooled_array<T>({G, I});
     CArray<T> dW_hh = pooled_array<T>({G, H}), db_ih({G}), db_hh({G});
     for (CArray<T>* a : {&dW_ih, &dW_hh, &db_ih, &db_hh})
@@ -553,9 +598,9 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
         T* dcarry0_out = dcarry0.mutable_data();
         const T* dy_data = data_of(dy);
         py::gil_scoped_release release;
-        sequence_backward<T>(*cell, w, x.data(), h0.data(), carry0.data(), int(steps), int(B),
-                             int(I), int(H), tape.reverse, kept, dy_data, dh_n.data(),
-                             dcarry_n.data(), dx_out, dh0_out, dcarry0_out, g);
+        sequence_backward<T>(*cell, w, tape.rows, x.data(), h0.data(), carry0.data(), int(I),
+                             int(H), tape.reverse, kept, dy_data, dh_n.data(), dcarry_n.data(),
+                             dx_out, dh0_out, dcarry0_out, g);
     }
     return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dh0, dcarry0, dW_ih,
                           dW_hh, db_ih, db_hh);
@@ -590,7 +635,7 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     bind_sequence<double>(m, "SequenceTape64");
     m.def("sequence_forward", &sequence_forward_any, py::arg("cell"), py::arg("x"), py::arg("h0"),
           py::arg("carry0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"), py::arg("b_hh"),
-          py::arg("reverse"), py::arg("keep"));
+          py::arg("reverse"), py::arg("keep"), py::arg("batch_sizes") = py::none());
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

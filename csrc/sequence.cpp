@@ -13,112 +13,190 @@
 
 namespace tbptt {
 
+SequenceRows SequenceRows::padded(int steps, int B) {
+    SequenceRows r;
+    r.steps = steps, r.B = B;
+    r.active.assign(size_t(steps), B);
+    r.offset.resize(size_t(steps) + 1);
+    for (int t = 0; t <= steps; ++t) r.offset[t] = int64_t(t) * B;
+    return r;
+}
+
+SequenceRows SequenceRows::packed(const int64_t* active, int steps) {
+    SequenceRows r;
+    r.steps = steps, r.B = steps ? int(active[0]) : 0;
+    r.active.assign(active, active + steps);
+    r.offset.assign(size_t(steps) + 1, 0);
+    for (int t = 0; t < steps; ++t) r.offset[t + 1] = r.offset[t] + active[t];
+    return r;
+}
+
 namespace {
 
 // The step run k-th (k = 0 .. T-1) in time order.
 inline int step_at(int k, int steps, bool reverse) { return reverse ? steps - 1 - k : k; }
 
+// The state entering the k-th step run for its rows [b0, b0 + n), `width` values per stream: the
+// rows of the step run before it (`prev`, which ran prev_active streams; nullptr for k = 0) and,
+// for streams that start here, their initial state (in reverse a stream starts at its own last
+// step, so a step may have both). Points at row b0: into prev or initial when one holds every
+// row, else into `gathered` ([B][width], rows b0 .. b0 + n written).
+template <typename T>
+const T* state_entering(const T* prev, int64_t prev_active, const T* initial, int b0, int n,
+                        int width, T* gathered) {
+    const size_t at = size_t(b0) * width;
+    if (!prev || prev_active <= b0) return initial + at;
+    if (prev_active >= b0 + n) return prev + at;
+    const size_t split = size_t(prev_active) * width, end = size_t(b0 + n) * width;
+    std::copy(prev + at, prev + split, gathered + at);
+    std::copy(initial + split, initial + end, gathered + split);
+    return gathered + at;
+}
+
+// The k-th step run's rows of a piece of streams [b0, b1): where they start, how many (<= 0: the
+// piece has no stream at this step), and the state entering them.
+template <typename T>
+struct PieceStep {
+    size_t row;
+    int n;
+    const T *h_prev, *carry_prev;
+};
+
+template <typename T>
+PieceStep<T> piece_step(const SequenceRows& rows, int k, bool reverse, int b0, int b1, const T* h,
+                        const T* carry, const T* h0, const T* carry0, int H, int C,
+                        T* gathered_h, T* gathered_carry) {
+    const int t = step_at(k, rows.steps, reverse);
+    PieceStep<T> p;
+    p.n = int(std::min<int64_t>(b1, rows.active[t]) - b0);
+    p.row = size_t(rows.offset[t]) + b0;
+    if (p.n <= 0) return p;
+    const int tp = k ? step_at(k - 1, rows.steps, reverse) : 0;
+    const int64_t prev_active = k ? rows.active[tp] : 0;
+    const size_t prev_row = size_t(rows.offset[tp]);
+    p.h_prev = state_entering(k ? h + prev_row * H : nullptr, prev_active, h0, b0, p.n, H, gathered_h);
+    p.carry_prev = state_entering(k ? carry + prev_row * C : nullptr, prev_active, carry0, b0, p.n,
+                                  C, gathered_carry);
+    return p;
+}
+
+// The state leaving each stream: the rows of its last step run (in reverse: step 0, for all).
+template <typename T>
+void state_leaving(const SequenceRows& rows, bool reverse, const T* values, int width, T* out) {
+    for (int t = 0; t < rows.steps; ++t) {
+        const int64_t next = reverse || t + 1 == rows.steps ? 0 : rows.active[t + 1];
+        if (reverse && t > 0) break;
+        const T* first = values + size_t(rows.offset[t]) * width;
+        std::copy(first + size_t(next) * width, first + size_t(rows.active[t]) * width,
+                  out + size_t(next) * width);
+    }
+}
+
 }  // namespace
 
 template <typename T>
-void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x, const T* h0,
-                      const T* carry0, int steps, int B, int I, int H, bool reverse,
+void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const SequenceRows& rows,
+                      const T* x, const T* h0, const T* carry0, int I, int H, bool reverse,
                       const SequenceSteps<T>& out, T* h_n, T* carry_n) {
     const CellTraits& traits = cell.traits;
-    const int G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
+    const int G = traits.gates * H, E = traits.extra * H, C = traits.carried * H, B = rows.B;
     const bool separate = traits.separate_recurrence;
-    if (steps == 0) {
-        std::copy(h0, h0 + size_t(B) * H, h_n);
-        std::copy(carry0, carry0 + size_t(B) * C, carry_n);
-        return;
-    }
+    std::copy(h0, h0 + size_t(B) * H, h_n);  // streams with no step keep their state
+    std::copy(carry0, carry0 + size_t(B) * C, carry_n);
+    if (rows.rows() == 0) return;
     ThreadScope threads(threads_for(B, H));
     PackedWeights<T> products;
-    products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/false, steps);
-    products.project_run(out.gates, Inputs<T>::features(x), steps * B);
+    products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/false,
+                     rows.steps);
+    products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
     Scratch<T> recurrent(separate ? size_t(B) * G : 0);
+    Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     for_stream_pieces(B, H, [&](int, int b0, int b1) {
-        for (int k = 0; k < steps; ++k) {
-            const size_t row = size_t(step_at(k, steps, reverse)) * B + b0;
-            const size_t prev = k ? size_t(step_at(k - 1, steps, reverse)) * B + b0 : 0;
+        for (int k = 0; k < rows.steps; ++k) {
+            const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, out.h, out.carry, h0,
+                                                 carry0, H, C, gathered_h.data(),
+                                                 gathered_carry.data());
+            if (p.n <= 0) continue;
+            T* rec = separate ? recurrent.data() + size_t(b0) * G : nullptr;
             StepForward<T> step;
-            step.gates = out.gates + row * G;
-            step.extra = out.extra + row * E;
-            step.h = out.h + row * H;
-            step.carry = out.carry + row * C;
-            step.recurrent = separate ? recurrent.data() + size_t(b0) * G : nullptr;
-            step.h_prev = k ? out.h + prev * H : h0 + size_t(b0) * H;
-            step.carry_prev = k ? out.carry + prev * C : carry0 + size_t(b0) * C;
-            layer_step_forward(products, cell, step, static_cast<const T*>(nullptr),
-                               separate ? recurrent.data() + size_t(b0) * G : nullptr, b1 - b0);
+            step.gates = out.gates + p.row * G;
+            step.extra = out.extra + p.row * E;
+            step.h = out.h + p.row * H;
+            step.carry = out.carry + p.row * C;
+            step.recurrent = rec;
+            step.h_prev = p.h_prev;
+            step.carry_prev = p.carry_prev;
+            layer_step_forward(products, cell, step, static_cast<const T*>(nullptr), rec, p.n);
         }
     });
-    const size_t last = size_t(step_at(steps - 1, steps, reverse)) * B;
-    std::copy(out.h + last * H, out.h + (last + B) * H, h_n);
-    std::copy(out.carry + last * C, out.carry + (last + B) * C, carry_n);
+    state_leaving(rows, reverse, out.h, H, h_n);
+    state_leaving(rows, reverse, out.carry, C, carry_n);
 }
 
 template <typename T>
-void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x, const T* h0,
-                       const T* carry0, int steps, int B, int I, int H, bool reverse,
+void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const SequenceRows& rows,
+                       const T* x, const T* h0, const T* carry0, int I, int H, bool reverse,
                        const SequenceSteps<const T>& kept, const T* dy, const T* dh_n,
                        const T* dcarry_n, T* dx, T* dh0, T* dcarry0, const LayerGrads<T>& grads) {
     const CellTraits& traits = cell.traits;
-    const int G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
+    const int G = traits.gates * H, E = traits.extra * H, C = traits.carried * H, B = rows.B;
     const bool separate = traits.separate_recurrence;
-    // dL/d(the state) carried back through time: from the state leaving the sequence to the one
-    // entering it.
+    // dL/d(each stream's state), carried back through time: it enters at the stream's last step
+    // (every row of a stream is run in turn, so a stream not yet reached keeps dh_n).
     std::copy(dh_n, dh_n + size_t(B) * H, dh0);
     std::copy(dcarry_n, dcarry_n + size_t(B) * C, dcarry0);
-    if (steps == 0) return;
+    const size_t n_rows = size_t(rows.rows());
+    if (n_rows == 0) return;
     ThreadScope threads(threads_for(B, H));
     PackedWeights<T> products;
-    products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/true, steps);
-    const size_t rows = size_t(steps) * B;
-    Scratch<T> dgates(rows * G), drecurrent(separate ? rows * G : 0);
-    Scratch<T> h_prev(rows * H);  // the state entering each step, as the W_hh gradient reads it
+    products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/true,
+                     rows.steps);
+    Scratch<T> dgates(n_rows * G), drecurrent(separate ? n_rows * G : 0);
+    Scratch<T> h_prev(n_rows * H);  // the state entering each row, as the W_hh gradient reads it
     Scratch<T> dh(size_t(B) * H), scratch(size_t(B) * H);
+    Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     for_stream_pieces(B, H, [&](int, int b0, int b1) {
-        const int n = b1 - b0;
-        for (int k = steps - 1; k >= 0; --k) {
-            const size_t row = size_t(step_at(k, steps, reverse)) * B + b0;
-            const size_t prev = k ? size_t(step_at(k - 1, steps, reverse)) * B + b0 : 0;
+        for (int k = rows.steps - 1; k >= 0; --k) {
+            const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, kept.h, kept.carry, h0,
+                                                 carry0, H, C, gathered_h.data(),
+                                                 gathered_carry.data());
+            if (p.n <= 0) continue;
             T* dh_step = dh.data() + size_t(b0) * H;
-            MatrixMap<T> dh_map(dh_step, n, H);
-            dh_map = ConstMatrixMap<T>(dh0 + size_t(b0) * H, n, H);
-            if (dy) dh_map += ConstMatrixMap<T>(dy + row * H, n, H);
+            MatrixMap<T> dh_map(dh_step, p.n, H);
+            dh_map = ConstMatrixMap<T>(dh0 + size_t(b0) * H, p.n, H);
+            if (dy) dh_map += ConstMatrixMap<T>(dy + p.row * H, p.n, H);
             StepBackward<T> step;
-            step.dgates = dgates.data() + row * G;
-            step.drecurrent = separate ? drecurrent.data() + row * G : step.dgates;
+            step.dgates = dgates.data() + p.row * G;
+            step.drecurrent = separate ? drecurrent.data() + p.row * G : step.dgates;
             step.dcarry = dcarry0 + size_t(b0) * C;
             step.dh_prev = dh0 + size_t(b0) * H;
             step.scratch = scratch.data() + size_t(b0) * H;
             step.dh = dh_step;
-            step.gates = kept.gates + row * G;
-            step.extra = kept.extra + row * E;
-            step.h = kept.h + row * H;
-            step.carry = kept.carry + row * C;
-            step.h_prev = k ? kept.h + prev * H : h0 + size_t(b0) * H;
-            step.carry_prev = k ? kept.carry + prev * C : carry0 + size_t(b0) * C;
-            layer_step_backward(products, cell, step, n);
-            std::copy(step.h_prev, step.h_prev + size_t(n) * H, h_prev.data() + row * H);
+            step.gates = kept.gates + p.row * G;
+            step.extra = kept.extra + p.row * E;
+            step.h = kept.h + p.row * H;
+            step.carry = kept.carry + p.row * C;
+            step.h_prev = p.h_prev;
+            step.carry_prev = p.carry_prev;
+            layer_step_backward(products, cell, step, p.n);
+            std::copy(p.h_prev, p.h_prev + size_t(p.n) * H, h_prev.data() + p.row * H);
         }
     });
-    // Four pieces of G at most: each packs x and h_prev of every step again.
+    // Four pieces of G at most: each packs x and h_prev of every row again.
     const int piece = std::max(64, (G / 4 + 15) / 16 * 16);
     layer_weight_backward(grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
-                          Inputs<T>::features(x), h_prev.data(), int(rows), I, H, G, piece);
-    if (dx) layer_input_backward(dx, dgates.data(), w.W_ih, int(rows), I, G);
+                          Inputs<T>::features(x), h_prev.data(), int(n_rows), I, H, G, piece);
+    if (dx) layer_input_backward(dx, dgates.data(), w.W_ih, int(n_rows), I, G);
 }
 
 #define TBPTT_SEQUENCE(T)                                                                       \
-    template void sequence_forward<T>(const Cell<T>&, const LayerWeights<T>&, const T*, const T*, \
-                                      const T*, int, int, int, int, bool, const SequenceSteps<T>&, \
-                                      T*, T*);                                                   \
-    template void sequence_backward<T>(const Cell<T>&, const LayerWeights<T>&, const T*,         \
-                                       const T*, const T*, int, int, int, int, bool,             \
-                                       const SequenceSteps<const T>&, const T*, const T*,        \
-                                       const T*, T*, T*, T*, const LayerGrads<T>&);
+    template void sequence_forward<T>(const Cell<T>&, const LayerWeights<T>&,                  \
+                                      const SequenceRows&, const T*, const T*, const T*, int,    \
+                                      int, bool, const SequenceSteps<T>&, T*, T*);               \
+    template void sequence_backward<T>(const Cell<T>&, const LayerWeights<T>&,                 \
+                                       const SequenceRows&, const T*, const T*, const T*, int,   \
+                                       int, bool, const SequenceSteps<const T>&, const T*,       \
+                                       const T*, const T*, T*, T*, T*, const LayerGrads<T>&);
 TBPTT_SEQUENCE(float)
 TBPTT_SEQUENCE(double)
 #undef TBPTT_SEQUENCE

@@ -6,14 +6,33 @@
 //
 // Legend: T = steps, B = streams (batch), I = input size, H = hidden size, and per hidden unit
 // the cell's G = gates * H, E = extra * H, C = carried * H values (cells/cell.h). Every buffer is
-// [T][B][...] row-major in time order, whatever the direction: `reverse` runs from step T - 1
+// [rows][...] row-major in time order, whatever the direction: `reverse` runs from step T - 1
 // down to step 0 (the backward direction of a bidirectional layer) with no copy of the input.
+//
+// Rows: step t holds the rows of its active streams, [0, active[t]), so a batch of sequences of
+// different lengths, longest first, needs no padding (torch's PackedSequence: active = its
+// batch_sizes). A stream's state leaving the sequence is the one after its own last step; in
+// reverse, a stream starts from its initial state at its own last step.
 #pragma once
+
+#include <cstdint>
+#include <vector>
 
 #include "cells/cell.h"
 #include "layer.h"
 
 namespace tbptt {
+
+struct SequenceRows {
+    int steps = 0, B = 0;
+    std::vector<int64_t> active, offset;  // [T] streams at step t; [T + 1] its first row
+
+    // Every stream at every step: rows [t][B].
+    static SequenceRows padded(int steps, int B);
+    // active[t] streams at step t, non-increasing, active[0] = B (checked by the caller).
+    static SequenceRows packed(const int64_t* active, int steps);
+    int64_t rows() const { return offset[steps]; }
+};
 
 // What the forward keeps of every step for the backward (P = T to write, const T to read).
 template <typename P>
@@ -24,20 +43,20 @@ struct SequenceSteps {
     P* h;      // [T][B][H] the layer's output: the hidden state leaving each step
 };
 
-// h, gates, extra, carry of every step from x [T][B][I] and the state entering the sequence
-// (h0 [B][H], carry0 [B][C]); the state leaving it into h_n [B][H], carry_n [B][C].
+// h, gates, extra, carry of every row from x [rows][I] and the state entering each stream
+// (h0 [B][H], carry0 [B][C]); the state leaving each stream into h_n [B][H], carry_n [B][C].
 template <typename T>
-void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x, const T* h0,
-                      const T* carry0, int steps, int B, int I, int H, bool reverse,
+void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const SequenceRows& rows,
+                      const T* x, const T* h0, const T* carry0, int I, int H, bool reverse,
                       const SequenceSteps<T>& out, T* h_n, T* carry_n);
 
-// The gradients of the sequence's loss, given dL/dh of every step (dy [T][B][H], or nullptr for
-// none) and of the state leaving it (dh_n [B][H], dcarry_n [B][C]): dL/dx into dx [T][B][I]
-// (unless nullptr), dL/d(the state entering it) into dh0 [B][H] and dcarry0 [B][C], and the
-// weights' gradients *added* into `grads`.
+// The gradients of the sequence's loss, given dL/dh of every row (dy [rows][H], or nullptr for
+// none) and of the state leaving each stream (dh_n [B][H], dcarry_n [B][C]): dL/dx into
+// dx [rows][I] (unless nullptr), dL/d(the state entering each stream) into dh0 [B][H] and
+// dcarry0 [B][C], and the weights' gradients *added* into `grads`.
 template <typename T>
-void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const T* x, const T* h0,
-                       const T* carry0, int steps, int B, int I, int H, bool reverse,
+void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const SequenceRows& rows,
+                       const T* x, const T* h0, const T* carry0, int I, int H, bool reverse,
                        const SequenceSteps<const T>& kept, const T* dy, const T* dh_n,
                        const T* dcarry_n, T* dx, T* dh0, T* dcarry0, const LayerGrads<T>& grads);
 

@@ -141,3 +141,80 @@ def test_bad_arrays_are_refused():
     with pytest.raises(ValueError, match="dy has shape"):
         core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"],
                                  a["b_hh"], h, h[:-1], h_n, c_n, True)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_packed_rows(cell, reverse):
+    """Streams of different lengths, longest first, packed row by row (batch_sizes): each stream
+    equals its own run alone, and the backward equals finite differences."""
+    lengths = [5, 3, 3, 1]
+    B, H = len(lengths), 5
+    batch_sizes = np.array([sum(n > t for n in lengths) for t in range(lengths[0])], dtype=np.int64)
+    a = case(cell, T=lengths[0], B=B, H=H, seed=4)
+
+    def pack(per_step):  # (T, B, ...) -> (N, ...), the active streams of each step
+        return np.concatenate([per_step[t, :n] for t, n in enumerate(batch_sizes)])
+
+    packed = dict(a, x=pack(a["x"]))
+    h, h_n, c_n, tape = core().sequence_forward(cell, packed["x"], a["h0"], a["carry0"], a["W_ih"],
+                                                a["W_hh"], a["b_ih"], a["b_hh"], reverse, True,
+                                                batch_sizes)
+    assert h.shape == (sum(lengths), H)
+    for b, n in enumerate(lengths):
+        alone = {k: v[:n, b:b + 1] if k == "x" else v[b:b + 1] if k in ("h0", "carry0") else v
+                 for k, v in a.items()}
+        h_b, hn_b, cn_b = plain(cell, alone, reverse)
+        rows = [sum(batch_sizes[:t]) + b for t in range(n)]
+        np.testing.assert_allclose(h[rows], h_b[:, 0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(h_n[b], hn_b[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(c_n[b], cn_b[0], rtol=1e-12, atol=1e-14)
+
+    rng = np.random.default_rng(5)
+    dy, dh_n, dc_n = (rng.standard_normal(v.shape) for v in (h, h_n, c_n))
+
+    def loss(arrays):
+        total = 0.0
+        for b, n in enumerate(lengths):
+            alone = {k: v[:n, b:b + 1] if k == "x" else v[b:b + 1] if k in ("h0", "carry0") else v
+                     for k, v in arrays.items()}
+            h_b, hn_b, cn_b = plain(cell, alone, reverse)
+            rows = [sum(batch_sizes[:t]) + b for t in range(n)]
+            total += (dy[rows] * h_b[:, 0]).sum() + (dh_n[b] * hn_b[0]).sum() + (dc_n[b] * cn_b[0]).sum()
+        return float(total)
+
+    grads = core().sequence_backward(tape, packed["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
+                                     a["b_ih"], a["b_hh"], h, dy, dh_n, dc_n, True)
+    eps = 1e-6
+    for name, grad in zip(["x", "h0", "carry0", "W_ih", "W_hh", "b_ih", "b_hh"], grads):
+        if grad.size == 0:
+            continue
+        direction = rng.standard_normal(grad.shape)
+        if name == "x":  # a direction on the packed rows, spread back over (T, B)
+            spread = np.zeros_like(a["x"])
+            at = 0
+            for t, n in enumerate(batch_sizes):
+                spread[t, :n] = direction[at:at + n]
+                at += n
+            plus, minus = dict(a, x=a["x"] + eps * spread), dict(a, x=a["x"] - eps * spread)
+        else:
+            plus, minus = dict(a), dict(a)
+            plus[name], minus[name] = a[name] + eps * direction, a[name] - eps * direction
+        numeric = (loss(plus) - loss(minus)) / (2 * eps)
+        np.testing.assert_allclose(float((grad * direction).sum()), numeric, rtol=1e-7, atol=1e-9,
+                                   err_msg=f"{cell}: dL/d{name}")
+
+
+def test_bad_batch_sizes_are_refused():
+    a = case("gru", T=3, B=2)
+    x = a["x"].reshape(6, -1)
+    run = lambda sizes, x=x: core().sequence_forward("gru", x, a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
+                                                     a["b_ih"], a["b_hh"], False, False, np.array(sizes))
+    with pytest.raises(ValueError, match="non-increasing"):
+        run([1, 2, 2, 1])
+    with pytest.raises(ValueError, match="rows, batch_sizes sum"):
+        run([2, 2, 1])
+    with pytest.raises(ValueError, match=r"packed x must have shape \(N, I\)"):
+        run([2, 2, 2], x=a["x"])
+    with pytest.raises(ValueError, match="h0 has shape"):
+        run([3, 2, 1])  # B = 3 streams, h0 holds 2

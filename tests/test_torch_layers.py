@@ -218,15 +218,7 @@ def test_no_grad_keeps_nothing(cell):
 
 def test_what_falls_back_to_torch(kernel_calls):
     """What the kernels do not serve runs torch's own implementation: the same answer."""
-    # PackedSequence (variable lengths)
-    a, b = twins("lstm", 3, 4, 2, bidirectional=True, dtype=torch.float64)
     x = torch.randn(6, 3, 3, dtype=torch.float64)
-    packed = nn.utils.rnn.pack_padded_sequence(x, [6, 4, 2], enforce_sorted=False)
-    out_a, (h_a, _) = a(packed)
-    out_b, (h_b, _) = b(packed)
-    assert isinstance(out_a, nn.utils.rnn.PackedSequence)
-    torch.testing.assert_close(out_a.data, out_b.data)
-    torch.testing.assert_close(h_a, h_b)
     # proj_size > 0
     a, b = twins("lstm", 3, 4, 1, proj_size=2, dtype=torch.float64)
     torch.testing.assert_close(a(x)[0], b(x)[0])
@@ -239,6 +231,40 @@ def test_what_falls_back_to_torch(kernel_calls):
     xb = x.to(torch.bfloat16)
     torch.testing.assert_close(a(xb)[0], b(xb)[0])
     assert kernel_calls["sequence_forward"] == 0
+
+
+@pytest.mark.parametrize("lengths", [[2, 6, 1, 4], [5, 5, 5, 5]], ids=["varied", "equal"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+@pytest.mark.parametrize("cell,layers,bidirectional",
+                         list(itertools.product(CELLS, [1, 2], [False, True])))
+def test_packed_sequences_equal_torch(cell, layers, bidirectional, with_hx, lengths, kernel_calls):
+    """Variable lengths (a PackedSequence, unsorted): each stream runs its own steps; outputs,
+    final states and every gradient as torch's."""
+    I, H, B = 3, 4, len(lengths)
+    a, b = twins(cell, I, H, layers, bidirectional=bidirectional, dtype=torch.float64)
+    g = torch.Generator().manual_seed(7)
+    padded = torch.randn(max(lengths), B, I, generator=g, dtype=torch.float64)
+    D = 2 if bidirectional else 1
+    n_states = 2 if cell == "lstm" else 1
+    hx = [torch.randn(layers * D, B, H, generator=g, dtype=torch.float64) for _ in range(n_states)]
+    results = []
+    for layer in (a, b):
+        x = padded.clone().requires_grad_()
+        h = [t.clone().requires_grad_() for t in hx]
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        given = (tuple(h) if cell == "lstm" else h[0]) if with_hx else None
+        out, final = layer(packed, given)
+        assert isinstance(out, nn.utils.rnn.PackedSequence)
+        unpacked, _ = nn.utils.rnn.pad_packed_sequence(out)
+        loss = (unpacked * torch.arange(unpacked.numel(), dtype=torch.float64).reshape(unpacked.shape).sin()).sum()
+        loss = loss + sum((f * (k + 2)).sum() for k, f in enumerate(states(final)))
+        layer.zero_grad()
+        loss.backward()
+        grads = [x.grad] + ([t.grad for t in h] if with_hx else []) + [p.grad for p in layer.parameters()]
+        results.append([unpacked.detach()] + [f.detach() for f in states(final)] + grads)
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert kernel_calls["sequence_backward"] == layers * D
 
 
 def raised(f):

@@ -5,7 +5,7 @@ their initialisation under `torch.manual_seed`), `state_dict`, `.to()`, pickling
 of the arguments are torch's. Only the computation differs: per layer and direction, one call
 into the core runs the whole sequence (csrc/sequence.h), and its backward is one more call, under
 a `torch.autograd.Function`. What the kernels do not serve (a tensor on another device, a dtype
-other than float32/float64, a PackedSequence, `proj_size > 0`) runs torch's own implementation:
+other than float32/float64, `proj_size > 0`) runs torch's own implementation:
 never a wrong answer, only a slower one.
 """
 
@@ -32,14 +32,16 @@ class _Sequence(torch.autograd.Function):
     h_n, c_n). c0 / c_n are (B, 0) for cells that carry nothing but h."""
 
     @staticmethod
-    def forward(ctx: Any, cell: str, reverse: bool, grad: bool, x: Tensor, h0: Tensor, c0: Tensor,
-                W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, cell: str, reverse: bool, grad: bool, batch_sizes: Any, x: Tensor,
+                h0: Tensor, c0: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor,
+                b_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         # grad: whether autograd records this call (forward runs in no_grad mode, and
         # needs_input_grad does not tell): only then is anything kept for the backward.
+        # batch_sizes: None for x (T, B, I), else a PackedSequence's (T,) with x (N, I).
         keep = grad and any(ctx.needs_input_grad)
         h, h_n, c_n, tape = core().sequence_forward(
             cell, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh), _array(b_ih),
-            _array(b_hh), reverse, keep)
+            _array(b_hh), reverse, keep, batch_sizes)
         outputs = torch.from_numpy(h), torch.from_numpy(h_n), torch.from_numpy(c_n)
         if keep:
             ctx.tape = tape
@@ -56,10 +58,10 @@ class _Sequence(torch.autograd.Function):
         dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh = core().sequence_backward(
             ctx.tape, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh),
             _array(b_ih), _array(b_hh), _array(h), None if dh is None else _array(dh),
-            _array(dh_n), _array(dc_n), ctx.needs_input_grad[3])
+            _array(dh_n), _array(dc_n), ctx.needs_input_grad[4])
         grads = (dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
-        needed = ctx.needs_input_grad[3:]
-        return (None, None, None) + tuple(
+        needed = ctx.needs_input_grad[4:]
+        return (None, None, None, None) + tuple(
             torch.from_numpy(g) if need and g is not None else None for g, need in zip(grads, needed))
 
 
@@ -82,13 +84,14 @@ class _Served:
 
     def _served(self, input: Any, hx: Any) -> bool:
         """Whether the kernels run this call (else torch's own implementation does)."""
-        if not isinstance(input, Tensor) or input.device.type != "cpu" or input.dtype not in _DTYPES:
+        data = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(data, Tensor) or data.device.type != "cpu" or data.dtype not in _DTYPES:
             return False
         if self.proj_size > 0:
             return False
         states = [] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
         tensors = [w for w in self._flat_weights if w is not None] + states
-        return all(isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == input.dtype
+        return all(isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == data.dtype
                    for t in tensors)
 
     def forward(self, input: Any, hx: Any = None) -> Any:
@@ -96,6 +99,8 @@ class _Served:
             return super().forward(input, hx)  # type: ignore[misc]
         module: Any = self
         module._update_flat_weights()
+        if isinstance(input, PackedSequence):
+            return self._packed(input, hx)
         name = type(self).__name__
         if input.dim() not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
@@ -121,6 +126,25 @@ class _Served:
             output = output.squeeze(batch_dim)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return (output, (h_n, c_n)) if lstm else (output, h_n)
+
+    def _packed(self, input: PackedSequence, hx: Any) -> Any:
+        """A batch of sequences of different lengths: every stream runs its own steps only (its
+        final state is the one after its last step; in reverse it starts there)."""
+        module: Any = self
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        B = int(batch_sizes[0])
+        D = 2 if self.bidirectional else 1
+        lstm = self._tbptt_cell == "lstm"
+        if hx is None:
+            zeros = data.new_zeros(self.num_layers * D, B, self.hidden_size)
+            hx = (zeros, zeros) if lstm else zeros
+        else:
+            hx = module.permute_hidden(hx, sorted_indices)
+        module.check_forward_args(data, hx, batch_sizes)
+        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
+        output, h_n, c_n = self._layers(data.contiguous(), h0, c0, batch_sizes.numpy())
+        packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        return packed, module.permute_hidden((h_n, c_n) if lstm else h_n, unsorted_indices)
 
     def _check_hx(self, hx: Any, batched: bool) -> Any:
         """hx as torch takes it, unbatched states given a batch dimension; torch's errors."""
@@ -149,8 +173,10 @@ class _Served:
         zeros = w[0].new_zeros(w[0].size(0))  # type: ignore[union-attr]
         return [w[0], w[1], zeros, zeros]  # type: ignore[list-item]
 
-    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Every layer and direction over time-major x (T, B, I): output, h_n, c_n."""
+    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor,
+                batch_sizes: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Every layer and direction over time-major x (T, B, I), or packed x (N, I) with its
+        batch_sizes: output, h_n, c_n."""
         D = 2 if self.bidirectional else 1
         grad = torch.is_grad_enabled()
         h_last: List[Tensor] = []
@@ -159,12 +185,12 @@ class _Served:
             outputs = []
             for direction in range(D):
                 i = layer * D + direction
-                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, grad, x, h0[i], c0[i],
-                                              *self._weights(i))
+                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, grad, batch_sizes,
+                                              x, h0[i], c0[i], *self._weights(i))
                 outputs.append(h)
                 h_last.append(h_n)
                 c_last.append(c_n)
-            x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
+            x = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = nn.functional.dropout(x, self.dropout, training=True)
         return x, torch.stack(h_last), torch.stack(c_last)
