@@ -4,9 +4,11 @@ A training step: the layer over a chunk of k steps from the detached carried sta
 MSE, backward, torch.optim.Adam's step (the layer's input has I = 32 features, the head O = 1).
 Also inference (no_grad over T = 100 steps) and a word-level model (Embedding 65 -> 64, two LSTM
 layers of 256, a Linear head to 65 classes, cross-entropy, B = 32, k = 35). Printed: samples/s
-(time steps x streams per second) of each, their ratio, and the peak memory a training step adds.
+(time steps x streams per second) of each, their ratio, and with --memory the peak memory of
+training steps (each library in a process of its own: the peak resident set over 5 steps, less
+the resident set before them, after the model and data are built).
 
-    python benchmarks/torch_layers.py [--threads 2] [--repeats 7] [--budget 1.0] [--json FILE]
+    python benchmarks/torch_layers.py [--threads 2] [--repeats 7] [--budget 1.0] [--memory] [--json FILE]
 
 Both layers run on the same threads: torch's intra-op threads (torch.set_num_threads) for the
 head, the loss and Adam, tbptt's (tbptt.set_num_threads) for the recurrent layer.
@@ -17,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
-import tracemalloc  # noqa: F401  (kept: torch's allocations are outside Python's tracer)
 
 import numpy as np
 import torch
@@ -132,6 +135,37 @@ def measure(runners, repeats: int, budget: float):
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+def _status(field: str) -> int:
+    """A field of /proc/self/status in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(kind: str, B: int, H: int, k: int, which: str) -> int:
+    """In a process of its own: bytes the peak resident set grows by over 5 steps of `which`."""
+    runner = pair(kind, B, H, k)[0 if which == "torch" else 1]
+    before = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak resident set starts again from the current one
+    for _ in range(5):
+        runner.step()
+    return _status("VmHWM") - before
+
+
+def measure_memory(kind: str, B: int, H: int, k: int, threads: int):
+    sizes = {}
+    for which in ("torch", "tbptt"):
+        code = (f"import sys; sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r}); "
+                f"import torch, tbptt, torch_layers as b; torch.set_num_threads({threads}); "
+                f"tbptt.set_num_threads({threads}); print(b.memory_child({kind!r}, {B}, {H}, {k}, {which!r}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        sizes[which] = int(out.stdout.split()[-1])
+    return sizes
+
+
 # (kind, B, H, k, target ratio)
 CASES = [("lstm", 1, 128, 25, 4.0), ("lstm", 32, 128, 25, 1.6), ("lstm", 32, 512, 25, 1.1),
          ("gru", 32, 128, 25, 3.0), ("lstm-infer", 32, 128, 100, 1.5), ("word", 32, 256, 35, 1.4)]
@@ -143,14 +177,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case (default 7)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per round (default 1.0)")
     parser.add_argument("--only", help="run the cases whose kind starts with this")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure the peak memory of training steps (a process per library)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tbptt.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, tbptt {tbptt.__version__} ({tbptt.build_info()['isa']}), "
           f"{args.threads} threads, float32, median of {args.repeats} interleaved rounds of {args.budget} s")
+    memory = f" {'torch MiB':>9} {'tbptt MiB':>9}" if args.memory else ""
     print(f"{'case':<12} {'B':>3} {'H':>4} {'k':>4} {'torch samples/s':>16} {'tbptt samples/s':>16} "
-          f"{'ratio':>6} {'target':>7}")
+          f"{'ratio':>6} {'target':>7}{memory}")
     rows = []
     for kind, B, H, k, target in CASES:
         if args.only and not kind.startswith(args.only):
@@ -158,10 +195,16 @@ def main(argv=None) -> int:
         reference, ours = pair(kind, B, H, k)
         rates = measure({"torch": reference, "tbptt": ours}, args.repeats, args.budget)
         ratio = rates["tbptt"] / rates["torch"]
-        rows.append({"case": kind, "B": B, "H": H, "k": k, "torch": rates["torch"],
-                     "tbptt": rates["tbptt"], "ratio": ratio, "target": target})
+        row = {"case": kind, "B": B, "H": H, "k": k, "torch": rates["torch"],
+               "tbptt": rates["tbptt"], "ratio": ratio, "target": target}
+        memory = ""
+        if args.memory and not kind.endswith("infer"):
+            sizes = measure_memory(kind, B, H, k, args.threads)
+            row["torch_bytes"], row["tbptt_bytes"] = sizes["torch"], sizes["tbptt"]
+            memory = f" {sizes['torch'] / 2**20:>9.1f} {sizes['tbptt'] / 2**20:>9.1f}"
+        rows.append(row)
         print(f"{kind:<12} {B:>3} {H:>4} {k:>4} {rates['torch']:>16,.0f} {rates['tbptt']:>16,.0f} "
-              f"{ratio:>5.2f}x {target:>6.1f}x", flush=True)
+              f"{ratio:>5.2f}x {target:>6.1f}x{memory}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "torch": torch.__version__, "rows": rows}, f, indent=1)
