@@ -1,8 +1,9 @@
-// The stateless sequence pass (see sequence.h). The forward projects the inputs of every step in
-// one product, then runs the steps piece by piece of streams (threads.h), each piece every step
-// for its own rows, through the weights packed once per call (layer.h). The backward walks the
-// steps back the same way, keeping dL/dgates of every step, then makes each weight gradient and
-// dL/dx one product over all steps.
+// The stateless sequence pass (see sequence.h). The forward runs the steps piece by piece of
+// streams (threads.h), each piece every step for its own rows, through the weights packed once per
+// call (layer.h), projecting its inputs step by step when the input weights are packed (else one
+// product for every row first). The backward walks back in blocks of about 256 rows: the steps of
+// a block piece by piece of streams, then the block's weight gradients and dL/dx, one product
+// each, while its dL/dgates are in cache (as the engine's backward does).
 #include "sequence.h"
 
 #include <algorithm>
@@ -106,9 +107,12 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const Seque
     if (rows.rows() == 0) return;
     ThreadScope threads(threads_for(B, H));
     PackedWeights<T> products;
-    products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/false,
+    products.prepare(w, I, H, G, separate, B, /*pack_input=*/true, /*with_backward=*/false,
                      rows.steps);
-    products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
+    // Packed input weights: each piece projects its own rows step by step, inside the parallel
+    // part (as the engine does). Otherwise one product for every row, before it.
+    const bool project_per_step = !products.input.empty();
+    if (!project_per_step) products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
     Scratch<T> recurrent(separate ? size_t(B) * G : 0);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     for_stream_pieces(B, H, [&](int, int b0, int b1) {
@@ -126,7 +130,8 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const Seque
             step.recurrent = rec;
             step.h_prev = p.h_prev;
             step.carry_prev = p.carry_prev;
-            layer_step_forward(products, cell, step, static_cast<const T*>(nullptr), rec, p.n);
+            layer_step_forward(products, cell, step, project_per_step ? x + p.row * I : nullptr,
+                               rec, p.n);
         }
     });
     state_leaving(rows, reverse, out.h, H, h_n);
@@ -145,48 +150,60 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
     // (every row of a stream is run in turn, so a stream not yet reached keeps dh_n).
     std::copy(dh_n, dh_n + size_t(B) * H, dh0);
     std::copy(dcarry_n, dcarry_n + size_t(B) * C, dcarry0);
-    const size_t n_rows = size_t(rows.rows());
-    if (n_rows == 0) return;
+    if (rows.rows() == 0) return;
     ThreadScope threads(threads_for(B, H));
     PackedWeights<T> products;
     products.prepare(w, I, H, G, separate, B, /*pack_input=*/false, /*with_backward=*/true,
                      rows.steps);
-    Scratch<T> dgates(n_rows * G), drecurrent(separate ? n_rows * G : 0);
-    Scratch<T> h_prev(n_rows * H);  // the state entering each row, as the W_hh gradient reads it
+    // Blocks of steps, newest first, of about 256 rows: the steps back through time, then the
+    // weight gradients of the block, one product each, while its dgates are in cache.
+    const int block = std::max(1, std::min(rows.steps, (256 + B - 1) / B));
+    const size_t block_rows = size_t(block) * B;
+    Scratch<T> dgates(block_rows * G), drecurrent(separate ? block_rows * G : 0);
+    Scratch<T> h_prev(block_rows * H);  // the state entering each row, as the W_hh gradient reads it
     Scratch<T> dh(size_t(B) * H), scratch(size_t(B) * H);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
-    for_stream_pieces(B, H, [&](int, int b0, int b1) {
-        for (int k = rows.steps - 1; k >= 0; --k) {
-            const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, kept.h, kept.carry, h0,
-                                                 carry0, H, C, gathered_h.data(),
-                                                 gathered_carry.data());
-            if (p.n <= 0) continue;
-            T* dh_step = dh.data() + size_t(b0) * H;
-            MatrixMap<T> dh_map(dh_step, p.n, H);
-            dh_map = ConstMatrixMap<T>(dh0 + size_t(b0) * H, p.n, H);
-            if (dy) dh_map += ConstMatrixMap<T>(dy + p.row * H, p.n, H);
-            StepBackward<T> step;
-            step.dgates = dgates.data() + p.row * G;
-            step.drecurrent = separate ? drecurrent.data() + p.row * G : step.dgates;
-            step.dcarry = dcarry0 + size_t(b0) * C;
-            step.dh_prev = dh0 + size_t(b0) * H;
-            step.scratch = scratch.data() + size_t(b0) * H;
-            step.dh = dh_step;
-            step.gates = kept.gates + p.row * G;
-            step.extra = kept.extra + p.row * E;
-            step.h = kept.h + p.row * H;
-            step.carry = kept.carry + p.row * C;
-            step.h_prev = p.h_prev;
-            step.carry_prev = p.carry_prev;
-            layer_step_backward(products, cell, step, p.n);
-            std::copy(p.h_prev, p.h_prev + size_t(p.n) * H, h_prev.data() + p.row * H);
-        }
-    });
-    // Four pieces of G at most: each packs x and h_prev of every row again.
+    // Four pieces of G at most: each packs the block's x and h_prev again.
     const int piece = std::max(64, (G / 4 + 15) / 16 * 16);
-    layer_weight_backward(grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
-                          Inputs<T>::features(x), h_prev.data(), int(n_rows), I, H, G, piece);
-    if (dx) layer_input_backward(dx, dgates.data(), w.W_ih, int(n_rows), I, G);
+    for (int last = rows.steps - 1; last >= 0; last -= block) {
+        const int first = std::max(0, last - block + 1);  // steps run first .. last
+        // Their rows, in time order: one contiguous range whatever the direction.
+        const int t0 = std::min(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
+        const int t1 = std::max(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
+        const size_t r0 = size_t(rows.offset[t0]), n_rows = size_t(rows.offset[t1 + 1]) - r0;
+        for_stream_pieces(B, H, [&](int, int b0, int b1) {
+            for (int k = last; k >= first; --k) {
+                const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, kept.h, kept.carry,
+                                                     h0, carry0, H, C, gathered_h.data(),
+                                                     gathered_carry.data());
+                if (p.n <= 0) continue;
+                const size_t at = p.row - r0;  // in the block's buffers
+                T* dh_step = dh.data() + size_t(b0) * H;
+                MatrixMap<T> dh_map(dh_step, p.n, H);
+                dh_map = ConstMatrixMap<T>(dh0 + size_t(b0) * H, p.n, H);
+                if (dy) dh_map += ConstMatrixMap<T>(dy + p.row * H, p.n, H);
+                StepBackward<T> step;
+                step.dgates = dgates.data() + at * G;
+                step.drecurrent = separate ? drecurrent.data() + at * G : step.dgates;
+                step.dcarry = dcarry0 + size_t(b0) * C;
+                step.dh_prev = dh0 + size_t(b0) * H;
+                step.scratch = scratch.data() + size_t(b0) * H;
+                step.dh = dh_step;
+                step.gates = kept.gates + p.row * G;
+                step.extra = kept.extra + p.row * E;
+                step.h = kept.h + p.row * H;
+                step.carry = kept.carry + p.row * C;
+                step.h_prev = p.h_prev;
+                step.carry_prev = p.carry_prev;
+                layer_step_backward(products, cell, step, p.n);
+                std::copy(p.h_prev, p.h_prev + size_t(p.n) * H, h_prev.data() + at * H);
+            }
+        });
+        layer_weight_backward(grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
+                              Inputs<T>::features(x + r0 * I), h_prev.data(), int(n_rows), I, H, G,
+                              piece);
+        if (dx) layer_input_backward(dx + r0 * I, dgates.data(), w.W_ih, int(n_rows), I, G);
+    }
 }
 
 #define TBPTT_SEQUENCE(T)                                                                       \

@@ -59,10 +59,11 @@ def test_forward_equals_the_equations(cell, reverse):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("B", [3, 70], ids=["one-block", "blocks"])  # 70 streams: blocks of 4 steps
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_backward_equals_finite_differences(cell, reverse):
-    a = case(cell, seed=1)
+def test_backward_equals_finite_differences(cell, reverse, B):
+    a = case(cell, B=B, seed=1)
     rng = np.random.default_rng(2)
     h, h_n, c_n, tape = forward(cell, a, reverse, keep=True)
     dy, dh_n, dc_n = (rng.standard_normal(v.shape) for v in (h, h_n, c_n))
@@ -145,10 +146,12 @@ def test_bad_arrays_are_refused():
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_packed_rows(cell, reverse):
+@pytest.mark.parametrize("lengths", [[5, 3, 3, 1], sorted(np.random.default_rng(6).integers(1, 10, 70))[::-1]],
+                         ids=["few", "blocks"])
+def test_packed_rows(cell, reverse, lengths):
     """Streams of different lengths, longest first, packed row by row (batch_sizes): each stream
     equals its own run alone, and the backward equals finite differences."""
-    lengths = [5, 3, 3, 1]
+    lengths = [int(n) for n in lengths]
     B, H = len(lengths), 5
     batch_sizes = np.array([sum(n > t for n in lengths) for t in range(lengths[0])], dtype=np.int64)
     a = case(cell, T=lengths[0], B=B, H=H, seed=4)
