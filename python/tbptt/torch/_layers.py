@@ -23,8 +23,8 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 def _array(t: Tensor) -> Any:
-    """A NumPy view of a CPU tensor (no copy when it is already contiguous)."""
-    return t.detach().contiguous().numpy()
+    """A NumPy view of a CPU tensor, no copy (the core copies one that is not contiguous)."""
+    return t.numpy(force=True)
 
 
 class _Sequence(torch.autograd.Function):
