@@ -166,12 +166,11 @@ class _Served:
     def _weights(self, index: int) -> Sequence[Tensor]:
         """W_ih, W_hh, b_ih, b_hh of layer-direction `index` (zero biases when bias=False)."""
         per = 4 if self.bias else 2
-        w = self._flat_weights[index * per:(index + 1) * per]
-        assert all(t is not None for t in w)
+        w = [t for t in self._flat_weights[index * per:(index + 1) * per] if t is not None]
         if self.bias:
-            return w  # type: ignore[return-value]
-        zeros = w[0].new_zeros(w[0].size(0))  # type: ignore[union-attr]
-        return [w[0], w[1], zeros, zeros]  # type: ignore[list-item]
+            return w
+        zeros = w[0].new_zeros(w[0].size(0))
+        return [w[0], w[1], zeros, zeros]
 
     def _layers(self, x: Tensor, h0: Tensor, c0: Tensor,
                 batch_sizes: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
