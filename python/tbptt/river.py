@@ -54,7 +54,7 @@ try:
 except ImportError:  # without river the learners still work (`tbptt online` uses them), as plain classes
     _RegressorBase = _ClassifierBase = object
 
-from . import _checks, checkpoint
+from . import _checks, _pickled, checkpoint
 from .model import MODELS, build
 from .optim import SGD, Adam
 from .trainer import Trainer
@@ -278,23 +278,48 @@ class _Online:
         self._engine.peek(self._x_step, False, self._out_step)
         return self._out_values[0]
 
-    # ---- checkpoints ---------------------------------------------------------------------------
+    # ---- checkpoints, pickle and copy.deepcopy ----------------------------------------------
+    def _params(self):
+        """The constructor's arguments, by name."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+
+    def _state(self):
+        """Everything besides the trainer that the next samples depend on, as plain data: what
+        a file's header keeps (`save`) and what pickle carries besides the trainer."""
+        return {"class": type(self).__name__, "version": VERSION, "params": self._params(),
+                "keys": list(self.keys_), "stats": self._stats.to_dict(),
+                "skipped_updates": self.skipped_updates, "target_name": self.target_name,
+                **self._own_state()}
+
     def save(self, path):
         """Write everything the next samples depend on, atomically: the trainer (model,
         optimiser, carried state, window), the keys and the running statistics.
         `tbptt.river.load(path)` resumes exactly where this learner is."""
         if self.trainer_ is None:
             raise ValueError("nothing to save yet: the learner has not seen a sample")
-        for key in self.keys_:
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise ValueError(f"save() keeps feature names as text or integers; {key!r} is a "
-                                 f"{type(key).__name__}")
-        params = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        state = {"class": type(self).__name__, "version": VERSION, "params": params,
-                 "keys": list(self.keys_), "stats": self._stats.to_dict(),
-                 "skipped_updates": self.skipped_updates, "target_name": self.target_name,
-                 **self._own_state()}
-        checkpoint.save_trainer(self.trainer_, path, extra={KIND: state})
+        for what, names in (("feature names", self.keys_), ("labels", self._labels())):
+            for name in names:
+                if not isinstance(name, (str, int)):
+                    raise ValueError(f"save() keeps {what} as text or integers; {name!r} is a "
+                                     f"{type(name).__name__} (pickle keeps any)")
+        checkpoint.save_trainer(self.trainer_, path, extra={KIND: self._state()})
+
+    def _labels(self):
+        return ()
+
+    def __getstate__(self):
+        """The constructor's arguments, the learner's state as `save` keeps it, and the trainer
+        (which pickles through its engine's snapshot, tbptt._pickled): an unpickled learner, or
+        a deep copy, goes on exactly as this one would."""
+        return _pickled.state(f"tbptt.river.{type(self).__name__}", params=self._params(),
+                              learner=None if self.trainer_ is None else self._state(),
+                              trainer=self.trainer_)
+
+    def __setstate__(self, state):
+        state = _pickled.check(state, f"tbptt.river.{type(self).__name__}")
+        self.__init__(**state["params"])
+        if state["learner"] is not None:
+            self._restore(state["learner"], state["trainer"])
 
     def _restore(self, state, trainer):
         self.keys_ = tuple(state["keys"])
@@ -543,11 +568,10 @@ class Classifier(_Online, _ClassifierBase):
                 extra[self.last_] = 1.0
         self._fill(features, extra)
 
+    def _labels(self):
+        return self.classes_
+
     def _own_state(self):
-        for label in self.classes_:
-            if not isinstance(label, (str, int)):
-                raise ValueError(f"save() keeps labels as text, integers or booleans; {label!r} "
-                                 f"is a {type(label).__name__}")
         return {"classes": list(self.classes_), "last": self.last_}
 
     def _restore_own(self, state):
