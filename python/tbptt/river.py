@@ -33,9 +33,14 @@ What the learner does (each part chosen from measurements, docs/online.md):
 The first sample only starts the statistics (the model takes its first step at the second);
 until two changes have been seen the learner predicts the last value and makes no update.
 
-Checks are made once per sample on the dict (the feature keys are fixed by the first sample;
-values must be finite real numbers); the one-sample path then writes into reused buffers and
-calls the engine directly, with no further argument checks or allocation. An update that
+Inputs by name: each feature is bound to its input column by its key, whatever the dict's order
+(`keys_`, in column order). A key first seen by `learn_one` gets new input columns whose weights
+start at zero (nothing learnt changes; `added_features` counts them); a known key missing from a
+sample is imputed with its running mean (`imputed_values` counts them). Checks are made once per
+sample on the dict (values must be finite real numbers; a refused call changes nothing); the
+one-sample path then writes into reused buffers and calls the engine directly, with no further
+argument checks or allocation. pickle and copy.deepcopy go through the state `save` keeps and the
+trainer's snapshot (tbptt._pickled). An update that
 diverges (a non-finite loss or gradient) is not applied, the state is reset and the learner
 goes on; `skipped_updates` counts them.
 """
@@ -62,7 +67,8 @@ from .trainer import Trainer
 __all__ = ["Regressor", "Classifier", "load"]
 
 KIND = "online"  # the header entry of a checkpoint written by save()
-VERSION = 2      # of that entry; 1 (no "version"): a Regressor before the change inputs and the gate
+VERSION = 3      # of that entry; 1 (no "version"): a Regressor before the change inputs and the
+                 # gate; 2: before features could come and go (one count for all statistics)
 
 
 _M2_MAX = 1e300  # the largest sum of squares kept, so that 1 / standard deviation stays > 0
@@ -76,20 +82,24 @@ class _Stats:
     were `clip` away (a winsorised Welford update), so that one shock (a sensor dropping to zero,
     a jump of 50 standard deviations) does not inflate the scale for the rest of the stream; a
     lasting change of scale is still followed, each sample moving the estimate a little.
-    `inv[i]` is 1 / the standard deviation of value i, 1.0 while it is unknown (fewer than two
-    samples, or all equal): standardising is then `(v - mean[i]) * inv[i]`."""
+    Each value has its own count `n[i]`: a value given as None (a feature missing from the
+    sample) is left out. `inv[i]` is 1 / the standard deviation of value i, 1.0 while it is
+    unknown (fewer than two samples, or all equal): standardising is then `(v - mean[i]) *
+    inv[i]`."""
 
     __slots__ = ("n", "mean", "m2", "inv", "clip")
 
     def __init__(self, size, clip=None):
-        self.n, self.mean, self.m2, self.inv = 0, [0.0] * size, [0.0] * size, [1.0] * size
+        self.n, self.mean, self.m2, self.inv = [0] * size, [0.0] * size, [0.0] * size, [1.0] * size
         self.clip = clip
 
     def add(self, values):
-        self.n += 1
-        n, mean, m2, inv, clip = self.n, self.mean, self.m2, self.inv, self.clip
-        keep, sqrt = (n - 1) / n, math.sqrt
+        counts, mean, m2, inv, clip = self.n, self.mean, self.m2, self.inv, self.clip
+        sqrt = math.sqrt
         for i, v in enumerate(values):  # Welford, with locals: this runs for every value
+            if v is None:
+                continue
+            n = counts[i] = counts[i] + 1
             q = m2[i]
             d = v - mean[i]
             if q > 0.0 and clip is not None:  # the scale is known: winsorise
@@ -99,7 +109,7 @@ class _Stats:
                 elif d < -limit:
                     d = -limit
             mean[i] += d / n
-            q += d * d * keep  # d * (v - new mean) = d * d * (n - 1) / n
+            q += d * d * ((n - 1) / n)  # d * (v - new mean) = d * d * (n - 1) / n
             if q > _M2_MAX:  # values beyond ~1e150 overflowed it: a scale that stays finite
                 q = _M2_MAX
             m2[i] = q
@@ -109,15 +119,21 @@ class _Stats:
     def known(self, i):
         return self.m2[i] > 0.0
 
+    def insert(self, index, count):
+        """Make room for `count` new values before value `index`, with nothing seen yet."""
+        for values, empty in ((self.n, 0), (self.mean, 0.0), (self.m2, 0.0), (self.inv, 1.0)):
+            values[index:index] = [empty] * count
+
     def to_dict(self):
-        return {"n": self.n, "mean": list(self.mean), "m2": list(self.m2)}
+        return {"n": list(self.n), "mean": list(self.mean), "m2": list(self.m2)}
 
     @classmethod
     def from_dict(cls, d, clip=None):
         stats = cls(len(d["mean"]), clip)
-        stats.n, stats.mean = int(d["n"]), [float(v) for v in d["mean"]]
-        stats.m2 = [float(v) for v in d["m2"]]
-        stats.inv = [math.sqrt((stats.n - 1) / v) if v > 0.0 else 1.0 for v in stats.m2]
+        n = d["n"]  # one count for every value in files before features could come and go
+        stats.n = [int(v) for v in n] if isinstance(n, list) else [int(n)] * len(d["mean"])
+        stats.mean, stats.m2 = [float(v) for v in d["mean"]], [float(v) for v in d["m2"]]
+        stats.inv = [math.sqrt((k - 1) / v) if v > 0.0 else 1.0 for k, v in zip(stats.n, stats.m2)]
         return stats
 
 
@@ -131,27 +147,91 @@ def _number(name, value):
     return value
 
 
+def _label(name, value):
+    """`value` as a class label: hashable and not None, else TypeError naming it."""
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a label (a str, int, bool...), got an unhashable "
+                        f"{type(value).__name__}") from None
+    if value is None or (isinstance(value, float) and value != value):
+        raise TypeError(f"{name} must be a label (a str, int, bool...), got {value!r}")
+    return value
+
+
+def _changes(values, previous):
+    """values[i] - previous[i], None where either is missing."""
+    return [None if a is None or b is None else a - b for a, b in zip(values, previous)]
+
+
 def _flat_view(array):
     """A flat memoryview of a C-contiguous array: reading or writing one item through it costs
     a fraction of NumPy's indexing."""
     return memoryview(array).cast("B").cast(array.dtype.char)
 
 
-def _clipped(z, clip):
-    return clip if z > clip else (-clip if z < -clip else z)
-
-
-def _standardise(buffer, offset, values, mean, inv, clip, standardize=True):
-    """buffer[offset + i] = values[i] standardised by (mean, inv) and clipped at +-clip
-    (standardize=False: the values as they are)."""
+def _standardise(buffer, offset, values, stats, clip, standardize=True):
+    """buffer[offset + i] = values[i] standardised by `stats` (a _Stats) and clipped at +-clip
+    (standardize=False: the values as they are). A value that is None (missing), or that has
+    no statistics yet, is imputed with its running mean: 0 once standardised."""
+    mean, inv, counts = stats.mean, stats.inv, stats.n
     if not standardize:
         for i, v in enumerate(values):
-            buffer[offset + i] = v
+            buffer[offset + i] = mean[i] if v is None else v
         return
     low = -clip
     for i, v in enumerate(values):
+        if v is None or not counts[i]:
+            buffer[offset + i] = 0.0
+            continue
         z = (v - mean[i]) * inv[i]
         buffer[offset + i] = z if low <= z <= clip else (clip if z > clip else low)
+
+
+def _ordered(keys):
+    """Feature names in a fixed order whatever the dict's order (river's features come in any):
+    by type, then by repr, so that a sample and its shuffled twin make the same columns."""
+    return sorted(keys, key=lambda k: (type(k).__name__, repr(k)))
+
+
+def _widened(trainer, columns, input_size):
+    """A trainer going on exactly where `trainer` is, with input_size inputs: old input column j
+    is new column columns[j]; the new columns' weights (and their optimiser moments) start at
+    zero, so the network computes what it computed before, whatever the new inputs hold. Built
+    through the engine's snapshot (the held steps' new inputs are 0: nothing was known)."""
+    from .model import CELLS, from_config, parameter_shapes
+
+    old = trainer.model
+    config = {**old.config(), "input_size": input_size}
+    model = from_config(config)
+    name = f"{CELLS[model.cell][0]}.weight_ih_l0"
+    old_shapes = parameter_shapes(old.input_size, old.hidden_size, old.output_size,
+                                  old.num_layers, old.cell)
+
+    def widen(flat):  # a (P,) vector laid out like old.flat_parameters, for the new model
+        parts, offset = [], 0
+        for key, shape in old_shapes:
+            size = int(np.prod(shape))
+            part = flat[offset:offset + size].reshape(shape)
+            offset += size
+            if key == name:
+                wide = np.zeros((shape[0], input_size), flat.dtype)
+                wide[:, columns] = part
+                part = wide
+            parts.append(part.ravel())
+        return np.concatenate(parts)
+
+    model.flat_parameters[:] = widen(old.flat_parameters)
+    snapshot = trainer.engine.snapshot()
+    x = snapshot["window/x"]
+    wide = np.zeros(x.shape[:-1] + (input_size,), x.dtype)
+    wide[..., columns] = x
+    snapshot["window/x"] = wide
+    for key in ("optimizer/m", "optimizer/v"):
+        snapshot[key] = widen(snapshot[key])
+    resumed = Trainer._from_settings(model, trainer._settings())
+    resumed._restore_engine(snapshot, trainer.backend)
+    return resumed
 
 
 class _Online:
@@ -179,21 +259,24 @@ class _Online:
 
     def _reset(self):
         """Forget everything learnt: no keys, no model (built at the first sample)."""
-        self.keys_ = None        # the feature names, fixed by the first sample
+        self.keys_ = None        # the feature names, in the order of their input columns
         self.target_name = None  # what y is called, if the caller says (kept by save)
         self.trainer_ = None
         self.skipped_updates = 0
+        self.added_features = 0  # features first seen after the first sample (new columns)
+        self.imputed_values = 0  # features missing from a learnt sample (imputed: their mean)
         self._stats = None       # _Stats over the features, then the learner's own values
         self._filled = None      # the features whose inputs the input buffer holds, if valid
 
-    def _start(self, x, input_size, output_size, loss, stats_size):
+    def _start(self, x, output_size, loss):
         """Fix the keys from the first sample and build the model and its trainer."""
-        if not isinstance(x, dict):
-            raise TypeError(f"x must be a dict of features, got {type(x).__name__}")
+        checked = self._checked(x)  # before anything changes
+        keys = tuple(_ordered(checked))
+        input_size = len(self._layout(len(keys)))
         if input_size == 0:
             raise ValueError("the first sample has no features and previous_target is False: "
                              "the network would have no input")
-        self.keys_ = tuple(x)
+        self.keys_ = keys
         # PyTorch's initialisation, without build's forget bias of 1 for an LSTM: learning
         # online from the first samples, 0 was better on 5 of the 6 streams of docs/online.md
         model = build(self.cell, input_size, self.hidden_size, output_size, self.num_layers,
@@ -205,7 +288,7 @@ class _Online:
         self.trainer_ = Trainer(model, self.k1, self.k2, loss=loss, optimizer=optimizer,
                                 clip_norm=self.clip_norm, backend=self.backend,
                                 recompute=self.recompute)
-        self._stats = _Stats(stats_size, self.clip)
+        self._stats = _Stats(self._stats_size(len(keys)), self.clip)
         self._buffers()
 
     def _buffers(self):
@@ -224,9 +307,11 @@ class _Online:
         self._filled = None
         self.trainer_.num_streams = 1  # B = 1: the engine's window is sized by its first call
 
-    def _features(self, x):
-        """The sample's features in key order, checked: finite floats. The common case (a
-        plain dict of floats with the first sample's keys) takes a fast path."""
+    def _features(self, x, learn=False):
+        """The sample's features in column order, checked (finite floats), None where one is
+        missing. learn=True: features never seen before get input columns first (see
+        `_add_features`); otherwise they are ignored (their weights would be zero). The common
+        case (a plain dict of floats with the known keys) takes a fast path."""
         if type(x) is dict and x.keys() == self._key_set:
             values = [x[k] for k in self.keys_]
             for v in values:
@@ -234,26 +319,44 @@ class _Online:
                     break
             else:
                 return values
-        return self._checked_features(x)
+        checked = self._checked(x)
+        if learn:
+            new = [k for k in checked if k not in self._key_set]
+            if new:
+                self._add_features(_ordered(new))
+        return [checked.get(k) for k in self.keys_]
 
-    def _checked_features(self, x):
+    @staticmethod
+    def _checked(x):
+        """x's values as finite floats, by key; TypeError / ValueError naming the first bad one."""
         if not isinstance(x, dict):
             raise TypeError(f"x must be a dict of features, got {type(x).__name__}")
-        keys = self.keys_
-        if len(x) != len(keys) or any(k not in x for k in keys):
-            missing = [k for k in keys if k not in x]
-            extra = [k for k in x if k not in keys]
-            raise ValueError(f"x must have the features of the first sample {list(keys)}; "
-                             f"missing {missing}, unexpected {extra}")
-        return [_number(f"x[{k!r}]", x[k]) for k in keys]
+        return {k: _number(f"x[{k!r}]", v) for k, v in x.items()}
+
+    def _add_features(self, new):
+        """Give features never seen before input columns: the network is rebuilt one input
+        wider per column (`_layout` says where each goes), with zero weights there, through its
+        trainer's snapshot: nothing it computes changes until the new weights learn."""
+        F = len(self.keys_)
+        before = self._layout(F)
+        after = self._layout(F + len(new))
+        place = {name: j for j, name in enumerate(after)}
+        self.trainer_ = _widened(self.trainer_, [place[name] for name in before], len(after))
+        self.keys_ += tuple(new)
+        self._stats.insert(F, len(new))
+        self._grow(F, len(new))
+        self.added_features += len(new)
+        self._buffers()
+
+    def _grow(self, index, count):
+        """Make room for `count` new features before feature `index` in the learner's own
+        per-feature state."""
 
     def _fill(self, features, extra):
         """Write the standardised features and `extra` (already standardised) into the input
         buffer. Features are standardised by the statistics of the samples before this one."""
-        values, stats, clip = self._x_values, self._stats, self._clip_value
-        mean, inv = stats.mean, stats.inv
-        for i, v in enumerate(features):
-            values[i] = _clipped((v - mean[i]) * inv[i], clip)
+        values = self._x_values
+        _standardise(values, 0, features, self._stats, self._clip_value)
         n = len(features)
         for j, v in enumerate(extra):
             values[n + j] = v
@@ -289,6 +392,7 @@ class _Online:
         return {"class": type(self).__name__, "version": VERSION, "params": self._params(),
                 "keys": list(self.keys_), "stats": self._stats.to_dict(),
                 "skipped_updates": self.skipped_updates, "target_name": self.target_name,
+                "added_features": self.added_features, "imputed_values": self.imputed_values,
                 **self._own_state()}
 
     def save(self, path):
@@ -325,6 +429,8 @@ class _Online:
         self.keys_ = tuple(state["keys"])
         self._stats = _Stats.from_dict(state["stats"], self.clip)
         self.skipped_updates = int(state["skipped_updates"])
+        self.added_features = int(state.get("added_features", 0))  # files before: none
+        self.imputed_values = int(state.get("imputed_values", 0))
         self.target_name = state.get("target_name")
         self.trainer_ = trainer
         self._buffers()
@@ -350,7 +456,9 @@ class Regressor(_Online, _RegressorBase):
     (Trainer's recompute): exact gradients, and predictions from the current weights' state.
     backend: "cpp" (fast) or "numpy" (the reference). seed: the model's initialisation.
     As it learns: `last_` (the previous target), `gate_` (the share of the predicted change in
-    use: 0, 0.5 or 1), `skipped_updates`.
+    use: 0, 0.5 or 1), `skipped_updates`, `keys_` (the features, in input-column order),
+    `added_features` (features first seen after the first sample), `imputed_values` (missing
+    features imputed with their running mean).
     """
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
@@ -378,7 +486,9 @@ class Regressor(_Online, _RegressorBase):
             y = _number("y", y)
         if self.trainer_ is None:
             self._start_regressor(x)
-        features = self._features(x)
+        features = self._features(x, learn=True)
+        if len(features) != len(x):  # the fast path returns as many features as x has
+            self.imputed_values += features.count(None)
         if self.last_ is not None:  # the first sample only starts the statistics
             if features != self._filled:
                 self._fill_inputs(features)
@@ -388,7 +498,7 @@ class Regressor(_Online, _RegressorBase):
                 self._weigh(y - self.last_, self._change_of(self._out_values[0]))
         features.append(y)  # from here on: the levels of this sample, features and target
         if self.last_ is not None:
-            changes = [a - b for a, b in zip(features, self._previous)]
+            changes = _changes(features, self._previous)
             self._changes.add(changes)
             self.last_change_ = changes[-1]
         self._stats.add(features)
@@ -399,6 +509,7 @@ class Regressor(_Online, _RegressorBase):
     def predict_one(self, x):
         """The next value predicted from the carried state and x (a dict), advancing nothing."""
         if self.last_ is None:
+            self._checked(x)
             return 0.0
         features = self._features(x)
         if features != self._filled:
@@ -416,11 +527,25 @@ class Regressor(_Online, _RegressorBase):
         return self.last_ + self.gate_ * self._change_of(self._peek())
 
     def _start_regressor(self, x):
-        F = len(x)
-        inputs = (F + 1 if self.previous_target else F) * (2 if self.changes else 1)
-        self._start(x, inputs, 1, "mse", F + 1)
+        self._start(x, 1, "mse")
+        F = len(self.keys_)
         self._restore_own({"last": None, "last_change": None, "previous": None,
                            "changes": _Stats(F + 1).to_dict(), "gate": [0.0] * (2 * len(GATE))})
+
+    def _layout(self, F):
+        """What each input column holds with F features: the levels of the features (and of
+        the previous target), then (changes=True) their changes."""
+        levels = [("level", i) for i in range(F)] + ([("level", "y")] if self.previous_target else [])
+        return levels + ([("change", name[1]) for name in levels] if self.changes else [])
+
+    @staticmethod
+    def _stats_size(F):
+        return F + 1  # the features and the target
+
+    def _grow(self, index, count):
+        self._changes.insert(index, count)
+        if self._previous is not None:
+            self._previous[index:index] = [None] * count
 
     def _change_of(self, out):
         """The network's output as a change of the target, in the data's units."""
@@ -465,15 +590,12 @@ class Regressor(_Online, _RegressorBase):
         buffer, stats, changes = self._x_values, self._stats, self._changes
         clip = self._clip_value if self.standardize else math.inf
         levels = features + [self.last_] if self.previous_target else features
-        _standardise(buffer, 0, levels, stats.mean, stats.inv, clip, self.standardize)
-        if self.changes:
-            moves = [a - b for a, b in zip(features, self._previous)]
+        _standardise(buffer, 0, levels, stats, clip, self.standardize)
+        if self.changes:  # (no statistics yet, at the second sample: zeros)
+            moves = _changes(features, self._previous)
             if self.previous_target:
-                moves.append(0.0 if self.last_change_ is None else self.last_change_)
-            if self.standardize and changes.n == 0:  # the second sample: no scale yet
-                moves = [0.0] * len(moves)
-            _standardise(buffer, len(levels), moves, changes.mean, changes.inv, clip,
-                         self.standardize)
+                moves.append(self.last_change_)
+            _standardise(buffer, len(levels), moves, changes, clip, self.standardize)
 
     def _own_state(self):
         return {"last": self.last_, "last_change": self.last_change_, "previous": self._previous,
@@ -482,7 +604,8 @@ class Regressor(_Online, _RegressorBase):
 
     def _restore_own(self, state):
         self.last_, self.last_change_ = state["last"], state["last_change"]
-        self._previous = None if state["previous"] is None else [float(v) for v in state["previous"]]
+        self._previous = (None if state["previous"] is None
+                          else [None if v is None else float(v) for v in state["previous"]])
         self._changes = _Stats.from_dict(state["changes"], self.clip)
         self._gate_sums = [float(v) for v in state["gate"]]
         self.gate_ = float(state.get("gate_factor", 0.0)) if self.gate else 1.0
@@ -520,11 +643,16 @@ class Classifier(_Online, _ClassifierBase):
 
     def learn_one(self, x, y):
         """Advance the state by one step with x (a dict) and learn the class y (TBPTT(k1, k2))."""
+        _label("y", y)
         if self.trainer_ is None:
-            extra = self.max_classes if self.previous_target else 0
-            self._start(x, len(x) + extra, self.max_classes, "cross_entropy", len(x))
+            self._start(x, self.max_classes, "cross_entropy")
             self._restore_own({"classes": [], "last": None})
-        features = self._features(x)
+        if y not in self.classes_ and len(self.classes_) == self.max_classes:
+            raise ValueError(f"y = {y!r} would be label number {self.max_classes + 1}, but the "
+                             f"model has max_classes = {self.max_classes} outputs")
+        features = self._features(x, learn=True)
+        if len(features) != len(x):
+            self.imputed_values += features.count(None)
         label = self._class_id(y)
         self._fill_inputs(features)
         self._y[0, 0] = label
@@ -535,6 +663,7 @@ class Classifier(_Online, _ClassifierBase):
     def predict_proba_one(self, x):
         """{class: probability} for the next step from the carried state, without advancing it."""
         if self.trainer_ is None or not self.classes_:
+            self._checked(x)
             return {}
         self._fill_inputs(self._features(x))
         self._engine.peek(self._x_step, False, self._out_step)
@@ -553,12 +682,18 @@ class Classifier(_Online, _ClassifierBase):
         try:
             return self.classes_.index(y)
         except ValueError:
-            pass
-        if len(self.classes_) == self.max_classes:
-            raise ValueError(f"y = {y!r} would be label number {self.max_classes + 1}, but the "
-                             f"model has max_classes = {self.max_classes} outputs")
-        self.classes_.append(y)
-        return len(self.classes_) - 1
+            self.classes_.append(y)  # learn_one checked there is room
+            return len(self.classes_) - 1
+
+    def _layout(self, F):
+        """What each input column holds with F features: the features, then (previous_target)
+        the previous label, one-hot over max_classes."""
+        classes = [("class", c) for c in range(self.max_classes)] if self.previous_target else []
+        return [("level", i) for i in range(F)] + classes
+
+    @staticmethod
+    def _stats_size(F):
+        return F
 
     def _fill_inputs(self, features):
         extra = ()
@@ -586,7 +721,11 @@ def load(path):
     state = header.get(KIND)
     if not isinstance(state, dict) or state.get("class") not in ("Regressor", "Classifier"):
         raise ValueError(f"{path} is a trainer checkpoint, not one of a tbptt.river learner")
-    if state["class"] == "Regressor" and state.get("version", 1) != VERSION:
+    version = state.get("version", 1)
+    if not isinstance(version, int) or version > VERSION:
+        raise ValueError(f"{path} holds a {state['class']} written by a newer tbptt (online format "
+                         f"{version!r}; this one reads up to {VERSION}): upgrade tbptt to go on")
+    if state["class"] == "Regressor" and version < 2:
         raise ValueError(f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
                          f"and the gate), which this version cannot go on with: start a new one")
     try:
