@@ -55,16 +55,17 @@ import numpy as np
 
 try:
     from river import base
+    from river.time_series.base import Forecaster as _ForecasterBase
     _RegressorBase, _ClassifierBase = base.Regressor, base.Classifier
 except ImportError:  # without river the learners still work (`tbptt online` uses them), as plain classes
-    _RegressorBase = _ClassifierBase = object
+    _RegressorBase = _ClassifierBase = _ForecasterBase = object
 
 from . import _checks, _pickled, checkpoint
 from .model import MODELS, build
 from .optim import SGD, Adam
 from .trainer import Trainer
 
-__all__ = ["Regressor", "Classifier", "load"]
+__all__ = ["Regressor", "Classifier", "Forecaster", "load"]
 
 KIND = "online"  # the header entry of a checkpoint written by save()
 VERSION = 3      # of that entry; 1 (no "version"): a Regressor before the change inputs and the
@@ -145,6 +146,15 @@ def _number(name, value):
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def _numbers(name, x):
+    """The numbers of x (a dict, or None for none): a Forecaster's features."""
+    if x is None:
+        return {}
+    if not isinstance(x, dict):
+        raise TypeError(f"{name} must be a dict of features or None, got {type(x).__name__}")
+    return {k: v for k, v in x.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def _label(name, value):
@@ -327,11 +337,11 @@ class _Online:
         return [checked.get(k) for k in self.keys_]
 
     @staticmethod
-    def _checked(x):
+    def _checked(x, name="x"):
         """x's values as finite floats, by key; TypeError / ValueError naming the first bad one."""
         if not isinstance(x, dict):
-            raise TypeError(f"x must be a dict of features, got {type(x).__name__}")
-        return {k: _number(f"x[{k!r}]", v) for k, v in x.items()}
+            raise TypeError(f"{name} must be a dict of features, got {type(x).__name__}")
+        return {k: _number(f"{name}[{k!r}]", v) for k, v in x.items()}
 
     def _add_features(self, new):
         """Give features never seen before input columns: the network is rebuilt one input
@@ -441,25 +451,9 @@ GATE = (0.5, 1.0)    # the shrunk predicted changes the gate weighs against none
 GATE_KEEP = 0.997    # the gate's evidence fades by this factor a sample (a memory of ~300)
 
 
-class Regressor(_Online, _RegressorBase):
-    """A recurrent net learning a stream online, in river's protocol (see the module's text).
-
-    hidden_size, num_layers, cell ("lstm", "gru", "rnn"): the model. k1, k2: TBPTT(k1, k2), an
-    update every k1 samples through the last k2 steps. lr, optimizer ("adam" or "sgd"),
-    clip_norm: the update. previous_target: feed the previous target as an input.
-    changes: also feed the change of every feature, and of the target, since the previous
-    sample. predict_change: predict the change from the previous target rather than the target.
-    gate: use the predicted change only as far as it has beaten the last value lately.
-    standardize: standardise inputs and targets online (False: the network sees raw values);
-    clip: robust standardisation, at `clip` standard deviations (None: plain).
-    recompute: after each update, run the last k2 - k1 + 1 steps again with the new weights
-    (Trainer's recompute): exact gradients, and predictions from the current weights' state.
-    backend: "cpp" (fast) or "numpy" (the reference). seed: the model's initialisation.
-    As it learns: `last_` (the previous target), `gate_` (the share of the predicted change in
-    use: 0, 0.5 or 1), `skipped_updates`, `keys_` (the features, in input-column order),
-    `added_features` (features first seen after the first sample), `imputed_values` (missing
-    features imputed with their running mean).
-    """
+class _Regression(_Online):
+    """What Regressor and Forecaster share: a recurrent net learning a numeric stream online
+    (see Regressor for the arguments)."""
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
                  clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
@@ -480,8 +474,8 @@ class Regressor(_Online, _RegressorBase):
     # changes from one sample to the next. The network's inputs, two blocks: the features and
     # the previous target, then (changes=True) their changes since the sample before; each
     # standardised and clipped at +-clip (without previous_target, the target is left out).
-    def learn_one(self, x, y):
-        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a float)."""
+    def _learn_sample(self, x, y):
+        """Advance the state by one step with x (a dict of numbers) and learn from the value y."""
         if type(y) is not float or y - y != 0.0:  # not a float, or NaN / infinity
             y = _number("y", y)
         if self.trainer_ is None:
@@ -491,7 +485,7 @@ class Regressor(_Online, _RegressorBase):
             self.imputed_values += features.count(None)
         if self.last_ is not None:  # the first sample only starts the statistics
             if features != self._filled:
-                self._fill_inputs(features)
+                self._fill_inputs(features, self.last_, self._previous, self.last_change_)
             z, weight = self._target(y)
             self._y_values[0] = z
             if self._learn(weight) and weight and self.gate and self.predict_change:
@@ -506,25 +500,37 @@ class Regressor(_Online, _RegressorBase):
         self.last_ = y
         self._filled = None  # the statistics moved: the inputs must be recomputed
 
-    def predict_one(self, x):
+    def _predict_sample(self, x):
         """The next value predicted from the carried state and x (a dict), advancing nothing."""
         if self.last_ is None:
             self._checked(x)
             return 0.0
         features = self._features(x)
+        fallback = self._fallback()
+        if fallback is not None:
+            return fallback
         if features != self._filled:
-            self._fill_inputs(features)
+            self._fill_inputs(features, self.last_, self._previous, self.last_change_)
             self._filled = features
-        if not self.predict_change:
-            out = self._peek()
-            if not self.standardize:
-                return out
-            if not self._stats.known(len(features)):  # the mean until the scale is known
-                return self._stats.mean[-1]
-            return self._stats.mean[-1] + out / self._stats.inv[-1]
-        if self.standardize and not self._changes.known(len(features)):
-            return self.last_  # until the change's scale is known
-        return self.last_ + self.gate_ * self._change_of(self._peek())
+        return self._from_output(self._peek(), self.last_)
+
+    def _fallback(self):
+        """What to predict while the scale of the network's output is unknown (the last value,
+        or the mean), else None: the network's output is used."""
+        if self.predict_change:
+            stats, fallback = self._changes, self.last_
+        else:
+            stats, fallback = self._stats, self._stats.mean[-1]
+        return fallback if self.standardize and not stats.known(len(stats.mean) - 1) else None
+
+    def _from_output(self, out, level):
+        """The prediction, in the data's units, that the network's output `out` means when the
+        previous value is `level`."""
+        if self.predict_change:
+            return level + self.gate_ * self._change_of(out)
+        if not self.standardize:
+            return out
+        return self._stats.mean[-1] + out / self._stats.inv[-1]
 
     def _start_regressor(self, x):
         self._start(x, 1, "mse")
@@ -584,17 +590,19 @@ class Regressor(_Online, _RegressorBase):
                 best, factor = d, a
         self.gate_ = factor
 
-    def _fill_inputs(self, features):
-        """Write the network's inputs for this sample into the input buffer (see learn_one),
-        standardised by the statistics of the samples before this one."""
+    def _fill_inputs(self, features, last, previous, last_change):
+        """Write the network's inputs for a sample with these features into the input buffer
+        (see learn_one), the previous target being `last`, the previous sample's levels
+        `previous` and the target's last change `last_change`; standardised by the statistics
+        of the samples learnt so far."""
         buffer, stats, changes = self._x_values, self._stats, self._changes
         clip = self._clip_value if self.standardize else math.inf
-        levels = features + [self.last_] if self.previous_target else features
+        levels = features + [last] if self.previous_target else features
         _standardise(buffer, 0, levels, stats, clip, self.standardize)
         if self.changes:  # (no statistics yet, at the second sample: zeros)
-            moves = _changes(features, self._previous)
+            moves = _changes(features, previous)
             if self.previous_target:
-                moves.append(self.last_change_)
+                moves.append(last_change)
             _standardise(buffer, len(levels), moves, changes, clip, self.standardize)
 
     def _own_state(self):
@@ -612,6 +620,114 @@ class Regressor(_Online, _RegressorBase):
         self._y = np.zeros((1, 1, 1), self.trainer_.model.dtype)
         self._y_values = _flat_view(self._y)
         self._filled = None
+
+
+class Regressor(_Regression, _RegressorBase):
+    """A recurrent net learning a stream online, in river's protocol (see the module's text).
+
+    hidden_size, num_layers, cell ("lstm", "gru", "rnn"): the model. k1, k2: TBPTT(k1, k2), an
+    update every k1 samples through the last k2 steps. lr, optimizer ("adam" or "sgd"),
+    clip_norm: the update. previous_target: feed the previous target as an input.
+    changes: also feed the change of every feature, and of the target, since the previous
+    sample. predict_change: predict the change from the previous target rather than the target.
+    gate: use the predicted change only as far as it has beaten the last value lately.
+    standardize: standardise inputs and targets online (False: the network sees raw values);
+    clip: robust standardisation, at `clip` standard deviations (None: plain).
+    recompute: after each update, run the last k2 - k1 + 1 steps again with the new weights
+    (Trainer's recompute): exact gradients, and predictions from the current weights' state.
+    backend: "cpp" (fast) or "numpy" (the reference). seed: the model's initialisation.
+    As it learns: `last_` (the previous target), `gate_` (the share of the predicted change in
+    use: 0, 0.5 or 1), `skipped_updates`, `keys_` (the features, in input-column order),
+    `added_features` (features first seen after the first sample), `imputed_values` (missing
+    features imputed with their running mean).
+    """
+
+    def learn_one(self, x, y):
+        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a float)."""
+        self._learn_sample(x, y)
+
+    def predict_one(self, x):
+        """The next value predicted from the carried state and x (a dict), advancing nothing."""
+        return self._predict_sample(x)
+
+
+class Forecaster(_Regression, _ForecasterBase):
+    """A recurrent net forecasting a stream online, in river's time-series protocol
+    (`river.time_series.base.Forecaster`): `learn_one(y, x=None)` takes one step of the stream
+    (y, a float, and optional exogenous features x, a dict) and learns it as the Regressor does;
+    `forecast(horizon, xs=None)` returns the next `horizon` values, running the recurrent state
+    forward on its own predictions (each fed back as the previous target, its change as the
+    target's change), with `xs` the known future features (a list of `horizon` dicts; without
+    it the features are missing, imputed with their running means). Forecasting changes
+    nothing: the carried state, the statistics and the model stay as they were.
+
+    The features are x's numbers; its other values (a date, a text: what river's series carry
+    beside the value) are not features and are left out, as river's own forecasters leave out
+    x. A number that is NaN or infinite is refused (ValueError naming it).
+
+    The arguments and attributes are the Regressor's; the defaults were measured on river's
+    series and tbptt's (docs/online.md, `python benchmarks/online.py --forecaster`).
+    """
+
+    def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
+                 clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
+                 gate=True, standardize=True, clip=5.0, num_layers=1, recompute=True,
+                 backend="cpp", seed=0):
+        super().__init__(hidden_size, k1, k2, cell, lr, optimizer, clip_norm, previous_target,
+                         changes, predict_change, gate, standardize, clip, num_layers, recompute,
+                         backend, seed)
+
+    def learn_one(self, y, x=None):
+        """Advance the state by one step with the value y (a float) and the features x (a dict,
+        or None for none), and learn from it."""
+        self._learn_sample(_numbers("x", x), y)
+
+    def forecast(self, horizon, xs=None):
+        """The next `horizon` values (a list of floats), from the carried state, advancing
+        nothing. xs: None, or the features of each of those steps (`horizon` dicts)."""
+        horizon = _checks.positive_int("horizon", horizon)
+        futures = self._futures(horizon, xs)
+        if self.last_ is None:  # nothing learnt yet
+            return [0.0] * horizon
+        fallback = self._fallback()
+        if fallback is not None:
+            return [fallback] * horizon
+        step = self._forward_step()
+        state = self._engine.state()  # a copy: (h, c) or (h,), each (L, 1, H)
+        level, previous, last_change = self.last_, self._previous, self.last_change_
+        values = []
+        for known in futures:
+            features = [known.get(k) for k in self.keys_]
+            self._fill_inputs(features, level, previous, last_change)
+            out, state = step(self._x, state)
+            value = self._from_output(float(out[0, 0, 0]), level)
+            values.append(value)
+            previous, last_change, level = features, value - level, value
+        self._filled = None  # the input buffer holds the last future step's inputs
+        return values
+
+    def _forward_step(self):
+        """step(x, state) -> (outputs, state): the model forward from an engine-form state, by
+        the trainer's backend (the inputs are the learner's own, already checked)."""
+        model = self.trainer_.model
+        if self.backend == "numpy":
+            from .reference import forward
+            return lambda x, state: forward(model, x, False, state)
+        from . import _native
+        from .engine import predict
+        core = _native.core()
+        return lambda x, state: predict(core, model, x, False, state)
+
+    def _futures(self, horizon, xs):
+        """The future steps' features, checked: a list of `horizon` dicts."""
+        if xs is None:
+            return [{}] * horizon
+        if isinstance(xs, (dict, str, bytes)) or not hasattr(xs, "__len__"):
+            raise TypeError(f"xs must be a list of horizon = {horizon} dicts of features, got "
+                            f"{type(xs).__name__}")
+        if len(xs) != horizon:
+            raise ValueError(f"xs must hold horizon = {horizon} dicts of features, got {len(xs)}")
+        return [self._checked(_numbers(f"xs[{i}]", x), f"xs[{i}]") for i, x in enumerate(xs)]
 
 
 class Classifier(_Online, _ClassifierBase):
@@ -715,22 +831,25 @@ class Classifier(_Online, _ClassifierBase):
         self._y = np.zeros((1, 1), np.int64)
 
 
+LEARNERS = {"Regressor": Regressor, "Classifier": Classifier, "Forecaster": Forecaster}
+
+
 def load(path):
-    """The Regressor or Classifier that `save(path)` wrote, ready to go on."""
+    """The Regressor, Classifier or Forecaster that `save(path)` wrote, ready to go on."""
     header, _ = checkpoint.load_arrays(path, "trainer")
     state = header.get(KIND)
-    if not isinstance(state, dict) or state.get("class") not in ("Regressor", "Classifier"):
+    if not isinstance(state, dict) or state.get("class") not in LEARNERS:
         raise ValueError(f"{path} is a trainer checkpoint, not one of a tbptt.river learner")
     version = state.get("version", 1)
     if not isinstance(version, int) or version > VERSION:
         raise ValueError(f"{path} holds a {state['class']} written by a newer tbptt (online format "
                          f"{version!r}; this one reads up to {VERSION}): upgrade tbptt to go on")
-    if state["class"] == "Regressor" and version < 2:
+    if state["class"] != "Classifier" and version < 2:
         raise ValueError(f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
                          f"and the gate), which this version cannot go on with: start a new one")
     try:
         params = {"recompute": False, **state["params"]}  # files from before it: without
-        learner = {"Regressor": Regressor, "Classifier": Classifier}[state["class"]](**params)
+        learner = LEARNERS[state["class"]](**params)
         learner._restore(state, checkpoint.load_trainer(path))
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has a damaged online-learner header: {error}") from None
