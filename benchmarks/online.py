@@ -517,8 +517,9 @@ def forecaster_table(seeds=3, settings=None):
                   f"{us:,.0f} |", flush=True)
 
 
-FORECASTER_GRID = [  # (label, Forecaster settings changed from the defaults)
-    ("defaults", {}), ("gate=False", {"gate": False}), ("changes=False", {"changes": False}),
+FORECASTER_GRID = [  # (label, Forecaster settings changed from the defaults: gate=False)
+    ("defaults (the Regressor's but gate=False)", {}), ("gate=True (the Regressor's)", {"gate": True}),
+    ("changes=False", {"changes": False}),
     *[(f"lr {lr:g}", {"lr": lr}) for lr in (1e-3, 1e-2)],
     ("k2 10", {"k2": 10}), ("k2 40", {"k2": 40}), ("H 16", {"hidden_size": 16}),
     ("H 64", {"hidden_size": 64}), ("GRU", {"cell": "gru"}), ("recompute=False", {"recompute": False}),

@@ -33,4 +33,4 @@ def test_river_check(name, check):
 
 
 def test_every_learner_is_checked():
-    assert LEARNERS == ["Regressor", "Classifier", "Forecaster"][:len(LEARNERS)] and len(LEARNERS) >= 2
+    assert LEARNERS == ["Regressor", "Classifier", "Forecaster"]

@@ -62,6 +62,8 @@ class Trainer:
     call them. None (the default): one process, and mpi4py is never imported.
     """
 
+    history: History  # the last fit's record: set by `fit`
+
     def __init__(self, model: Recurrent, k1: int, k2: int, loss: str = "mse",
                  optimizer: Optional[Optimizer] = None, clip_norm: Optional[float] = None,
                  backend: str = "cpp", seed: int = 0, comm: Any = None,
