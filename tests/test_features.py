@@ -203,3 +203,41 @@ def test_a_refused_classifier_call_changes_nothing(call, error, match, when):
     assert learner.classes_ == twin.classes_ == ["x", "y", "z"]
     np.testing.assert_array_equal(learner.trainer_.model.flat_parameters,
                                   twin.trainer_.model.flat_parameters)
+
+
+# ---- river's mini-batch protocol: pandas frames -------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_learn_many_and_predict_many(backend):
+    pd = pytest.importorskip("pandas")
+    rows = _samples(60)
+    frame = pd.DataFrame([x for x, _ in rows[:40]])
+    frame.loc[5, "b"] = np.nan  # a missing value
+    rows[5][0].pop("b")
+    one, many = Regressor(hidden_size=8, backend=backend), Regressor(hidden_size=8, backend=backend)
+    for x, y in rows[:40]:
+        one.learn_one(x, y)
+    many.learn_many(frame, pd.Series([y for _, y in rows[:40]]))
+    np.testing.assert_array_equal(one.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters)
+    assert many.imputed_values == 1
+    test = pd.DataFrame([x for x, _ in rows[40:]], index=range(100, 120))
+    predicted = many.predict_many(test)
+    assert list(predicted.index) == list(range(100, 120))
+    np.testing.assert_allclose(predicted.to_numpy(), [one.predict_one(x) for x, _ in rows[40:]],
+                               rtol=1e-6)
+    assert many.predict_one(rows[40][0]) == one.predict_one(rows[40][0])  # nothing advanced
+
+
+def test_classifier_predict_proba_many():
+    pd = pytest.importorskip("pandas")
+    rows = _samples(50)
+    learner = Classifier(hidden_size=8)
+    assert learner.predict_proba_many(pd.DataFrame([rows[0][0]])).shape == (1, 0)
+    learner.learn_many(pd.DataFrame([x for x, _ in rows[:40]]), pd.Series(["u", "v"] * 20))
+    proba = learner.predict_proba_many(pd.DataFrame([x for x, _ in rows[40:]]))
+    assert list(proba.columns) == ["u", "v"]
+    for (x, _), (_, row) in zip(rows[40:], proba.iterrows()):
+        one = learner.predict_proba_one(x)
+        np.testing.assert_allclose([row["u"], row["v"]], [one["u"], one["v"]], rtol=1e-5)
+    labels = learner.predict_many(pd.DataFrame([x for x, _ in rows[40:]]))
+    assert list(labels) == [learner.predict_one(x) for x, _ in rows[40:]]

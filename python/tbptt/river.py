@@ -56,7 +56,7 @@ import numpy as np
 try:
     from river import base
     from river.time_series.base import Forecaster as _ForecasterBase
-    _RegressorBase, _ClassifierBase = base.Regressor, base.Classifier
+    _RegressorBase, _ClassifierBase = base.MiniBatchRegressor, base.MiniBatchClassifier
 except ImportError:  # without river the learners still work (`tbptt online` uses them), as plain classes
     _RegressorBase = _ClassifierBase = _ForecasterBase = object
 
@@ -167,6 +167,12 @@ def _label(name, value):
     if value is None or (isinstance(value, float) and value != value):
         raise TypeError(f"{name} must be a label (a str, int, bool...), got {value!r}")
     return value
+
+
+def _records(X):
+    """The rows of a pandas DataFrame as dicts, without their NaN (pandas' missing value)."""
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+            for row in X.to_dict(orient="records")]
 
 
 def _changes(values, previous):
@@ -387,6 +393,36 @@ class _Online:
             return False
         return True
 
+    def _forward_step(self):
+        """step(x, state) -> (outputs, state): the model forward from an engine-form state, by
+        the trainer's backend (the inputs are the learner's own, already checked)."""
+        model = self.trainer_.model
+        if self.backend == "numpy":
+            from .reference import forward
+            return lambda x, state: forward(model, x, False, state)
+        from . import _native
+        from .engine import predict
+        core = _native.core()
+        return lambda x, state: predict(core, model, x, False, state)
+
+    def _inputs_of(self, rows, fill):
+        """(R, I) network inputs of R rows of features: fill(features) writes one row's into the
+        input buffer."""
+        inputs = np.empty((len(rows), self._x.shape[-1]), self._x.dtype)
+        for r, features in enumerate(rows):
+            fill(features)
+            inputs[r] = self._x[0, 0]
+        self._filled = None
+        return inputs
+
+    def _run_rows(self, inputs):
+        """The network's outputs (R, O) for R input rows (R, I), each as the next step from the
+        carried state, advancing nothing: one engine call, the rows running as R parallel
+        streams from copies of the carried state."""
+        state = tuple(np.repeat(part, len(inputs), axis=1) for part in self._engine.state())
+        out, _ = self._forward_step()(inputs[None], state)
+        return out[0]
+
     def _peek(self):
         self._engine.peek(self._x_step, False, self._out_step)
         return self._out_values[0]
@@ -513,6 +549,20 @@ class _Regression(_Online):
             self._fill_inputs(features, self.last_, self._previous, self.last_change_)
             self._filled = features
         return self._from_output(self._peek(), self.last_)
+
+    def _predict_rows(self, rows):
+        """_predict_sample of each row (dicts), in one engine call."""
+        if self.last_ is None:
+            for row in rows:
+                self._checked(row)
+            return [0.0] * len(rows)
+        features = [self._features(row) for row in rows]
+        fallback = self._fallback()
+        if fallback is not None or not rows:
+            return [fallback] * len(rows)
+        inputs = self._inputs_of(features, lambda f: self._fill_inputs(
+            f, self.last_, self._previous, self.last_change_))
+        return [self._from_output(float(o), self.last_) for o in self._run_rows(inputs)[:, 0]]
 
     def _fallback(self):
         """What to predict while the scale of the network's output is unknown (the last value,
@@ -650,6 +700,22 @@ class Regressor(_Regression, _RegressorBase):
         """The next value predicted from the carried state and x (a dict), advancing nothing."""
         return self._predict_sample(x)
 
+    # river's mini-batch protocol (pandas)
+    def learn_many(self, X, y):
+        """Learn the rows of X (a pandas DataFrame) with the targets y (a Series), in order: they
+        are consecutive steps of the stream, exactly as learn_one row by row (NaN in X: a
+        missing value)."""
+        for x, target in zip(_records(X), y):
+            self._learn_sample(x, target)
+
+    def predict_many(self, X):
+        """predict_one of each row of X (a pandas DataFrame): each row as the next step from the
+        carried state, advancing nothing, all in one engine call (the rows run as parallel
+        streams from copies of the carried state). A pandas Series."""
+        import pandas as pd
+
+        return pd.Series(self._predict_rows(_records(X)), index=X.index, dtype=float)
+
 
 class Forecaster(_Regression, _ForecasterBase):
     """A recurrent net forecasting a stream online, in river's time-series protocol
@@ -709,18 +775,6 @@ class Forecaster(_Regression, _ForecasterBase):
             previous, last_change, level = features, value - level, value
         self._filled = None  # the input buffer holds the last future step's inputs
         return values
-
-    def _forward_step(self):
-        """step(x, state) -> (outputs, state): the model forward from an engine-form state, by
-        the trainer's backend (the inputs are the learner's own, already checked)."""
-        model = self.trainer_.model
-        if self.backend == "numpy":
-            from .reference import forward
-            return lambda x, state: forward(model, x, False, state)
-        from . import _native
-        from .engine import predict
-        core = _native.core()
-        return lambda x, state: predict(core, model, x, False, state)
 
     def _futures(self, horizon, xs):
         """The future steps' features, checked: a list of `horizon` dicts."""
@@ -797,6 +851,38 @@ class Classifier(_Online, _ClassifierBase):
         defined here too so that the class works without river."""
         proba = self.predict_proba_one(x)
         return max(proba, key=proba.get) if proba else None
+
+    # river's mini-batch protocol (pandas)
+    def learn_many(self, X, y):
+        """Learn the rows of X (a pandas DataFrame) with the labels y (a Series), in order:
+        consecutive steps of the stream, exactly as learn_one row by row (NaN: a missing value)."""
+        for x, label in zip(_records(X), y):
+            self.learn_one(x, label)
+
+    def predict_proba_many(self, X):
+        """predict_proba_one of each row of X (a pandas DataFrame), each as the next step from
+        the carried state, in one engine call: a DataFrame, one column per label seen."""
+        import pandas as pd
+
+        rows = _records(X)
+        if self.trainer_ is None or not self.classes_:
+            for row in rows:
+                self._checked(row)
+            return pd.DataFrame(index=X.index)
+        inputs = self._inputs_of([self._features(row) for row in rows], self._fill_inputs)
+        logits = self._run_rows(inputs)[:, :len(self.classes_)].astype(np.float64)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return pd.DataFrame(p, index=X.index, columns=list(self.classes_))
+
+    def predict_many(self, X):
+        """predict_one of each row of X: the most probable label (None before any)."""
+        import pandas as pd
+
+        proba = self.predict_proba_many(X)
+        if proba.shape[1] == 0:
+            return pd.Series([None] * len(X), index=X.index, dtype=object)
+        return proba.idxmax(axis=1)
 
     def _class_id(self, y):
         try:
