@@ -8,6 +8,8 @@ streams and on tbptt's CO2 and sunspot series.
     python benchmarks/online.py --breakdown     # where tbptt's time per sample goes
     python benchmarks/online.py --grid          # the settings that chose tbptt's defaults
     python benchmarks/online.py --classifier    # the Classifier, with and without recompute
+    python benchmarks/online.py --forecaster --seeds 3  # the Forecaster against river's, per horizon
+    python benchmarks/online.py --forecaster-grid   # the settings that chose its defaults
 
 Every learner sees the stream's numeric features and the previous target (river's
 LinearRegression and deep-river get it as a feature "previous"; tbptt and the torch loop take
@@ -259,12 +261,21 @@ def main(argv=None):
     parser.add_argument("--classifier", action="store_true",
                         help="only tbptt's Classifier with and without recompute, on a synthetic "
                              "sequence")
+    parser.add_argument("--forecaster", action="store_true",
+                        help="only the Forecaster against river's forecasters, per horizon")
+    parser.add_argument("--forecaster-grid", action="store_true",
+                        help="only the grid of settings that chose the Forecaster's defaults")
     args = parser.parse_args(argv)
-    import torch
-
     import tbptt
-    torch.set_num_threads(1)
     tbptt.set_num_threads(1)
+    if args.forecaster:
+        forecaster_table(seeds=args.seeds)
+        return
+    if args.forecaster_grid:
+        forecaster_grid()
+        return
+    import torch
+    torch.set_num_threads(1)
     if args.breakdown:
         breakdown(streams(), max(args.rounds, 7))
         return
@@ -388,6 +399,147 @@ def grid(data, seeds=(0, 1, 2)):
             ratios = [statistics.mean(mae(tbptt.river.Regressor(seed=seed, **settings), stream)
                                       for seed in seeds) / last[name]
                       for name, stream in data.items()]
+        print(f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
+              f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |", flush=True)
+
+
+# ---- forecasting: tbptt.river.Forecaster against river's forecasters ------------------------
+
+HORIZON = 12
+SHOWN = (1, 2, 3, 6, 9, 12)  # the horizons of the table (the mean is over all twelve)
+
+
+def series():
+    """{name: (period, [(x, y)])}: river's single time series and tbptt's, as river's
+    `evaluate.evaluate` takes them, without features (x = {}: their only one is the date, which
+    SNARIMAX's regressor cannot take, and river's documentation feeds y alone)."""
+    from river import datasets
+
+    import tbptt
+
+    return {name: (period, [({}, float(y)) for y in values]) for name, period, values in [
+        ("AirlinePassengers", 12, [y for _, y in datasets.AirlinePassengers()]),
+        ("WaterFlow", 24, [y for _, y in datasets.WaterFlow()]),
+        ("CO2 (tbptt)", 52, tbptt.datasets.co2()[1]),
+        ("sunspots (tbptt)", 11, tbptt.datasets.sunspots()[1])]}
+
+
+class LastValueForecaster:
+    """Every future value is the last one seen."""
+
+    def __init__(self):
+        self.last = 0.0
+
+    def learn_one(self, y, x=None):
+        self.last = y
+
+    def forecast(self, horizon, xs=None):
+        return [self.last] * horizon
+
+
+class UntilReady:
+    """A river forecaster that cannot forecast before it has seen a season (Holt-Winters with a
+    period longer than the horizon evaluate.evaluate warms up with): the last value until then."""
+
+    def __init__(self, model):
+        self.model, self.last = model, 0.0
+
+    def learn_one(self, y, x=None):
+        self.model.learn_one(y, x)
+        self.last = y
+
+    def forecast(self, horizon, xs=None):
+        try:
+            return self.model.forecast(horizon, xs)
+        except IndexError:
+            return [self.last] * horizon
+
+
+def forecasters(name, period):
+    """{label: (make(seed) -> forecaster, seeded)}. river's with the settings of river's own
+    documentation: SNARIMAX(p=12, d=1, q=12, m=12, sd=1) and HoltWinters(alpha=0.3, beta=0.1,
+    gamma=0.6, seasonality=12, multiplicative=True) for AirlinePassengers; HoltWinters(alpha=0.3,
+    beta=0.1) for WaterFlow (river's anomaly.ThresholdFilter example); the other series get the
+    AirlinePassengers settings with their own period (additive Holt-Winters: sunspots reach 0)."""
+    from river import time_series
+
+    import tbptt.river
+
+    if name == "WaterFlow":
+        holt = dict(alpha=0.3, beta=0.1, multiplicative=False)
+    else:
+        holt = dict(alpha=0.3, beta=0.1, gamma=0.6, seasonality=period,
+                    multiplicative=name == "AirlinePassengers")
+    return {
+        "tbptt Forecaster": (lambda seed: tbptt.river.Forecaster(seed=seed), True),
+        "SNARIMAX": (lambda seed: time_series.SNARIMAX(p=12, d=1, q=12, m=period, sd=1), False),
+        "Holt-Winters": (lambda seed: UntilReady(time_series.HoltWinters(**holt)), False),
+        "last value": (lambda seed: LastValueForecaster(), False),
+    }
+
+
+def horizon_mae(forecaster, data, horizon=HORIZON):
+    """(MAE at each horizon 1..horizon as river's evaluate.evaluate measures it, seconds per
+    sample of its loop: learn_one and forecast(horizon) at every step)."""
+    from river import evaluate, metrics
+
+    tic = time.perf_counter()
+    metric = evaluate.evaluate(data, forecaster, metrics.MAE(), horizon=horizon)
+    seconds = (time.perf_counter() - tic) / len(data)
+    return [m.get() for m in metric.metrics], seconds
+
+
+def forecaster_table(seeds=3, settings=None):
+    """The forecasting table of docs/online.md: MAE per horizon of each forecaster on each
+    series (tbptt: the mean over seeds), and µs per sample of evaluate's loop (learn_one +
+    forecast(12)); with `settings`, tbptt's Forecaster with those instead of its defaults."""
+    import warnings
+
+    print(f"\nMAE at horizons {', '.join(f'+{h}' for h in SHOWN)} and the mean over +1..+{HORIZON} "
+          f"(river's evaluate.evaluate, horizon {HORIZON}; tbptt: mean over seeds 0..{seeds - 1}); "
+          f"µs per sample of the loop (learn_one + forecast({HORIZON})):\n")
+    print(f"| series | N | forecaster | {' | '.join(f'+{h}' for h in SHOWN)} | mean | µs |")
+    print(f"|---|---:|---|{'---:|' * (len(SHOWN) + 2)}")
+    for name, (period, data) in series().items():
+        for label, (make, seeded) in forecasters(name, period).items():
+            runs = []
+            for seed in range(seeds if seeded else 1):
+                model = make(seed)
+                if settings and seeded:
+                    model = model.clone(settings)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # SNARIMAX's overflows on some series
+                    runs.append(horizon_mae(model, data))
+            mae = np.mean([r[0] for r in runs], axis=0)
+            us = statistics.median(r[1] for r in runs) * 1e6
+            print(f"| {name} | {len(data)} | {label} | "
+                  f"{' | '.join(f'{mae[h - 1]:.4g}' for h in SHOWN)} | {mae.mean():.4g} | "
+                  f"{us:,.0f} |", flush=True)
+
+
+FORECASTER_GRID = [  # (label, Forecaster settings changed from the defaults: gate=False)
+    ("defaults (the Regressor's but gate=False)", {}), ("gate=True (the Regressor's)", {"gate": True}),
+    ("changes=False", {"changes": False}),
+    *[(f"lr {lr:g}", {"lr": lr}) for lr in (1e-3, 1e-2)],
+    ("k2 10", {"k2": 10}), ("k2 40", {"k2": 40}), ("H 16", {"hidden_size": 16}),
+    ("H 64", {"hidden_size": 64}), ("GRU", {"cell": "gru"}), ("recompute=False", {"recompute": False}),
+    ("predict_change=False", {"predict_change": False}),
+]
+
+
+def forecaster_grid(seeds=(0, 1, 2)):
+    """The table that chose the Forecaster's defaults: the mean over horizons 1..12 of the MAE
+    over that of the last value, per series (mean over seeds), one setting changed per row."""
+    import tbptt.river
+
+    data = series()
+    last = {name: np.mean(horizon_mae(LastValueForecaster(), d)[0]) for name, (_, d) in data.items()}
+    print(f"| setting | {' | '.join(name.split()[0] for name in data)} | worst | geometric mean |")
+    print(f"|---|{'---:|' * (len(data) + 2)}")
+    for label, settings in FORECASTER_GRID:
+        ratios = [statistics.mean(np.mean(horizon_mae(tbptt.river.Forecaster(seed=seed, **settings),
+                                                      d)[0]) for seed in seeds) / last[name]
+                  for name, (_, d) in data.items()]
         print(f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
               f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |", flush=True)
 

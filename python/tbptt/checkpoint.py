@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from . import optim
 from ._files import FORMAT, HEADER, VERSION, PathLike, atomic_write, load_arrays, save_arrays
 from ._mpi import Group, rank_path
 from .model import Recurrent, from_config
@@ -93,39 +92,18 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
         model = from_config(header["model"])
         settings = header["trainer"]
         num_streams = settings["num_streams"]
-        optimizer = optim.from_config(settings["optimizer"])
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
     try:
-        trainer = Trainer(model, settings["k1"], settings["k2"], loss=settings["loss"],
-                          optimizer=optimizer, clip_norm=settings["clip_norm"],
-                          backend=settings["backend"] if backend is None else backend, comm=comm,
-                          seed=settings.get("seed", 0),  # files before dropout: no seed
-                          recompute=settings.get("recompute", False))  # nor before recompute
+        trainer = Trainer._from_settings(model, settings, backend=backend, comm=comm)
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
-    trainer.num_streams = num_streams
-    _restore_engine(trainer, {k[len("engine/"):]: v for k, v in arrays.items()
-                              if k.startswith("engine/")}, settings["backend"])
+    trainer._restore_engine({k[len("engine/"):]: v for k, v in arrays.items()
+                             if k.startswith("engine/")}, settings["backend"])
     state = trainer.engine.state()
     engine_streams = None if state is None else state[0].shape[1]
     if engine_streams != num_streams:
         raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "
                          f"{engine_streams}")
     return trainer
-
-
-def _restore_engine(trainer: Trainer, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
-    """Restore a file's engine snapshot into `trainer`'s engine (ValueError if it does not fit).
-    The shared schema suits either backend; a file older than it holds the entries of the backend
-    that wrote it, which that backend translates first when the trainer runs the other."""
-    from ._snapshot import is_shared
-
-    if trainer.backend != written_by and not is_shared(snapshot):
-        writer = Trainer(trainer.model, trainer.k1, trainer.k2, loss=trainer.loss,
-                         optimizer=trainer.optimizer, clip_norm=trainer.clip_norm,
-                         backend=written_by, seed=trainer.seed, recompute=trainer.recompute)
-        writer.engine.restore(snapshot)
-        snapshot = writer.engine.snapshot()
-    trainer.engine.restore(snapshot)

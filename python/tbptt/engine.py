@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _snapshot
+from . import _pickled, _snapshot
 
 if TYPE_CHECKING:
     from ._core import Core          # the compiled modules' interface (types only)
@@ -51,6 +51,9 @@ class CppEngine:
         self._engine = cls(model.flat_parameters, *_shape(model), k1, k2, loss, optimizer,
                            clip_norm, model.dropout, model.head_dropout, seed, recompute)
         self._model, self._k1, self._k2, self._loss = model, k1, k2, loss
+
+    def __reduce_ex__(self, protocol):
+        _pickled.refuse("the C++ engine")  # process-local memory: its trainer pickles instead
 
     def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
               resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:

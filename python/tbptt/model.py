@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _files, _native, _sizes
+from . import _checks, _files, _native, _pickled, _sizes
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -225,6 +225,22 @@ class Recurrent:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the model to `path` atomically (npz with a JSON header; no pickle)."""
         _files.save_arrays(path, {"kind": "model", "config": self.config()}, self.state_dict())
+
+    # ---- pickle and copy.deepcopy --------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """The config and the parameters (tbptt._pickled): the unpickled model has its own
+        aligned `flat_parameters`, bit for bit these."""
+        return _pickled.state("tbptt.model", config=self.config(), parameters=self._flat.copy())
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = _pickled.check(state, "tbptt.model")
+        model = from_config(state["config"])
+        parameters = state["parameters"]
+        if not isinstance(parameters, np.ndarray) or parameters.shape != model._flat.shape \
+                or parameters.dtype != model.dtype:
+            raise ValueError(f"the pickled parameters do not fit {model!r}")
+        model._flat[:] = parameters
+        self.__dict__.update(model.__dict__)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_config().items())

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 import numpy as np
 
-from . import _snapshot
+from . import _pickled, _snapshot
 from .contract import Snapshot, State
 
 if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
@@ -358,6 +358,11 @@ class ReferenceEngine:
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
         self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
+
+    def __reduce_ex__(self, protocol):
+        # a copy of its arrays would not alias its (copied) model's parameters: the trainer
+        # pickles instead, through a snapshot
+        _pickled.refuse("the NumPy reference engine")
 
     # ---- public ------------------------------------------------------------------------------
     @property

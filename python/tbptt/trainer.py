@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, ov
 
 import numpy as np
 
-from . import _checks, _files, _fit, _native, _sizes
+from . import _checks, _files, _fit, _native, _pickled, _sizes
 from .data import ArrayLike
 from .history import History
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam, Optimizer
+from .optim import from_config as optimizer_from_config
 
 if TYPE_CHECKING:
     from .contract import Engine
@@ -60,6 +61,8 @@ class Trainer:
     are broadcast here). `train`, `flush`, `fit` and `save` are then collective: every rank must
     call them. None (the default): one process, and mpi4py is never imported.
     """
+
+    history: History  # the last fit's record: set by `fit`
 
     def __init__(self, model: Recurrent, k1: int, k2: int, loss: str = "mse",
                  optimizer: Optional[Optimizer] = None, clip_norm: Optional[float] = None,
@@ -459,15 +462,73 @@ class Trainer:
         header = {**(extra or {}),
             "kind": "trainer",
             "model": self.model.config(),
-            "trainer": {"k1": self.k1, "k2": self.k2, "loss": self.loss,
-                        "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
-                        "backend": self.backend, "num_streams": self.num_streams,
-                        "seed": self.seed, "recompute": self.recompute},
+            "trainer": self._settings(),
         }
         arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
         arrays.update({f"engine/{key}": np.asarray(value)
                        for key, value in self._engine.snapshot().items()})
         _files.save_arrays(path, header, arrays)
+
+    def _settings(self) -> Dict[str, Any]:
+        """The constructor's arguments but the model and comm, and B: what a trainer file's
+        header and a pickled trainer keep (`_from_settings` builds the trainer again)."""
+        return {"k1": self.k1, "k2": self.k2, "loss": self.loss,
+                "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
+                "backend": self.backend, "num_streams": self.num_streams, "seed": self.seed,
+                "recompute": self.recompute}
+
+    @classmethod
+    def _from_settings(cls, model: Recurrent, settings: Dict[str, Any],
+                       backend: Optional[str] = None, comm: Any = None) -> "Trainer":
+        """A new trainer of `model` with `_settings()` (another backend if given); its engine
+        is fresh: `_restore_engine` next."""
+        trainer = cls(model, settings["k1"], settings["k2"], loss=settings["loss"],
+                      optimizer=optimizer_from_config(settings["optimizer"]),
+                      clip_norm=settings["clip_norm"],
+                      backend=settings["backend"] if backend is None else backend, comm=comm,
+                      seed=settings.get("seed", 0),  # files before dropout: no seed
+                      recompute=settings.get("recompute", False))  # nor before recompute
+        trainer.num_streams = settings["num_streams"]
+        return trainer
+
+    def _restore_engine(self, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
+        """Restore an engine snapshot written by the `written_by` backend (ValueError if it does
+        not fit). The shared schema suits either backend; a file older than it holds the entries
+        of the backend that wrote it, which that backend translates first when this trainer runs
+        the other."""
+        from ._snapshot import is_shared
+
+        if self.backend != written_by and not is_shared(snapshot):
+            writer = Trainer(self.model, self.k1, self.k2, loss=self.loss,
+                             optimizer=self.optimizer, clip_norm=self.clip_norm,
+                             backend=written_by, seed=self.seed, recompute=self.recompute)
+            writer.engine.restore(snapshot)
+            snapshot = writer.engine.snapshot()
+        self._engine.restore(snapshot)
+
+    # ---- pickle and copy.deepcopy -------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """What a checkpoint holds (tbptt._pickled): the model (its config and parameters), the
+        settings, the engine's snapshot in the shared schema, and `best` and `history`. No
+        engine: the unpickled trainer builds its own and restores the snapshot, so it goes on
+        exactly as this one would, in another process, with another instruction-set module.
+        The gradient horizon (a diagnostic) starts afresh, as after `load_trainer`."""
+        if self._group is not None:
+            raise TypeError("a data-parallel Trainer (comm=...) cannot be pickled or copied: its "
+                            "communicator belongs to this process. Trainer.save writes each "
+                            "rank's file; tbptt.load_trainer(path, comm=...) reads them")
+        return _pickled.state("tbptt.Trainer", model=self.model, trainer=self._settings(),
+                              engine=self._engine.snapshot(), best=self.best,
+                              history=self.__dict__.get("history"))
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = _pickled.check(state, "tbptt.Trainer")
+        trainer = Trainer._from_settings(state["model"], state["trainer"])
+        trainer._restore_engine(state["engine"], state["trainer"]["backend"])
+        trainer.best = state["best"]
+        if state["history"] is not None:
+            trainer.history = state["history"]
+        self.__dict__.update(trainer.__dict__)
 
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
