@@ -221,3 +221,26 @@ def test_bad_batch_sizes_are_refused():
         run([2, 2, 2], x=a["x"])
     with pytest.raises(ValueError, match="h0 has shape"):
         run([3, 2, 1])  # B = 3 streams, h0 holds 2
+
+
+@pytest.mark.parametrize("H", [16, 256], ids=["small", "W_hh beyond L2"])
+def test_the_same_bits_on_any_number_of_threads(H):
+    """Pieces of streams (and of the weight gradients) are fixed by the sizes or never change a
+    row's arithmetic: one thread and two give the same bits."""
+    import tbptt
+
+    a = {k: v.astype(np.float32) for k, v in case("lstm", T=5, B=37, I=8, H=H, seed=8).items()}
+    dy = np.random.default_rng(9).standard_normal((5, 37, H)).astype(np.float32)
+    results = []
+    saved = tbptt.get_num_threads()
+    try:
+        for threads in (1, 2):
+            tbptt.set_num_threads(threads)
+            h, h_n, c_n, tape = forward("lstm", a, False, keep=True)
+            grads = core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
+                                             a["b_ih"], a["b_hh"], h, dy, h_n, c_n, True)
+            results.append([h, h_n, c_n, *grads])
+    finally:
+        tbptt.set_num_threads(saved)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
