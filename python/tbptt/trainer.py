@@ -275,7 +275,7 @@ class Trainer:
     def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
             block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
-            patience=None) -> History:
+            patience=None, loss_unit=None) -> History:
         """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
@@ -307,9 +307,14 @@ class Trainer:
             a block that would end past it (judged by the last block's and the last validation's
             durations). The partial epoch is still recorded and validated.
         max_updates: stop after exactly this many updates of this call.
-        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss);
-            when stderr is not a terminal (a log file), a line every 10 s instead. A line per
-            epoch stays either way.
+        progress: show a tqdm bar of the whole run (the larger of the share of its steps and of
+            `max_time` used: it ends when the run does, whichever limit ends it; with the time
+            left, the running loss of the epoch, the validation loss, samples/s); when stderr is
+            not a terminal (a log file), a line every 10 s instead. A line per epoch stays
+            either way.
+        loss_unit: what the bar and the epoch lines show losses in: None (the loss function's
+            own: "nats" for cross_entropy, "mse"), or for cross_entropy "bits" or "bits/char"
+            (loss / ln 2). The History keeps the loss function's own values either way.
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
         callback: `callback(trainer, history)` after every epoch (after validation); a true
             return value stops fit (say, early stopping).
@@ -336,7 +341,7 @@ class Trainer:
             max_time=max_time, max_updates=max_updates, progress=progress, checkpoint=checkpoint,
             callback=callback, block=block, initial_epoch=initial_epoch,
             initial_step=initial_step, schedule=schedule, restore_best=restore_best,
-            patience=patience))
+            patience=patience, loss_unit=loss_unit))
         history = run.run()
         if history.stop_reason == "interrupted":
             message = f"fit interrupted after {run.updates} updates"
