@@ -410,3 +410,9 @@ def test_every_command_logs_lines_without_carriage_returns(tmp_path, capsys, mon
         assert "\r" not in out + err, argv
         if argv[0] in ("train", "sweep"):
             assert "% (" in err or "% of the run" in err, argv  # progress lines were written
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"tbptt {tbptt.__version__}\n"

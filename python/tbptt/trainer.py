@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _checks, _files, _fit, _native, _sizes
 from .data import ArrayLike
+from .errors import Divergence
 from .history import History
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam, Optimizer
@@ -157,10 +158,10 @@ class Trainer:
         step's outputs as the forward pass computed them, before any update that used that
         step's target (test-then-train: the prequential predictions, at no extra cost; logits
         for "cross_entropy").
-        Raises FloatingPointError if an update's loss or gradient is not finite (see
-        docs/semantics.md §3.6); its `losses` attribute holds the losses of the updates this call
-        applied before it (and with return_outputs, its `outputs` attribute the outputs, NaN from
-        the failed update on).
+        Raises tbptt.Divergence (a FloatingPointError) if an update's loss or gradient is not
+        finite (see docs/semantics.md §3.6); its `losses` attribute holds the losses of the
+        updates this call applied before it (and with return_outputs, its `outputs` attribute the
+        outputs, NaN from the failed update on).
         With a comm: collective; every rank passes its own streams and the same T, and gets the
         same global losses. Invalid input on any rank, or ranks with different T, raise on every
         rank (ValueError/TypeError) before any update; a divergence raises on every rank.
@@ -204,15 +205,14 @@ class Trainer:
         if T == 0:
             return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
                 else np.zeros(0)
-        if not return_outputs:
-            return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
-        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype)
+        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype) \
+            if return_outputs else None
         try:
             losses = self._engine.train(x, tokens, y, mask, resets, outputs)
-        except FloatingPointError as error:
-            error.outputs = outputs
-            raise
-        return np.asarray(losses, dtype=np.float64), outputs
+        except FloatingPointError as error:  # either engine's: one class, tbptt.Divergence
+            raise Divergence.of(error, outputs) from None
+        losses = np.asarray(losses, dtype=np.float64)
+        return (losses, outputs) if return_outputs else losses
 
     def predict_next(self, x: ArrayLike) -> np.ndarray:
         """The outputs (B, O) the next step would give for x, (B, I) features or (B,) integer
@@ -238,7 +238,10 @@ class Trainer:
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None
         if no step is pending or no pending position carries loss. With a comm: collective (the
         ranks have the same pending steps, so they make the update together)."""
-        return self._engine.flush()
+        try:
+            return self._engine.flush()
+        except FloatingPointError as error:
+            raise Divergence.of(error) from None
 
     def reset_state(self) -> None:
         """Zero every stream's state before the next step (pending steps stay pending)."""
