@@ -152,7 +152,10 @@ class Trainer:
 
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
         class ids for "cross_entropy". mask: optional (T, B) loss weights. resets: optional (T, B)
-        bool, zero stream b's state before step t.
+        bool, zero stream b's state before step t. Time-major: a batch-first (B, T, I) array, as
+        torch's `batch_first=True` and Keras use, is taken as T = B steps of T streams without
+        an error when its sizes fit (pass x.swapaxes(0, 1)); once the trainer's B is known, an x
+        whose first axis is that B is refused with a hint.
         Returns the loss of each update made in this call (float64 array); with
         return_outputs=True, `(losses, outputs)`: outputs (T, B, O) of the model's dtype, each
         step's outputs as the forward pass computed them, before any update that used that
@@ -196,7 +199,8 @@ class Trainer:
             self.num_streams = B
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
-                             f"B = {self.num_streams} (x.shape[1] must stay the same)")
+                             f"B = {self.num_streams} (x.shape[1] must stay the same)"
+                             + _checks.batch_first_hint(x.shape, self.num_streams))
         return x, tokens, y, mask, resets
 
     def _train(self, x, tokens, y, mask, resets, *, return_outputs=False):
