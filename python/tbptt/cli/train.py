@@ -78,7 +78,8 @@ def add_parser(commands) -> None:
                        help="stop after this many epochs without a better validation loss")
     train.add_argument("--epochs", type=_args.number(int, 0), help="passes over the training data")
     train.add_argument("--max-time", type=_args.number(float, 0, strict=False), metavar="SECONDS",
-                       help="stop training after this long (default 90; 0: no limit)")
+                       help="stop training after this long (default 110 for text, 90 otherwise; "
+                            "0: no limit)")
     train.add_argument("--threads", type=_args.number(int, 0),
                        help="the most threads of the C++ engine (default: every core; per update "
                             "it uses one or all, whichever it measured faster, and the results do "
