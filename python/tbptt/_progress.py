@@ -43,7 +43,8 @@ class LineProgress:
     50 s elapsed, about 61 s left, loss 2.3151 bits/char, 12,345 samples/s"."""
 
     def __init__(self, total: float, unit: Optional[str] = "sample"):
-        self.total, self.unit, self.n, self.description, self.postfix = total, unit, 0, "", ""
+        self.total, self.unit, self.description, self.postfix = total, unit, "", ""
+        self.n: float = 0  # samples, or the share of the run
         self._start = self._last = time.monotonic()
 
     def set_description(self, description: str) -> None:
