@@ -369,3 +369,14 @@ def test_bad_data():
     with pytest.raises(TypeError, match="Task"):
         trainer.fit(tbptt.datasets.echo(10, 2, 1), y)
     assert trainer.updates == 0
+
+
+def test_history_plot_labels_its_unit(tmp_path):
+    pytest.importorskip("matplotlib")
+    x, y = mse_data()
+    history = mse_trainer().fit(x, y, epochs=1, progress=False)
+    history.plot(tmp_path / "loss.png", loss_unit="mse")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="loss_unit must be one of 'nats', 'bits', 'bits/char', "
+                                         "'mse' or None, got 'furlongs'"):
+        history.plot(tmp_path / "x.png", loss_unit="furlongs")
