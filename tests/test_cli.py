@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tbptt
-from tbptt import cli
+from tbptt import _files, _progress, cli
 from tbptt.cli import _folder as cli_folder, train as cli_train
 
 
@@ -90,11 +90,28 @@ def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task, expect", [("echo", "accuracy"), ("adding", "loss"),
-                                          ("copy", "accuracy"), ("co2", "RMSE"), ("sunspots", "RMSE")])
+                                          ("copy", "accuracy"), ("co2", "MSE"), ("sunspots", "MSE")])
 def test_train_tasks(task, expect, tmp_path, capsys):
     assert cli.main(["train", "--task", task, "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
     assert f"validation: {expect}" in capsys.readouterr().out
     assert (tmp_path / "model.npz").exists()
+
+
+def test_the_rmse_printed_is_the_one_in_forecast_png(tmp_path, capsys, monkeypatch):
+    """One computation (cli.train._held_out) gives the printed RMSEs, the model file's and the
+    legend of forecast.png."""
+    pytest.importorskip("matplotlib")
+    drawn = []
+    monkeypatch.setattr(cli_train.forecast, "plot", lambda path, title, lines: drawn.extend(lines))
+    assert cli.main(["train", "--task", "co2", "--epochs", "2", "--out", str(tmp_path), *TINY]) == 0
+    printed = capsys.readouterr().out
+    legend = [label for _, _, label, _ in drawn]
+    results = _files.load_arrays(str(tmp_path / "model.npz"), "model")[0]["results"]
+    model_rmse, naive_rmse = f"{results['val_rmse']:.4g}", f"{results['persistence_rmse']:.4g}"
+    assert legend[1] == f"model, one step ahead (RMSE {model_rmse})"
+    assert legend[2] == f"last value (RMSE {naive_rmse})"
+    assert f"RMSE {model_rmse} in the data's units; predicting the last value: RMSE {naive_rmse}" \
+        in printed
 
 
 def test_train_with_recompute_keeps_it_in_the_trainer_file(tmp_path, capsys):
@@ -369,3 +386,33 @@ def test_the_text_defaults_are_the_studys_choice():
     args = cli._parser().parse_args(["train", "--task", "echo"])
     cli_train._fill_defaults(args)
     assert (args.cell, args.dropout, args.schedule) == ("lstm", 0.0, "constant")
+
+
+def test_every_command_logs_lines_without_carriage_returns(tmp_path, capsys, monkeypatch):
+    """Standard error in a file (not a terminal): every command writes whole lines, as `train`
+    does (a progress line every LINE_INTERVAL seconds, 0 here so that each block writes one),
+    never a redrawn bar's carriage returns."""
+    monkeypatch.setattr(_progress, "LINE_INTERVAL", 0.0)
+    small = ["--hidden", "4", "--threads", "1"]
+    run = str(tmp_path / "run")
+    commands = [
+        ["train", "--task", "co2", "--epochs", "2", "--out", run, *small],
+        ["sweep", "--task", "echo", "--k1", "2,4", "--k2", "4", "--steps", "200", "--points", "2",
+         "--batch", "3", "--out", str(tmp_path / "sweep"), *small],
+        ["forecast", run, "--steps", "5", "--plot", str(tmp_path / "ahead.png")],
+        ["info", run],
+        ["bench", "--config", "1,4,5,5", "--budget", "0.01", "--repeats", "1", "--no-torch",
+         "--threads", "1"],
+    ]
+    for argv in commands:
+        assert cli.main(argv) == 0, argv
+        out, err = capsys.readouterr()
+        assert "\r" not in out + err, argv
+        if argv[0] in ("train", "sweep"):
+            assert "% (" in err or "% of the run" in err, argv  # progress lines were written
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"tbptt {tbptt.__version__}\n"

@@ -164,3 +164,23 @@ def test_the_error_carries_the_losses_of_the_updates_applied_before_it(backend):
     assert len(good) == 4
     np.testing.assert_array_equal(error.value.losses, good)
     np.testing.assert_array_equal(trainer.model.flat_parameters, reference.model.flat_parameters)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_backends_raise_tbptt_divergence_from_train_and_flush(backend):
+    """One importable class, whichever engine raised: `except tbptt.Divergence` (or, as before,
+    FloatingPointError), with the losses applied before it and, when asked, the outputs."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, B, I)), rng.normal(size=(30, B, O))
+    y[22] = 1e200  # update 5 overflows
+    trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
+                            optimizer=tbptt.SGD(0.01), backend=backend)
+    with pytest.raises(tbptt.Divergence, match="update 5") as error:
+        trainer.train(x, y, return_outputs=True)
+    assert type(error.value) is tbptt.Divergence and isinstance(error.value, FloatingPointError)
+    assert error.value.losses.shape == (4,) and np.isnan(error.value.outputs[-1]).all()
+    trainer.train(x[:K + 2], y[:K + 2])  # a good update, then 2 steps pending
+    y_bad = np.full((2, B, O), 1e200)
+    trainer.train(x[:2], y_bad)  # pending: 4 steps, 2 of them overflow
+    with pytest.raises(tbptt.Divergence):
+        trainer.flush()

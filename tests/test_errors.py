@@ -488,3 +488,22 @@ def test_optimizers_round_trip_through_their_config():
         again = tbptt.optim.from_config(opt.config())
         assert type(again) is type(opt) and again.config() == opt.config() and repr(again) == repr(opt)
     assert tbptt.optim.from_config({"name": "sgd", "lr": 0.1, "momentum": 0.0}).weight_decay == 0.0
+
+
+def test_a_batch_first_array_is_named_when_the_shape_can_tell():
+    """The batch-first trap: once B is known (the trainer's first call, a state), an x whose first
+    axis is that B and whose second is not gets a hint to swap the axes."""
+    model = tbptt.LSTM(3, 4, 2, seed=0)
+    trainer = tbptt.Trainer(model, 5, 5)
+    rng = np.random.default_rng(0)
+    trainer.train(rng.normal(size=(20, 8, 3)), rng.normal(size=(20, 8, 2)))  # T = 20, B = 8
+    batch_first = rng.normal(size=(8, 20, 3))
+    with pytest.raises(ValueError, match=r"x has B = 20 .* B = 8 .*is x batch-first, \(B, T, \.\.\.\)\? "
+                                         r".*x\.swapaxes\(0, 1\)"):
+        trainer.train(batch_first, rng.normal(size=(8, 20, 2)))
+    with pytest.raises(ValueError, match=r"x has B = 6 streams") as error:  # no hint: not B first
+        trainer.train(rng.normal(size=(20, 6, 3)), rng.normal(size=(20, 6, 2)))
+    assert "batch-first" not in str(error.value)
+    _, state = model.predict(rng.normal(size=(20, 8, 3)))
+    with pytest.raises(ValueError, match=r"state\[0\] \(h\) must have shape .*is x batch-first"):
+        model.predict(batch_first, state)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tbptt
+from tbptt import _fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,9 +85,44 @@ def test_progress_to_a_log_is_a_line_every_few_seconds(monkeypatch, capsys):
     mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
     lines = capsys.readouterr().err.splitlines()
     assert "\r" not in "".join(lines) and len(lines) == 2 * (4 + 1)
-    assert lines[0].startswith("epoch 1/2: 25% (30/120 samples), loss ") and "samples/s" in lines[0]
-    assert lines[3].startswith("epoch 1/2: 100% (120/120 samples)")
-    assert lines[4].startswith("epoch 1/2: loss") and lines[5].startswith("epoch 2/2: 25%")
+    # the share of the whole run (2 epochs), not of the epoch; the loss in the loss function's unit
+    assert lines[0].startswith("epoch 1/2: 12% of the run, 0 s elapsed, about 0 s left, loss ")
+    assert " mse, " in lines[0] and lines[0].endswith(" samples/s")
+    assert lines[3].startswith("epoch 1/2: 50% of the run")
+    assert lines[4].startswith("epoch 1/2: loss") and lines[5].startswith("epoch 2/2: 62%")
+    assert lines[8].startswith("epoch 2/2: 100% of the run") and "left" not in lines[8]
+
+
+def test_progress_counts_against_the_time_budget_that_ends_the_run(monkeypatch, capsys):
+    """With max_time the bar is the larger of the steps' and the budget's share, and says the
+    budget: a run of 100 epochs that the budget ends after a few shows its share of the budget."""
+    from tbptt import _progress
+    x, y = mse_data(T=40)
+    monkeypatch.setattr(_progress, "LINE_INTERVAL", 0.0)
+    clock = iter(range(10_000))  # every perf_counter call: one second later
+    monkeypatch.setattr(_fit.time, "perf_counter", lambda: float(next(clock)))
+    history = mse_trainer().fit(x, y, epochs=100, block=10, progress=True, max_time=60)
+    assert history.stop_reason == "max_time" and history.epochs < 100
+    lines = [line for line in capsys.readouterr().err.splitlines() if "of the run" in line]
+    assert lines[0].startswith("epoch 1/100 (60 s budget): ")
+    shares = [int(line.split(": ")[1].split("%")[0]) for line in lines]
+    assert shares == sorted(shares) and shares[-1] >= 90  # not 4% (the steps' share)
+
+
+def test_cross_entropy_losses_shown_in_bits_when_asked(monkeypatch, capsys):
+    task = tbptt.datasets.echo(60, 2, delay=2, seed=0)
+    trainer = tbptt.Trainer(tbptt.LSTM(task.input_size, 8, task.output_size, seed=0), 5, 5,
+                            loss="cross_entropy")
+    history = trainer.fit(task, epochs=1, progress=True, loss_unit="bits/char")
+    line = capsys.readouterr().err.splitlines()[-1]
+    bits = history.train_loss[-1] / np.log(2)
+    assert line.startswith(f"epoch 1/1: loss {bits:.4f} bits/char")
+    trainer.fit(task, epochs=1, progress=True)
+    assert " nats" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="loss_unit must be one of 'nats', 'bits', 'bits/char'"):
+        trainer.fit(task, epochs=1, loss_unit="bit")
+    with pytest.raises(ValueError, match="loss_unit must be one of 'mse' or None for loss='mse'"):
+        mse_trainer().fit(*mse_data(), loss_unit="bits")
 
 
 def test_progress_on_a_terminal_is_a_redrawn_bar(monkeypatch, capsys):
@@ -333,3 +369,14 @@ def test_bad_data():
     with pytest.raises(TypeError, match="Task"):
         trainer.fit(tbptt.datasets.echo(10, 2, 1), y)
     assert trainer.updates == 0
+
+
+def test_history_plot_labels_its_unit(tmp_path):
+    pytest.importorskip("matplotlib")
+    x, y = mse_data()
+    history = mse_trainer().fit(x, y, epochs=1, progress=False)
+    history.plot(tmp_path / "loss.png", loss_unit="mse")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="loss_unit must be one of 'nats', 'bits', 'bits/char', "
+                                         "'mse' or None, got 'furlongs'"):
+        history.plot(tmp_path / "x.png", loss_unit="furlongs")

@@ -4,6 +4,7 @@ fast on CPUs."""
 from .model import LSTM, GRU, RNN
 from .optim import SGD, Adam, AdamW
 from .trainer import Trainer
+from .errors import Divergence
 from .schedules import Schedule
 from .history import History
 from .generate import generate
@@ -15,6 +16,6 @@ from .sweep_report import sweep_table, plot_sweep, write_sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "GRU", "RNN", "Trainer", "Schedule", "History", "SGD", "Adam", "AdamW", "generate", "load",
+__all__ = ["LSTM", "GRU", "RNN", "Trainer", "Divergence", "Schedule", "History", "SGD", "Adam", "AdamW", "generate", "load",
            "load_trainer", "data", "datasets", "set_num_threads", "get_num_threads", "build_info", "sweep", "sweep_table",
            "plot_sweep", "write_sweep", "__version__"]

@@ -76,6 +76,16 @@ def float_array(name, value, dtype, shape):
     return _convert(name, array, dtype)
 
 
+def batch_first_hint(shape, B) -> str:
+    """The end of an error about x's B, when x's shape can tell: its first axis is the B expected
+    and its second is not, so it looks batch-first, (B, T, ...). A batch-first array whose T and B
+    are both unknown cannot be told from a time-major one (both are 3-D): the docs warn."""
+    if len(shape) >= 2 and shape[0] == B != shape[1]:
+        return (f"; x.shape[0] = {B} is that B: is x batch-first, (B, T, ...)? tbptt's arrays are "
+                "time-major, (T, B, ...): pass x.swapaxes(0, 1) (and the same for y, mask, resets)")
+    return ""
+
+
 def inputs(name, value, input_size, dtype):
     """Model inputs: (T, B) integer token ids, or (T, B, I) features. Returns (array, is_tokens)."""
     array = numeric_array(name, value)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _blocks, _checks, _progress, schedules
+from . import _blocks, _checks, _progress, _units, schedules
 from .datasets import Task
 from .history import History
 
@@ -82,6 +82,7 @@ class Options:
     progress: bool
     checkpoint: Any
     callback: Callable | None
+    unit: _units.Unit = _units.Unit("", 1.0)  # what the bar and the epoch lines show losses in
     samples_per_step: int = 0  # B, or the sum of every rank's B
 
     @property
@@ -95,7 +96,7 @@ class Options:
 
 def options(trainer, x, y, mask, resets, *, epochs, validation, reset, max_time, max_updates,
             progress, checkpoint, callback, block, initial_epoch, initial_step, schedule,
-            restore_best, patience) -> Options:
+            restore_best, patience, loss_unit=None) -> Options:
     """fit's arguments checked and completed (the default block, MPI's common values)."""
     data = arrays(x, y, mask, resets)
     T, B = data[0].shape[0], data[0].shape[1]
@@ -116,7 +117,8 @@ def options(trainer, x, y, mask, resets, *, epochs, validation, reset, max_time,
                    initial_epoch, initial_step, _blocks.Resets(reset, data[3]), max_time,
                    max_updates, _checks.positive_int("block", block), schedule, restore_best,
                    None if patience is None else _checks.positive_int("patience", patience),
-                   progress, checkpoint, callback, samples_per_step=B)
+                   progress, checkpoint, callback, _units.unit(loss_unit, trainer.loss),
+                   samples_per_step=B)
     return _agree(trainer._group, opts)
 
 
@@ -179,7 +181,8 @@ class Run:
         """Every epoch until one stops the fit; then the learning rate and, with restore_best,
         the best parameters go back into place."""
         opts, history = self.opts, self.history
-        self.bar = _progress.bar(opts.T * opts.samples_per_step, enabled=opts.progress)
+        self.bar = _progress.bar(1.0, enabled=opts.progress, unit=None)  # the run's share
+        self.shown = 0.0  # of the run, on the bar
         try:
             with _deferred_interrupt() as self.interrupted:
                 for epoch in range(opts.initial_epoch, opts.epochs):
@@ -196,9 +199,8 @@ class Run:
     def _epoch(self, epoch: int) -> bool:
         """Train, record and validate one epoch; True if the fit stops after it."""
         opts, history = self.opts, self.history
-        if epoch > opts.initial_epoch:
-            self.bar.reset()
-        self.bar.set_description(f"epoch {epoch + 1}/{opts.epochs}")
+        self.bar.set_description(f"epoch {epoch + 1}/{opts.epochs}" + (
+            f" ({opts.max_time:g} s budget)" if opts.max_time else ""))
         sums = _Epoch()
         first = opts.initial_step if epoch == opts.initial_epoch else 0
         for block in _blocks.blocks(opts.T, epoch * opts.T + first, (epoch + 1) * opts.T,
@@ -211,7 +213,8 @@ class Run:
         if opts.validation is not None and history.stop_reason != "interrupted":
             self._validate(epoch)
         if opts.progress:
-            self.bar.write(f"epoch {epoch + 1}/{opts.epochs}: " + _summary(history), sys.stderr)
+            self.bar.write(f"epoch {epoch + 1}/{opts.epochs}: " + _summary(history, opts.unit),
+                           sys.stderr)
         if not history.stop_reason:
             history.stop_reason = self._after_epoch()
         return bool(history.stop_reason)
@@ -262,10 +265,17 @@ class Run:
         self.history.resume_at = _blocks.position(block, self.opts.T)
         self.history._losses.append(new)
         sums.loss_sum, sums.loss_count = sums.loss_sum + float(new.sum()), sums.loss_count + new.size
-        if new.size:
-            self.bar.set_postfix(_postfix(sums.loss_sum / sums.loss_count, self.history),
-                                 refresh=False)
-        self.bar.update(samples)
+        if not self.opts.progress:
+            return
+        elapsed = time.perf_counter() - self.start
+        if sums.loss_count:
+            rate = (self.history.samples + sums.samples) / elapsed if elapsed > 0 else 0.0
+            self.bar.set_postfix_str(_postfix(sums.loss_sum / sums.loss_count, self.history,
+                                              self.opts.unit, rate), refresh=False)
+        share = schedules.progress(block.step + block.end - block.start,
+                                   self.opts.epochs * self.opts.T, elapsed, self.opts.max_time)
+        self.bar.update(max(0.0, share - self.shown))
+        self.shown = max(self.shown, share)
 
     def _stop_after_block(self, last: float, steps: int) -> str:
         """Ctrl-C, max_updates, or max_time if one more block and a validation would overrun it;
@@ -335,19 +345,20 @@ class Run:
 
 # ---- the bar and Ctrl-C -----------------------------------------------------------------------
 
-def _postfix(loss: float, history: History) -> dict:
-    """The bar's text besides tqdm's samples/s: the epoch's running mean loss, the last val_loss."""
-    postfix = {"loss": f"{loss:.4f}"}
+def _postfix(loss: float, history: History, unit: _units.Unit, rate: float) -> str:
+    """The bar's text after the time: the epoch's running mean loss, the last val_loss, the
+    samples per second of the fit so far."""
+    parts = [f"loss {unit.show(loss)}"]
     if history.val_loss:
-        postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"
-    return postfix
+        parts.append(f"val_loss {unit.show(history.val_loss[-1])}")
+    return ", ".join(parts + [f"{rate:,.0f} samples/s"])
 
 
-def _summary(history: History) -> str:
+def _summary(history: History, unit: _units.Unit) -> str:
     """One line about the last epoch of `history`."""
-    parts = [f"loss {history.train_loss[-1]:.4f}"]
+    parts = [f"loss {unit.show(history.train_loss[-1])}"]
     if len(history.val_loss) == history.epochs:
-        parts.append(f"val_loss {history.val_loss[-1]:.4f}")
+        parts.append(f"val_loss {unit.show(history.val_loss[-1])}")
     if len(history.val_accuracy) == history.epochs:
         parts.append(f"val_accuracy {history.val_accuracy[-1]:.4f}")
     parts.append(f"{history.samples_per_s[-1]:,.0f} samples/s")

@@ -122,15 +122,17 @@ class History:
         self.stop_reason, self.diverged = later.stop_reason, later.diverged
         self.resume_at = later.resume_at
 
-    def plot(self, path) -> None:
+    def plot(self, path, loss_unit: Optional[str] = None) -> None:
         """Write a PNG of the loss curves (atomically): every update's loss (and a running mean)
         against the update index, with each epoch's train and validation loss at the update where
-        it ended."""
-        from . import _plots
+        it ended. loss_unit: the unit on the axis, "nats", "bits", "bits/char" (the losses
+        divided by ln 2) or "mse"; None: the axis says "loss" alone."""
+        from . import _plots, _units
 
+        unit = _units.unit(loss_unit)
         fig = _plots.figure("History.plot's curves", figsize=(8, 4.5))
         ax = fig.add_subplot()
-        losses = self.losses
+        losses = self.losses * unit.factor
         updates = np.arange(1, losses.size + 1)
         ax.plot(updates, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="update loss")
         width = max(1, losses.size // 50)
@@ -140,12 +142,13 @@ class History:
                     label=f"running mean ({width} updates)")
         ends = np.asarray(self.epoch_updates)
         if ends.size:
-            ax.plot(ends, self.train_loss, "o-", color="tab:green", label="train (epoch mean)")
+            ax.plot(ends, np.asarray(self.train_loss) * unit.factor, "o-", color="tab:green",
+                    label="train (epoch mean)")
         if self.val_loss:
-            ax.plot(ends[:len(self.val_loss)], self.val_loss, "s-", color="tab:red",
-                    label="validation")
+            ax.plot(ends[:len(self.val_loss)], np.asarray(self.val_loss) * unit.factor, "s-",
+                    color="tab:red", label="validation")
         ax.set_xlabel("update")
-        ax.set_ylabel("loss")
+        ax.set_ylabel(f"loss ({unit.label})" if unit.label else "loss")
         ax.grid(alpha=0.3)
         ax.legend()
         _plots.save(fig, path)

@@ -199,7 +199,9 @@ class Recurrent:
     def predict(self, x: Any, state: Any = None) -> Tuple[np.ndarray, Any]:
         """Run the model forward over `x` from `state` (zeros if None).
 
-        x: (T, B, I) features, or (T, B) integer token ids in [0, input_size).
+        x: (T, B, I) features, or (T, B) integer token ids in [0, input_size). Time-major: a
+            batch-first (B, T, I) array is taken as B steps of T streams without an error (pass
+            x.swapaxes(0, 1)); with a `state`, whose B is known, the error says so.
         state: LSTM: a tuple (h, c); GRU and RNN: h; each (num_layers, B, H).
         Returns outputs (T, B, O) and the final state, of the same kind as `state`.
         """
@@ -207,7 +209,15 @@ class Recurrent:
         T, B = x.shape[0], x.shape[1]
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
-        parts = self._state_parts(state, B)
+        try:
+            parts = self._state_parts(state, B)
+        except ValueError as error:
+            first = state[0] if isinstance(state, (tuple, list)) and state else state
+            state_B = np.shape(first)[1] if np.ndim(first) == 3 else None
+            hint = _checks.batch_first_hint(x.shape, state_B) if state_B is not None else ""
+            if not hint:
+                raise
+            raise ValueError(f"{error}{hint}") from None
         if T == 0:
             return (np.zeros((0, B, self.output_size), self.dtype),
                     self._user_state([a.copy() for a in parts]))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _blocks, _checks, _fit, _sizes
+from . import _blocks, _checks, _fit, _progress, _sizes
 from ._rss import PeakRSS
 from .datasets import Task
 from .model import build
@@ -72,7 +72,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     optimizer: `tbptt.Adam` / `tbptt.SGD` settings (default `Adam()`), copied per configuration.
     clip_norm, backend, recompute: as for `Trainer`.
     points: points of the learning curve (blocks of steps / points steps each).
-    progress: a tqdm bar over all configurations' steps.
+    progress: a tqdm bar over all configurations' steps (in a log: a line every 10 s).
     callback: `callback(row)` after each configuration (say, to print it).
     comm: an mpi4py communicator: the configurations are spread over its ranks (rank r trains
         configurations r, r + R, ...; each one in one process, on all the data), and every rank
@@ -204,10 +204,8 @@ class _Study:
 
     def train_all(self, share: list, show_progress: bool, report: Callable | None) -> list:
         """The rows of the configurations in `share`, in order."""
-        from tqdm.auto import tqdm
-        B = self.data[0].shape[1]
-        bar = tqdm(total=len(share) * self.steps * B, unit="sample", unit_scale=True,
-                   disable=not show_progress, dynamic_ncols=True, leave=False)
+        B = self.data[0].shape[1]  # a redrawn bar on a terminal, a line every 10 s in a log
+        bar = _progress.bar(len(share) * self.steps * B, enabled=show_progress)
         rows = []
         try:
             for k1, k2, policy in share:

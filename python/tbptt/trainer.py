@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _checks, _files, _fit, _native, _pickled, _sizes
 from .data import ArrayLike
+from .errors import Divergence
 from .history import History
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam, Optimizer
@@ -154,16 +155,19 @@ class Trainer:
 
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
         class ids for "cross_entropy". mask: optional (T, B) loss weights. resets: optional (T, B)
-        bool, zero stream b's state before step t.
+        bool, zero stream b's state before step t. Time-major: a batch-first (B, T, I) array, as
+        torch's `batch_first=True` and Keras use, is taken as T = B steps of T streams without
+        an error when its sizes fit (pass x.swapaxes(0, 1)); once the trainer's B is known, an x
+        whose first axis is that B is refused with a hint.
         Returns the loss of each update made in this call (float64 array); with
         return_outputs=True, `(losses, outputs)`: outputs (T, B, O) of the model's dtype, each
         step's outputs as the forward pass computed them, before any update that used that
         step's target (test-then-train: the prequential predictions, at no extra cost; logits
         for "cross_entropy").
-        Raises FloatingPointError if an update's loss or gradient is not finite (see
-        docs/semantics.md §3.6); its `losses` attribute holds the losses of the updates this call
-        applied before it (and with return_outputs, its `outputs` attribute the outputs, NaN from
-        the failed update on).
+        Raises tbptt.Divergence (a FloatingPointError) if an update's loss or gradient is not
+        finite (see docs/semantics.md §3.6); its `losses` attribute holds the losses of the
+        updates this call applied before it (and with return_outputs, its `outputs` attribute the
+        outputs, NaN from the failed update on).
         With a comm: collective; every rank passes its own streams and the same T, and gets the
         same global losses. Invalid input on any rank, or ranks with different T, raise on every
         rank (ValueError/TypeError) before any update; a divergence raises on every rank.
@@ -198,7 +202,8 @@ class Trainer:
             self.num_streams = B
         elif B != self.num_streams:
             raise ValueError(f"x has B = {B} streams, but this trainer was started with "
-                             f"B = {self.num_streams} (x.shape[1] must stay the same)")
+                             f"B = {self.num_streams} (x.shape[1] must stay the same)"
+                             + _checks.batch_first_hint(x.shape, self.num_streams))
         return x, tokens, y, mask, resets
 
     def _train(self, x, tokens, y, mask, resets, *, return_outputs=False):
@@ -207,15 +212,14 @@ class Trainer:
         if T == 0:
             return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
                 else np.zeros(0)
-        if not return_outputs:
-            return np.asarray(self._engine.train(x, tokens, y, mask, resets), dtype=np.float64)
-        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype)
+        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype) \
+            if return_outputs else None
         try:
             losses = self._engine.train(x, tokens, y, mask, resets, outputs)
-        except FloatingPointError as error:
-            error.outputs = outputs
-            raise
-        return np.asarray(losses, dtype=np.float64), outputs
+        except FloatingPointError as error:  # either engine's: one class, tbptt.Divergence
+            raise Divergence.of(error, outputs) from None
+        losses = np.asarray(losses, dtype=np.float64)
+        return (losses, outputs) if return_outputs else losses
 
     def predict_next(self, x: ArrayLike) -> np.ndarray:
         """The outputs (B, O) the next step would give for x, (B, I) features or (B,) integer
@@ -241,7 +245,10 @@ class Trainer:
         """Make the update over the pending steps (fewer than k1) now. Returns its loss, or None
         if no step is pending or no pending position carries loss. With a comm: collective (the
         ranks have the same pending steps, so they make the update together)."""
-        return self._engine.flush()
+        try:
+            return self._engine.flush()
+        except FloatingPointError as error:
+            raise Divergence.of(error) from None
 
     def reset_state(self) -> None:
         """Zero every stream's state before the next step (pending steps stay pending)."""
@@ -278,7 +285,7 @@ class Trainer:
     def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
             block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
-            patience=None) -> History:
+            patience=None, loss_unit=None) -> History:
         """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
@@ -310,9 +317,14 @@ class Trainer:
             a block that would end past it (judged by the last block's and the last validation's
             durations). The partial epoch is still recorded and validated.
         max_updates: stop after exactly this many updates of this call.
-        progress: show a tqdm bar (samples/s, the running loss of the epoch, validation loss);
-            when stderr is not a terminal (a log file), a line every 10 s instead. A line per
-            epoch stays either way.
+        progress: show a tqdm bar of the whole run (the larger of the share of its steps and of
+            `max_time` used: it ends when the run does, whichever limit ends it; with the time
+            left, the running loss of the epoch, the validation loss, samples/s); when stderr is
+            not a terminal (a log file), a line every 10 s instead. A line per epoch stays
+            either way.
+        loss_unit: what the bar and the epoch lines show losses in: None (the loss function's
+            own: "nats" for cross_entropy, "mse"), or for cross_entropy "bits" or "bits/char"
+            (loss / ln 2). The History keeps the loss function's own values either way.
         checkpoint: a path; on KeyboardInterrupt `self.save(checkpoint)` runs before re-raising.
         callback: `callback(trainer, history)` after every epoch (after validation); a true
             return value stops fit (say, early stopping).
@@ -339,7 +351,7 @@ class Trainer:
             max_time=max_time, max_updates=max_updates, progress=progress, checkpoint=checkpoint,
             callback=callback, block=block, initial_epoch=initial_epoch,
             initial_step=initial_step, schedule=schedule, restore_best=restore_best,
-            patience=patience))
+            patience=patience, loss_unit=loss_unit))
         history = run.run()
         if history.stop_reason == "interrupted":
             message = f"fit interrupted after {run.updates} updates"

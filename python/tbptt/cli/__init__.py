@@ -1,7 +1,7 @@
-"""The `tbptt` command: train an LSTM with TBPTT(k1, k2) on built-in or your own data, sample from
-it, and describe the files it wrote.
+"""The `tbptt` command: train a recurrent model with TBPTT(k1, k2) on built-in or your own data,
+sample from it, and describe the files it wrote.
 
-    tbptt train                              char-level LSTM on Shakespeare, about 2 minutes
+    tbptt train                              char-level GRU on Shakespeare, a 110 s budget
     tbptt train --data notes.txt             your text
     tbptt train --data log.csv --column load next-step prediction of a numeric column (MSE)
     tbptt train --task echo|adding|copy|co2|sunspots
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from . import bench, forecast, generate, info, online, sweep, train
 
 COMMANDS = (train, generate, forecast, online, info, sweep, bench)  # in --help's order
@@ -39,8 +40,10 @@ COMMANDS = (train, generate, forecast, online, info, sweep, bench)  # in --help'
 
 def _parser() -> argparse.ArgumentParser:
     """`tbptt`'s parser: one subparser per command, whose `run` is set as args.run."""
-    parser = argparse.ArgumentParser(prog="tbptt", description="Train LSTMs with Truncated "
-                                     "Backpropagation Through Time, TBPTT(k1, k2).")
+    parser = argparse.ArgumentParser(prog="tbptt", description="Train LSTMs, GRUs and Elman RNNs "
+                                     "with Truncated Backpropagation Through Time, TBPTT(k1, k2), "
+                                     "on CPUs.")
+    parser.add_argument("--version", action="version", version=f"tbptt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for command in COMMANDS:

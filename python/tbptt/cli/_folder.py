@@ -38,14 +38,15 @@ def load_model(path: str) -> tuple:
     return checkpoint.load(path), _files.load_arrays(path, "model")[0]
 
 
-def save_history(history: History, folder: str, say) -> list:
-    """history.json, and loss.png when matplotlib is there. Returns the names written."""
+def save_history(history: History, folder: str, say, loss_unit: str | None = None) -> list:
+    """history.json, and loss.png (its axis in `loss_unit`) when matplotlib is there. Returns the
+    names written."""
     text = json.dumps(history.to_dict(), indent=1).encode("utf-8")
     _files.atomic_write(os.path.join(folder, HISTORY), lambda f: f.write(text))
     if importlib.util.find_spec("matplotlib") is None:
         say(f"matplotlib is not installed: no {PLOT} (pip install tbptt[plot])")
         return [HISTORY]
-    history.plot(os.path.join(folder, PLOT))
+    history.plot(os.path.join(folder, PLOT), loss_unit)
     return [HISTORY, PLOT]
 
 

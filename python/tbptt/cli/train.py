@@ -11,11 +11,12 @@ import math
 import os
 import sys
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import _files
-from .. import _sizes, checkpoint, data, forecast
+from .. import _sizes, _units, checkpoint, data, forecast
 from ..generate import generate
 from ..history import History
 from ..model import MODELS, build, from_config
@@ -77,7 +78,8 @@ def add_parser(commands) -> None:
                        help="stop after this many epochs without a better validation loss")
     train.add_argument("--epochs", type=_args.number(int, 0), help="passes over the training data")
     train.add_argument("--max-time", type=_args.number(float, 0, strict=False), metavar="SECONDS",
-                       help="stop training after this long (default 90; 0: no limit)")
+                       help="stop training after this long (default 110 for text, 90 otherwise; "
+                            "0: no limit)")
     train.add_argument("--threads", type=_args.number(int, 0),
                        help="the most threads of the C++ engine (default: every core; per update "
                             "it uses one or all, whichever it measured faster, and the results do "
@@ -177,7 +179,7 @@ class _Session:
                                     max_time=args.max_time or None, progress=not args.no_progress,
                                     initial_epoch=self.start[0], initial_step=self.start[1],
                                     schedule=Schedule(args.schedule, args.warmup),
-                                    patience=args.patience)
+                                    patience=args.patience, loss_unit=loss_unit(self.prepared))
 
     def interrupted(self, stop: KeyboardInterrupt) -> None:
         """Ctrl-C: write what there is, and say how to go on."""
@@ -193,7 +195,8 @@ class _Session:
         args, trainer, folder, say, prepared = self.args, self.trainer, self.folder, self.say, self.prepared
         history = _record(self.earlier, session, self.start)
         best = _best_model(trainer, history, self.seen, folder)
-        results = _results(prepared, history)
+        held_out = _held_out(best, prepared) if prepared.series is not None else None
+        results = _results(prepared, history, held_out)
         train_rate = session.samples / session.train_time if session.train_time else 0.0
         say(f"trained {session.losses.size:,} updates, {session.samples:,} samples in "
             f"{session.wall_time:.1f} s ({train_rate:,.0f} samples/s while training); stopped by "
@@ -204,7 +207,8 @@ class _Session:
                 f"(try a lower --lr)")
         if results:
             say(_describe_results(prepared, results))
-        written = _save_run(folder, trainer, best, history, prepared, self.run, results, say)
+        written = _save_run(folder, trainer, best, history, prepared, self.run, results, say,
+                            held_out)
         if prepared.vocab is not None and _mpi.rank(self.comm) == 0:
             prime = default_prime(prepared.vocab)
             sample = generate(best, prepared.vocab, prime, SAMPLE_LENGTH, SAMPLE_TEMPERATURE,
@@ -213,8 +217,15 @@ class _Session:
         say(f"wrote {', '.join(os.path.join(folder, name) for name in written)}")
 
 
-def _results(prepared, history):
-    """The numbers worth printing and keeping, from the best validation (the model file's)."""
+def loss_unit(prepared) -> str:
+    """The unit losses are shown in, on the bar, the epoch lines and loss.png: bits per character
+    for text (as the final line), else the loss function's own (nats, or the standardised MSE)."""
+    return "bits/char" if prepared.kind == "text" else _units.OF_LOSS[prepared.loss][0]
+
+
+def _results(prepared, history, held_out=None):
+    """The numbers worth printing and keeping, from the best validation (the model file's); for
+    a series, the RMSEs of forecast.png (`held_out`)."""
     best = history.best_epoch
     if best is None:
         return {}
@@ -222,10 +233,8 @@ def _results(prepared, history):
     results = {"val_loss": loss, "best_epoch": best + 1}
     if prepared.kind == "text":
         results["bits_per_character"] = loss / math.log(2)
-    elif prepared.kind == "series":
-        std = float(np.mean(prepared.meta["normalizer"]["std"]))
-        results["val_rmse"] = math.sqrt(loss) * std
-        results["persistence_rmse"] = prepared.meta["persistence_rmse"]
+    elif held_out is not None:
+        results["val_rmse"], results["persistence_rmse"] = held_out.rmse, held_out.naive_rmse
     if history.val_accuracy:
         results["val_accuracy"] = history.val_accuracy[best]
     return results
@@ -251,9 +260,10 @@ def _describe_results(prepared, results):
         return (f"validation: {results['bits_per_character']:.3f} bits per character (stateful "
                 f"over {prepared.meta['valid_characters']:,} held-out characters){epoch}")
     if "val_rmse" in results:
-        return (f"validation: RMSE {results['val_rmse']:.4g} in the data's units (MSE "
-                f"{results['val_loss']:.4f} standardised); predicting the last value: RMSE "
-                f"{results['persistence_rmse']:.4g}{epoch}")
+        return (f"validation: MSE {results['val_loss']:.4f} standardised{epoch}; one step ahead "
+                f"on the held-out {prepared.meta['valid_values']:,} steps (forecast.png): RMSE "
+                f"{results['val_rmse']:.4g} in the data's units; predicting the last value: RMSE "
+                f"{results['persistence_rmse']:.4g}")
     if "val_accuracy" in results:  # the baselines are in the task's description, printed first
         return (f"validation: accuracy {results['val_accuracy']:.3f}, loss "
                 f"{results['val_loss']:.4f}{epoch}")
@@ -349,7 +359,7 @@ def _where(position, epochs, T, folder):
             f"{folder} goes on)")
 
 
-def _save_run(folder, trainer, model, history, prepared, run, results, say):
+def _save_run(folder, trainer, model, history, prepared, run, results, say, held_out=None):
     """Write the run's files, each atomically; the trainer first (as it is now), with the run's
     settings and where in the data it stopped (what --resume goes on from), then `model` (the
     best). Returns the names written."""
@@ -359,16 +369,30 @@ def _save_run(folder, trainer, model, history, prepared, run, results, say):
         return [_folder.TRAINER]
     _folder.save_model(model, os.path.join(folder, _folder.MODEL),
                 {"data": prepared.meta, "settings": run["settings"], "results": results})
-    written = [_folder.TRAINER, _folder.MODEL] + _folder.save_history(history, folder, say)
+    written = [_folder.TRAINER, _folder.MODEL] + _folder.save_history(
+        history, folder, say, loss_unit(prepared))
     if prepared.series is not None and importlib.util.find_spec("matplotlib") is not None:
-        _plot_held_out(model, prepared, os.path.join(folder, _folder.HELD_OUT_PLOT))
+        _plot_held_out(held_out or _held_out(model, prepared), prepared,
+                       os.path.join(folder, _folder.HELD_OUT_PLOT))
         written.append(_folder.HELD_OUT_PLOT)
     return written
 
 
-def _plot_held_out(model, prepared, path):
-    """forecast.png: the held-out data, the model's one-step predictions (its state carried from
-    the first value) and the naive prediction (the last value), in the data's units."""
+class _HeldOut(NamedTuple):
+    """The model's one-step predictions over a series' held-out part, and the naive prediction
+    (the last value), in the data's units: forecast.png draws them, and the RMSEs printed and kept
+    in the model file are theirs."""
+
+    times: np.ndarray
+    values: np.ndarray
+    predicted: np.ndarray
+    naive: np.ndarray
+    rmse: float
+    naive_rmse: float
+
+
+def _held_out(model, prepared) -> _HeldOut:
+    """The predictions of `model`, its state carried from the series' first value."""
     values, times = prepared.series
     meta = prepared.meta
     predicted = forecast.one_step(model, values, data.Normalizer.from_dict(meta["normalizer"]),
@@ -379,11 +403,17 @@ def _plot_held_out(model, prepared, path):
     def rmse(guess):
         return math.sqrt(float(np.mean((guess - held_out) ** 2)))
 
-    x = times[cut:]
-    forecast.plot(path, f"{meta['source']}: the held-out {values.size - cut} steps", [
-        (x, held_out, "data", dict(color="black", linewidth=1.2)),
-        (x, predicted[cut:], f"model, one step ahead (RMSE {rmse(predicted[cut:]):.4g})",
+    return _HeldOut(times[cut:], held_out, predicted[cut:], naive, rmse(predicted[cut:]),
+                    rmse(naive))
+
+
+def _plot_held_out(held: _HeldOut, prepared, path):
+    """forecast.png: the held-out data, the model's one-step predictions (its state carried from
+    the first value) and the naive prediction (the last value), in the data's units."""
+    forecast.plot(path, f"{prepared.meta['source']}: the held-out {held.values.size} steps", [
+        (held.times, held.values, "data", dict(color="black", linewidth=1.2)),
+        (held.times, held.predicted, f"model, one step ahead (RMSE {held.rmse:.4g})",
          dict(color="tab:blue", linewidth=1.2)),
-        (x, naive, f"last value (RMSE {rmse(naive):.4g})",
+        (held.times, held.naive, f"last value (RMSE {held.naive_rmse:.4g})",
          dict(color="tab:orange", linewidth=1, linestyle="--")),
     ])

@@ -1,0 +1,71 @@
+"""The README's figures come from commands, not from typing: its size-error example, the forecast
+RMSEs (docs/figures/make_readme_figures.py, which also draws the pictures), and its commands,
+which .ci/run runs as they are written."""
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+from tbptt import _sizes, cli
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+
+
+def read(*path):
+    with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+        return f.read()
+
+
+README = read("README.md")
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    """docs/figures/make_readme_figures.py's numbers (the pictures are not redrawn)."""
+    path = os.path.join(ROOT, "docs", "figures", "make_readme_figures.py")
+    spec = importlib.util.spec_from_file_location("make_readme_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.numbers(str(tmp_path_factory.mktemp("readme")))
+
+
+def test_the_forecast_numbers_are_the_commands(figures):
+    (co2, co2_naive), (sun, sun_naive) = figures["co2"], figures["sunspots"]
+    assert f"RMSE of {co2:.2f} ppm against {co2_naive:.2f} ppm for the\nlast value" in README
+    assert f"on sunspots {sun:.0f} against\n{sun_naive:.0f} (" in README
+
+
+def test_the_size_error_is_the_commands(monkeypatch, capsys):
+    """The README's example, for the machine memory it quotes."""
+    example = re.search(r"^\$ tbptt train --hidden 100000\n(.*)$", README, flags=re.M).group(1)
+    gib = float(re.search(r"this machine's memory \(([\d.]+) GiB\)", example).group(1))
+    monkeypatch.setattr(_sizes, "machine_memory", lambda: int(gib * 2**30))
+    assert cli.main(["train", "--hidden", "100000"]) == 2
+    assert capsys.readouterr().err.strip() == example
+
+
+def commands():
+    """The commands of the README's first bash block, without comments."""
+    block = re.search(r"^## The commands\n.*?```bash\n(.*?)```", README, flags=re.S | re.M).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_one_build_serves_the_main_job_and_the_tests_and_ci_runs_them_as_written():
+    install, main_job, tests = commands()
+    assert install.count("pip install") == 1 and '".[plot,test]"' in install
+    assert "pip install" not in main_job + tests  # no second build
+    ci = read(".ci", "run").splitlines()
+    for command in (install, tests):
+        assert any(line == command or line.startswith(command + " || exit 1") for line in ci), \
+            f".ci/run does not run the README's command as written: {command}"
+
+
+def test_the_test_extra_named_in_the_readme_is_pyprojects():
+    """The README tells how to add the test tools without a second build: their names."""
+    tomllib = pytest.importorskip("tomllib")
+    extra = tomllib.loads(read("pyproject.toml"))["project"]["optional-dependencies"]["test"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) for requirement in extra}
+    listed = re.search(r"`\.venv/bin/pip install ([^`]*)`, the `test`", README).group(1).split()
+    assert set(listed) | {"matplotlib"} == names  # matplotlib: the plot extra's, installed first
