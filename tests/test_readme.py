@@ -48,18 +48,23 @@ def test_the_size_error_is_the_commands(monkeypatch, capsys):
 
 def commands():
     """The commands of the README's first bash block, without comments."""
-    block = re.search(r"^## The commands\n.*?```bash\n(.*?)```", README, flags=re.S | re.M).group(1)
+    block = re.search(r"^## The two commands\n.*?```bash\n(.*?)```", README, flags=re.S | re.M).group(1)
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_one_build_serves_the_main_job_and_the_tests_and_ci_runs_them_as_written():
-    install, main_job, tests = commands()
-    assert install.count("pip install") == 1 and '".[plot,test]"' in install
-    assert "pip install" not in main_job + tests  # no second build
+def test_two_commands_each_set_up_alone_and_ci_runs_the_tests_as_written():
+    main_job, tests = commands()
+    for command in (main_job, tests):
+        assert command.startswith("python3 -m venv .venv && ")  # a fresh machine: all the set-up
+        assert command.count("pip install") == 1 and '".[plot,test]"' in command
+    assert main_job.endswith("&& .venv/bin/tbptt train")
+    assert tests.endswith("&& .venv/bin/python -m pytest -q")
+    # after the main job, the tests without a second build: the part after the install
+    run_tests = tests.split(" && ")[-1]
+    assert f"so `{run_tests}` alone runs the tests" in README.replace("\n", " ")
     ci = read(".ci", "run").splitlines()
-    for command in (install, tests):
-        assert any(line == command or line.startswith(command + " || exit 1") for line in ci), \
-            f".ci/run does not run the README's command as written: {command}"
+    assert any(line == tests or line.startswith(tests + " || exit 1") for line in ci), \
+        f".ci/run does not run the README's test command as written: {tests}"
 
 
 def test_the_test_extra_named_in_the_readme_is_pyprojects():
