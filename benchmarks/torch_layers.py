@@ -83,6 +83,26 @@ class Inference:
         return self.x.shape[0] * self.x.shape[1]
 
 
+class NoRecurrence(nn.Module):
+    """In place of the recurrent layer, a Linear map of each step's input (almost free): the step
+    that remains is what every training step costs besides the layer (head, loss, autograd, Adam)."""
+
+    def __init__(self, I: int, H: int):
+        super().__init__()
+        self.proj = nn.Linear(I, H)
+
+    def forward(self, x, state):
+        return self.proj(x), x.new_zeros(1, x.shape[1], 1)
+
+
+def fixed_cost(B: int, H: int, k: int, seed: int = 0) -> Training:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(k * 4, B, I, generator=g)
+    y = torch.randn(x.shape[0], B, 1, generator=g)
+    torch.manual_seed(seed)
+    return Training(Chunked(NoRecurrence(I, H), H, 1), x, y, k, nn.functional.mse_loss)
+
+
 def pair(kind: str, B: int, H: int, k: int, seed: int = 0):
     """The same workload on torch's layer and on tbptt.torch's, with the same parameters."""
     g = torch.Generator().manual_seed(seed)
@@ -205,6 +225,14 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{kind:<12} {B:>3} {H:>4} {k:>4} {rates['torch']:>16,.0f} {rates['tbptt']:>16,.0f} "
               f"{ratio:>5.2f}x {target:>6.1f}x{memory}", flush=True)
+    if not args.only or args.only == "fixed":
+        # What a step costs without its recurrent layer bounds every ratio: with the layer free,
+        # torch's step would still take this long.
+        for B, H, k in ((1, 128, 25), (32, 128, 25)):
+            rate = measure({"fixed": fixed_cost(B, H, k)}, args.repeats, args.budget)["fixed"]
+            print(f"{'no layer':<12} {B:>3} {H:>4} {k:>4} {rate:>16,.0f} samples/s: the step without "
+                  "its recurrent layer (head, loss, autograd, Adam)", flush=True)
+            rows.append({"case": "no layer", "B": B, "H": H, "k": k, "rate": rate})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "torch": torch.__version__, "rows": rows}, f, indent=1)
