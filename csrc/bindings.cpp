@@ -488,6 +488,24 @@ std::vector<py::ssize_t> shape_with(std::vector<py::ssize_t> leading, py::ssize_
     return leading;
 }
 
+// A layer's state entering the sequence and its weights, checked against the sizes.
+template <typename T>
+struct SequenceLayer {
+    CArray<T> h0, carry0, W_ih, W_hh, b_ih, b_hh;
+
+    SequenceLayer(const py::handle& h0_, const py::handle& carry0_, const py::handle& W_ih_,
+                  const py::handle& W_hh_, const py::handle& b_ih_, const py::handle& b_hh_,
+                  py::ssize_t B, py::ssize_t I, py::ssize_t H, const CellTraits& traits)
+        : h0(sequence_array<T>("h0", h0_, {B, H})),
+          carry0(sequence_array<T>("carry0", carry0_, {B, traits.carried * H})),
+          W_ih(sequence_array<T>("W_ih", W_ih_, {traits.gates * H, I})),
+          W_hh(sequence_array<T>("W_hh", W_hh_, {traits.gates * H, H})),
+          b_ih(sequence_array<T>("b_ih", b_ih_, {traits.gates * H})),
+          b_hh(sequence_array<T>("b_hh", b_hh_, {traits.gates * H})) {}
+
+    LayerWeights<T> weights() const { return {W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()}; }
+};
+
 // What the forward keeps for the backward, owned here (never copied into Python), with the rows
 // and direction it was made for.
 template <typename T>
@@ -516,12 +534,7 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     const CellTraits& traits = cell->traits;
     const py::ssize_t G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
     CArray<T> x = sequence_array<T>("x", x_in, {});
-    CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
-    CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
-    CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
-    CArray<T> W_hh = sequence_array<T>("W_hh", W_hh_in, {G, H});
-    CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
-    CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
+    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H, traits);
     auto tape = std::make_unique<SequenceTape<T>>();
     tape->cell = cell_name, tape->I = int(I), tape->H = int(H), tape->reverse = reverse;
     const size_t n = size_t(rows.rows());
@@ -530,11 +543,10 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     {
         const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
                                    h.mutable_data()};
-        const LayerWeights<T> w{W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()};
         T *hn = h_n.mutable_data(), *cn = carry_n.mutable_data();
         py::gil_scoped_release release;
-        sequence_forward<T>(*cell, w, rows, x.data(), h0.data(), carry0.data(), int(I), int(H),
-                            reverse, out, hn, cn);
+        sequence_forward<T>(*cell, layer.weights(), rows, x.data(), layer.h0.data(),
+                            layer.carry0.data(), int(I), int(H), reverse, out, hn, cn);
     }
     py::object kept = py::none();
     if (keep) {
@@ -572,12 +584,7 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
     const py::ssize_t B = tape.rows.B, I = tape.I, H = tape.H;
     const py::ssize_t G = traits.gates * H, C = traits.carried * H;
     CArray<T> x = sequence_array<T>("x", x_in, shape_with(tape.leading, I));
-    CArray<T> h0 = sequence_array<T>("h0", h0_in, {B, H});
-    CArray<T> carry0 = sequence_array<T>("carry0", carry0_in, {B, C});
-    CArray<T> W_ih = sequence_array<T>("W_ih", W_ih_in, {G, I});
-    CArray<T> W_hh = sequence_array<T>("W_hh", W_hh_in, {G, H});
-    CArray<T> b_ih = sequence_array<T>("b_ih", b_ih_in, {G});
-    CArray<T> b_hh = sequence_array<T>("b_hh", b_hh_in, {G});
+    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H, traits);
     CArray<T> h = sequence_array<T>("h", h_in, shape_with(tape.leading, H));
     std::optional<CArray<T>> dy;
     if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, shape_with(tape.leading, H));
@@ -589,7 +596,6 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
     for (CArray<T>* a : {&dW_ih, &dW_hh, &db_ih, &db_hh})
         std::fill(a->mutable_data(), a->mutable_data() + a->size(), T(0));
     {
-        const LayerWeights<T> w{W_ih.data(), W_hh.data(), b_ih.data(), b_hh.data()};
         const LayerGrads<T> g{dW_ih.mutable_data(), dW_hh.mutable_data(), db_ih.mutable_data(),
                               db_hh.mutable_data()};
         const SequenceSteps<const T> kept{tape.gates.data(), tape.extra.data(), tape.carry.data(),
@@ -598,9 +604,9 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
         T* dcarry0_out = dcarry0.mutable_data();
         const T* dy_data = data_of(dy);
         py::gil_scoped_release release;
-        sequence_backward<T>(*cell, w, tape.rows, x.data(), h0.data(), carry0.data(), int(I),
-                             int(H), tape.reverse, kept, dy_data, dh_n.data(), dcarry_n.data(),
-                             dx_out, dh0_out, dcarry0_out, g);
+        sequence_backward<T>(*cell, layer.weights(), tape.rows, x.data(), layer.h0.data(),
+                             layer.carry0.data(), int(I), int(H), tape.reverse, kept, dy_data,
+                             dh_n.data(), dcarry_n.data(), dx_out, dh0_out, dcarry0_out, g);
     }
     return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dh0, dcarry0, dW_ih,
                           dW_hh, db_ih, db_hh);

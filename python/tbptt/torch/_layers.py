@@ -109,42 +109,42 @@ class _Served:
         if not batched:
             input = input.unsqueeze(batch_dim)
         x = input.transpose(0, 1) if self.batch_first else input
-        B = x.size(1)
-        D = 2 if self.bidirectional else 1
-        lstm = self._tbptt_cell == "lstm"
-        if hx is None:
-            zeros = input.new_zeros(self.num_layers * D, B, self.hidden_size)
-            hx = (zeros, zeros) if lstm else zeros
-        else:
+        if hx is not None:
             hx = self._check_hx(hx, batched)
+        hx, h0, c0 = self._initial_state(hx, input, x.size(1))
         module.check_forward_args(input, hx, None)
-        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
         output, h_n, c_n = self._layers(x.contiguous(), h0, c0)
         if self.batch_first:
             output = output.transpose(0, 1)
         if not batched:
             output = output.squeeze(batch_dim)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return (output, (h_n, c_n)) if lstm else (output, h_n)
+        return (output, (h_n, c_n)) if self._tbptt_cell == "lstm" else (output, h_n)
 
     def _packed(self, input: PackedSequence, hx: Any) -> Any:
         """A batch of sequences of different lengths: every stream runs its own steps only (its
         final state is the one after its last step; in reverse it starts there)."""
         module: Any = self
         data, batch_sizes, sorted_indices, unsorted_indices = input
-        B = int(batch_sizes[0])
-        D = 2 if self.bidirectional else 1
-        lstm = self._tbptt_cell == "lstm"
-        if hx is None:
-            zeros = data.new_zeros(self.num_layers * D, B, self.hidden_size)
-            hx = (zeros, zeros) if lstm else zeros
-        else:
+        if hx is not None:
             hx = module.permute_hidden(hx, sorted_indices)
+        hx, h0, c0 = self._initial_state(hx, data, int(batch_sizes[0]))
         module.check_forward_args(data, hx, batch_sizes)
-        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
         output, h_n, c_n = self._layers(data.contiguous(), h0, c0, batch_sizes.numpy())
         packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        lstm = self._tbptt_cell == "lstm"
         return packed, module.permute_hidden((h_n, c_n) if lstm else h_n, unsorted_indices)
+
+    def _initial_state(self, hx: Any, like: Tensor, B: int) -> Tuple[Any, Tensor, Tensor]:
+        """hx (zeros of `like`'s dtype when None) and its tensors (h0, c0) as the layers take them:
+        c0 is (num_layers * D, B, 0) for cells that carry nothing but h."""
+        lstm = self._tbptt_cell == "lstm"
+        if hx is None:
+            D = 2 if self.bidirectional else 1
+            zeros = like.new_zeros(self.num_layers * D, B, self.hidden_size)
+            hx = (zeros, zeros) if lstm else zeros
+        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
+        return hx, h0, c0
 
     def _check_hx(self, hx: Any, batched: bool) -> Any:
         """hx as torch takes it, unbatched states given a batch dimension; torch's errors."""
