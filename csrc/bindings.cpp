@@ -636,6 +636,15 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     m.def("sequence_forward", &sequence_forward_any, py::arg("cell"), py::arg("x"), py::arg("h0"),
           py::arg("carry0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"), py::arg("b_hh"),
           py::arg("reverse"), py::arg("keep"), py::arg("batch_sizes") = py::none());
+    // The core's traits of a cell (tbptt/cells.py holds the same facts; tests/test_cells.py
+    // compares them); ValueError for an unknown name.
+    m.def("cell_traits", [](const std::string& name) {
+        const CellTraits traits = cell_traits(name);
+        py::dict d;
+        d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
+        d["separate_recurrence"] = traits.separate_recurrence;
+        return d;
+    }, py::arg("name"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

@@ -14,7 +14,8 @@ model's dtype.
                                     (over every process)]
     window/x      (n, B, I) float, or (n, B) int64 token ids: layer 0's inputs
     window/reset  (n, B) bool      the state was zeroed before that step
-    window/gates  (n, L, B, K) float: what the backward pass needs of the cell's gates, activated:
+    window/gates  (n, L, B, K) float: what the backward pass needs of the cell's gates, activated
+                                    (tbptt.cells, CellSpec.snapshot_gates):
                                     LSTM (i, f, g, o), GRU (r, z, n, hn = W_hn h + b_hn), K = 4H;
                                     RNN nothing, K = 0 (h alone gives act')
     window/h      (n, L, B, H) float: h leaving each step
@@ -46,15 +47,11 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from .cells import CELLS
+
 SCHEMA = 2  # the first shared schema; each backend's own older entries are version 1
 COUNTERS = ("num_streams", "tokens", "steps", "pending", "updates", "reset_next",
             "optimizer_steps")
-CELL_NAMES = {"lstm": "tbptt.LSTM", "gru": "tbptt.GRU", "rnn_tanh": "tbptt.RNN (tanh)",
-              "rnn_relu": "tbptt.RNN (relu)"}
-# Per cell: the names of what window/gates holds, in order (H values each), and whether it has c.
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n", "hn"), "rnn_tanh": (),
-         "rnn_relu": ()}
-CARRIES_C = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
 
 
 def is_shared(snapshot) -> bool:
@@ -74,7 +71,8 @@ def expected_shapes(model, k1: int, k2: int, loss: str, B: int, tokens: bool, n:
     L, H, I, O, P = (model.num_layers, model.hidden_size, model.input_size, model.output_size,
                      model.num_parameters)
     f, i64 = np.dtype(model.dtype), np.dtype(np.int64)
-    K, C = len(GATES[model.cell]) * H, H if CARRIES_C[model.cell] else 0
+    spec = CELLS[model.cell]
+    K, C = len(spec.snapshot_gates) * H, spec.carried * H
     return {
         "schema": ((1,), i64), "cell": ((), np.dtype(f"<U{len(model.cell)}")),
         "counters": ((len(COUNTERS),), i64), "loss_sums": ((3,), np.dtype(np.float64)),
@@ -96,8 +94,8 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
         fail(f"expected a dict of arrays, got {type(snapshot).__name__}")
     cell = snapshot.get("cell")
     if isinstance(cell, np.ndarray) and cell.shape == () and str(cell) != model.cell:
-        fail(f"it holds the state of a {CELL_NAMES.get(str(cell), repr(str(cell)))}, not of a "
-             f"{CELL_NAMES[model.cell]}")
+        other = CELLS[str(cell)].title if str(cell) in CELLS else repr(str(cell))
+        fail(f"it holds the state of a {other}, not of a {CELLS[model.cell].title}")
     schema = snapshot["schema"]
     if not isinstance(schema, np.ndarray) or schema.tolist() != [SCHEMA]:
         fail(f"'schema' must be [{SCHEMA}], got {schema!r}: written by a newer tbptt?")

@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _pickled, _snapshot
+from .cells import CELLS
 
 if TYPE_CHECKING:
     from ._core import Core          # the compiled modules' interface (types only)
     from .contract import Snapshot, State
     from .model import Recurrent     # the model module imports this one (predict)
-
-# Per cell: (gates, extra, carried) values per hidden unit in the compiled engine's window.
-_TRAITS = {"lstm": (4, 0, 1), "gru": (3, 1, 0), "rnn_tanh": (1, 0, 0), "rnn_relu": (1, 0, 0)}
 
 
 def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
@@ -133,9 +131,9 @@ class _CppSnapshot:
         m = self.model
         self.L, self.H, self.I, self.O = m.num_layers, m.hidden_size, m.input_size, m.output_size
         self.S = max(engine._k1, engine._k2) + 1
-        g, e, c = _TRAITS[m.cell]
-        self.G, self.E, self.C = g * self.H, e * self.H, c * self.H
-        self.keeps_gates = bool(_snapshot.GATES[m.cell])
+        spec = CELLS[m.cell]  # the compiled engine's window per hidden unit: gates, extra, carried
+        self.G, self.E, self.C = spec.gates * self.H, spec.extra * self.H, spec.carried * self.H
+        self.keeps_gates = spec.keeps_gates
 
     def ring(self, native: Dict[str, np.ndarray], key: str, B: int, width: int) -> np.ndarray:
         """A per-layer ring of the native snapshot as (L, S, B, width)."""

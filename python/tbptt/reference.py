@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 import numpy as np
 
 from . import _pickled, _snapshot
+from .cells import CELLS
 from .contract import Snapshot, State
 
 if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
@@ -99,8 +100,7 @@ def _affine_backward(P, G, prefix, k, cache, d_a, d_b, need_prev):
 class LSTMCell:
     """torch's nn.LSTM layer: gates (i, f, g, o), state (h, c)."""
 
-    prefix = "lstm"
-    STATE = ("h", "c")
+    prefix, STATE = CELLS["lstm"].prefix, CELLS["lstm"].state   # "lstm", ("h", "c")
     CACHE = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
 
     def forward(self, P, k, inp, tokens, prev):
@@ -139,8 +139,7 @@ class LSTMCell:
 class GRUCell:
     """torch's nn.GRU layer: gates (r, z, n), state h."""
 
-    prefix = "gru"
-    STATE = ("h",)
+    prefix, STATE = CELLS["gru"].prefix, CELLS["gru"].state     # "gru", ("h",)
     CACHE = ("h_prev", "r", "z", "n", "hn", "h")   # hn = W_hn h_prev + b_hn, the reset gate's operand
 
     def forward(self, P, k, inp, tokens, prev):
@@ -177,8 +176,7 @@ class GRUCell:
 class RNNCell:
     """torch's nn.RNN layer (Elman): h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), state h."""
 
-    prefix = "rnn"
-    STATE = ("h",)
+    prefix, STATE = CELLS["rnn_tanh"].prefix, CELLS["rnn_tanh"].state   # "rnn", ("h",)
     CACHE = ("h_prev", "h")   # act' is read off h: tanh' = 1 - h^2, relu' = [h > 0]
 
     def __init__(self, nonlinearity):
@@ -514,8 +512,8 @@ class ReferenceEngine:
     def _window_entries(self, steps, B):
         """window/*: the held steps' inputs, resets, gates, h and c; the state entering them."""
         L, H, I, n = self.model.num_layers, self.model.hidden_size, self.model.input_size, len(steps)
-        gate_fields = _snapshot.GATES[self.model.cell]
-        C = H if _snapshot.CARRIES_C[self.model.cell] else 0
+        spec = CELLS[self.model.cell]
+        gate_fields, C = spec.snapshot_gates, spec.carried * H
 
         def per_layer(value, width):  # (n, L, B, width) from value(cache) of each step and layer
             return np.array([[value(cache) for cache in s.layers] for s in steps],
@@ -585,9 +583,10 @@ class ReferenceEngine:
                                      c["optimizer_steps"], int(momentum and c["optimizer_steps"] > 0),
                                      n, c["steps"]], np.int64),
                "history/x": d["window/x"], "history/reset": d["window/reset"]}
-        fields = dict(zip(_snapshot.GATES[cell], np.split(d["window/gates"], len(_snapshot.GATES[cell]) or 1, axis=-1)))
+        gate_fields = CELLS[cell].snapshot_gates
+        fields = dict(zip(gate_fields, np.split(d["window/gates"], len(gate_fields) or 1, axis=-1)))
         fields["h"] = d["window/h"]
-        if _snapshot.CARRIES_C[cell]:
+        if CELLS[cell].carried:
             fields["c"], fields["tanh_c"] = d["window/c"], np.tanh(d["window/c"])
         keep = ~d["window/reset"][:, None, :, None]  # (n, 1, B, 1): zero the reset streams
         for name in self.cell.STATE:  # the state entering each step, resets applied
