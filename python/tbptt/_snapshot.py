@@ -23,7 +23,8 @@ model's dtype.
     window/h_in   (L, B, H), window/c_in (L, B, C): the state entering the oldest held step,
                                     its resets applied; zeros where nothing precedes it
     pending/out   (r, B, O) float  the pending steps' outputs
-    pending/y     (r, B, O) float or (r, B) int64 class ids: their targets
+    pending/y     (r, B, O) float or (r, B) int64 class ids: their targets (the loss's
+                                    target_shape and target_dtype, tbptt.losses)
     pending/w     (r, B) float     their loss weights (the mask; ones without one)
     pending/dy    (r, B, O) float  w · dloss/dout of each position (0 where w = 0)
     optimizer/m   (P,) float       Adam's first moment, or SGD's momentum buffer (else zeros)
@@ -48,6 +49,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from .cells import CELLS
+from .losses import LOSSES
 
 SCHEMA = 2  # the first shared schema; each backend's own older entries are version 1
 COUNTERS = ("num_streams", "tokens", "steps", "pending", "updates", "reset_next",
@@ -81,7 +83,7 @@ def expected_shapes(model, k1: int, k2: int, loss: str, B: int, tokens: bool, n:
         "window/gates": ((n, L, B, K), f), "window/h": ((n, L, B, H), f),
         "window/c": ((n, L, B, C), f), "window/h_in": ((L, B, H), f), "window/c_in": ((L, B, C), f),
         "pending/out": ((r, B, O), f),
-        "pending/y": ((r, B, O), f) if loss == "mse" else ((r, B), i64),
+        "pending/y": ((r, B) + LOSSES[loss].target_shape(O), LOSSES[loss].target_dtype(f)),
         "pending/w": ((r, B), f), "pending/dy": ((r, B, O), f),
         "optimizer/m": ((P,), f), "optimizer/v": ((P,), f),
     }
@@ -151,7 +153,7 @@ def _check_ids(snapshot, model, loss: str, tokens: bool) -> None:
     x, y = snapshot["window/x"], snapshot["pending/y"]
     if tokens and x.size and (x.min() < 0 or x.max() >= model.input_size):
         fail(f"'window/x' holds token ids outside [0, {model.input_size})")
-    if loss != "mse" and y.size and (y.min() < 0 or y.max() >= model.output_size):
+    if LOSSES[loss].classes and y.size and (y.min() < 0 or y.max() >= model.output_size):
         fail(f"'pending/y' holds class ids outside [0, {model.output_size})")
 
 

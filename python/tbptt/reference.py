@@ -41,6 +41,7 @@ import numpy as np
 from . import _pickled, _snapshot
 from .cells import CELLS
 from .contract import Snapshot, State
+from .losses import LOSSES
 
 if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
     from .model import Recurrent
@@ -240,19 +241,11 @@ def forward(model: Recurrent, x: np.ndarray, tokens: bool,
 # ---- the loss ----------------------------------------------------------------------------------
 
 def loss_terms(out, y, loss):
-    """Per position of outputs `out` (..., B, O) and targets y ((..., B, O) floats for "mse",
-    (..., B) class ids for "cross_entropy"): (loss (..., B), dloss/dout (..., B, O)). MSE: the
-    mean over O of (out - y)^2; cross-entropy: -log softmax(out)[y]."""
-    if loss == "mse":
-        diff = out - y
-        O = diff.shape[-1]
-        return np.sum(diff * diff, axis=-1) / O, diff * (2.0 / O)
-    shifted = out - out.max(axis=-1, keepdims=True)              # a stable log-softmax
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    ids = y[..., None]
-    dout = np.exp(log_probs)
-    np.put_along_axis(dout, ids, np.take_along_axis(dout, ids, axis=-1) - 1.0, axis=-1)
-    return -np.take_along_axis(log_probs, ids, axis=-1)[..., 0], dout   # softmax - onehot(y)
+    """Per position of outputs `out` (..., B, O) and targets y ((..., B) class ids, or values
+    (..., B, O) for "mse"): (loss (..., B), dloss/dout (..., B, O)). Each loss's NumPy definition
+    is its `terms` in tbptt.losses (MSE: the mean over O of (out - y)^2; cross-entropy:
+    -log softmax(out)[y])."""
+    return LOSSES[loss].terms(out, y)
 
 
 def pending_loss(out, y, w, loss):
@@ -540,8 +533,9 @@ class ReferenceEngine:
         """pending/*: the pending steps' outputs and targets, and their loss terms."""
         O, r = self.model.output_size, len(pending)
         out = np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O)
-        y_dtype, y_shape = ((self.dtype, (r, B, O)) if self.loss == "mse" else (np.int64, (r, B)))
-        y = np.array([s.y for s in pending], dtype=y_dtype).reshape(y_shape)
+        spec = LOSSES[self.loss]
+        y = np.array([s.y for s in pending], dtype=spec.target_dtype(self.dtype)).reshape(
+            (r, B) + spec.target_shape(O))
         w = np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)
         dy, loss_sum, weight_sum = pending_loss(out, y, w, self.loss)
         return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy,
@@ -693,13 +687,12 @@ class ReferenceEngine:
         """Every entry's shape and dtype, and the ids' range, for this model, B and n steps."""
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
-        P = self.model.flat_parameters.size
+        P, spec = self.model.flat_parameters.size, LOSSES[self.loss]
         shapes: Dict[str, Tuple[Tuple[int, ...], Any]] = {  # {key: (shape, dtype)}
                   "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
                   "history/reset": ((n, B), np.bool_),
                   "history/out": ((n, B, O), self.dtype),
-                  "history/y": (((n, B, O), self.dtype) if self.loss == "mse"
-                                else ((n, B), np.int64)),
+                  "history/y": ((n, B) + spec.target_shape(O), spec.target_dtype(self.dtype)),
                   "history/w": ((n, B), self.dtype),
                   "optimizer/momentum_buffer": ((P,), self.dtype),
                   "optimizer/adam_m": ((P,), self.dtype), "optimizer/adam_v": ((P,), self.dtype)}
@@ -713,7 +706,7 @@ class ReferenceEngine:
                            f"{n} steps held")
         if tokens and n and (arrays["history/x"].min() < 0 or arrays["history/x"].max() >= I):
             self._fail(f"'history/x' holds token ids outside [0, {I})")
-        if self.loss != "mse" and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
+        if spec.classes and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
             self._fail(f"'history/y' holds class ids outside [0, {O})")
 
     def _rebuilt_history(self, arrays: dict, tokens: bool, n: int, total: int) -> collections.deque:
