@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tbptt
-from tbptt import _native, cells, checkpoint, reference
+from tbptt import _native, cells, checkpoint, losses, reference
 
 from helpers import CELLS, make_model, random_data
 
@@ -120,6 +120,18 @@ def test_the_cell_table_is_the_cores():
         assert core.cell_traits(name) == spec.core_traits(), name
     with pytest.raises(ValueError, match="cell must be"):
         core.cell_traits("lstm2")
+
+
+def test_the_loss_table_is_the_cores():
+    """tbptt.losses.LOSSES names the losses the C++ core has, with the same facts."""
+    try:
+        core = _native.core()
+    except ImportError:
+        pytest.skip("no compiled engine")
+    for name, spec in losses.LOSSES.items():
+        assert core.loss_traits(name) == spec.core_traits(), name
+    with pytest.raises(ValueError, match="loss must be"):
+        core.loss_traits("mae")
 
 
 @pytest.mark.parametrize("cell", CELLS)

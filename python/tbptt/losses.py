@@ -47,6 +47,10 @@ class LossSpec(NamedTuple):
         """The targets' dtype for a model of `dtype`."""
         return np.dtype(np.int64) if self.classes else np.dtype(dtype)
 
+    def core_traits(self) -> Dict[str, object]:
+        """The C++ core's LossTraits of this loss, as `_core.loss_traits(name)` returns them."""
+        return {"classes": self.classes, "outputs_per_target": self.outputs_per_target}
+
     def check_output_size(self, output_size: int) -> None:
         """ValueError unless a model with `output_size` outputs can be trained with this loss."""
         if output_size % self.outputs_per_target:
