@@ -110,28 +110,24 @@ def test_rnn_relu_is_not_tanh():
 
 # ---- the one table of cell facts (tbptt.cells) against the core and the reference ---------------
 
-def test_the_cell_table_is_the_cores():
-    """cells.CELLS says of every cell what the C++ core's CellTraits say."""
+@pytest.fixture
+def core():
     try:
-        core = _native.core()
+        return _native.core()
     except ImportError:
         pytest.skip("no compiled engine")
-    for name, spec in cells.CELLS.items():
-        assert core.cell_traits(name) == spec.core_traits(), name
-    with pytest.raises(ValueError, match="cell must be"):
-        core.cell_traits("lstm2")
 
 
-def test_the_loss_table_is_the_cores():
-    """tbptt.losses.LOSSES names the losses the C++ core has, with the same facts."""
-    try:
-        core = _native.core()
-    except ImportError:
-        pytest.skip("no compiled engine")
-    for name, spec in losses.LOSSES.items():
-        assert core.loss_traits(name) == spec.core_traits(), name
-    with pytest.raises(ValueError, match="loss must be"):
-        core.loss_traits("mae")
+@pytest.mark.parametrize("table,traits,unknown,message", [
+    (cells.CELLS, "cell_traits", "lstm2", "cell must be"),
+    (losses.LOSSES, "loss_traits", "mae", "loss must be")])
+def test_the_tables_are_the_cores(core, table, traits, unknown, message):
+    """tbptt.cells.CELLS and tbptt.losses.LOSSES say of every cell and loss what the C++ core's
+    CellTraits and LossTraits say; the core refuses a name it does not have."""
+    for name, spec in table.items():
+        assert getattr(core, traits)(name) == spec.core_traits(), name
+    with pytest.raises(ValueError, match=message):
+        getattr(core, traits)(unknown)
 
 
 @pytest.mark.parametrize("cell", CELLS)
