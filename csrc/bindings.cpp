@@ -167,9 +167,7 @@ struct PyEngine {
         c.shape = shape_of_model(cell, I, H, O, L);
         c.k1 = k1;
         c.k2 = k2;
-        if (loss != "mse" && loss != "cross_entropy")
-            throw py::value_error("loss must be 'mse' or 'cross_entropy', got '" + loss + "'");
-        c.loss = loss == "mse" ? Loss::mse : Loss::cross_entropy;
+        c.loss = loss_of(loss);  // std::invalid_argument (ValueError) for another name
         c.optimizer = optimizer_from(optimizer);
         c.clip_norm = clip_norm.value_or(0.0);
         if (!(dropout >= 0.0 && dropout < 1.0) || !(head_dropout >= 0.0 && head_dropout < 1.0))
@@ -193,11 +191,11 @@ struct PyEngine {
         CArray<int64_t> ids, labels;
         CArray<T> features, targets;
         const Inputs<T> inputs = check_inputs(x, tokens, m, &ids, &features);
-        const bool mse = y.ndim() == 3;
-        if (mse) {
+        const bool values = !loss_traits(engine->loss()).classes;
+        if (values) {
             targets = CArray<T>::ensure(y);
             if (!targets) throw py::type_error("y must be a C-contiguous array of the model's dtype");
-            expect_shape("y", targets, {T_, B, m.O});
+            expect_shape("y", targets, {T_, B, py::ssize_t(target_values(engine->loss(), m.O))});
         } else {
             labels = CArray<int64_t>::ensure(y);
             if (!labels) throw py::type_error("y must be a C-contiguous int64 array of class ids");
@@ -208,7 +206,7 @@ struct PyEngine {
         if (mask) expect_shape("mask", *mask, {T_, B});
         if (resets) expect_shape("resets", *resets, {T_, B});
         T* outputs_out = outputs ? writeable_output<T>(*outputs, {T_, B, py::ssize_t(m.O)}) : nullptr;
-        const Targets<T> targets_in = mse ? Targets<T>::of_values(targets.data(), data_of(mask))
+        const Targets<T> targets_in = values ? Targets<T>::of_values(targets.data(), data_of(mask))
                                           : Targets<T>::of_classes(labels.data(), data_of(mask));
         std::vector<double> losses;
         std::string diverged;
@@ -642,6 +640,23 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
     m.def("sequence_forward", &sequence_forward_any, py::arg("cell"), py::arg("x"), py::arg("h0"),
           py::arg("carry0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"), py::arg("b_hh"),
           py::arg("reverse"), py::arg("keep"), py::arg("batch_sizes") = py::none());
+    // The core's traits of a cell (tbptt/cells.py holds the same facts; tests/test_cells.py
+    // compares them); ValueError for an unknown name.
+    m.def("cell_traits", [](const std::string& name) {
+        const CellTraits traits = cell_traits(name);
+        py::dict d;
+        d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
+        d["separate_recurrence"] = traits.separate_recurrence;
+        return d;
+    }, py::arg("name"));
+    // The core's facts of a loss (tbptt/losses.py holds the same; tests/test_cells.py compares
+    // them); ValueError for an unknown name.
+    m.def("loss_traits", [](const std::string& name) {
+        const LossTraits traits = loss_traits(loss_of(name));
+        py::dict d;
+        d["classes"] = traits.classes, d["outputs_per_target"] = traits.outputs_per_target;
+        return d;
+    }, py::arg("name"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

@@ -209,9 +209,9 @@ void Engine<T>::allocate(int B, bool tokens) {
         const Window<T>& w = stack_.window;
         dy_.assign(size_t(k1) * B * m.O, T(0));
         outputs_.assign(size_t(k1) * B * m.O, T(0));
-        const bool mse = config_.loss == Loss::mse;
-        values_.assign(mse ? size_t(k1) * B * m.O : 0, T(0));
-        classes_.assign(mse ? 0 : size_t(k1) * B, 0);
+        const bool classes = loss_traits(config_.loss).classes;
+        values_.assign(size_t(k1) * B * target_values(config_.loss, m.O), T(0));
+        classes_.assign(classes ? size_t(k1) * B : 0, 0);
         weights_.assign(size_t(k1) * B, T(0));
         // Blocks of about 256 rows keep the weight-gradient products efficient, the scratch small.
         block_ = std::max(1, std::min(k2, (256 + B - 1) / B));
@@ -262,8 +262,9 @@ void Engine<T>::set_stream_offset(int64_t offset) {
 
 template <typename T>
 void Engine<T>::keep_targets(int row, int n, const Targets<T>& targets) {
-    const size_t first = size_t(row) * B_, count = size_t(n) * B_, O = size_t(config_.shape.O);
-    if (targets.values) std::copy(targets.values, targets.values + count * O, values_.data() + first * O);
+    const size_t first = size_t(row) * B_, count = size_t(n) * B_,
+                 Y = size_t(target_values(config_.loss, config_.shape.O));  // values per position
+    if (targets.values) std::copy(targets.values, targets.values + count * Y, values_.data() + first * Y);
     if (targets.classes) std::copy(targets.classes, targets.classes + count, classes_.data() + first);
     T* w = weights_.data() + first;
     if (targets.mask) std::copy(targets.mask, targets.mask + count, w);
@@ -288,10 +289,9 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
     const T* y = outputs_.data() + at * m.O;
     T* dy = dy_.data() + at * m.O;
     const T* w = weights_.data() + at;
-    if (config_.loss == Loss::mse)
-        loss_sum_ += mse_loss(dy, y, values_.data() + at * m.O, w, rows, m.O, &weight_sum_);
-    else
-        loss_sum_ += cross_entropy_loss(dy, y, classes_.data() + at, w, rows, m.O, &weight_sum_);
+    const size_t Y = size_t(target_values(config_.loss, m.O));  // target values per position
+    loss_sum_ += head_loss(config_.loss, dy, y, Y ? values_.data() + at * Y : nullptr,
+                           classes_.empty() ? nullptr : classes_.data() + at, w, rows, m.O, &weight_sum_);
 }
 
 // Every layer again over steps [a, step_) with the current (prepared) weights, from the stored
@@ -345,7 +345,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
         const size_t row0 = size_t(done) * B;
         stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
         reset_next_ = false;
-        keep_targets(pending_, n, targets.from_row(row0, m.O));
+        keep_targets(pending_, n, targets.from_row(row0, target_values(config_.loss, m.O)));
         accumulate_loss(step_, n, pending_);
         const T* computed = outputs_.data() + size_t(pending_) * B * m.O;
         if (outputs) std::copy(computed, computed + size_t(n) * B * m.O, outputs + row0 * m.O);

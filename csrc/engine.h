@@ -152,17 +152,18 @@ struct InvalidArgument : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
-// What an update learns from: the targets of a run of steps, real values [rows, O] (mse) or
-// class ids [rows] (cross_entropy), with optional loss weights. Built by the named constructors.
+// What an update learns from: the targets of a run of steps, real values [rows, Y] (Y =
+// target_values(loss, O); O for mse) or class ids [rows] (cross_entropy), with optional loss
+// weights. Built by the named constructors.
 template <typename T>
 struct Targets {
     static Targets of_values(const T* y, const T* mask) { return {y, nullptr, mask}; }
     static Targets of_classes(const int64_t* y, const T* mask) { return {nullptr, y, mask}; }
     static Targets of(Loss loss, const T* y, const int64_t* classes, const T* mask) {
-        return loss == Loss::mse ? of_values(y, mask) : of_classes(classes, mask);
+        return loss_traits(loss).classes ? of_classes(classes, mask) : of_values(y, mask);
     }
-    Targets from_row(size_t row, int O) const {
-        return {values ? values + row * O : nullptr, classes ? classes + row : nullptr,
+    Targets from_row(size_t row, int Y) const {  // Y: target values per row
+        return {values ? values + row * Y : nullptr, classes ? classes + row : nullptr,
                 mask ? mask + row : nullptr};
     }
     const T* values;
@@ -207,6 +208,7 @@ class Engine {
     int64_t steps() const { return step_; }
     int num_streams() const { return B_; }
     const ModelShape& shape() const { return config_.shape; }
+    Loss loss() const { return config_.loss; }
     const CellTraits& cell() const { return stack_.cell().traits; }
 
     // The state the next step starts from: h [L, B, H], carry [L, B, C]. Only after the first

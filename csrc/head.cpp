@@ -2,6 +2,7 @@
 #include "head.h"
 
 #include <cmath>
+#include <stdexcept>
 
 #include "tensor.h"
 #include "threads.h"
@@ -85,6 +86,35 @@ double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T
     });
 }
 
+Loss loss_of(const std::string& name) {
+    if (name == "mse") return Loss::mse;
+    if (name == "cross_entropy") return Loss::cross_entropy;
+    throw std::invalid_argument("loss must be 'mse' or 'cross_entropy', got '" + name + "'");
+}
+
+LossTraits loss_traits(Loss loss) {
+    switch (loss) {
+        case Loss::mse: return {/*classes=*/false, /*outputs_per_target=*/1};
+        case Loss::cross_entropy: return {/*classes=*/true, /*outputs_per_target=*/1};
+    }
+    throw std::invalid_argument("unknown loss");
+}
+
+int target_values(Loss loss, int O) {
+    const LossTraits traits = loss_traits(loss);
+    return traits.classes ? 0 : O / traits.outputs_per_target;
+}
+
+template <typename T>
+double head_loss(Loss loss, T* dy, const T* y, const T* values, const int64_t* classes,
+                 const T* mask, int rows, int O, double* weight_sum) {
+    switch (loss) {
+        case Loss::mse: return mse_loss(dy, y, values, mask, rows, O, weight_sum);
+        case Loss::cross_entropy: return cross_entropy_loss(dy, y, classes, mask, rows, O, weight_sum);
+    }
+    throw std::invalid_argument("unknown loss");
+}
+
 template <typename T>
 void head_weight_backward(T* dW, T* db, const T* dy, const T* h, int rows, int H, int O) {
     ConstMatrixMap<T> dY(dy, rows, O), h_(h, rows, H);
@@ -108,6 +138,8 @@ void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O)
     template double mse_loss<T>(T*, const T*, const T*, const T*, int, int, double*);           \
     template double cross_entropy_loss<T>(T*, const T*, const int64_t*, const T*, int, int,     \
                                           double*);                                              \
+    template double head_loss<T>(Loss, T*, const T*, const T*, const int64_t*, const T*, int, int, \
+                                 double*);                                                       \
     template void head_weight_backward<T>(T*, T*, const T*, const T*, int, int, int);           \
     template void head_input_backward<T>(T*, const T*, const T*, int, int, int);
 TBPTT_INSTANTIATE(float)

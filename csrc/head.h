@@ -6,10 +6,27 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace tbptt {
 
+// The losses. Their names and facts are tbptt/losses.py's (LOSSES, one LossSpec each), which
+// tests/test_cells.py checks against loss_traits below; each has its kernel here and one case in
+// loss_of, loss_traits and head_loss (head.cpp). The engine never names a loss.
 enum class Loss { mse, cross_entropy };
+
+// What the engine needs to know of a loss: whether its targets are class ids ([rows] int64, in
+// [0, O)) or values ([rows, O / outputs_per_target] of T), and head outputs per target value.
+struct LossTraits {
+    bool classes = false;
+    int outputs_per_target = 1;
+};
+
+// The loss called `name`; throws std::invalid_argument for a name no loss has.
+Loss loss_of(const std::string& name);
+LossTraits loss_traits(Loss loss);
+// Target values per position: 0 for class ids, else O / outputs_per_target.
+int target_values(Loss loss, int O);
 
 // y: [rows, O] output: h W_headᵀ + b_head.  h: [rows, H]
 template <typename T>
@@ -25,6 +42,11 @@ double mse_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int
 template <typename T>
 double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T* mask, int rows,
                           int O, double* weight_sum);
+
+// The kernel of `loss` on targets `values` (or nullptr) or `classes` (or nullptr), as above.
+template <typename T>
+double head_loss(Loss loss, T* dy, const T* y, const T* values, const int64_t* classes,
+                 const T* mask, int rows, int O, double* weight_sum);
 
 // dW += dyᵀ h, db += Σ dy.
 template <typename T>

@@ -2,6 +2,7 @@
 sys.path, as it has no __init__.py)."""
 
 import numpy as np
+from tbptt.cells import CELLS as _CELL_TABLE
 
 
 def fd_gradient(fun, theta, eps=1e-6):
@@ -29,7 +30,7 @@ def status_kib(field):
 
 # ---- models of every cell ------------------------------------------------------------------------
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # the engines' names (model.cell)
+CELLS = tuple(_CELL_TABLE)  # the engines' names (model.cell): "lstm", "gru", "rnn_tanh", "rnn_relu"
 
 
 def make_model(cell, input_size, hidden_size, output_size, **kwargs):

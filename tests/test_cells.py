@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tbptt
-from tbptt import checkpoint, reference
+from tbptt import _native, cells, checkpoint, losses, reference
 
 from helpers import CELLS, make_model, random_data
 
@@ -106,6 +106,36 @@ def test_rnn_relu_is_not_tanh():
     h_tanh = tbptt.RNN(I, H, O, nonlinearity="tanh", dtype="float64", seed=0).predict(x)[1]
     h_relu = tbptt.RNN(I, H, O, nonlinearity="relu", dtype="float64", seed=0).predict(x)[1]
     assert (h_relu >= 0).all() and (h_tanh < 0).any()
+
+
+# ---- the one table of cell facts (tbptt.cells) against the core and the reference ---------------
+
+@pytest.fixture
+def core():
+    try:
+        return _native.core()
+    except ImportError:
+        pytest.skip("no compiled engine")
+
+
+@pytest.mark.parametrize("table,traits,unknown,message", [
+    (cells.CELLS, "cell_traits", "lstm2", "cell must be"),
+    (losses.LOSSES, "loss_traits", "mae", "loss must be")])
+def test_the_tables_are_the_cores(core, table, traits, unknown, message):
+    """tbptt.cells.CELLS and tbptt.losses.LOSSES say of every cell and loss what the C++ core's
+    CellTraits and LossTraits say; the core refuses a name it does not have."""
+    for name, spec in table.items():
+        assert getattr(core, traits)(name) == spec.core_traits(), name
+    with pytest.raises(ValueError, match=message):
+        getattr(core, traits)(unknown)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_cell_table_is_the_references(cell):
+    """The reference cell keeps, under the table's names, what the snapshot's window/gates holds."""
+    spec, ref = cells.CELLS[cell], reference._CELLS[cell]
+    assert (ref.prefix, ref.STATE) == (spec.prefix, spec.state)
+    assert set(spec.snapshot_gates) <= set(ref.CACHE)
 
 
 # ---- stream invariance -------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from .losses import LOSSES
+
 
 def positive_int(name, value, maximum=None):
     return _integer(name, value, 1, maximum)
@@ -105,23 +107,27 @@ def inputs(name, value, input_size, dtype):
 
 
 def targets(name, value, loss, shape_tb, output_size, dtype):
-    """MSE: (T, B, O) floats. Cross-entropy: (T, B) integer class ids in [0, O)."""
+    """y for the loss named `loss` (tbptt.losses): (T, B) integer class ids in [0, O) for a loss
+    of class ids (cross-entropy), else (T, B, O / outputs per target) floats (MSE: (T, B, O))."""
+    spec = LOSSES[loss]
     array = numeric_array(name, value)
     T, B = shape_tb
-    if loss == "cross_entropy":
+    if spec.classes:
         if array.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer class ids for loss='cross_entropy', got dtype "
+            raise TypeError(f"{name} must hold integer class ids for loss={loss!r}, got dtype "
                             f"{array.dtype}")
         if array.shape != (T, B):
-            raise ValueError(f"{name} must have shape (T, B) = {(T, B)} for loss='cross_entropy', "
+            raise ValueError(f"{name} must have shape (T, B) = {(T, B)} for loss={loss!r}, "
                              f"got {array.shape}")
         if array.size and (array.min() < 0 or array.max() >= output_size):
             bad = array.min() if array.min() < 0 else array.max()
             raise ValueError(f"{name} class ids must be in [0, output_size={output_size}), got {bad}")
         return np.ascontiguousarray(array, dtype=np.int64)
-    if array.shape != (T, B, output_size):
-        raise ValueError(f"{name} must have shape (T, B, output_size) = {(T, B, output_size)} for "
-                         f"loss='mse', got {array.shape}")
+    shape = (T, B) + spec.target_shape(output_size)
+    per = "" if spec.outputs_per_target == 1 else f" / {spec.outputs_per_target}"
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape (T, B, output_size{per}) = {shape} for "
+                         f"loss={loss!r}, got {array.shape}")
     return _convert(name, array, dtype)
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-LSTM_GATES = 4  # rows of weight_ih / weight_hh per hidden unit: i, f, g, o
+from .cells import CELLS
 
-# Values per hidden unit, layer, stream and step in the C++ engine's window (csrc/window.h): the
-# gates, what the cell keeps besides them (GRU: W_hn h + b_hn), the carried state (LSTM: c) and h.
-WINDOW_VALUES = {"lstm": 4 + 0 + 1 + 1, "gru": 3 + 1 + 0 + 1, "rnn_tanh": 1 + 1, "rnn_relu": 1 + 1}
+LSTM_GATES = CELLS["lstm"].gates  # the default of the functions below
 
 
 def machine_memory():
@@ -54,9 +52,9 @@ def check_model(input_size, hidden_size, output_size, num_layers, dtype, gates=L
 
 
 def window_values_per_step(model, tokens=False):
-    """Values one stream's step keeps in the backward window: WINDOW_VALUES of its cell per unit
+    """Values one stream's step keeps in the backward window: its cell's window_values per unit
     and layer, and the inputs (one token id, or I features)."""
-    return (WINDOW_VALUES[model.cell] * model.hidden_size * model.num_layers
+    return (CELLS[model.cell].window_values * model.hidden_size * model.num_layers
             + (1 if tokens else model.input_size))
 
 
@@ -73,7 +71,7 @@ def ring_bytes(model, k1: int, k2: int, B: int, tokens: bool = False) -> int:
     cell's values of every layer, the input (an int64 token id or I features), a reset flag).
     The sweep's `window_bytes`: the memory that grows with k1 and k2."""
     item = model.dtype.itemsize
-    per_stream = WINDOW_VALUES[model.cell] * model.hidden_size * model.num_layers * item + 1 + (
+    per_stream = CELLS[model.cell].window_values * model.hidden_size * model.num_layers * item + 1 + (
         8 if tokens else model.input_size * item)
     return (max(k1, k2) + 1) * B * per_stream
 

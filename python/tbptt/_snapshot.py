@@ -14,7 +14,8 @@ model's dtype.
                                     (over every process)]
     window/x      (n, B, I) float, or (n, B) int64 token ids: layer 0's inputs
     window/reset  (n, B) bool      the state was zeroed before that step
-    window/gates  (n, L, B, K) float: what the backward pass needs of the cell's gates, activated:
+    window/gates  (n, L, B, K) float: what the backward pass needs of the cell's gates, activated
+                                    (tbptt.cells, CellSpec.snapshot_gates):
                                     LSTM (i, f, g, o), GRU (r, z, n, hn = W_hn h + b_hn), K = 4H;
                                     RNN nothing, K = 0 (h alone gives act')
     window/h      (n, L, B, H) float: h leaving each step
@@ -22,7 +23,8 @@ model's dtype.
     window/h_in   (L, B, H), window/c_in (L, B, C): the state entering the oldest held step,
                                     its resets applied; zeros where nothing precedes it
     pending/out   (r, B, O) float  the pending steps' outputs
-    pending/y     (r, B, O) float or (r, B) int64 class ids: their targets
+    pending/y     (r, B, O) float or (r, B) int64 class ids: their targets (the loss's
+                                    target_shape and target_dtype, tbptt.losses)
     pending/w     (r, B) float     their loss weights (the mask; ones without one)
     pending/dy    (r, B, O) float  w · dloss/dout of each position (0 where w = 0)
     optimizer/m   (P,) float       Adam's first moment, or SGD's momentum buffer (else zeros)
@@ -46,15 +48,12 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from .cells import CELLS
+from .losses import LOSSES
+
 SCHEMA = 2  # the first shared schema; each backend's own older entries are version 1
 COUNTERS = ("num_streams", "tokens", "steps", "pending", "updates", "reset_next",
             "optimizer_steps")
-CELL_NAMES = {"lstm": "tbptt.LSTM", "gru": "tbptt.GRU", "rnn_tanh": "tbptt.RNN (tanh)",
-              "rnn_relu": "tbptt.RNN (relu)"}
-# Per cell: the names of what window/gates holds, in order (H values each), and whether it has c.
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n", "hn"), "rnn_tanh": (),
-         "rnn_relu": ()}
-CARRIES_C = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
 
 
 def is_shared(snapshot) -> bool:
@@ -74,7 +73,8 @@ def expected_shapes(model, k1: int, k2: int, loss: str, B: int, tokens: bool, n:
     L, H, I, O, P = (model.num_layers, model.hidden_size, model.input_size, model.output_size,
                      model.num_parameters)
     f, i64 = np.dtype(model.dtype), np.dtype(np.int64)
-    K, C = len(GATES[model.cell]) * H, H if CARRIES_C[model.cell] else 0
+    spec = CELLS[model.cell]
+    K, C = len(spec.snapshot_gates) * H, spec.carried * H
     return {
         "schema": ((1,), i64), "cell": ((), np.dtype(f"<U{len(model.cell)}")),
         "counters": ((len(COUNTERS),), i64), "loss_sums": ((3,), np.dtype(np.float64)),
@@ -83,7 +83,7 @@ def expected_shapes(model, k1: int, k2: int, loss: str, B: int, tokens: bool, n:
         "window/gates": ((n, L, B, K), f), "window/h": ((n, L, B, H), f),
         "window/c": ((n, L, B, C), f), "window/h_in": ((L, B, H), f), "window/c_in": ((L, B, C), f),
         "pending/out": ((r, B, O), f),
-        "pending/y": ((r, B, O), f) if loss == "mse" else ((r, B), i64),
+        "pending/y": ((r, B) + LOSSES[loss].target_shape(O), LOSSES[loss].target_dtype(f)),
         "pending/w": ((r, B), f), "pending/dy": ((r, B, O), f),
         "optimizer/m": ((P,), f), "optimizer/v": ((P,), f),
     }
@@ -96,8 +96,8 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
         fail(f"expected a dict of arrays, got {type(snapshot).__name__}")
     cell = snapshot.get("cell")
     if isinstance(cell, np.ndarray) and cell.shape == () and str(cell) != model.cell:
-        fail(f"it holds the state of a {CELL_NAMES.get(str(cell), repr(str(cell)))}, not of a "
-             f"{CELL_NAMES[model.cell]}")
+        other = CELLS[str(cell)].title if str(cell) in CELLS else repr(str(cell))
+        fail(f"it holds the state of a {other}, not of a {CELLS[model.cell].title}")
     schema = snapshot["schema"]
     if not isinstance(schema, np.ndarray) or schema.tolist() != [SCHEMA]:
         fail(f"'schema' must be [{SCHEMA}], got {schema!r}: written by a newer tbptt?")
@@ -153,7 +153,7 @@ def _check_ids(snapshot, model, loss: str, tokens: bool) -> None:
     x, y = snapshot["window/x"], snapshot["pending/y"]
     if tokens and x.size and (x.min() < 0 or x.max() >= model.input_size):
         fail(f"'window/x' holds token ids outside [0, {model.input_size})")
-    if loss != "mse" and y.size and (y.min() < 0 or y.max() >= model.output_size):
+    if LOSSES[loss].classes and y.size and (y.min() < 0 or y.max() >= model.output_size):
         fail(f"'pending/y' holds class ids outside [0, {model.output_size})")
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
+from .losses import LOSSES
+
 # name -> the factor from the loss function's own value. "bits/char": bits for text models.
 FACTORS = {"nats": 1.0, "bits": 1.0 / math.log(2), "bits/char": 1.0 / math.log(2), "mse": 1.0}
-OF_LOSS = {"cross_entropy": ("nats", "bits", "bits/char"), "mse": ("mse",)}
+OF_LOSS = {name: spec.units for name, spec in LOSSES.items()}  # the loss's own unit first
 
 
 class Unit(NamedTuple):

@@ -19,8 +19,12 @@ import json
 import statistics
 import sys
 import time
+from typing import Dict
 
 import numpy as np
+
+from .cells import CELLS as ALL_CELLS
+from .cells import CellSpec
 
 I, O = 32, 1
 GRID = [(1, 32, 25, 25), (1, 128, 25, 25), (32, 128, 25, 25), (32, 512, 25, 25), (128, 512, 25, 25),
@@ -29,16 +33,19 @@ GRID = [(1, 32, 25, 25), (1, 128, 25, 25), (32, 128, 25, 25), (32, 512, 25, 25),
 QUICK = [(1, 32, 25, 25), (32, 128, 25, 25), (128, 512, 25, 25), (32, 128, 10, 50)]
 
 
-CELLS = {"lstm": 4, "gru": 3, "rnn": 1}  # gate rows per hidden unit
+# The --cell choices, the models' names, -> the first cell of each ("rnn": the tanh RNN).
+CELLS: Dict[str, CellSpec] = {}
+for _spec in ALL_CELLS.values():
+    CELLS.setdefault(_spec.model, _spec)
 
 
 def flops_per_step(B, H, k1, k2, cell="lstm"):
-    return 2 * B * CELLS[cell] * H * (I + H) * (1 + 2 * k2 / k1)
+    return 2 * B * CELLS[cell].gates * H * (I + H) * (1 + 2 * k2 / k1)
 
 
 def make_model(cell, H, seed):
     import tbptt
-    return {"lstm": tbptt.LSTM, "gru": tbptt.GRU, "rnn": tbptt.RNN}[cell](I, H, O, seed=seed)
+    return tbptt.model.MODELS[cell](I, H, O, seed=seed)
 
 
 class TbpttRunner:
@@ -60,7 +67,7 @@ class TorchRunner:
         import torch
         torch.manual_seed(seed)
         self.torch = torch
-        self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
+        self.rnn = getattr(torch.nn, CELLS[cell].torch_module)(I, H)
         self.head = torch.nn.Linear(H, O)
         params = list(self.rnn.parameters()) + list(self.head.parameters())
         self.optimizer = torch.optim.Adam(params, lr=1e-3)

@@ -69,7 +69,8 @@ class Engine(Protocol):
         """Process T more steps; an update every k1 steps since the last one.
 
         x: (T, B, I) float features, or (T, B) int64 token ids when `tokens`.
-        y: (T, B, O) float targets (mse) or (T, B) int64 class ids (cross_entropy).
+        y: (T, B, O) float targets (mse) or (T, B) int64 class ids (cross_entropy): the loss's
+            target_shape and target_dtype (tbptt.losses).
         mask: None or (T, B) float loss weights. resets: None or (T, B) bool/uint8: zero stream
         b's state before step t. outputs: None or a writeable (T, B, O) float array that receives
         each step's outputs as the forward pass computed them.

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _pickled, _snapshot
+from .cells import CELLS
+from .losses import LOSSES
 
 if TYPE_CHECKING:
     from ._core import Core          # the compiled modules' interface (types only)
     from .contract import Snapshot, State
     from .model import Recurrent     # the model module imports this one (predict)
-
-# Per cell: (gates, extra, carried) values per hidden unit in the compiled engine's window.
-_TRAITS = {"lstm": (4, 0, 1), "gru": (3, 1, 0), "rnn_tanh": (1, 0, 0), "rnn_relu": (1, 0, 0)}
 
 
 def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
@@ -133,9 +132,9 @@ class _CppSnapshot:
         m = self.model
         self.L, self.H, self.I, self.O = m.num_layers, m.hidden_size, m.input_size, m.output_size
         self.S = max(engine._k1, engine._k2) + 1
-        g, e, c = _TRAITS[m.cell]
-        self.G, self.E, self.C = g * self.H, e * self.H, c * self.H
-        self.keeps_gates = bool(_snapshot.GATES[m.cell])
+        spec = CELLS[m.cell]  # the compiled engine's window per hidden unit: gates, extra, carried
+        self.G, self.E, self.C = spec.gates * self.H, spec.extra * self.H, spec.carried * self.H
+        self.keeps_gates = spec.keeps_gates
 
     def ring(self, native: Dict[str, np.ndarray], key: str, B: int, width: int) -> np.ndarray:
         """A per-layer ring of the native snapshot as (L, S, B, width)."""
@@ -188,8 +187,8 @@ class _CppSnapshot:
             a = np.asarray(native[key])
             return a.reshape((-1, B) + width)[:r].copy() if B else np.zeros((0, 0) + width, a.dtype)
 
-        O = (self.O,)
-        y = rows("values", O) if self.engine._loss == "mse" else rows("classes", ())
+        O, spec = (self.O,), LOSSES[self.engine._loss]
+        y = rows("classes", ()) if spec.classes else rows("values", spec.target_shape(self.O))
         return {"pending/out": rows("outputs", O), "pending/y": y, "pending/w": rows("weights", ()),
                 "pending/dy": rows("dy", O)}
 
@@ -227,14 +226,14 @@ class _CppSnapshot:
             a[:r] = d[key]
             return a.ravel()
 
-        mse = self.engine._loss == "mse"
-        O = (self.O,)
+        spec = LOSSES[self.engine._loss]
+        O, Y = (self.O,), spec.target_shape(self.O)  # outputs and targets per position
         counters = [B, c["tokens"], step, first_valid, r, c["updates"], c["reset_next"],
                     c["optimizer_steps"], max(c["fresh_from"], first_valid)]
         native = {"counters": np.array(counters, np.int64), "sums": d["loss_sums"].copy(),
                   "dy": rows("pending/dy", O, dtype), "outputs": rows("pending/out", O, dtype),
-                  "values": rows("pending/y", O, dtype) if mse else np.zeros(0, dtype),
-                  "classes": np.zeros(0, np.int64) if mse else rows("pending/y", (), np.int64),
+                  "values": np.zeros(0, dtype) if spec.classes else rows("pending/y", Y, dtype),
+                  "classes": rows("pending/y", Y, np.int64) if spec.classes else np.zeros(0, np.int64),
                   "weights": rows("pending/w", (), dtype), "x": (np.zeros(0, dtype) if tokens else x).ravel(),
                   "ids": (x if tokens else np.zeros(0, np.int64)).ravel(),
                   "resets": resets.ravel(),

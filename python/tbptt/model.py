@@ -22,23 +22,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _checks, _files, _native, _pickled, _sizes
+from .cells import CELLS
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
-# For each cell: torch's attribute name of the recurrent module (the prefix of its parameter
-# names) and the gate rows per hidden unit stacked in weight_ih / weight_hh / the biases.
-CELLS = {"lstm": ("lstm", 4),        # (i, f, g, o)
-         "gru": ("gru", 3),          # (r, z, n)
-         "rnn_tanh": ("rnn", 1),
-         "rnn_relu": ("rnn", 1)}
-NONLINEARITIES = ("tanh", "relu")
+NONLINEARITIES = tuple(name[len("rnn_"):] for name, spec in CELLS.items() if spec.model == "rnn")
 
 
 def parameter_shapes(input_size: int, hidden_size: int, output_size: int, num_layers: int,
                      cell: str = "lstm") -> List[Tuple[str, Tuple[int, ...]]]:
     """[(name, shape)] in torch's `state_dict` order for a module with attributes
     `<prefix> = nn.LSTM | nn.GRU | nn.RNN(I, H, L)` and `head = nn.Linear(H, O)`."""
-    prefix, gates = CELLS[cell]
+    prefix, gates = CELLS[cell].prefix, CELLS[cell].gates
     shapes = []
     for k in range(num_layers):
         n_in = input_size if k == 0 else hidden_size
@@ -65,8 +60,7 @@ class Recurrent:
     """What LSTM, GRU and RNN share: a stack of `num_layers` recurrent layers, then a linear head
     on the top layer's h: `y_t = head(h_t)`. Not meant to be built directly."""
 
-    cell: str                        # the engines' name of the cell, set by each subclass
-    STATE: Tuple[str, ...] = ("h",)  # the state tensors the cell carries, each (L, B, H)
+    cell: str  # the engines' name of the cell (a key of tbptt.cells.CELLS), set by each subclass
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
                  dtype: Any = "float32", seed: Optional[int] = None, dropout: float = 0.0,
@@ -91,8 +85,8 @@ class Recurrent:
         self.dropout = _checks.finite_float("dropout", dropout, minimum=0.0, below=1.0)
         self.head_dropout = _checks.finite_float("head_dropout", head_dropout, minimum=0.0, below=1.0)
         _sizes.check_model(self.input_size, self.hidden_size, self.output_size, self.num_layers,
-                           self.dtype, gates=CELLS[self.cell][1])  # before allocating: a clear
-                                                                    # error, not NumPy's
+                           self.dtype, gates=CELLS[self.cell].gates)  # before allocating: a
+                                                                        # clear error, not NumPy's
 
         self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
                                         self.num_layers, self.cell)
@@ -108,6 +102,11 @@ class Recurrent:
         bound = 1.0 / np.sqrt(self.hidden_size)
         rng = np.random.default_rng(seed)
         self._flat[:] = rng.uniform(-bound, bound, size=self._flat.size)
+
+    @property
+    def STATE(self) -> Tuple[str, ...]:
+        """The state tensors the cell carries, each (L, B, H): ("h", "c") or ("h",)."""
+        return CELLS[self.cell].state
 
     # ---- parameters ---------------------------------------------------------------------------
     @property
@@ -269,7 +268,6 @@ class LSTM(Recurrent):
     """
 
     cell = "lstm"
-    STATE = ("h", "c")
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
                  dtype: Any = "float32", seed: Optional[int] = None, forget_bias: float = 0.0,
@@ -338,10 +336,11 @@ def _describe(value):
 
 def _other_cell_hint(unexpected, model_name):
     """For a state_dict of another cell: say which model it seems to belong to."""
-    prefixes = {k.split(".", 1)[0] for k in unexpected} & set(MODELS)
+    owners = {spec.prefix: MODELS[spec.model].__name__ for spec in CELLS.values()}
+    prefixes = {k.split(".", 1)[0] for k in unexpected} & set(owners)
     if len(prefixes) != 1:
         return ""
-    other = MODELS[prefixes.pop()].__name__
+    other = owners[prefixes.pop()]
     return f"; it holds {unexpected[0]!r}: parameters of tbptt.{other}, not of tbptt.{model_name}"
 
 

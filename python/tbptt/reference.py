@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 import numpy as np
 
 from . import _pickled, _snapshot
+from .cells import CELLS
 from .contract import Snapshot, State
+from .losses import LOSSES
 
 if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
     from .model import Recurrent
@@ -99,8 +101,7 @@ def _affine_backward(P, G, prefix, k, cache, d_a, d_b, need_prev):
 class LSTMCell:
     """torch's nn.LSTM layer: gates (i, f, g, o), state (h, c)."""
 
-    prefix = "lstm"
-    STATE = ("h", "c")
+    prefix, STATE = CELLS["lstm"].prefix, CELLS["lstm"].state   # "lstm", ("h", "c")
     CACHE = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
 
     def forward(self, P, k, inp, tokens, prev):
@@ -139,8 +140,7 @@ class LSTMCell:
 class GRUCell:
     """torch's nn.GRU layer: gates (r, z, n), state h."""
 
-    prefix = "gru"
-    STATE = ("h",)
+    prefix, STATE = CELLS["gru"].prefix, CELLS["gru"].state     # "gru", ("h",)
     CACHE = ("h_prev", "r", "z", "n", "hn", "h")   # hn = W_hn h_prev + b_hn, the reset gate's operand
 
     def forward(self, P, k, inp, tokens, prev):
@@ -177,8 +177,7 @@ class GRUCell:
 class RNNCell:
     """torch's nn.RNN layer (Elman): h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), state h."""
 
-    prefix = "rnn"
-    STATE = ("h",)
+    prefix, STATE = CELLS["rnn_tanh"].prefix, CELLS["rnn_tanh"].state   # "rnn", ("h",)
     CACHE = ("h_prev", "h")   # act' is read off h: tanh' = 1 - h^2, relu' = [h > 0]
 
     def __init__(self, nonlinearity):
@@ -242,19 +241,11 @@ def forward(model: Recurrent, x: np.ndarray, tokens: bool,
 # ---- the loss ----------------------------------------------------------------------------------
 
 def loss_terms(out, y, loss):
-    """Per position of outputs `out` (..., B, O) and targets y ((..., B, O) floats for "mse",
-    (..., B) class ids for "cross_entropy"): (loss (..., B), dloss/dout (..., B, O)). MSE: the
-    mean over O of (out - y)^2; cross-entropy: -log softmax(out)[y]."""
-    if loss == "mse":
-        diff = out - y
-        O = diff.shape[-1]
-        return np.sum(diff * diff, axis=-1) / O, diff * (2.0 / O)
-    shifted = out - out.max(axis=-1, keepdims=True)              # a stable log-softmax
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    ids = y[..., None]
-    dout = np.exp(log_probs)
-    np.put_along_axis(dout, ids, np.take_along_axis(dout, ids, axis=-1) - 1.0, axis=-1)
-    return -np.take_along_axis(log_probs, ids, axis=-1)[..., 0], dout   # softmax - onehot(y)
+    """Per position of outputs `out` (..., B, O) and targets y ((..., B) class ids, or values
+    (..., B, O) for "mse"): (loss (..., B), dloss/dout (..., B, O)). Each loss's NumPy definition
+    is its `terms` in tbptt.losses (MSE: the mean over O of (out - y)^2; cross-entropy:
+    -log softmax(out)[y])."""
+    return LOSSES[loss].terms(out, y)
 
 
 def pending_loss(out, y, w, loss):
@@ -514,8 +505,8 @@ class ReferenceEngine:
     def _window_entries(self, steps, B):
         """window/*: the held steps' inputs, resets, gates, h and c; the state entering them."""
         L, H, I, n = self.model.num_layers, self.model.hidden_size, self.model.input_size, len(steps)
-        gate_fields = _snapshot.GATES[self.model.cell]
-        C = H if _snapshot.CARRIES_C[self.model.cell] else 0
+        spec = CELLS[self.model.cell]
+        gate_fields, C = spec.snapshot_gates, spec.carried * H
 
         def per_layer(value, width):  # (n, L, B, width) from value(cache) of each step and layer
             return np.array([[value(cache) for cache in s.layers] for s in steps],
@@ -542,8 +533,9 @@ class ReferenceEngine:
         """pending/*: the pending steps' outputs and targets, and their loss terms."""
         O, r = self.model.output_size, len(pending)
         out = np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O)
-        y_dtype, y_shape = ((self.dtype, (r, B, O)) if self.loss == "mse" else (np.int64, (r, B)))
-        y = np.array([s.y for s in pending], dtype=y_dtype).reshape(y_shape)
+        spec = LOSSES[self.loss]
+        y = np.array([s.y for s in pending], dtype=spec.target_dtype(self.dtype)).reshape(
+            (r, B) + spec.target_shape(O))
         w = np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)
         dy, loss_sum, weight_sum = pending_loss(out, y, w, self.loss)
         return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy,
@@ -585,9 +577,10 @@ class ReferenceEngine:
                                      c["optimizer_steps"], int(momentum and c["optimizer_steps"] > 0),
                                      n, c["steps"]], np.int64),
                "history/x": d["window/x"], "history/reset": d["window/reset"]}
-        fields = dict(zip(_snapshot.GATES[cell], np.split(d["window/gates"], len(_snapshot.GATES[cell]) or 1, axis=-1)))
+        gate_fields = CELLS[cell].snapshot_gates
+        fields = dict(zip(gate_fields, np.split(d["window/gates"], len(gate_fields) or 1, axis=-1)))
         fields["h"] = d["window/h"]
-        if _snapshot.CARRIES_C[cell]:
+        if CELLS[cell].carried:
             fields["c"], fields["tanh_c"] = d["window/c"], np.tanh(d["window/c"])
         keep = ~d["window/reset"][:, None, :, None]  # (n, 1, B, 1): zero the reset streams
         for name in self.cell.STATE:  # the state entering each step, resets applied
@@ -694,13 +687,12 @@ class ReferenceEngine:
         """Every entry's shape and dtype, and the ids' range, for this model, B and n steps."""
         L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
                       self.model.output_size)
-        P = self.model.flat_parameters.size
+        P, spec = self.model.flat_parameters.size, LOSSES[self.loss]
         shapes: Dict[str, Tuple[Tuple[int, ...], Any]] = {  # {key: (shape, dtype)}
                   "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
                   "history/reset": ((n, B), np.bool_),
                   "history/out": ((n, B, O), self.dtype),
-                  "history/y": (((n, B, O), self.dtype) if self.loss == "mse"
-                                else ((n, B), np.int64)),
+                  "history/y": ((n, B) + spec.target_shape(O), spec.target_dtype(self.dtype)),
                   "history/w": ((n, B), self.dtype),
                   "optimizer/momentum_buffer": ((P,), self.dtype),
                   "optimizer/adam_m": ((P,), self.dtype), "optimizer/adam_v": ((P,), self.dtype)}
@@ -714,7 +706,7 @@ class ReferenceEngine:
                            f"{n} steps held")
         if tokens and n and (arrays["history/x"].min() < 0 or arrays["history/x"].max() >= I):
             self._fail(f"'history/x' holds token ids outside [0, {I})")
-        if self.loss != "mse" and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
+        if spec.classes and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
             self._fail(f"'history/y' holds class ids outside [0, {O})")
 
     def _rebuilt_history(self, arrays: dict, tokens: bool, n: int, total: int) -> collections.deque:

@@ -215,12 +215,13 @@ def _widened(trainer, columns, input_size):
     is new column columns[j]; the new columns' weights (and their optimiser moments) start at
     zero, so the network computes what it computed before, whatever the new inputs hold. Built
     through the engine's snapshot (the held steps' new inputs are 0: nothing was known)."""
-    from .model import CELLS, from_config, parameter_shapes
+    from .cells import CELLS
+    from .model import from_config, parameter_shapes
 
     old = trainer.model
     config = {**old.config(), "input_size": input_size}
     model = from_config(config)
-    name = f"{CELLS[model.cell][0]}.weight_ih_l0"
+    name = f"{CELLS[model.cell].prefix}.weight_ih_l0"
     old_shapes = parameter_shapes(old.input_size, old.hidden_size, old.output_size,
                                   old.num_layers, old.cell)
 

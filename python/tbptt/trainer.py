@@ -23,6 +23,7 @@ from . import _checks, _files, _fit, _native, _pickled, _sizes
 from .data import ArrayLike
 from .errors import Divergence
 from .history import History
+from .losses import LOSSES
 from .model import Recurrent
 from .optim import OPTIMIZERS, Adam, Optimizer
 from .optim import from_config as optimizer_from_config
@@ -30,7 +31,6 @@ from .optim import from_config as optimizer_from_config
 if TYPE_CHECKING:
     from .contract import Engine
 
-LOSSES = ("mse", "cross_entropy")
 BACKENDS = ("cpp", "numpy")
 MAX_K = 2**30  # the window holds max(k1, k2) + 1 steps; "never truncate" is k = the data's length
 
@@ -74,8 +74,9 @@ class Trainer:
         self.model = model
         self.k1 = _checks.positive_int("k1", k1, maximum=MAX_K)
         self.k2 = _checks.positive_int("k2", k2, maximum=MAX_K)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        LOSSES[loss].check_output_size(model.output_size)
         self.loss = loss
         if optimizer is None:
             optimizer = Adam()
@@ -391,7 +392,7 @@ class Trainer:
             resets = np.asarray(resets) != 0
             starts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
         starts = sorted(starts) + [T]
-        state, loss, correct, weight = None, 0.0, 0.0, 0.0
+        state, loss, correct, weight, spec = None, 0.0, 0.0, 0.0, LOSSES[self.loss]
         for s, e in zip(starts[:-1], starts[1:]):
             if stop:
                 return None
@@ -402,15 +403,9 @@ class Trainer:
             out, state = model.predict(x[s:e], state)
             out = out.astype(np.float64)
             w = np.ones(out.shape[:2]) if mask is None else np.asarray(mask[s:e], dtype=np.float64)
-            if self.loss == "mse":
-                target = np.asarray(y[s:e], dtype=np.float64)
-                loss += float((w * ((out - target) ** 2).mean(axis=-1)).sum())
-            else:
-                target = np.asarray(y[s:e])
-                peak = out.max(axis=-1, keepdims=True)
-                logz = peak[..., 0] + np.log(np.exp(out - peak).sum(axis=-1))
-                picked = np.take_along_axis(out, target[..., None], axis=-1)[..., 0]
-                loss += float((w * (logz - picked)).sum())
+            target = np.asarray(y[s:e]) if spec.classes else np.asarray(y[s:e], dtype=np.float64)
+            loss += float((w * spec.loss(out, target)).sum())
+            if spec.classes:
                 correct += float((w * (out.argmax(axis=-1) == target)).sum())
             weight += float(w.sum())
         if self._group is not None:
@@ -418,7 +413,7 @@ class Trainer:
         if weight == 0:
             raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
         result = {"loss": loss / weight}
-        if self.loss == "cross_entropy":
+        if spec.classes:
             result["accuracy"] = correct / weight
         return result
 
