@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -431,6 +432,11 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
     for ax, (name, lines, cut) in zip(axes.ravel(), panels):
         for x, y, label, style in lines:
             ax.plot(x, y, label=label, **style)
+        if np.issubdtype(np.asarray(lines[0][0]).dtype, np.datetime64):  # short date labels
+            from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+            locator = AutoDateLocator(maxticks=6)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         if cut is not None:
             ax.axvline(cut, color="gray", linestyle=":", linewidth=1)
         ax.set_title(str(name), fontsize=10)
@@ -440,5 +446,5 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
     axes[0, 0].set_ylabel(ylabel)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, 40 + 55 * columns), fontsize=10)
     _plots.save(fig, path)

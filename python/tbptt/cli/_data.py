@@ -204,8 +204,9 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20, su
             same = np.flatnonzero(times[1:] == times[:-1])
             if same.size:
                 where = f"series {key!r}: " if series is not None else ""
+                hint = "" if series is not None else "; many series in one file? --series ID"
                 raise BadInput(f"{path}: {where}the time {times[same[0]]} appears twice (column "
-                               f"{time!r})")
+                               f"{time!r}{hint})")
         name = f"series {key!r}" if series is not None else f"column {column!r}"
         counted = int((~np.isnan(table[:, 0])).sum())
         if counted < least:
