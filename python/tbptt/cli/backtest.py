@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
                     "(MAE over the in-sample one-step naive / seasonal-naive MAE of the "
                     "training part). Prints a table; writes backtest.csv (every forecast), "
                     "backtest.json (mae, rmse, mase_naive, mase_seasonal over every origin and "
-                    "horizon; the baselines' too) and backtest.png (MAE by horizon).")
+                    "horizon; the baselines' too; each series' own) and backtest.png (MAE by horizon).")
     test.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
                       "model.npz")
     test.add_argument("--horizon", type=_args.number(int, 0), default=1,
@@ -62,6 +62,10 @@ def run(args) -> int:
                                        features=s.features, known=s.known))
     result = forecast.scores(tests)
     result["season"] = args.season
+    if len(tests) > 1:  # each series' own figures too
+        result["series"] = {s.name: {k: v for k, v in forecast.scores([b]).items()
+                                     if k not in ("by_horizon", "horizon")}
+                            for s, b in zip(ran.series, tests)}
     folder = args.out or os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     print(table(result, ran.source))
@@ -86,6 +90,8 @@ def table(result, source) -> str:
         rows.append((f"seasonal naive (P={result['season']})", result["seasonal_naive"]))
     lines = [f"backtest of {source}: {result['origins']:,} origins x horizons 1..{result['horizon']}",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in result.get("series", {}).items():
+        rows += [(f"series {name}: model", r), (f"series {name}: naive", r["naive"])]
     for name, r in rows:
         cells = [name] + [f"{r[key]:.4g}" for key in ("mae", "rmse", "mase_naive")]
         if seasonal:
