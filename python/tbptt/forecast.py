@@ -36,11 +36,11 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _table
 from .data import Normalizer
 
 __all__ = ["arrays", "one_step", "forecast", "backtest", "Backtest", "scores", "future_times",
-           "Series", "Run", "load"]
+           "Series", "Run", "load", "read_run"]
 
 
 def arrays(values, normalizer, difference=False, *, features=None, known=None):
@@ -298,11 +298,59 @@ def load(path) -> Run:
     run's data read again from their file, each series with the normalizer of the run: the
     normaliser a command-line run trained with, for :func:`one_step`, :func:`forecast` and
     :func:`backtest`. ValueError for a model of other data."""
-    from .cli import _data, _folder
+    from . import _files, checkpoint
 
-    path = _folder.model_path(os.fspath(path))
-    model, header = _folder.load_model(path)
-    return _data.read_run(model, header, path)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.npz")
+    return read_run(checkpoint.load(path), _files.load_arrays(path, "model")[0], path)
+
+
+def read_run(model, header, path) -> Run:
+    """A :class:`Run` of `model` and the data of the run whose model file (at `path`) has the
+    header `header`: the data read again as they are now, with the run's normalizers and
+    held-out starts."""
+    meta, settings = header.get("data") or {}, header.get("settings") or {}
+    if meta.get("kind") != "series" or "task" not in settings:
+        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
+                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
+    observed = list(meta.get("features", []))
+    known = [name for name in meta.get("known", []) if not name.startswith("series=")]
+    identity = [name for name in meta.get("known", []) if name.startswith("series=")]
+    if "normalizers" in meta:
+        names, starts = meta["series_names"], meta["starts"]
+        norms = [Normalizer.from_dict(d) for d in meta["normalizers"]]
+    else:  # one column, or a run of an older tbptt
+        names, norms = [""], [Normalizer.from_dict(meta["normalizer"])]
+        starts = [meta["train_values"] + bool(meta["difference"])]
+    of = {name: i for i, name in enumerate(names)}
+    series = []
+    for name, times, values, columns in _run_data(settings, observed + known):
+        if name not in of:
+            raise _table.BadInput(f"{settings.get('data')}: series {name!r} was not in the "
+                                  f"run's training data ({path})")
+        i = of[name]
+        own = columns[:, len(observed):] if known else np.empty((values.size, 0))
+        if identity:
+            own = np.column_stack([own, np.tile(np.eye(len(identity))[i], (values.size, 1))])
+        series.append(Series(name, times, values, columns[:, :len(observed)] if observed else None,
+                             own if own.shape[1] else None, norms[i], starts[i]))
+    return Run(model, series, bool(meta["difference"]), observed, known + identity,
+               meta["source"], header)
+
+
+def _run_data(settings, covariates):
+    """[(name, times, values, covariates)] of a run's data as they are now."""
+    from . import datasets
+
+    if settings.get("task") == "co2":
+        dates, ppm = datasets.co2()
+        return [("", dates, ppm, None)]
+    if settings.get("task") == "sunspots":
+        years, activity = datasets.sunspots()
+        return [("", years, activity, None)]
+    return _table.read_table(settings["data"], settings["column"], covariates,
+                             settings.get("series"), settings.get("time"), least=1)
 
 
 # ---- internals ------------------------------------------------------------------------------

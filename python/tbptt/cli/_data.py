@@ -4,13 +4,11 @@ series or a synthetic task."""
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 
 import numpy as np
 
 from .. import data, datasets, forecast
+from .._table import BadInput, columns_of, read_table
 
 VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
@@ -34,17 +32,6 @@ COMMON_DEFAULTS = dict(cell="lstm", layers=1, dropout=0.0, weight_decay=0.0, sch
                        warmup=0.0, backend="cpp", seed=0, recompute=False)  # patience: None, no early stopping
 
 
-class BadInput(ValueError):
-    """Data the command cannot use (a column not in the file, a value that is not a number, a
-    series too short): one line on stderr and exit status 2, nothing written. A ValueError, as
-    the library raises."""
-
-
-# A column is taken for the data's times (when --time does not name one) if its name is one of
-# these, or its first value looks like an ISO date (2001-12-29, 2001-12, 2001-12-29 10:00).
-TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "year", "month", "week", "day",
-              "period")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}(-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?)?$")
 SERIES_BATCH = 8  # --batch's default with --series (no more streams than series are made)
 SERIES_MIN = 30  # values per series with --series/--features/--known: 90% train, 10% held out
 
@@ -90,10 +77,17 @@ def prepare(args, kind: str) -> Prepared:
                            years)
         if _covariates(args):
             return _frame(args, B)
-        (_, times, values, _), = read_table(args.data, args.column, time=args.time, least=0,
-                                            subparser=args.subparser)
+        _need_column(args)
+        (_, times, values, _), = read_table(args.data, args.column, time=args.time, least=0)
         return _series(values, f"{args.data}, column {args.column}", B, bool(args.diff), times)
     return _task(kind, B, args.seed)
+
+
+def _need_column(args) -> None:
+    """A CSV file needs --column: a usage error (exit 2) naming the file's columns."""
+    if args.column is None and args.subparser is not None:
+        args.subparser.error(f"--data {args.data} is a CSV file: choose the column to model "
+                             f"with --column (columns: {', '.join(columns_of(args.data))})")
 
 
 def _covariates(args) -> bool:
@@ -147,125 +141,6 @@ def _names(text):
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
-def read_table(path, column, covariates=(), series=None, time=None, least=20, subparser=None):
-    """The series of a CSV file with a header row: [(name, times, values, covariates)], one per
-    value of the `series` column in the order they first appear (one, named "", without it),
-    each sorted by its times. times: (N,) datetime64 or numbers from the `time` column (or one
-    found by itself: TIME_NAMES, or ISO dates), else the row numbers. values: (N,) float64 of
-    `column`, covariates (N, C) of the `covariates` columns (None if none), gaps (empty cells)
-    filled linearly in each series. BadInput for a column not in the file, a cell that is not a
-    number, a series with fewer than `least` values."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if column is None:
-            if subparser is None:
-                raise BadInput(f"{path} is a CSV file: choose the column to model (columns: "
-                               f"{', '.join(columns)})")
-            subparser.error(f"--data {path} is a CSV file: choose the column to model "
-                            f"with --column (columns: {', '.join(columns)})")
-        for name in [column, *covariates, series, time]:
-            if name is not None and name not in columns:
-                raise BadInput(f"{path} has no column {name!r} (columns: {', '.join(columns)})")
-        found = time is None
-        if found:
-            time = _time_column(path, columns, {column, series, *covariates})
-        numeric = [column, *covariates]
-        groups = {}  # series name -> (rows, time cells, line numbers)
-        for line, row in enumerate(reader, start=2):
-            cells = []
-            for name in numeric:
-                cell = (row[name] or "").strip()
-                try:
-                    cells.append(float(cell) if cell else math.nan)
-                except ValueError:
-                    raise BadInput(f"{path}, line {line}: column {name!r} holds {cell!r}, not a "
-                                   f"number") from None
-            key = "" if series is None else (row[series] or "").strip()
-            group = groups.setdefault(key, ([], [], []))
-            group[0].append(cells)
-            group[1].append((row[time] or "").strip() if time is not None else None)
-            group[2].append(line)
-    if not groups:
-        raise BadInput(f"{path} holds no rows of data")
-    times_of = {key: _times(path, time, group[1], group[2], found) if time is not None else None
-                for key, group in groups.items()}
-    if found and any(t is None for t in times_of.values()):
-        times_of = {key: None for key in groups}  # a column that only looked like times
-    tables = []
-    for key, (rows, _, lines) in groups.items():
-        table = np.array(rows, dtype=np.float64).reshape(len(rows), len(numeric))
-        times = times_of[key]
-        if times is None:
-            times = np.arange(len(rows))
-        else:
-            order = np.argsort(times, kind="stable")
-            times, table = times[order], table[order]
-            same = np.flatnonzero(times[1:] == times[:-1])
-            if same.size:
-                where = f"series {key!r}: " if series is not None else ""
-                hint = "" if series is not None else "; many series in one file? --series ID"
-                raise BadInput(f"{path}: {where}the time {times[same[0]]} appears twice (column "
-                               f"{time!r}{hint})")
-        name = f"series {key!r}" if series is not None else f"column {column!r}"
-        counted = int((~np.isnan(table[:, 0])).sum())
-        if counted < least:
-            raise BadInput(f"{path}: {name} has {counted} numeric value(s) of {column!r}: too "
-                           f"short, at least {least} are needed (90% to train on, 10% held out)")
-        if least:
-            table = np.column_stack([_fill(path, name, numeric[i], table[:, i])
-                                     for i in range(len(numeric))])
-        tables.append((key, times, table[:, 0],
-                       table[:, 1:] if covariates else None))
-    return tables
-
-
-def _fill(path, name, column, values):
-    """`values` with their gaps (NaN) filled linearly (the ends by the nearest value)."""
-    known = ~np.isnan(values)
-    if not known.any():
-        raise BadInput(f"{path}: {name} has no numeric value in column {column!r}")
-    index = np.arange(values.size)
-    return np.interp(index, index[known], values[known])
-
-
-def _time_column(path, columns, used):
-    """The column of the data's times when --time names none: one named as times are, or whose
-    first value is an ISO date; None if there is none."""
-    for name in columns:
-        if name not in used and name.strip().lower() in TIME_NAMES:
-            return name
-    with open(path, newline="", encoding="utf-8") as f:
-        first = next(csv.DictReader(f), None) or {}
-    for name in columns:
-        if name not in used and ISO_DATE.match((first.get(name) or "").strip()):
-            return name
-    return None
-
-
-def _times(path, column, cells, lines, found):
-    """(N,) times from the cells of the time column: integers (years), numbers, or ISO dates
-    (numpy datetime64 at the unit the text gives). A cell that is none of them is BadInput, or
-    None for a column found by itself (then the row numbers are the times)."""
-    for kind in (np.int64, np.float64):
-        try:
-            return np.array([kind(cell) for cell in cells])
-        except ValueError:
-            pass
-    try:
-        return np.array(cells, dtype="datetime64")
-    except ValueError:
-        if found:
-            return None
-    for cell, line in zip(cells, lines):
-        try:
-            np.datetime64(cell)
-        except ValueError:
-            raise BadInput(f"{path}, line {line}: column {column!r} holds {cell!r}, not a time "
-                           f"(a number, or a date as 2001-12-29)") from None
-    raise BadInput(f"{path}: column {column!r} mixes kinds of times")
-
-
 def _frame(args, B):
     """Series with covariates, or many series (--series), each standardised by its own training
     part's statistics; one series is cut into B streams as a plain column is, many are packed
@@ -273,8 +148,9 @@ def _frame(args, B):
     every series: one stream each, from a zero state."""
     known = _names(args.known)
     observed = [name for name in _names(args.features) if name not in known]
+    _need_column(args)
     tables = read_table(args.data, args.column, observed + known, args.series, args.time,
-                        least=SERIES_MIN, subparser=args.subparser)
+                        least=SERIES_MIN)
     names = [str(table[0]) for table in tables]
     identity = [f"series={name}" for name in names] if args.embed_series else []
     diff = bool(args.diff)
@@ -326,39 +202,6 @@ def _frame(args, B):
             "valid_values": sum(s.values.size - s.start for s in series),
             "persistence_rmse": float(np.sqrt(np.mean(naive ** 2)))}
     return Prepared("series", train, valid, "mse", xs[0].shape[1], 1, meta, series=series)
-
-
-def read_run(model, header, path):
-    """A tbptt.forecast.Run: `model` and the data of the run whose model file header is
-    `header` (read again as they are now), with the run's normalizers and held-out starts."""
-    import argparse
-
-    from .train import SETTINGS
-
-    meta, settings = header.get("data") or {}, header.get("settings") or {}
-    if meta.get("kind") != "series" or "task" not in settings:
-        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
-                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
-    args = argparse.Namespace(**{name: settings.get(name) for name in SETTINGS}, subparser=None)
-    prepared = prepare(args, "series")
-    difference = bool(meta["difference"])
-    if "normalizers" not in meta:  # one column, or a run of an older tbptt
-        norms = [data.Normalizer.from_dict(meta["normalizer"])]
-        starts = [meta["train_values"] + difference]
-        names = [""]
-    else:
-        norms = [data.Normalizer.from_dict(d) for d in meta["normalizers"]]
-        starts, names = meta["starts"], meta["series_names"]
-    by_name = dict(zip(names, zip(norms, starts)))
-    series = []
-    for s in prepared.series:
-        if s.name not in by_name:
-            raise BadInput(f"{settings.get('data')}: series {s.name!r} was not in the run's "
-                           f"training data ({path})")
-        norm, start = by_name[s.name]
-        series.append(s._replace(normalizer=norm, start=start))
-    return forecast.Run(model, series, difference, list(meta.get("features", [])),
-                        list(meta.get("known", [])), meta["source"], header)
 
 
 def _task(name: str, B: int, seed: int) -> Prepared:

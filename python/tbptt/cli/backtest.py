@@ -45,7 +45,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     path = _folder.model_path(args.folder)
     model, header = _folder.load_model(path)
-    ran = _data.read_run(model, header, path)
+    ran = forecast.read_run(model, header, path)
     if ran.features and args.horizon > 1:
         raise _data.BadInput(forecast._observed_message(len(ran.features), args.horizon))
     tests = []

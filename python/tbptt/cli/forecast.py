@@ -4,14 +4,13 @@ in advance come from --future."""
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
 import sys
 
 import numpy as np
 
-from .. import _files
+from .. import _files, _table
 from .. import forecast
 from . import _args, _data, _folder
 
@@ -43,7 +42,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     path = _folder.model_path(args.folder)
     model, header = _folder.load_model(path)
-    ran = _data.read_run(model, header, path)
+    ran = forecast.read_run(model, header, path)
     if ran.features and args.steps > 1:
         raise _data.BadInput(forecast._observed_message(len(ran.features), args.steps))
     given = [name for name in ran.known if not name.startswith("series=")]
@@ -117,17 +116,16 @@ def _read_future(path, ran, steps, header):
     if not names:
         raise _data.BadInput(f"--future {path}: the model reads no covariates known in advance; "
                              f"leave --future out")
-    with open(path, newline="", encoding="utf-8") as f:
-        columns = next(csv.reader(f), [])
+    columns = _table.columns_of(path)
     time = settings.get("time")
     if time is None:
-        time = _data._time_column(path, columns, {*names, series_column})
+        time = _table.time_column(path, columns, {*names, series_column})
     wanted = [*names, *([series_column] if series_column else [])]
     for name in wanted:
         if name not in columns:
             raise _data.BadInput(f"--future {path} has no column {name!r}, which the model reads "
                                  f"(columns: {', '.join(columns)})")
-    tables = _data.read_table(path, names[0], names[1:], series_column,
+    tables = _table.read_table(path, names[0], names[1:], series_column,
                               time if time in columns else None, least=0)
     future = {}
     by_name = {s.name: s for s in ran.series}
