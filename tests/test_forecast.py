@@ -348,3 +348,22 @@ def test_forecast_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["forecast", str(observed), "--steps", "1"]) == 0  # one step is fine
     assert cli.main(["backtest", str(run), "--horizon", "13"]) == 2
     assert "fewer than --horizon 13" in capsys.readouterr().err
+
+
+def test_the_forecasting_page_quotes_the_commands_tables(capsys):
+    """docs/forecasting.md's backtest tables are what make_forecasting_figures.py prints."""
+    import importlib.util
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..")
+    spec = importlib.util.spec_from_file_location(
+        "make_forecasting_figures", os.path.join(root, "docs", "figures", "make_forecasting_figures.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--no-pictures"]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(root, "docs", "forecasting.md"), encoding="utf-8") as f:
+        page = f.read()
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "MAE" not in line]
+    assert len(rows) == 9
+    for row in rows:  # the page's co2 table says "MAE (ppm)": compare the rows
+        assert row in page, row

@@ -482,7 +482,7 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
             ax.plot(x, y, label=label, **style)
         if np.issubdtype(np.asarray(lines[0][0]).dtype, np.datetime64):  # short date labels
             from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-            locator = AutoDateLocator(maxticks=6)
+            locator = AutoDateLocator()
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         if cut is not None:
