@@ -163,7 +163,7 @@ def test_train_text_and_csv_files(tmp_path, capsys):
     assert "'mean'" in capsys.readouterr().out  # the normalisation is stored with the model
     assert cli.main(["generate", str(tmp_path / "b")]) == 1  # a series model has no vocabulary
     assert "not a text model" in capsys.readouterr().err
-    assert cli.main(["train", "--data", str(table), "--column", "nope", *TINY]) == 1
+    assert cli.main(["train", "--data", str(table), "--column", "nope", *TINY]) == 2  # bad input
     with pytest.raises(SystemExit) as exit:  # a CSV needs --column
         cli.main(["train", "--data", str(table), *TINY])
     assert exit.value.code == 2

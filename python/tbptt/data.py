@@ -15,12 +15,19 @@ the next. A typical pipeline for one long series (a text, a sensor recording)::
     for xc, yc, mask, resets in chunks(x, y, size=1000):
         trainer.train(xc, yc, mask, resets)
 
+Many separate sequences (one label per sequence, or per-step targets; variable lengths) are packed
+into B streams with :func:`pack`: a reset at each sequence's first step, the loss mask on its last
+step (or on all of them)::
+
+    packed = pack(sequences, num_streams=32, labels=labels)                # x (T, 32, I), ...
+    trainer.fit(packed.x, packed.y, packed.mask, packed.resets, epochs=10)
+
 Everything here is plain NumPy.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +36,8 @@ from ._checks import numeric_array, positive_int
 # Inputs: anything numpy.asarray takes (arrays, lists, torch tensors); the checks convert them.
 ArrayLike = Any
 
-__all__ = ["batchify", "next_step", "split", "chunks", "Normalizer", "Vocabulary"]
+__all__ = ["batchify", "next_step", "split", "chunks", "pack", "Packed", "unpack", "Normalizer",
+           "Vocabulary"]
 
 
 def batchify(series: ArrayLike, num_streams: int) -> np.ndarray:
@@ -129,6 +137,174 @@ def chunks(x: ArrayLike, y: ArrayLike, size: int, mask: Optional[ArrayLike] = No
                              f"({steps}), got shape {array.shape}")
     for start in range(0, steps, size):
         yield tuple(None if a is None else a[start:start + size] for a in arrays.values())
+
+
+class Packed(NamedTuple):
+    """Sequences packed into B streams by :func:`pack`: time-major arrays for ``Trainer.fit``.
+
+    Attributes:
+        x: ``(T, B, I)`` inputs, or ``(T, B)`` integer token ids; 0 where a stream has no sequence.
+        y: ``(T, B, O)`` float targets, or ``(T, B)`` integer class ids; 0 where the mask is 0.
+            None when neither labels nor targets were given.
+        mask: ``(T, B)`` float64: 1.0 where the loss counts, 0.0 elsewhere.
+        resets: ``(T, B)`` bool: True at each sequence's first step.
+        spans: ``(N, 3)`` int64: sequence ``i`` is ``x[start:stop, stream]`` with
+            ``(stream, start, stop) = spans[i]`` (read outputs back with :func:`unpack`).
+    """
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    mask: np.ndarray
+    resets: np.ndarray
+    spans: np.ndarray
+
+
+def _sequence_arrays(name, items):
+    """The checked list of arrays of `items`, a sequence of array-likes with a first (time) axis."""
+    if isinstance(items, np.ndarray) and items.ndim >= 2 and items.dtype != object:
+        items = list(items)  # (N, L[, I]): N sequences of one length
+    try:
+        arrays = [numeric_array(f"{name}[{i}]", item) for i, item in enumerate(items)]
+    except TypeError as error:
+        if "not iterable" in str(error):
+            raise TypeError(f"{name} must be a sequence of arrays, got {type(items).__name__}") from None
+        raise
+    if not arrays:
+        raise ValueError(f"{name} must hold at least one sequence")
+    for i, a in enumerate(arrays):
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise ValueError(f"{name}[{i}] must have at least one time step, got shape {a.shape}")
+        if a.ndim > 2:
+            raise ValueError(f"{name}[{i}] must have shape (L,) or (L, F), got {a.shape}")
+        if a.shape[1:] != arrays[0].shape[1:] or (a.dtype.kind in "iub") != (arrays[0].dtype.kind in "iub"):
+            raise ValueError(f"{name}[{i}] has shape {a.shape} and dtype {a.dtype}, unlike "
+                             f"{name}[0] ({arrays[0].shape}, {arrays[0].dtype}): every sequence "
+                             f"needs the same features and kind (token ids or floats)")
+    return arrays
+
+
+def _layout(arrays, T, B):
+    """A zero (T, B[, F]) array for `arrays` (integer ids stay (T, B), 1-D floats get F = 1)."""
+    first = arrays[0]
+    if first.dtype.kind in "iub":
+        return np.zeros((T, B) + first.shape[1:], dtype=np.int64)
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    return np.zeros((T, B) + (first.shape[1:] or (1,)), dtype=dtype)
+
+
+def pack(sequences: Sequence[ArrayLike], num_streams: int, labels: Optional[ArrayLike] = None,
+         targets: Optional[Sequence[ArrayLike]] = None, loss_on: Optional[str] = None) -> Packed:
+    """Pack many separate sequences of any lengths into ``num_streams`` streams, time-major, with a
+    reset at each sequence's first step: for sequence classification or regression (one label per
+    sequence), or per-step targets (as many short series).
+
+    Each sequence goes, in the order given, to the stream that is shortest so far (the first of
+    them on a tie), right after the sequence before it there; the streams are then padded with
+    zeros (mask 0) to the longest. A reset zeroes the state before each sequence, so no state and
+    no gradient crosses from one sequence to the next (docs/semantics.md §1): training on the
+    packed arrays is training on each sequence from a zero state. Shuffle the order yourself (a
+    permutation of the sequences, and of their labels) between epochs if you want it.
+
+    Args:
+        sequences: N arrays, sequence ``i`` of shape ``(L_i,)`` integer token ids or floats (one
+            feature), or ``(L_i, I)`` floats; or one ``(N, L[, I])`` array.
+        num_streams: B >= 1. At most N streams are made (a stream needs a sequence).
+        labels: one per sequence: ``(N,)`` integer class ids (``y`` is ``(T, B)``, for
+            ``loss="cross_entropy"``), or ``(N,)`` / ``(N, O)`` floats (``y`` is ``(T, B, O)``,
+            ``loss="mse"``). The label is the target at the sequence's last step (``loss_on="last"``,
+            the default with labels) or at every step (``"all"``: a prediction at each prefix).
+        targets: per step instead: N arrays of ``(L_i,)`` class ids or floats, or ``(L_i, O)``
+            floats; the loss counts at every step (``loss_on="all"``, the default with targets) or
+            at each sequence's last step.
+        loss_on: ``"last"`` or ``"all"``.
+
+    Returns:
+        A :class:`Packed` ``(x, y, mask, resets, spans)``. Float inputs keep their dtype, token
+        ids become int64. Read the model's outputs
+        back per sequence with :func:`unpack`, e.g. ``unpack(outputs, packed.spans, last=True)``
+        gives each sequence's output at its last step, ``(N, O)``.
+
+    Example (sequence classification; the full script is examples/labelled_sequences.py)::
+
+        packed = pack(sequences, 32, labels=classes)        # lengths 10..40, classes (N,) ints
+        model = tbptt.LSTM(1, 32, num_classes, forget_bias=1.0)
+        trainer = tbptt.Trainer(model, k1=40, k2=40, loss="cross_entropy", optimizer=tbptt.Adam(1e-2))
+        trainer.fit(packed.x, packed.y, packed.mask, packed.resets, epochs=10)
+        trainer.evaluate(*pack(test_sequences, 32, labels=test_classes)[:4])   # loss, accuracy
+
+    Raises:
+        TypeError: non-numeric data. ValueError: an empty sequence, sequences of different
+        features, labels or targets that do not match the sequences, both or neither of them with
+        ``loss_on``, or an unknown ``loss_on``.
+    """
+    num_streams = positive_int("num_streams", num_streams)
+    arrays = _sequence_arrays("sequences", sequences)
+    if labels is not None and targets is not None:
+        raise ValueError("give labels (one per sequence) or targets (one per step), not both")
+    if loss_on is None:
+        loss_on = "all" if targets is not None else "last"
+    if loss_on not in ("last", "all"):
+        raise ValueError(f"loss_on must be 'last' or 'all', got {loss_on!r}")
+    lengths = [a.shape[0] for a in arrays]
+    N, B = len(arrays), min(num_streams, len(arrays))
+    per_step = None
+    if labels is not None:
+        labels = numeric_array("labels", labels)
+        if labels.ndim not in (1, 2) or labels.shape[0] != N:
+            raise ValueError(f"labels must have shape ({N},) or ({N}, O): one per sequence, got "
+                             f"{labels.shape}")
+        if labels.dtype.kind in "iub" and labels.ndim == 2:
+            raise ValueError("integer labels are class ids: shape (N,), got (N, O)")
+        per_step = [np.broadcast_to(labels[i], (n,) + labels.shape[1:]) for i, n in enumerate(lengths)]
+    elif targets is not None:
+        per_step = _sequence_arrays("targets", targets)
+        if len(per_step) != N:
+            raise ValueError(f"targets must hold one array per sequence ({N}), got {len(per_step)}")
+        for i, (t, n) in enumerate(zip(per_step, lengths)):
+            if t.shape[0] != n:
+                raise ValueError(f"targets[{i}] must have the length of sequences[{i}] ({n}), "
+                                 f"got shape {t.shape}")
+    spans = np.zeros((N, 3), dtype=np.int64)
+    ends = [0] * B
+    for i, n in enumerate(lengths):
+        b = min(range(B), key=ends.__getitem__)  # the shortest stream so far, the first on a tie
+        spans[i] = (b, ends[b], ends[b] + n)
+        ends[b] += n
+    T = max(ends)
+    x = _layout(arrays, T, B)
+    y = None if per_step is None else _layout(per_step, T, B)
+    mask = np.zeros((T, B), dtype=np.float64)
+    resets = np.zeros((T, B), dtype=bool)
+    for i, (b, start, stop) in enumerate(spans):
+        x[start:stop, b] = arrays[i].reshape(x[start:stop, b].shape)
+        resets[start, b] = True
+        if y is not None and per_step is not None:
+            y[start:stop, b] = per_step[i].reshape(y[start:stop, b].shape)
+            if loss_on == "all":
+                mask[start:stop, b] = 1.0
+            else:
+                mask[stop - 1, b] = 1.0
+    return Packed(x, y, mask, resets, spans)
+
+
+def unpack(outputs: ArrayLike, spans: ArrayLike, last: bool = False) -> Any:
+    """Per-sequence slices of time-major ``(T, B, ...)`` arrays (the model's outputs on packed
+    inputs), by the ``spans`` of :func:`pack`.
+
+    Returns a list of N arrays ``outputs[start:stop, stream]`` (views, ``(L_i, ...)``), or with
+    ``last=True`` one ``(N, ...)`` array of each sequence's last step.
+    """
+    outputs = np.asarray(outputs)
+    spans = numeric_array("spans", spans)
+    if spans.ndim != 2 or spans.shape[1] != 3:
+        raise ValueError(f"spans must have shape (N, 3) (stream, start, stop), got {spans.shape}")
+    if outputs.ndim < 2 or (spans.size and (spans[:, 0].max() >= outputs.shape[1]
+                                            or spans[:, 2].max() > outputs.shape[0])):
+        raise ValueError(f"outputs of shape {outputs.shape} do not hold the packed sequences "
+                         f"(pass the (T, B, ...) outputs of the packed x)")
+    if last:
+        return outputs[spans[:, 2] - 1, spans[:, 0]]
+    return [outputs[start:stop, b] for b, start, stop in spans]
 
 
 def _as_list(value):

@@ -64,3 +64,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--column", metavar="NAME", help="the CSV column to model (with --data)")
     parser.add_argument("--diff", action=argparse.BooleanOptionalAction, help="model a numeric "
                         "series' changes rather than its values (for a trend; default: on for co2)")
+    parser.add_argument("--time", metavar="COLUMN", help="the CSV column of the data's times "
+                        "(dates or numbers; default: a column named date, time, year, ... or "
+                        "holding ISO dates, else the row numbers): the forecasts, CSVs and "
+                        "pictures use them")
+    parser.add_argument("--features", metavar="A,B,...", help="CSV columns of covariates observed "
+                        "alongside the target, standardised like it: the input that predicts a "
+                        "step holds them as of the step before, with the target")
+    parser.add_argument("--known", metavar="A,...", help="CSV columns of covariates known in "
+                        "advance (a calendar, a price plan): the input that predicts a step "
+                        "holds their value at that step; a forecast reads them from --future")
+    parser.add_argument("--series", metavar="ID", help="a long-format CSV: the column naming "
+                        "the series; one network models every series, each standardised by its "
+                        "own training part, packed into the --batch streams with a reset at "
+                        "each one's start")
+    parser.add_argument("--embed-series", action="store_const", const=True, help="with "
+                        "--series: give the network each series' identity (one input per "
+                        "series, 1 for its own: the first layer's weights on it are a learned "
+                        "embedding)")

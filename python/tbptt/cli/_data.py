@@ -4,12 +4,11 @@ series or a synthetic task."""
 
 from __future__ import annotations
 
-import csv
-import math
 
 import numpy as np
 
-from .. import data, datasets
+from .. import data, datasets, forecast
+from .._table import BadInput, columns_of, read_table
 
 VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data
@@ -33,6 +32,10 @@ COMMON_DEFAULTS = dict(cell="lstm", layers=1, dropout=0.0, weight_decay=0.0, sch
                        warmup=0.0, backend="cpp", seed=0, recompute=False)  # patience: None, no early stopping
 
 
+SERIES_BATCH = 8  # --batch's default with --series (no more streams than series are made)
+SERIES_MIN = 30  # values per series with --series/--features/--known: 90% train, 10% held out
+
+
 class Prepared:
     """Training and validation arrays (x, y, mask, resets) and what the model file keeps of them."""
 
@@ -41,7 +44,7 @@ class Prepared:
         self.kind, self.train, self.valid, self.loss = kind, train, valid, loss
         self.input_size, self.output_size = input_size, output_size
         self.meta, self.vocab = meta, vocab
-        self.series = series  # a numeric series: (values, times), in the data's units
+        self.series = series  # numeric series: a list of tbptt.forecast.Series
 
 
 def kind_of_data(args) -> str:
@@ -72,8 +75,25 @@ def prepare(args, kind: str) -> Prepared:
             years, activity = datasets.sunspots()
             return _series(activity, "yearly sunspot activity (built-in)", B, bool(args.diff),
                            years)
-        return _series(_read_column(args), f"{args.data}, column {args.column}", B, bool(args.diff))
+        if _covariates(args):
+            return _frame(args, B)
+        _need_column(args)
+        (_, times, values, _), = read_table(args.data, args.column, time=args.time, least=0)
+        return _series(values, f"{args.data}, column {args.column}", B, bool(args.diff), times)
     return _task(kind, B, args.seed)
+
+
+def _need_column(args) -> None:
+    """A CSV file needs --column: a usage error (exit 2) naming the file's columns."""
+    if args.column is None and args.subparser is not None:
+        args.subparser.error(f"--data {args.data} is a CSV file: choose the column to model "
+                             f"with --column (columns: {', '.join(columns_of(args.data))})")
+
+
+def _covariates(args) -> bool:
+    """Whether the run models covariates or many series (the frame path), not one column."""
+    return bool(getattr(args, "features", None) or getattr(args, "known", None)
+                or getattr(args, "series", None) or getattr(args, "embed_series", None))
 
 
 def _text(text, source, B):
@@ -96,10 +116,11 @@ def _series(values, source, B, diff, times=None):
     values = np.asarray(values, dtype=np.float64)
     known = ~np.isnan(values)
     if known.sum() < 20:
-        raise ValueError(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
+        raise BadInput(f"{source}: need at least 20 numeric values, got {int(known.sum())}")
     index = np.arange(values.size)
     values = np.interp(index, index[known], values[known])  # fill gaps linearly
     train, valid = data.split(values, VALID_SPLIT)
+    start = len(train)
     if diff:
         train, valid = np.diff(train), np.diff(valid)
         persistence = float(np.sqrt(np.mean(valid[1:] ** 2)))  # "no change", for scale
@@ -112,29 +133,75 @@ def _series(values, source, B, diff, times=None):
             "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
     times = np.arange(values.size) if times is None else np.asarray(times)
     return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta,
-                    series=(values, times))
+                    series=[forecast.Series("", times, values, None, None, norm, start)])
 
 
-def _read_column(args):
-    """The values of column `args.column` of a CSV file with a header row (empty cells -> NaN)."""
-    with open(args.data, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if args.column is None:
-            args.subparser.error(f"--data {args.data} is a CSV file: choose the column to model "
-                                 f"with --column (columns: {', '.join(columns)})")
-        if args.column not in columns:
-            raise ValueError(f"{args.data} has no column {args.column!r} "
-                             f"(columns: {', '.join(columns)})")
-        values = []
-        for line, row in enumerate(reader, start=2):
-            cell = (row[args.column] or "").strip()
-            try:
-                values.append(float(cell) if cell else math.nan)
-            except ValueError:
-                raise ValueError(f"{args.data}, line {line}: column {args.column!r} holds "
-                                 f"{cell!r}, not a number") from None
-    return values
+def _names(text):
+    """The column names of a comma-separated flag value (None: none)."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def _frame(args, B):
+    """Series with covariates, or many series (--series), each standardised by its own training
+    part's statistics; one series is cut into B streams as a plain column is, many are packed
+    into B streams (tbptt.data.pack) with a reset at each one's start. The held-out last 10% of
+    every series: one stream each, from a zero state."""
+    known = _names(args.known)
+    observed = [name for name in _names(args.features) if name not in known]
+    _need_column(args)
+    tables = read_table(args.data, args.column, observed + known, args.series, args.time,
+                        least=SERIES_MIN)
+    names = [str(table[0]) for table in tables]
+    identity = [f"series={name}" for name in names] if args.embed_series else []
+    diff = bool(args.diff)
+    series, xs, ys, vxs, vys = [], [], [], [], []
+    for i, (name, times, values, covariates) in enumerate(tables):
+        F = len(observed)
+        features = None if not F else covariates[:, :F]
+        own = covariates[:, F:] if known else np.empty((values.size, 0))
+        if identity:
+            own = np.column_stack([own, np.tile(np.eye(len(names))[i], (values.size, 1))])
+        start = len(data.split(values, VALID_SPLIT)[0])
+        target = data.Normalizer().fit(np.diff(values[:start]) if diff else values[:start])
+        means, stds = [np.atleast_1d(target.mean)], [np.atleast_1d(target.std)]
+        if covariates is not None:
+            columns = data.Normalizer().fit(covariates[:start])
+            means.append(columns.mean)
+            stds.append(columns.std)
+        means.append(np.zeros(len(identity)))
+        stds.append(np.ones(len(identity)))
+        norm = data.Normalizer(np.concatenate(means), np.concatenate(stds))
+        own = own if own.shape[1] else None
+        series.append(forecast.Series(name, times, values, features, own, norm, start))
+        for part, xs_, ys_ in ((slice(None, start), xs, ys), (slice(start, None), vxs, vys)):
+            x, y = forecast.arrays(values[part], norm, diff,
+                                   features=None if features is None else features[part],
+                                   known=None if own is None else own[part])
+            xs_.append(x)
+            ys_.append(y)
+    if args.series is None:  # one series: B contiguous streams, as a plain column
+        train = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
+        valid = (vxs[0][:, None], vys[0][:, None], None, None)
+    else:
+        train = tuple(data.pack(xs, B, targets=ys)[:4])
+        valid = tuple(data.pack(vxs, len(vxs), targets=vys)[:4])
+    naive = np.concatenate([np.diff(s.values[s.start - 1:]) for s in series])
+    what = [f"column {args.column}"]
+    if observed:
+        what.append(f"features {', '.join(observed)}")
+    if known:
+        what.append(f"known in advance {', '.join(known)}")
+    if args.series is not None:
+        what.append(f"{len(series)} series by {args.series}" + (" (with their identity)"
+                                                                 if identity else ""))
+    meta = {"kind": "series", "source": f"{args.data}, {'; '.join(what)}", "difference": diff,
+            "features": observed, "known": known + identity, "series_column": args.series,
+            "series_names": names, "starts": [s.start for s in series],
+            "normalizers": [s.normalizer.to_dict() for s in series],
+            "train_values": sum(s.start for s in series),
+            "valid_values": sum(s.values.size - s.start for s in series),
+            "persistence_rmse": float(np.sqrt(np.mean(naive ** 2)))}
+    return Prepared("series", train, valid, "mse", xs[0].shape[1], 1, meta, series=series)
 
 
 def _task(name: str, B: int, seed: int) -> Prepared:

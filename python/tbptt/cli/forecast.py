@@ -1,19 +1,18 @@
-"""`tbptt forecast RUN --steps N`: a numeric series N steps past its end, with the model that
-`tbptt train` trained on it, fed its own predictions."""
+"""`tbptt forecast RUN --steps N [--future FILE.csv]`: numeric series N steps past their end,
+with the model that `tbptt train` trained on them, fed its own predictions; the covariates known
+in advance come from --future."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
 
 import numpy as np
 
-from .. import _files
-from .. import data, forecast
+from .. import _files, _table
+from .. import forecast
 from . import _args, _data, _folder
-from .train import SETTINGS
 
 
 def add_parser(commands) -> None:
@@ -22,11 +21,18 @@ def add_parser(commands) -> None:
         description="Run a model written by `tbptt train` on a numeric series (--task co2|sunspots, "
                     "--data FILE.csv --column NAME) over the run's data as they are now, then N "
                     "steps past their end, feeding it its own predictions. Prints CSV (time, "
-                    "forecast) and draws the forecast after the data.")
+                    "forecast; series first with --series), in the data's own times, and draws "
+                    "the forecast after the data. A model with covariates observed alongside "
+                    "the target forecasts one step; covariates known in advance come from "
+                    "--future.")
     ahead.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
                        "model.npz")
     ahead.add_argument("--steps", type=_args.number(int, 0), required=True,
                        help="how many steps past the end of the data")
+    ahead.add_argument("--future", metavar="FILE.csv", help="the covariates known in advance "
+                       "(--known) of the steps ahead: their columns (and the series column, and "
+                       "the time column if the data had one: the rows after the data's end "
+                       "are used; else the first N rows of each series)")
     ahead.add_argument("--out", metavar="FILE", help="write the CSV there (default: stdout)")
     ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: "
                        f"{_folder.FORECAST_PLOT} beside the model)")
@@ -36,16 +42,29 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     path = _folder.model_path(args.folder)
     model, header = _folder.load_model(path)
-    meta, settings = header.get("data") or {}, header.get("settings") or {}
-    if meta.get("kind") != "series" or "task" not in settings:
-        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
-                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
-    prepare_args = argparse.Namespace(**{name: settings[name] for name in SETTINGS}, subparser=None)
-    values, times = _data.prepare(prepare_args, "series").series
-    ahead = forecast.forecast(model, values, args.steps,
-                              data.Normalizer.from_dict(meta["normalizer"]), meta["difference"])
-    future = times[-1] + (times[-1] - times[-2]) * np.arange(1, args.steps + 1)
-    text = "time,forecast\n" + "".join(f"{t},{v:.10g}\n" for t, v in zip(future, ahead))
+    ran = forecast.read_run(model, header, path)
+    if ran.features and args.steps > 1:
+        raise _data.BadInput(forecast._observed_message(len(ran.features), args.steps))
+    given = [name for name in ran.known if not name.startswith("series=")]
+    if given and args.future is None:
+        raise _data.BadInput(f"the model reads covariates known in advance ({', '.join(given)}): "
+                             f"give their values for the {args.steps} step(s) ahead with "
+                             f"--future FILE.csv")
+    future = _read_future(args.future, ran, args.steps, header) if args.future else {}
+    rows, shown = [], []
+    for s in ran.series:
+        known_ahead, times = future.get(s.name, (None, None))
+        if s.known is not None:
+            known_ahead = _with_identity(known_ahead, ran, s, args.steps)
+        ahead = forecast.forecast(model, s.values, args.steps, s.normalizer, ran.difference,
+                                  features=s.features, known=s.known, future=known_ahead)
+        if times is None:
+            times = forecast.future_times(s.times, args.steps)
+        rows += [(s.name, t, v) for t, v in zip(times, ahead)]
+        shown.append((s, times, ahead))
+    many = len(ran.series) > 1 or ran.header["data"].get("series_column") is not None
+    text = ("series,time,forecast\n" if many else "time,forecast\n") + "".join(
+        (f"{name}," if many else "") + f"{t},{v:.10g}\n" for name, t, v in rows)
     if args.out is None:
         sys.stdout.write(text)
         sys.stdout.flush()  # before the report on stderr, in a terminal showing both
@@ -55,12 +74,83 @@ def run(args) -> int:
         print("matplotlib is not installed: no picture (pip install tbptt[plot])", file=sys.stderr)
         return 0
     picture = args.plot or os.path.join(os.path.dirname(os.path.abspath(path)),
-                                           _folder.FORECAST_PLOT)
-    shown = max(3 * args.steps, 100)  # the end of the data, then the forecast
-    forecast.plot(picture, f"{meta['source']}: {args.steps} steps ahead", [
-        (times[-shown:], values[-shown:], "data", dict(color="black", linewidth=1.2)),
-        (np.concatenate([times[-1:], future]), np.concatenate([values[-1:], ahead]),
-         "forecast (the model on its own predictions)", dict(color="tab:blue", linewidth=1.5)),
-    ], cut=times[-1])
+                                        _folder.FORECAST_PLOT)
+    _plot(picture, ran, shown, args.steps)
     print(f"wrote {args.out + ', ' if args.out else ''}{picture}", file=sys.stderr)
     return 0
+
+
+def _plot(picture, ran, shown, steps):
+    """The end of the data and the forecast after it: one picture, or a panel per series."""
+    panels = []
+    for s, future, ahead in shown:
+        last = max(3 * steps, 100)  # the end of the data, then the forecast
+        panels.append((s.name, [
+            (s.times[-last:], s.values[-last:], "data", dict(color="black", linewidth=1.2)),
+            (np.concatenate([s.times[-1:], future]), np.concatenate([s.values[-1:], ahead]),
+             "forecast (the model on its own predictions)", dict(color="tab:blue", linewidth=1.5)),
+        ], s.times[-1]))
+    title = f"{ran.source}: {steps} steps ahead"
+    if len(panels) == 1:
+        forecast.plot(picture, title, panels[0][1], cut=panels[0][2])
+    else:
+        forecast.plot_panels(picture, title, panels[:forecast.PANELS])
+
+
+def _with_identity(known_ahead, ran, s, steps):
+    """The known covariates ahead, the series' identity columns (constant) appended."""
+    identity = [name for name in ran.known if name.startswith("series=")]
+    if not identity:
+        return known_ahead
+    ones = s.known[-1:, s.known.shape[1] - len(identity):]  # the series' own one-hot row
+    ones = np.repeat(ones, steps, axis=0)
+    return ones if known_ahead is None else np.column_stack([known_ahead, ones])
+
+
+def _read_future(path, ran, steps, header):
+    """{series name: ((steps, K) known covariates, (steps,) times or None)} from --future's CSV.
+    BadInput for a missing column, a value that is not a number, or too few rows."""
+    settings = header.get("settings") or {}
+    series_column = header["data"].get("series_column")
+    names = [name for name in ran.known if not name.startswith("series=")]
+    if not names:
+        raise _data.BadInput(f"--future {path}: the model reads no covariates known in advance; "
+                             f"leave --future out")
+    columns = _table.columns_of(path)
+    time = settings.get("time")
+    if time is None:
+        time = _table.time_column(path, columns, {*names, series_column})
+    wanted = [*names, *([series_column] if series_column else [])]
+    for name in wanted:
+        if name not in columns:
+            raise _data.BadInput(f"--future {path} has no column {name!r}, which the model reads "
+                                 f"(columns: {', '.join(columns)})")
+    tables = _table.read_table(path, names[0], names[1:], series_column,
+                              time if time in columns else None, least=0)
+    future = {}
+    by_name = {s.name: s for s in ran.series}
+    for key, times, first, rest in tables:
+        if key not in by_name:
+            continue
+        values = first[:, None] if rest is None else np.column_stack([first, rest])
+        s = by_name[key]
+        if time in columns and np.issubdtype(times.dtype, np.datetime64) == np.issubdtype(
+                s.times.dtype, np.datetime64):
+            after = times > s.times[-1]
+            times, values = times[after], values[after]
+        else:
+            times = None
+        if values.shape[0] < steps:
+            where = f"series {key!r}: " if series_column else ""
+            raise _data.BadInput(f"--future {path}: {where}{values.shape[0]} row(s) after the "
+                                 f"data's end ({s.times[-1]}), --steps {steps} needs {steps}")
+        values = values[:steps]
+        if np.isnan(values).any():
+            raise _data.BadInput(f"--future {path}: {key + ': ' if key else ''}an empty cell "
+                                 f"among the known covariates of the {steps} step(s) ahead")
+        future[key] = (values, None if times is None else times[:steps])
+    missing = [s.name for s in ran.series if s.name not in future]
+    if missing:
+        raise _data.BadInput(f"--future {path} has no rows of series {', '.join(map(repr, missing))}")
+    return future
+

@@ -71,8 +71,10 @@ def _what(meta: dict) -> str | None:
     if kind == "text":
         return f"characters, vocabulary of {len(meta['vocabulary']['chars'])}"
     if kind == "series":
+        scaled = (f"{meta['normalizer']}" if "normalizer" in meta else
+                  f"each series' own statistics ({len(meta.get('normalizers', []))} series)")
         return (f"next-step MSE of the {'changes' if meta.get('difference') else 'values'}, "
-                f"standardised with {meta['normalizer']}")
+                f"standardised with {scaled}")
     if kind == "task":
         return "synthetic task"
     return kind

@@ -28,10 +28,13 @@ from .generate import SAMPLE_LENGTH, SAMPLE_TEMPERATURE, default_prime
 
 # A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
 # a resumed run refuses, as they would change its data or its model.
-SETTINGS = ("task", "data", "column", "diff", "cell", "k1", "k2", "hidden", "layers", "batch",
+SETTINGS = ("task", "data", "column", "diff", "time", "features", "known", "series",
+            "embed_series", "cell", "k1", "k2", "hidden", "layers", "batch",
             "lr", "dropout", "weight_decay", "schedule", "warmup", "patience", "epochs", "max_time",
             "backend", "seed", "recompute")
 FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
+               "time": "--time", "features": "--features", "known": "--known",
+               "series": "--series", "embed_series": "--embed-series",
                "cell": "--cell", "k1": "--k1", "k2": "--k2", "hidden": "--hidden",
                "layers": "--layers", "batch": "--batch", "lr": "--lr", "dropout": "--dropout",
                "weight_decay": "--weight-decay", "schedule": "--schedule", "warmup": "--warmup",
@@ -103,11 +106,17 @@ def run(args) -> int:
     """`tbptt train`: a new run or a resumed one, fit, then the report and the run's files."""
     if args.column is not None and args.data is None:
         args.subparser.error("--column goes with --data FILE.csv")
+    for name in ("time", "features", "known", "series", "embed_series"):
+        if getattr(args, name) is not None and args.column is None and args.resume is None:
+            args.subparser.error(f"--{name.replace('_', '-')} goes with --data FILE.csv "
+                                 f"--column NAME")
+    if args.embed_series and args.series is None:
+        args.subparser.error("--embed-series goes with --series ID")
     comm = _mpi.world()
     say = _mpi.quiet if _mpi.rank(comm) else print  # rank 0 speaks and writes the run's files
     try:
         session = _Session(args, comm, say)
-    except _Usage as error:
+    except (_Usage, _data.BadInput) as error:
         print(f"tbptt {args.command}: error: {error}", file=sys.stderr)
         return 2
     try:
@@ -273,6 +282,8 @@ def _describe_results(prepared, results):
 
 def _fill_defaults(args):
     """The settings the command line left out: per kind of data (DEFAULTS), then the common ones."""
+    if getattr(args, "series", None) is not None and args.batch is None:
+        args.batch = _data.SERIES_BATCH  # many series: packed into streams (at most one each)
     for name, value in {**_data.COMMON_DEFAULTS, **_data.DEFAULTS[_data.kind_of_data(args)]}.items():  # kind wins
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -379,41 +390,58 @@ def _save_run(folder, trainer, model, history, prepared, run, results, say, held
 
 
 class _HeldOut(NamedTuple):
-    """The model's one-step predictions over a series' held-out part, and the naive prediction
+    """The model's one-step predictions over each series' held-out part, and the naive prediction
     (the last value), in the data's units: forecast.png draws them, and the RMSEs printed and kept
-    in the model file are theirs."""
+    in the model file are theirs (over every series' held-out values)."""
 
-    times: np.ndarray
-    values: np.ndarray
-    predicted: np.ndarray
-    naive: np.ndarray
+    names: list
+    times: list
+    values: list
+    predicted: list
+    naive: list
     rmse: float
     naive_rmse: float
 
 
 def _held_out(model, prepared) -> _HeldOut:
-    """The predictions of `model`, its state carried from the series' first value."""
-    values, times = prepared.series
+    """The predictions of `model`, its state carried from each series' first value."""
     meta = prepared.meta
-    predicted = forecast.one_step(model, values, data.Normalizer.from_dict(meta["normalizer"]),
-                                  meta["difference"])
-    cut = len(data.split(values, _data.VALID_SPLIT)[0])
-    held_out, naive = values[cut:], values[cut - 1:-1]
+    names, times, held, predicted, naive = [], [], [], [], []
+    for s in prepared.series:
+        guess = forecast.one_step(model, s.values, s.normalizer, meta["difference"],
+                                  features=s.features, known=s.known)
+        names.append(s.name)
+        times.append(s.times[s.start:])
+        held.append(s.values[s.start:])
+        predicted.append(guess[s.start:])
+        naive.append(s.values[s.start - 1:-1])
 
-    def rmse(guess):
-        return math.sqrt(float(np.mean((guess - held_out) ** 2)))
+    def rmse(guesses):
+        return math.sqrt(float(np.mean(np.concatenate([g - v for g, v in zip(guesses, held)]) ** 2)))
 
-    return _HeldOut(times[cut:], held_out, predicted[cut:], naive, rmse(predicted[cut:]),
-                    rmse(naive))
+    return _HeldOut(names, times, held, predicted, naive, rmse(predicted), rmse(naive))
 
 
 def _plot_held_out(held: _HeldOut, prepared, path):
     """forecast.png: the held-out data, the model's one-step predictions (its state carried from
-    the first value) and the naive prediction (the last value), in the data's units."""
-    forecast.plot(path, f"{prepared.meta['source']}: the held-out {held.values.size} steps", [
-        (held.times, held.values, "data", dict(color="black", linewidth=1.2)),
-        (held.times, held.predicted, f"model, one step ahead (RMSE {held.rmse:.4g})",
-         dict(color="tab:blue", linewidth=1.2)),
-        (held.times, held.naive, f"last value (RMSE {held.naive_rmse:.4g})",
-         dict(color="tab:orange", linewidth=1, linestyle="--")),
-    ])
+    the first value) and the naive prediction (the last value), in the data's units; a panel per
+    series (the first 12) when there are many, the RMSEs over all of them in the title."""
+    if len(held.names) == 1:
+        forecast.plot(path, f"{prepared.meta['source']}: the held-out {held.values[0].size} steps", [
+            (held.times[0], held.values[0], "data", dict(color="black", linewidth=1.2)),
+            (held.times[0], held.predicted[0], f"model, one step ahead (RMSE {held.rmse:.4g})",
+             dict(color="tab:blue", linewidth=1.2)),
+            (held.times[0], held.naive[0], f"last value (RMSE {held.naive_rmse:.4g})",
+             dict(color="tab:orange", linewidth=1, linestyle="--")),
+        ])
+        return
+    panels = []
+    for name, t, v, p, n in list(zip(held.names, held.times, held.values, held.predicted,
+                                      held.naive))[:forecast.PANELS]:
+        panels.append((name, [(t, v, "data", dict(color="black", linewidth=1.2)),
+                              (t, p, "model, one step ahead", dict(color="tab:blue", linewidth=1.2)),
+                              (t, n, "last value", dict(color="tab:orange", linewidth=1,
+                                                        linestyle="--"))], None))
+    forecast.plot_panels(path, f"{prepared.meta['source']}: the held-out parts; RMSE over "
+                         f"every series: model, one step ahead {held.rmse:.4g}, last value "
+                         f"{held.naive_rmse:.4g}", panels)
