@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .._native import core
+from ..cells import CELLS
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -82,6 +83,11 @@ class _Served:
     proj_size: int
     _flat_weights: List[Optional[Tensor]]
 
+    @property
+    def _carries(self) -> bool:
+        """Whether the state is (h, c) rather than h (cells.py: the LSTM's)."""
+        return CELLS[self._tbptt_cell].carried > 0
+
     def _served(self, input: Any, hx: Any) -> bool:
         """Whether the kernels run this call (else torch's own implementation does)."""
         data = input.data if isinstance(input, PackedSequence) else input
@@ -119,7 +125,7 @@ class _Served:
         if not batched:
             output = output.squeeze(batch_dim)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return (output, (h_n, c_n)) if self._tbptt_cell == "lstm" else (output, h_n)
+        return (output, (h_n, c_n)) if self._carries else (output, h_n)
 
     def _packed(self, input: PackedSequence, hx: Any) -> Any:
         """A batch of sequences of different lengths: every stream runs its own steps only (its
@@ -132,23 +138,22 @@ class _Served:
         module.check_forward_args(data, hx, batch_sizes)
         output, h_n, c_n = self._layers(data.contiguous(), h0, c0, batch_sizes.numpy())
         packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
-        lstm = self._tbptt_cell == "lstm"
-        return packed, module.permute_hidden((h_n, c_n) if lstm else h_n, unsorted_indices)
+        return packed, module.permute_hidden((h_n, c_n) if self._carries else h_n, unsorted_indices)
 
     def _initial_state(self, hx: Any, like: Tensor, B: int) -> Tuple[Any, Tensor, Tensor]:
         """hx (zeros of `like`'s dtype when None) and its tensors (h0, c0) as the layers take them:
         c0 is (num_layers * D, B, 0) for cells that carry nothing but h."""
-        lstm = self._tbptt_cell == "lstm"
+        carries = self._carries
         if hx is None:
             D = 2 if self.bidirectional else 1
             zeros = like.new_zeros(self.num_layers * D, B, self.hidden_size)
-            hx = (zeros, zeros) if lstm else zeros
-        h0, c0 = hx if lstm else (hx, hx.new_zeros(hx.size(0), B, 0))
+            hx = (zeros, zeros) if carries else zeros
+        h0, c0 = hx if carries else (hx, hx.new_zeros(hx.size(0), B, 0))
         return hx, h0, c0
 
     def _check_hx(self, hx: Any, batched: bool) -> Any:
         """hx as torch takes it, unbatched states given a batch dimension; torch's errors."""
-        if self._tbptt_cell != "lstm":
+        if not self._carries:
             if batched and hx.dim() != 3:
                 raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
             if not batched and hx.dim() != 2:
