@@ -32,9 +32,20 @@ def figures(tmp_path_factory):
 
 
 def test_the_forecast_numbers_are_the_commands(figures):
+    """The README's figures are the script's, to the digits it prints. Another instruction-set
+    module (the sanitizer run's AVX2 build, a wheel on another machine) rounds differently and
+    trains a slightly different model: one unit of the last digit is allowed there."""
     (co2, co2_naive), (sun, sun_naive) = figures["co2"], figures["sunspots"]
-    assert f"RMSE of {co2:.2f} ppm against {co2_naive:.2f} ppm for the\nlast value" in README
-    assert f"on sunspots {sun:.0f} against\n{sun_naive:.0f} (" in README
+    found = re.search(r"RMSE of ([\d.]+) ppm against ([\d.]+) ppm for the\nlast value", README)
+    assert found, "the co2 sentence"
+    assert abs(float(found.group(1)) - co2) <= 0.01 + 1e-9 and found.group(2) == f"{co2_naive:.2f}"
+    found = re.search(r"on sunspots (\d+) against\n(\d+) \(", README)
+    assert found, "the sunspots sentence"
+    assert abs(int(found.group(1)) - sun) <= 1.0 and found.group(2) == f"{sun_naive:.0f}"
+    from tbptt import build_info
+    if build_info()["isa"] == "avx512":  # the module the README's figures were made with
+        assert found.group(1) == f"{sun:.0f}"
+        assert re.search(f"RMSE of {co2:.2f} ppm", README)
 
 
 def test_the_size_error_is_the_commands(monkeypatch, capsys):
