@@ -286,21 +286,25 @@ class Trainer:
                     raise ValueError(f"{name}'s {what} must stay as in the first call: "
                                      f"{self._shapes[key]}, got {shapes[key]}")
         xt, yt = self._values("x", xa), self._values("y", ya)
-        if T > 0 and self._shapes is None:
-            self._probe(xt, yt, B, shapes)  # fixes B and the shapes
+        known = self._shapes
+        if T > 0 and known is None:
+            known = {**shapes, "classes": self._probe(xt, yt, B)}
         if self.loss == "cross_entropy" and ya.size:
-            classes = self._shapes["classes"] if self._shapes else None
+            classes = None if known is None else known["classes"]
             if ya.min() < 0 or (classes is not None and ya.max() >= classes):
                 bad = ya.min() if ya.min() < 0 else ya.max()
                 raise ValueError(f"y class ids must be in [0, {classes}) (the module's outputs' "
                                  f"last dim), got {bad}")
         mt = None if m is None else torch.from_numpy(m).to(self.device)
         rt = None if r is None else torch.from_numpy(r != 0).to(self.device)
+        if self._shapes is None and known is not None:  # every check passed: B is fixed
+            self.num_streams, self._shapes = B, known
         return xt, yt, mt, rt
 
-    def _probe(self, x: Tensor, y: Tensor, B: int, shapes: Dict[str, Any]) -> None:
+    def _probe(self, x: Tensor, y: Tensor, B: int) -> Optional[int]:
         """The first call: one step of the module (no gradient, nothing kept) to check the
-        outputs, the state's layout and the loss against the data before anything changes."""
+        outputs, the state's layout and the loss against the data before anything changes.
+        Returns the number of classes (cross-entropy) or None."""
         with torch.no_grad():
             out, state = self._forward(x[:1], None)
         if not isinstance(out, Tensor) or out.shape[:2] != (1, B):
@@ -326,8 +330,7 @@ class Trainer:
         elif callable(self.loss):
             with torch.no_grad():
                 self._per_position(out, y[:1])
-        self.num_streams = B
-        self._shapes = {**shapes, "classes": classes}
+        return classes
 
     # ---- running steps ------------------------------------------------------------------------
     def _forward(self, x: Tensor, state: Any) -> Tuple[Tensor, Any]:
