@@ -357,12 +357,13 @@ class Trainer:
     def _run(self, lo: int, hi: int, state: Any, cut: Optional[int] = None,
              keep_from: Optional[int] = None) -> Tuple[List[Tensor], Any, Any]:
         """The module over the held steps [lo, hi) from `state` (the state entering lo, before
-        its resets), in runs split where a stream resets, at `cut` and at `keep_from`. Returns
-        the module's outputs of the steps >= keep_from (a list of runs; none if None), the state
-        entering `cut` (before its resets) and the final state."""
+        its resets), in runs split where a stream resets and at `cut`. Returns the module's
+        outputs of the steps >= keep_from (a list of runs; none if None), the state entering
+        `cut` (before its resets) and the final state."""
         bounds = {lo, hi}
         bounds.update(s for s in range(lo + 1, hi) if self._at(s).reset is not None)
-        bounds.update(b for b in (cut, keep_from) if b is not None and lo < b < hi)
+        if cut is not None and lo < cut < hi:
+            bounds.add(cut)
         edges = sorted(bounds)
         outputs: List[Tensor] = []
         at_cut = state if cut == lo else None
@@ -374,8 +375,8 @@ class Trainer:
                 state = self._reset(state, first.reset)
             x = torch.stack([self._at(i).x for i in range(s, e)])
             out, state = self._body(x, state)
-            if keep_from is not None and s >= keep_from:
-                outputs.append(out)
+            if keep_from is not None and e > keep_from:
+                outputs.append(out[max(keep_from - s, 0):])
         if cut == hi:
             at_cut = state
         return outputs, at_cut, state
