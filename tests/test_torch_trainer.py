@@ -508,3 +508,45 @@ def test_bad_modules_and_losses_are_refused_at_the_first_call():
 
     with pytest.raises(ValueError, match=r"module\(x, state\) must return \(outputs, state\)"):
         tbptt.torch.Trainer(NoState(), 2, 3).train(x, y)
+
+
+# ---- the study for any model -------------------------------------------------------------------
+
+def test_sweep_of_a_torch_model_equals_the_engines_sweep():
+    """tbptt.sweep(torch_model=...) on the torch twin of the model sweep builds (same
+    parameters) gives the rows of sweep(recompute=True): losses, validation, updates."""
+    x, y, m, r = data(16, 40, resets=False)
+    val = data(17, 12, mask=False, resets=False)[:2]
+
+    def twin():
+        model = make_model("lstm", I, H, O, num_layers=1, dtype="float64", seed=0,
+                           forget_bias=1.0)
+        body, head = Body("lstm", 1).double(), nn.Linear(H, O).double()
+        sd = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
+        body.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")})
+        head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
+        return body, head
+
+    common = dict(k1=None, pairs=[(2, 5), (4, 2)], validation=val, hidden=H, layers=1,
+                  dtype="float64", seed=0, optimizer=tbptt.SGD(0.1, momentum=0.5), points=3,
+                  reset=[8, "epoch"])
+    ours = tbptt.sweep(x, y, m, torch_model=twin, **common)
+    engine = tbptt.sweep(x, y, m, recompute=True, **common)
+    for a, b in zip(ours, engine):
+        assert (a["k1"], a["k2"], a["reset"], a["updates"]) == (b["k1"], b["k2"], b["reset"],
+                                                                b["updates"])
+        close(a["train_loss"], b["train_loss"], "train_loss")
+        close(a["val_loss"], b["val_loss"], "val_loss")
+        close(a["curve"]["train_loss"], b["curve"]["train_loss"], "curve")
+        assert a["window_bytes"] is None and np.isnan(a["horizon_ratio"])
+    with pytest.raises(TypeError, match="torch_model"):
+        tbptt.sweep(x, y, k1=2, torch_model="lstm")
+
+
+def test_evaluate_is_the_engines():
+    engine, ours = twins("lstm", 2, 3, "cross_entropy", "adam", None, "numpy")
+    x, y, m, r = data(18, 15, "cross_entropy", tokens=True)
+    a, b = ours.evaluate(x, y, m, r), engine.evaluate(x, y, m, r)
+    assert set(a) == set(b) == {"loss", "accuracy"}
+    close(a["loss"], b["loss"], "loss")
+    close(a["accuracy"], b["accuracy"], "accuracy")

@@ -41,11 +41,26 @@ from torch import Tensor, nn
 from .. import _checks, _pickled
 from .._native import core
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "optimizer_for"]
 
 LOSSES = ("mse", "cross_entropy")
 MAX_K = 2**30
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def optimizer_for(settings: Any, params: Any) -> torch.optim.Optimizer:
+    """The torch optimiser doing what a `tbptt.SGD / Adam / AdamW` does (docs/semantics.md
+    §3 item 3), over `params`."""
+    c = settings.config()
+    if c["name"] == "sgd":
+        return torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"],
+                               weight_decay=c.get("weight_decay", 0.0))
+    if c["name"] == "adam":
+        return torch.optim.Adam(params, lr=c["lr"], betas=tuple(c["betas"]), eps=c["eps"])
+    if c["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=c["lr"], betas=tuple(c["betas"]), eps=c["eps"],
+                                 weight_decay=c["weight_decay"])
+    raise ValueError(f"no torch optimiser for {c['name']!r}")
 
 
 class _Step:
@@ -236,6 +251,45 @@ class Trainer:
         if self._reset_next:
             state = _map(state, torch.zeros_like)
         return state
+
+    def evaluate(self, x: Any, y: Any, mask: Any = None, resets: Any = None) -> Dict[str, float]:
+        """The loss training minimises (the mask-weighted mean over positions), and the
+        accuracy for cross-entropy, of the module on data, forward only: from the initial state
+        over the whole of x (resets zero it where they say); the trainer's state is left alone.
+        Returns {"loss": float[, "accuracy": float]}."""
+        xa, ya = self._array("x", x), self._array("y", y)
+        if xa.ndim < 2 or ya.shape[:2] != xa.shape[:2]:
+            raise ValueError(f"x and y must be time-major with the same (T, B): got {xa.shape} "
+                             f"and {ya.shape}")
+        T, B = xa.shape[:2]
+        m = _checks.mask(None if mask is None else self._array("mask", mask), (T, B),
+                         self._np_dtype)
+        r = _checks.resets(None if resets is None else self._array("resets", resets), (T, B))
+        xt, yt = self._values("x", xa), self._values("y", ya)
+        w = (torch.ones((T, B), dtype=self.dtype, device=self.device) if m is None
+             else torch.from_numpy(m).to(self.device))
+        if not bool(w.sum() > 0):
+            raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
+        cuts = [0] + ([] if r is None else [t for t in range(1, T) if r[t].any()]) + [T]
+        state, outputs = None, []
+        with torch.no_grad():
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                if r is not None and r[lo].any():
+                    state = self._reset(state, torch.from_numpy(r[lo] != 0).to(self.device))
+                out, state = self._forward(xt[lo:hi], state)
+                outputs.append(out)
+            out = torch.cat(outputs)
+            result = {"loss": float(self._loss(out, yt, w))}
+            if self.loss == "cross_entropy":
+                hits = (out.argmax(dim=-1) == yt).to(self.dtype)
+                result["accuracy"] = float((w * hits).sum() / w.sum())
+        return result
+
+    def horizon(self) -> Dict[str, np.ndarray]:
+        """Not available for a module: its per-step states live inside its calls over runs of
+        steps. {"dh": NaN (1, k2), "updates": zeros (k2,)}, as `tbptt.Trainer.horizon()` reads
+        before any update (what `tbptt.sweep` puts in its rows)."""
+        return {"dh": np.full((1, self.k2), np.nan), "updates": np.zeros(self.k2, np.int64)}
 
     # ---- checks -------------------------------------------------------------------------------
     def _array(self, name: str, value: Any) -> np.ndarray:
