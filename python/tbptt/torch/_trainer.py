@@ -528,12 +528,12 @@ class Trainer:
             what = f"the loss is {value}"
         else:
             for p in self._params:
-                if p.grad is None:  # a parameter the loss cannot reach: a zero gradient (§3.3)
-                    p.grad = torch.zeros_like(p)
-            norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in self._params])
+                if p.grad is None and p.requires_grad:  # the loss cannot reach it: a zero
+                    p.grad = torch.zeros_like(p)        # gradient, it steps all the same (§3.3)
+            grads = [p for p in self._params if p.grad is not None]
+            norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])
             if not bool(torch.isfinite(torch.linalg.vector_norm(norms))):
-                bad = next((p for p in self._params if not bool(torch.isfinite(p.grad).all())),
-                           self._params[0])
+                bad = next((p for p in grads if not bool(torch.isfinite(p.grad).all())), grads[0])
                 what = (f"the gradient of {self._names[id(bad)]!r} is not finite" if
                         not bool(torch.isfinite(bad.grad).all())
                         else "the gradient's norm is not finite")
