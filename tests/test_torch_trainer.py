@@ -550,3 +550,22 @@ def test_evaluate_is_the_engines():
     assert set(a) == set(b) == {"loss", "accuracy"}
     close(a["loss"], b["loss"], "loss")
     close(a["accuracy"], b["accuracy"], "accuracy")
+
+
+def test_fit_is_the_engines_fit():
+    """fit shares tbptt.Trainer.fit's code: epochs, a reset policy, a schedule, validation and
+    restore_best give the engine's history and parameters."""
+    x, y, m, _ = data(19, 30, resets=False)
+    val = data(20, 10, mask=False, resets=False)[:2]
+    engine, ours = twins("gru", 3, 5, "mse", "sgd", 0.5, "cpp")
+    kwargs = dict(epochs=3, validation=val, reset=7, progress=False, block=6,
+                  schedule=tbptt.Schedule(warmup=0.2), restore_best=True)
+    a, b = ours.fit(x, y, m, **kwargs), engine.fit(x, y, m, **kwargs)
+    for key in ("train_loss", "val_loss", "lr", "epoch_updates"):
+        close(getattr(a, key), getattr(b, key), key)
+    assert ours.best["epoch"] == engine.best["epoch"] and ours.lr == 0.2
+    got = torch_parameters(ours)
+    for name, value in engine.model.state_dict().items():
+        close(got[name], value, name)
+    copied = pickle.loads(pickle.dumps(ours))
+    assert copied.history.val_loss == a.val_loss and copied.best["epoch"] == ours.best["epoch"]

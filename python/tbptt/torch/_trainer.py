@@ -34,12 +34,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import copy
+import os
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import _checks, _pickled
+from .. import _checks, _fit, _pickled
 from .._native import core
+from ..datasets import Task
+from ..history import History
 
 __all__ = ["Trainer", "optimizer_for"]
 
@@ -171,6 +176,10 @@ class Trainer:
         self.num_streams: Optional[int] = None  # B, fixed by the first call
         self._shapes: Optional[Dict[str, Any]] = None  # x's and y's trailing shapes, ids or not
         self._updates = 0
+        # fit (tbptt._fit): no MPI group; the best epoch; the lrs a schedule scales
+        self._group = None
+        self.best: Any = None
+        self._lr_base: Optional[List[float]] = None
 
     def _forget(self, origin: int = 0) -> None:
         """No held step: the recurrence starts at `origin` from the module's initial state."""
@@ -252,15 +261,30 @@ class Trainer:
             state = _map(state, torch.zeros_like)
         return state
 
-    def evaluate(self, x: Any, y: Any, mask: Any = None, resets: Any = None) -> Dict[str, float]:
+    def evaluate(self, x: Any, y: Any = None, mask: Any = None, resets: Any = None, *,
+                 block: Optional[int] = None) -> Dict[str, float]:
         """The loss training minimises (the mask-weighted mean over positions), and the
-        accuracy for cross-entropy, of the module on data, forward only: from the initial state
-        over the whole of x (resets zero it where they say); the trainer's state is left alone.
-        Returns {"loss": float[, "accuracy": float]}."""
+        accuracy for cross-entropy, of the module on data (arrays, tensors or a
+        `tbptt.datasets.Task`), forward only: from the initial state over the whole of x (resets
+        zero it where they say), in runs of at most `block` steps; the trainer's state is left
+        alone. Returns {"loss": float[, "accuracy": float]}."""
+        if isinstance(x, Task):
+            x, y, mask, resets = _fit.arrays(x, y, mask, resets)
         xa, ya = self._array("x", x), self._array("y", y)
         if xa.ndim < 2 or ya.shape[:2] != xa.shape[:2]:
             raise ValueError(f"x and y must be time-major with the same (T, B): got {xa.shape} "
                              f"and {ya.shape}")
+        if block is None:
+            block = max(1, 32768 // max(xa.shape[1], 1))
+        result = self._evaluate(xa, ya, mask, resets, block=_checks.positive_int("block", block))
+        assert result is not None
+        return result
+
+    def _evaluate(self, x: Any, y: Any, mask: Any, resets: Any, *, block: int,
+                  stop: Any = ()) -> Optional[Dict[str, float]]:
+        """`evaluate` of checked-shape data, in runs of `block` steps; None if `stop` became
+        true between two runs (fit's Ctrl-C)."""
+        xa, ya = self._array("x", x), self._array("y", y)
         T, B = xa.shape[:2]
         m = _checks.mask(None if mask is None else self._array("mask", mask), (T, B),
                          self._np_dtype)
@@ -270,20 +294,84 @@ class Trainer:
              else torch.from_numpy(m).to(self.device))
         if not bool(w.sum() > 0):
             raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
-        cuts = [0] + ([] if r is None else [t for t in range(1, T) if r[t].any()]) + [T]
-        state, outputs = None, []
+        starts = set(range(0, T, block))
+        if r is not None:
+            starts |= {t for t in range(1, T) if r[t].any()}
+        cuts = sorted(starts) + [T]
+        state, loss, correct = None, 0.0, 0.0
         with torch.no_grad():
             for lo, hi in zip(cuts[:-1], cuts[1:]):
+                if stop:
+                    return None
                 if r is not None and r[lo].any():
                     state = self._reset(state, torch.from_numpy(r[lo] != 0).to(self.device))
                 out, state = self._forward(xt[lo:hi], state)
-                outputs.append(out)
-            out = torch.cat(outputs)
-            result = {"loss": float(self._loss(out, yt, w))}
-            if self.loss == "cross_entropy":
-                hits = (out.argmax(dim=-1) == yt).to(self.dtype)
-                result["accuracy"] = float((w * hits).sum() / w.sum())
+                loss += float(self._loss(out, yt[lo:hi], w[lo:hi], normalise=False))
+                if self.loss == "cross_entropy":
+                    hits = (out.argmax(dim=-1) == yt[lo:hi]).to(self.dtype)
+                    correct += float((w[lo:hi] * hits).sum())
+        weight = float(w.sum())
+        result = {"loss": loss / weight}
+        if self.loss == "cross_entropy":
+            result["accuracy"] = correct / weight
         return result
+
+    # ---- fit ----------------------------------------------------------------------------------
+    def fit(self, x: Any, y: Any = None, mask: Any = None, resets: Any = None, *,
+            epochs: int = 1, validation: Any = None, reset: Any = "epoch",
+            max_time: Optional[float] = None, max_updates: Optional[int] = None,
+            progress: bool = True, checkpoint: Any = None, callback: Any = None,
+            block: Optional[int] = None, initial_epoch: int = 0, initial_step: int = 0,
+            schedule: Any = None, restore_best: bool = False,
+            patience: Optional[int] = None) -> History:
+        """Train for `epochs` passes over time-major data (x (T, B, I) or (T, B) ids, or a
+        Task): `tbptt.Trainer.fit`, the same code and arguments (docs/semantics.md §4). The
+        schedule scales every parameter group's learning rate for the fit's duration;
+        restore_best loads the best epoch's module (and head) state; checkpoint is written
+        with `save`. Returns the `History` (also `self.history`)."""
+        return _fit.fit(self, x, y, mask, resets, epochs=epochs, validation=validation,
+                        reset=reset, max_time=max_time, max_updates=max_updates,
+                        progress=progress, checkpoint=checkpoint, callback=callback, block=block,
+                        initial_epoch=initial_epoch, initial_step=initial_step,
+                        schedule=schedule, restore_best=restore_best, patience=patience)
+
+    @property
+    def lr(self) -> float:
+        """The first parameter group's learning rate (fit's schedule scales every group's)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _step_lr(self, lr: float) -> None:
+        """fit's schedule: the learning rate of the next updates; every group scaled alike, and
+        put back exactly when `lr` is the base again."""
+        groups = self.optimizer.param_groups
+        if self._lr_base is None:
+            self._lr_base = [g["lr"] for g in groups]
+        base = self._lr_base[0]
+        for g, own in zip(groups, self._lr_base):
+            g["lr"] = lr if own == base else own * (lr / base if base else 0.0)
+        if lr == base:
+            self._lr_base = None
+
+    def _keep_best(self, epoch: int, val_loss: float) -> None:
+        if self.best is None or val_loss < self.best["val_loss"]:
+            self.best = {"epoch": epoch, "val_loss": float(val_loss), "parameters": {
+                "module": copy.deepcopy(self.module.state_dict()),
+                "head": None if self.head is None else copy.deepcopy(self.head.state_dict())}}
+
+    def _load_best(self) -> None:
+        best = self.best["parameters"]
+        self.module.load_state_dict(best["module"])
+        if self.head is not None:
+            self.head.load_state_dict(best["head"])
+
+    def save(self, path: Any) -> None:
+        """`torch.save(self.state_dict(), path)`, written to a temporary file in the same folder
+        and renamed over `path` (fit's checkpoint on Ctrl-C). Resume with
+        `trainer.load_state_dict(torch.load(path))`."""
+        target = os.fspath(path)
+        temporary = f"{target}.tmp{os.getpid()}"
+        torch.save(self.state_dict(), temporary)
+        os.replace(temporary, target)
 
     def horizon(self) -> Dict[str, np.ndarray]:
         """Not available for a module: its per-step states live inside its calls over runs of
@@ -508,8 +596,9 @@ class Trainer:
                              f"shape (T, B) = {want}; got {got}")
         return per
 
-    def _loss(self, outputs: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        """Σ w·loss / Σ w over the positions with w > 0 (the others are left out entirely)."""
+    def _loss(self, outputs: Tensor, y: Tensor, w: Tensor, normalise: bool = True) -> Tensor:
+        """Σ w·loss / Σ w over the positions with w > 0 (the others are left out entirely);
+        Σ w·loss alone when not `normalise`."""
         carries = w > 0
         if callable(self.loss):
             per = self._per_position(outputs, y)[carries]
@@ -519,7 +608,8 @@ class Trainer:
                 per = (out - target).square().flatten(1).mean(dim=1)
             else:
                 per = nn.functional.cross_entropy(out, target, reduction="none")
-        return (w[carries] * per).sum() / w.sum()
+        total = (w[carries] * per).sum()
+        return total / w.sum() if normalise else total
 
     def _check(self, value: float) -> None:
         """Divergence (§3.6): a loss or gradient that is not finite, in the module's dtype."""
@@ -621,7 +711,8 @@ class Trainer:
         module's), the settings and the trainer's own state (tbptt._pickled)."""
         return _pickled.state("tbptt.torch.Trainer", module=self.module, head=self.head,
                               optimizer=self.optimizer, loss=self.loss, clip_norm=self.clip_norm,
-                              state_batch_dim=self.state_batch_dim, trainer=self._own_state())
+                              state_batch_dim=self.state_batch_dim, trainer=self._own_state(),
+                              best=self.best, history=self.__dict__.get("history"))
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         state = _pickled.check(state, "tbptt.torch.Trainer")
@@ -630,6 +721,9 @@ class Trainer:
                           optimizer=state["optimizer"], clip_norm=state["clip_norm"],
                           head=state["head"], state_batch_dim=state["state_batch_dim"])
         trainer._restore(own)
+        trainer.best = state["best"]
+        if state["history"] is not None:
+            trainer.history = state["history"]
         self.__dict__.update(trainer.__dict__)
 
     def __repr__(self) -> str:
