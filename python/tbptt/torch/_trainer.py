@@ -129,6 +129,8 @@ class Trainer:
     state_batch_dim: the dim of every state tensor that holds the streams.
     """
 
+    history: History  # the last fit's record: set by `fit`
+
     def __init__(self, module: nn.Module, k1: int, k2: int, loss: Union[str, LossFn] = "mse",
                  optimizer: Optional[torch.optim.Optimizer] = None,
                  clip_norm: Optional[float] = None, *, head: Optional[nn.Module] = None,
