@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
-import numpy as np
 import torch
 from torch import nn
 
 import tbptt
 import tbptt.torch
-from tbptt.bench import TorchRunner
+from tbptt.bench import I, O, TorchRunner, measure  # the workload's sizes, the loop, the timing
 
-I, O = 32, 1
 
 
 class Net(nn.Module):
@@ -69,28 +65,6 @@ class EngineRunner:
         self.trainer.train(x, y)
 
 
-def measure(runners: dict, B: int, k1: int, k2: int, repeats: int, budget: float) -> dict:
-    rng = np.random.default_rng(0)
-    steps = max(k1, k2) * 4
-    x = rng.standard_normal((steps, B, I)).astype(np.float32)
-    y = rng.standard_normal((steps, B, O)).astype(np.float32)
-    for runner in runners.values():
-        runner.run(x, y)  # warm up
-    times: dict = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, runner in runners.items():  # interleaved
-            time.sleep(0.3)  # let the previous runner's idle OpenMP threads stop spinning
-            start, done = time.perf_counter(), 0
-            while True:
-                runner.run(x, y)
-                done += steps
-                elapsed = time.perf_counter() - start
-                if elapsed > budget:
-                    break
-            times[name].append(done * B / elapsed)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="threads of each library (default 2)")
@@ -108,7 +82,7 @@ def main(argv=None) -> int:
         "plain torch loop": TorchRunner(B, H, k1, k2),
         "engine (recompute)": EngineRunner(B, H, k1, k2),
     }
-    result = measure(runners, B, k1, k2, args.repeats, args.budget)
+    result = measure(runners, B, H, k1, k2, args.repeats, args.budget)
     base = result["plain torch loop"]
     print(f"TBPTT({k1}, {k2}), B = {B}, H = {H}, I = {I}, O = {O}, MSE, Adam, float32, "
           f"{args.threads} threads; samples/s, medians of {args.repeats} interleaved rounds")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import tbptt
-from helpers import make_model
+from helpers import make_model, one_torch_thread  # noqa: F401  (the fixture)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -30,13 +30,7 @@ import tbptt.torch  # noqa: E402  (after importorskip)
 I, H, O, B = 3, 4, 2, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny graphs: torch's intra-op threads would only add waits on a shared machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- the twins ---------------------------------------------------------------------------------
