@@ -577,9 +577,9 @@ class Trainer:
             loss = self._loss(outputs, y, w)
             loss.backward()
         value = float(loss.detach())
-        self._check(value)
-        if self.clip_norm is not None:
-            nn.utils.clip_grad_norm_(self._params, self.clip_norm)
+        grads, norm = self._check(value)
+        if self.clip_norm is not None:  # clip_grad_norm_, its norm computed once
+            nn.utils.clip_grads_with_norm_(grads, self.clip_norm, norm)
         weights_before = [p.detach().clone() for p in self._params]
         self.optimizer.step()
         self._before = (w0, entering, weights_before)
@@ -602,20 +602,24 @@ class Trainer:
         """Σ w·loss / Σ w over the positions with w > 0 (the others are left out entirely);
         Σ w·loss alone when not `normalise`."""
         carries = w > 0
+        every = bool(carries.all())  # else select the positions carrying loss: (N, ...)
         if callable(self.loss):
-            per = self._per_position(outputs, y)[carries]
+            per = self._per_position(outputs, y)
+            per = per.flatten() if every else per[carries]
         else:
-            out, target = outputs[carries], y[carries]       # (N, ...) positions carrying loss
+            out, target = ((outputs.flatten(0, 1), y.flatten(0, 1)) if every
+                           else (outputs[carries], y[carries]))
             if self.loss == "mse":
                 per = (out - target).square().flatten(1).mean(dim=1)
             else:
                 per = nn.functional.cross_entropy(out, target, reduction="none")
-        total = (w[carries] * per).sum()
+        total = ((w.flatten() if every else w[carries]) * per).sum()
         return total / w.sum() if normalise else total
 
-    def _check(self, value: float) -> None:
-        """Divergence (§3.6): a loss or gradient that is not finite, in the module's dtype."""
-        what = None
+    def _check(self, value: float) -> Tuple[List[Tensor], Tensor]:
+        """Divergence (§3.6): a loss or gradient that is not finite, in the module's dtype.
+        Returns the parameters with a gradient and the gradient's global norm."""
+        what, grads, norm = None, [], torch.zeros(())
         if not np.isfinite(value):
             what = f"the loss is {value}"
         else:
@@ -623,14 +627,14 @@ class Trainer:
                 if p.grad is None and p.requires_grad:  # the loss cannot reach it: a zero
                     p.grad = torch.zeros_like(p)        # gradient, it steps all the same (§3.3)
             grads = [p for p in self._params if p.grad is not None]
-            norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])
-            if not bool(torch.isfinite(torch.linalg.vector_norm(norms))):
+            norm = nn.utils.get_total_norm([p.grad for p in grads])
+            if not bool(torch.isfinite(norm)):
                 bad = next((p for p in grads if not bool(torch.isfinite(p.grad).all())), grads[0])
                 what = (f"the gradient of {self._names[id(bad)]!r} is not finite" if
                         not bool(torch.isfinite(bad.grad).all())
                         else "the gradient's norm is not finite")
         if what is None:
-            return
+            return grads, norm
         for p in self._params:
             p.grad = None
         self._forget(self._count)
