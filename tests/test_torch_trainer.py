@@ -533,6 +533,12 @@ def test_sweep_of_a_torch_model_equals_the_engines_sweep():
         close(a["val_loss"], b["val_loss"], "val_loss")
         close(a["curve"]["train_loss"], b["curve"]["train_loss"], "curve")
         assert a["window_bytes"] is None and np.isnan(a["horizon_ratio"])
+    measured = tbptt.sweep(x, y, m, torch_model=twin, torch_horizon=True,
+                           **{**common, "pairs": [(2, 5)], "reset": "epoch"})
+    assert (ours[1]["k1"], ours[1]["reset"]) == (2, "epoch")
+    close(measured[0]["train_loss"], ours[1]["train_loss"], "train_loss with the horizon")
+    assert measured[0]["horizon"]["dh"].shape == (2, 5) and np.isfinite(
+        measured[0]["horizon_ratio"])
     with pytest.raises(TypeError, match="torch_model"):
         tbptt.sweep(x, y, k1=2, torch_model="lstm")
 
@@ -563,3 +569,71 @@ def test_fit_is_the_engines_fit():
         close(got[name], value, name)
     copied = pickle.loads(pickle.dumps(ours))
     assert copied.history.val_loss == a.val_loss and copied.best["epoch"] == ours.best["epoch"]
+
+
+# ---- the gradient horizon ----------------------------------------------------------------------
+
+def state_gradients(module, x, y, resets, t, r, k2):
+    """||dL/ds|| of the state tensors (h, c) entering each step of the update at t (before its
+    resets), from the same step-by-step computation as update_gradient: {j: (|dh|, |dc|)}."""
+    w0 = max(t - k2 + 1, 0)
+    state, outs, entering = None, {}, {}
+    for s in range(t + 1):
+        if s == w0 and state is not None:
+            state = tuple(a.detach().requires_grad_() for a in state)
+        if s >= w0 and state is not None:
+            entering[t - s] = state
+        if state is not None and resets is not None and resets[s].any():
+            keep = torch.from_numpy(~resets[s]).to(torch.float64)[None, :, None]
+            state = tuple(a * keep for a in state)
+        with torch.set_grad_enabled(s >= w0):
+            out, state = module(torch.from_numpy(x[s:s + 1]), state)
+        outs[s] = out[0]
+    out = torch.stack([outs[s] for s in range(t - r + 1, t + 1)])
+    value = (out - torch.from_numpy(y[t - r + 1:t + 1])).square().mean()
+    keys = sorted(entering)
+    grads = torch.autograd.grad(value, [a for j in keys for a in entering[j]], allow_unused=True)
+    norms = [0.0 if g is None else float(g.norm()) for g in grads]
+    return {j: (norms[2 * n], norms[2 * n + 1]) for n, j in enumerate(keys)}
+
+
+@pytest.mark.parametrize("k1,k2", [(2, 5), (3, 3), (4, 2)])
+def test_the_horizon_is_autograd_of_the_state_entering_each_step(k1, k2):
+    torch.manual_seed(1)
+    module = LayerNormLSTM().double()
+    trainer = tbptt.torch.Trainer(module, k1, k2, optimizer=Recorder(module.parameters()),
+                                  horizon=True)
+    x, y, _, r = data(21, 13, mask=False)
+    r[6] = True  # every stream: nothing crosses back before step 6
+    trainer.train(x[:7], y[:7], resets=r[:7])
+    trainer.train(x[7:], y[7:], resets=r[7:])
+    sums, counts = np.zeros((2, k2)), np.zeros(k2, np.int64)
+    for t in range(k1 - 1, 13, k1):
+        for j, norms in state_gradients(module, x, y, r, t, k1, k2).items():
+            sums[:, j] += norms
+            counts[j] += 1
+    horizon = trainer.horizon()
+    np.testing.assert_array_equal(horizon["updates"], counts)
+    close(horizon["dh"], np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), "horizon")
+    plain = tbptt.torch.Trainer(copy.deepcopy(module), k1, k2)
+    assert np.isnan(plain.horizon()["dh"]).all()
+    trainer.reset_horizon()
+    assert trainer.horizon()["updates"].sum() == 0
+    other = tbptt.torch.Trainer(copy.deepcopy(module), k1, k2, horizon=True)
+    copied = pickle.loads(pickle.dumps(other))  # keeps horizon=True
+    copied.train(x[:k1], y[:k1])
+    assert copied.horizon()["updates"][0] == 1
+
+
+def test_the_horizon_changes_no_result():
+    """One step per call of the module: the same losses and parameters."""
+    runs = []
+    for horizon in (False, True):
+        torch.manual_seed(2)
+        module = LayerNormLSTM().double()
+        trainer = tbptt.torch.Trainer(module, 2, 5, horizon=horizon, clip_norm=0.5)
+        x, y, m, r = data(22, 15)
+        runs.append((trainer.train(x, y, m, r), [p.detach().clone() for p in module.parameters()]))
+    close(runs[0][0], runs[1][0], "losses", tol=1e-12)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        close(a.numpy(), b.numpy(), "parameters", tol=1e-12)

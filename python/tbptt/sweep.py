@@ -47,7 +47,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
           steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
           layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
           backend="cpp", recompute=False, points=20, progress=False, callback=None,
-          comm=None, torch_model=None) -> list:
+          comm=None, torch_model=None, torch_horizon=False) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
     data, y, mask, resets: a `tbptt.datasets.Task`, or arrays as for `Trainer.train`: x (T, B, I)
@@ -78,8 +78,10 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
         every configuration starts from the same parameters), with `tbptt.torch.Trainer` (the
         semantics of `recompute=True`) and the torch optimiser doing what `optimizer` says.
         hidden, layers, cell, forget_bias, dtype, backend and recompute are not used then;
-        window_bytes is None, and the gradient horizon is not available
-        (NaN: a module's per-step states live inside its calls, docs/torch.md).
+        window_bytes is None. The gradient horizon is NaN unless torch_horizon=True: then
+        `tbptt.torch.Trainer(horizon=True)` measures it (the window's forward one step per
+        call of the module, slower), a row of "dh" per state tensor entering each step
+        (docs/torch.md); horizon_ratio is of the first (h of an LSTM's (h, c)).
     points: points of the learning curve (blocks of steps / points steps each).
     progress: a tqdm bar over all configurations' steps.
     callback: `callback(row)` after each configuration (say, to print it).
@@ -131,7 +133,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
                               forget_bias=forget_bias),
                    trainer=dict(loss=loss, optimizer=_optimizer(optimizer), clip_norm=clip_norm,
                                 backend=_backend(backend), recompute=recompute),
-                   torch_model=torch_model)
+                   torch_model=torch_model, torch_horizon=bool(torch_horizon))
     configs = _grid(k1, k2, pairs, reset)
     if torch_model is None:
         build(**study.model)  # fail on a bad model argument now, not after the first configuration
@@ -216,6 +218,7 @@ class _Study:
     model: dict  # build()'s arguments
     trainer: dict  # Trainer's, the optimizer copied per configuration
     torch_model: Callable | None = None  # a factory of torch modules (tbptt.torch.Trainer)
+    torch_horizon: bool = False  # ... whose trainers measure the gradient horizon
 
     def train_all(self, share: list, show_progress: bool, report: Callable | None) -> list:
         """The rows of the configurations in `share`, in order."""
@@ -257,7 +260,7 @@ class _Study:
         params = list(module.parameters()) + ([] if head is None else list(head.parameters()))
         return TorchTrainer(module, k1, k2, loss=self.trainer["loss"], head=head,
                             optimizer=optimizer_for(self.trainer["optimizer"], params),
-                            clip_norm=self.trainer["clip_norm"])
+                            clip_norm=self.trainer["clip_norm"], horizon=self.torch_horizon)
 
 
 def _spread(comm, configs, train_all, progress, callback):

@@ -127,6 +127,8 @@ class Trainer:
         still train the head, as the engine's linear head (without one they count in the loss
         and train nothing: everything computed there is a constant, §3 item 2).
     state_batch_dim: the dim of every state tensor that holds the streams.
+    horizon: measure the gradient horizon (`horizon()`): the window's forward then runs one
+        step per call of the module, to reach the state between two steps.
     """
 
     history: History  # the last fit's record: set by `fit`
@@ -134,7 +136,7 @@ class Trainer:
     def __init__(self, module: nn.Module, k1: int, k2: int, loss: Union[str, LossFn] = "mse",
                  optimizer: Optional[torch.optim.Optimizer] = None,
                  clip_norm: Optional[float] = None, *, head: Optional[nn.Module] = None,
-                 state_batch_dim: int = 1) -> None:
+                 state_batch_dim: int = 1, horizon: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if head is not None and not isinstance(head, nn.Module):
@@ -182,6 +184,11 @@ class Trainer:
         self._group = None
         self.best: Any = None
         self._lr_base: Optional[List[float]] = None
+        if not isinstance(horizon, (bool, np.bool_)):
+            raise TypeError(f"horizon must be a bool, got {type(horizon).__name__}")
+        # the gradient horizon (horizon=True): (sums (n, k2) or None, updates (k2,))
+        self._horizon: Optional[Tuple[Any, np.ndarray]] = (
+            (None, np.zeros(self.k2, np.int64)) if horizon else None)
 
     def _forget(self, origin: int = 0) -> None:
         """No held step: the recurrence starts at `origin` from the module's initial state."""
@@ -376,10 +383,57 @@ class Trainer:
         os.replace(temporary, target)
 
     def horizon(self) -> Dict[str, np.ndarray]:
-        """Not available for a module: its per-step states live inside its calls over runs of
-        steps. {"dh": NaN (1, k2), "updates": zeros (k2,)}, as `tbptt.Trainer.horizon()` reads
-        before any update (what `tbptt.sweep` puts in its rows)."""
-        return {"dh": np.full((1, self.k2), np.nan), "updates": np.zeros(self.k2, np.int64)}
+        """How the gradient fades with distance, for a trainer made with `horizon=True`: for
+        j = 0 .. k2-1, the mean over updates of ||dL/ds|| for every tensor s of the state
+        entering step t-j (t the update's newest step; before that step's resets), Frobenius
+        over all streams: the gradient that crosses back from step t-j into the steps before
+        it (at j = k2-1, into the constant state entering the window).
+
+        Returns {"dh": (n, k2), one row per state tensor in the state's order ((h, c) of an
+        LSTM: h, then c), "updates": (k2,)}: updates[j] counts the updates whose window reached
+        j steps back (with a state to hold the gradient: the initial state `None` holds none);
+        the means are NaN where it is 0. Without `horizon=True`: NaN (1, k2), zero updates."""
+        if self._horizon is None or self._horizon[0] is None:
+            return {"dh": np.full((1, self.k2), np.nan), "updates": np.zeros(self.k2, np.int64)}
+        sums, updates = self._horizon
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(updates > 0, sums / np.maximum(updates, 1), np.nan)
+        return {"dh": means, "updates": updates.copy()}
+
+    def reset_horizon(self) -> None:
+        """Start averaging the gradient horizon afresh."""
+        if self._horizon is not None:
+            self._horizon = (None, np.zeros(self.k2, np.int64))
+
+    def _watcher(self, t: int, squares: Dict[Tuple[int, int], Tensor]) -> Callable[[int, Any], None]:
+        """watch(s, state) for `_run`: hooks that add Σ (dL/ds)² of every state tensor entering
+        step s into squares[(tensor, t - s)]."""
+        def watch(s: int, state: Any) -> None:
+            for i, tensor in enumerate(_tensors(state)):
+                if tensor.requires_grad:  # 0 unless the gradient reaches it (a reset cuts it)
+                    squares[(i, t - s)] = torch.zeros((), dtype=torch.float64)
+                    tensor.register_hook(lambda g, key=(i, t - s): self._square(squares, key, g))
+        return watch
+
+    @staticmethod
+    def _square(squares: Dict[Tuple[int, int], Tensor], key: Tuple[int, int], g: Tensor) -> None:
+        squares[key] = squares[key] + g.detach().double().square().sum()
+
+    def _add_to_horizon(self, squares: Dict[Tuple[int, int], Tensor]) -> None:
+        """Fold a good update's squares in: its window reached as far back as a state held
+        the gradient (the initial state `None` entering it holds none)."""
+        assert self._horizon is not None
+        sums, updates = self._horizon
+        if not squares:
+            return
+        n = 1 + max(i for i, _ in squares)
+        if sums is None:
+            sums = np.zeros((n, self.k2))
+        reached = 1 + max(j for _, j in squares)
+        for (i, j), value in squares.items():
+            sums[i, j] += float(value) ** 0.5
+        updates[:reached] += 1
+        self._horizon = (sums, updates)
 
     # ---- checks -------------------------------------------------------------------------------
     def _array(self, name: str, value: Any) -> np.ndarray:
@@ -499,21 +553,27 @@ class Trainer:
         return _map(state, zero)
 
     def _run(self, lo: int, hi: int, state: Any, cut: Optional[int] = None,
-             keep_from: Optional[int] = None) -> Tuple[List[Tensor], Any, Any]:
+             keep_from: Optional[int] = None,
+             watch: Optional[Callable[[int, Any], None]] = None) -> Tuple[List[Tensor], Any, Any]:
         """The module over the held steps [lo, hi) from `state` (the state entering lo, before
         its resets), in runs split where a stream resets and at `cut`. Returns the module's
         outputs of the steps >= keep_from (a list of runs; none if None), the state entering
-        `cut` (before its resets) and the final state."""
+        `cut` (before its resets) and the final state. With `watch`, one step per call, and
+        `watch(s, state)` sees the state entering every step s (before its resets)."""
         bounds = {lo, hi}
         bounds.update(s for s in range(lo + 1, hi) if self._at(s).reset is not None)
         if cut is not None and lo < cut < hi:
             bounds.add(cut)
+        if watch is not None:
+            bounds.update(range(lo, hi))
         edges = sorted(bounds)
         outputs: List[Tensor] = []
         at_cut = state if cut == lo else None
         for s, e in zip(edges[:-1], edges[1:]):
             if s == cut:
                 at_cut = state
+            if watch is not None:
+                watch(s, state)
             first = self._at(s)
             if first.reset is not None:
                 state = self._reset(state, first.reset)
@@ -568,9 +628,14 @@ class Trainer:
         a_next = max(t + 1 - rerun, self._origin)
         for p in self._params:
             p.grad = None
+        squares: Dict[Tuple[int, int], Tensor] = {}  # the horizon's (tensor, j): Σ grad²
         with torch.enable_grad():
+            watch = None
+            if self._horizon is not None:
+                watch = self._watcher(t, squares)
+                entering = _map(entering, lambda a: a.detach().requires_grad_())
             runs, at_next, final = self._run(w0, t + 1, entering, cut=a_next,
-                                             keep_from=max(loss_from, w0))
+                                             keep_from=max(loss_from, w0), watch=watch)
             features = warm + runs
             outputs = torch.cat([f if self.head is None else self.head(f) for f in features])
             y = torch.stack([self._at(s).y for s in range(loss_from, t + 1)])
@@ -578,11 +643,13 @@ class Trainer:
             loss.backward()
         value = float(loss.detach())
         grads, norm = self._check(value)
+        if self._horizon is not None:
+            self._add_to_horizon(squares)
         if self.clip_norm is not None:  # clip_grad_norm_, its norm computed once
             nn.utils.clip_grads_with_norm_(grads, self.clip_norm, norm)
         weights_before = [p.detach().clone() for p in self._params]
         self.optimizer.step()
-        self._before = (w0, entering, weights_before)
+        self._before = (w0, _detached(entering), weights_before)
         self._fresh, self._fresh_state = a_next, _detached(at_next)
         self._drop_old()
         return value
@@ -717,7 +784,8 @@ class Trainer:
         module's), the settings and the trainer's own state (tbptt._pickled)."""
         return _pickled.state("tbptt.torch.Trainer", module=self.module, head=self.head,
                               optimizer=self.optimizer, loss=self.loss, clip_norm=self.clip_norm,
-                              state_batch_dim=self.state_batch_dim, trainer=self._own_state(),
+                              state_batch_dim=self.state_batch_dim,
+                              horizon=self._horizon is not None, trainer=self._own_state(),
                               best=self.best, history=self.__dict__.get("history"))
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -725,7 +793,8 @@ class Trainer:
         own = state["trainer"]
         trainer = Trainer(state["module"], own["k1"], own["k2"], loss=state["loss"],
                           optimizer=state["optimizer"], clip_norm=state["clip_norm"],
-                          head=state["head"], state_batch_dim=state["state_batch_dim"])
+                          head=state["head"], state_batch_dim=state["state_batch_dim"],
+                          horizon=state["horizon"])
         trainer._restore(own)
         trainer.best = state["best"]
         if state["history"] is not None:
