@@ -637,3 +637,22 @@ def test_the_horizon_changes_no_result():
     close(runs[0][0], runs[1][0], "losses", tol=1e-12)
     for a, b in zip(runs[0][1], runs[1][1]):
         close(a.numpy(), b.numpy(), "parameters", tol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [2.0**70, 1e307, 1e-300])
+def test_the_loss_does_not_depend_on_the_scale_of_the_mask(factor):
+    """The weighted mean is taken over weights divided by a power of two near their sum (as
+    the engine does): weights of 1e307 on losses of 100 do not overflow."""
+    x, y, m, r = data(23, 12)
+    runs = []
+    for weights in (m, m * factor):
+        trainer = fresh_trainer(6, 2, 5)
+        runs.append((trainer.train(x, y, weights, r), trainer))
+    close(runs[1][0], runs[0][0], "losses", tol=1e-12)
+    for p, q in zip(runs[0][1].module.parameters(), runs[1][1].module.parameters()):
+        close(p.detach().numpy(), q.detach().numpy(), "parameters", tol=1e-10)
+    trainer = runs[0][1]
+    outputs, targets = torch.zeros(4, 3, 2, dtype=torch.float64), torch.full((4, 3, 2), 10.0,
+                                                                            dtype=torch.float64)
+    w = torch.full((4, 3), factor, dtype=torch.float64)
+    assert float(trainer._loss(outputs, targets, w)) == 100.0

@@ -32,10 +32,10 @@ the next window, with the new weights), per update.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
-
 import copy
+import math
 import os
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -634,7 +634,7 @@ class Trainer:
             if self._horizon is not None:
                 watch = self._watcher(t, squares)
                 entering = _map(entering, lambda a: a.detach().requires_grad_())
-            runs, at_next, final = self._run(w0, t + 1, entering, cut=a_next,
+            runs, at_next, _ = self._run(w0, t + 1, entering, cut=a_next,
                                              keep_from=max(loss_from, w0), watch=watch)
             features = warm + runs
             outputs = torch.cat([f if self.head is None else self.head(f) for f in features])
@@ -680,8 +680,13 @@ class Trainer:
                 per = (out - target).square().flatten(1).mean(dim=1)
             else:
                 per = nn.functional.cross_entropy(out, target, reduction="none")
-        total = ((w.flatten() if every else w[carries]) * per).sum()
-        return total / w.sum() if normalise else total
+        weights = w.flatten() if every else w[carries]
+        if not normalise:
+            return (weights * per).sum()
+        # the weights over a power of two near Σ w (exact): huge or tiny weights neither
+        # overflow nor underflow the sums, as in the engine
+        scale = math.ldexp(1.0, -math.frexp(float(w.double().sum()))[1])
+        return ((weights * scale) * per).sum() / (w * scale).sum()
 
     def _check(self, value: float) -> Tuple[List[Tensor], Tensor]:
         """Divergence (§3.6): a loss or gradient that is not finite, in the module's dtype.
