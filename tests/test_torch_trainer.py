@@ -36,13 +36,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ---- the twins ---------------------------------------------------------------------------------
 
 class Body(nn.Module):
-    """tbptt's recurrent stack as a torch module (`lstm.*` or `gru.*`); token ids one-hot."""
+    """tbptt's recurrent stack as a torch module (`lstm.*`, `gru.*` or `rnn.*`); token ids
+    one-hot."""
 
     def __init__(self, cell="lstm", L=2, layer=None):
         super().__init__()
-        layer = layer or {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        setattr(self, cell, layer(I, H, L))
-        self.cell = cell
+        self.cell = cell.split("_")[0]
+        if cell.startswith("rnn_"):
+            recurrent = (layer or nn.RNN)(I, H, L, nonlinearity=cell[len("rnn_"):])
+        else:
+            recurrent = (layer or {"lstm": nn.LSTM, "gru": nn.GRU}[cell])(I, H, L)
+        setattr(self, self.cell, recurrent)
 
     def forward(self, x, state):
         if not x.is_floating_point():
@@ -148,6 +152,7 @@ CASES = {  # loss, tokens, optimizer, clip_norm, cell
     "ce-tokens-sgd-gru": ("cross_entropy", True, "sgd", None, "gru"),
     "mse-sgd-clip-gru": ("mse", False, "sgd", 0.5, "gru"),
     "ce-tokens-adam-lstm": ("cross_entropy", True, "adam", 1.0, "lstm"),
+    "mse-adam-rnn": ("mse", False, "adam", None, "rnn_tanh"),
 }
 
 
@@ -168,6 +173,22 @@ def test_on_tbptt_torch_lstm_equals_the_engine(k1, k2):
     assert isinstance(ours.module.lstm, tbptt.torch.LSTM)
     x, y, m, r = data(5, 26)
     both_run(engine, ours, x, y, m, r, cuts=[7, 12], flush_at=(7,))
+
+
+def test_reset_state_and_empty_calls_as_the_engine():
+    engine, ours = twins("lstm", 2, 5, "mse", "adam", None, "numpy")
+    x, y, m, r = data(24, 16)
+    for trainer in (engine, ours):
+        assert len(trainer.train(x[:0], y[:0])) == 0 and trainer.num_streams is None
+        trainer.reset_state()
+    both_run(engine, ours, x[:5], y[:5], m[:5], r[:5], cuts=[])
+    for trainer in (engine, ours):
+        trainer.reset_state()  # a row of resets at the next step; pending steps stay pending
+        assert trainer.pending_steps == 1
+        assert len(trainer.train(x[5:5], y[5:5])) == 0
+    state = ours.state()
+    assert all(float(a.abs().max()) == 0 for a in state)
+    both_run(engine, ours, x[5:], y[5:], m[5:], r[5:], cuts=[4], flush_at=(4,))
 
 
 @pytest.mark.parametrize("k1,k2", [(2, 5), (3, 3), (1, 4)])
