@@ -677,3 +677,21 @@ def test_the_loss_does_not_depend_on_the_scale_of_the_mask(factor):
                                                                             dtype=torch.float64)
     w = torch.full((4, 3), factor, dtype=torch.float64)
     assert float(trainer._loss(outputs, targets, w)) == 100.0
+
+
+def test_float32_follows_the_engine():
+    """float32 on tbptt.torch.LSTM against the C++ engine in float32: to rounding (1e-4)."""
+    model = make_model("lstm", I, H, O, num_layers=1, dtype="float32", seed=4, forget_bias=1.0)
+    sd = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
+    body, head = Body("lstm", 1, tbptt.torch.LSTM), nn.Linear(H, O)
+    body.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")})
+    head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
+    engine = tbptt.Trainer(model, 3, 7, optimizer=tbptt.Adam(0.01), recompute=True)
+    ours = tbptt.torch.Trainer(body, 3, 7, head=head, optimizer=torch.optim.Adam(
+        list(body.parameters()) + list(head.parameters()), lr=0.01))
+    x, y, m, r = data(25, 30)
+    close(ours.train(x, y, m, r), engine.train(x, y, m, r), "losses", tol=1e-4)
+    assert ours.module.lstm.weight_hh_l0.dtype == torch.float32
+    got = torch_parameters(ours)
+    for name, value in model.state_dict().items():
+        close(got[name], value, name, tol=1e-4)
