@@ -695,3 +695,15 @@ def test_float32_follows_the_engine():
     got = torch_parameters(ours)
     for name, value in model.state_dict().items():
         close(got[name], value, name, tol=1e-4)
+
+
+def test_an_update_without_loss_makes_no_optimiser_step():
+    torch.manual_seed(3)
+    module = LayerNormLSTM().double()
+    recorder = Recorder(module.parameters())
+    trainer = tbptt.torch.Trainer(module, 2, 4, optimizer=recorder)
+    x, y, _, _ = data(26, 8, mask=False, resets=False)
+    mask = np.ones((8, B))
+    mask[2:4] = 0  # the second update's steps
+    losses = trainer.train(x, y, mask)
+    assert trainer.updates == 4 and len(losses) == 3 and len(recorder.grads) == 3
