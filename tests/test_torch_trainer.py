@@ -376,8 +376,8 @@ def continue_both(a, b, x, y, m, r):
     same(a, b)
 
 
-@pytest.mark.parametrize("how", ["state_dict", "pickle", "deepcopy"])
-def test_resume_equals_the_uninterrupted_run(how):
+@pytest.mark.parametrize("how", ["state_dict", "save", "pickle", "deepcopy"])
+def test_resume_equals_the_uninterrupted_run(how, tmp_path):
     """Stopped with pending steps right after an update (the next flush reaches past the fresh
     mark, so the weights before the last step travel too)."""
     x, y, m, r = data(11, 30)
@@ -387,6 +387,10 @@ def test_resume_equals_the_uninterrupted_run(how):
     if how == "state_dict":
         b = fresh_trainer(1)  # other initial parameters: everything comes from the state_dict
         b.load_state_dict(copy.deepcopy(a.state_dict()))
+    elif how == "save":  # torch.save, read back by torch.load's default weights_only=True
+        a.save(tmp_path / "trainer.pt")
+        b = fresh_trainer(1)
+        b.load_state_dict(torch.load(tmp_path / "trainer.pt"))
     elif how == "pickle":
         b = pickle.loads(pickle.dumps(a))
     else:
