@@ -396,6 +396,14 @@ def test_resume_equals_the_uninterrupted_run(how, tmp_path):
     else:
         b = copy.deepcopy(a)
     assert b.pending_steps == a.pending_steps == 1 and b.updates == a.updates
+    if how == "state_dict":
+        other = fresh_trainer(1, k1=4)
+        with pytest.raises(ValueError, match="k1=3"):
+            other.load_state_dict(a.state_dict())
+        broken = a.state_dict()
+        del broken["trainer"]["fresh"]
+        with pytest.raises(ValueError, match="fresh"):
+            other.load_state_dict(broken)
     assert b.optimizer.param_groups[0]["params"][0] is next(b.module.parameters())
     continue_both(a, b, x[13:], y[13:], m[13:], r[13:])
 

@@ -754,6 +754,10 @@ class Trainer:
             raise ValueError("state_dict must be a tbptt.torch.Trainer's state_dict(): a dict "
                              "with 'module', 'head', 'optimizer' and 'trainer'")
         own = state_dict["trainer"]
+        missing = sorted(set(self._own_state()) - set(own)) if isinstance(own, dict) else ["all"]
+        if missing:
+            raise ValueError(f"state_dict['trainer'] lacks {missing}: not a tbptt.torch.Trainer's "
+                             f"state_dict()")
         for key in ("k1", "k2"):
             if own[key] != getattr(self, key):
                 raise ValueError(f"state_dict is of a trainer with {key}={own[key]}, this one has "
