@@ -2,7 +2,20 @@
 sys.path, as it has no __init__.py)."""
 
 import numpy as np
+import pytest
 from tbptt.cells import CELLS as _CELL_TABLE
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For tests of tiny torch graphs (`pytestmark = pytest.mark.usefixtures(...)` after importing
+    it): torch's intra-op threads would only add waits on a shared machine."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def fd_gradient(fun, theta, eps=1e-6):

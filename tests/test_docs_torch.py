@@ -37,3 +37,18 @@ def test_the_swap_block_names_real_arguments():
     rnn = eval(line.split("=", 1)[1].strip(), {"tbptt": tbptt, "torch": torch})
     out, (h, c) = rnn(torch.zeros(2, 3, 64))
     assert out.shape == (2, 3, 256) and h.shape == (2, 2, 256)
+
+
+def test_the_trainer_example_runs_and_learns(capsys):
+    """docs/torch.md's own cell trained with TBPTT(5, 25) and online TBPTT(1, 20), on a shorter
+    stream: both make their updates and get below chance."""
+    block = next(b for b in python_blocks() if "class LayerNormLSTM" in b)
+    assert "echo(3000, 16, delay=8, num_symbols=4)" in block
+    block = block.replace("echo(3000, 16, delay=8, num_symbols=4)",
+                          "echo(200, 4, delay=2, num_symbols=4)")
+    exec(compile(block, str(DOC), "exec"), {"__name__": "docs_torch_trainer"})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["TBPTT(5, 25)", "TBPTT(1, 20)"]
+    assert "40 updates" in lines[0] and "198 updates" in lines[1]  # no loss before step 2
+    for line in lines:
+        assert float(line.split("last 100 ")[1].split()[0]) < 1.386

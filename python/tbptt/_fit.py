@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -149,6 +150,31 @@ def _agree(group, opts: Options) -> Options:
     return opts
 
 
+# ---- the call ---------------------------------------------------------------------------------
+
+def fit(trainer, x, y, mask, resets, **kwargs) -> History:
+    """`Trainer.fit` of tbptt.Trainer and of tbptt.torch.Trainer: the run, then Ctrl-C (the
+    checkpoint saved, KeyboardInterrupt) or a divergence (a RuntimeWarning) reported. The trainer
+    provides train, reset_state, updates, pending_steps, k1, lr, `_step_lr(lr)` (the learning
+    rate of the next updates, its own `lr` untouched), `_evaluate`, `_keep_best`, `_load_best`,
+    `save` and `_group` (None without MPI)."""
+    checkpoint = kwargs["checkpoint"]
+    run = Run(trainer, options(trainer, x, y, mask, resets, **kwargs))
+    history = run.run()
+    if history.stop_reason == "interrupted":
+        message = f"fit interrupted after {run.updates} updates"
+        if checkpoint is not None:
+            trainer.save(checkpoint)
+            message += f"; trainer checkpoint saved to {checkpoint}"
+        raise KeyboardInterrupt(message)
+    if history.diverged:
+        warnings.warn(f"fit stopped: training diverged ({history.diverged}). The model keeps "
+                      f"the parameters of the last good update; lower the learning rate or "
+                      f"clip gradients (clip_norm), then fit again.", RuntimeWarning,
+                      stacklevel=3)
+    return history
+
+
 # ---- the loop ---------------------------------------------------------------------------------
 
 class _Epoch:
@@ -168,7 +194,7 @@ class Run:
         trainer.best = None
         self.start, self.first_update = time.perf_counter(), trainer.updates
         self.history.resume_at = (opts.initial_epoch, opts.initial_step)
-        self.base_lr = self.lr_now = trainer.optimizer.lr
+        self.base_lr = self.lr_now = trainer.lr
         self.val_seconds: float | None = None  # the last validation's: max_time keeps room
         self.interrupted: list = []
 
@@ -255,7 +281,7 @@ class Run:
             elapsed = self.group.maximum(elapsed)
         share = schedules.progress(step, opts.epochs * opts.T, elapsed, opts.max_time)
         self.lr_now = self.base_lr * float(opts.schedule(share))
-        self.trainer.engine.set_lr(self.lr_now)
+        self.trainer._step_lr(self.lr_now)
 
     def _count(self, block: _blocks.Block, new: np.ndarray, seconds: float, sums: _Epoch) -> None:
         """Add a trained block to the epoch's sums, the history and the bar."""
@@ -338,9 +364,9 @@ class Run:
         self.bar.close()
         self.history.wall_time = time.perf_counter() - self.start
         if self.opts.schedule is not None:
-            self.trainer.engine.set_lr(self.base_lr)
+            self.trainer._step_lr(self.base_lr)
         if self.opts.restore_best and self.trainer.best is not None:
-            self.trainer.model.flat_parameters[:] = self.trainer.best["parameters"]
+            self.trainer._load_best()
 
 
 # ---- the bar and Ctrl-C -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
           steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
           layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
           backend="cpp", recompute=False, points=20, progress=False, callback=None,
-          comm=None) -> list:
+          comm=None, torch_model=None, torch_horizon=False) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
     data, y, mask, resets: a `tbptt.datasets.Task`, or arrays as for `Trainer.train`: x (T, B, I)
@@ -71,6 +72,16 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
         with that seed: every configuration starts from the same parameters.
     optimizer: `tbptt.Adam` / `tbptt.SGD` settings (default `Adam()`), copied per configuration.
     clip_norm, backend, recompute: as for `Trainer`.
+    torch_model: None, or a callable returning a `torch.nn.Module` of `tbptt.torch.Trainer`'s
+        protocol (`module(x, state) -> (outputs, state)`), or a (module, head) pair: each
+        configuration then trains `torch_model()`, built after `torch.manual_seed(seed)` (so
+        every configuration starts from the same parameters), with `tbptt.torch.Trainer` (the
+        semantics of `recompute=True`) and the torch optimiser doing what `optimizer` says.
+        hidden, layers, cell, forget_bias, dtype, backend and recompute are not used then;
+        window_bytes is None. The gradient horizon is NaN unless torch_horizon=True: then
+        `tbptt.torch.Trainer(horizon=True)` measures it (the window's forward one step per
+        call of the module, slower), a row of "dh" per state tensor entering each step
+        (docs/torch.md); horizon_ratio is of the first (h of an LSTM's (h, c)).
     points: points of the learning curve (blocks of steps / points steps each).
     progress: a tqdm bar over all configurations' steps (in a log: a line every 10 s).
     callback: `callback(row)` after each configuration (say, to print it).
@@ -121,9 +132,14 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
                               output_size=output_size, num_layers=layers, dtype=dtype, seed=seed,
                               forget_bias=forget_bias),
                    trainer=dict(loss=loss, optimizer=_optimizer(optimizer), clip_norm=clip_norm,
-                                backend=_backend(backend), recompute=recompute))
+                                backend=_backend(backend), recompute=recompute),
+                   torch_model=torch_model, torch_horizon=bool(torch_horizon))
     configs = _grid(k1, k2, pairs, reset)
-    build(**study.model)  # fail on a bad model argument now, not after the first configuration
+    if torch_model is None:
+        build(**study.model)  # fail on a bad model argument now, not after the first configuration
+    elif not callable(torch_model):
+        raise TypeError(f"torch_model must be a callable returning a torch.nn.Module, got "
+                        f"{type(torch_model).__name__}")
     if comm is None:
         return study.train_all(configs, progress, callback)
     return _spread(comm, configs, study.train_all, progress, callback)
@@ -201,6 +217,8 @@ class _Study:
     marks: list
     model: dict  # build()'s arguments
     trainer: dict  # Trainer's, the optimizer copied per configuration
+    torch_model: Callable | None = None  # a factory of torch modules (tbptt.torch.Trainer)
+    torch_horizon: bool = False  # ... whose trainers measure the gradient horizon
 
     def train_all(self, share: list, show_progress: bool, report: Callable | None) -> list:
         """The rows of the configurations in `share`, in order."""
@@ -210,17 +228,37 @@ class _Study:
         try:
             for k1, k2, policy in share:
                 bar.set_description(f"TBPTT({k1}, {k2}) reset={policy}")
-                model = build(**self.model)
-                trainer = Trainer(model, k1, k2, **{**self.trainer, "optimizer": from_config(
-                    self.trainer["optimizer"].config())})
-                row = _run(trainer, self, policy, bar)
-                row["window_bytes"] = _sizes.ring_bytes(model, k1, k2, B, self.data[0].ndim == 2)
-                rows.append(row)
+                if self.torch_model is not None:
+                    rows.append(_run(self._torch_trainer(k1, k2), self, policy, bar))
+                else:
+                    model = build(**self.model)
+                    trainer = Trainer(model, k1, k2, **{**self.trainer, "optimizer": from_config(
+                        self.trainer["optimizer"].config())})
+                    row = _run(trainer, self, policy, bar)
+                    row["window_bytes"] = _sizes.ring_bytes(model, k1, k2, B,
+                                                            self.data[0].ndim == 2)
+                    rows.append(row)
                 if report is not None:
                     report(row)
         finally:
             bar.close()
         return rows
+
+    def _torch_trainer(self, k1: int, k2: int) -> Any:
+        """A tbptt.torch.Trainer of a new `torch_model()` (seeded: the same start every time)."""
+        import torch
+
+        from .torch import Trainer as TorchTrainer
+        from .torch._trainer import optimizer_for
+
+        assert self.torch_model is not None
+        torch.manual_seed(self.model["seed"])
+        built = self.torch_model()
+        module, head = built if isinstance(built, tuple) else (built, None)
+        params = list(module.parameters()) + ([] if head is None else list(head.parameters()))
+        return TorchTrainer(module, k1, k2, loss=self.trainer["loss"], head=head,
+                            optimizer=optimizer_for(self.trainer["optimizer"], params),
+                            clip_norm=self.trainer["clip_norm"], horizon=self.torch_horizon)
 
 
 def _spread(comm, configs, train_all, progress, callback):
@@ -252,7 +290,7 @@ def _as_list(value):
     return [value]
 
 
-def _run(trainer: Trainer, study: _Study, policy, bar) -> dict:
+def _run(trainer: Any, study: _Study, policy, bar) -> dict:
     """Train one configuration for the study's steps, with a point of the learning curve at each
     of its marks; return its row."""
     x, y, mask, resets = study.data
@@ -291,7 +329,7 @@ def _run(trainer: Trainer, study: _Study, policy, bar) -> dict:
                 (done, B, seconds), rss.peak_growth(), diverged)
 
 
-def _point(curve: dict, done: int, losses: list, trainer: Trainer, validation) -> None:
+def _point(curve: dict, done: int, losses: list, trainer: Any, validation) -> None:
     """A point of the learning curve: the mean loss of the updates since the last point, and
     the validation results now."""
     values = np.concatenate(losses) if losses else np.zeros(0)
@@ -304,7 +342,7 @@ def _point(curve: dict, done: int, losses: list, trainer: Trainer, validation) -
             curve["val_accuracy"].append(result["accuracy"])
 
 
-def _row(trainer: Trainer, policy, curve: dict, tail: np.ndarray, work: tuple,
+def _row(trainer: Any, policy, curve: dict, tail: np.ndarray, work: tuple,
          peak_rss: int | None, diverged: str | None) -> dict:
     """A configuration's row (see `sweep`); work: (steps trained, B, seconds in train calls).
     window_bytes is filled in by the caller."""

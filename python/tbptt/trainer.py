@@ -14,7 +14,6 @@ Both take arrays that passed the checks below and implement exactly the same alg
 from __future__ import annotations
 
 import os
-import warnings
 from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, overload
 
 import numpy as np
@@ -347,25 +346,16 @@ class Trainer:
         lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
         block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
         """
-        run = _fit.Run(self, _fit.options(
-            self, x, y, mask, resets, epochs=epochs, validation=validation, reset=reset,
-            max_time=max_time, max_updates=max_updates, progress=progress, checkpoint=checkpoint,
-            callback=callback, block=block, initial_epoch=initial_epoch,
-            initial_step=initial_step, schedule=schedule, restore_best=restore_best,
-            patience=patience, loss_unit=loss_unit))
-        history = run.run()
-        if history.stop_reason == "interrupted":
-            message = f"fit interrupted after {run.updates} updates"
-            if checkpoint is not None:
-                self.save(checkpoint)
-                message += f"; trainer checkpoint saved to {checkpoint}"
-            raise KeyboardInterrupt(message)
-        if history.diverged:
-            warnings.warn(f"fit stopped: training diverged ({history.diverged}). The model keeps "
-                          f"the parameters of the last good update; lower the learning rate or "
-                          f"clip gradients (clip_norm), then fit again.", RuntimeWarning,
-                          stacklevel=2)
-        return history
+        return _fit.fit(self, x, y, mask, resets, epochs=epochs, validation=validation,
+                        reset=reset, max_time=max_time, max_updates=max_updates,
+                        progress=progress, checkpoint=checkpoint, callback=callback, block=block,
+                        initial_epoch=initial_epoch, initial_step=initial_step,
+                        schedule=schedule, restore_best=restore_best, patience=patience,
+                        loss_unit=loss_unit)
+
+    def _step_lr(self, lr: float) -> None:
+        """fit's schedule: the learning rate of the next updates (the optimiser's `lr` stays)."""
+        self._engine.set_lr(lr)
 
     def evaluate(self, x: Any, y: Optional[ArrayLike] = None, mask: Optional[ArrayLike] = None,
                  resets: Optional[ArrayLike] = None, *,
@@ -422,6 +412,10 @@ class Trainer:
         if self.best is None or val_loss < self.best["val_loss"]:
             self.best = {"epoch": epoch, "val_loss": float(val_loss),
                          "parameters": self.model.flat_parameters.copy()}
+
+    def _load_best(self) -> None:
+        """fit(restore_best=True): the kept parameters back into the model."""
+        self.model.flat_parameters[:] = self.best["parameters"]
 
     # ---- the gradient horizon -----------------------------------------------------------------
     def horizon(self) -> dict:
