@@ -145,6 +145,11 @@ class Trainer:
         self.k1 = _checks.positive_int("k1", k1, maximum=MAX_K)
         self.k2 = _checks.positive_int("k2", k2, maximum=MAX_K)
         if isinstance(loss, str):
+            if loss == "gaussian":  # the engines' likelihood head; torch has its own NLL
+                raise ValueError("loss='gaussian' is tbptt.Trainer's; for a torch module pass a "
+                                 "callable, e.g. the per-position torch.nn.GaussianNLLLoss("
+                                 "reduction='none', full=True) of the mean and softplus(raw) ** 2 "
+                                 "(docs/torch.md)")
             if loss not in LOSSES:
                 raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
         elif not callable(loss):

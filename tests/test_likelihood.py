@@ -1,0 +1,196 @@
+"""The gaussian likelihood head, loss="gaussian" (docs/semantics.md §1, §3): its values against
+the density written out by hand, its gradient against finite differences, the C++ kernel
+against the NumPy definition, the output size, clipping, divergence, evaluate and checkpoints.
+
+The C++ engine against the reference over the schedule grid, the reference's gradient through
+the recurrence, stream invariance and recompute run with loss="gaussian" in test_backends.py,
+test_reference.py, test_invariants.py and test_recompute.py.
+"""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import tbptt
+from tbptt import checkpoint, losses
+
+from helpers import fd_gradient, gaussian_nll
+
+BACKENDS = ["cpp", "numpy"]
+SPEC = losses.LOSSES["gaussian"]
+
+
+def by_hand(mu, raw, y):
+    """-log of the normal density at y, sigma = log(1 + e^raw) + 1e-6, in plain Python."""
+    sigma = math.log1p(math.exp(raw)) + 1e-6
+    return -math.log(math.exp(-0.5 * ((y - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)))
+
+
+def test_values_are_the_negative_log_density():
+    """Per position: the mean over the targets of ½ log 2π + log σ + ½ z², the constant included."""
+    rng = np.random.default_rng(0)
+    out, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))   # B = 5, two targets
+    loss, dout = SPEC.terms(out, y)
+    assert loss.shape == (5,) and dout.shape == (5, 4)
+    for b in range(5):
+        expected = np.mean([by_hand(out[b, j], out[b, 2 + j], y[b, j]) for j in range(2)])
+        assert loss[b] == pytest.approx(expected, rel=1e-13)
+    np.testing.assert_allclose(loss, gaussian_nll(out, y), rtol=1e-13)
+    # at mu = y and sigma = 1 (raw = log(e - 1)), the loss is ½ log 2π (+ the ε's log)
+    one = np.array([[0.3, math.log(math.e - 1)]])
+    assert SPEC.terms(one, np.array([[0.3]]))[0][0] == pytest.approx(0.5 * math.log(2 * math.pi),
+                                                                     abs=2e-6)
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    out, y = rng.normal(size=(3, 6)) * 2, rng.normal(size=(3, 3))
+    _, dout = SPEC.terms(out, y)
+    for b in range(3):
+        fd = fd_gradient(lambda o: float(SPEC.terms(o[None], y[b:b + 1])[0][0]), out[b].copy())
+        np.testing.assert_allclose(dout[b], fd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_extreme_scales_stay_finite(dtype):
+    """softplus without overflow (raw = 800) and σ ≥ ε where it underflows (raw = -800)."""
+    out = np.array([[0.0, 800.0], [0.0, -800.0], [0.5, 0.0]], dtype=dtype)
+    y = np.array([[1.0], [1e-7], [0.5]], dtype=dtype)
+    loss, dout = SPEC.terms(out, y)
+    assert np.isfinite(loss).all() and np.isfinite(dout).all() and dout.dtype == np.dtype(dtype)
+    mu, sigma = losses.gaussian_parameters(out)
+    assert sigma[0, 0] == pytest.approx(800.0) and sigma[1, 0] == pytest.approx(1e-6, rel=1e-3)
+
+
+@pytest.mark.parametrize("k1,k2", [(4, 4), (3, 7), (7, 3)])
+def test_cpp_kernel_is_the_numpy_definition(k1, k2):
+    """One SGD(lr=1) update on both backends: the same loss and the same gradient, float64 1e-10,
+    with a float mask (zeros included) and resets; the loss is the hand formula's weighted mean."""
+    rng = np.random.default_rng(k1 * 10 + k2)
+    T, B = k1, 3
+    x, y = rng.normal(size=(T, B, 2)), rng.normal(size=(T, B, 2))
+    mask = rng.uniform(0, 2, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.3)
+    mask[-1, 0] = 1.0
+    resets = rng.uniform(size=(T, B)) < 0.2
+    results = {}
+    for backend in BACKENDS:
+        model = tbptt.GRU(2, 5, 4, dtype="float64", seed=3)
+        before = model.flat_parameters.copy()
+        trainer = tbptt.Trainer(model, k1, k2, loss="gaussian", optimizer=tbptt.SGD(lr=1.0),
+                                backend=backend)
+        (loss,) = trainer.train(x, y, mask, resets)
+        results[backend] = loss, before - model.flat_parameters
+    (lc, gc), (ln, gn) = results["cpp"], results["numpy"]
+    assert lc == pytest.approx(ln, rel=1e-10)
+    np.testing.assert_allclose(gc, gn, rtol=1e-10, atol=1e-13)
+    # without resets, the loss is the mask-weighted mean of the density's -log over predict's outputs
+    model = tbptt.GRU(2, 5, 4, dtype="float64", seed=3)
+    out, _ = model.predict(x)
+    (loss,) = tbptt.Trainer(model, k1, k2, loss="gaussian").train(x, y, mask)
+    nll = gaussian_nll(out.reshape(-1, 4), y.reshape(-1, 2)).reshape(T, B)
+    assert loss == pytest.approx(float((mask * nll).sum() / mask.sum()), rel=1e-12)
+
+
+def test_output_size_must_be_even():
+    model = tbptt.LSTM(2, 4, 3)
+    with pytest.raises(ValueError, match=r"loss='gaussian' takes 2 outputs per target: the "
+                                         r"model's output_size \(3\)"):
+        tbptt.Trainer(model, 4, 4, loss="gaussian")
+    trainer = tbptt.Trainer(tbptt.LSTM(2, 4, 2), 4, 4, loss="gaussian")
+    with pytest.raises(ValueError, match=r"y must have shape \(T, B, output_size / 2\) = "
+                                         r"\(4, 1, 1\)"):
+        trainer.train(np.zeros((4, 1, 2)), np.zeros((4, 1, 2)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clipping_bounds_the_step(backend):
+    """A target far from the mean makes a large gradient; clip_norm bounds the SGD step."""
+    x, y = np.ones((3, 1, 1)), np.full((3, 1, 1), 50.0)
+    model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=0)
+    before = model.flat_parameters.copy()
+    trainer = tbptt.Trainer(model, 3, 3, loss="gaussian", optimizer=tbptt.SGD(lr=1.0),
+                            clip_norm=0.1, backend=backend)
+    trainer.train(x, y)
+    assert np.linalg.norm(trainer.engine.gradient()) > 10
+    assert np.linalg.norm(model.flat_parameters - before) == pytest.approx(0.1, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_keeps_the_last_good_update(backend):
+    """A target of 1e200: z² overflows, the update is not applied (docs/semantics.md §3 item 6)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 2, 1)), rng.normal(size=(6, 2, 1))
+    y[4, 1] = 1e200
+    model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=0)
+    trainer = tbptt.Trainer(model, 3, 3, loss="gaussian", optimizer=tbptt.Adam(0.01),
+                            backend=backend)
+    trainer.train(x[:3], y[:3])
+    good = model.flat_parameters.copy()
+    with pytest.raises(tbptt.errors.Divergence):
+        trainer.train(x[3:], y[3:])
+    np.testing.assert_array_equal(model.flat_parameters, good)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluate_is_the_training_loss(backend):
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(8, 2, 1)), rng.normal(size=(8, 2, 1))
+    mask = rng.uniform(size=(8, 2))
+    model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=1)
+    trainer = tbptt.Trainer(model, 8, 8, loss="gaussian", optimizer=tbptt.SGD(lr=0.0),
+                            backend=backend)
+    result = trainer.evaluate(x, y, mask)
+    assert set(result) == {"loss"}
+    (loss,) = trainer.train(x, y, mask)
+    assert result["loss"] == pytest.approx(loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checkpoint_and_pickle_resume_exactly(backend, tmp_path):
+    """Stopped midway (pending steps), saved, loaded: the rest of training is the same bits."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(20, 2, 2)), rng.normal(size=(20, 2, 1))
+
+    def new():
+        return tbptt.Trainer(tbptt.LSTM(2, 4, 2, dtype="float64", seed=2), 4, 6, loss="gaussian",
+                             optimizer=tbptt.Adam(0.02), backend=backend)
+
+    whole = new()
+    expected = whole.train(x, y)
+    first = new()
+    head = first.train(x[:11], y[:11])
+    path = tmp_path / "t.npz"
+    first.save(path)
+    for again in (checkpoint.load_trainer(path), pickle.loads(pickle.dumps(first))):
+        assert again.loss == "gaussian"
+        rest = again.train(x[11:], y[11:])
+        np.testing.assert_array_equal(np.concatenate([head, rest]), expected)
+        np.testing.assert_array_equal(again.model.flat_parameters, whole.model.flat_parameters)
+
+
+def test_torch_trainer_refuses_it_with_a_pointer():
+    torch = pytest.importorskip("torch")
+    from tbptt.torch import Trainer
+
+    with pytest.raises(ValueError, match="loss='gaussian' is tbptt.Trainer's; for a torch module "
+                                         "pass a callable"):
+        Trainer(torch.nn.LSTM(1, 3), 4, 4, loss="gaussian")
+
+
+def test_the_torch_docs_callable_is_the_same_loss():
+    """docs/torch.md's callable computes what SPEC.terms computes."""
+    torch = pytest.importorskip("torch")
+
+    def gaussian(out, y):   # as in docs/torch.md
+        n = y.shape[-1]
+        var = (torch.nn.functional.softplus(out[..., n:]) + 1e-6) ** 2
+        nll = torch.nn.GaussianNLLLoss(reduction="none", full=True, eps=0.0)
+        return nll(out[..., :n], y, var).mean(-1)
+
+    rng = np.random.default_rng(6)
+    out, y = rng.normal(size=(3, 2, 4)), rng.normal(size=(3, 2, 2))
+    ours = SPEC.terms(out, y)[0]
+    theirs = gaussian(torch.from_numpy(out), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-12)
