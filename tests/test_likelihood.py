@@ -194,3 +194,90 @@ def test_the_torch_docs_callable_is_the_same_loss():
     ours = SPEC.terms(out, y)[0]
     theirs = gaussian(torch.from_numpy(out), torch.from_numpy(y)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-12)
+
+
+# ---- forecasting with a gaussian model (tbptt.forecast) -----------------------------------------
+
+NOISE = 0.5  # the synthetic series' known noise
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A seasonal series with N(0, 0.5²) noise, a gaussian LSTM trained on its first 1100 values:
+    (model, values, normalizer, start). About half a second."""
+    from tbptt import forecast as fc
+    from tbptt.data import Normalizer, batchify
+
+    rng = np.random.default_rng(0)
+    t = np.arange(1500)
+    values = 10 + 3 * np.sin(2 * np.pi * t / 25) + rng.normal(0, NOISE, t.size)
+    start = 1100
+    norm = Normalizer().fit(values[:start])
+    x, y = fc.arrays(values[:start], norm)
+    model = tbptt.LSTM(1, 16, 2, seed=0, forget_bias=1.0)
+    trainer = tbptt.Trainer(model, 25, 25, loss="gaussian", optimizer=tbptt.Adam(1e-2),
+                            clip_norm=5.0)
+    trainer.fit(batchify(x, 8), batchify(y, 8), epochs=30)
+    return model, values, norm, start
+
+
+def test_the_80_percent_interval_covers_80_percent(synthetic):
+    """One step ahead: the model's sigma is the noise's, and mean +- 1.2816 sigma holds 75-85% of
+    the 400 held-out values; the backtest's sampled intervals cover as much."""
+    from tbptt import forecast as fc
+
+    model, values, norm, start = synthetic
+    mean = fc.one_step(model, values, norm)[start:]
+    sigma = fc.one_step_scale(model, values, norm)[start:]
+    assert np.median(sigma) == pytest.approx(NOISE, rel=0.15)
+    inside = np.abs(values[start:] - mean) <= 1.2815515655446004 * sigma
+    assert 0.75 <= inside.mean() <= 0.85
+    result = fc.scores([fc.backtest(model, values, norm, start=start, horizon=3, samples=200)])
+    assert 0.75 <= result["coverage_80"] <= 0.85 and 0.42 <= result["coverage_50"] <= 0.58
+    assert result["crps"] < 0.5 * result["naive"]["crps"]   # the naive's CRPS is its MAE
+    assert result["naive"]["crps"] == result["naive"]["mae"]
+
+
+def test_sampled_paths_and_their_quantiles(synthetic):
+    from tbptt import forecast as fc
+
+    model, values, norm, start = synthetic
+    paths = fc.sample(model, values, 12, norm, samples=300, seed=3)
+    assert paths.shape == (300, 12) and np.isfinite(paths).all()
+    np.testing.assert_array_equal(paths, fc.sample(model, values, 12, norm, samples=300, seed=3))
+    assert not np.array_equal(paths, fc.sample(model, values, 12, norm, samples=300, seed=4))
+    q = fc.quantiles(paths, [0.1, 0.25, 0.5, 0.75, 0.9])
+    assert q.shape == (12, 5) and np.all(np.diff(q, axis=1) >= 0) and np.all(np.diff(q, axis=1)[:, [0, 3]] > 0)
+    # the first step ahead is normal: its draws' mean and spread are the model's
+    mean = fc.forecast(model, values, 1, norm)[0]
+    assert paths[:, 0].mean() == pytest.approx(mean, abs=4 * NOISE / np.sqrt(300))
+    with pytest.raises(ValueError, match=r"levels must be quantile levels in \(0, 1\)"):
+        fc.quantiles(paths, [0.1, 1.0])
+
+
+def test_crps_of_draws():
+    """The energy form against its definition by pairs; one draw: the absolute error."""
+    from tbptt import forecast as fc
+
+    rng = np.random.default_rng(7)
+    draws, y = rng.normal(size=(4, 9)), rng.normal(size=4)
+    pairs = np.abs(draws[:, :, None] - draws[:, None, :]).mean(axis=(1, 2))
+    expected = np.abs(draws - y[:, None]).mean(axis=1) - 0.5 * pairs
+    np.testing.assert_allclose(fc.crps(draws, y), expected, rtol=1e-12)
+    np.testing.assert_allclose(fc.crps(draws[:, :1], y), np.abs(draws[:, 0] - y), rtol=1e-15)
+
+
+def test_point_models_have_no_distribution():
+    from tbptt import forecast as fc
+    from tbptt.data import Normalizer
+
+    values = np.sin(np.arange(40.0))
+    model, norm = tbptt.LSTM(1, 4, 1), Normalizer().fit(values)
+    for call in (lambda: fc.sample(model, values, 3, norm),
+                 lambda: fc.one_step_scale(model, values, norm)):
+        with pytest.raises(ValueError, match=r"needs a model trained with loss='gaussian' "
+                                             r"\(output_size 2"):
+            call()
+    assert fc.backtest(model, values, norm, start=30, horizon=2).quantiles is None
+    with pytest.raises(ValueError, match=r"output_size = 1, or 2 for loss='gaussian'"):
+        fc.one_step(tbptt.LSTM(1, 4, 3), values, norm)
