@@ -281,3 +281,154 @@ def test_point_models_have_no_distribution():
     assert fc.backtest(model, values, norm, start=30, horizon=2).quantiles is None
     with pytest.raises(ValueError, match=r"output_size = 1, or 2 for loss='gaussian'"):
         fc.one_step(tbptt.LSTM(1, 4, 3), values, norm)
+
+
+# ---- the command line: train --likelihood, forecast --quantiles, backtest ------------------------
+
+def _noisy_csv(path, n, seed=0):
+    """A daily CSV with a weekly cycle and N(0, 0.5²) noise."""
+    rng = np.random.default_rng(seed)
+    days = np.datetime64("2024-01-01") + np.arange(n)
+    values = 20 + 3 * np.sin(2 * np.pi * np.arange(n) / 7) + rng.normal(0, NOISE, n)
+    path.write_text("date,y\n" + "".join(f"{d},{v:.4f}\n" for d, v in zip(days, values)))
+    return path
+
+
+TINY = ["--hidden", "8", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def likelihood_run(tmp_path_factory):
+    """`tbptt train --likelihood gaussian` on a noisy weekly cycle: the run folder."""
+    from tbptt import cli
+
+    folder = tmp_path_factory.mktemp("likelihood")
+    table = _noisy_csv(folder / "noisy.csv", n=800)
+    run = folder / "run"
+    assert cli.main(["train", "--data", str(table), "--column", "y", "--likelihood", "gaussian",
+                     "--epochs", "40", "--batch", "4", "--k1", "14", "--lr", "1e-2",
+                     "--out", str(run), *TINY, "--hidden", "16"]) == 0
+    return run
+
+
+def test_train_with_a_likelihood_draws_the_80_percent_band(likelihood_run, capsys):
+    from tbptt import _files
+
+    header = _files.load_arrays(str(likelihood_run / "model.npz"), "model")[0]
+    assert header["data"]["likelihood"] == "gaussian" and header["settings"]["likelihood"] == "gaussian"
+    assert tbptt.load(likelihood_run / "model.npz").output_size == 2
+    assert 0.65 <= header["results"]["val_coverage_80"] <= 0.95   # 80 held-out days: 76%
+    assert (likelihood_run / "forecast.png").read_bytes()[:4] == b"\x89PNG"
+    trainer = checkpoint.load_trainer(likelihood_run / "trainer.npz")
+    assert trainer.loss == "gaussian"
+
+
+def test_forecast_prints_the_quantiles_of_sampled_paths(likelihood_run, tmp_path, capsys):
+    from tbptt import cli
+
+    argv = ["forecast", str(likelihood_run), "--steps", "10", "--quantiles", "0.9,0.1,0.5",
+            "--samples", "200", "--plot", str(tmp_path / "ahead.png")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "time,forecast,q0.1,q0.5,q0.9" and len(lines) == 11
+    assert lines[1].startswith("2026-03-11,")       # the day after the data's last, 2026-03-10
+    table = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert np.all(table[:, 1] < table[:, 2]) and np.all(table[:, 2] < table[:, 3])
+    assert np.all((table[:, 1] < table[:, 0]) & (table[:, 0] < table[:, 3]))
+    assert np.all(table[:, 3] - table[:, 1] > 2 * 1.28 * NOISE * 0.7)   # about ±1.28 sigma
+    assert (tmp_path / "ahead.png").exists()
+    assert cli.main(argv) == 0 and capsys.readouterr().out == out          # seeded
+    assert cli.main([*argv, "--seed", "1"]) == 0 and capsys.readouterr().out != out
+    # the same from Python, with the run read back
+    from tbptt import forecast as fc
+    ran = fc.load(likelihood_run)
+    assert ran.likelihood == "gaussian"
+    s = ran.series[0]
+    paths = fc.sample(ran.model, s.values, 10, s.normalizer, ran.difference, samples=200, seed=0)
+    assert [f"{v:.10g}" for v in paths.mean(axis=0)] == [line.split(",")[1] for line in lines[1:]]
+
+
+def test_backtest_scores_coverage_and_crps(likelihood_run, tmp_path, capsys):
+    import json
+
+    from tbptt import cli
+
+    assert cli.main(["backtest", str(likelihood_run), "--horizon", "3", "--season", "7",
+                     "--samples", "200", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| CRPS | coverage 50% | coverage 80% |" in printed
+    found = json.loads((tmp_path / "backtest.json").read_text())
+    assert {"mae", "rmse", "mase_naive", "mase_seasonal", "crps", "coverage_50",
+            "coverage_80"} <= set(found)
+    assert 0.6 <= found["coverage_80"] <= 0.95 and 0.3 <= found["coverage_50"] <= 0.7
+    assert found["crps"] < found["mae"] < found["naive"]["mae"] == found["naive"]["crps"]
+    assert len(found["by_horizon"]["model_crps"]) == 3
+    rows = (tmp_path / "backtest.csv").read_text().splitlines()
+    assert rows[0].endswith(",seasonal_naive,q0.1,q0.25,q0.5,q0.75,q0.9,crps")
+    q = np.array([[float(v) for v in row.split(",")[8:13]] for row in rows[1:]])
+    assert np.all(np.diff(q, axis=1) >= 0)
+    assert (tmp_path / "backtest.png").exists()
+
+
+def test_bad_quantiles_and_point_models_exit_2_and_write_nothing(likelihood_run, tmp_path, capsys):
+    from tbptt import cli
+
+    point = tmp_path / "point"
+    table = _noisy_csv(tmp_path / "noisy.csv", n=60)
+    assert cli.main(["train", "--data", str(table), "--column", "y", "--epochs", "1",
+                     "--out", str(point), *TINY]) == 0
+    capsys.readouterr()
+    picture, csv = tmp_path / "x.png", tmp_path / "x.csv"
+    for run, quantiles, message in [
+        (likelihood_run, "0.1,1.0", "--quantiles 0.1,1.0: quantile levels must be in (0, 1)"),
+        (likelihood_run, "0,0.5", "quantile levels must be in (0, 1)"),
+        (likelihood_run, "0.1,x", "expected comma-separated numbers in (0, 1)"),
+        (point, "0.1,0.9", "is a point model (one value per step): it has no quantiles; train "
+                           "with --likelihood gaussian"),
+    ]:
+        assert cli.main(["forecast", str(run), "--steps", "3", "--quantiles", quantiles,
+                         "--out", str(csv), "--plot", str(picture)]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and len(captured.err.strip().splitlines()) == 1
+        assert captured.out == "" and not picture.exists() and not csv.exists()
+    with pytest.raises(SystemExit) as exit:   # a likelihood for text: a usage error
+        cli.main(["train", "--task", "echo", "--likelihood", "gaussian", *TINY])
+    assert exit.value.code == 2 and "--likelihood goes with a numeric series" in capsys.readouterr().err
+
+
+def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
+    """--series, --known and --features with --likelihood: one model, every series' quantiles;
+    observed covariates still allow one step only."""
+    from test_forecast import shops_csv
+
+    from tbptt import cli
+
+    table = shops_csv(tmp_path / "shops.csv")
+    future = tmp_path / "future.csv"
+    future.write_text("shop,date,promo\n" + "".join(
+        f"{shop},{day},1\n" for shop in ("west", "north", "south")
+        for day in ("2024-04-30", "2024-05-01", "2024-05-02")))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
+                     "--known", "promo", "--embed-series", "--likelihood", "gaussian",
+                     "--epochs", "3", "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert cli.main(["forecast", str(run), "--steps", "3", "--future", str(future),
+                     "--quantiles", "0.1,0.9", "--samples", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "series,time,forecast,q0.1,q0.9" and len(lines) == 10
+    assert {line.split(",")[0] for line in lines[1:]} == {"north", "south", "west"}
+    assert all(float(line.split(",")[3]) < float(line.split(",")[4]) for line in lines[1:])
+    assert cli.main(["backtest", str(run), "--horizon", "2", "--samples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "| series west: model |" in printed and "coverage 80%" in printed
+    observed = tmp_path / "observed"
+    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
+                     "--features", "temp", "--likelihood", "gaussian", "--epochs", "1",
+                     "--out", str(observed), *TINY]) == 0
+    capsys.readouterr()
+    assert cli.main(["forecast", str(observed), "--steps", "3", "--quantiles", "0.5"]) == 2
+    assert "forecasts 1 step ahead, not 3" in capsys.readouterr().err
+    assert cli.main(["forecast", str(observed), "--steps", "1", "--quantiles", "0.5",
+                     "--samples", "20"]) == 0

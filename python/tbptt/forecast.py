@@ -332,7 +332,7 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     baselines' is their MAE, the CRPS of a point forecast), ``"coverage_50"`` and
     ``"coverage_80"``: the share of actual values inside the paths' central 50% and 80%
     intervals (between the 0.25 and 0.75, and the 0.1 and 0.9 quantiles), which should be near
-    0.5 and 0.8.
+    0.5 and 0.8; and ``by_horizon["model_crps"]``, the model's CRPS at each horizon.
     MASE: MAE divided by the one-step naive (seasonal-naive) forecast's MAE over the training
     part (Hyndman & Koehler, 2006); below 1 beats that in-sample benchmark.
     """
@@ -364,6 +364,9 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     naive, by_naive = summary("naive")
     result["naive"] = naive
     result["by_horizon"] = {"model": by_model, "naive": by_naive}
+    if sampled:
+        result["by_horizon"]["model_crps"] = [float(v) for v in np.concatenate(
+            [np.asarray(b.crps) for b in backtests]).mean(axis=0)]
     if seasonal:
         result["seasonal_naive"], result["by_horizon"]["seasonal_naive"] = summary("seasonal")
     result["origins"] = int(sum(b.origins.size for b in backtests))
@@ -413,6 +416,7 @@ class Run(NamedTuple):
     with the run's normalizers). difference: whether the model reads changes. features, known:
     the covariates' column names (the series' identity, with ``--series-id``, is among the known
     ones, as ``series=<name>``). source: what the data are. header: the model file's header.
+    likelihood: "gaussian" for a model of a distribution (``--likelihood``), else None.
     """
 
     model: Any
@@ -422,6 +426,7 @@ class Run(NamedTuple):
     known: List[str]
     source: str
     header: Dict[str, Any]
+    likelihood: Optional[str] = None
 
 
 def load(path) -> Run:
@@ -467,7 +472,7 @@ def read_run(model, header, path) -> Run:
         series.append(Series(name, times, values, columns[:, :len(observed)] if observed else None,
                              own if own.shape[1] else None, norms[i], starts[i]))
     return Run(model, series, bool(meta["difference"]), observed, known + identity,
-               meta["source"], header)
+               meta["source"], header, meta.get("likelihood"))
 
 
 def _run_data(settings, covariates):
@@ -619,16 +624,19 @@ def _stack(states):
     return np.concatenate(states, axis=1)
 
 
-def plot(path, title, lines, cut=None):
+def plot(path, title, lines, cut=None, bands=()):
     """Write a PNG (atomically) of a series and predictions in the data's units.
 
     lines: [(x, y, label, style)], style a dict of matplotlib keywords. cut: an x where the
-    held-out data or the forecast begins (a vertical line).
+    held-out data or the forecast begins (a vertical line). bands: [(x, low, high, label,
+    style)], shaded intervals drawn under the lines.
     """
     from . import _plots
 
     fig = _plots.figure("forecast plots", figsize=(9, 4.5))
     ax = fig.add_subplot()
+    for x, low, high, label, style in bands:
+        ax.fill_between(x, low, high, label=label, **style)
     for x, y, label, style in lines:
         ax.plot(x, y, label=label, **style)
     if cut is not None:
@@ -644,15 +652,18 @@ PANELS = 12  # the most series a picture draws, one panel each
 
 
 def plot_panels(path, title, panels, ylabel="value (the data's units)"):
-    """Write a PNG (atomically) of one panel per series: panels [(name, lines, cut)], lines as
-    for :func:`plot`; the first panel holds the legend."""
+    """Write a PNG (atomically) of one panel per series: panels [(name, lines, cut)] or
+    [(name, lines, cut, bands)], lines and bands as for :func:`plot`; the first panel holds the
+    legend."""
     from . import _plots
 
     columns = 1 if len(panels) < 3 else 2 if len(panels) <= 8 else 3
     rows = -(-len(panels) // columns)
     fig = _plots.figure("forecast plots", figsize=(5 * columns + 1, 2.6 * rows + 0.6))
     axes = fig.subplots(rows, columns, squeeze=False)
-    for ax, (name, lines, cut) in zip(axes.ravel(), panels):
+    for ax, (name, lines, cut, *bands) in zip(axes.ravel(), panels):
+        for x, low, high, label, style in (bands[0] if bands else ()):
+            ax.fill_between(x, low, high, label=label, **style)
         for x, y, label, style in lines:
             ax.plot(x, y, label=label, **style)
         if np.issubdtype(np.asarray(lines[0][0]).dtype, np.datetime64):  # short date labels
