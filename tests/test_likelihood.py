@@ -432,3 +432,19 @@ def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
     assert "forecasts 1 step ahead, not 3" in capsys.readouterr().err
     assert cli.main(["forecast", str(observed), "--steps", "1", "--quantiles", "0.5",
                      "--samples", "20"]) == 0
+
+
+def test_a_likelihood_run_resumes_as_one_that_never_stopped(tmp_path, capsys):
+    """--resume keeps the loss: two sessions of 1 + 2 epochs write the model of one of 3."""
+    from tbptt import cli
+
+    table = _noisy_csv(tmp_path / "noisy.csv", n=100)
+    common = ["--data", str(table), "--column", "y", "--likelihood", "gaussian", *TINY]
+    assert cli.main(["train", *common, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert cli.main(["train", *common, "--epochs", "1", "--out", str(tmp_path / "split")]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "split"), "--epochs", "3",
+                     "--no-progress"]) == 0
+    capsys.readouterr()
+    whole, split = (checkpoint.load_trainer(tmp_path / name / "trainer.npz") for name in ("whole", "split"))
+    assert split.loss == "gaussian"
+    np.testing.assert_array_equal(split.model.flat_parameters, whole.model.flat_parameters)
