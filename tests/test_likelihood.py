@@ -363,7 +363,8 @@ def test_backtest_scores_coverage_and_crps(likelihood_run, tmp_path, capsys):
             "coverage_80"} <= set(found)
     assert 0.6 <= found["coverage_80"] <= 0.95 and 0.3 <= found["coverage_50"] <= 0.7
     assert found["crps"] < found["mae"] < found["naive"]["mae"] == found["naive"]["crps"]
-    assert len(found["by_horizon"]["model_crps"]) == 3
+    assert [len(found["by_horizon"][key]) for key in ("model_crps", "coverage_50", "coverage_80")] == [3, 3, 3]
+    assert np.mean(found["by_horizon"]["coverage_80"]) == pytest.approx(found["coverage_80"])
     rows = (tmp_path / "backtest.csv").read_text().splitlines()
     assert rows[0].endswith(",seasonal_naive,q0.1,q0.25,q0.5,q0.75,q0.9,crps")
     q = np.array([[float(v) for v in row.split(",")[8:13]] for row in rows[1:]])

@@ -332,7 +332,8 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     baselines' is their MAE, the CRPS of a point forecast), ``"coverage_50"`` and
     ``"coverage_80"``: the share of actual values inside the paths' central 50% and 80%
     intervals (between the 0.25 and 0.75, and the 0.1 and 0.9 quantiles), which should be near
-    0.5 and 0.8; and ``by_horizon["model_crps"]``, the model's CRPS at each horizon.
+    0.5 and 0.8; and ``by_horizon["model_crps"]``, ``["coverage_50"]`` and ``["coverage_80"]``,
+    the model's CRPS and coverages at each horizon.
     MASE: MAE divided by the one-step naive (seasonal-naive) forecast's MAE over the training
     part (Hyndman & Koehler, 2006); below 1 beats that in-sample benchmark.
     """
@@ -365,8 +366,14 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     result["naive"] = naive
     result["by_horizon"] = {"model": by_model, "naive": by_naive}
     if sampled:
-        result["by_horizon"]["model_crps"] = [float(v) for v in np.concatenate(
+        by = result["by_horizon"]
+        by["model_crps"] = [float(v) for v in np.concatenate(
             [np.asarray(b.crps) for b in backtests]).mean(axis=0)]
+        actual = np.concatenate([b.actual for b in backtests])             # (M, H)
+        q = np.concatenate([np.asarray(b.quantiles) for b in backtests])   # (M, H, 5)
+        for key, lo, hi in (("coverage_50", 1, 3), ("coverage_80", 0, 4)):
+            inside = (q[..., lo] <= actual) & (actual <= q[..., hi])
+            by[key] = [float(v) for v in inside.mean(axis=0)]
     if seasonal:
         result["seasonal_naive"], result["by_horizon"]["seasonal_naive"] = summary("seasonal")
     result["origins"] = int(sum(b.origins.size for b in backtests))

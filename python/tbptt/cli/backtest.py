@@ -158,7 +158,8 @@ def _plot(path, result, source):
         labels["model_crps"] = (f"model's CRPS (mean {result['crps']:.4g}; 80% interval covers "
                                 f"{result['coverage_80']:.1%})")
     for name, mae in result["by_horizon"].items():
-        ax.plot(horizons, mae, label=labels[name], **styles[name])
+        if name in labels:  # not the coverages: shares, not the data's units
+            ax.plot(horizons, mae, label=labels[name], **styles[name])
     ax.set_xlabel("horizon (steps ahead)")
     ax.set_ylabel("MAE" + (" and CRPS" if "crps" in result else "") + " (the data's units)")
     ax.set_title(f"backtest: {source}", fontsize=10)
