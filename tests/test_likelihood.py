@@ -449,3 +449,60 @@ def test_a_likelihood_run_resumes_as_one_that_never_stopped(tmp_path, capsys):
     whole, split = (checkpoint.load_trainer(tmp_path / name / "trainer.npz") for name in ("whole", "split"))
     assert split.loss == "gaussian"
     np.testing.assert_array_equal(split.model.flat_parameters, whole.model.flat_parameters)
+
+
+@pytest.mark.parametrize("difference", [False, True])
+def test_sampled_paths_are_the_model_fed_its_own_draws(difference):
+    """Each step of a path is the one-step normal that one_step and one_step_scale give after
+    the data and the path's earlier draws (with differences: the last value plus the change),
+    at the draws of default_rng(seed), one (samples,) array per step."""
+    from tbptt import forecast as fc
+    from tbptt.data import Normalizer
+
+    rng = np.random.default_rng(8)
+    values = np.cumsum(rng.normal(size=80)) if difference else rng.normal(size=80)
+    norm = Normalizer().fit(np.diff(values) if difference else values)
+    model = tbptt.GRU(1, 6, 2, dtype="float64", seed=1)
+    S = 50
+    paths = fc.sample(model, values, 3, norm, difference, samples=S, seed=5)
+    noise = np.random.default_rng(5).standard_normal((3, S))
+    for i in (0, 17, 49):
+        known = values
+        for t in range(3):
+            ahead = np.append(known, 0.0)   # one_step's prediction of the value after `known`
+            mean = fc.one_step(model, ahead, norm, difference)[-1]
+            sigma = fc.one_step_scale(model, ahead, norm, difference)[-1]
+            assert paths[i, t] == pytest.approx(mean + sigma * noise[t, i], rel=1e-10)
+            known = np.append(known, paths[i, t])
+
+
+def test_backtest_paths_are_those_sampled_at_each_origin():
+    """A gaussian backtest's forecast, quantiles and CRPS at an origin are those of its paths:
+    the model run over the values up to the origin, then fed its own draws (default_rng(seed):
+    one (origins x samples,) array per step, origin-major), rebuilt here with one_step."""
+    from tbptt import forecast as fc
+    from tbptt.data import Normalizer
+
+    rng = np.random.default_rng(9)
+    values = np.cumsum(rng.normal(size=60))
+    norm = Normalizer().fit(np.diff(values[:50]))
+    model = tbptt.LSTM(1, 5, 2, dtype="float64", seed=4)
+    S, H = 5, 2
+    b = fc.backtest(model, values, norm, True, start=50, horizon=H, samples=S, seed=2)
+    M = b.origins.size
+    assert M == 60 - H - 49 and b.quantiles.shape == (M, H, 5) and b.crps.shape == (M, H)
+    noise = np.random.default_rng(2).standard_normal((H, M * S))
+    for i in (0, M - 1):
+        paths = np.empty((S, H))
+        for j in range(S):
+            known = values[:b.origins[i] + 1]
+            for h in range(H):
+                ahead = np.append(known, 0.0)
+                mean = fc.one_step(model, ahead, norm, True)[-1]
+                sigma = fc.one_step_scale(model, ahead, norm, True)[-1]
+                paths[j, h] = mean + sigma * noise[h, i * S + j]
+                known = np.append(known, paths[j, h])
+        np.testing.assert_allclose(b.forecast[i], paths.mean(axis=0), rtol=1e-10)
+        np.testing.assert_allclose(b.quantiles[i], np.quantile(paths, fc.LEVELS, axis=0).T,
+                                   rtol=1e-10)
+        np.testing.assert_allclose(b.crps[i], fc.crps(paths.T, b.actual[i]), rtol=1e-9)
