@@ -687,5 +687,5 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
     axes[0, 0].set_ylabel(ylabel)
-    fig.suptitle(textwrap.fill(title, 40 + 55 * columns), fontsize=10)
+    fig.suptitle(textwrap.fill(title, 30 + 40 * columns), fontsize=10)  # ~1 line per 5 inches
     _plots.save(fig, path)
