@@ -433,6 +433,8 @@ def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
     assert "forecasts 1 step ahead, not 3" in capsys.readouterr().err
     assert cli.main(["forecast", str(observed), "--steps", "1", "--quantiles", "0.5",
                      "--samples", "20"]) == 0
+    assert cli.main(["backtest", str(observed), "--samples", "20"]) == 0   # one step ahead
+    assert "coverage 80%" in capsys.readouterr().out
 
 
 def test_a_likelihood_run_resumes_as_one_that_never_stopped(tmp_path, capsys):
