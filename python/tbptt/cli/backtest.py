@@ -157,6 +157,9 @@ def _plot(path, result, source):
     if "crps" in result:  # the naive forecasts' CRPS is their MAE: the same curves
         labels["model_crps"] = (f"model's CRPS (mean {result['crps']:.4g}; 80% interval covers "
                                 f"{result['coverage_80']:.1%})")
+        for name in ("naive", "seasonal_naive"):
+            if name in labels:
+                labels[name] = labels[name][:-1] + ", also its CRPS)"
     for name, mae in result["by_horizon"].items():
         if name in labels:  # not the coverages: shares, not the data's units
             ax.plot(horizons, mae, label=labels[name], **styles[name])
