@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import textwrap
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
