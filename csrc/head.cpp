@@ -1,6 +1,7 @@
 // Linear head and losses (see head.h).
 #include "head.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -86,16 +87,46 @@ double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T
     });
 }
 
+template <typename T>
+double gaussian_loss(T* dy, const T* y, const T* target, const T* mask, int rows, int O,
+                     double* weight_sum) {
+    const int n = O / 2;  // targets; y's row is [μ_0 .. μ_{n-1}, r_0 .. r_{n-1}]
+    ConstMatrixMap<T> Y(y, rows, O), Target(target, rows, n);
+    MatrixMap<T> dY(dy, rows, O);
+    const T half_log_2pi = T(0.91893853320467274178), eps = T(kGaussianEps);
+    return sum_row_losses(mask, rows, O, weight_sum, [&](int64_t r, T w) {
+        if (w == T(0)) {
+            dY.row(r).setZero();
+            return 0.0;
+        }
+        double nll = 0.0;
+        for (int o = 0; o < n; ++o) {
+            const T raw = Y(r, n + o);
+            // softplus and its derivative, the sigmoid, without overflow for either sign of raw
+            const T e = std::exp(-std::abs(raw));
+            const T sigma = std::max(raw, T(0)) + std::log1p(e) + eps;
+            const T sig = raw >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+            const T z = (Target(r, o) - Y(r, o)) / sigma;
+            nll += double(half_log_2pi + std::log(sigma) + T(0.5) * z * z);
+            dY(r, o) = w * (-z / sigma) / T(n);
+            dY(r, n + o) = w * ((T(1) - z * z) / sigma * sig) / T(n);
+        }
+        return double(w) * nll / n;
+    });
+}
+
 Loss loss_of(const std::string& name) {
     if (name == "mse") return Loss::mse;
     if (name == "cross_entropy") return Loss::cross_entropy;
-    throw std::invalid_argument("loss must be 'mse' or 'cross_entropy', got '" + name + "'");
+    if (name == "gaussian") return Loss::gaussian;
+    throw std::invalid_argument("loss must be 'mse', 'cross_entropy' or 'gaussian', got '" + name + "'");
 }
 
 LossTraits loss_traits(Loss loss) {
     switch (loss) {
         case Loss::mse: return {/*classes=*/false, /*outputs_per_target=*/1};
         case Loss::cross_entropy: return {/*classes=*/true, /*outputs_per_target=*/1};
+        case Loss::gaussian: return {/*classes=*/false, /*outputs_per_target=*/2};
     }
     throw std::invalid_argument("unknown loss");
 }
@@ -111,6 +142,7 @@ double head_loss(Loss loss, T* dy, const T* y, const T* values, const int64_t* c
     switch (loss) {
         case Loss::mse: return mse_loss(dy, y, values, mask, rows, O, weight_sum);
         case Loss::cross_entropy: return cross_entropy_loss(dy, y, classes, mask, rows, O, weight_sum);
+        case Loss::gaussian: return gaussian_loss(dy, y, values, mask, rows, O, weight_sum);
     }
     throw std::invalid_argument("unknown loss");
 }
@@ -138,6 +170,7 @@ void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O)
     template double mse_loss<T>(T*, const T*, const T*, const T*, int, int, double*);           \
     template double cross_entropy_loss<T>(T*, const T*, const int64_t*, const T*, int, int,     \
                                           double*);                                              \
+    template double gaussian_loss<T>(T*, const T*, const T*, const T*, int, int, double*);      \
     template double head_loss<T>(Loss, T*, const T*, const T*, const int64_t*, const T*, int, int, \
                                  double*);                                                       \
     template void head_weight_backward<T>(T*, T*, const T*, const T*, int, int, int);           \

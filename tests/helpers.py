@@ -126,9 +126,19 @@ def position_losses(model, flat, top, y, loss):
     out = top @ P["head.weight"].T + P["head.bias"]
     if loss == "mse":
         return np.mean((out - y) ** 2, axis=1)
+    if loss == "gaussian":
+        return gaussian_nll(out, y)
     m = out.max(axis=1, keepdims=True)
     lse = m[:, 0] + np.log(np.exp(out - m).sum(axis=1))
     return lse - out[np.arange(len(y)), y]
+
+
+def gaussian_nll(out, y):
+    """-log N(y; mu, sigma^2) averaged over targets, written from the density: out (B, 2n) =
+    [mu, raw], sigma = log(1 + e^raw) + 1e-6, y (B, n)."""
+    n = out.shape[1] // 2
+    mu, sigma = out[:, :n], np.logaddexp(0.0, out[:, n:]) + 1e-6
+    return np.mean(0.5 * np.log(2 * np.pi * sigma ** 2) + (y - mu) ** 2 / (2 * sigma ** 2), axis=1)
 
 
 def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r, k2, masks=None):
@@ -153,7 +163,8 @@ def random_data(rng, T, B, I, O, loss, tokens, mask, resets):
     """x (token ids or features), y (class ids or values), a float mask with zeros (the newest
     step always carries loss) and resets, or None for those not asked for."""
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
-    y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
+    y = (rng.integers(0, O, size=(T, B)) if loss == "cross_entropy"
+         else rng.normal(size=(T, B, O // 2 if loss == "gaussian" else O)))
     m = rng.uniform(0.0, 2.0, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.2) if mask else None
     if m is not None:
         m[-1, 0] = 1.5

@@ -99,7 +99,8 @@ def sl(a, lo, hi):
 
 
 def make_trainer(backend, k1, k2, L, loss, opt, dtype, cell="lstm"):
-    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=7, forget_bias=0.5)
+    outputs = 2 * O if loss == "gaussian" else O  # gaussian: a mean and a raw scale per target
+    model = make_model(cell, I, H, outputs, num_layers=L, dtype=dtype, seed=7, forget_bias=0.5)
     optimizer, clip = make_optimizer(opt)
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip,
                          backend=backend)
@@ -165,7 +166,7 @@ def run_both(k1, k2, L, loss, tokens, extras, opt, dtype, tol, cell="lstm"):
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 @pytest.mark.parametrize("extras", EXTRAS)
 @pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "gaussian"])
 @pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("k1,k2", KS)
 def test_cpp_matches_numpy_float64(k1, k2, L, loss, tokens, extras, opt):
@@ -173,7 +174,8 @@ def test_cpp_matches_numpy_float64(k1, k2, L, loss, tokens, extras, opt):
 
 
 @pytest.mark.parametrize("opt", ["sgd-momentum", "adam-clip"])
-@pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
+@pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True),
+                                         ("gaussian", False)])
 @pytest.mark.parametrize("k1,k2", KS)
 def test_cpp_matches_numpy_float32(k1, k2, loss, tokens, opt):
     run_both(k1, k2, 2, loss, tokens, "mask-resets-holes", opt, "float32", F32)
@@ -181,7 +183,7 @@ def test_cpp_matches_numpy_float32(k1, k2, loss, tokens, opt):
 
 @pytest.mark.parametrize("extras", ["plain", "mask-resets-holes"])
 @pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "gaussian"])
 @pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("k1,k2", KS)
 @pytest.mark.parametrize("cell", NEW_CELLS)

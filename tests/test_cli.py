@@ -102,7 +102,7 @@ def test_the_rmse_printed_is_the_one_in_forecast_png(tmp_path, capsys, monkeypat
     legend of forecast.png."""
     pytest.importorskip("matplotlib")
     drawn = []
-    monkeypatch.setattr(cli_train.forecast, "plot", lambda path, title, lines: drawn.extend(lines))
+    monkeypatch.setattr(cli_train.forecast, "plot", lambda path, title, lines, **kw: drawn.extend(lines))
     assert cli.main(["train", "--task", "co2", "--epochs", "2", "--out", str(tmp_path), *TINY]) == 0
     printed = capsys.readouterr().out
     legend = [label for _, _, label, _ in drawn]

@@ -364,6 +364,15 @@ def test_the_forecasting_page_quotes_the_commands_tables(capsys):
     with open(os.path.join(root, "docs", "forecasting.md"), encoding="utf-8") as f:
         page = f.read()
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "MAE" not in line]
-    assert len(rows) == 9
+    assert len(rows) == 12
     for row in rows:  # the page's co2 table says "MAE (ppm)": compare the rows
         assert row in page, row
+    labels = {"coverage_50": "coverage 50%", "coverage_80": "coverage 80%",
+              "model_crps": "CRPS (ppm)"}
+    by_horizon = [line for line in printed.splitlines() if " by_horizon " in line]
+    assert len(by_horizon) == 3
+    for line in by_horizon:  # the gaussian model's scores at 1, 4, 8, 13 weeks: a row of the page
+        key, values = line.split(" by_horizon ")[1].split(" ")[0], line.split(": ")[1]
+        assert f"| {labels[key]} | {' | '.join(values.split(', '))} |" in page, line
+    for line in ("validation: negative log-likelihood", "the 80% band holds 81.7% of them"):
+        assert line in printed

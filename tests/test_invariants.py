@@ -14,7 +14,8 @@ BACKENDS = ["cpp", "numpy"]
 
 def new_trainer(backend, k1, k2, L=2, loss="mse", optimizer=None, clip_norm=None, dtype="float64",
                 seed=5):
-    model = tbptt.LSTM(I, H, O, num_layers=L, dtype=dtype, seed=seed, forget_bias=1.0)
+    outputs = 2 * O if loss == "gaussian" else O  # a mean and a raw scale per target
+    model = tbptt.LSTM(I, H, outputs, num_layers=L, dtype=dtype, seed=seed, forget_bias=1.0)
     if optimizer is None:
         optimizer = tbptt.Adam(lr=0.03)
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
@@ -49,12 +50,13 @@ T_SI = 26
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k1,k2", [(3, 8), (8, 3), (4, 4), (1, 3)], ids=["k2>k1", "k2<k1", "k1=k2", "k1=1"])
-@pytest.mark.parametrize("variant", ["mse-features", "ce-tokens-mask-resets"])
+@pytest.mark.parametrize("variant", ["mse-features", "ce-tokens-mask-resets",
+                                     "gaussian-mask-resets"])
 def test_stream_invariance(backend, k1, k2, variant):
     """train(x) == train(x[:a]); train(x[a:]) for every split a, 0 and T included."""
-    loss = "mse" if variant == "mse-features" else "cross_entropy"
+    loss = {"mse": "mse", "ce": "cross_entropy", "gaussian": "gaussian"}[variant.split("-")[0]]
     extra = variant != "mse-features"
-    x, y, m, r = data(1, T_SI, 3, loss, tokens=extra, mask=extra, resets=extra)
+    x, y, m, r = data(1, T_SI, 3, loss, tokens=loss == "cross_entropy", mask=extra, resets=extra)
     splits = range(0, T_SI + 1) if backend == "cpp" else (0, 1, k1, 2 * k1 + 1, 13, T_SI - 1, T_SI)
     whole = new_trainer(backend, k1, k2, loss=loss, clip_norm=0.5)
     l_whole = whole.train(x, y, m, r)

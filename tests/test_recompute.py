@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tbptt
-from helpers import fd_gradient, make_model, plain_run, position_losses
+from helpers import fd_gradient, gaussian_nll, make_model, plain_run, position_losses
 from tbptt.checkpoint import load_arrays, save_arrays
 from tbptt.model import from_config
 from tbptt.reference import dropout_mask
@@ -25,7 +25,8 @@ BACKENDS = ("cpp", "numpy")
 
 def new_trainer(backend, cell, k1, k2, recompute=True, num_layers=1, lr=0.05, loss="mse",
                 **model_kw):
-    model = make_model(cell, I, H, O, num_layers=num_layers, dtype="float64", seed=3, **model_kw)
+    outputs = 2 * O if loss == "gaussian" else O  # a mean and a raw scale per target
+    model = make_model(cell, I, H, outputs, num_layers=num_layers, dtype="float64", seed=3, **model_kw)
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.SGD(lr), backend=backend,
                          seed=11, recompute=recompute)
 
@@ -99,6 +100,8 @@ def full_loss(model, theta, x, y, loss):
     out, _ = twin.predict(x)
     if loss == "mse":
         return mse(out[-1], y[-1])
+    if loss == "gaussian":
+        return float(np.mean(gaussian_nll(out[-1], y[-1])))
     logits = out[-1]
     peak = logits.max(axis=1, keepdims=True)
     lse = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
@@ -108,8 +111,9 @@ def full_loss(model, theta, x, y, loss):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell,tokens,loss", [("lstm", False, "mse"), ("gru", False, "mse"),
                                               ("rnn_tanh", False, "mse"),
-                                              ("lstm", True, "cross_entropy")],
-                         ids=["lstm", "gru", "rnn", "lstm-tokens-ce"])
+                                              ("lstm", True, "cross_entropy"),
+                                              ("gru", False, "gaussian")],
+                         ids=["lstm", "gru", "rnn", "lstm-tokens-ce", "gru-gaussian"])
 def test_gradient_is_exact_when_every_window_reaches_step_0(backend, cell, tokens, loss):
     T, k2 = 7, 10
     theta, grad, last_loss, model, x, y = last_step_gradient(backend, cell, True, T, k2, tokens,

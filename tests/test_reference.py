@@ -24,6 +24,7 @@ VARIANTS = [  # loss, layers, tokens, float mask, resets
     ("cross_entropy", 2, True, True, True),
     ("mse", 2, False, True, True),
     ("cross_entropy", 1, True, False, True),
+    ("gaussian", 2, False, True, True),   # O = 2: one target's mean and raw scale
 ]
 SCHEDULES = [  # k1, k2, T, zero-mask steps before, flush at the end
     pytest.param(5, 5, 5, 0, False, id="full-bptt"),

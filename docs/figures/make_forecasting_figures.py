@@ -9,8 +9,9 @@ written as CSV files the way a user's data would come: co2.csv (week,co2: the we
 record, its 59 missing weeks left empty) and two_series.csv, a long-format file of two series,
 the weekly CO2 record and the yearly sunspot numbers (series,time,value). Writes
 docs/figures/co2_backtest.png (`tbptt backtest`'s backtest.png), docs/figures/two_series_held_out.png
-(`tbptt train --series`'s forecast.png) and docs/figures/two_series_forecast.png (`tbptt forecast`),
-and prints the commands and their tables.
+(`tbptt train --series`'s forecast.png), docs/figures/two_series_forecast.png (`tbptt forecast`),
+and for the gaussian model of CO2 (`--likelihood gaussian`) docs/figures/co2_gaussian_held_out.png,
+co2_gaussian_backtest.png and co2_gaussian_forecast.png; prints the commands and their tables.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -69,6 +71,9 @@ def main(argv=None) -> int:
             "--out runs/two",
             "backtest runs/two --horizon 4",
             "forecast runs/two --steps 30 --out two_ahead.csv",
+            "train --data co2.csv --column co2 --diff --likelihood gaussian --out runs/co2g",
+            "backtest runs/co2g --horizon 13 --season 52",
+            "forecast runs/co2g --steps 52 --quantiles 0.1,0.5,0.9 --out co2_ahead.csv",
         ]
         here = os.getcwd()
         os.chdir(folder)  # the commands as the page shows them: relative paths in the titles
@@ -77,6 +82,14 @@ def main(argv=None) -> int:
                 print(f"$ tbptt {command}")
                 extra = ["--no-progress"] if command.startswith("train") else []
                 print(_run(command.split() + extra).replace(folder + os.sep, "").rstrip())
+            with open(os.path.join("runs", "co2g", "backtest.json"), encoding="utf-8") as f:
+                by = json.load(f)["by_horizon"]
+            for key in ("coverage_50", "coverage_80", "model_crps"):
+                print(f"runs/co2g/backtest.json by_horizon {key} at 1, 4, 8, 13 weeks: "
+                      + ", ".join(f"{by[key][h - 1]:.3g}" for h in (1, 4, 8, 13)))
+            print("$ head -4 co2_ahead.csv")
+            with open("co2_ahead.csv", encoding="utf-8") as f:
+                print("".join(f.readlines()[:4]).rstrip())
         finally:
             os.chdir(here)
         if not args.no_pictures:
@@ -85,6 +98,11 @@ def main(argv=None) -> int:
                         os.path.join(FIGURES, "two_series_held_out.png"))
             shutil.copy(os.path.join(both, "forecast_ahead.png"),
                         os.path.join(FIGURES, "two_series_forecast.png"))
+            gaussian = os.path.join(folder, "runs", "co2g")
+            for name, figure in (("forecast.png", "held_out"), ("backtest.png", "backtest"),
+                                 ("forecast_ahead.png", "forecast")):
+                shutil.copy(os.path.join(gaussian, name),
+                            os.path.join(FIGURES, f"co2_gaussian_{figure}.png"))
     return 0
 
 

@@ -17,6 +17,15 @@ step t and the known ones at step t+1, in that order (:func:`arrays` builds thes
 one without covariates). A model with observed covariates forecasts one step past the data, not
 more (their next values are unknown); known ones past the data come from ``future``.
 
+Distributions. A model trained with ``loss="gaussian"`` (``output_size = 2``: the mean and the raw
+scale of the next standardised target, ``tbptt.losses.gaussian_parameters``) predicts a normal
+distribution of the next value. :func:`one_step` gives its means and :func:`one_step_scale` its
+standard deviations (one step ahead the distribution is exactly normal, in the data's units too);
+several steps ahead it is not, and :func:`sample` draws paths, the model fed its own samples
+(as DeepAR); :func:`backtest` then scores the paths' quantiles (coverage) and CRPS. Every other
+function reads a gaussian model's mean. The model's ``output_size`` says which kind it is: 1 a
+point forecast, 2 a gaussian one.
+
 A run of ``tbptt train`` on a numeric series (``--data FILE.csv --column NAME``, ``--task co2``)
 is read back with :func:`load`: the model, and each series with its times, values, covariates,
 normalizer and where its held-out part starts::
@@ -38,9 +47,16 @@ import numpy as np
 
 from . import _checks, _table
 from .data import Normalizer
+from .losses import gaussian_parameters
 
-__all__ = ["arrays", "one_step", "forecast", "backtest", "Backtest", "scores", "future_times",
-           "Series", "Run", "load", "read_run"]
+__all__ = ["arrays", "one_step", "one_step_scale", "forecast", "sample", "quantiles", "crps",
+           "backtest", "Backtest", "scores", "future_times", "Series", "Run", "load", "read_run",
+           "LEVELS", "SAMPLES"]
+
+SAMPLES = 500  # sampled paths of a gaussian model's forecasts and backtests, by default
+# The quantile levels a gaussian model's backtest keeps: the 80% and 50% central intervals and
+# the median.
+LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def arrays(values, normalizer, difference=False, *, features=None, known=None):
@@ -79,6 +95,26 @@ def one_step(model, values, normalizer, difference=False, *, features=None, know
     return predictions
 
 
+def one_step_scale(model, values, normalizer, difference=False, *, features=None, known=None):
+    """The standard deviation of a gaussian model's prediction of each value from the values
+    before it, in the data's units.
+
+    As :func:`one_step`, for a model trained with ``loss="gaussian"``: (N,) float64, [t] the
+    sigma of the normal distribution of values[t] given values[:t] (NaN where there is none).
+    Its mean is ``one_step(...)[t]``; a central interval of probability p is mean +- sigma
+    Phi^-1((1 + p) / 2) (``statistics.NormalDist().inv_cdf``): 1.2816 sigma for 80%.
+    """
+    values, features, known = _series(model, values, normalizer, difference, features, known)
+    _need_gaussian(model, "one_step_scale")
+    first = 2 if difference else 1
+    inputs = _inputs(values, normalizer, difference, features, known)
+    outputs, _ = model.predict(inputs[:, None, :].astype(model.dtype))
+    _, sigma = gaussian_parameters(outputs[:, 0, :].astype(np.float64))
+    scales = np.full(values.size, np.nan)
+    scales[first:] = sigma[:values.size - first, 0] * _target(normalizer).std
+    return scales
+
+
 def forecast(model, values, steps, normalizer, difference=False, *, features=None, known=None,
              future=None):
     """The `steps` values after the end of `values`, each predicted from the ones before it, its
@@ -87,10 +123,74 @@ def forecast(model, values, steps, normalizer, difference=False, *, features=Non
     values: (N,) the series in the data's units; features (N, F) and known (N, K): covariates;
     future: (steps, K) the known covariates of the steps ahead (needed with ``known``). With
     observed ``features`` only ``steps=1`` is possible. Returns (steps,) float64 in the data's
-    units.
+    units. A gaussian model is fed its own means (:func:`sample` draws its distribution).
     """
     values, features, known = _series(model, values, normalizer, difference, features, known)
     steps = _checks.positive_int("steps", steps)
+    inputs, ahead_known = _ahead(values, steps, normalizer, difference, features, known, future)
+    outputs, state = _run(model, inputs)
+    ahead = np.empty(steps)
+    z = outputs[-1]  # the prediction of the step after the data, as the model reads it
+    for t in range(steps):
+        ahead[t] = z
+        if t + 1 < steps:
+            row = np.array([z]) if ahead_known is None else np.append(z, ahead_known[t + 1])
+            out, state = model.predict(row[None, None, :].astype(model.dtype), state)
+            z = float(out[0, 0, 0])
+    ahead = _target(normalizer).inverse_transform(ahead)
+    return values[-1] + np.cumsum(ahead) if difference else ahead
+
+
+def sample(model, values, steps, normalizer, difference=False, *, features=None, known=None,
+           future=None, samples=SAMPLES, seed=0):
+    """`samples` paths of the `steps` values after the end of `values`, drawn from a gaussian
+    model fed its own samples: the model runs over the data, then at each step ahead draws the
+    next value from its normal distribution and reads that draw as the step's value.
+
+    Arguments as for :func:`forecast`; the model must be trained with ``loss="gaussian"``.
+    seed: the draws' (``numpy.random.default_rng(seed)``; the same seed, the same paths).
+    Returns (samples, steps) float64 in the data's units; :func:`quantiles` sums them up, their
+    mean over axis 0 is the forecast's mean.
+    """
+    values, features, known = _series(model, values, normalizer, difference, features, known)
+    _need_gaussian(model, "sample")
+    steps = _checks.positive_int("steps", steps)
+    samples = _checks.positive_int("samples", samples)
+    inputs, ahead_known = _ahead(values, steps, normalizer, difference, features, known, future)
+    outputs, state = model.predict(inputs[:, None, :].astype(model.dtype))
+    state = _repeat(state, samples)
+    known_ahead = None if ahead_known is None else (lambda t: ahead_known[t][None])
+    draws = _draw(outputs[-1:, 0, :], samples, steps, model, state, known_ahead,
+                  np.random.default_rng(seed))[0]                          # (samples, steps)
+    ahead = _target(normalizer).inverse_transform(draws)
+    return values[-1] + np.cumsum(ahead, axis=1) if difference else ahead
+
+
+def quantiles(paths, levels):
+    """The quantiles of sampled paths at each step: paths (S, steps), levels (Q,) in (0, 1);
+    returns (steps, Q), non-decreasing along Q for increasing levels (numpy's linear
+    interpolation between order statistics)."""
+    levels = _levels(levels)
+    paths = np.asarray(paths, dtype=np.float64)
+    if paths.ndim != 2 or paths.shape[0] == 0:
+        raise ValueError(f"paths must have shape (S, steps) with S >= 1, got {paths.shape}")
+    return np.quantile(paths, levels, axis=0).T
+
+
+def crps(draws, actual):
+    """The continuous ranked probability score of sampled forecasts: draws (..., S), actual
+    (...); returns (...): E|X - y| - ½ E|X - X'| over the S draws (the energy form; for one
+    draw, a point forecast, it is the absolute error). Lower is better; in the data's units."""
+    draws = np.sort(np.asarray(draws, dtype=np.float64), axis=-1)
+    S = draws.shape[-1]
+    spread = 2.0 * np.sum((2.0 * np.arange(1, S + 1) - S - 1) * draws, axis=-1) / (S * S)
+    return np.mean(np.abs(draws - np.asarray(actual)[..., None]), axis=-1) - 0.5 * spread
+
+
+def _ahead(values, steps, normalizer, difference, features, known, future):
+    """The standardised inputs over the data (the first step ahead's known covariates included)
+    and the known covariates of the steps ahead ((steps, K) standardised, or None); ValueError
+    for observed covariates and more than one step, or a `future` that does not cover them."""
     if features is not None and steps > 1:
         raise ValueError(_observed_message(features.shape[1], steps))
     ahead_known = None
@@ -109,18 +209,7 @@ def forecast(model, values, steps, normalizer, difference=False, *, features=Non
         _checks.all_finite("future", future)
         ahead_known = _standard(normalizer, future[:steps], -known.shape[1])
         known = np.concatenate([known, future[:1]])  # known[N]: the first step ahead's
-    inputs = _inputs(values, normalizer, difference, features, known)
-    outputs, state = _run(model, inputs)
-    ahead = np.empty(steps)
-    z = outputs[-1]  # the prediction of the step after the data, as the model reads it
-    for t in range(steps):
-        ahead[t] = z
-        if t + 1 < steps:
-            row = np.array([z]) if ahead_known is None else np.append(z, ahead_known[t + 1])
-            out, state = model.predict(row[None, None, :].astype(model.dtype), state)
-            z = float(out[0, 0, 0])
-    ahead = _target(normalizer).inverse_transform(ahead)
-    return values[-1] + np.cumsum(ahead) if difference else ahead
+    return _inputs(values, normalizer, difference, features, known), ahead_known
 
 
 class Backtest(NamedTuple):
@@ -131,7 +220,9 @@ class Backtest(NamedTuple):
     (the value at the origin). seasonal: (M, H) the seasonal-naive forecasts (the value one
     season before, ``values[o + h - P * ceil(h / P)]``), or None without a season. scale_naive,
     scale_seasonal: the mean absolute error of the one-step naive (and seasonal-naive) forecast
-    over the training part, which MASE divides by.
+    over the training part, which MASE divides by. For a gaussian model, ``forecast`` is the
+    mean of the sampled paths, quantiles (M, H, 5) their quantiles at :data:`LEVELS` (0.1,
+    0.25, 0.5, 0.75, 0.9) and crps (M, H) their CRPS (:func:`crps`); None for a point model.
     """
 
     origins: np.ndarray
@@ -141,10 +232,12 @@ class Backtest(NamedTuple):
     seasonal: Optional[np.ndarray]
     scale_naive: float
     scale_seasonal: Optional[float]
+    quantiles: Optional[np.ndarray] = None
+    crps: Optional[np.ndarray] = None
 
 
 def backtest(model, values, normalizer, difference=False, *, start, horizon=1, season=None,
-             features=None, known=None) -> Backtest:
+             features=None, known=None, samples=SAMPLES, seed=0) -> Backtest:
     """Forecasts of 1..`horizon` steps from every origin of the held-out part, against the
     naive and seasonal-naive forecasts.
 
@@ -154,7 +247,10 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     origins are ``start - 1 .. N - 1 - horizon``: every forecast lands in the held-out part, and
     every origin has all `horizon` steps. The model is not refitted: at each origin it has run
     over the values up to it, then on its own predictions. season: P >= 2 steps, for the
-    seasonal-naive forecast. Returns a :class:`Backtest`; :func:`scores` sums up one or more.
+    seasonal-naive forecast. A gaussian model draws `samples` paths from every origin (as
+    :func:`sample`, the draws from ``default_rng(seed)``): its forecast is their mean, and the
+    Backtest holds their quantiles and CRPS. Returns a :class:`Backtest`; :func:`scores` sums up
+    one or more.
     """
     values, features, known = _series(model, values, normalizer, difference, features, known)
     horizon = _checks.positive_int("horizon", horizon)
@@ -176,12 +272,27 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     origins = np.arange(start - 1, N - horizon)
     u0 = first - 1  # the step of the first input
     _, state = _run(model, inputs[:origins[0] - u0]) if origins[0] > u0 else (None, None)
-    z, states = np.empty(origins.size), []
+    firsts, states = np.empty((origins.size, model.output_size)), []
     for i, o in enumerate(origins):  # one step at a time over the held-out part: every origin's state
         out, state = model.predict(inputs[o - u0][None, None, :].astype(model.dtype), state)
-        z[i] = out[0, 0, 0]
+        firsts[i] = out[0, 0]
         states.append(state)
     target = _target(normalizer)
+    steps = origins[:, None] + np.arange(1, horizon + 1)
+    if model.output_size == 2:
+        samples = _checks.positive_int("samples", samples)
+        K = 0 if known is None else known.shape[1]
+        known_ahead = None if not K else (lambda h: inputs[origins + h - u0, inputs.shape[1] - K:])
+        draws = _draw(firsts, samples, horizon, model, _repeat(_stack(states), samples),
+                      known_ahead, np.random.default_rng(seed))       # (M, samples, H)
+        paths = target.inverse_transform(draws)
+        if difference:
+            paths = values[origins, None, None] + np.cumsum(paths, axis=2)
+        ahead = paths.mean(axis=1)
+        levels = np.moveaxis(np.quantile(paths, LEVELS, axis=1), 0, -1)   # (M, H, 5)
+        scored = crps(np.swapaxes(paths, 1, 2), values[steps])
+        return _baselines(values, origins, steps, start, season, ahead, levels, scored)
+    z = firsts[:, 0]
     changes = np.empty((origins.size, horizon))
     changes[:, 0] = target.inverse_transform(z)
     state = _stack(states)
@@ -193,14 +304,19 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
         z = out[0, :, 0].astype(np.float64)
         changes[:, h] = target.inverse_transform(z)
     ahead = values[origins, None] + np.cumsum(changes, axis=1) if difference else changes
-    steps = origins[:, None] + np.arange(1, horizon + 1)
+    return _baselines(values, origins, steps, start, season, ahead)
+
+
+def _baselines(values, origins, steps, start, season, ahead, levels=None, scored=None):
+    """The Backtest of the model's forecasts `ahead` (M, H), with the naive ones beside them."""
+    horizon = steps.shape[1]
     seasonal = scale_seasonal = None
     if season is not None:
         seasonal = values[steps - season * -(-(steps - origins[:, None]) // season)]
         scale_seasonal = float(np.mean(np.abs(values[season:start] - values[:start - season])))
     scale = float(np.mean(np.abs(np.diff(values[:start]))))
     return Backtest(origins, values[steps], ahead, np.repeat(values[origins, None], horizon, 1),
-                    seasonal, scale, scale_seasonal)
+                    seasonal, scale, scale_seasonal, levels, scored)
 
 
 def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
@@ -211,12 +327,19 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     Returns ``{"mae", "rmse", "mase_naive"[, "mase_seasonal"]}`` of the model (the seasonal key
     when the backtests have a season), the same for ``"naive"`` and ``"seasonal_naive"``
     forecasts, and ``"by_horizon"``: the MAE at each horizon of each of them (lists of H floats).
+    Backtests of a gaussian model add ``"crps"`` (the mean CRPS of the sampled paths; the
+    baselines' is their MAE, the CRPS of a point forecast), ``"coverage_50"`` and
+    ``"coverage_80"``: the share of actual values inside the paths' central 50% and 80%
+    intervals (between the 0.25 and 0.75, and the 0.1 and 0.9 quantiles), which should be near
+    0.5 and 0.8; and ``by_horizon["model_crps"]``, ``["coverage_50"]`` and ``["coverage_80"]``,
+    the model's CRPS and coverages at each horizon.
     MASE: MAE divided by the one-step naive (seasonal-naive) forecast's MAE over the training
     part (Hyndman & Koehler, 2006); below 1 beats that in-sample benchmark.
     """
     if not backtests:
         raise ValueError("scores need at least one backtest")
     seasonal = all(b.seasonal is not None for b in backtests)
+    sampled = all(b.quantiles is not None for b in backtests)
 
     def summary(name):
         errors = [getattr(b, name) - b.actual for b in backtests]
@@ -225,14 +348,31 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
         out["mase_naive"] = _scaled(errors, [b.scale_naive for b in backtests])
         if seasonal:
             out["mase_seasonal"] = _scaled(errors, [b.scale_seasonal for b in backtests])
+        if sampled:  # a point forecast's CRPS is its absolute error
+            out["crps"] = out["mae"] if name != "forecast" else float(
+                np.mean(np.concatenate([b.crps.ravel() for b in backtests])))
         by_horizon = np.concatenate([np.abs(e) for e in errors]).mean(axis=0)
         return out, [float(v) for v in by_horizon]
 
     model, by_model = summary("forecast")
     result: Dict[str, Any] = dict(model)
+    if sampled:
+        actual = np.concatenate([b.actual.ravel() for b in backtests])
+        q = np.concatenate([np.asarray(b.quantiles).reshape(-1, len(LEVELS)) for b in backtests])
+        result["coverage_50"] = float(np.mean((q[:, 1] <= actual) & (actual <= q[:, 3])))
+        result["coverage_80"] = float(np.mean((q[:, 0] <= actual) & (actual <= q[:, 4])))
     naive, by_naive = summary("naive")
     result["naive"] = naive
     result["by_horizon"] = {"model": by_model, "naive": by_naive}
+    if sampled:
+        by = result["by_horizon"]
+        by["model_crps"] = [float(v) for v in np.concatenate(
+            [np.asarray(b.crps) for b in backtests]).mean(axis=0)]
+        actual = np.concatenate([b.actual for b in backtests])             # (M, H)
+        q = np.concatenate([np.asarray(b.quantiles) for b in backtests])   # (M, H, 5)
+        for key, lo, hi in (("coverage_50", 1, 3), ("coverage_80", 0, 4)):
+            inside = (q[..., lo] <= actual) & (actual <= q[..., hi])
+            by[key] = [float(v) for v in inside.mean(axis=0)]
     if seasonal:
         result["seasonal_naive"], result["by_horizon"]["seasonal_naive"] = summary("seasonal")
     result["origins"] = int(sum(b.origins.size for b in backtests))
@@ -282,6 +422,7 @@ class Run(NamedTuple):
     with the run's normalizers). difference: whether the model reads changes. features, known:
     the covariates' column names (the series' identity, with ``--series-id``, is among the known
     ones, as ``series=<name>``). source: what the data are. header: the model file's header.
+    likelihood: "gaussian" for a model of a distribution (``--likelihood``), else None.
     """
 
     model: Any
@@ -291,6 +432,7 @@ class Run(NamedTuple):
     known: List[str]
     source: str
     header: Dict[str, Any]
+    likelihood: Optional[str] = None
 
 
 def load(path) -> Run:
@@ -336,7 +478,7 @@ def read_run(model, header, path) -> Run:
         series.append(Series(name, times, values, columns[:, :len(observed)] if observed else None,
                              own if own.shape[1] else None, norms[i], starts[i]))
     return Run(model, series, bool(meta["difference"]), observed, known + identity,
-               meta["source"], header)
+               meta["source"], header, meta.get("likelihood"))
 
 
 def _run_data(settings, covariates):
@@ -404,11 +546,11 @@ def _series(model, values, normalizer, difference, features=None, known=None):
     if normalizer.mean.shape not in ((), (size,)) or (size > 1 and normalizer.mean.ndim == 0):
         raise ValueError(f"normalizer must hold the statistics of the target and the "
                          f"{size - 1} covariate(s), ({size},), got {normalizer.mean.shape}")
-    if model is not None and (model.input_size != size or model.output_size != 1):
+    if model is not None and (model.input_size != size or model.output_size not in (1, 2)):
         raise ValueError(f"model must read {size} value(s) per step (the target"
                          f"{' and the covariates' if size > 1 else ''}) and predict one value "
-                         f"(input_size = {size}, output_size = 1), got {model.input_size} and "
-                         f"{model.output_size}")
+                         f"(input_size = {size}, output_size = 1, or 2 for loss='gaussian'), "
+                         f"got {model.input_size} and {model.output_size}")
     return values, features, known
 
 
@@ -437,6 +579,50 @@ def _run(model, inputs):
     return outputs[:, 0, 0].astype(np.float64), state
 
 
+def _repeat(state, times):
+    """A state of B streams as one of B x `times`, each stream's copies side by side."""
+    if isinstance(state, tuple):
+        return tuple(np.repeat(part, times, axis=1) for part in state)
+    return np.repeat(state, times, axis=1)
+
+
+def _draw(first, samples, steps, model, state, known_ahead, rng):
+    """Sampled paths of G origins, standardised: (G, samples, steps). first: (G, 2) the gaussian
+    outputs that predict each origin's first step ahead; state: the model's state after each
+    origin, each repeated `samples` times (B = G x samples, origin-major); known_ahead(t): the
+    standardised known covariates (G, K) of step t ahead, or None. At each step every stream
+    draws its value and reads it as its next input."""
+    G = first.shape[0]
+    draws = np.empty((G, samples, steps))
+    mu, sigma = (np.repeat(p[:, 0], samples) for p in gaussian_parameters(first.astype(np.float64)))
+    for t in range(steps):
+        z = mu + sigma * rng.standard_normal(G * samples)
+        draws[:, :, t] = z.reshape(G, samples)
+        if t + 1 < steps:
+            row = z[:, None]
+            if known_ahead is not None:
+                row = np.concatenate([row, np.repeat(known_ahead(t + 1), samples, axis=0)], 1)
+            out, state = model.predict(row[None].astype(model.dtype), state)
+            mu, sigma = (p[:, 0] for p in gaussian_parameters(out[0].astype(np.float64)))
+    return draws
+
+
+def _need_gaussian(model, what):
+    """ValueError unless `model` has a gaussian head (output_size 2)."""
+    if model.output_size != 2:
+        raise ValueError(f"{what} needs a model trained with loss='gaussian' (output_size 2: a "
+                         f"mean and a scale), got a point model (output_size "
+                         f"{model.output_size}): it has no distribution")
+
+
+def _levels(levels):
+    """Quantile levels: a (Q,) float64 array of values in (0, 1); ValueError naming `levels`."""
+    array = _checks.numeric_array("levels", levels).astype(np.float64).ravel()
+    if array.size == 0 or not np.all((array > 0) & (array < 1)):
+        raise ValueError(f"levels must be quantile levels in (0, 1), got {list(array)}")
+    return array
+
+
 def _stack(states):
     """States of B = 1 each, one per origin, as one state of B = len(states)."""
     if isinstance(states[0], tuple):
@@ -444,16 +630,19 @@ def _stack(states):
     return np.concatenate(states, axis=1)
 
 
-def plot(path, title, lines, cut=None):
+def plot(path, title, lines, cut=None, bands=()):
     """Write a PNG (atomically) of a series and predictions in the data's units.
 
     lines: [(x, y, label, style)], style a dict of matplotlib keywords. cut: an x where the
-    held-out data or the forecast begins (a vertical line).
+    held-out data or the forecast begins (a vertical line). bands: [(x, low, high, label,
+    style)], shaded intervals drawn under the lines.
     """
     from . import _plots
 
     fig = _plots.figure("forecast plots", figsize=(9, 4.5))
     ax = fig.add_subplot()
+    for x, low, high, label, style in bands:
+        ax.fill_between(x, low, high, label=label, **style)
     for x, y, label, style in lines:
         ax.plot(x, y, label=label, **style)
     if cut is not None:
@@ -469,15 +658,18 @@ PANELS = 12  # the most series a picture draws, one panel each
 
 
 def plot_panels(path, title, panels, ylabel="value (the data's units)"):
-    """Write a PNG (atomically) of one panel per series: panels [(name, lines, cut)], lines as
-    for :func:`plot`; the first panel holds the legend."""
+    """Write a PNG (atomically) of one panel per series: panels [(name, lines, cut)] or
+    [(name, lines, cut, bands)], lines and bands as for :func:`plot`; the first panel holds the
+    legend."""
     from . import _plots
 
     columns = 1 if len(panels) < 3 else 2 if len(panels) <= 8 else 3
     rows = -(-len(panels) // columns)
     fig = _plots.figure("forecast plots", figsize=(5 * columns + 1, 2.6 * rows + 0.6))
     axes = fig.subplots(rows, columns, squeeze=False)
-    for ax, (name, lines, cut) in zip(axes.ravel(), panels):
+    for ax, (name, lines, cut, *bands) in zip(axes.ravel(), panels):
+        for x, low, high, label, style in (bands[0] if bands else ()):
+            ax.fill_between(x, low, high, label=label, **style)
         for x, y, label, style in lines:
             ax.plot(x, y, label=label, **style)
         if np.issubdtype(np.asarray(lines[0][0]).dtype, np.datetime64):  # short date labels
@@ -494,5 +686,5 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
     axes[0, 0].set_ylabel(ylabel)
-    fig.suptitle(textwrap.fill(title, 40 + 55 * columns), fontsize=10)
+    fig.suptitle(textwrap.fill(title, 30 + 40 * columns), fontsize=10)  # ~1 line per 5 inches
     _plots.save(fig, path)

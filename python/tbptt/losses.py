@@ -13,6 +13,7 @@ positions: (..., B) class ids or (..., B, O / outputs_per_target) values.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -73,6 +74,35 @@ def _mse_value(out, y):
     return np.sum(diff * diff, axis=-1) / diff.shape[-1]
 
 
+# The gaussian loss's floor under sigma (csrc/head.h's kGaussianEps): log sigma stays finite where
+# softplus underflows (float32: raw below about -100).
+GAUSSIAN_EPS = 1e-6
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)  # a Python float: keeps float32 float32
+
+
+def gaussian_parameters(out):
+    """The mean and sigma of a gaussian head's outputs out (..., 2n): mu = out[..., :n] and
+    sigma = softplus(out[..., n:]) + GAUSSIAN_EPS, each (..., n)."""
+    n = out.shape[-1] // 2
+    raw = out[..., n:]
+    return out[..., :n], np.maximum(raw, 0) + np.log1p(np.exp(-np.abs(raw))) + GAUSSIAN_EPS
+
+
+def _gaussian_terms(out, y):
+    """The mean over the n targets of the negative log-likelihood of y under N(mu, sigma^2),
+    1/2 log 2 pi + log sigma + 1/2 ((y - mu) / sigma)^2, and its gradient: d/dmu = -z / sigma,
+    d/draw = (1 - z^2) / sigma * sigmoid(raw), each / n."""
+    n = out.shape[-1] // 2
+    raw = out[..., n:]
+    e = np.exp(-np.abs(raw))
+    mu, sigma = gaussian_parameters(out)
+    sig = np.where(raw >= 0, 1.0 / (1.0 + e), e / (1.0 + e))   # softplus' = sigmoid, stable
+    z = (y - mu) / sigma
+    nll = HALF_LOG_2PI + np.log(sigma) + 0.5 * z * z
+    dout = np.concatenate([-z / sigma, (1.0 - z * z) / sigma * sig], axis=-1) / n
+    return np.sum(nll, axis=-1) / n, dout.astype(out.dtype, copy=False)
+
+
 def _log_softmax_parts(out):
     """out - max(out) and log Σ exp of that, (..., O) and (..., 1): a stable log-softmax is their
     difference."""
@@ -102,4 +132,7 @@ LOSSES: Dict[str, LossSpec] = {
     "cross_entropy": LossSpec("cross_entropy", classes=True, outputs_per_target=1,
                               units=("nats", "bits", "bits/char"), terms=_cross_entropy_terms,
                               value=_cross_entropy_value),
+    # outputs per target: its mean and a raw scale (DeepAR's parametrisation), O = 2 x targets
+    "gaussian": LossSpec("gaussian", classes=False, outputs_per_target=2, units=("nats",),
+                         terms=_gaussian_terms),
 }

@@ -242,9 +242,10 @@ def forward(model: Recurrent, x: np.ndarray, tokens: bool,
 
 def loss_terms(out, y, loss):
     """Per position of outputs `out` (..., B, O) and targets y ((..., B) class ids, or values
-    (..., B, O) for "mse"): (loss (..., B), dloss/dout (..., B, O)). Each loss's NumPy definition
-    is its `terms` in tbptt.losses (MSE: the mean over O of (out - y)^2; cross-entropy:
-    -log softmax(out)[y])."""
+    (..., B, O) for "mse", (..., B, O / 2) for "gaussian"): (loss (..., B), dloss/dout
+    (..., B, O)). Each loss's NumPy definition is its `terms` in tbptt.losses (MSE: the mean over
+    O of (out - y)^2; cross-entropy: -log softmax(out)[y]; gaussian: the mean over targets of
+    -log N(y; mu, sigma^2))."""
     return LOSSES[loss].terms(out, y)
 
 

@@ -61,6 +61,7 @@ def kind_of_data(args) -> str:
 def prepare(args, kind: str) -> Prepared:
     """The training and held-out data of a run, as `tbptt train` and `tbptt sweep` use them."""
     B = args.batch
+    likelihood = getattr(args, "likelihood", None)  # a numeric series: "gaussian" or None
     if kind == "text":
         if args.data is None:
             return _text(datasets.shakespeare(), "Tiny Shakespeare (built-in)", B)
@@ -70,16 +71,18 @@ def prepare(args, kind: str) -> Prepared:
         if args.task == "co2":  # a trend: the held-out years lie above every training value
             diff = True if args.diff is None else args.diff
             dates, ppm = datasets.co2()
-            return _series(ppm, "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff, dates)
+            return _series(ppm, "weekly CO2 at Mauna Loa, ppm (built-in)", B, diff, dates,
+                           likelihood)
         if args.task == "sunspots":
             years, activity = datasets.sunspots()
             return _series(activity, "yearly sunspot activity (built-in)", B, bool(args.diff),
-                           years)
+                           years, likelihood)
         if _covariates(args):
-            return _frame(args, B)
+            return _frame(args, B, likelihood)
         _need_column(args)
         (_, times, values, _), = read_table(args.data, args.column, time=args.time, least=0)
-        return _series(values, f"{args.data}, column {args.column}", B, bool(args.diff), times)
+        return _series(values, f"{args.data}, column {args.column}", B, bool(args.diff), times,
+                       likelihood)
     return _task(kind, B, args.seed)
 
 
@@ -108,7 +111,7 @@ def _text(text, source, B):
                     vocab.size, meta, vocab)
 
 
-def _series(values, source, B, diff, times=None):
+def _series(values, source, B, diff, times=None, likelihood=None):
     """Next-step prediction of a standardised series (statistics of the training part only), or
     of its changes when `diff`; the held-out last 10% is one stream. Errors of the next change are
     errors of the next value, so RMSE means the same in both modes. times: the values' dates or
@@ -130,10 +133,18 @@ def _series(values, source, B, diff, times=None):
     x, y = data.next_step(data.batchify(norm.transform(train)[:, None], B))
     vx, vy = data.next_step(data.batchify(norm.transform(valid)[:, None], 1))
     meta = {"kind": "series", "source": source, "difference": diff, "normalizer": norm.to_dict(),
-            "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence}
+            "train_values": len(train), "valid_values": len(valid), "persistence_rmse": persistence,
+            "likelihood": likelihood}
     times = np.arange(values.size) if times is None else np.asarray(times)
-    return Prepared("series", (x, y, None, None), (vx, vy, None, None), "mse", 1, 1, meta,
+    loss, outputs = _head(likelihood)
+    return Prepared("series", (x, y, None, None), (vx, vy, None, None), loss, 1, outputs, meta,
                     series=[forecast.Series("", times, values, None, None, norm, start)])
+
+
+def _head(likelihood):
+    """(loss, output_size) of a series model: one value and MSE, or a distribution's two
+    parameters and its negative log-likelihood."""
+    return ("gaussian", 2) if likelihood == "gaussian" else ("mse", 1)
 
 
 def _names(text):
@@ -141,7 +152,7 @@ def _names(text):
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
-def _frame(args, B):
+def _frame(args, B, likelihood=None):
     """Series with covariates, or many series (--series), each standardised by its own training
     part's statistics; one series is cut into B streams as a plain column is, many are packed
     into B streams (tbptt.data.pack) with a reset at each one's start. The held-out last 10% of
@@ -200,8 +211,9 @@ def _frame(args, B):
             "normalizers": [s.normalizer.to_dict() for s in series],
             "train_values": sum(s.start for s in series),
             "valid_values": sum(s.values.size - s.start for s in series),
-            "persistence_rmse": float(np.sqrt(np.mean(naive ** 2)))}
-    return Prepared("series", train, valid, "mse", xs[0].shape[1], 1, meta, series=series)
+            "persistence_rmse": float(np.sqrt(np.mean(naive ** 2))), "likelihood": likelihood}
+    loss, outputs = _head(likelihood)
+    return Prepared("series", train, valid, loss, xs[0].shape[1], outputs, meta, series=series)
 
 
 def _task(name: str, B: int, seed: int) -> Prepared:

@@ -1,6 +1,7 @@
 """`tbptt backtest RUN [--horizon H] [--season P]`: a rolling-origin evaluation of a series model
 over the held-out part of its data, against the naive and seasonal-naive forecasts (MAE, RMSE,
-MASE): a table on the terminal, backtest.csv, backtest.json and backtest.png."""
+MASE; for a --likelihood model also the CRPS and the coverage of its 50% and 80% intervals): a
+table on the terminal, backtest.csv, backtest.json and backtest.png."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ def add_parser(commands) -> None:
                     "score them with the naive forecast (the value at the origin) and, with "
                     "--season, the seasonal-naive one: MAE and RMSE in the data's units, MASE "
                     "(MAE over the in-sample one-step naive / seasonal-naive MAE of the "
-                    "training part). Prints a table; writes backtest.csv (every forecast), "
-                    "backtest.json (mae, rmse, mase_naive, mase_seasonal over every origin and "
-                    "horizon; the baselines' too; each series' own) and backtest.png (MAE by horizon).")
+                    "training part). A model trained with --likelihood draws --samples paths "
+                    "from every origin, each fed its own samples: its forecast is their mean, "
+                    "and it is scored by the CRPS (a point forecast's is its absolute error) "
+                    "and the share of actual values inside the paths' central 50%% and 80%% "
+                    "intervals (coverage_50, coverage_80). Prints a table; writes backtest.csv "
+                    "(every forecast), backtest.json (mae, rmse, mase_naive, mase_seasonal "
+                    "[, crps, coverage_50, coverage_80] over every origin and horizon; the "
+                    "baselines' too; each series' own) and backtest.png (MAE by horizon).")
     test.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
                       "model.npz")
     test.add_argument("--horizon", type=_args.number(int, 0), default=1,
@@ -37,6 +43,10 @@ def add_parser(commands) -> None:
     test.add_argument("--season", type=_args.number(int, 1), metavar="P",
                       help="the season's length in steps (52 for weekly data with a yearly "
                            "cycle): adds the seasonal-naive forecast and mase_seasonal")
+    test.add_argument("--samples", type=_args.number(int, 0), default=forecast.SAMPLES,
+                      help=f"a --likelihood model: paths drawn from each origin (default "
+                           f"{forecast.SAMPLES})")
+    test.add_argument("--seed", type=int, default=0, help="the paths' draws (default 0)")
     test.add_argument("--out", metavar="FOLDER", help="where to write the files (default: "
                       "beside the model)")
     test.set_defaults(run=run)
@@ -59,7 +69,8 @@ def run(args) -> int:
                                  f"for --season {args.season}")
         tests.append(forecast.backtest(model, s.values, s.normalizer, ran.difference,
                                        start=s.start, horizon=args.horizon, season=args.season,
-                                       features=s.features, known=s.known))
+                                       features=s.features, known=s.known,
+                                       samples=args.samples, seed=args.seed))
     result = forecast.scores(tests)
     result["season"] = args.season
     if len(tests) > 1:  # each series' own figures too
@@ -82,9 +93,12 @@ def run(args) -> int:
 
 
 def table(result, source) -> str:
-    """The terminal's table: a row per forecast (model, naive, seasonal naive), MAE, RMSE, MASE."""
-    seasonal = "seasonal_naive" in result
+    """The terminal's table: a row per forecast (model, naive, seasonal naive), MAE, RMSE, MASE;
+    with a likelihood, the CRPS and the model's interval coverage too."""
+    seasonal, sampled = "seasonal_naive" in result, "crps" in result
     head = ["", "MAE", "RMSE", "MASE (naive)"] + (["MASE (seasonal)"] if seasonal else [])
+    if sampled:
+        head += ["CRPS", "coverage 50%", "coverage 80%"]
     rows = [("model", result), ("naive (last value)", result["naive"])]
     if seasonal:
         rows.append((f"seasonal naive (P={result['season']})", result["seasonal_naive"]))
@@ -96,14 +110,20 @@ def table(result, source) -> str:
         cells = [name] + [f"{r[key]:.4g}" for key in ("mae", "rmse", "mase_naive")]
         if seasonal:
             cells.append(f"{r['mase_seasonal']:.4g}")
+        if sampled:
+            cells.append(f"{r['crps']:.4g}")
+            cells += ([f"{r[key]:.1%}" for key in ("coverage_50", "coverage_80")]
+                      if "coverage_50" in r else ["", ""])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _rows(ran, tests) -> str:
-    """backtest.csv: one row per series, origin and horizon."""
-    seasonal = tests[0].seasonal is not None
-    out = ["series,origin,time,horizon,actual,forecast,naive" + (",seasonal_naive" if seasonal else "")]
+    """backtest.csv: one row per series, origin and horizon (with a likelihood, the paths'
+    quantiles and CRPS too)."""
+    seasonal, sampled = tests[0].seasonal is not None, tests[0].quantiles is not None
+    out = ["series,origin,time,horizon,actual,forecast,naive" + (",seasonal_naive" if seasonal else "")
+           + ("".join(f",q{q:g}" for q in forecast.LEVELS) + ",crps" if sampled else "")]
     for s, b in zip(ran.series, tests):
         for i, o in enumerate(b.origins):
             for h in range(b.actual.shape[1]):
@@ -112,6 +132,8 @@ def _rows(ran, tests) -> str:
                          f"{b.naive[i, h]:.10g}"]
                 if seasonal:
                     cells.append(f"{b.seasonal[i, h]:.10g}")
+                if sampled:
+                    cells += [f"{v:.10g}" for v in (*b.quantiles[i, h], b.crps[i, h])]
                 out.append(",".join(cells))
     return "\n".join(out) + "\n"
 
@@ -124,6 +146,7 @@ def _plot(path, result, source):
     ax = fig.add_subplot()
     horizons = np.arange(1, result["horizon"] + 1)
     styles = {"model": dict(color="tab:blue", marker="o"),
+              "model_crps": dict(color="tab:blue", linestyle="-.", marker="x"),
               "naive": dict(color="tab:orange", linestyle="--", marker="s"),
               "seasonal_naive": dict(color="tab:green", linestyle=":", marker="^")}
     labels = {"model": f"model (MAE {result['mae']:.4g})",
@@ -131,10 +154,17 @@ def _plot(path, result, source):
     if "seasonal_naive" in result:
         labels["seasonal_naive"] = (f"seasonal naive, P={result['season']} "
                                     f"(MAE {result['seasonal_naive']['mae']:.4g})")
+    if "crps" in result:  # the naive forecasts' CRPS is their MAE: the same curves
+        labels["model_crps"] = (f"model's CRPS (mean {result['crps']:.4g}; 80% interval covers "
+                                f"{result['coverage_80']:.1%})")
+        for name in ("naive", "seasonal_naive"):
+            if name in labels:
+                labels[name] = labels[name][:-1] + ", also its CRPS)"
     for name, mae in result["by_horizon"].items():
-        ax.plot(horizons, mae, label=labels[name], **styles[name])
+        if name in labels:  # not the coverages: shares, not the data's units
+            ax.plot(horizons, mae, label=labels[name], **styles[name])
     ax.set_xlabel("horizon (steps ahead)")
-    ax.set_ylabel("MAE (the data's units)")
+    ax.set_ylabel("MAE" + (" and CRPS" if "crps" in result else "") + " (the data's units)")
     ax.set_title(f"backtest: {source}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

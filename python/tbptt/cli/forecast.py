@@ -1,6 +1,7 @@
-"""`tbptt forecast RUN --steps N [--future FILE.csv]`: numeric series N steps past their end,
-with the model that `tbptt train` trained on them, fed its own predictions; the covariates known
-in advance come from --future."""
+"""`tbptt forecast RUN --steps N [--quantiles 0.1,0.5,0.9] [--future FILE.csv]`: numeric series
+N steps past their end, with the model that `tbptt train` trained on them, fed its own
+predictions (a --likelihood model: its own samples, and the paths' quantiles); the covariates
+known in advance come from --future."""
 
 from __future__ import annotations
 
@@ -33,16 +34,45 @@ def add_parser(commands) -> None:
                        "(--known) of the steps ahead: their columns (and the series column, and "
                        "the time column if the data had one: the rows after the data's end "
                        "are used; else the first N rows of each series)")
+    ahead.add_argument("--quantiles", metavar="Q,...",
+                       help="a model trained with --likelihood: the quantiles of the sampled "
+                            "paths at these levels in (0, 1), as columns q0.1, ... of the CSV; "
+                            "the picture shades the band between each pair of levels (default "
+                            "for the picture: 0.1 and 0.9, the 80%% band)")
+    ahead.add_argument("--samples", type=_args.number(int, 0), default=forecast.SAMPLES,
+                       help=f"a --likelihood model: how many paths to draw, each fed its own "
+                            f"samples (default {forecast.SAMPLES})")
+    ahead.add_argument("--seed", type=int, default=0, help="the paths' draws (default 0)")
     ahead.add_argument("--out", metavar="FILE", help="write the CSV there (default: stdout)")
     ahead.add_argument("--plot", metavar="FILE", help=f"the picture (default: "
                        f"{_folder.FORECAST_PLOT} beside the model)")
     ahead.set_defaults(run=run)
 
 
+def _quantile_levels(text):
+    """--quantiles: comma-separated levels in (0, 1), sorted ([] without the flag); BadInput
+    (one line, exit 2) for anything else."""
+    if text is None:
+        return []
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _data.BadInput(f"--quantiles {text}: expected comma-separated numbers in (0, 1), "
+                             f"such as 0.1,0.5,0.9") from None
+    if not levels or not all(0 < q < 1 for q in levels):
+        raise _data.BadInput(f"--quantiles {text}: quantile levels must be in (0, 1), such as "
+                             f"0.1,0.5,0.9")
+    return sorted(set(levels))
+
+
 def run(args) -> int:
     path = _folder.model_path(args.folder)
     model, header = _folder.load_model(path)
     ran = forecast.read_run(model, header, path)
+    levels = _quantile_levels(args.quantiles)
+    if levels and ran.likelihood is None:
+        raise _data.BadInput(f"{path} is a point model (one value per step): it has no "
+                             f"quantiles; train with --likelihood gaussian for them")
     if ran.features and args.steps > 1:
         raise _data.BadInput(forecast._observed_message(len(ran.features), args.steps))
     given = [name for name in ran.known if not name.startswith("series=")]
@@ -51,20 +81,31 @@ def run(args) -> int:
                              f"give their values for the {args.steps} step(s) ahead with "
                              f"--future FILE.csv")
     future = _read_future(args.future, ran, args.steps, header) if args.future else {}
+    drawn = sorted({*levels, 0.1, 0.9})  # the picture's 80% band without --quantiles
     rows, shown = [], []
     for s in ran.series:
         known_ahead, times = future.get(s.name, (None, None))
         if s.known is not None:
             known_ahead = _with_identity(known_ahead, ran, s, args.steps)
-        ahead = forecast.forecast(model, s.values, args.steps, s.normalizer, ran.difference,
-                                  features=s.features, known=s.known, future=known_ahead)
+        bands: dict = {}  # quantile level -> (steps,), a likelihood model's
+        if ran.likelihood is None:
+            ahead = forecast.forecast(model, s.values, args.steps, s.normalizer, ran.difference,
+                                      features=s.features, known=s.known, future=known_ahead)
+        else:  # the mean of the paths, and their quantiles
+            paths = forecast.sample(model, s.values, args.steps, s.normalizer, ran.difference,
+                                    features=s.features, known=s.known, future=known_ahead,
+                                    samples=args.samples, seed=args.seed)
+            ahead, bands = paths.mean(axis=0), dict(zip(drawn, forecast.quantiles(paths, drawn).T))
         if times is None:
             times = forecast.future_times(s.times, args.steps)
-        rows += [(s.name, t, v) for t, v in zip(times, ahead)]
-        shown.append((s, times, ahead))
+        rows += [(s.name, t, v, [bands[q][i] for q in levels])
+                 for i, (t, v) in enumerate(zip(times, ahead))]
+        shown.append((s, times, ahead, bands))
     many = len(ran.series) > 1 or ran.header["data"].get("series_column") is not None
-    text = ("series,time,forecast\n" if many else "time,forecast\n") + "".join(
-        (f"{name}," if many else "") + f"{t},{v:.10g}\n" for name, t, v in rows)
+    head = ["series"] * many + ["time", "forecast"] + [f"q{q:g}" for q in levels]
+    text = ",".join(head) + "\n" + "".join(
+        (f"{name}," if many else "") + f"{t},{v:.10g}" + "".join(f",{x:.10g}" for x in qs) + "\n"
+        for name, t, v, qs in rows)
     if args.out is None:
         sys.stdout.write(text)
         sys.stdout.flush()  # before the report on stderr, in a terminal showing both
@@ -81,18 +122,30 @@ def run(args) -> int:
 
 
 def _plot(picture, ran, shown, steps):
-    """The end of the data and the forecast after it: one picture, or a panel per series."""
+    """The end of the data and the forecast after it (with a likelihood, the bands between
+    each pair of quantile levels): one picture, or a panel per series."""
     panels = []
-    for s, future, ahead in shown:
+    for s, future, ahead, bands in shown:
         last = max(3 * steps, 100)  # the end of the data, then the forecast
+        what = ("forecast (the mean of the paths fed their own samples)" if bands
+                else "forecast (the model on its own predictions)")
+        shaded = []
+        if bands:  # the outermost pair palest
+            levels = sorted(bands)
+            for low, high in zip(levels, levels[::-1]):
+                if low >= high:
+                    break
+                shaded.append((future, bands[low], bands[high], f"{high - low:.0%} band "
+                               f"(q{low:g} to q{high:g})", dict(color="tab:blue", alpha=0.15,
+                                                                linewidth=0)))
         panels.append((s.name, [
             (s.times[-last:], s.values[-last:], "data", dict(color="black", linewidth=1.2)),
             (np.concatenate([s.times[-1:], future]), np.concatenate([s.values[-1:], ahead]),
-             "forecast (the model on its own predictions)", dict(color="tab:blue", linewidth=1.5)),
-        ], s.times[-1]))
+             what, dict(color="tab:blue", linewidth=1.5)),
+        ], s.times[-1], shaded))
     title = f"{ran.source}: {steps} steps ahead"
     if len(panels) == 1:
-        forecast.plot(picture, title, panels[0][1], cut=panels[0][2])
+        forecast.plot(picture, title, panels[0][1], cut=panels[0][2], bands=panels[0][3])
     else:
         forecast.plot_panels(picture, title, panels[:forecast.PANELS])
 

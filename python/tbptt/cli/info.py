@@ -73,7 +73,9 @@ def _what(meta: dict) -> str | None:
     if kind == "series":
         scaled = (f"{meta['normalizer']}" if "normalizer" in meta else
                   f"each series' own statistics ({len(meta.get('normalizers', []))} series)")
-        return (f"next-step MSE of the {'changes' if meta.get('difference') else 'values'}, "
+        loss = ("gaussian negative log-likelihood" if meta.get("likelihood") == "gaussian"
+                else "MSE")
+        return (f"next-step {loss} of the {'changes' if meta.get('difference') else 'values'}, "
                 f"standardised with {scaled}")
     if kind == "task":
         return "synthetic task"

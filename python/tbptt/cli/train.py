@@ -9,9 +9,10 @@ import hashlib
 import importlib.util
 import math
 import os
+import statistics
 import sys
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -29,12 +30,13 @@ from .generate import SAMPLE_LENGTH, SAMPLE_TEMPERATURE, default_prime
 # A run's settings (kept in its trainer.npz, so that --resume prepares the same data) and the flags
 # a resumed run refuses, as they would change its data or its model.
 SETTINGS = ("task", "data", "column", "diff", "time", "features", "known", "series",
-            "embed_series", "cell", "k1", "k2", "hidden", "layers", "batch",
+            "embed_series", "likelihood", "cell", "k1", "k2", "hidden", "layers", "batch",
             "lr", "dropout", "weight_decay", "schedule", "warmup", "patience", "epochs", "max_time",
             "backend", "seed", "recompute")
 FIXED_FLAGS = {"task": "--task", "data": "--data", "column": "--column", "diff": "--diff",
                "time": "--time", "features": "--features", "known": "--known",
                "series": "--series", "embed_series": "--embed-series",
+               "likelihood": "--likelihood",
                "cell": "--cell", "k1": "--k1", "k2": "--k2", "hidden": "--hidden",
                "layers": "--layers", "batch": "--batch", "lr": "--lr", "dropout": "--dropout",
                "weight_decay": "--weight-decay", "schedule": "--schedule", "warmup": "--warmup",
@@ -54,6 +56,11 @@ def add_parser(commands) -> None:
                "adding (length 50) k=50; copy (10 symbols, delay 10) k=31, H=64. Always Adam "
                "(AdamW with --weight-decay), clip 5.")
     _args.add_data_arguments(train)
+    train.add_argument("--likelihood", choices=("gaussian",), help="a numeric series: predict "
+                       "a distribution, not a point: the model's two outputs are the next value's "
+                       "mean and scale (sigma = softplus + 1e-6), trained on the negative "
+                       "log-likelihood; forecast.png shows the 80%% band, `tbptt forecast "
+                       "--quantiles` and `tbptt backtest` (coverage, CRPS) use it")
     train.add_argument("--k1", type=_args.number(int, 0), help="steps between updates")
     train.add_argument("--k2", type=_args.number(int, 0), help="steps each update backpropagates "
                        "through (default: k1)")
@@ -112,6 +119,9 @@ def run(args) -> int:
                                  f"--column NAME")
     if args.embed_series and args.series is None:
         args.subparser.error("--embed-series goes with --series ID")
+    if args.likelihood and args.resume is None and _data.kind_of_data(args) != "series":
+        args.subparser.error("--likelihood goes with a numeric series (--data FILE.csv --column "
+                             "NAME, --task co2|sunspots)")
     comm = _mpi.world()
     say = _mpi.quiet if _mpi.rank(comm) else print  # rank 0 speaks and writes the run's files
     try:
@@ -244,6 +254,8 @@ def _results(prepared, history, held_out=None):
         results["bits_per_character"] = loss / math.log(2)
     elif held_out is not None:
         results["val_rmse"], results["persistence_rmse"] = held_out.rmse, held_out.naive_rmse
+        if held_out.coverage_80 is not None:
+            results["val_coverage_80"] = held_out.coverage_80
     if history.val_accuracy:
         results["val_accuracy"] = history.val_accuracy[best]
     return results
@@ -269,10 +281,14 @@ def _describe_results(prepared, results):
         return (f"validation: {results['bits_per_character']:.3f} bits per character (stateful "
                 f"over {prepared.meta['valid_characters']:,} held-out characters){epoch}")
     if "val_rmse" in results:
-        return (f"validation: MSE {results['val_loss']:.4f} standardised{epoch}; one step ahead "
+        loss = ("negative log-likelihood {:.4f} nats" if prepared.loss == "gaussian"
+                else "MSE {:.4f}").format(results["val_loss"])
+        band = (f"; the 80% band holds {results['val_coverage_80']:.1%} of them"
+                if "val_coverage_80" in results else "")
+        return (f"validation: {loss} standardised{epoch}; one step ahead "
                 f"on the held-out {prepared.meta['valid_values']:,} steps (forecast.png): RMSE "
                 f"{results['val_rmse']:.4g} in the data's units; predicting the last value: RMSE "
-                f"{results['persistence_rmse']:.4g}")
+                f"{results['persistence_rmse']:.4g}{band}")
     if "val_accuracy" in results:  # the baselines are in the task's description, printed first
         return (f"validation: accuracy {results['val_accuracy']:.3f}, loss "
                 f"{results['val_loss']:.4f}{epoch}")
@@ -401,15 +417,24 @@ class _HeldOut(NamedTuple):
     naive: list
     rmse: float
     naive_rmse: float
+    scales: list  # a gaussian model's one-step sigmas (None for a point model)
+    coverage_80: Optional[float]  # the share of held-out values in the 80% band (or None)
+
+
+BAND_80 = statistics.NormalDist().inv_cdf(0.9)  # the 80% band: mean +- 1.2816 sigma
 
 
 def _held_out(model, prepared) -> _HeldOut:
     """The predictions of `model`, its state carried from each series' first value."""
     meta = prepared.meta
-    names, times, held, predicted, naive = [], [], [], [], []
+    names, times, held, predicted, naive, scales = [], [], [], [], [], []
     for s in prepared.series:
         guess = forecast.one_step(model, s.values, s.normalizer, meta["difference"],
                                   features=s.features, known=s.known)
+        if prepared.loss == "gaussian":
+            scales.append(forecast.one_step_scale(model, s.values, s.normalizer,
+                                                  meta["difference"], features=s.features,
+                                                  known=s.known)[s.start:])
         names.append(s.name)
         times.append(s.times[s.start:])
         held.append(s.values[s.start:])
@@ -419,13 +444,26 @@ def _held_out(model, prepared) -> _HeldOut:
     def rmse(guesses):
         return math.sqrt(float(np.mean(np.concatenate([g - v for g, v in zip(guesses, held)]) ** 2)))
 
-    return _HeldOut(names, times, held, predicted, naive, rmse(predicted), rmse(naive))
+    coverage = None
+    if scales:
+        inside = [np.abs(v - p) <= BAND_80 * sd for v, p, sd in zip(held, predicted, scales)]
+        coverage = float(np.mean(np.concatenate(inside)))
+    return _HeldOut(names, times, held, predicted, naive, rmse(predicted), rmse(naive),
+                    scales or [None] * len(names), coverage)
 
 
 def _plot_held_out(held: _HeldOut, prepared, path):
     """forecast.png: the held-out data, the model's one-step predictions (its state carried from
     the first value) and the naive prediction (the last value), in the data's units; a panel per
     series (the first 12) when there are many, the RMSEs over all of them in the title."""
+    def band(i, label):
+        sd = held.scales[i]
+        if sd is None:
+            return []
+        return [(held.times[i], held.predicted[i] - BAND_80 * sd, held.predicted[i] + BAND_80 * sd,
+                 label, dict(color="tab:blue", alpha=0.2, linewidth=0))]
+
+    covers = "" if held.coverage_80 is None else f"; it holds {held.coverage_80:.1%} of the data"
     if len(held.names) == 1:
         forecast.plot(path, f"{prepared.meta['source']}: the held-out {held.values[0].size} steps", [
             (held.times[0], held.values[0], "data", dict(color="black", linewidth=1.2)),
@@ -433,15 +471,18 @@ def _plot_held_out(held: _HeldOut, prepared, path):
              dict(color="tab:blue", linewidth=1.2)),
             (held.times[0], held.naive[0], f"last value (RMSE {held.naive_rmse:.4g})",
              dict(color="tab:orange", linewidth=1, linestyle="--")),
-        ])
+        ], bands=band(0, f"the model's 80% band{covers}"))
         return
     panels = []
     for name, t, v, p, n in list(zip(held.names, held.times, held.values, held.predicted,
                                       held.naive))[:forecast.PANELS]:
+        i = held.names.index(name)
         panels.append((name, [(t, v, "data", dict(color="black", linewidth=1.2)),
                               (t, p, "model, one step ahead", dict(color="tab:blue", linewidth=1.2)),
                               (t, n, "last value", dict(color="tab:orange", linewidth=1,
-                                                        linestyle="--"))], None))
+                                                        linestyle="--"))], None,
+                       band(i, "80% band")))
     forecast.plot_panels(path, f"{prepared.meta['source']}: the held-out parts; RMSE over "
                          f"every series: model, one step ahead {held.rmse:.4g}, last value "
-                         f"{held.naive_rmse:.4g}", panels)
+                         f"{held.naive_rmse:.4g}" + ("" if held.coverage_80 is None else
+                         f"; the 80% band holds {held.coverage_80:.1%}"), panels)

@@ -53,6 +53,22 @@ MAX_K = 2**30
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def _checked_loss(loss: Any) -> Union[str, LossFn]:
+    """Trainer's `loss`: a name of LOSSES or a callable; ValueError / TypeError naming it."""
+    if isinstance(loss, str):
+        if loss == "gaussian":  # the engines' likelihood head; torch has its own NLL
+            raise ValueError("loss='gaussian' is tbptt.Trainer's; for a torch module pass a "
+                             "callable, e.g. the per-position torch.nn.GaussianNLLLoss("
+                             "reduction='none', full=True) of the mean and softplus(raw) ** 2 "
+                             "(docs/torch.md)")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
+    elif not callable(loss):
+        raise TypeError(f"loss must be one of {LOSSES} or a callable, got "
+                        f"{type(loss).__name__}")
+    return loss
+
+
 def optimizer_for(settings: Any, params: Any) -> torch.optim.Optimizer:
     """The torch optimiser doing what a `tbptt.SGD / Adam / AdamW` does (docs/semantics.md
     §3 item 3), over `params`."""
@@ -144,13 +160,7 @@ class Trainer:
         self.module, self.head = module, head
         self.k1 = _checks.positive_int("k1", k1, maximum=MAX_K)
         self.k2 = _checks.positive_int("k2", k2, maximum=MAX_K)
-        if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
-        elif not callable(loss):
-            raise TypeError(f"loss must be one of {LOSSES} or a callable, got "
-                            f"{type(loss).__name__}")
-        self.loss = loss
+        self.loss = _checked_loss(loss)
         named = dict(module.named_parameters())
         if head is not None:
             named.update({f"head.{k}": v for k, v in head.named_parameters()})
