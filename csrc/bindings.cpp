@@ -311,7 +311,7 @@ struct PyEngine {
     }
 
     // Data-parallel training: `reduce()` (a Python callable, no arguments) is called between
-    // backward and step of every update, with the GIL, to all-reduce reduce_buffer() in place.
+    // backward and apply of every update, with the GIL, to all-reduce reduce_buffer() in place.
     // None: one process. The engine holds a plain pointer to this object, which owns the callable.
     void set_reduce(py::object reduce) {
         reduce_fn = std::move(reduce);

@@ -11,7 +11,6 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -294,35 +293,36 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
                            classes_.empty() ? nullptr : classes_.data() + at, w, rows, m.O, &weight_sum_);
 }
 
-// Every layer again over steps [a, step_) with the current (prepared) weights, from the stored
-// state entering step a: afterwards they are the current weights' (fresh_from_ = a).
+// The rerun: every layer again over time steps [from, step_) with the current (prepared) weights,
+// from the stored state entering step `from`: afterwards they are the current weights'
+// (fresh_from_ = from).
 template <typename T>
-void Engine<T>::run_again(int64_t a) {
-    stack_.window.for_runs(a, step_, [&](int64_t s, int n) { stack_.run(s, n); });
-    fresh_from_ = a;
+void Engine<T>::rerun(int64_t from) {
+    stack_.window.for_runs(from, step_, [&](int64_t s, int n) { stack_.run(s, n); });
+    fresh_from_ = from;
 }
 
-// recompute: an update whose window [a, t] reaches into steps computed with older weights (one
-// that comes before the k1 steps the last rerun prepared for) runs it again first, then the r
-// pending steps' loss from it.
+// Phase 0 of an update (recompute only): a window [a, t] that reaches into time steps computed
+// with older weights (before the steps the last rerun prepared for, as after a flush) is rerun
+// first, then the r pending steps' loss from it.
 template <typename T>
-void Engine<T>::recompute_window(int r) {
+void Engine<T>::rerun_stale_window(int r) {
     const int64_t a = std::max(step_ - config_.k2, stack_.first_valid);
     if (!config_.recompute || a >= fresh_from_) return;
-    run_again(a);
+    rerun(a);
     loss_sum_ = weight_sum_ = 0.0;
     stack_.window.for_runs(step_ - r, step_, [&](int64_t s, int n) {
         accumulate_loss(s, n, int(s - (step_ - r)));
     });
 }
 
-// recompute, after a step changed the weights: the steps the next update's window will read,
-// from the one whose state enters it, again with the new weights (nothing when k2 <= k1).
+// recompute, after an optimiser step changed the weights: the time steps the next update's window
+// will read, from the one whose state enters it, rerun with the new weights (none when k2 <= k1).
 template <typename T>
 void Engine<T>::rerun_for_next_update() {
-    fresh_from_ = step_;  // no step computed with the new weights yet
+    fresh_from_ = step_;  // no time step computed with the new weights yet
     if (!config_.recompute || config_.k2 <= config_.k1) return;
-    run_again(std::max(step_ - 1 + config_.k1 - config_.k2, stack_.first_valid));
+    rerun(std::max(step_ - 1 + config_.k1 - config_.k2, stack_.first_valid));
 }
 
 template <typename T>
@@ -334,28 +334,37 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
-    int64_t done = 0;
-    while (done < steps) {
+    // The schedule: runs of time steps, each up to the next update, the end of the call or the
+    // end of the ring. The tuner wraps each run and its update: it picks their thread count (the
+    // results do not depend on it, threads.h) and times them.
+    for (int64_t done = 0; done < steps;) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
                                              int64_t(stack_.window.contiguous_from(step_))}));
-        const int used = tuner_.choose(most);  // the results do not depend on it (threads.h)
-        use_threads(used);
-        using Clock = std::chrono::steady_clock;
-        const auto start = most > 1 ? Clock::now() : Clock::time_point{};  // timed if it may change
         const size_t row0 = size_t(done) * B;
-        stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
-        reset_next_ = false;
-        keep_targets(pending_, n, targets.from_row(row0, target_values(config_.loss, m.O)));
-        accumulate_loss(step_, n, pending_);
-        const T* computed = outputs_.data() + size_t(pending_) * B * m.O;
-        if (outputs) std::copy(computed, computed + size_t(n) * B * m.O, outputs + row0 * m.O);
-        step_ += n;
-        pending_ += n;
+        tuner_.run(most, n, [&] {
+            forward_run(n, in.from_row(row0, m.I), targets.from_row(row0, target_values(config_.loss, m.O)),
+                        resets ? resets + row0 : nullptr, outputs ? outputs + row0 * m.O : nullptr);
+            double loss;
+            if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
+        });
         done += n;
-        double loss;
-        if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
-        if (most > 1) tuner_.record(used, std::chrono::duration<double>(Clock::now() - start).count(), n);
     }
+}
+
+// A run of n time steps from step_: their forward, their targets kept and their loss terms added
+// to the pending ones, their outputs copied out if asked.
+template <typename T>
+void Engine<T>::forward_run(int n, const Inputs<T>& in, const Targets<T>& targets,
+                            const uint8_t* resets, T* outputs) {
+    const int O = config_.shape.O;
+    stack_.forward(step_, n, in, resets, reset_next_);
+    reset_next_ = false;
+    keep_targets(pending_, n, targets);
+    accumulate_loss(step_, n, pending_);
+    const T* computed = outputs_.data() + size_t(pending_) * B_ * O;
+    if (outputs) std::copy(computed, computed + size_t(n) * B_ * O, outputs);
+    step_ += n;
+    pending_ += n;
 }
 
 template <typename T>
@@ -393,37 +402,45 @@ bool Engine<T>::flush(double* loss) {
     return update(loss);
 }
 
-// The update in phases: where processes meet is the reduce between backward and step.
+// The update, in phases, each one job: (rerun_stale_window) -> backward -> reduce -> apply ->
+// after_apply. Processes meet at the reduce, between backward and apply.
 template <typename T>
 bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
-    recompute_window(r);  // before the early return: every process decides alike
+    rerun_stale_window(r);  // before the early return: every process decides alike
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
         return false;
     }
-    const double s = backward_unnormalised(r);
+    const double s = backward(r);
     try {
         reduce();
     } catch (...) {
         drop_pending();
         throw;
     }
-    return step(loss, r, s);
+    const double weight_sum = weight_sum_;  // over every process now
+    *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
+    loss_sum_ = weight_sum_ = 0.0;
+    if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
+    last_weight_sum_ = weight_sum / s;
+    apply(*loss, weight_sum, r);
+    after_apply(weight_sum);
+    return true;
 }
 
 // Phase 1: the gradient of s·Σ w·loss (dy = s·w·dloss/dy) and the sums s·Σ w·loss, s·Σ w, for a
 // scale s every process knows before its backward:
-// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and the step
+// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and apply
 //   needs no scaling of its own (the same bits as before the update had phases);
 // - data-parallel: a power of two near 1 / (the last update's global Σ w; 1 for the first).
 //   Scaling by a power of two is exact: the normalised result does not depend on it, but it keeps
 //   dy near w / Σ w, away from overflow (weights of 1e30 in float32) and from subnormals
 //   (weights of 1e-38). Returns s.
 template <typename T>
-double Engine<T>::backward_unnormalised(int r) {
+double Engine<T>::backward(int r) {
     const ModelShape& m = config_.shape;
     T* grad = buffer_.data();
     std::fill(grad, grad + m.num_params(), T(0));
@@ -434,7 +451,7 @@ double Engine<T>::backward_unnormalised(int r) {
         dy /= T(weight_sum_);
         loss_sum_ /= weight_sum_;
         weight_sum_ = 1.0;
-        backward(step_ - r);
+        backward_window(step_ - r);
         return s;
     }
     int exponent = 0;
@@ -446,7 +463,7 @@ double Engine<T>::backward_unnormalised(int r) {
     weight_sum_ *= s;
     if (weight_sum_ == 0.0) return s;  // no loss on this process: its gradient is zero
     dy *= T(s);
-    backward(step_ - r);
+    backward_window(step_ - r);
     return s;
 }
 
@@ -462,18 +479,14 @@ void Engine<T>::reduce() {
     loss_sum_ = double(sums[0]), weight_sum_ = double(sums[1]);
 }
 
-// Phase 3: normalise by Σ w, check finiteness, clip by the global norm, optimiser step. Every
-// input is the reduced buffer, so every process decides alike (a divergence raises everywhere).
+// Phase 3: the reduced buffer into a change of the parameters: normalise by Σ w (> 0), check
+// finiteness, clip by the global norm, optimiser step. Every input is the reduced buffer, so every
+// process decides alike (a divergence raises everywhere).
 template <typename T>
-bool Engine<T>::step(double* loss, int r, double s) {
-    const double weight_sum = weight_sum_;
-    *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
-    loss_sum_ = weight_sum_ = 0.0;
-    if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
-    last_weight_sum_ = weight_sum / s;
+void Engine<T>::apply(double loss, double weight_sum, int r) {
     const int64_t n = config_.shape.num_params();
     T* grad = buffer_.data();
-    // Normalising is folded into the step's scale (no pass over the gradient of its own: that
+    // Normalising is folded into the optimiser step's scale (no pass over the gradient of its own: that
     // pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
     // should 1 / weight_sum leave T's normal range, divide the gradient itself.
     normaliser_ = 1.0 / weight_sum;
@@ -484,22 +497,28 @@ bool Engine<T>::step(double* loss, int r, double s) {
 
     const double norm = global_norm(grad, n) * normaliser_;
     // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
-    if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
+    if (!std::isfinite(T(loss)) || !std::isfinite(T(norm))) {
         drop_pending();
         std::ostringstream message;
         message << "update " << updates_ << " (steps " << step_ - r + 1 << ".." << step_
-                << ") is not finite: loss = " << *loss << ", gradient norm = " << norm
+                << ") is not finite: loss = " << loss << ", gradient norm = " << norm
                 << ". It was not applied: the parameters are those of the last good update, its "
                    "steps were dropped and every stream's state was reset. Lower the learning "
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
-    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
     const double clip = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad, T(clip * normaliser_));
+}
+
+// Phase 4: what follows a change of the parameters: the update's share of the gradient horizon,
+// the products' copies of the new weights, and (recompute) the rerun of the time steps the next
+// update will read.
+template <typename T>
+void Engine<T>::after_apply(double weight_sum) {
+    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
     stack_.prepare(params_, /*with_backward=*/true);
     rerun_for_next_update();
-    return true;
 }
 
 template <typename T>
@@ -516,10 +535,11 @@ void Engine<T>::drop_pending() {
     loss_sum_ = weight_sum_ = 0.0;
 }
 
-// Gradient of the pending loss (steps first_loss_step .. step_-1, dy_ already normalised) with the
-// recurrence cut k2 steps back from the newest step t.
+// Phase 1's pass through the window: the gradient of the pending loss (time steps
+// first_loss_step .. step_-1, dy_ already scaled) with the recurrence cut k2 steps back from the
+// newest step t.
 template <typename T>
-void Engine<T>::backward(int64_t first_loss_step) {
+void Engine<T>::backward_window(int64_t first_loss_step) {
     const ModelShape& m = config_.shape;
     Window<T>& w = stack_.window;
     const int B = B_, H = m.H, O = m.O, G = m.G();

@@ -348,7 +348,7 @@ class ReferenceEngine:
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
-        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
+        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward)
 
     def __reduce_ex__(self, protocol):
         # a copy of its arrays would not alias its (copied) model's parameters: the trainer
@@ -383,7 +383,7 @@ class ReferenceEngine:
 
     def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
-        processes, between backward and step of every update; None for one process."""
+        processes, between backward and apply of every update; None for one process."""
         self._reduce = reduce
 
     def reduce_buffer(self) -> np.ndarray:
@@ -772,45 +772,52 @@ class ReferenceEngine:
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
-        """The update over the r pending steps, in phases: backward (the un-normalised gradient,
-        Σ w·loss and Σ w, in one buffer) -> reduce (data-parallel: the sum of that buffer over the
-        processes) -> step (normalise, check, clip, optimiser step). Returns the loss, or None when
-        no pending position carries loss (on any process)."""
+        """The update over the r pending steps, in phases, each one job (as Engine::update):
+        (rerun_stale_window, recompute only) -> backward (the un-normalised gradient, Σ w·loss
+        and Σ w, in one buffer) -> reduce (data-parallel: the sum of that buffer over the
+        processes) -> apply (normalise, check, clip, optimiser step) -> after_apply (horizon;
+        recompute: rerun the steps the next update reads). Returns the loss, or None when no
+        pending position carries loss (on any process)."""
         r, self._pending = self._pending, 0
         self._updates += 1
         steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
         window = min(self.k2, len(steps))  # the history starts after a divergence (_drop_pending)
-        if self.recompute and steps[-window].index < self._fresh_from:  # older weights' steps
-            self._recompute(steps, window)
+        if self.recompute and steps[-window].index < self._fresh_from:  # phase 0: older weights'
+            self._rerun(steps, window)
         weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
         if self._reduce is None and weight == 0:
             return None  # counts as an update, but no optimiser step
-        scale = self._backward_unnormalised(steps, r, weight)
+        scale = self._backward(steps, r, weight)
         if self._reduce is not None:
             try:
                 self._reduce()
             except BaseException:
                 self._drop_pending()
                 raise
-        loss = self._step_phase(steps, scale)
-        if loss is not None:  # the weights changed
-            self._rerun_for_next_update(steps)
+        loss_sum, weight_sum = self._buffer[-2:]
+        if weight_sum == 0:
+            return None
+        self._last_weight_sum = float(weight_sum) / scale
+        loss = self._apply(loss_sum, weight_sum)
+        self._after_apply(steps, float(weight_sum))
         return loss
 
-    def _rerun_for_next_update(self, steps):
-        """recompute: the steps the next update's window reads, from the one whose state enters
-        it (k2 - k1 + 1 of them), again with the new weights; nothing when k2 <= k1."""
+    def _after_apply(self, steps, weight_sum):
+        """The update's share of the horizon; recompute: the steps the next update's window
+        reads, from the one whose state enters it (k2 - k1 + 1 of them), rerun with the new
+        weights (none when k2 <= k1)."""
+        self._add_to_horizon(min(self.k2, len(steps)), weight_sum)
         self._fresh_from = self._steps
         if self.recompute and self.k2 > self.k1:
-            self._recompute(steps, min(self.k2 - self.k1 + 1, len(steps)))
+            self._rerun(steps, min(self.k2 - self.k1 + 1, len(steps)))
 
-    def _recompute(self, steps, window):
+    def _rerun(self, steps, window):
         """The forward over the `window` newest steps again, oldest first, with the current
         weights: from the state that entered the oldest as stored (its resets applied), with the
         steps' own inputs, resets and dropout masks. Replaces each step's caches, head input and
         output (new arrays: `train`'s outputs keep the first forward's), and the carried state."""
         P, L = self.model.parameter_views, self.model.num_layers
-        state = None  # per layer, the state leaving the step recomputed last
+        state = None  # per layer, the state leaving the step rerun last
         for s in steps[len(steps) - window:]:
             inp, layers = s.layers[0].inp, []
             for k in range(L):
@@ -828,7 +835,7 @@ class ReferenceEngine:
         self._state = state
         self._fresh_from = steps[len(steps) - window].index
 
-    def _backward_unnormalised(self, steps, r, weight):
+    def _backward(self, steps, r, weight):
         """Phase 1: into the buffer, the gradient of s·Σ w·loss, then s·Σ w·loss and s·Σ w. s is
         a power of two (exact: the normalised result does not depend on it) near 1 / Σ w, chosen
         from a weight sum every process knows: `weight` (this update's own) with one process, the
@@ -843,15 +850,13 @@ class ReferenceEngine:
         if weight > 0:  # else no loss here: the gradient is zero
             loss_sum, weight_sum, douts = self._loss(steps[len(steps) - r:], scale)
             sums[...] = loss_sum, weight_sum
-            self._backward(steps, douts, self._views(grad))
+            self._backward_window(steps, douts, self._views(grad))
         return scale
 
-    def _step_phase(self, steps, scale):
-        """Phase 3, from the (reduced) buffer: normalise by Σ w, check, clip, optimiser step."""
-        grad, (loss_sum, weight_sum) = self._buffer[:-2], self._buffer[-2:]
-        if weight_sum == 0:
-            return None
-        self._last_weight_sum = float(weight_sum) / scale
+    def _apply(self, loss_sum, weight_sum):
+        """Phase 3, from the (reduced) buffer, Σ w > 0: normalise by Σ w, check, clip, optimiser
+        step. Returns the loss."""
+        grad = self._buffer[:-2]
         loss = loss_sum / weight_sum
         grad /= weight_sum
         if not np.isfinite(loss):
@@ -860,8 +865,6 @@ class ReferenceEngine:
             G = self._views(grad)
             bad = next(name for name, g in G.items() if not np.isfinite(g).all())
             self._diverge(f"the gradient of {bad!r} is not finite")
-
-        self._add_to_horizon(min(self.k2, len(steps)), float(weight_sum))
         if self.clip_norm is not None:
             grad = self._clip(grad)
         self._optimizer_step(grad)
@@ -891,7 +894,7 @@ class ReferenceEngine:
             douts.append(np.where(carries[:, None], weight[:, None] * dout, 0))
         return loss, total, douts
 
-    def _backward(self, steps, douts, G):
+    def _backward_window(self, steps, douts, G):
         """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
         min(k2, len(steps)) newest steps; the state entering it is a constant."""
         P, L = self.model.parameter_views, self.model.num_layers
