@@ -223,23 +223,30 @@ class Engine {
     // call (B > 0).
     void state(T* h, T* carry) const;
 
-    // Everything besides the parameters that the next steps depend on: for exact resumption.
+    // Everything besides the parameters that the next steps depend on, for exact resumption, in
+    // the schema both backends share (python/tbptt/_snapshot.py has every entry): named counters,
+    // the n <= max(k1, k2) time steps held, oldest first, and the r = pending newest of them.
+    // K = (gates + extra) * H values per row when the cell keeps its gates (else 0), C = carried * H,
+    // Y = target values per position (0 for class ids), P = parameters.
     struct Snapshot {
-        // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps, fresh_from
-        Buffer<int64_t> counters;
-        Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps, Σ w of the last update
-        Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
-        Buffer<int64_t> ids;
-        // The pending steps' outputs, targets (values or classes, by the loss) and loss weights,
-        // [k1][B][...] like dy. Empty in files from before they were kept: then the outputs are
-        // computed again from the window, the targets are unknown (weights NaN) and the engine
-        // cannot rerun.
-        Buffer<T> outputs, values, weights;
-        Buffer<int64_t> classes;
-        Buffer<uint8_t> resets, any_reset;
+        int64_t num_streams = 0, steps = 0, pending = 0, updates = 0, optimizer_steps = 0;
+        int64_t fresh_from = 0;  // the oldest step held as the current weights compute it
+        int64_t held = 0;        // n
+        bool tokens = false, reset_next = false;
+        double loss_sum = 0.0, weight_sum = 0.0;  // Σ w·loss, Σ w of the pending steps
+        double last_weight_sum = 0.0;             // Σ w of the last update, over every process
+        Buffer<T> x;                 // [n][B][I] layer 0's features (empty for token ids)
+        Buffer<int64_t> ids;         // [n][B] layer 0's token ids (empty for features)
+        Buffer<uint8_t> reset;       // [n][B] the state was zeroed before that step
+        Buffer<T> gates, h, carry;   // [n][L][B][K], [n][L][B][H], [n][L][B][C]
+        Buffer<T> h_in, carry_in;    // [L][B][H], [L][B][C] entering the oldest, resets applied
+        Buffer<T> outputs, dy;       // [r][B][O]
+        Buffer<T> values, weights;   // [r][B][Y], [r][B] (weights NaN: the targets are unknown)
+        Buffer<int64_t> classes;     // [r][B] (cross-entropy; else empty)
+        Buffer<T> first_moment, second_moment;  // [P] each, zeros where the optimiser keeps none
     };
     Snapshot snapshot() const;
-    void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
+    void restore(const Snapshot& snapshot);  // throws InvalidArgument naming what does not fit
 
     // The gradient horizon: Σ over updates of ||dL/dh|| and ||dL/dcarry|| (all streams) of each
     // layer j = 0 .. k2-1 steps back from the update's newest step, [2][L][k2] (dh, then dcarry:

@@ -90,3 +90,20 @@ def test_a_schema2_trainer_resumes_as_it_did(name, writer, target):
     np.testing.assert_allclose([v for v in losses if v is not None], old["losses"], rtol=1e-12)
     np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12,
                                atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_a_schema2_pickle_unpickles_and_goes_on_as_it_did(backend):
+    """A trainer pickled by that version (its snapshot in schema 2) unpickles through the same
+    conversion as a file, and continues as that version's file did."""
+    import pickle
+
+    with open(DATA / f"gru_trainer_schema2_{backend}.pickle", "rb") as f:
+        trainer = pickle.load(f)
+    assert trainer.backend == backend and trainer.pending_steps == 2
+    x, y = schema2_data("gru")
+    losses = list(trainer.train(x[17:], y[17:])) + [trainer.flush()]
+    old = schema2_continued()[f"gru_{backend}_{backend}"]
+    np.testing.assert_allclose([v for v in losses if v is not None], old["losses"], rtol=1e-12)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12,
+                               atol=1e-15)

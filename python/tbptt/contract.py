@@ -141,6 +141,7 @@ class Engine(Protocol):
 
     def restore(self, snapshot: Snapshot) -> None:
         """Take a snapshot of an engine of the same model, k1, k2, loss and optimiser, written
-        by either backend (or a file's older, backend-specific form). ValueError naming the
-        entry that does not fit; the engine is unchanged then."""
+        by either backend, in the current schema (older files' forms are converted at load,
+        `tbptt._old_files`). ValueError naming the entry that does not fit; the engine is
+        unchanged then."""
         ...
