@@ -75,12 +75,16 @@ py::array scalar(V v) {
 template <typename V>
 py::array shaped(const Buffer<V>& v, std::vector<py::ssize_t> shape) {
     py::array_t<V> a(shape);
-    if (size_t(a.size()) != v.size()) throw std::logic_error("snapshot: an entry's size does not fit");
+    if (size_t(a.size()) != v.size())
+        throw std::logic_error("snapshot: an entry's size does not fit its shape");
     std::copy(v.begin(), v.end(), a.mutable_data());
     return a;
 }
 
-int64_t integer(const py::handle& h) { return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>(); }
+// A named scalar of a snapshot: a 0-d array, a NumPy scalar or a Python number.
+int64_t integer(const py::handle& h) {
+    return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
+}
 
 template <typename V>
 Buffer<V> from_array(const py::handle& h) {
@@ -303,13 +307,15 @@ struct PyEngine {
         d["window/reset"] = shaped(s.reset, {n, B}).attr("astype")("bool");
         d["window/gates"] = shaped(s.gates, {n, L, B, K});
         d["window/h"] = shaped(s.h, {n, L, B, H}), d["window/c"] = shaped(s.carry, {n, L, B, C});
-        d["window/h_in"] = shaped(s.h_in, {L, B, H}), d["window/c_in"] = shaped(s.carry_in, {L, B, C});
+        d["window/h_in"] = shaped(s.h_in, {L, B, H});
+        d["window/c_in"] = shaped(s.carry_in, {L, B, C});
         d["pending/out"] = shaped(s.outputs, {r, B, O}), d["pending/dy"] = shaped(s.dy, {r, B, O});
         const py::ssize_t Y = target_values(engine->loss(), m.O);
         d["pending/y"] = loss_traits(engine->loss()).classes ? shaped(s.classes, {r, B})
                                                              : shaped(s.values, {r, B, Y});
         d["pending/w"] = shaped(s.weights, {r, B});
-        d["optimizer/m"] = shaped(s.first_moment, {P}), d["optimizer/v"] = shaped(s.second_moment, {P});
+        d["optimizer/m"] = shaped(s.first_moment, {P});
+        d["optimizer/v"] = shaped(s.second_moment, {P});
         return d;
     }
 
@@ -321,11 +327,13 @@ struct PyEngine {
             s.num_streams = integer(d["num_streams"]), s.tokens = integer(d["tokens"]) != 0;
             s.steps = integer(d["steps"]), s.pending = integer(d["pending"]);
             s.updates = integer(d["updates"]), s.reset_next = integer(d["reset_next"]) != 0;
-            s.optimizer_steps = integer(d["optimizer_steps"]), s.fresh_from = integer(d["fresh_from"]);
+            s.optimizer_steps = integer(d["optimizer_steps"]);
+            s.fresh_from = integer(d["fresh_from"]);
             s.loss_sum = py::float_(d["loss_sum"]), s.weight_sum = py::float_(d["weight_sum"]);
             s.last_weight_sum = py::float_(d["last_weight_sum"]);
             const py::array h = py::array::ensure(d["window/h"]);
-            if (!h || h.ndim() != 4) throw py::value_error("engine state: window/h must be (n, L, B, H)");
+            if (!h || h.ndim() != 4)
+                throw py::value_error("engine state: window/h must be (n, L, B, H)");
             s.held = h.shape(0);
             if (s.tokens) s.ids = from_array<int64_t>(d["window/x"]);
             else s.x = from_array<T>(d["window/x"]);
@@ -334,8 +342,10 @@ struct PyEngine {
             s.carry = from_array<T>(d["window/c"]);
             s.h_in = from_array<T>(d["window/h_in"]), s.carry_in = from_array<T>(d["window/c_in"]);
             s.outputs = from_array<T>(d["pending/out"]), s.dy = from_array<T>(d["pending/dy"]);
-            if (loss_traits(engine->loss()).classes) s.classes = from_array<int64_t>(d["pending/y"]);
-            else s.values = from_array<T>(d["pending/y"]);
+            if (loss_traits(engine->loss()).classes)
+                s.classes = from_array<int64_t>(d["pending/y"]);
+            else
+                s.values = from_array<T>(d["pending/y"]);
             s.weights = from_array<T>(d["pending/w"]);
             s.first_moment = from_array<T>(d["optimizer/m"]);
             s.second_moment = from_array<T>(d["optimizer/v"]);
@@ -687,7 +697,8 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
         const CellTraits traits = cell_traits(name);
         py::dict d;
         d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
-        d["separate_recurrence"] = traits.separate_recurrence, d["keeps_gates"] = traits.keeps_gates;
+        d["separate_recurrence"] = traits.separate_recurrence;
+        d["keeps_gates"] = traits.keeps_gates;
         return d;
     }, py::arg("name"));
     // The core's facts of a loss (tbptt/losses.py holds the same; tests/test_cells.py compares

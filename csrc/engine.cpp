@@ -334,6 +334,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
+    const int Y = target_values(config_.loss, m.O);  // target values per position
     // The schedule: runs of time steps, each up to the next update, the end of the call or the
     // end of the ring. The tuner wraps each run and its update: it picks their thread count (the
     // results do not depend on it, threads.h) and times them.
@@ -342,7 +343,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
                                              int64_t(stack_.window.contiguous_from(step_))}));
         const size_t row0 = size_t(done) * B;
         tuner_.run(most, n, [&] {
-            forward_run(n, in.from_row(row0, m.I), targets.from_row(row0, target_values(config_.loss, m.O)),
+            forward_run(n, in.from_row(row0, m.I), targets.from_row(row0, Y),
                         resets ? resets + row0 : nullptr, outputs ? outputs + row0 * m.O : nullptr);
             double loss;
             if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
@@ -486,8 +487,8 @@ template <typename T>
 void Engine<T>::apply(double loss, double weight_sum, int r) {
     const int64_t n = config_.shape.num_params();
     T* grad = buffer_.data();
-    // Normalising is folded into the optimiser step's scale (no pass over the gradient of its own: that
-    // pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
+    // Normalising is folded into the optimiser step's scale (no pass over the gradient of its
+    // own: that pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
     // should 1 / weight_sum leave T's normal range, divide the gradient itself.
     normaliser_ = 1.0 / weight_sum;
     if (!std::isnormal(T(normaliser_))) {
@@ -693,8 +694,9 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     s.fresh_from = fresh_from_;
     s.loss_sum = loss_sum_, s.weight_sum = weight_sum_, s.last_weight_sum = last_weight_sum_;
     const size_t P = size_t(m.num_params());
-    s.first_moment = optimizer_.first_moment.empty() ? Buffer<T>(P, T(0)) : optimizer_.first_moment;
-    s.second_moment = optimizer_.second_moment.empty() ? Buffer<T>(P, T(0)) : optimizer_.second_moment;
+    const Optimizer<T>& o = optimizer_;  // zeros for the moments it does not keep
+    s.first_moment = o.first_moment.empty() ? Buffer<T>(P, T(0)) : o.first_moment;
+    s.second_moment = o.second_moment.empty() ? Buffer<T>(P, T(0)) : o.second_moment;
     if (B_ == 0) return s;
 
     const size_t B = size_t(B_), L = size_t(m.L), H = size_t(m.H), G = size_t(w.G),
@@ -732,7 +734,8 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
             for (size_t b = 0; b < B; ++b) {
                 if (reset[b]) continue;
                 std::copy_n(w.h.data() + (from + b) * H, H, s.h_in.data() + (l * B + b) * H);
-                std::copy_n(w.carry.data() + (from + b) * C, C, s.carry_in.data() + (l * B + b) * C);
+                std::copy_n(w.carry.data() + (from + b) * C, C,
+                            s.carry_in.data() + (l * B + b) * C);
             }
         }
     }
@@ -752,7 +755,8 @@ void Engine<T>::restore(const Snapshot& s) {
     const ModelShape& m = config_.shape;
     const int64_t capacity = std::max(config_.k1, config_.k2);
     const int64_t n = s.held, r = s.pending;
-    if (s.num_streams < 0 || n < 0 || r < 0 || s.steps < n || s.updates < 0 || s.optimizer_steps < 0)
+    if (s.num_streams < 0 || n < 0 || r < 0 || s.steps < n || s.updates < 0 ||
+        s.optimizer_steps < 0)
         throw InvalidArgument("engine state: a counter is negative");
     if (n > capacity) throw InvalidArgument("engine state: more steps held than max(k1, k2)");
     if (r >= config_.k1 || r > n) throw InvalidArgument("engine state: pending steps out of range");
@@ -762,9 +766,10 @@ void Engine<T>::restore(const Snapshot& s) {
         throw InvalidArgument("engine state: fresh_from is not among the steps held");
     Engine<T> fresh(config_, params_);
     if (s.num_streams > 0) fresh.allocate(int(s.num_streams), s.tokens);
+    const Window<T>& fw = fresh.stack_.window;
     const size_t B = size_t(s.num_streams), L = size_t(m.L), H = size_t(m.H), I = size_t(m.I),
-                 O = size_t(m.O), G = size_t(fresh.stack_.window.G), E = size_t(fresh.stack_.window.E),
-                 C = size_t(fresh.stack_.window.C), P = size_t(m.num_params());
+                 O = size_t(m.O), G = size_t(fw.G), E = size_t(fw.E), C = size_t(fw.C),
+                 P = size_t(m.num_params());
     const size_t K = fresh.stack_.cell().traits.keeps_gates ? G + E : 0;
     const bool classes = loss_traits(config_.loss).classes;
     const size_t Y = size_t(target_values(config_.loss, m.O)), held = size_t(n) * B,

@@ -226,8 +226,8 @@ class Engine {
     // Everything besides the parameters that the next steps depend on, for exact resumption, in
     // the schema both backends share (python/tbptt/_snapshot.py has every entry): named counters,
     // the n <= max(k1, k2) time steps held, oldest first, and the r = pending newest of them.
-    // K = (gates + extra) * H values per row when the cell keeps its gates (else 0), C = carried * H,
-    // Y = target values per position (0 for class ids), P = parameters.
+    // K = (gates + extra) * H values per row when the cell keeps its gates (else 0),
+    // C = carried * H, Y = target values per position (0 for class ids), P = parameters.
     struct Snapshot {
         int64_t num_streams = 0, steps = 0, pending = 0, updates = 0, optimizer_steps = 0;
         int64_t fresh_from = 0;  // the oldest step held as the current weights compute it
