@@ -350,6 +350,23 @@ def test_restore_rejects_what_does_not_fit(backend):
 
 
 @pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
+def test_the_compiled_engine_checks_a_snapshot_itself():
+    """The adapter checks a snapshot against the schema first; the core checks every size again
+    (nothing unchecked reaches the engine), naming the entry, and changes nothing."""
+    t = _trained("cpp")
+    good = t.engine.snapshot()
+    core = t.engine._engine
+    assert good["pending"] > 0
+    for key, bad in [("window/c", good["window/c"][..., :-1]),
+                     ("optimizer/v", good["optimizer/v"][:-1]),
+                     ("pending/dy", good["pending/dy"].ravel()[:-1]),
+                     ("fresh_from", np.array(int(good["steps"]) + 1, np.int64))]:
+        with pytest.raises(ValueError, match=key):
+            core.restore({**good, key: bad})
+    assert_same_snapshot(good, t.engine.snapshot())
+
+
+@pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
 def test_both_backends_write_the_same_schema():
     """The same training in either backend gives a snapshot with the same entries, shapes and
     dtypes, and values that agree to rounding."""
