@@ -63,6 +63,29 @@ py::array to_array(const Buffer<V>& v) {
     return a;
 }
 
+// A 0-d array: a snapshot's named scalar.
+template <typename V>
+py::array scalar(V v) {
+    py::array_t<V> a(std::vector<py::ssize_t>{});
+    *a.mutable_data() = v;
+    return a;
+}
+
+// v as an array of `shape` (the caller's sizes match v's).
+template <typename V>
+py::array shaped(const Buffer<V>& v, std::vector<py::ssize_t> shape) {
+    py::array_t<V> a(shape);
+    if (size_t(a.size()) != v.size())
+        throw std::logic_error("snapshot: an entry's size does not fit its shape");
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+// A named scalar of a snapshot: a 0-d array, a NumPy scalar or a Python number.
+int64_t integer(const py::handle& h) {
+    return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
+}
+
 template <typename V>
 Buffer<V> from_array(const py::handle& h) {
     auto a = py::array_t<V, py::array::c_style | py::array::forcecast>::ensure(h);
@@ -264,40 +287,68 @@ struct PyEngine {
         return state_tuple(h, carry, cell);
     }
 
-    // The engine's state as named arrays (for trainer checkpoints), and back.
+    // The engine's state in the snapshot schema (python/tbptt/_snapshot.py lists the entries;
+    // the adapter adds "schema" and "cell"): named scalars (0-d arrays) and arrays, and back.
     py::dict snapshot() const {
         const typename Engine<T>::Snapshot s = engine->snapshot();
+        const ModelShape& m = engine->shape();
+        const CellTraits& cell = engine->cell();
+        const py::ssize_t n = s.held, B = s.num_streams, r = s.pending, L = m.L, H = m.H;
+        const py::ssize_t K = cell.keeps_gates ? (cell.gates + cell.extra) * H : 0,
+                          C = cell.carried * H, O = m.O, P = m.num_params();
         py::dict d;
-        d["counters"] = to_array(s.counters);
-        d["sums"] = to_array(s.sums);
-        d["dy"] = to_array(s.dy), d["x"] = to_array(s.x), d["ids"] = to_array(s.ids);
-        d["outputs"] = to_array(s.outputs), d["values"] = to_array(s.values);
-        d["classes"] = to_array(s.classes), d["weights"] = to_array(s.weights);
-        d["gates"] = to_array(s.gates), d["extra"] = to_array(s.extra);
-        d["carry"] = to_array(s.carry), d["h"] = to_array(s.h);
-        d["resets"] = to_array(s.resets), d["any_reset"] = to_array(s.any_reset);
-        d["first_moment"] = to_array(s.first_moment), d["second_moment"] = to_array(s.second_moment);
+        d["num_streams"] = scalar(s.num_streams), d["tokens"] = scalar(s.tokens);
+        d["steps"] = scalar(s.steps), d["pending"] = scalar(s.pending);
+        d["updates"] = scalar(s.updates), d["reset_next"] = scalar(s.reset_next);
+        d["optimizer_steps"] = scalar(s.optimizer_steps), d["fresh_from"] = scalar(s.fresh_from);
+        d["loss_sum"] = scalar(s.loss_sum), d["weight_sum"] = scalar(s.weight_sum);
+        d["last_weight_sum"] = scalar(s.last_weight_sum);
+        d["window/x"] = s.tokens ? shaped(s.ids, {n, B}) : shaped(s.x, {n, B, m.I});
+        d["window/reset"] = shaped(s.reset, {n, B}).attr("astype")("bool");
+        d["window/gates"] = shaped(s.gates, {n, L, B, K});
+        d["window/h"] = shaped(s.h, {n, L, B, H}), d["window/c"] = shaped(s.carry, {n, L, B, C});
+        d["window/h_in"] = shaped(s.h_in, {L, B, H});
+        d["window/c_in"] = shaped(s.carry_in, {L, B, C});
+        d["pending/out"] = shaped(s.outputs, {r, B, O}), d["pending/dy"] = shaped(s.dy, {r, B, O});
+        const py::ssize_t Y = target_values(engine->loss(), m.O);
+        d["pending/y"] = loss_traits(engine->loss()).classes ? shaped(s.classes, {r, B})
+                                                             : shaped(s.values, {r, B, Y});
+        d["pending/w"] = shaped(s.weights, {r, B});
+        d["optimizer/m"] = shaped(s.first_moment, {P});
+        d["optimizer/v"] = shaped(s.second_moment, {P});
         return d;
     }
 
+    // The caller (tbptt.engine) has checked the entries against the schema; sizes are checked
+    // again here, so nothing unchecked reaches the engine.
     void restore(const py::dict& d) {
         typename Engine<T>::Snapshot s;
         try {
-            s.counters = from_array<int64_t>(d["counters"]);
-            s.sums = from_array<double>(d["sums"]);
-            s.dy = from_array<T>(d["dy"]), s.x = from_array<T>(d["x"]), s.ids = from_array<int64_t>(d["ids"]);
-            s.gates = from_array<T>(d["gates"]), s.h = from_array<T>(d["h"]);
-            // LSTM trainer files written before cells existed call the carried state "c" and
-            // keep nothing extra.
-            s.carry = from_array<T>(d.contains("carry") ? d["carry"] : d["c"]);
-            if (d.contains("extra")) s.extra = from_array<T>(d["extra"]);
-            if (d.contains("weights")) {  // files from before the engine kept its targets: not
-                s.outputs = from_array<T>(d["outputs"]), s.values = from_array<T>(d["values"]);
-                s.classes = from_array<int64_t>(d["classes"]), s.weights = from_array<T>(d["weights"]);
-            }
-            s.resets = from_array<uint8_t>(d["resets"]), s.any_reset = from_array<uint8_t>(d["any_reset"]);
-            s.first_moment = from_array<T>(d["first_moment"]);
-            s.second_moment = from_array<T>(d["second_moment"]);
+            s.num_streams = integer(d["num_streams"]), s.tokens = integer(d["tokens"]) != 0;
+            s.steps = integer(d["steps"]), s.pending = integer(d["pending"]);
+            s.updates = integer(d["updates"]), s.reset_next = integer(d["reset_next"]) != 0;
+            s.optimizer_steps = integer(d["optimizer_steps"]);
+            s.fresh_from = integer(d["fresh_from"]);
+            s.loss_sum = py::float_(d["loss_sum"]), s.weight_sum = py::float_(d["weight_sum"]);
+            s.last_weight_sum = py::float_(d["last_weight_sum"]);
+            const py::array h = py::array::ensure(d["window/h"]);
+            if (!h || h.ndim() != 4)
+                throw py::value_error("engine state: window/h must be (n, L, B, H)");
+            s.held = h.shape(0);
+            if (s.tokens) s.ids = from_array<int64_t>(d["window/x"]);
+            else s.x = from_array<T>(d["window/x"]);
+            s.reset = from_array<uint8_t>(d["window/reset"]);
+            s.gates = from_array<T>(d["window/gates"]), s.h = from_array<T>(h);
+            s.carry = from_array<T>(d["window/c"]);
+            s.h_in = from_array<T>(d["window/h_in"]), s.carry_in = from_array<T>(d["window/c_in"]);
+            s.outputs = from_array<T>(d["pending/out"]), s.dy = from_array<T>(d["pending/dy"]);
+            if (loss_traits(engine->loss()).classes)
+                s.classes = from_array<int64_t>(d["pending/y"]);
+            else
+                s.values = from_array<T>(d["pending/y"]);
+            s.weights = from_array<T>(d["pending/w"]);
+            s.first_moment = from_array<T>(d["optimizer/m"]);
+            s.second_moment = from_array<T>(d["optimizer/v"]);
         } catch (py::error_already_set& e) {
             throw py::value_error(std::string("engine state is incomplete: ") + e.what());
         }
@@ -311,7 +362,7 @@ struct PyEngine {
     }
 
     // Data-parallel training: `reduce()` (a Python callable, no arguments) is called between
-    // backward and step of every update, with the GIL, to all-reduce reduce_buffer() in place.
+    // backward and apply of every update, with the GIL, to all-reduce reduce_buffer() in place.
     // None: one process. The engine holds a plain pointer to this object, which owns the callable.
     void set_reduce(py::object reduce) {
         reduce_fn = std::move(reduce);
@@ -647,6 +698,7 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
         py::dict d;
         d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
         d["separate_recurrence"] = traits.separate_recurrence;
+        d["keeps_gates"] = traits.keeps_gates;
         return d;
     }, py::arg("name"));
     // The core's facts of a loss (tbptt/losses.py holds the same; tests/test_cells.py compares

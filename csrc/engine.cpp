@@ -11,7 +11,6 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -294,35 +293,36 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
                            classes_.empty() ? nullptr : classes_.data() + at, w, rows, m.O, &weight_sum_);
 }
 
-// Every layer again over steps [a, step_) with the current (prepared) weights, from the stored
-// state entering step a: afterwards they are the current weights' (fresh_from_ = a).
+// The rerun: every layer again over time steps [from, step_) with the current (prepared) weights,
+// from the stored state entering step `from`: afterwards they are the current weights'
+// (fresh_from_ = from).
 template <typename T>
-void Engine<T>::run_again(int64_t a) {
-    stack_.window.for_runs(a, step_, [&](int64_t s, int n) { stack_.run(s, n); });
-    fresh_from_ = a;
+void Engine<T>::rerun(int64_t from) {
+    stack_.window.for_runs(from, step_, [&](int64_t s, int n) { stack_.run(s, n); });
+    fresh_from_ = from;
 }
 
-// recompute: an update whose window [a, t] reaches into steps computed with older weights (one
-// that comes before the k1 steps the last rerun prepared for) runs it again first, then the r
-// pending steps' loss from it.
+// Phase 0 of an update (recompute only): a window [a, t] that reaches into time steps computed
+// with older weights (before the steps the last rerun prepared for, as after a flush) is rerun
+// first, then the r pending steps' loss from it.
 template <typename T>
-void Engine<T>::recompute_window(int r) {
+void Engine<T>::rerun_stale_window(int r) {
     const int64_t a = std::max(step_ - config_.k2, stack_.first_valid);
     if (!config_.recompute || a >= fresh_from_) return;
-    run_again(a);
+    rerun(a);
     loss_sum_ = weight_sum_ = 0.0;
     stack_.window.for_runs(step_ - r, step_, [&](int64_t s, int n) {
         accumulate_loss(s, n, int(s - (step_ - r)));
     });
 }
 
-// recompute, after a step changed the weights: the steps the next update's window will read,
-// from the one whose state enters it, again with the new weights (nothing when k2 <= k1).
+// recompute, after an optimiser step changed the weights: the time steps the next update's window
+// will read, from the one whose state enters it, rerun with the new weights (none when k2 <= k1).
 template <typename T>
 void Engine<T>::rerun_for_next_update() {
-    fresh_from_ = step_;  // no step computed with the new weights yet
+    fresh_from_ = step_;  // no time step computed with the new weights yet
     if (!config_.recompute || config_.k2 <= config_.k1) return;
-    run_again(std::max(step_ - 1 + config_.k1 - config_.k2, stack_.first_valid));
+    rerun(std::max(step_ - 1 + config_.k1 - config_.k2, stack_.first_valid));
 }
 
 template <typename T>
@@ -334,28 +334,38 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
-    int64_t done = 0;
-    while (done < steps) {
+    const int Y = target_values(config_.loss, m.O);  // target values per position
+    // The schedule: runs of time steps, each up to the next update, the end of the call or the
+    // end of the ring. The tuner wraps each run and its update: it picks their thread count (the
+    // results do not depend on it, threads.h) and times them.
+    for (int64_t done = 0; done < steps;) {
         const int n = int(std::min<int64_t>({int64_t(config_.k1 - pending_), steps - done,
                                              int64_t(stack_.window.contiguous_from(step_))}));
-        const int used = tuner_.choose(most);  // the results do not depend on it (threads.h)
-        use_threads(used);
-        using Clock = std::chrono::steady_clock;
-        const auto start = most > 1 ? Clock::now() : Clock::time_point{};  // timed if it may change
         const size_t row0 = size_t(done) * B;
-        stack_.forward(step_, n, in.from_row(row0, m.I), resets ? resets + row0 : nullptr, reset_next_);
-        reset_next_ = false;
-        keep_targets(pending_, n, targets.from_row(row0, target_values(config_.loss, m.O)));
-        accumulate_loss(step_, n, pending_);
-        const T* computed = outputs_.data() + size_t(pending_) * B * m.O;
-        if (outputs) std::copy(computed, computed + size_t(n) * B * m.O, outputs + row0 * m.O);
-        step_ += n;
-        pending_ += n;
+        tuner_.run(most, n, [&] {
+            forward_run(n, in.from_row(row0, m.I), targets.from_row(row0, Y),
+                        resets ? resets + row0 : nullptr, outputs ? outputs + row0 * m.O : nullptr);
+            double loss;
+            if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
+        });
         done += n;
-        double loss;
-        if (pending_ == config_.k1 && update(&loss)) losses->push_back(loss);
-        if (most > 1) tuner_.record(used, std::chrono::duration<double>(Clock::now() - start).count(), n);
     }
+}
+
+// A run of n time steps from step_: their forward, their targets kept and their loss terms added
+// to the pending ones, their outputs copied out if asked.
+template <typename T>
+void Engine<T>::forward_run(int n, const Inputs<T>& in, const Targets<T>& targets,
+                            const uint8_t* resets, T* outputs) {
+    const int O = config_.shape.O;
+    stack_.forward(step_, n, in, resets, reset_next_);
+    reset_next_ = false;
+    keep_targets(pending_, n, targets);
+    accumulate_loss(step_, n, pending_);
+    const T* computed = outputs_.data() + size_t(pending_) * B_ * O;
+    if (outputs) std::copy(computed, computed + size_t(n) * B_ * O, outputs);
+    step_ += n;
+    pending_ += n;
 }
 
 template <typename T>
@@ -393,37 +403,45 @@ bool Engine<T>::flush(double* loss) {
     return update(loss);
 }
 
-// The update in phases: where processes meet is the reduce between backward and step.
+// The update, in phases, each one job: (rerun_stale_window) -> backward -> reduce -> apply ->
+// after_apply. Processes meet at the reduce, between backward and apply.
 template <typename T>
 bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
-    recompute_window(r);  // before the early return: every process decides alike
+    rerun_stale_window(r);  // before the early return: every process decides alike
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
         return false;
     }
-    const double s = backward_unnormalised(r);
+    const double s = backward(r);
     try {
         reduce();
     } catch (...) {
         drop_pending();
         throw;
     }
-    return step(loss, r, s);
+    const double weight_sum = weight_sum_;  // over every process now
+    *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
+    loss_sum_ = weight_sum_ = 0.0;
+    if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
+    last_weight_sum_ = weight_sum / s;
+    apply(*loss, weight_sum, r);
+    after_apply(weight_sum);
+    return true;
 }
 
 // Phase 1: the gradient of s·Σ w·loss (dy = s·w·dloss/dy) and the sums s·Σ w·loss, s·Σ w, for a
 // scale s every process knows before its backward:
-// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and the step
+// - one process: s = 1 / Σ w of this update, so the gradient comes out normalised and apply
 //   needs no scaling of its own (the same bits as before the update had phases);
 // - data-parallel: a power of two near 1 / (the last update's global Σ w; 1 for the first).
 //   Scaling by a power of two is exact: the normalised result does not depend on it, but it keeps
 //   dy near w / Σ w, away from overflow (weights of 1e30 in float32) and from subnormals
 //   (weights of 1e-38). Returns s.
 template <typename T>
-double Engine<T>::backward_unnormalised(int r) {
+double Engine<T>::backward(int r) {
     const ModelShape& m = config_.shape;
     T* grad = buffer_.data();
     std::fill(grad, grad + m.num_params(), T(0));
@@ -434,7 +452,7 @@ double Engine<T>::backward_unnormalised(int r) {
         dy /= T(weight_sum_);
         loss_sum_ /= weight_sum_;
         weight_sum_ = 1.0;
-        backward(step_ - r);
+        backward_window(step_ - r);
         return s;
     }
     int exponent = 0;
@@ -446,7 +464,7 @@ double Engine<T>::backward_unnormalised(int r) {
     weight_sum_ *= s;
     if (weight_sum_ == 0.0) return s;  // no loss on this process: its gradient is zero
     dy *= T(s);
-    backward(step_ - r);
+    backward_window(step_ - r);
     return s;
 }
 
@@ -462,19 +480,15 @@ void Engine<T>::reduce() {
     loss_sum_ = double(sums[0]), weight_sum_ = double(sums[1]);
 }
 
-// Phase 3: normalise by Σ w, check finiteness, clip by the global norm, optimiser step. Every
-// input is the reduced buffer, so every process decides alike (a divergence raises everywhere).
+// Phase 3: the reduced buffer into a change of the parameters: normalise by Σ w (> 0), check
+// finiteness, clip by the global norm, optimiser step. Every input is the reduced buffer, so every
+// process decides alike (a divergence raises everywhere).
 template <typename T>
-bool Engine<T>::step(double* loss, int r, double s) {
-    const double weight_sum = weight_sum_;
-    *loss = loss_sum_ / (weight_sum > 0 ? weight_sum : 1.0);
-    loss_sum_ = weight_sum_ = 0.0;
-    if (weight_sum == 0.0) return false;  // counts for the schedule; nothing to learn from
-    last_weight_sum_ = weight_sum / s;
+void Engine<T>::apply(double loss, double weight_sum, int r) {
     const int64_t n = config_.shape.num_params();
     T* grad = buffer_.data();
-    // Normalising is folded into the step's scale (no pass over the gradient of its own: that
-    // pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
+    // Normalising is folded into the optimiser step's scale (no pass over the gradient of its
+    // own: that pass cost 5-10% of an update of a small model with k1 = 1). s keeps weight_sum near 1, but
     // should 1 / weight_sum leave T's normal range, divide the gradient itself.
     normaliser_ = 1.0 / weight_sum;
     if (!std::isnormal(T(normaliser_))) {
@@ -484,22 +498,28 @@ bool Engine<T>::step(double* loss, int r, double s) {
 
     const double norm = global_norm(grad, n) * normaliser_;
     // Finite in the model's dtype: a float32 loss of 1e50 is as diverged as an inf.
-    if (!std::isfinite(T(*loss)) || !std::isfinite(T(norm))) {
+    if (!std::isfinite(T(loss)) || !std::isfinite(T(norm))) {
         drop_pending();
         std::ostringstream message;
         message << "update " << updates_ << " (steps " << step_ - r + 1 << ".." << step_
-                << ") is not finite: loss = " << *loss << ", gradient norm = " << norm
+                << ") is not finite: loss = " << loss << ", gradient norm = " << norm
                 << ". It was not applied: the parameters are those of the last good update, its "
                    "steps were dropped and every stream's state was reset. Lower the learning "
                    "rate or set clip_norm, then go on.";
         throw Divergence(message.str());
     }
-    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
     const double clip = config_.clip_norm > 0 ? clip_scale(norm, config_.clip_norm) : 1.0;
     optimizer_.step(params_, grad, T(clip * normaliser_));
+}
+
+// Phase 4: what follows a change of the parameters: the update's share of the gradient horizon,
+// the products' copies of the new weights, and (recompute) the rerun of the time steps the next
+// update will read.
+template <typename T>
+void Engine<T>::after_apply(double weight_sum) {
+    add_to_horizon(int(step_ - std::max(step_ - config_.k2, stack_.first_valid)), weight_sum);
     stack_.prepare(params_, /*with_backward=*/true);
     rerun_for_next_update();
-    return true;
 }
 
 template <typename T>
@@ -516,10 +536,11 @@ void Engine<T>::drop_pending() {
     loss_sum_ = weight_sum_ = 0.0;
 }
 
-// Gradient of the pending loss (steps first_loss_step .. step_-1, dy_ already normalised) with the
-// recurrence cut k2 steps back from the newest step t.
+// Phase 1's pass through the window: the gradient of the pending loss (time steps
+// first_loss_step .. step_-1, dy_ already scaled) with the recurrence cut k2 steps back from the
+// newest step t.
 template <typename T>
-void Engine<T>::backward(int64_t first_loss_step) {
+void Engine<T>::backward_window(int64_t first_loss_step) {
     const ModelShape& m = config_.shape;
     Window<T>& w = stack_.window;
     const int B = B_, H = m.H, O = m.O, G = m.G();
@@ -661,86 +682,174 @@ void Engine<T>::state(T* h, T* carry) const {
     stack_.state_after(step_ - 1, h, carry);
 }
 
+// The snapshot holds the window as the steps held, oldest first; the ring holds step s in slot
+// s % S. The oldest held step is the first valid one, or the oldest the ring still has.
 template <typename T>
 typename Engine<T>::Snapshot Engine<T>::snapshot() const {
-    Snapshot s;
+    const ModelShape& m = config_.shape;
     const Window<T>& w = stack_.window;
-    s.counters = {B_, tokens_, step_, stack_.first_valid, pending_, updates_, reset_next_, optimizer_.steps,
-                  fresh_from_};
-    s.sums = {loss_sum_, weight_sum_, last_weight_sum_};
-    s.dy = dy_;
-    s.outputs = outputs_, s.values = values_, s.classes = classes_, s.weights = weights_;
-    s.x = w.x, s.ids = w.ids, s.gates = w.gates, s.extra = w.extra, s.carry = w.carry, s.h = w.h;
-    s.resets = w.resets, s.any_reset = w.any_reset;
-    s.first_moment = optimizer_.first_moment, s.second_moment = optimizer_.second_moment;
+    Snapshot s;
+    s.num_streams = B_, s.tokens = tokens_, s.steps = step_, s.pending = pending_;
+    s.updates = updates_, s.reset_next = reset_next_, s.optimizer_steps = optimizer_.steps;
+    s.fresh_from = fresh_from_;
+    s.loss_sum = loss_sum_, s.weight_sum = weight_sum_, s.last_weight_sum = last_weight_sum_;
+    const size_t P = size_t(m.num_params());
+    const Optimizer<T>& o = optimizer_;  // zeros for the moments it does not keep
+    s.first_moment = o.first_moment.empty() ? Buffer<T>(P, T(0)) : o.first_moment;
+    s.second_moment = o.second_moment.empty() ? Buffer<T>(P, T(0)) : o.second_moment;
+    if (B_ == 0) return s;
+
+    const size_t B = size_t(B_), L = size_t(m.L), H = size_t(m.H), G = size_t(w.G),
+                 E = size_t(w.E), C = size_t(w.C), I = size_t(m.I);
+    const size_t K = stack_.cell().traits.keeps_gates ? G + E : 0;
+    const int64_t oldest = std::max(stack_.first_valid, step_ - (w.S - 1));
+    const size_t n = size_t(step_ - oldest);
+    s.held = int64_t(n);
+    if (tokens_) s.ids.resize(n * B);
+    else s.x.resize(n * B * I);
+    s.reset.resize(n * B);
+    s.gates.resize(n * L * B * K), s.h.resize(n * L * B * H), s.carry.resize(n * L * B * C);
+    for (size_t j = 0; j < n; ++j) {
+        const int64_t t = oldest + int64_t(j);
+        const size_t slot = size_t(w.slot(t));
+        if (tokens_) std::copy_n(w.ids.data() + slot * B, B, s.ids.data() + j * B);
+        else std::copy_n(w.x.data() + slot * B * I, B * I, s.x.data() + j * B * I);
+        std::copy_n(w.resets.data() + slot * B, B, s.reset.data() + j * B);
+        for (size_t l = 0; l < L; ++l) {
+            const size_t from = w.row(int(l), t), to = (j * L + l) * B;  // first rows of B
+            std::copy_n(w.h.data() + from * H, B * H, s.h.data() + to * H);
+            std::copy_n(w.carry.data() + from * C, B * C, s.carry.data() + to * C);
+            for (size_t b = 0; K && b < B; ++b) {  // each row: the gates, then the extra values
+                std::copy_n(w.gates.data() + (from + b) * G, G, s.gates.data() + (to + b) * K);
+                std::copy_n(w.extra.data() + (from + b) * E, E, s.gates.data() + (to + b) * K + G);
+            }
+        }
+    }
+    // The state entering the oldest held step, its resets applied: zeros when nothing precedes it.
+    s.h_in.assign(L * B * H, T(0)), s.carry_in.assign(L * B * C, T(0));
+    if (oldest > stack_.first_valid) {
+        const uint8_t* reset = w.resets.data() + size_t(w.slot(oldest)) * B;
+        for (size_t l = 0; l < L; ++l) {
+            const size_t from = w.row(int(l), oldest - 1);
+            for (size_t b = 0; b < B; ++b) {
+                if (reset[b]) continue;
+                std::copy_n(w.h.data() + (from + b) * H, H, s.h_in.data() + (l * B + b) * H);
+                std::copy_n(w.carry.data() + (from + b) * C, C,
+                            s.carry_in.data() + (l * B + b) * C);
+            }
+        }
+    }
+    // The pending rows of the k1 the engine keeps.
+    const size_t rows = size_t(pending_) * B, O = size_t(m.O),
+                 Y = size_t(target_values(config_.loss, m.O));
+    s.outputs.assign(outputs_.begin(), outputs_.begin() + rows * O);
+    s.dy.assign(dy_.begin(), dy_.begin() + rows * O);
+    s.values.assign(values_.begin(), values_.begin() + (values_.empty() ? 0 : rows * Y));
+    s.classes.assign(classes_.begin(), classes_.begin() + (classes_.empty() ? 0 : rows));
+    s.weights.assign(weights_.begin(), weights_.begin() + rows);
     return s;
 }
 
 template <typename T>
 void Engine<T>::restore(const Snapshot& s) {
-    // sums: files from before data-parallel training hold two (no last update's Σ w: 0).
-    // counters: files from before recompute hold eight (no fresh_from: the pending steps).
-    if ((s.counters.size() != 8 && s.counters.size() != 9) || (s.sums.size() != 2 && s.sums.size() != 3))
-        throw InvalidArgument("engine state: counters/sums have the wrong length");
+    const ModelShape& m = config_.shape;
+    const int64_t capacity = std::max(config_.k1, config_.k2);
+    const int64_t n = s.held, r = s.pending;
+    if (s.num_streams < 0 || n < 0 || r < 0 || s.steps < n || s.updates < 0 ||
+        s.optimizer_steps < 0)
+        throw InvalidArgument("engine state: a counter is negative");
+    if (n > capacity) throw InvalidArgument("engine state: more steps held than max(k1, k2)");
+    if (r >= config_.k1 || r > n) throw InvalidArgument("engine state: pending steps out of range");
+    if (s.num_streams == 0 && (n || s.updates || s.reset_next))
+        throw InvalidArgument("engine state: no streams (B = 0) but steps or updates are recorded");
+    if (s.fresh_from < s.steps - n || s.fresh_from > s.steps)
+        throw InvalidArgument("engine state: fresh_from is not among the steps held");
     Engine<T> fresh(config_, params_);
-    if (s.counters[0] > 0) fresh.allocate(int(s.counters[0]), s.counters[1] != 0);
+    if (s.num_streams > 0) fresh.allocate(int(s.num_streams), s.tokens);
+    const Window<T>& fw = fresh.stack_.window;
+    const size_t B = size_t(s.num_streams), L = size_t(m.L), H = size_t(m.H), I = size_t(m.I),
+                 O = size_t(m.O), G = size_t(fw.G), E = size_t(fw.E), C = size_t(fw.C),
+                 P = size_t(m.num_params());
+    const size_t K = fresh.stack_.cell().traits.keeps_gates ? G + E : 0;
+    const bool classes = loss_traits(config_.loss).classes;
+    const size_t Y = size_t(target_values(config_.loss, m.O)), held = size_t(n) * B,
+                 rows = size_t(r) * B;
     auto fits = [](const char* name, size_t got, size_t want) {
         if (got != want)
             throw InvalidArgument(std::string("engine state: ") + name + " has " +
                                   std::to_string(got) + " values, expected " + std::to_string(want) +
-                                  " (a checkpoint of another configuration?)");
+                                  " (a snapshot of another configuration?)");
     };
-    const Window<T>& w = fresh.stack_.window;
-    fits("dy", s.dy.size(), fresh.dy_.size());
-    fits("x", s.x.size(), w.x.size());
-    fits("ids", s.ids.size(), w.ids.size());
-    fits("gates", s.gates.size(), w.gates.size());
-    fits("extra", s.extra.size(), w.extra.size());
-    fits("carry", s.carry.size(), w.carry.size());
-    fits("h", s.h.size(), w.h.size());
-    fits("resets", s.resets.size(), w.resets.size());
-    fits("any_reset", s.any_reset.size(), w.any_reset.size());
-    const bool kept = !s.weights.empty();  // files from before the engine kept its targets: not
-    if (kept) {
-        fits("outputs", s.outputs.size(), fresh.outputs_.size());
-        fits("values", s.values.size(), fresh.values_.size());
-        fits("classes", s.classes.size(), fresh.classes_.size());
-        fits("weights", s.weights.size(), fresh.weights_.size());
-    } else if (config_.recompute && s.counters[4] > 0) {
-        throw InvalidArgument("engine state: the pending steps' targets were not kept (a file "
-                              "from an older version): it cannot resume with recompute");
-    }
-    fits("first_moment", s.first_moment.size(), fresh.optimizer_.first_moment.size());
-    fits("second_moment", s.second_moment.size(), fresh.optimizer_.second_moment.size());
-    if (s.counters[4] < 0 || s.counters[4] >= config_.k1)
-        throw InvalidArgument("engine state: pending steps out of range");
-    const int64_t fresh_from = s.counters.size() > 8 ? s.counters[8] : s.counters[2] - s.counters[4];
-    if (fresh_from < s.counters[3] || fresh_from > s.counters[2])
-        throw InvalidArgument("engine state: fresh_from out of range");
-    // The reduce buffer stays where the caller's view of it points, and so does the reduce.
+    fits("window/x (features)", s.x.size(), s.tokens ? 0 : held * I);
+    fits("window/x (token ids)", s.ids.size(), s.tokens ? held : 0);
+    fits("window/reset", s.reset.size(), held);
+    fits("window/gates", s.gates.size(), held * L * K);
+    fits("window/h", s.h.size(), held * L * H);
+    fits("window/c", s.carry.size(), held * L * C);
+    fits("window/h_in", s.h_in.size(), L * B * H);
+    fits("window/c_in", s.carry_in.size(), L * B * C);
+    fits("pending/out", s.outputs.size(), rows * O);
+    fits("pending/dy", s.dy.size(), rows * O);
+    fits("pending/y (values)", s.values.size(), classes ? 0 : rows * Y);
+    fits("pending/y (class ids)", s.classes.size(), classes ? rows : 0);
+    fits("pending/w", s.weights.size(), rows);
+    fits("optimizer/m", s.first_moment.size(), P);
+    fits("optimizer/v", s.second_moment.size(), P);
+    if (config_.recompute &&
+        std::any_of(s.weights.begin(), s.weights.end(), [](T v) { return std::isnan(v); }))
+        throw InvalidArgument("engine state: the pending steps' targets are unknown (a file from "
+                              "an older version): it cannot resume with recompute");
+
+    // Everything fits. The reduce buffer stays where the caller's view of it points, and so does
+    // the reduce.
     Buffer<T> buffer = std::move(buffer_);
     std::function<void()> reduce = std::move(reduce_);
     *this = std::move(fresh);
     buffer_ = std::move(buffer);
     reduce_ = std::move(reduce);
-    Window<T>& window = stack_.window;
-    step_ = s.counters[2], stack_.first_valid = s.counters[3], pending_ = int(s.counters[4]);
-    updates_ = s.counters[5], reset_next_ = s.counters[6] != 0, optimizer_.steps = s.counters[7];
-    fresh_from_ = fresh_from;
-    loss_sum_ = s.sums[0], weight_sum_ = s.sums[1];
-    last_weight_sum_ = s.sums.size() > 2 ? s.sums[2] : 0.0;
-    dy_ = s.dy;
-    window.x = s.x, window.ids = s.ids, window.gates = s.gates, window.extra = s.extra;
-    window.carry = s.carry, window.h = s.h;
-    window.resets = s.resets, window.any_reset = s.any_reset;
-    optimizer_.first_moment = s.first_moment, optimizer_.second_moment = s.second_moment;
-    if (kept) {
-        outputs_ = s.outputs, values_ = s.values, classes_ = s.classes, weights_ = s.weights;
-    } else if (B_ > 0) {  // the outputs from the window (what the forward computed), no targets
-        const int64_t first = step_ - pending_;
-        window.for_runs(first, step_, [&](int64_t s0, int n) { head_outputs(s0, n, int(s0 - first)); });
-        std::fill(weights_.begin(), weights_.end(), std::numeric_limits<T>::quiet_NaN());
+    step_ = s.steps, pending_ = int(r), updates_ = s.updates, reset_next_ = s.reset_next;
+    optimizer_.steps = s.optimizer_steps;
+    loss_sum_ = s.loss_sum, weight_sum_ = s.weight_sum, last_weight_sum_ = s.last_weight_sum;
+    if (!optimizer_.first_moment.empty()) optimizer_.first_moment = s.first_moment;
+    if (!optimizer_.second_moment.empty()) optimizer_.second_moment = s.second_moment;
+    // A full window whose oldest step had a predecessor: that state goes in the slot before, and
+    // the first valid step is that one (an update never reaches back to it). Otherwise the
+    // window starts the stream's valid steps, from zeros.
+    const int64_t oldest = step_ - n;
+    stack_.first_valid = n == capacity && step_ > n ? oldest - 1 : oldest;
+    fresh_from_ = std::max(s.fresh_from, stack_.first_valid);
+    if (B == 0) return;
+
+    Window<T>& w = stack_.window;
+    for (size_t j = 0; j < size_t(n); ++j) {
+        const int64_t t = oldest + int64_t(j);
+        if (s.tokens) std::copy_n(s.ids.data() + j * B, B, w.ids_at(t));
+        else std::copy_n(s.x.data() + j * B * I, B * I, w.x_at(t));
+        const uint8_t* reset = s.reset.data() + j * B;
+        std::copy_n(reset, B, w.resets_at(t));
+        w.any_reset[w.slot(t)] = std::any_of(reset, reset + B, [](uint8_t v) { return v; });
+        for (size_t l = 0; l < L; ++l) {
+            const size_t to = w.row(int(l), t), from = (j * L + l) * B;
+            std::copy_n(s.h.data() + from * H, B * H, w.h.data() + to * H);
+            std::copy_n(s.carry.data() + from * C, B * C, w.carry.data() + to * C);
+            for (size_t b = 0; K && b < B; ++b) {
+                std::copy_n(s.gates.data() + (from + b) * K, G, w.gates.data() + (to + b) * G);
+                std::copy_n(s.gates.data() + (from + b) * K + G, E, w.extra.data() + (to + b) * E);
+            }
+        }
     }
+    if (stack_.first_valid < oldest) {
+        for (size_t l = 0; l < L; ++l) {
+            const size_t to = w.row(int(l), oldest - 1);
+            std::copy_n(s.h_in.data() + l * B * H, B * H, w.h.data() + to * H);
+            std::copy_n(s.carry_in.data() + l * B * C, B * C, w.carry.data() + to * C);
+        }
+    }
+    std::copy(s.outputs.begin(), s.outputs.end(), outputs_.begin());
+    std::copy(s.dy.begin(), s.dy.end(), dy_.begin());
+    std::copy(s.values.begin(), s.values.end(), values_.begin());
+    std::copy(s.classes.begin(), s.classes.end(), classes_.begin());
+    std::copy(s.weights.begin(), s.weights.end(), weights_.begin());
 }
 
 // The same forward path as training (Stack::forward) over a window of one chunk of steps. The

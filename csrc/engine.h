@@ -1,16 +1,23 @@
 // TBPTT(k1, k2) for a stack of recurrent layers (any cell, cells/cell.h) and a linear head: the
 // training engine of tbptt.
 //
-// Every k1 steps it makes an update: the loss of the k1 newest steps, its gradient with the
+// Words: a (time) step is one position of the streams; an optimiser step is one change of the
+// parameters; a rerun is the forward of time steps run again with the current weights.
+//
+// Every k1 time steps it makes an update: the loss of the k1 newest steps, its gradient with the
 // recurrence cut k2 steps back (Williams & Peng's BPTT(h; h') when k2 > k1: the window reaches
-// into steps computed before the previous update, whose activations are kept, or with
-// `recompute` computed again with the new weights after each update),
-// optional global-norm clipping, then the optimiser step. An update runs in phases (as llm.c's
-// backward_and_reduce / grad_norm / update): backward (the un-normalised gradient and the sums
-// Σ w·loss, Σ w, in one buffer) -> reduce (the caller's all-reduce of that buffer across
-// processes, when data-parallel) -> step (normalise by Σ w, check, clip, optimiser). Steps since
-// the last update stay pending between calls, so the result does not depend on how a stream is
-// split into calls.
+// into steps computed before the previous update, whose activations are kept as they were
+// computed, or with `recompute` are rerun with the current weights), optional global-norm
+// clipping, then the optimiser step. An update runs in phases, each one job (as llm.c's
+// backward_and_reduce / grad_norm / update):
+//   (rerun_stale_window, recompute only: rerun a window that holds older weights' steps)
+//   -> backward (the un-normalised gradient and the sums Σ w·loss, Σ w, in one buffer)
+//   -> reduce (the caller's all-reduce of that buffer across processes, when data-parallel)
+//   -> apply (normalise by Σ w, check, clip, optimiser step)
+//   -> after_apply (the horizon's sums, repack the new weights; recompute: rerun the steps the
+//      next update will read).
+// Steps since the last update stay pending between calls, so the result does not depend on how a
+// stream is split into calls.
 //
 // What it is not: a general autograd. It owns the activations of the last max(k1, k2) steps, the
 // optimiser state and the carried state; the parameters belong to the caller (a flat array in
@@ -132,8 +139,9 @@ struct EngineConfig {
     double dropout = 0.0, head_dropout = 0.0;
     uint64_t seed = 0;
     int64_t stream_offset = 0;  // the index of this engine's first stream among all streams
-    // Before an update whose window reaches into steps computed before the previous update, run
-    // the window's forward again with the current weights (docs/semantics.md §3).
+    // Every update reads its window as the current weights compute it (docs/semantics.md §3):
+    // after each optimiser step the time steps the next update will read are rerun, and an update
+    // whose window still holds steps of older weights (after a flush) reruns it first.
     bool recompute = false;
 };
 
@@ -215,23 +223,30 @@ class Engine {
     // call (B > 0).
     void state(T* h, T* carry) const;
 
-    // Everything besides the parameters that the next steps depend on: for exact resumption.
+    // Everything besides the parameters that the next steps depend on, for exact resumption, in
+    // the schema both backends share (python/tbptt/_snapshot.py has every entry): named counters,
+    // the n <= max(k1, k2) time steps held, oldest first, and the r = pending newest of them.
+    // K = (gates + extra) * H values per row when the cell keeps its gates (else 0),
+    // C = carried * H, Y = target values per position (0 for class ids), P = parameters.
     struct Snapshot {
-        // B, tokens, step, first_valid, pending, updates, reset_next, optimiser steps, fresh_from
-        Buffer<int64_t> counters;
-        Buffer<double> sums;  // Σ w·loss, Σ w of the pending steps, Σ w of the last update
-        Buffer<T> dy, x, gates, extra, carry, h, first_moment, second_moment;
-        Buffer<int64_t> ids;
-        // The pending steps' outputs, targets (values or classes, by the loss) and loss weights,
-        // [k1][B][...] like dy. Empty in files from before they were kept: then the outputs are
-        // computed again from the window, the targets are unknown (weights NaN) and the engine
-        // cannot recompute.
-        Buffer<T> outputs, values, weights;
-        Buffer<int64_t> classes;
-        Buffer<uint8_t> resets, any_reset;
+        int64_t num_streams = 0, steps = 0, pending = 0, updates = 0, optimizer_steps = 0;
+        int64_t fresh_from = 0;  // the oldest step held as the current weights compute it
+        int64_t held = 0;        // n
+        bool tokens = false, reset_next = false;
+        double loss_sum = 0.0, weight_sum = 0.0;  // Σ w·loss, Σ w of the pending steps
+        double last_weight_sum = 0.0;             // Σ w of the last update, over every process
+        Buffer<T> x;                 // [n][B][I] layer 0's features (empty for token ids)
+        Buffer<int64_t> ids;         // [n][B] layer 0's token ids (empty for features)
+        Buffer<uint8_t> reset;       // [n][B] the state was zeroed before that step
+        Buffer<T> gates, h, carry;   // [n][L][B][K], [n][L][B][H], [n][L][B][C]
+        Buffer<T> h_in, carry_in;    // [L][B][H], [L][B][C] entering the oldest, resets applied
+        Buffer<T> outputs, dy;       // [r][B][O]
+        Buffer<T> values, weights;   // [r][B][Y], [r][B] (weights NaN: the targets are unknown)
+        Buffer<int64_t> classes;     // [r][B] (cross-entropy; else empty)
+        Buffer<T> first_moment, second_moment;  // [P] each, zeros where the optimiser keeps none
     };
     Snapshot snapshot() const;
-    void restore(const Snapshot& snapshot);  // throws InvalidArgument if it does not fit
+    void restore(const Snapshot& snapshot);  // throws InvalidArgument naming what does not fit
 
     // The gradient horizon: Σ over updates of ||dL/dh|| and ||dL/dcarry|| (all streams) of each
     // layer j = 0 .. k2-1 steps back from the update's newest step, [2][L][k2] (dh, then dcarry:
@@ -245,7 +260,7 @@ class Engine {
     // part, normalised).
     void gradient(T* out) const;
 
-    // Data-parallel training: `reduce` is called between backward and step of every update (on
+    // Data-parallel training: `reduce` is called between backward and apply of every update (on
     // the calling thread, outside parallel regions) and must replace reduce_buffer() by its sum
     // over the processes, in place. Every process must make the same updates (same steps per
     // call) for the calls to pair up. An exception it throws leaves the engine as a divergence
@@ -256,7 +271,7 @@ class Engine {
     void set_stream_offset(int64_t offset);
     // [num_params + 2]: the un-normalised gradient, then Σ w·loss and Σ w of the update (the sums
     // in the model's dtype here: one dtype, so one all-reduce), all scaled by the same power of
-    // two (see backward_unnormalised). Fixed in place for the engine's lifetime.
+    // two (see backward). Fixed in place for the engine's lifetime.
     T* reduce_buffer() { return buffer_.data(); }
     size_t reduce_buffer_size() const { return buffer_.size(); }
 
@@ -264,23 +279,28 @@ class Engine {
     void allocate(int B, bool tokens);
     void set_up_dropout();  // the masks of every layer, from the config
     void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
+    // A run of n time steps from step_: forward, targets kept, loss terms; outputs (or nullptr).
+    void forward_run(int n, const Inputs<T>& in, const Targets<T>& targets, const uint8_t* resets,
+                     T* outputs);
     // Keeps the targets of n steps as pending rows [row, row + n).
     void keep_targets(int row, int n, const Targets<T>& targets);
     // Outputs, dy and loss sums of steps [s0, s0 + n), pending rows [row, row + n).
     void accumulate_loss(int64_t s0, int n, int row);
-    // recompute (docs/semantics.md §3): steps again with the current weights.
-    void run_again(int64_t a);
-    void recompute_window(int r);
+    // The rerun (recompute, docs/semantics.md §3): time steps [from, step_) again with the
+    // current weights.
+    void rerun(int64_t from);
     void rerun_for_next_update();
     void head_outputs(int64_t s0, int n, int row);  // outputs of steps [s0, s0 + n) into rows
-    // Makes the update over the pending steps, in three phases; returns false if none carried
-    // loss (anywhere, when data-parallel).
+    // The update over the pending steps, phase by phase; returns false if none carried loss
+    // (anywhere, when data-parallel).
     bool update(double* loss);
-    double backward_unnormalised(int r);  // returns the scale s of dy and the sums
-    void reduce();
-    bool step(double* loss, int r, double s);
+    void rerun_stale_window(int r);  // phase 0, recompute only
+    double backward(int r);          // phase 1: returns the scale s of dy and the sums
+    void reduce();                   // phase 2
+    void apply(double loss, double weight_sum, int r);  // phase 3 (throws Divergence)
+    void after_apply(double weight_sum);                // phase 4
     void drop_pending();
-    void backward(int64_t first_loss_step);
+    void backward_window(int64_t first_loss_step);  // phase 1's pass through the window
     // One layer of a block of steps [begin, end] of the window, newest first: dgates (and
     // drecurrent) of every step from dh_in_, carrying dh, dcarry back through time.
     void backward_layer(int l, int64_t begin, int64_t end);

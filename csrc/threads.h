@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 
@@ -119,6 +120,20 @@ class ThreadScope {
 // seconds, and trying a choice that loses costs about 3% at most.
 class ThreadTuner {
   public:
+    // Runs body(), a stretch of `steps` steps, on the thread count chosen for it, timed when the
+    // choice may change (most > 1). The caller's schedule stays the caller's: the tuner only
+    // wraps each stretch of it.
+    template <typename F>
+    void run(int most, int steps, F&& body) {
+        const int used = choose(most);
+        use_threads(used);
+        if (most <= 1) return body();
+        using Clock = std::chrono::steady_clock;
+        const auto start = Clock::now();
+        body();
+        record(used, std::chrono::duration<double>(Clock::now() - start).count(), steps);
+    }
+
     // The thread count for the next stretch, given the most the call may use.
     int choose(int most) const { return threads(trying_ ? 1 - current_ : current_, most); }
 

@@ -330,8 +330,7 @@ def test_restore_rejects_what_does_not_fit(backend):
     bad = dict(good, **{"window/c": good["window/c"][:, :, :2]})
     with pytest.raises(ValueError, match="window/c"):
         other.engine.restore(bad)
-    bad = dict(good, counters=good["counters"].copy())
-    bad["counters"][3] = 3  # pending = k1
+    bad = dict(good, pending=np.array(3, np.int64))  # pending = k1
     with pytest.raises(ValueError, match="pending"):
         other.engine.restore(bad)
     with pytest.raises(ValueError, match="max\\(k1, k2\\)"):
@@ -339,12 +338,32 @@ def test_restore_rejects_what_does_not_fit(backend):
     bad = dict(good, **{"optimizer/m": good["optimizer/m"].astype(object)})
     with pytest.raises(ValueError, match="optimizer/m"):
         other.engine.restore(bad)
-    bad = dict(good, schema=np.array([3]))
+    bad = dict(good, tokens=np.array(1, np.int64))  # a bool, by name
+    with pytest.raises(ValueError, match="'tokens' must be a scalar of dtype bool"):
+        other.engine.restore(bad)
+    bad = dict(good, schema=np.array(4))
     with pytest.raises(ValueError, match="newer tbptt"):
         other.engine.restore(bad)
     assert_same_snapshot(fresh, other.engine.snapshot())  # every failed restore changed nothing
     other.engine.restore(good)
     assert_same_snapshot(good, other.engine.snapshot())
+
+
+@pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
+def test_the_compiled_engine_checks_a_snapshot_itself():
+    """The adapter checks a snapshot against the schema first; the core checks every size again
+    (nothing unchecked reaches the engine), naming the entry, and changes nothing."""
+    t = _trained("cpp")
+    good = t.engine.snapshot()
+    core = t.engine._engine
+    assert good["pending"] > 0
+    for key, bad in [("window/c", good["window/c"][..., :-1]),
+                     ("optimizer/v", good["optimizer/v"][:-1]),
+                     ("pending/dy", good["pending/dy"].ravel()[:-1]),
+                     ("fresh_from", np.array(int(good["steps"]) + 1, np.int64))]:
+        with pytest.raises(ValueError, match=key):
+            core.restore({**good, key: bad})
+    assert_same_snapshot(good, t.engine.snapshot())
 
 
 @pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
@@ -362,17 +381,18 @@ def test_both_backends_write_the_same_schema():
             assert np.array_equal(cpp_state[key], value), key
 
 
-@pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
-def test_an_older_files_engine_state_of_one_backend_does_not_restore_into_the_other(tmp_path):
-    """Before the shared schema each backend wrote its own entries: those still load with the
-    backend that wrote them (tests/test_old_files.py), and are refused, clearly, by the other."""
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_engine_restores_the_current_schema_only(backend):
+    """An older file's engine state (each backend's own entries before the shared schema) is
+    converted once, at load (tbptt._old_files; tests/test_old_files.py): an engine's restore
+    refuses it, saying so."""
     old = checkpoint.load_arrays(
         os.path.join(os.path.dirname(__file__), "data", "lstm_trainer_v0_cpp.npz"), "trainer")[1]
     cpp_own = {k[len("engine/"):]: v for k, v in old.items() if k.startswith("engine/")}
     model = tbptt.LSTM(5, 6, 4, num_layers=2, dtype="float64")
-    numpy_trainer = tbptt.Trainer(model, 4, 7, loss="cross_entropy", backend="numpy")
-    with pytest.raises(ValueError, match="numpy backend"):
-        numpy_trainer.engine.restore(cpp_own)
+    trainer = tbptt.Trainer(model, 4, 7, loss="cross_entropy", backend=backend)
+    with pytest.raises(ValueError, match="older file.*load_trainer converts"):
+        trainer.engine.restore(cpp_own)
 
 
 # ---- model files -------------------------------------------------------------------------------

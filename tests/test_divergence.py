@@ -114,7 +114,7 @@ def masked_run(backend, dtype, weight, target_scale):
 CPP_SUM = ("csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine sums w * loss over the "
            "positions (in double) before dividing by the sum of w; for a float64 model the sum "
            "overflows although the weighted mean is finite (here 1e298): a spurious 'loss = inf'")
-CPP_DY = ("csrc/engine.cpp, Engine::backward_unnormalised: with one process dy is divided by the "
+CPP_DY = ("csrc/engine.cpp, Engine::backward: with one process dy is divided by the "
           "sum of weights in the model's dtype; 6 x 3e38 overflows float32, and the gradient "
           "becomes 0 / NaN: a spurious result")
 

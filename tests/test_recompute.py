@@ -457,7 +457,7 @@ def test_a_snapshot_with_fresh_from_out_of_range_is_refused_and_changes_nothing(
     trainer = new_trainer(backend, "lstm", 2, 5)
     trainer.train(x, y)
     before = trainer.engine.snapshot()
-    bad = {**before, "fresh_from": np.array([before["counters"][2] + 1], np.int64)}
+    bad = {**before, "fresh_from": np.array(int(before["steps"]) + 1, np.int64)}
     with pytest.raises(ValueError, match="fresh_from"):
         trainer.engine.restore(bad)
     after = trainer.engine.snapshot()

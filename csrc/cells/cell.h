@@ -28,6 +28,9 @@ struct CellTraits {
     // and the recurrent weights see different gradients (dgates, drecurrent), and h_prev also
     // reaches h directly (dh_prev has a term of its own before the product through W_hh).
     bool separate_recurrence = false;
+    // Backward reads the gates (and extra values) forward kept; false: h alone (the RNN), and a
+    // snapshot's window/gates holds nothing for the cell.
+    bool keeps_gates = true;
 };
 
 // One layer at one step, B rows.

@@ -13,7 +13,8 @@ template <typename T>
 class Rnn final : public Cell<T> {
   public:
     explicit Rnn(Nonlinearity act)
-        : Cell<T>({/*gates=*/1, /*extra=*/0, /*carried=*/0, /*separate_recurrence=*/false}),
+        : Cell<T>({/*gates=*/1, /*extra=*/0, /*carried=*/0, /*separate_recurrence=*/false,
+                   /*keeps_gates=*/false}),
           act_(act) {}
     void forward(const StepForward<T>& step, int B, int H) const override;
     double backward(const StepBackward<T>& step, int B, int H) const override;

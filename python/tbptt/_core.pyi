@@ -34,10 +34,10 @@ class _Engine:
     def horizon(self) -> Tuple[np.ndarray, np.ndarray]: ...
     def reset_horizon(self) -> None: ...
     def snapshot(self) -> Dict[str, np.ndarray]:
-        """The compiled engine's own form: counters (8,) int64 [B, tokens, step, first_valid,
-        pending, updates, reset_next, optimiser steps], sums (3,) float64, dy, x, ids, gates,
-        extra, carry, h, resets, any_reset, first_moment, second_moment (flat rings)."""
-    def restore(self, state: Dict[str, Any]) -> None: ...
+        """The snapshot schema's entries (tbptt._snapshot) but "schema" and "cell": named
+        scalars as 0-d arrays, the window's n held steps oldest first, the pending rows."""
+    def restore(self, state: Dict[str, Any]) -> None:
+        """The entries snapshot() gives (checked against the schema by the caller first)."""
     @property
     def pending_steps(self) -> int: ...
     @property

@@ -8,7 +8,7 @@ instead of a rank waiting forever in a call the others never make:
   broadcast;
 - every `train` call: the ranks agree that every input was valid and that T is the same;
 - every update: one in-place all-reduce of the engine's buffer (gradient, Σ w·loss, Σ w), between
-  backward and step; the step then sees the same numbers everywhere, so a divergence is seen
+  backward and apply; apply then sees the same numbers everywhere, so a divergence is seen
   everywhere;
 - `fit`: one small all-reduce per block decides whether to stop, and why.
 
@@ -63,7 +63,7 @@ class Group:
 
     def attach(self, engine) -> None:
         """Make the engine all-reduce its update buffer (a view of its own memory: no copies, no
-        pickling) between backward and step of every update."""
+        pickling) between backward and apply of every update."""
         buffer = engine.reduce_buffer()
         comm, in_place = self.comm, self.MPI.IN_PLACE
         engine.set_reduce(lambda: comm.Allreduce(in_place, buffer))

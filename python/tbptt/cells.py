@@ -54,7 +54,7 @@ class CellSpec(NamedTuple):
     def core_traits(self) -> Dict[str, object]:
         """The C++ core's CellTraits of this cell, as `_core.cell_traits(name)` returns them."""
         return {"gates": self.gates, "extra": self.extra, "carried": self.carried,
-                "separate_recurrence": self.separate_recurrence}
+                "separate_recurrence": self.separate_recurrence, "keeps_gates": self.keeps_gates}
 
 
 # The engines' names (`model.cell`) -> the cell.

@@ -61,8 +61,10 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
     """A Trainer (and its model) exactly as `trainer.save(path)` left it.
 
     backend: "cpp" or "numpy" to resume with that backend, whichever wrote the file (the two
-    share one snapshot schema and agree to rounding); None: the one that wrote it. Files written
-    before the shared schema resume with the backend that wrote them only.
+    share one snapshot schema and agree to rounding); None: the one that wrote it. Files of
+    older versions are converted to the current schema first (`tbptt._old_files`); a C++ file
+    from before the engine kept its pending steps' targets, saved with pending steps, resumes
+    with backend "cpp" only.
 
     comm: for a trainer saved by data-parallel ranks (Trainer(comm=...).save(path)): every rank
     calls this with the same `path` and reads its own file (see Trainer.save); the number of ranks

@@ -9,14 +9,16 @@ Legend of shapes: T = time steps in a call, B = streams (fixed by the first call
 features, H = hidden size, L = layers, O = outputs, P = parameters (`model.num_parameters`).
 "float" below means the model's dtype (float32 or float64); token ids and class ids are int64.
 
-An update runs in three phases, in both engines:
+An update runs in phases, in both engines (docs/architecture.md §3):
+0. rerun_stale_window (recompute only): a window that holds time steps of older weights is rerun;
 1. backward: the un-normalised gradient of s·Σ w·loss over the update's window, and the sums
    s·Σ w·loss and s·Σ w, into one buffer (`reduce_buffer()`), s a power of two;
 2. reduce: the hook set by `set_reduce` sums that buffer over processes in place (data-parallel
    training; nothing with one process);
-3. step: normalise by Σ w, check finiteness, clip by the global norm, make the optimiser step
+3. apply: normalise by Σ w, check finiteness, clip by the global norm, make the optimiser step
    (the parameters, `model.flat_parameters`, change in place). `gradient()` shows the normalised
-   gradient this phase used, before clipping.
+   gradient this phase used, before clipping;
+4. after_apply: the gradient horizon; recompute: the time steps the next update reads are rerun.
 
 The engine's state besides the parameters (the window of activations, the carried state, the
 pending steps' loss terms, the optimiser's moments, the counters) travels as a snapshot: a dict
@@ -43,9 +45,10 @@ class Engine(Protocol):
     """TBPTT(k1, k2) over B streams for one model, updating `model.flat_parameters` in place.
 
     Built by the trainer from (model, k1, k2, loss, optimizer config, clip_norm, seed) and the
-    keyword `recompute` (bool: before an update whose window reaches into steps computed before
-    the previous update, run the window's forward again with the current weights,
-    docs/semantics.md §3; configuration, not state: snapshots do not carry it); every argument
+    keyword `recompute` (bool: every update reads its window as the current weights compute it:
+    after each optimiser step the time steps the next update reads are rerun, and an update whose
+    window still holds older weights' steps, after a flush, reruns it first; docs/semantics.md
+    §3; configuration, not state: snapshots do not carry it); every argument
     has passed the trainer's checks, so an engine only checks what it alone can know (its own
     state, shapes of a snapshot)."""
 
@@ -118,7 +121,7 @@ class Engine(Protocol):
 
     def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel: `reduce()` replaces `reduce_buffer()` by its sum over the processes,
-        in place, between the backward and step phases of every update. None: one process."""
+        in place, between the backward and apply phases of every update. None: one process."""
         ...
 
     def set_stream_offset(self, offset: int) -> None:
@@ -138,6 +141,7 @@ class Engine(Protocol):
 
     def restore(self, snapshot: Snapshot) -> None:
         """Take a snapshot of an engine of the same model, k1, k2, loss and optimiser, written
-        by either backend (or a file's older, backend-specific form). ValueError naming the
-        entry that does not fit; the engine is unchanged then."""
+        by either backend, in the current schema (older files' forms are converted at load,
+        `tbptt._old_files`). ValueError naming the entry that does not fit; the engine is
+        unchanged then."""
         ...

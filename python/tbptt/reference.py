@@ -337,7 +337,7 @@ class ReferenceEngine:
         self._pending = 0
         self._updates = 0
         # optimiser state, flat like model.flat_parameters
-        self._momentum_buffer = None             # SGD
+        self._momentum_buffer: Optional[np.ndarray] = None  # SGD
         self._optimizer_steps = 0                # steps taken (Adam's bias correction)
         self._tokens = False                     # layer 0 reads token ids (fixed by the first call)
         self._adam_m = np.zeros_like(model.flat_parameters)
@@ -349,7 +349,7 @@ class ReferenceEngine:
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
-        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward_...)
+        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward)
 
     def __reduce_ex__(self, protocol):
         # a copy of its arrays would not alias its (copied) model's parameters: the trainer
@@ -384,7 +384,7 @@ class ReferenceEngine:
 
     def set_reduce(self, reduce: Optional[Callable[[], None]]) -> None:
         """Data-parallel training: `reduce()` replaces reduce_buffer() by its sum over the
-        processes, between backward and step of every update; None for one process."""
+        processes, between backward and apply of every update; None for one process."""
         self._reduce = reduce
 
     def reduce_buffer(self) -> np.ndarray:
@@ -472,32 +472,23 @@ class ReferenceEngine:
         with np.errstate(all="ignore"):
             return self._update()
 
-    # ---- checkpoints -------------------------------------------------------------------------
-    # snapshot() and restore() speak the schema both backends share (tbptt._snapshot). Files
-    # written before it hold this engine's own form, which _restore_own still reads:
-    #   counters            int64 [num_streams B (0 before train), tokens, pending, updates,
-    #                              reset_next, adam_step, has_momentum, n, steps since training
-    #                              began] (files from before dropout have no last entry)
-    #   state/<name>        (L, B, H) the carried state, for each name in the cell's STATE
-    #   history/x           (n, B, I) layer-0 inputs, or (n, B) int64 token ids
-    #   history/<field>     (n, L, B, H) for each field in the cell's CACHE, every layer
-    #   history/reset       (n, B) bool (all False: no reset before that step)
-    #   history/out         (n, B, O); history/y (n, B, O) or (n, B) int64 ids; history/w (n, B)
-    #   optimizer/momentum_buffer (P,) (zeros while has_momentum = 0), optimizer/adam_m, adam_v (P,)
-    _COUNTERS = ("num_streams", "tokens", "pending", "updates", "reset_next", "adam_step",
-                 "has_momentum", "steps_held", "steps")
-
+    # ---- checkpoints: the schema both backends share, held as it is (tbptt._snapshot) --------
     def snapshot(self) -> Snapshot:
         """Everything the next steps depend on besides the parameters, in the shared schema
         (tbptt._snapshot): {name: ndarray}, copies."""
         steps, B = list(self._history), self._num_streams()
-        counters = [B, int(self._tokens), self._steps, self._pending, self._updates,
-                    int(self._reset_next), self._optimizer_steps]
-        d = _snapshot.header(self.model, counters)
-        d["fresh_from"] = np.array([self._fresh_from], np.int64)
+        d = _snapshot.header(self.model)
         d.update(self._window_entries(steps, B))
-        d.update(self._pending_entries(steps[len(steps) - self._pending:], B))
+        pending = self._pending_entries(steps[len(steps) - self._pending:], B)
+        dy, loss_sum, weight_sum = pending_loss(pending["pending/out"], pending["pending/y"],
+                                                pending["pending/w"], self.loss)
+        d.update(pending, **{"pending/dy": dy})
         d.update(self._optimizer_entries())
+        d.update(_snapshot.scalars(
+            num_streams=B, tokens=self._tokens, steps=self._steps, pending=self._pending,
+            updates=self._updates, reset_next=self._reset_next,
+            optimizer_steps=self._optimizer_steps, fresh_from=self._fresh_from,
+            loss_sum=loss_sum, weight_sum=weight_sum, last_weight_sum=self._last_weight_sum))
         return d
 
     def _num_streams(self):
@@ -531,16 +522,13 @@ class ReferenceEngine:
         }
 
     def _pending_entries(self, pending, B):
-        """pending/*: the pending steps' outputs and targets, and their loss terms."""
+        """pending/out, y, w: the pending steps' outputs and targets."""
         O, r = self.model.output_size, len(pending)
-        out = np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O)
         spec = LOSSES[self.loss]
-        y = np.array([s.y for s in pending], dtype=spec.target_dtype(self.dtype)).reshape(
-            (r, B) + spec.target_shape(O))
-        w = np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)
-        dy, loss_sum, weight_sum = pending_loss(out, y, w, self.loss)
-        return {"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy,
-                "loss_sums": np.array([loss_sum, weight_sum, self._last_weight_sum])}
+        return {"pending/out": np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O),
+                "pending/y": np.array([s.y for s in pending], dtype=spec.target_dtype(self.dtype))
+                             .reshape((r, B) + spec.target_shape(O)),
+                "pending/w": np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)}
 
     def _optimizer_entries(self):
         """optimizer/m (Adam's first moment or SGD's momentum buffer) and optimizer/v."""
@@ -552,185 +540,66 @@ class ReferenceEngine:
         return {"optimizer/m": m, "optimizer/v": self._adam_v.copy()}
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Take a snapshot in the shared schema (of either backend), or of this engine's own
-        older form (files), of an engine with the same model, k1, k2, loss and optimiser.
-        ValueError naming the entry that does not fit; the engine is unchanged then."""
-        if not _snapshot.is_shared(snapshot):
-            self._restore_own(snapshot)
-            self._optimizer_steps = max(self._optimizer_steps, int(self._momentum_buffer is not None))
-            return
+        """Take a snapshot in the shared schema (of either backend) of an engine with the same
+        model, k1, k2, loss and optimiser. ValueError naming the entry that does not fit; the
+        engine is unchanged then."""
         c = _snapshot.check(snapshot, self.model, self.k1, self.k2, self.loss)
         if not np.isfinite(snapshot["pending/w"]).all():
-            _snapshot.fail("'pending/w' is not known (a C++ engine resumed from a file older than "
-                           "the shared schema, saved with pending steps): resume it with "
-                           "backend='cpp', or flush() before saving")
-        self._restore_own(self._own_form(snapshot, c))
-        self._optimizer_steps, self._tokens = c["optimizer_steps"], bool(c["tokens"])
-        self._fresh_from = c["fresh_from"]
-        self._last_weight_sum = float(snapshot["loss_sums"][2])
+            _snapshot.fail("'pending/w' is not known (a C++ engine's file older than the shared "
+                           "schema, saved with pending steps): resume it with backend='cpp', or "
+                           "flush() before saving")
+        B, n = c["num_streams"], c["held"]
+        self._history = self._held_steps(snapshot, c)
+        self._state = None if B == 0 else [
+            tuple(snapshot[f"window/{name}"][-1, k].copy() if n
+                  else np.zeros((B, self.model.hidden_size), self.dtype) for name in self.cell.STATE)
+            for k in range(self.model.num_layers)]
+        self._pending, self._updates, self._steps = c["pending"], c["updates"], c["steps"]
+        self._reset_next, self._tokens = bool(c["reset_next"]), bool(c["tokens"])
+        self._optimizer_steps, self._fresh_from = c["optimizer_steps"], c["fresh_from"]
+        self._last_weight_sum = float(snapshot["last_weight_sum"])
+        m, sgd = snapshot["optimizer/m"], self.opt["name"] == "sgd"
+        momentum = sgd and self.opt["momentum"] != 0 and c["optimizer_steps"] > 0
+        self._momentum_buffer = m.copy() if momentum else None
+        self._adam_m = np.zeros_like(m) if sgd else m.copy()
+        self._adam_v = snapshot["optimizer/v"].copy()
+        self.reset_horizon()  # as the C++ engine: a restored engine starts a fresh horizon
 
-    def _own_form(self, d, c):
-        """This engine's own snapshot form from a checked shared one (counters `c`)."""
-        B, n, r = c["num_streams"], c["held"], c["pending"]
-        cell, L, H = self.model.cell, self.model.num_layers, self.model.hidden_size
-        momentum = self.opt["name"] == "sgd" and self.opt["momentum"] != 0
-        own = {"counters": np.array([B, c["tokens"], r, c["updates"], c["reset_next"],
-                                     c["optimizer_steps"], int(momentum and c["optimizer_steps"] > 0),
-                                     n, c["steps"]], np.int64),
-               "history/x": d["window/x"], "history/reset": d["window/reset"]}
-        gate_fields = CELLS[cell].snapshot_gates
-        fields = dict(zip(gate_fields, np.split(d["window/gates"], len(gate_fields) or 1, axis=-1)))
+    def _held_steps(self, d, c) -> collections.deque:
+        """The n held steps as this engine keeps them (_Step records with the cell's caches and
+        the state entering each), from a checked snapshot `d` (copies)."""
+        n, r, tokens = c["held"], c["pending"], bool(c["tokens"])
+        fields = dict(zip(CELLS[self.model.cell].snapshot_gates,
+                          np.split(d["window/gates"], len(CELLS[self.model.cell].snapshot_gates) or 1,
+                                   axis=-1)))
         fields["h"] = d["window/h"]
-        if CELLS[cell].carried:
+        if "c" in self.cell.STATE:
             fields["c"], fields["tanh_c"] = d["window/c"], np.tanh(d["window/c"])
         keep = ~d["window/reset"][:, None, :, None]  # (n, 1, B, 1): zero the reset streams
         for name in self.cell.STATE:  # the state entering each step, resets applied
             before = np.concatenate([d[f"window/{name}_in"][None], fields[name][:-1]])[:n]
             fields[f"{name}_prev"] = np.where(keep, before, 0).astype(self.dtype)
-        own.update({f"history/{f}": fields[f] for f in self.cell.CACHE})
-        last = {name: fields[name][-1] if n else np.zeros((L, B, H), self.dtype)
-                for name in self.cell.STATE}
-        own.update({f"state/{name}": last[name] for name in self.cell.STATE})
-        own.update(self._history_targets(d, n, r))
-        P = self.model.num_parameters
-        own["optimizer/momentum_buffer"] = d["optimizer/m"]
-        own["optimizer/adam_m"] = (np.zeros(P, self.dtype) if self.opt["name"] == "sgd"
-                                   else d["optimizer/m"])
-        own["optimizer/adam_v"] = d["optimizer/v"]
-        return own
-
-    def _history_targets(self, d, n, r):
-        """history/out, y, w of every held step: the pending ones', zeros before (unused: only
-        the pending steps' loss is still to come)."""
-        own = {}
-        for key in ("out", "y", "w"):
-            pending = d[f"pending/{key}"]
-            full = np.zeros((n,) + pending.shape[1:], pending.dtype)
-            full[n - r:] = pending
-            own[f"history/{key}"] = full
-        return own
-
-    def _restore_own(self, state):
-        """Take a snapshot of this engine's own form (see above). ValueError naming the entry
-        that does not fit; the engine is unchanged then."""
-        arrays = self._entries(state)
-        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total = (
-            self._counters(arrays["counters"]))
-        self._check_shapes(arrays, B, bool(tokens), n)
-        # Everything fits: rebuild (copies, so the caller's arrays stay theirs).
-        self._history = self._rebuilt_history(arrays, bool(tokens), n, total)
-        if B == 0:
-            self._state = None
-        else:
-            self._state = [tuple(arrays[f"state/{name}"][k].copy() for name in self.cell.STATE)
-                           for k in range(self.model.num_layers)]
-        self._pending, self._updates, self._steps = pending, updates, total
-        self._fresh_from = total - pending  # all this older form tells: the pending steps
-        self._reset_next, self._tokens = bool(reset_next), bool(tokens)
-        self._optimizer_steps = adam_step
-        self._momentum_buffer = arrays["optimizer/momentum_buffer"].copy() if has_momentum else None
-        self._adam_m = arrays["optimizer/adam_m"].copy()
-        self._adam_v = arrays["optimizer/adam_v"].copy()
-        self.reset_horizon()  # as the C++ engine: a restored engine starts a fresh horizon
-
-    @staticmethod
-    def _fail(what):
-        raise ValueError(f"engine state (numpy backend): {what} (a checkpoint of another "
-                         f"backend or configuration?)")
-
-    def _entries(self, state) -> dict:
-        """restore's `state` as {name: ndarray}, with exactly this cell's entries."""
-        fail = self._fail
-        if not isinstance(state, dict):
-            fail(f"expected a dict of arrays, got {type(state).__name__}")
-        expected = _snapshot_entries(self.cell)
-        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        other: Any
-        for other in _CELLS.values():
-            if other.prefix != self.cell.prefix and _snapshot_entries(other) == set(state):
-                fail(f"it holds the state of a tbptt.{other.prefix.upper()}, not of a "
-                     f"tbptt.{self.cell.prefix.upper()}")
-        if missing:
-            fail(f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
-        if extra:
-            fail(f"unexpected entries {extra}")
-        arrays = {}
-        for key in expected:
-            value = state[key]
-            if not isinstance(value, np.ndarray):
-                fail(f"{key!r} is a {type(value).__name__}, not a numpy array")
-            arrays[key] = value
-        return arrays
-
-    def _counters(self, counters: np.ndarray) -> tuple:
-        """The checked counters (see _COUNTERS), as ints."""
-        fail = self._fail
-        if counters.dtype == np.int64 and counters.shape == (len(self._COUNTERS) - 1,):
-            counters = np.append(counters, counters[-1])  # before dropout: only n steps counted
-        if counters.dtype != np.int64 or counters.shape != (len(self._COUNTERS),):
-            fail(f"'counters' must be int64 of shape ({len(self._COUNTERS)},), got "
-                 f"{counters.dtype} {counters.shape}")
-        B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total = (
-            int(v) for v in counters)
-        if min(B, pending, updates, adam_step, n, total - n) < 0 or tokens not in (0, 1) \
-                or reset_next not in (0, 1) or has_momentum not in (0, 1):
-            fail(f"'counters' out of range: {dict(zip(self._COUNTERS, counters.tolist()))}")
-        capacity = max(self.k1, self.k2)
-        if n > capacity:
-            fail(f"the history holds {n} steps, more than max(k1, k2) = {capacity}")
-        if pending >= self.k1 or pending > n:
-            fail(f"{pending} pending steps do not fit k1 = {self.k1} and {n} steps held")
-        if B == 0 and (n or pending or updates or reset_next):
-            fail("no streams (B = 0) but steps or updates are recorded")
-        return B, tokens, pending, updates, reset_next, adam_step, has_momentum, n, total
-
-    def _check_shapes(self, arrays: dict, B: int, tokens: bool, n: int) -> None:
-        """Every entry's shape and dtype, and the ids' range, for this model, B and n steps."""
-        L, H, I, O = (self.model.num_layers, self.model.hidden_size, self.model.input_size,
-                      self.model.output_size)
-        P, spec = self.model.flat_parameters.size, LOSSES[self.loss]
-        shapes: Dict[str, Tuple[Tuple[int, ...], Any]] = {  # {key: (shape, dtype)}
-                  "history/x": (((n, B), np.int64) if tokens else ((n, B, I), self.dtype)),
-                  "history/reset": ((n, B), np.bool_),
-                  "history/out": ((n, B, O), self.dtype),
-                  "history/y": ((n, B) + spec.target_shape(O), spec.target_dtype(self.dtype)),
-                  "history/w": ((n, B), self.dtype),
-                  "optimizer/momentum_buffer": ((P,), self.dtype),
-                  "optimizer/adam_m": ((P,), self.dtype), "optimizer/adam_v": ((P,), self.dtype)}
-        shapes.update({f"state/{name}": ((L, B, H), self.dtype) for name in self.cell.STATE})
-        shapes.update({f"history/{f}": ((n, L, B, H), self.dtype) for f in self.cell.CACHE})
-        for key, (shape, dtype) in shapes.items():
-            a = arrays[key]
-            if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
-                self._fail(f"{key!r} has shape {a.shape} and dtype {a.dtype}, expected shape "
-                           f"{tuple(shape)} and dtype {np.dtype(dtype)} for this model, B = {B}, "
-                           f"{n} steps held")
-        if tokens and n and (arrays["history/x"].min() < 0 or arrays["history/x"].max() >= I):
-            self._fail(f"'history/x' holds token ids outside [0, {I})")
-        if spec.classes and n and (arrays["history/y"].min() < 0 or arrays["history/y"].max() >= O):
-            self._fail(f"'history/y' holds class ids outside [0, {O})")
-
-    def _rebuilt_history(self, arrays: dict, tokens: bool, n: int, total: int) -> collections.deque:
-        """The window of the n steps held, from the snapshot's arrays (copied)."""
         history: collections.deque = collections.deque(maxlen=max(self.k1, self.k2))
         for t in range(n):
             step = _Step()
-            step.index = total - n + t
-            reset = arrays["history/reset"][t].copy()
+            step.index = c["steps"] - n + t
+            reset = d["window/reset"][t].copy()
             step.reset = reset if reset.any() else None
             step.layers = []
-            inp = arrays["history/x"][t].copy()
+            inp = d["window/x"][t].copy()
             for k in range(self.model.num_layers):
                 cache: Any = _Cache()  # its fields are the cell's CACHE names
                 for field in self.cell.CACHE:
-                    setattr(cache, field, arrays[f"history/{field}"][t, k].copy())
+                    setattr(cache, field, fields[field][t, k].copy())
                 cache.inp, cache.tokens = inp, tokens and k == 0
                 step.layers.append(cache)
                 inp = self._drop(k, step.index, cache.h)
             step.head_in = inp
-            step.out = arrays["history/out"][t].copy()
-            step.y = arrays["history/y"][t].copy()
-            step.w = arrays["history/w"][t].copy()
+            j = t - (n - r)  # the pending steps' targets; none kept before them (never read)
+            for key in ("out", "y", "w"):
+                pending = d[f"pending/{key}"]
+                setattr(step, key, pending[j].copy() if j >= 0
+                        else np.zeros(pending.shape[1:], pending.dtype))
             history.append(step)
         return history
 
@@ -773,45 +642,52 @@ class ReferenceEngine:
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
-        """The update over the r pending steps, in phases: backward (the un-normalised gradient,
-        Σ w·loss and Σ w, in one buffer) -> reduce (data-parallel: the sum of that buffer over the
-        processes) -> step (normalise, check, clip, optimiser step). Returns the loss, or None when
-        no pending position carries loss (on any process)."""
+        """The update over the r pending steps, in phases, each one job (as Engine::update):
+        (rerun_stale_window, recompute only) -> backward (the un-normalised gradient, Σ w·loss
+        and Σ w, in one buffer) -> reduce (data-parallel: the sum of that buffer over the
+        processes) -> apply (normalise, check, clip, optimiser step) -> after_apply (horizon;
+        recompute: rerun the steps the next update reads). Returns the loss, or None when no
+        pending position carries loss (on any process)."""
         r, self._pending = self._pending, 0
         self._updates += 1
         steps = list(self._history)  # oldest ... newest; the pending steps are the r newest
         window = min(self.k2, len(steps))  # the history starts after a divergence (_drop_pending)
-        if self.recompute and steps[-window].index < self._fresh_from:  # older weights' steps
-            self._recompute(steps, window)
+        if self.recompute and steps[-window].index < self._fresh_from:  # phase 0: older weights'
+            self._rerun(steps, window)
         weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
         if self._reduce is None and weight == 0:
             return None  # counts as an update, but no optimiser step
-        scale = self._backward_unnormalised(steps, r, weight)
+        scale = self._backward(steps, r, weight)
         if self._reduce is not None:
             try:
                 self._reduce()
             except BaseException:
                 self._drop_pending()
                 raise
-        loss = self._step_phase(steps, scale)
-        if loss is not None:  # the weights changed
-            self._rerun_for_next_update(steps)
+        loss_sum, weight_sum = self._buffer[-2:]
+        if weight_sum == 0:
+            return None
+        self._last_weight_sum = float(weight_sum) / scale
+        loss = self._apply(loss_sum, weight_sum)
+        self._after_apply(steps, float(weight_sum))
         return loss
 
-    def _rerun_for_next_update(self, steps):
-        """recompute: the steps the next update's window reads, from the one whose state enters
-        it (k2 - k1 + 1 of them), again with the new weights; nothing when k2 <= k1."""
+    def _after_apply(self, steps, weight_sum):
+        """The update's share of the horizon; recompute: the steps the next update's window
+        reads, from the one whose state enters it (k2 - k1 + 1 of them), rerun with the new
+        weights (none when k2 <= k1)."""
+        self._add_to_horizon(min(self.k2, len(steps)), weight_sum)
         self._fresh_from = self._steps
         if self.recompute and self.k2 > self.k1:
-            self._recompute(steps, min(self.k2 - self.k1 + 1, len(steps)))
+            self._rerun(steps, min(self.k2 - self.k1 + 1, len(steps)))
 
-    def _recompute(self, steps, window):
+    def _rerun(self, steps, window):
         """The forward over the `window` newest steps again, oldest first, with the current
         weights: from the state that entered the oldest as stored (its resets applied), with the
         steps' own inputs, resets and dropout masks. Replaces each step's caches, head input and
         output (new arrays: `train`'s outputs keep the first forward's), and the carried state."""
         P, L = self.model.parameter_views, self.model.num_layers
-        state = None  # per layer, the state leaving the step recomputed last
+        state = None  # per layer, the state leaving the step rerun last
         for s in steps[len(steps) - window:]:
             inp, layers = s.layers[0].inp, []
             for k in range(L):
@@ -829,7 +705,7 @@ class ReferenceEngine:
         self._state = state
         self._fresh_from = steps[len(steps) - window].index
 
-    def _backward_unnormalised(self, steps, r, weight):
+    def _backward(self, steps, r, weight):
         """Phase 1: into the buffer, the gradient of s·Σ w·loss, then s·Σ w·loss and s·Σ w. s is
         a power of two (exact: the normalised result does not depend on it) near 1 / Σ w, chosen
         from a weight sum every process knows: `weight` (this update's own) with one process, the
@@ -844,15 +720,13 @@ class ReferenceEngine:
         if weight > 0:  # else no loss here: the gradient is zero
             loss_sum, weight_sum, douts = self._loss(steps[len(steps) - r:], scale)
             sums[...] = loss_sum, weight_sum
-            self._backward(steps, douts, self._views(grad))
+            self._backward_window(steps, douts, self._views(grad))
         return scale
 
-    def _step_phase(self, steps, scale):
-        """Phase 3, from the (reduced) buffer: normalise by Σ w, check, clip, optimiser step."""
-        grad, (loss_sum, weight_sum) = self._buffer[:-2], self._buffer[-2:]
-        if weight_sum == 0:
-            return None
-        self._last_weight_sum = float(weight_sum) / scale
+    def _apply(self, loss_sum, weight_sum):
+        """Phase 3, from the (reduced) buffer, Σ w > 0: normalise by Σ w, check, clip, optimiser
+        step. Returns the loss."""
+        grad = self._buffer[:-2]
         loss = loss_sum / weight_sum
         grad /= weight_sum
         if not np.isfinite(loss):
@@ -861,8 +735,6 @@ class ReferenceEngine:
             G = self._views(grad)
             bad = next(name for name, g in G.items() if not np.isfinite(g).all())
             self._diverge(f"the gradient of {bad!r} is not finite")
-
-        self._add_to_horizon(min(self.k2, len(steps)), float(weight_sum))
         if self.clip_norm is not None:
             grad = self._clip(grad)
         self._optimizer_step(grad)
@@ -892,7 +764,7 @@ class ReferenceEngine:
             douts.append(np.where(carries[:, None], weight[:, None] * dout, 0))
         return loss, total, douts
 
-    def _backward(self, steps, douts, G):
+    def _backward_window(self, steps, douts, G):
         """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
         min(k2, len(steps)) newest steps; the state entering it is a constant."""
         P, L = self.model.parameter_views, self.model.num_layers
@@ -995,10 +867,3 @@ class ReferenceEngine:
         else:
             raise ValueError(f"unknown optimizer {opt['name']!r}")
 
-
-def _snapshot_entries(cell):
-    """The names of the entries of a snapshot of an engine with this cell (see snapshot())."""
-    return ({"counters", "history/x", "history/reset", "history/out", "history/y", "history/w",
-             "optimizer/momentum_buffer", "optimizer/adam_m", "optimizer/adam_v"}
-            | {f"state/{name}" for name in cell.STATE}
-            | {f"history/{field}" for field in cell.CACHE})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, ov
 
 import numpy as np
 
-from . import _checks, _files, _fit, _native, _pickled, _sizes
+from . import _checks, _files, _fit, _native, _old_files, _pickled, _sizes
 from .data import ArrayLike
 from .errors import Divergence
 from .history import History
@@ -495,18 +495,10 @@ class Trainer:
 
     def _restore_engine(self, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
         """Restore an engine snapshot written by the `written_by` backend (ValueError if it does
-        not fit). The shared schema suits either backend; a file older than it holds the entries
-        of the backend that wrote it, which that backend translates first when this trainer runs
-        the other."""
-        from ._snapshot import is_shared
-
-        if self.backend != written_by and not is_shared(snapshot):
-            writer = Trainer(self.model, self.k1, self.k2, loss=self.loss,
-                             optimizer=self.optimizer, clip_norm=self.clip_norm,
-                             backend=written_by, seed=self.seed, recompute=self.recompute)
-            writer.engine.restore(snapshot)
-            snapshot = writer.engine.snapshot()
-        self._engine.restore(snapshot)
+        not fit): in the current schema, which suits either backend, once an older file's form
+        is converted (`tbptt._old_files`)."""
+        self._engine.restore(_old_files.upgrade(snapshot, written_by, self.model, self.k1,
+                                                self.k2, self.loss, self.optimizer.config()))
 
     # ---- pickle and copy.deepcopy -------------------------------------------------------------
     def __getstate__(self) -> Dict[str, Any]:
