@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("hypothesis")
-from hypothesis import given, note, strategies as st  # noqa: E402
+from hypothesis import given, note, strategies as st
 
-import tbptt  # noqa: E402
-from tbptt import reference  # noqa: E402
+import tbptt
+from tbptt import reference
 
-from helpers import CELLS, make_model  # noqa: E402
+from helpers import CELLS, make_model
 
 # float64: 1e-9 relative (docs/semantics.md §4 promises 1e-10 on its test grid). Both engines do the same
 # arithmetic in another order, so they differ by a few ulps per operation, amplified a little over

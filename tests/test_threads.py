@@ -103,10 +103,10 @@ def test_trainers_in_threads_equal_trainers_one_after_the_other(mode):
 
         def work(i):
             try:
-                results[i] = run(*jobs[i], threads_inside=inside, start=start)
-            except BaseException as error:  # reported below, not lost in the thread
-                errors.append(error)
-                start.abort()
+                results[i] = run(*jobs[i], threads_inside=inside, start=start)  # noqa: B023 - the threads are joined within the iteration
+            except BaseException as error:  # noqa: BLE001 - reported below, not lost in the thread
+                errors.append(error)  # noqa: B023
+                start.abort()  # noqa: B023
 
         workers = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
         for w in workers:

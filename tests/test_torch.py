@@ -138,7 +138,7 @@ def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, toke
         for t in range(s0, s1):
             if resets is not None:
                 keep = torch.from_numpy(~resets[t])[None, :, None].to(torch.float64)
-                state = each(state, lambda a: a * keep)
+                state = each(state, lambda a: a * keep)  # noqa: B023 - applied at once
             seq, state = net.recurrent(xt[t:t + 1], state)
             outs.append(net.head(seq))
         out = torch.cat(outs)  # (n, B, O)

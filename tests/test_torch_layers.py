@@ -296,7 +296,7 @@ def test_bad_input_raises_as_torch(cell):
         "hx dtype": (torch.zeros(5, 2, 3), hx(2, 2, 4, dtype=torch.float64)),
     }
     for what, (x, h) in cases.items():
-        ours, theirs = raised(lambda: a(x, h)), raised(lambda: b(x, h))
+        ours, theirs = raised(lambda: a(x, h)), raised(lambda: b(x, h))  # noqa: B023 - called at once
         assert theirs[0] is not None, what
         assert ours[0] is theirs[0], (what, ours, theirs)
     # and the layer still works

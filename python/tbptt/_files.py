@@ -85,7 +85,7 @@ def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it is a single array, not an .npz archive")
         arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # zipfile, zlib, numpy format errors: all mean "not our file"
+    except Exception as error:  # noqa: BLE001 - zipfile, zlib, numpy format errors: "not our file"
         raise ValueError(f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
                          f"{type(error).__name__}: {error}") from None
     if HEADER not in arrays:

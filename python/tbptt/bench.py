@@ -117,7 +117,7 @@ def measure(runners, B, H, k1, k2, repeats, budget):
     y = rng.standard_normal((steps, B, O)).astype(np.float32)
     times = {name: [] for name in runners}
     # Steps per timed run: enough for about `budget` seconds, a multiple of k1.
-    for name, runner in runners.items():
+    for runner in runners.values():
         runner.run(x[:k1 * 2], y[:k1 * 2])  # warm up
     for _ in range(repeats):
         for name, runner in runners.items():  # interleaved

@@ -342,7 +342,7 @@ class Normalizer:
                 raise ValueError(f"mean must be finite and std finite and > 0, got mean={mean}, std={std}")
             self.mean, self.std = mean, std
 
-    def fit(self, data: ArrayLike) -> "Normalizer":
+    def fit(self, data: ArrayLike) -> Normalizer:
         """Compute mean and std of ``data`` (``(N,)`` or ``(..., F)``, NaN ignored); returns ``self``."""
         data = numeric_array("data", data).astype(np.float64)
         if data.ndim == 0:

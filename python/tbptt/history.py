@@ -93,7 +93,7 @@ class History:
         }
 
     @classmethod
-    def from_dict(cls, d) -> "History":
+    def from_dict(cls, d) -> History:
         """The History that `to_dict` described (None becomes NaN again)."""
         def floats(values):
             return [math.nan if v is None else float(v) for v in values]

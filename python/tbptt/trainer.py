@@ -480,7 +480,7 @@ class Trainer:
 
     @classmethod
     def _from_settings(cls, model: Recurrent, settings: Dict[str, Any],
-                       backend: Optional[str] = None, comm: Any = None) -> "Trainer":
+                       backend: Optional[str] = None, comm: Any = None) -> Trainer:
         """A new trainer of `model` with `_settings()` (another backend if given); its engine
         is fresh: `_restore_engine` next."""
         trainer = cls(model, settings["k1"], settings["k2"], loss=settings["loss"],

@@ -218,10 +218,12 @@ def task_sets(name: str, B: int, seed: int, steps: int = TASK_STEPS, **given) ->
     TASK_VALID_STEPS with seed + 1. given: TASK_SETTINGS to change (None: the default)."""
     settings = {**TASK_SETTINGS[name], **{k: v for k, v in given.items() if v is not None}}
     if name == "echo":
-        make = lambda T, s: datasets.echo(T, B, delay=settings["delay"], seed=s)
+        def make(T, s):
+            return datasets.echo(T, B, delay=settings["delay"], seed=s)
     elif name == "adding":
-        make = lambda T, s: datasets.adding(T, B, seq_len=settings["length"], seed=s)
+        def make(T, s):
+            return datasets.adding(T, B, seq_len=settings["length"], seed=s)
     else:
-        make = lambda T, s: datasets.copy(T, B, length=settings["length"],
-                                          delay=settings["delay"], seed=s)
+        def make(T, s):
+            return datasets.copy(T, B, length=settings["length"], delay=settings["delay"], seed=s)
     return make(steps, seed), make(TASK_VALID_STEPS, seed + 1)

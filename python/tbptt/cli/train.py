@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _files
-from .. import _sizes, _units, checkpoint, data, forecast
+from .. import _sizes, _units, checkpoint, forecast
 from ..generate import generate
 from ..history import History
 from ..model import MODELS, build, from_config
