@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, BinaryIO, Callable, Dict, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Tuple, Union, cast
 
 import numpy as np
 
@@ -65,7 +65,8 @@ def save_arrays(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.nda
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
     def write(f):
-        np.savez(f, **{HEADER: blob}, **arrays)
+        # cast: numpy's stubs would match an array's name to savez's `allow_pickle: bool`
+        np.savez(f, **cast(Dict[str, Any], {HEADER: blob}), **cast(Dict[str, Any], arrays))
 
     atomic_write(path, write)
 

@@ -53,7 +53,7 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
         if found:
             time = time_column(path, columns, {column, series, *covariates})
         numeric = [column, *covariates]
-        groups = {}  # series name -> (rows, time cells, line numbers)
+        groups: dict = {}  # series name -> (rows, time cells, line numbers)
         for line, row in enumerate(reader, start=2):
             cells = []
             for name in numeric:

@@ -115,7 +115,7 @@ def measure(runners, B, H, k1, k2, repeats, budget):
     steps = max(k1, k2) * 4
     x = rng.standard_normal((steps, B, I)).astype(np.float32)
     y = rng.standard_normal((steps, B, O)).astype(np.float32)
-    times = {name: [] for name in runners}
+    times: Dict[str, list] = {name: [] for name in runners}
     # Steps per timed run: enough for about `budget` seconds, a multiple of k1.
     for runner in runners.values():
         runner.run(x[:k1 * 2], y[:k1 * 2])  # warm up

@@ -27,7 +27,7 @@ Everything here is plain NumPy.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, overload
 
 import numpy as np
 
@@ -86,7 +86,11 @@ def next_step(streams: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     return streams[:-1], streams[1:]
 
 
-def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[np.ndarray, np.ndarray]:
+@overload
+def split(series: str, fraction: float = 0.9) -> Tuple[str, str]: ...
+@overload
+def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[np.ndarray, np.ndarray]: ...
+def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[Any, Any]:
     """Split a series in time, without shuffling: the first ``fraction`` and the rest.
 
     Args:

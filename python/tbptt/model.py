@@ -24,7 +24,7 @@ import numpy as np
 from . import _checks, _files, _native, _pickled, _sizes
 from .cells import CELLS
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DTYPES: Dict[str, Any] = {"float32": np.float32, "float64": np.float64}
 
 NONLINEARITIES = tuple(name[len("rnn_"):] for name, spec in CELLS.items() if spec.model == "rnn")
 

@@ -377,11 +377,11 @@ class Trainer:
         """`evaluate`, in blocks of time steps; None if `stop` became true between blocks. With a
         comm: over every rank's streams (collective)."""
         model, T = self.model, x.shape[0]
-        starts = set(range(0, T, block))
+        cuts = set(range(0, T, block))
         if resets is not None:  # cut the forward pass where a stream's state must be zeroed
             resets = np.asarray(resets) != 0
-            starts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
-        starts = sorted(starts) + [T]
+            cuts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
+        starts = sorted(cuts) + [T]
         state, loss, correct, weight, spec = None, 0.0, 0.0, 0.0, LOSSES[self.loss]
         for s, e in zip(starts[:-1], starts[1:]):
             if stop:

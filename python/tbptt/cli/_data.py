@@ -154,7 +154,11 @@ def _frame(args, B):
     names = [str(table[0]) for table in tables]
     identity = [f"series={name}" for name in names] if args.embed_series else []
     diff = bool(args.diff)
-    series, xs, ys, vxs, vys = [], [], [], [], []
+    series: list = []
+    xs: list = []
+    ys: list = []
+    vxs: list = []
+    vys: list = []
     for i, (name, times, values, covariates) in enumerate(tables):
         F = len(observed)
         features = None if not F else covariates[:, :F]
@@ -163,9 +167,11 @@ def _frame(args, B):
             own = np.column_stack([own, np.tile(np.eye(len(names))[i], (values.size, 1))])
         start = len(data.split(values, VALID_SPLIT)[0])
         target = data.Normalizer().fit(np.diff(values[:start]) if diff else values[:start])
+        assert target.mean is not None and target.std is not None  # fitted: for the type checker
         means, stds = [np.atleast_1d(target.mean)], [np.atleast_1d(target.std)]
         if covariates is not None:
             columns = data.Normalizer().fit(covariates[:start])
+            assert columns.mean is not None and columns.std is not None  # fitted
             means.append(columns.mean)
             stds.append(columns.std)
         means.append(np.zeros(len(identity)))
@@ -179,6 +185,8 @@ def _frame(args, B):
                                    known=None if own is None else own[part])
             xs_.append(x)
             ys_.append(y)
+    train: tuple
+    valid: tuple
     if args.series is None:  # one series: B contiguous streams, as a plain column
         train = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
         valid = (vxs[0][:, None], vys[0][:, None], None, None)

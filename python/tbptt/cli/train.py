@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -150,7 +150,8 @@ class _Session:
                 raise _Usage(error) from None
         self.trainer, self.earlier, self.start = self._trainer(resumed)
         self.seen = len(self.earlier.val_loss)  # validations of earlier sessions, before this one's
-        self.folder = _folder.output_folder(args.out) if _mpi.rank(comm) == 0 else None
+        # a str on every rank once broadcast (None on the other ranks only until then)
+        self.folder = cast(str, _folder.output_folder(args.out) if _mpi.rank(comm) == 0 else None)
         if comm is not None:  # rank 0's choice (a time stamp) for every rank
             self.folder = comm.bcast(self.folder, root=0)
         self._announce()
