@@ -393,8 +393,11 @@ def grid(data, seeds=(0, 1, 2)):
         settings = dict(settings)
         bias = settings.pop("forget_bias", None)
         build = tbptt.river.build
-        forced = build if bias is None else \
-            (lambda *a, **k: build(*a, **{**k, "forget_bias": bias}))  # noqa: B023 - used within the iteration
+        if bias is None:
+            forced = build
+        else:
+            def forced(*a, **k):
+                return build(*a, **{**k, "forget_bias": bias})  # noqa: B023 - used in this iteration
         with mock.patch.object(tbptt.river, "build", forced):
             ratios = [statistics.mean(mae(tbptt.river.Regressor(seed=seed, **settings), stream)
                                       for seed in seeds) / last[name]
