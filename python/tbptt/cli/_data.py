@@ -154,11 +154,7 @@ def _frame(args, B):
     names = [str(table[0]) for table in tables]
     identity = [f"series={name}" for name in names] if args.embed_series else []
     diff = bool(args.diff)
-    series: list = []
-    xs: list = []
-    ys: list = []
-    vxs: list = []
-    vys: list = []
+    series, xs, ys, vxs, vys = [], [], [], [], []  # type: list, list, list, list, list
     for i, (name, times, values, covariates) in enumerate(tables):
         F = len(observed)
         features = None if not F else covariates[:, :F]
@@ -185,11 +181,9 @@ def _frame(args, B):
                                    known=None if own is None else own[part])
             xs_.append(x)
             ys_.append(y)
-    train: tuple
-    valid: tuple
     if args.series is None:  # one series: B contiguous streams, as a plain column
-        train = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
-        valid = (vxs[0][:, None], vys[0][:, None], None, None)
+        train: tuple = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
+        valid: tuple = (vxs[0][:, None], vys[0][:, None], None, None)
     else:
         train = tuple(data.pack(xs, B, targets=ys)[:4])
         valid = tuple(data.pack(vxs, len(vxs), targets=vys)[:4])
