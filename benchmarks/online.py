@@ -8,7 +8,7 @@ streams and on tbptt's CO2 and sunspot series.
     python benchmarks/online.py --breakdown     # where tbptt's time per sample goes
     python benchmarks/online.py --grid          # the settings that chose tbptt's defaults
     python benchmarks/online.py --classifier    # the Classifier, with and without recompute
-    python benchmarks/online.py --forecaster --seeds 3  # the Forecaster against river's, per horizon
+    python benchmarks/online.py --forecaster --seeds 3  # the Forecaster against river's by horizon
     python benchmarks/online.py --forecaster-grid   # the settings that chose its defaults
 
 Every learner sees the stream's numeric features and the previous target (river's

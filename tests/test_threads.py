@@ -193,7 +193,8 @@ def shared_run(threads, cell, dtype, tokens, B, H, layers, k1, k2, dropout, T=90
 @pytest.mark.parametrize("spec", SHARED, ids=lambda s: "-".join(map(str, s)))
 def test_results_do_not_depend_on_the_thread_count(spec):
     """The engine shares its work in pieces fixed by the sizes alone, and picks one thread or all
-    per update from measured speed: the bits must be the same for any count (docs/performance.md)."""
+    per update from measured speed: the bits must be the same for any count
+    (docs/performance.md)."""
     one = shared_run(1, *spec)
     for threads in (2, 3):
         assert_identical(shared_run(threads, *spec), one, f"{threads} threads")

@@ -3,8 +3,8 @@
 same parameters, float64: equal to 1e-10. Every test runs for each cell.
 
 (a) predict vs torch forward; (b) chunked TBPTT k1 = k2 = k (state carried, detached between
-chunks; calls that split chunks) with Adam / SGD-momentum and clip_grad_norm_, MSE and cross-entropy, resets;
-(c) masked (weighted-mean) losses; (d) load_state_dict of a torch state_dict.
+chunks; calls that split chunks) with Adam / SGD-momentum and clip_grad_norm_, MSE and
+cross-entropy, resets; (c) masked (weighted-mean) losses; (d) load_state_dict of a torch state_dict.
 """
 
 import numpy as np
@@ -233,7 +233,7 @@ def test_masked_loss_matches_torch(cell, loss, tokens, backend):
     compare_params(model, net, "after the masked updates")
 
 
-# ---- (d) load_state_dict of torch tensors ---------------------------------------------------------
+# ---- (d) load_state_dict of torch tensors --------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_load_state_dict_accepts_torch_tensors(dtype):

@@ -62,7 +62,8 @@ def all_finite(name, array):
 
 
 def _convert(name, array, dtype):
-    """Cast to the model's dtype; values that overflow it (finite float64, inf float32) are errors."""
+    """Cast to the model's dtype; values that overflow it (finite float64, inf float32) are
+    errors."""
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.ascontiguousarray(array, dtype=dtype)
     if array.dtype.kind == "f" and not np.isfinite(array).all():

@@ -60,7 +60,8 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> None:
 
 
 def save_arrays(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-    """Write `arrays` (name -> array) and `header` (JSON) into an .npz file at `path`, atomically."""
+    """Write `arrays` (name -> array) and `header` (JSON) into an .npz file at `path`,
+    atomically."""
     header = {"format": FORMAT, "version": VERSION, **header}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 

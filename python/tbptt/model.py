@@ -148,7 +148,8 @@ class Recurrent:
         return {name: p.copy() for name, p in self._params.items()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Copy parameters in; every key must be present with its exact shape (torch tensors work too)."""
+        """Copy parameters in; every key must be present with its exact shape (torch tensors work
+        too)."""
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         missing = [k for k in self._params if k not in state_dict]

@@ -739,7 +739,8 @@ class Regressor(_Regression, _RegressorBase):
     """
 
     def learn_one(self, x, y):
-        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a float)."""
+        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a
+        float)."""
         self._learn_sample(x, y)
 
     def predict_one(self, x):

@@ -286,7 +286,8 @@ class Trainer:
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
             block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
             patience=None, loss_unit=None) -> History:
-        """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
+        """Train for `epochs` passes over time-major data; returns a `History` (also
+        `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
             class ids, mask (T, B) loss weights, resets (T, B) bool. Or x is a
@@ -425,8 +426,9 @@ class Trainer:
         `reset_horizon()`.
 
         Returns {"dh": (L, k2), "dc": (L, k2) (LSTM only), "updates": (k2,)}: "updates"[j]
-        counts the updates whose window reached j steps back; the means are NaN where it is 0. A gradient that
-        vanishes shows as norms falling by orders of magnitude with j; one cut by resets is 0."""
+        counts the updates whose window reached j steps back; the means are NaN where it is 0. A
+        gradient that vanishes shows as norms falling by orders of magnitude with j; one cut by
+        resets is 0."""
         sums, updates = self._engine.horizon()
         L = self.model.num_layers
         if len(updates) == 0:
