@@ -2,9 +2,9 @@
 
 A change to the core must not make it slower: build the commit before the change somewhere (for
 example `pip install . -Cbuild-dir=/tmp/base` from a worktree of that commit), then point this
-script at both extension modules. Each build trains the same LSTM (docs/semantics.md §5 workload: I = 32,
-O = 1, MSE, Adam) on the same data; the two alternate in short timed blocks, and the script prints
-the median samples/s of each and their ratio per configuration.
+script at both extension modules. Each build trains the same LSTM (docs/semantics.md §5 workload:
+I = 32, O = 1, MSE, Adam) on the same data; the two alternate in short timed blocks, and the script
+prints the median samples/s of each and their ratio per configuration.
 
     python benchmarks/ab_engine.py OLD.so NEW.so [--config B,H,k1,k2 ...] [--repeats 9]
 
@@ -89,7 +89,8 @@ def main(argv=None):
         for core in cores.values():
             core.set_num_threads(args.threads)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.config] if args.config else CONFIGS
-    print(f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} {'old':>10} {'new':>10} {'new/old':>8}  spread of new/old")
+    print(f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} {'old':>10} {'new':>10} {'new/old':>8}  "
+          "spread of new/old")
     for B, H, k1, k2 in configs:
         runners = {name: Runner(core, B, H, k1, k2) for name, core in cores.items()}
         medians, rates = measure(runners, B, k1, k2, args.repeats, args.budget)

@@ -1,4 +1,5 @@
-"""Run the throughput benchmark (same as `tbptt bench`): python benchmarks/bench.py [--quick] [--json FILE]."""
+"""Run the throughput benchmark (same as `tbptt bench`): python benchmarks/bench.py [--quick]
+[--json FILE]."""
 import sys
 
 from tbptt.bench import main

@@ -2,7 +2,8 @@
 Shakespeare text under candidate settings, each for the same wall-time budget, and the held-out
 bits per character of each run's best epoch (what the run's model.npz holds).
 
-    python benchmarks/main_job_study.py [--max-time 90] [--parallel 2] [--threads 1] [--out runs/study]
+    python benchmarks/main_job_study.py [--max-time 90] [--parallel 2] [--threads 1]
+        [--out runs/study]
     python benchmarks/main_job_study.py --parallel 1 --threads 2 --candidate "--hidden 384" ...
 
 Every run is a separate `tbptt train` process on --threads engine threads (default 1); with

@@ -195,14 +195,15 @@ def delays(args):
     print(f"tbptt, {args.ranks} ranks, B = {args.batch} per rank, H = {args.hidden}, k = {args.k}: "
           f"{base:,.0f} samples/s without delay, t_u = {update * 1e3:.1f} ms per update; "
           f"median of {args.rounds} interleaved rounds\n")
-    print("| delay d added to each reduce | samples/s | measured, vs no delay | model t_u / (t_u + d) |")
+    print("| delay d added to each reduce | samples/s | measured, vs no delay "
+          "| model t_u / (t_u + d) |")
     print("|---:|---:|---:|---:|")
     for d in values:
         rate = statistics.median(rates[d])
         print(f"| {d * 1e3:.1f} ms | {rate:,.0f} | {rate / base:.2f} | {update / (update + d):.2f} |")
 
 
-# ---- the model of a cluster (docs/scaling.md) -------------------------------------------------------
+# ---- the model of a cluster (docs/scaling.md) ----------------------------------------------------
 
 NETWORKS = {  # name: (bandwidth bytes/s, latency per message s), sustained, not nominal
     "10 GbE (TCP)": (1.1e9, 30e-6),

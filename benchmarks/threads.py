@@ -84,7 +84,8 @@ def main(argv=None):
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     pairs = [round(b / a, 2) for a, b in zip(rates[1], rates[2])]
     print(f"{args.cell}, B = {args.batch}, H = {args.hidden}, k1 = k2 = {args.k1}"
-          f"{f', {args.vocab} tokens' if args.vocab else ''}{', one core busy' if busy else ''}: 1 thread "
+          f"{f', {args.vocab} tokens' if args.vocab else ''}"
+          f"{', one core busy' if busy else ''}: 1 thread "
           f"{one:,.0f}, 2 threads {two:,.0f} samples/s: {two / one:.2f}x (rounds: {pairs})")
 
 

@@ -8,7 +8,8 @@ layers of 256, a Linear head to 65 classes, cross-entropy, B = 32, k = 35). Prin
 training steps (each library in a process of its own: the peak resident set over 5 steps, less
 the resident set before them, after the model and data are built).
 
-    python benchmarks/torch_layers.py [--threads 2] [--repeats 7] [--budget 1.0] [--memory] [--json FILE]
+    python benchmarks/torch_layers.py [--threads 2] [--repeats 7] [--budget 1.0] [--memory]
+        [--json FILE]
 
 Both layers run on the same threads: torch's intra-op threads (torch.set_num_threads) for the
 head, the loss and Adam, tbptt's (tbptt.set_num_threads) for the recurrent layer.
@@ -23,7 +24,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -85,7 +85,8 @@ class Inference:
 
 class NoRecurrence(nn.Module):
     """In place of the recurrent layer, a Linear map of each step's input (almost free): the step
-    that remains is what every training step costs besides the layer (head, loss, autograd, Adam)."""
+    that remains is what every training step costs besides the layer (head, loss, autograd,
+    Adam)."""
 
     def __init__(self, I: int, H: int):
         super().__init__()
@@ -180,7 +181,8 @@ def measure_memory(kind: str, B: int, H: int, k: int, threads: int):
     for which in ("torch", "tbptt"):
         code = (f"import sys; sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r}); "
                 f"import torch, tbptt, torch_layers as b; torch.set_num_threads({threads}); "
-                f"tbptt.set_num_threads({threads}); print(b.memory_child({kind!r}, {B}, {H}, {k}, {which!r}))")
+                f"tbptt.set_num_threads({threads}); "
+                f"print(b.memory_child({kind!r}, {B}, {H}, {k}, {which!r}))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         sizes[which] = int(out.stdout.split()[-1])
     return sizes
@@ -204,7 +206,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     tbptt.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, tbptt {tbptt.__version__} ({tbptt.build_info()['isa']}), "
-          f"{args.threads} threads, float32, median of {args.repeats} interleaved rounds of {args.budget} s")
+          f"{args.threads} threads, float32, median of {args.repeats} interleaved rounds of "
+          f"{args.budget} s")
     memory = f" {'torch MiB':>9} {'tbptt MiB':>9}" if args.memory else ""
     print(f"{'case':<12} {'B':>3} {'H':>4} {'k':>4} {'torch samples/s':>16} {'tbptt samples/s':>16} "
           f"{'ratio':>6} {'target':>7}{memory}")

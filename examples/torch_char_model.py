@@ -93,7 +93,8 @@ def main(argv=None) -> int:
             print(f"update {update}: {loss.item() / math.log(2):.3f} bits/char (training chunk)")
     seconds = time.perf_counter() - start
     print(f"{args.layer}: {bits_per_char(model, vx, vy):.3f} bits/char on held-out text after "
-          f"{args.updates} updates of {args.k} x {args.streams} characters, {seconds:.1f} s of training")
+          f"{args.updates} updates of {args.k} x {args.streams} characters, "
+          f"{seconds:.1f} s of training")
     return 0
 
 

@@ -58,9 +58,9 @@ def make_model(cell, input_size, hidden_size, output_size, **kwargs):
     return tbptt.RNN(input_size, hidden_size, output_size, nonlinearity=cell[len("rnn_"):], **kwargs)
 
 
-# ---- an independent forward pass and the truncated loss of one update ------------------------------
-# Written from the equations (docs/semantics.md §2, §6) apart from tbptt.reference: one-hot inputs are built
-# explicitly, the sigmoid is computed through tanh.
+# ---- an independent forward pass and the truncated loss of one update ----------------------------
+# Written from the equations (docs/semantics.md §2, §6) apart from tbptt.reference: one-hot inputs
+# are built explicitly, the sigmoid is computed through tanh.
 
 def views(model, flat):
     """Named views into a flat parameter vector laid out like model.flat_parameters."""
@@ -80,7 +80,8 @@ def sig(z):
 
 
 def plain_layer(cell, P, k, inp, state):
-    """Layer k of a `cell` model at one step from `state` ((h, c) or (h,), each (B, H)): the new state."""
+    """Layer k of a `cell` model at one step from `state` ((h, c) or (h,), each (B, H)): the new
+    state."""
     prefix = {"lstm": "lstm", "gru": "gru"}.get(cell, "rnn")
     W_ih, W_hh = P[f"{prefix}.weight_ih_l{k}"], P[f"{prefix}.weight_hh_l{k}"]
     b_ih, b_hh = P[f"{prefix}.bias_ih_l{k}"], P[f"{prefix}.bias_hh_l{k}"]

@@ -4,9 +4,9 @@ Each test drives two trainers with the same calls (several train calls of uneven
 call, reset_state() and flush() in between, then more training) and checks after every call that the
 returned losses, `updates`, `pending_steps`, `state()` and every parameter agree.
 
-float64: 1e-10 relative (docs/semantics.md §4), with an absolute floor of 1e-12 for values near zero.
-float32: see FLOAT32_RTOL below. The LSTM runs the whole grid; the GRU and the RNN (tanh, relu) a
-grid with one optimiser (the optimisers do not depend on the cell).
+float64: 1e-10 relative (docs/semantics.md §4), with an absolute floor of 1e-12 for values near
+zero. float32: see FLOAT32_RTOL below. The LSTM runs the whole grid; the GRU and the RNN (tanh,
+relu) a grid with one optimiser (the optimisers do not depend on the cell).
 """
 
 import zlib
@@ -426,6 +426,7 @@ def test_predict_continues_from_its_own_state():
 
 
 def test_zz_report_largest_discrepancies():
-    """Run with -s to see the largest relative / absolute discrepancies of this file's comparisons."""
+    """Run with -s to see the largest relative / absolute discrepancies of this file's
+    comparisons."""
     for key, (rel, err) in sorted(WORST.items()):
         print(f"\n[discrepancy] {key}: max relative {rel:.3g}, max absolute {err:.3g}")

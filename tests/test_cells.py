@@ -197,8 +197,8 @@ def test_state_reset_and_horizon(cell, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", NEW_CELLS)
 def test_divergence_keeps_the_last_good_update(cell, backend):
-    """docs/semantics.md §3.6 for every cell: update 5 overflows; updates 1..4 stay applied, h is zeroed, and
-    the trainer goes on."""
+    """docs/semantics.md §3.6 for every cell: update 5 overflows; updates 1..4 stay applied, h is
+    zeroed, and the trainer goes on."""
     x, y, _, _ = random_data(np.random.default_rng(0), 30, B, I, O, "mse", False, False, False)
     y[22] = 1e200
     trainer = new_trainer(cell, backend, 5, 5)

@@ -1,10 +1,11 @@
-"""Checkpoints: model files and trainer checkpoints (docs/semantics.md §4: atomic, versioned, no pickle).
+"""Checkpoints: model files and trainer checkpoints (docs/semantics.md §4: atomic, versioned, no
+pickle).
 
 Resuming: N updates, save, load, N more updates must give what the same calls give without
 stopping. A trainer split into the same calls without save/load is the reference (splitting a call
-may change float rounding in the C++ engine, docs/semantics.md §3.4 aside). The NumPy reference must match
-bit for bit. The C++ engine is compared array by array on its restored state (bit for bit) and on
-the parameters to a few ulps: its results depend in the last bit on where its buffers land in the
+may change float rounding in the C++ engine, docs/semantics.md §3.4 aside). The NumPy reference must
+match bit for bit. The C++ engine is compared array by array on its restored state (bit for bit) and
+on the parameters to a few ulps: its results depend in the last bit on where its buffers land in the
 heap (see test_cpp_engine_is_deterministic_within_a_process, an expected failure for now).
 """
 

@@ -9,7 +9,7 @@ from tbptt import datasets
 from tbptt.data import Normalizer, Vocabulary, batchify, chunks, next_step, split
 
 
-# ---------------------------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------------------------- data
 
 def test_batchify_streams_are_contiguous_and_remainder_dropped():
     series = np.arange(23)
@@ -142,7 +142,7 @@ def test_normalizer_1d_nan_and_errors():
         Normalizer().fit(["a", "b"])
 
 
-# ------------------------------------------------------------------------------------------ datasets
+# ----------------------------------------------------------------------------------------- datasets
 
 def test_shakespeare():
     text = datasets.shakespeare()
@@ -174,7 +174,7 @@ def test_sunspots():
     assert activity[0] == 5.0 and (activity >= 0).all()
 
 
-# ------------------------------------------------------------------------------------ synthetic tasks
+# ---------------------------------------------------------------------------------- synthetic tasks
 
 def test_echo():
     task = datasets.echo(T=200, B=3, delay=7, seed=1, num_symbols=4)
@@ -279,7 +279,7 @@ def test_task_builds_model_sizes():
         assert task.description and repr(task).startswith("Task(")
 
 
-# ---------------------------------------------------------------------------------------------- pack
+# --------------------------------------------------------------------------------------------- pack
 
 def test_pack_places_each_sequence_after_a_reset_with_its_label_on_the_last_step():
     from tbptt.data import pack, unpack

@@ -1,4 +1,5 @@
-"""Divergence (docs/semantics.md §3.6) from a configuration that really explodes, and clipping preventing it.
+"""Divergence (docs/semantics.md §3.6) from a configuration that really explodes, and clipping
+preventing it.
 
 tests/test_invariants.py already checks the contract on updates made non-finite by the data (a
 huge target), by a huge learning rate (lr = 1e35, one update) and in flush(). Here:
@@ -111,9 +112,10 @@ def masked_run(backend, dtype, weight, target_scale):
     return losses, model.flat_parameters.copy()
 
 
-CPP_SUM = ("csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine sums w * loss over the "
-           "positions (in double) before dividing by the sum of w; for a float64 model the sum "
-           "overflows although the weighted mean is finite (here 1e298): a spurious 'loss = inf'")
+CPP_SUM = ("csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine "
+           "sums w * loss over the positions (in double) before dividing by the sum of w; for a "
+           "float64 model the sum overflows although the weighted mean is finite (here 1e298): a "
+           "spurious 'loss = inf'")
 CPP_DY = ("csrc/engine.cpp, Engine::backward: with one process dy is divided by the "
           "sum of weights in the model's dtype; 6 x 3e38 overflows float32, and the gradient "
           "becomes 0 / NaN: a spurious result")
@@ -137,8 +139,9 @@ def xfail(reason):
 ])
 def test_the_loss_does_not_depend_on_the_scale_of_the_mask_weights(backend, dtype, weight,
                                                                      target_scale):
-    """docs/semantics.md §3.1: the loss is the mean weighted by the mask, so scaling every weight by the same
-    finite factor > 0 changes neither the loss nor the step; and a finite update is no divergence."""
+    """docs/semantics.md §3.1: the loss is the mean weighted by the mask, so scaling every weight by
+    the same finite factor > 0 changes neither the loss nor the step; and a finite update is no
+    divergence."""
     expected_losses, expected_params = masked_run(backend, dtype, 1.0, target_scale)
     assert np.isfinite(expected_losses).all()
     losses, params = masked_run(backend, dtype, weight, target_scale)

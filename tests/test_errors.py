@@ -1,5 +1,6 @@
-"""Bad input (docs/semantics.md §4): a ValueError or TypeError whose message names the argument; nothing crashes
-and a refused call changes nothing. Also model files: save / load round trip and bad files."""
+"""Bad input (docs/semantics.md §4): a ValueError or TypeError whose message names the argument;
+nothing crashes and a refused call changes nothing. Also model files: save / load round trip and bad
+files."""
 
 import json
 import os
@@ -26,7 +27,7 @@ STRINGS = np.full((T, B, I), "a")
 OBJECTS = np.full((T, B, I), None, dtype=object)
 
 
-# ---- constructors ---------------------------------------------------------------------------------
+# ---- constructors --------------------------------------------------------------------------------
 
 LSTM_CASES = [
     # (kwargs overriding LSTM(3, 4, 2), exception, the name the message must hold)
@@ -146,7 +147,7 @@ def test_set_num_threads(n, exc):
         tbptt.set_num_threads(n)
 
 
-# ---- train ------------------------------------------------------------------------------------------
+# ---- train ---------------------------------------------------------------------------------------
 
 def good(loss="mse"):
     x = np.random.default_rng(0).normal(size=(T, B, I))
@@ -292,7 +293,7 @@ def test_predict_arguments(kwargs, exc, name):
         model32().predict(**args)
 
 
-# ---- load_state_dict -------------------------------------------------------------------------------
+# ---- load_state_dict -----------------------------------------------------------------------------
 
 def sd_with(name, value):
     sd = model32(num_layers=2).state_dict()
@@ -338,8 +339,9 @@ def test_load_state_dict_arguments(sd, exc, name):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tokens_then_features_works_or_is_refused_naming_x(backend):
-    """A 2-D integer x is tokens, a 3-D x features (docs/semantics.md §2): a stream may switch between calls.
-    An engine may refuse that with a ValueError naming x; it must not crash or change anything."""
+    """A 2-D integer x is tokens, a 3-D x features (docs/semantics.md §2): a stream may switch
+    between calls. An engine may refuse that with a ValueError naming x; it must not crash or change
+    anything."""
     x_tok, x_feat = arr(2, B, value=1, dtype=np.int64), np.zeros((2, B, I))
     x_feat[:, :, 1] = 1.0  # the same one-hot inputs
     trainer = tbptt.Trainer(model32(), 2, 2, backend=backend)
@@ -368,7 +370,7 @@ def test_huge_k_works_or_is_refused_naming_it(backend, k):
         assert trainer.pending_steps == 3 and isinstance(trainer.flush(), float)
 
 
-# ---- files ------------------------------------------------------------------------------------------
+# ---- files ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_save_load_round_trip(tmp_path, dtype):

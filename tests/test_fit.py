@@ -191,7 +191,12 @@ def test_reset_epoch_and_never(monkeypatch):
         trainer = mse_trainer()
         seen = []
         train = trainer.train
-        monkeypatch.setattr(trainer, "train", lambda *a: (seen.append(trainer.state()), train(*a))[1])
+
+        def spy(*a):  # records the state each call starts from
+            seen.append(trainer.state())  # noqa: B023 - called within this iteration
+            return train(*a)  # noqa: B023
+
+        monkeypatch.setattr(trainer, "train", spy)
         trainer.fit(x, y, epochs=2, reset=policy, block=20, progress=False)
         assert seen[0] is None  # nothing trained yet
         h, c = seen[1]  # the state the first step of epoch 2 sees

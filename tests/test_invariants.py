@@ -1,6 +1,6 @@
-"""Invariants of TBPTT(k1, k2) (docs/semantics.md §3), on the C++ engine and, where cheap, on both backends:
-stream invariance, full BPTT = the exact gradient, no gradient crosses a reset, T = 0, fixed B,
-and divergence handling."""
+"""Invariants of TBPTT(k1, k2) (docs/semantics.md §3), on the C++ engine and, where cheap, on both
+backends: stream invariance, full BPTT = the exact gradient, no gradient crosses a reset, T = 0,
+fixed B, and divergence handling."""
 
 import numpy as np
 import pytest
@@ -171,7 +171,7 @@ def test_full_bptt_is_the_exact_gradient(backend, variant):
     assert np.linalg.norm(grad - fd) <= 1e-7 * np.linalg.norm(fd)
 
 
-# ---- no gradient crosses a reset ------------------------------------------------------------------
+# ---- no gradient crosses a reset -----------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k1,k2", [(3, 50), (4, 4), (6, 2)])
@@ -218,7 +218,7 @@ def test_no_gradient_crosses_a_reset_control():
     assert np.max(np.abs(params(a) - params(b))) > 1e-3
 
 
-# ---- T = 0, fixed B --------------------------------------------------------------------------------
+# ---- T = 0, fixed B ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_call_does_nothing(backend):

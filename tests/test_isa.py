@@ -3,7 +3,8 @@
 Each level runs in its own process (TBPTT_ISA forces it) and must match the NumPy reference to
 1e-10 in float64 (float32: to its own rounding). B = 7 streams and H = 19 leave a tail of rows and
 a partial panel in the packed recurrent products at every SIMD width (csrc/packed_gemm.h), for
-every cell (4H, 3H and H columns). A level that was not built here, or that this processor cannot run, is skipped.
+every cell (4H, 3H and H columns). A level that was not built here, or that this processor cannot
+run, is skipped.
 """
 
 import json

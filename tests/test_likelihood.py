@@ -49,7 +49,7 @@ def test_gradient_matches_finite_differences():
     out, y = rng.normal(size=(3, 6)) * 2, rng.normal(size=(3, 3))
     _, dout = SPEC.terms(out, y)
     for b in range(3):
-        fd = fd_gradient(lambda o: float(SPEC.terms(o[None], y[b:b + 1])[0][0]), out[b].copy())
+        fd = fd_gradient(lambda o, b=b: float(SPEC.terms(o[None], y[b:b + 1])[0][0]), out[b].copy())
         np.testing.assert_allclose(dout[b], fd, rtol=1e-7, atol=1e-9)
 
 

@@ -1,4 +1,5 @@
-"""docs/semantics.md §3.5: training memory is bounded by the last max(k1, k2) steps, not by the stream's length.
+"""docs/semantics.md §3.5: training memory is bounded by the last max(k1, k2) steps, not by
+the stream's length.
 
 The C++ engine's allocations are invisible to tracemalloc, so each configuration runs in a fresh
 child process that reports its peak RSS growth beyond a baseline taken after importing, building

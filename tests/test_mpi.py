@@ -1,5 +1,6 @@
-"""Data-parallel training over MPI (docs/semantics.md §7): R ranks holding disjoint slices of the streams make
-the same updates as one process holding all of them; faults are collective; nothing hangs.
+"""Data-parallel training over MPI (docs/semantics.md §7): R ranks holding disjoint slices of
+the streams make the same updates as one process holding all of them; faults are collective; nothing
+hangs.
 
 Run under MPI (a failing rank then aborts the job instead of hanging it):
 
@@ -53,7 +54,8 @@ def report(name, loss_error, parameter_error):
     path = os.environ.get("TBPTT_MPI_REPORT")
     if path and RANK == 0:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{RANKS} ranks  {name:36s} losses {loss_error:.1e}  parameters {parameter_error:.1e}\n")
+            f.write(f"{RANKS} ranks  {name:36s} losses {loss_error:.1e}  "
+                    f"parameters {parameter_error:.1e}\n")
 
 
 def shared_folder():

@@ -1,9 +1,9 @@
 """Property-based tests (hypothesis) of the public API.
 
 Random tiny configurations (every cell: LSTM, GRU, RNN tanh / relu; B, H, T = 1 included; k1, k2
-in 1..12; 1-2 layers; both dtypes, both losses, features or token ids; bool / int / float masks with zeros, all-zero masks; resets;
-reset_state() and flush() between calls; SGD or Adam, with or without clipping) are driven through
-three trainers:
+in 1..12; 1-2 layers; both dtypes, both losses, features or token ids; bool / int / float masks with
+zeros, all-zero masks; resets; reset_state() and flush() between calls; SGD or Adam, with or without
+clipping) are driven through three trainers:
 
 - the C++ engine fed odd arrays: Fortran-ordered, strided, reversed-stride, swapped-axes layouts,
   and other dtypes holding the same values (float32 data for a float64 model and float64 for a
@@ -25,17 +25,17 @@ import numpy as np
 import pytest
 
 pytest.importorskip("hypothesis")
-from hypothesis import given, note, strategies as st  # noqa: E402
+from hypothesis import given, note, strategies as st
 
-import tbptt  # noqa: E402
-from tbptt import reference  # noqa: E402
+import tbptt
+from tbptt import reference
 
-from helpers import CELLS, make_model  # noqa: E402
+from helpers import CELLS, make_model
 
-# float64: 1e-9 relative (docs/semantics.md §4 promises 1e-10 on its test grid). Both engines do the same
-# arithmetic in another order, so they differ by a few ulps per operation, amplified a little over
-# the (at most ~80) updates of an example; measured over 1500 random examples: worst 3.8e-13
-# relative, 1.8e-14 absolute. The absolute floor 1e-12 (the values are O(0.1 .. 1)) covers
+# float64: 1e-9 relative (docs/semantics.md §4 promises 1e-10 on its test grid). Both engines do
+# the same arithmetic in another order, so they differ by a few ulps per operation, amplified
+# a little over the (at most ~80) updates of an example; measured over 1500 random examples: worst
+# 3.8e-13 relative, 1.8e-14 absolute. The absolute floor 1e-12 (the values are O(0.1 .. 1)) covers
 # elements that are ~0 up to rounding.
 F64 = dict(rtol=1e-9, atol=1e-12)
 # float32: the same rounding differences start at ~6e-8 relative per operation, and the two engines
@@ -97,7 +97,8 @@ def exact_float(rng, shape, scale):
 
 
 def make_data(c, T):
-    """Plain arrays (x, y, mask, resets): C-contiguous, the model's dtype, int64 ids, bool resets."""
+    """Plain arrays (x, y, mask, resets): C-contiguous, the model's dtype, int64 ids, bool
+    resets."""
     rng = np.random.default_rng(c["seed"])
     B, I, O, dtype = c["B"], c["I"], c["O"], np.dtype(c["dtype"])
     if c["inputs"] == "tokens":
@@ -308,7 +309,7 @@ def test_predict_equals_reference_forward(c, with_state, T):
         np.testing.assert_allclose(s2[0] if n > 1 else s2, final[0], **tol)
 
 
-# ---- properties: bad values are refused -------------------------------------------------------------
+# ---- properties: bad values are refused ----------------------------------------------------------
 
 def corruptions(c):
     """The bad things that apply to configuration c: (name, argument, exception types)."""

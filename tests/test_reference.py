@@ -127,7 +127,8 @@ def test_optimizer_steps_as_torch(opt, clip_norm):
 
 @pytest.mark.parametrize("ratio", [0.8, 0.999, 1.2])
 def test_clipping_threshold(ratio):
-    """clip_norm = ratio * ||g||: scaled by clip / (||g|| + 1e-6) when that is < 1, else untouched."""
+    """clip_norm = ratio * ||g||: scaled by clip / (||g|| + 1e-6) when that is < 1, else
+    untouched."""
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(4, 2, 3)), rng.normal(size=(4, 2, 2))
     model = new_model(L=2)

@@ -98,8 +98,11 @@ def test_float32_and_no_output_gradient(cell):
     h32, hn32, cn32, tape32 = forward(cell, a32, False, keep=True)
     np.testing.assert_allclose(h32, h64, rtol=1e-4, atol=1e-5)
     dh_n = np.ones_like(hn64)
-    args = lambda a, h, tape: (tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"],
-                               a["b_hh"], h, None, dh_n.astype(h.dtype), np.zeros_like(a["carry0"]))
+
+    def args(a, h, tape):
+        return (tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], h,
+                None, dh_n.astype(h.dtype), np.zeros_like(a["carry0"]))
+
     g64 = core().sequence_backward(*args(a64, h64, tape64), False)
     g32 = core().sequence_backward(*args(a32, h32, tape32), False)
     assert g64[0] is None and g32[0] is None
@@ -211,8 +214,11 @@ def test_packed_rows(cell, reverse, lengths):
 def test_bad_batch_sizes_are_refused():
     a = case("gru", T=3, B=2)
     x = a["x"].reshape(6, -1)
-    run = lambda sizes, x=x: core().sequence_forward("gru", x, a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                                     a["b_ih"], a["b_hh"], False, False, np.array(sizes))
+
+    def run(sizes, x=x):
+        return core().sequence_forward("gru", x, a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
+                                       a["b_ih"], a["b_hh"], False, False, np.array(sizes))
+
     with pytest.raises(ValueError, match="non-increasing"):
         run([1, 2, 2, 1])
     with pytest.raises(ValueError, match="rows, batch_sizes sum"):

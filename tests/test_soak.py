@@ -7,8 +7,8 @@ to `train` in blocks, with ~10% of the positions masked out and a reset now and 
   after 100k steps and after 1M steps must be the same up to 512 KiB. A control run that keeps
   1 byte per step (880 KiB over the 900k steps) must exceed that allowance.
 - drift: the C++ engine and the NumPy reference, fed the same million steps, must still agree to
-  1e-10 (docs/semantics.md §4) at every checkpoint (every 20k steps). Measured: the parameters' relative
-  difference creeps from 1e-15 to ~1e-12 over the million (losses ~1e-12, state ~1e-13).
+  1e-10 (docs/semantics.md §4) at every checkpoint (every 20k steps). Measured: the parameters'
+  relative difference creeps from 1e-15 to ~1e-12 over the million (losses ~1e-12, state ~1e-13).
   The reference takes ~0.1 ms per step: ~110 s for the whole file on a quiet machine (slower on a
   busy one); TBPTT_SOAK_DRIFT_STEPS=200000 shortens the drift check.
 """
@@ -90,7 +90,8 @@ while done < steps:
     if done % every == 0:
         print(json.dumps({"steps": done, "rss": status_kib("VmRSS"), "hwm": status_kib("VmHWM"),
                           "updates": t.updates, "finite": finite,
-                          "params_finite": bool(np.isfinite(t.model.flat_parameters).all())}), flush=True)
+                          "params_finite": bool(np.isfinite(t.model.flat_parameters).all())}),
+                          flush=True)
 """
 
 MILLION, BLOCK, EVERY = 1_000_000, 10_000, 100_000
@@ -129,7 +130,7 @@ def test_the_memory_soak_sees_a_leak():
     assert records[-1]["rss"] - records[0]["rss"] > ALLOWANCE_KIB
 
 
-# ---- drift: the C++ engine against the NumPy reference over a long stream ---------------------------
+# ---- drift: the C++ engine against the NumPy reference over a long stream ------------------------
 
 DRIFT_STEPS = int(os.environ.get("TBPTT_SOAK_DRIFT_STEPS", 1_000_000))
 DRIFT_BLOCK, DRIFT_EVERY = 5_000, 20_000

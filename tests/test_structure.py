@@ -6,8 +6,11 @@ package from inside it (`from .. import data` imports `tbptt` first) is not an e
 since Python initialises a package before its modules whatever they import. Imports under
 `if TYPE_CHECKING:` never run (they name types for the type checker): not edges.
 
-Functions: none has 60 lines or more of code (its docstring not counted: the documentation of
-`Trainer.fit`'s and `sweep`'s many arguments is not code to split)."""
+Functions: none has 50 statements or more (its docstring not counted: the documentation of
+`Trainer.fit`'s and `sweep`'s many arguments is not code to split). Statements, not lines: the
+count does not depend on the layout (the formatter spreads a call over a line per argument where
+the hand-written style packed them); 50 statements are about the 60 lines of code this rule
+allowed before, at the package's 0.77 statements per line."""
 
 import ast
 import importlib
@@ -102,11 +105,12 @@ def test_every_module_imports(module):
     importlib.import_module(module)
 
 
-MAX_LINES = 60
+MAX_STATEMENTS = 50
 
 
 def long_functions():
-    """(lines of code, where) of every function of the package with MAX_LINES or more."""
+    """(statements, where) of every function of the package with MAX_STATEMENTS or more (a
+    nested function's count in its own and in the enclosing one's)."""
     found = []
     for module, path in sorted(modules().items()):
         with open(path, encoding="utf-8") as f:
@@ -116,10 +120,10 @@ def long_functions():
                 first = node.body[0]
                 docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
                              and isinstance(first.value.value, str))
-                lines = node.end_lineno - node.lineno + 1 - (
-                    first.end_lineno - first.lineno + 1 if docstring else 0)
-                if lines >= MAX_LINES:
-                    found.append((lines, f"{module}.{node.name} (line {node.lineno})"))
+                statements = sum(1 for inner in ast.walk(node) if isinstance(inner, ast.stmt)
+                                 and inner is not node and not (docstring and inner is first))
+                if statements >= MAX_STATEMENTS:
+                    found.append((statements, f"{module}.{node.name} (line {node.lineno})"))
     return sorted(found, reverse=True)
 
 

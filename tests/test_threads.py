@@ -103,10 +103,10 @@ def test_trainers_in_threads_equal_trainers_one_after_the_other(mode):
 
         def work(i):
             try:
-                results[i] = run(*jobs[i], threads_inside=inside, start=start)
-            except BaseException as error:  # reported below, not lost in the thread
-                errors.append(error)
-                start.abort()
+                results[i] = run(*jobs[i], threads_inside=inside, start=start)  # noqa: B023 - the threads are joined within the iteration
+            except BaseException as error:  # noqa: BLE001 - reported below, not lost in the thread
+                errors.append(error)  # noqa: B023
+                start.abort()  # noqa: B023
 
         workers = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
         for w in workers:
@@ -193,7 +193,8 @@ def shared_run(threads, cell, dtype, tokens, B, H, layers, k1, k2, dropout, T=90
 @pytest.mark.parametrize("spec", SHARED, ids=lambda s: "-".join(map(str, s)))
 def test_results_do_not_depend_on_the_thread_count(spec):
     """The engine shares its work in pieces fixed by the sizes alone, and picks one thread or all
-    per update from measured speed: the bits must be the same for any count (docs/performance.md)."""
+    per update from measured speed: the bits must be the same for any count
+    (docs/performance.md)."""
     one = shared_run(1, *spec)
     for threads in (2, 3):
         assert_identical(shared_run(threads, *spec), one, f"{threads} threads")

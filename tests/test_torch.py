@@ -3,8 +3,8 @@
 same parameters, float64: equal to 1e-10. Every test runs for each cell.
 
 (a) predict vs torch forward; (b) chunked TBPTT k1 = k2 = k (state carried, detached between
-chunks; calls that split chunks) with Adam / SGD-momentum and clip_grad_norm_, MSE and cross-entropy, resets;
-(c) masked (weighted-mean) losses; (d) load_state_dict of a torch state_dict.
+chunks; calls that split chunks) with Adam / SGD-momentum and clip_grad_norm_, MSE and
+cross-entropy, resets; (c) masked (weighted-mean) losses; (d) load_state_dict of a torch state_dict.
 """
 
 import numpy as np
@@ -138,7 +138,7 @@ def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, toke
         for t in range(s0, s1):
             if resets is not None:
                 keep = torch.from_numpy(~resets[t])[None, :, None].to(torch.float64)
-                state = each(state, lambda a: a * keep)
+                state = each(state, lambda a: a * keep)  # noqa: B023 - applied at once
             seq, state = net.recurrent(xt[t:t + 1], state)
             outs.append(net.head(seq))
         out = torch.cat(outs)  # (n, B, O)
@@ -233,7 +233,7 @@ def test_masked_loss_matches_torch(cell, loss, tokens, backend):
     compare_params(model, net, "after the masked updates")
 
 
-# ---- (d) load_state_dict of torch tensors ---------------------------------------------------------
+# ---- (d) load_state_dict of torch tensors --------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_load_state_dict_accepts_torch_tensors(dtype):

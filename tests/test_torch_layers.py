@@ -39,7 +39,8 @@ def one_torch_thread():
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts the calls into the core's sequence pass (so a test knows the kernels ran, not torch)."""
+    """Counts the calls into the core's sequence pass (so a test knows the kernels ran, not
+    torch)."""
     from tbptt.torch import _layers
 
     calls = {"sequence_forward": 0, "sequence_backward": 0}
@@ -147,7 +148,8 @@ def test_unbatched_input_and_no_bias(cell):
 
 
 class WordModel(nn.Module):
-    """What the engine alone cannot train: an embedding, a two-layer LSTM with dropout, an MLP head."""
+    """What the engine alone cannot train: an embedding, a two-layer LSTM with dropout, an MLP
+    head."""
 
     def __init__(self, lstm_class, V=11, E=6, H=8):
         super().__init__()
@@ -296,7 +298,7 @@ def test_bad_input_raises_as_torch(cell):
         "hx dtype": (torch.zeros(5, 2, 3), hx(2, 2, 4, dtype=torch.float64)),
     }
     for what, (x, h) in cases.items():
-        ours, theirs = raised(lambda: a(x, h)), raised(lambda: b(x, h))
+        ours, theirs = raised(lambda: a(x, h)), raised(lambda: b(x, h))  # noqa: B023 - called at once
         assert theirs[0] is not None, what
         assert ours[0] is theirs[0], (what, ours, theirs)
     # and the layer still works

@@ -8,10 +8,11 @@ The data are the package's own (tbptt.datasets, provenance in python/tbptt/datas
 written as CSV files the way a user's data would come: co2.csv (week,co2: the weekly Mauna Loa
 record, its 59 missing weeks left empty) and two_series.csv, a long-format file of two series,
 the weekly CO2 record and the yearly sunspot numbers (series,time,value). Writes
-docs/figures/co2_backtest.png (`tbptt backtest`'s backtest.png), docs/figures/two_series_held_out.png
-(`tbptt train --series`'s forecast.png), docs/figures/two_series_forecast.png (`tbptt forecast`),
-and for the gaussian model of CO2 (`--likelihood gaussian`) docs/figures/co2_gaussian_held_out.png,
-co2_gaussian_backtest.png and co2_gaussian_forecast.png; prints the commands and their tables.
+docs/figures/co2_backtest.png (`tbptt backtest`'s backtest.png),
+docs/figures/two_series_held_out.png (`tbptt train --series`'s forecast.png),
+docs/figures/two_series_forecast.png (`tbptt forecast`), and for the gaussian model of CO2
+(`--likelihood gaussian`) docs/figures/co2_gaussian_held_out.png, co2_gaussian_backtest.png and
+co2_gaussian_forecast.png; prints the commands and their tables.
 """
 
 from __future__ import annotations

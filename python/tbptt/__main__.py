@@ -1,4 +1,5 @@
-"""`python -m tbptt ...` runs the `tbptt` command (as under `mpiexec ... python -m mpi4py -m tbptt`)."""
+"""`python -m tbptt ...` runs the `tbptt` command (as under
+`mpiexec ... python -m mpi4py -m tbptt`)."""
 
 import sys
 

@@ -47,7 +47,7 @@ def numeric_array(name, value):
     """`value` as an ndarray of a numeric (bool, integer or floating) dtype, else TypeError."""
     try:
         array = np.asarray(value)
-    except Exception as error:  # ragged lists and the like
+    except Exception as error:  # noqa: BLE001 - ragged lists and the like
         raise TypeError(f"{name} must be a numeric array: {error}") from None
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got an array of dtype {array.dtype}")
@@ -62,7 +62,8 @@ def all_finite(name, array):
 
 
 def _convert(name, array, dtype):
-    """Cast to the model's dtype; values that overflow it (finite float64, inf float32) are errors."""
+    """Cast to the model's dtype; values that overflow it (finite float64, inf float32) are
+    errors."""
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.ascontiguousarray(array, dtype=dtype)
     if array.dtype.kind == "f" and not np.isfinite(array).all():

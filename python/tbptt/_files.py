@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, BinaryIO, Callable, Dict, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Tuple, Union, cast
 
 import numpy as np
 
@@ -60,12 +60,14 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> None:
 
 
 def save_arrays(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-    """Write `arrays` (name -> array) and `header` (JSON) into an .npz file at `path`, atomically."""
+    """Write `arrays` (name -> array) and `header` (JSON) into an .npz file at `path`,
+    atomically."""
     header = {"format": FORMAT, "version": VERSION, **header}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
     def write(f):
-        np.savez(f, **{HEADER: blob}, **arrays)
+        # cast: numpy's stubs would match an array's name to savez's `allow_pickle: bool`
+        np.savez(f, **cast(Dict[str, Any], {HEADER: blob}), **cast(Dict[str, Any], arrays))
 
     atomic_write(path, write)
 
@@ -85,7 +87,7 @@ def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it is a single array, not an .npz archive")
         arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # zipfile, zlib, numpy format errors: all mean "not our file"
+    except Exception as error:  # noqa: BLE001 - zipfile, zlib, numpy format errors: "not our file"
         raise ValueError(f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
                          f"{type(error).__name__}: {error}") from None
     if HEADER not in arrays:

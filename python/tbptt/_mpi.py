@@ -1,4 +1,5 @@
-"""Data-parallel training over MPI (docs/semantics.md §7): the collective steps a Trainer takes with a `comm`.
+"""Data-parallel training over MPI (docs/semantics.md §7): the collective steps a Trainer takes with
+a `comm`.
 
 Every rank runs the same program on its own streams. Where ranks must agree, one collective call
 decides for all of them, so that a fault on one rank becomes the same exception on every rank

@@ -53,7 +53,7 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
         if found:
             time = time_column(path, columns, {column, series, *covariates})
         numeric = [column, *covariates]
-        groups = {}  # series name -> (rows, time cells, line numbers)
+        groups: dict = {}  # series name -> (rows, time cells, line numbers)
         for line, row in enumerate(reader, start=2):
             cells = []
             for name in numeric:
@@ -73,7 +73,7 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
     times_of = {key: _times(path, time, group[1], group[2], found) if time is not None else None
                 for key, group in groups.items()}
     if found and any(t is None for t in times_of.values()):
-        times_of = {key: None for key in groups}  # a column that only looked like times
+        times_of = dict.fromkeys(groups)  # a column that only looked like times
     return [_one_series(path, key, rows, times_of[key], column, covariates, series, time, least)
             for key, (rows, _, _) in groups.items()]
 

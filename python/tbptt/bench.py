@@ -2,9 +2,9 @@
 recurrent layer of the same cell (nn.LSTM, nn.GRU, nn.RNN) on the same TBPTT work, interleaved in
 one process, medians of repeats.
 
-Workload (docs/semantics.md §5): 1 layer of the cell (`--cell lstm|gru|rnn`, LSTM by default), I = 32, linear
-head O = 1, MSE, Adam, random data; samples/s = time steps x streams per second, updates and
-optimiser included. GFLOP/s counts the matrix products TBPTT(k1, k2) needs per step,
+Workload (docs/semantics.md §5): 1 layer of the cell (`--cell lstm|gru|rnn`, LSTM by default),
+I = 32, linear head O = 1, MSE, Adam, random data; samples/s = time steps x streams per second,
+updates and optimiser included. GFLOP/s counts the matrix products TBPTT(k1, k2) needs per step,
 2·B·G·(I+H) x (1 + 2·k2/k1) with G = 4H (LSTM), 3H (GRU), H (RNN): the forward once, and the two
 products of backward (into the state, into the weights) once for each of the k2/k1 windows that
 reach the step on average; for k1 = k2 that is the usual 3 x 2·B·G·(I+H). Forward steps that
@@ -115,9 +115,9 @@ def measure(runners, B, H, k1, k2, repeats, budget):
     steps = max(k1, k2) * 4
     x = rng.standard_normal((steps, B, I)).astype(np.float32)
     y = rng.standard_normal((steps, B, O)).astype(np.float32)
-    times = {name: [] for name in runners}
+    times: Dict[str, list] = {name: [] for name in runners}
     # Steps per timed run: enough for about `budget` seconds, a multiple of k1.
-    for name, runner in runners.items():
+    for runner in runners.values():
         runner.run(x[:k1 * 2], y[:k1 * 2])  # warm up
     for _ in range(repeats):
         for name, runner in runners.items():  # interleaved
@@ -179,7 +179,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (3 if args.quick else 5)
     budget = args.budget or (0.3 if args.quick else 0.6)
     print(f"tbptt {tbptt.__version__}, engine {tbptt.build_info()['module']}, "
-          f"{args.threads} threads, cell {args.cell}; samples/s, medians of {repeats} interleaved runs")
+          f"{args.threads} threads, cell {args.cell}; samples/s, medians of {repeats} "
+          "interleaved runs")
     header = f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} | {'tbptt':>9} {'GFLOP/s':>7}"
     if not args.no_numpy:
         header += f" | {'numpy':>9} {'x':>6}"

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import numpy as np
-
 from ._files import FORMAT, HEADER, VERSION, PathLike, atomic_write, load_arrays, save_arrays
 from ._mpi import Group, rank_path
 from .model import Recurrent, from_config

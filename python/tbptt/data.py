@@ -2,12 +2,14 @@
 
 The trainer consumes time-major arrays (docs/semantics.md §1):
 
-* ``x``: ``(T, B, I)`` float features, or ``(T, B)`` integer token ids (one-hot of size ``input_size``);
-* ``y``: ``(T, B, O)`` floats for ``loss="mse"``, ``(T, B)`` integer class ids for ``"cross_entropy"``;
+* ``x``: ``(T, B, I)`` float features, or ``(T, B)`` integer token ids (one-hot of size
+  ``input_size``);
+* ``y``: ``(T, B, O)`` floats for ``loss="mse"``, ``(T, B)`` integer class ids for
+  ``"cross_entropy"``;
 * ``mask``, ``resets``: ``(T, B)``.
 
-Column ``b`` of every array is one *stream*: a long sequence that continues from one ``train`` call to
-the next. A typical pipeline for one long series (a text, a sensor recording)::
+Column ``b`` of every array is one *stream*: a long sequence that continues from one ``train`` call
+to the next. A typical pipeline for one long series (a text, a sensor recording)::
 
     vocab = Vocabulary(text)
     train_text, valid_text = split(text, 0.9)
@@ -27,7 +29,7 @@ Everything here is plain NumPy.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, overload
 
 import numpy as np
 
@@ -49,8 +51,9 @@ def batchify(series: ArrayLike, num_streams: int) -> np.ndarray:
 
     Returns:
         ``(T, B)`` or ``(T, B, F)`` array (a new, C-contiguous array of the same dtype) with
-        ``T = N // B``: stream ``b`` is ``series[b*T:(b+1)*T]``, so ``out[t, b] == series[b*T + t]``.
-        The last ``N - B*T`` elements are dropped (as PyTorch's word_language_model ``batchify``).
+        ``T = N // B``: stream ``b`` is ``series[b*T:(b+1)*T]``, so
+        ``out[t, b] == series[b*T + t]``. The last ``N - B*T`` elements are dropped (as PyTorch's
+        word_language_model ``batchify``).
 
     Raises:
         TypeError: ``series`` is not numeric, or ``num_streams`` is not an int.
@@ -72,11 +75,13 @@ def next_step(streams: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     """Inputs and targets for next-step prediction: ``(streams[:-1], streams[1:])``.
 
     Args:
-        streams: time-major ``(T, B)`` or ``(T, B, F)`` array with T >= 2 (as from :func:`batchify`).
+        streams: time-major ``(T, B)`` or ``(T, B, F)`` array with T >= 2 (as from
+            :func:`batchify`).
 
     Returns:
-        ``(x, y)``, each of shape ``(T-1, B[, F])``: ``y[t] == x[t+1] == streams[t+1]``. Token ids give
-        ``(T-1, B)`` inputs and class ids; features give ``(T-1, B, F)`` inputs and MSE targets.
+        ``(x, y)``, each of shape ``(T-1, B[, F])``: ``y[t] == x[t+1] == streams[t+1]``. Token ids
+        give ``(T-1, B)`` inputs and class ids; features give ``(T-1, B, F)`` inputs and MSE
+        targets.
     """
     streams = numeric_array("streams", streams)
     if streams.ndim not in (2, 3):
@@ -86,7 +91,11 @@ def next_step(streams: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     return streams[:-1], streams[1:]
 
 
-def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[np.ndarray, np.ndarray]:
+@overload
+def split(series: str, fraction: float = 0.9) -> Tuple[str, str]: ...
+@overload
+def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[np.ndarray, np.ndarray]: ...
+def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[Any, Any]:
     """Split a series in time, without shuffling: the first ``fraction`` and the rest.
 
     Args:
@@ -211,8 +220,9 @@ def pack(sequences: Sequence[ArrayLike], num_streams: int, labels: Optional[Arra
         num_streams: B >= 1. At most N streams are made (a stream needs a sequence).
         labels: one per sequence: ``(N,)`` integer class ids (``y`` is ``(T, B)``, for
             ``loss="cross_entropy"``), or ``(N,)`` / ``(N, O)`` floats (``y`` is ``(T, B, O)``,
-            ``loss="mse"``). The label is the target at the sequence's last step (``loss_on="last"``,
-            the default with labels) or at every step (``"all"``: a prediction at each prefix).
+            ``loss="mse"``). The label is the target at the sequence's last step
+            (``loss_on="last"``, the default with labels) or at every step (``"all"``: a prediction
+            at each prefix).
         targets: per step instead: N arrays of ``(L_i,)`` class ids or floats, or ``(L_i, O)``
             floats; the loss counts at every step (``loss_on="all"``, the default with targets) or
             at each sequence's last step.
@@ -228,7 +238,8 @@ def pack(sequences: Sequence[ArrayLike], num_streams: int, labels: Optional[Arra
 
         packed = pack(sequences, 32, labels=classes)        # lengths 10..40, classes (N,) ints
         model = tbptt.LSTM(1, 32, num_classes, forget_bias=1.0)
-        trainer = tbptt.Trainer(model, k1=40, k2=40, loss="cross_entropy", optimizer=tbptt.Adam(1e-2))
+        trainer = tbptt.Trainer(model, k1=40, k2=40, loss="cross_entropy",
+                                optimizer=tbptt.Adam(1e-2))
         trainer.fit(packed.x, packed.y, packed.mask, packed.resets, epochs=10)
         trainer.evaluate(*pack(test_sequences, 32, labels=test_classes)[:4])   # loss, accuracy
 
@@ -315,9 +326,9 @@ class Normalizer:
     """Standardise features: ``(data - mean) / std``, per feature (the last axis).
 
     Fit on the training data only, then apply the same transform to validation data and invert it on
-    the model's predictions. A 1-D series is one feature (scalar mean and std); for ``(..., F)`` data
-    the statistics are over every axis but the last, giving ``(F,)`` vectors. Missing values (NaN)
-    are ignored by :meth:`fit` and stay NaN. A constant feature gets ``std = 1``.
+    the model's predictions. A 1-D series is one feature (scalar mean and std); for ``(..., F)``
+    data the statistics are over every axis but the last, giving ``(F,)`` vectors. Missing values
+    (NaN) are ignored by :meth:`fit` and stay NaN. A constant feature gets ``std = 1``.
 
     Example::
 
@@ -328,7 +339,8 @@ class Normalizer:
     """
 
     def __init__(self, mean: Optional[ArrayLike] = None, std: Optional[ArrayLike] = None) -> None:
-        """Build from known statistics (scalars or ``(F,)``), or leave empty and call :meth:`fit`."""
+        """Build from known statistics (scalars or ``(F,)``), or leave empty and call
+        :meth:`fit`."""
         if (mean is None) != (std is None):
             raise ValueError("mean and std must be given together (or neither)")
         self.mean = self.std = None
@@ -342,8 +354,9 @@ class Normalizer:
                 raise ValueError(f"mean must be finite and std finite and > 0, got mean={mean}, std={std}")
             self.mean, self.std = mean, std
 
-    def fit(self, data: ArrayLike) -> "Normalizer":
-        """Compute mean and std of ``data`` (``(N,)`` or ``(..., F)``, NaN ignored); returns ``self``."""
+    def fit(self, data: ArrayLike) -> Normalizer:
+        """Compute mean and std of ``data`` (``(N,)`` or ``(..., F)``, NaN ignored); returns
+        ``self``."""
         data = numeric_array("data", data).astype(np.float64)
         if data.ndim == 0:
             raise ValueError("data must have at least one axis, got a scalar")
@@ -370,7 +383,8 @@ class Normalizer:
         return data, (data.dtype if data.dtype.kind == "f" else np.float64)
 
     def transform(self, data: ArrayLike) -> np.ndarray:
-        """``(data - mean) / std``, same shape; float32 input stays float32, others become float64."""
+        """``(data - mean) / std``, same shape; float32 input stays float32, others become
+        float64."""
         data, dtype = self._check("data", data)
         return ((data - self.mean) / self.std).astype(dtype, copy=False)
 
@@ -432,7 +446,8 @@ class Vocabulary:
         return self.size
 
     def encode(self, text: str) -> np.ndarray:
-        """``str`` -> ``(len(text),)`` int64 ids. A character not in the vocabulary is a ValueError."""
+        """``str`` -> ``(len(text),)`` int64 ids. A character not in the vocabulary is
+        a ValueError."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)

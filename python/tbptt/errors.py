@@ -27,7 +27,7 @@ class Divergence(FloatingPointError):
         self.outputs = outputs
 
     @classmethod
-    def of(cls, error: FloatingPointError, outputs: Optional[np.ndarray] = None) -> "Divergence":
+    def of(cls, error: FloatingPointError, outputs: Optional[np.ndarray] = None) -> Divergence:
         """`error` as raised by an engine (the compiled module's own Divergence class, or the
         reference's FloatingPointError) as a tbptt.Divergence."""
         if isinstance(error, cls):

@@ -350,7 +350,7 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
             out["mase_seasonal"] = _scaled(errors, [b.scale_seasonal for b in backtests])
         if sampled:  # a point forecast's CRPS is its absolute error
             out["crps"] = out["mae"] if name != "forecast" else float(
-                np.mean(np.concatenate([b.crps.ravel() for b in backtests])))
+                np.mean(np.concatenate([b.crps.ravel() for b in backtests if b.crps is not None])))
         by_horizon = np.concatenate([np.abs(e) for e in errors]).mean(axis=0)
         return out, [float(v) for v in by_horizon]
 

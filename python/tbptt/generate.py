@@ -17,7 +17,8 @@ def generate(model: Recurrent, vocab: Optional[Vocabulary], prime: Union[str, Ar
              seed: Optional[int] = None) -> Union[str, np.ndarray]:
     """Sample `length` tokens that continue `prime`, one step at a time with carried state.
 
-    model: a token LSTM, GRU or RNN whose outputs are logits over its inputs (input_size == output_size).
+    model: a token LSTM, GRU or RNN whose outputs are logits over its inputs
+        (input_size == output_size).
     vocab: a `tbptt.data.Vocabulary` (then `prime` is a str, ids also work, and a str is
         returned), or None (then `prime` holds token ids and an int64 array (length,) is returned).
     prime: the prompt, at least one token; the model reads it first, from a zero state.

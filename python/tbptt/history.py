@@ -27,8 +27,8 @@ class History:
         train_time: seconds spent in `train` calls.
         samples: time steps x streams trained on.
         stop_reason: "epochs" (all done), "max_time", "max_updates", "callback",
-            "early_stopping", "diverged" or "interrupted". When a budget stops fit mid-epoch, that last epoch is partial but is
-            still recorded (and validated).
+            "early_stopping", "diverged" or "interrupted". When a budget stops fit mid-epoch, that
+            last epoch is partial but is still recorded (and validated).
         diverged: None, or the message of the FloatingPointError that stopped training.
         resume_at: (epoch, step), where in the data training stopped: pass them to
             `fit(..., initial_epoch=epoch, initial_step=step)` to go on as if it had not stopped.
@@ -93,7 +93,7 @@ class History:
         }
 
     @classmethod
-    def from_dict(cls, d) -> "History":
+    def from_dict(cls, d) -> History:
         """The History that `to_dict` described (None becomes NaN again)."""
         def floats(values):
             return [math.nan if v is None else float(v) for v in values]

@@ -24,7 +24,7 @@ import numpy as np
 from . import _checks, _files, _native, _pickled, _sizes
 from .cells import CELLS
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DTYPES: Dict[str, Any] = {"float32": np.float32, "float64": np.float64}
 
 NONLINEARITIES = tuple(name[len("rnn_"):] for name, spec in CELLS.items() if spec.model == "rnn")
 
@@ -148,7 +148,8 @@ class Recurrent:
         return {name: p.copy() for name, p in self._params.items()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Copy parameters in; every key must be present with its exact shape (torch tensors work too)."""
+        """Copy parameters in; every key must be present with its exact shape (torch tensors work
+        too)."""
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         missing = [k for k in self._params if k not in state_dict]

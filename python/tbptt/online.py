@@ -81,10 +81,11 @@ class Record:
         self.used = self.skipped = self.scored = 0
         self.abs_error = self.sq_error = self.last_abs_error = 0.0
         self.last = None
-        self.points = collections.deque(maxlen=PLOT_POINTS)  # (line, value, prediction, mae, last mae)
+        self.points: collections.deque = collections.deque(maxlen=PLOT_POINTS)  # (line, value, prediction, mae, last mae)
 
     def add(self, line, value, prediction):
-        """Score `prediction`, made before `value` (input line `line`) arrived, and the last value."""
+        """Score `prediction`, made before `value` (input line `line`) arrived, and the last
+        value."""
         self.used += 1
         if self.last is None:  # the first value has no prediction worth scoring or drawing
             self.last = value

@@ -30,7 +30,8 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba) with bias correction, as torch.optim.Adam (no weight decay, no amsgrad)."""
+    """Adam (Kingma & Ba) with bias correction, as torch.optim.Adam (no weight decay, no
+    amsgrad)."""
 
     name = "adam"
 
@@ -75,7 +76,8 @@ Optimizer = Union[SGD, Adam, AdamW]
 
 
 def from_config(config: Dict[str, Any]) -> Optimizer:
-    """The optimiser a `config()` describes (files written before weight decay existed have none)."""
+    """The optimiser a `config()` describes (files written before weight decay existed have
+    none)."""
     config = dict(config)
     name = config.pop("name")
     if "betas" in config:

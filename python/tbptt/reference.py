@@ -59,6 +59,10 @@ class _Cache:
     """What the backward pass needs from one layer at one step: the layer's input `inp`
     ((B, I or H) floats, or (B,) token ids when `tokens`) and the cell's CACHE fields, each (B, H)."""
 
+    if TYPE_CHECKING:  # its fields depend on the cell (CACHE): any name, set by the cell's forward
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
 
 def _weights(P, prefix, k):
     return (P[f"{prefix}.weight_ih_l{k}"], P[f"{prefix}.weight_hh_l{k}"],
@@ -343,9 +347,11 @@ class ReferenceEngine:
         self._adam_m = np.zeros_like(model.flat_parameters)
         self._adam_v = np.zeros_like(model.flat_parameters)
         # the gradient horizon: sums over updates of ||dL/dh||, ||dL/dc|| per layer and step back
-        self._horizon_sums = None                # (2, L, k2) float64; None until an update adds
-        self._horizon_updates = None             # (k2,) int64: updates whose window reached j back
-        self._horizon_squares = None             # (2, L, k2) of the update being made
+        # (2, L, k2) float64; None until an update adds
+        self._horizon_sums: Optional[np.ndarray] = None
+        # (k2,) int64: updates whose window reached j back
+        self._horizon_updates: Optional[np.ndarray] = None
+        self._horizon_squares: Optional[np.ndarray] = None  # (2, L, k2) of the update being made
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
@@ -400,6 +406,7 @@ class ReferenceEngine:
         counted update (or after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
         if self._horizon_sums is None:
             return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
+        assert self._horizon_updates is not None  # set and reset with the sums
         return self._horizon_sums.copy(), self._horizon_updates.copy()
 
     def reset_horizon(self) -> None:
@@ -417,6 +424,7 @@ class ReferenceEngine:
         return parts
 
     def _stacked_state(self):
+        assert self._state is not None
         return tuple(np.stack([layer[i] for layer in self._state])
                      for i in range(len(self.cell.STATE)))
 
@@ -614,6 +622,7 @@ class ReferenceEngine:
         step = _Step()
         step.index, self._steps = self._steps, self._steps + 1
         step.reset = reset if reset is not None and reset.any() else None
+        assert self._state is not None  # train() zeroes it before the first step
         step.layers = []
         inp = x_t
         for k in range(self.model.num_layers):
@@ -808,6 +817,7 @@ class ReferenceEngine:
         if self._horizon_sums is None:
             self._horizon_sums = np.zeros((2, self.model.num_layers, self.k2))
             self._horizon_updates = np.zeros(self.k2, dtype=np.int64)
+        assert self._horizon_updates is not None and self._horizon_squares is not None
         norms = np.sqrt(self._horizon_squares[:, :, :window]) / weight_sum
         self._horizon_sums[:, :, :window] += norms
         self._horizon_updates[:window] += 1
@@ -816,6 +826,7 @@ class ReferenceEngine:
         """A failed update: drop its steps, forget the history, zero every stream."""
         self._history.clear()
         self._fresh_from = self._steps
+        assert self._state is not None  # an update was under way
         self._zero_state(self._state[0][0].shape[0])
         self._reset_next = False
         self._pending = 0

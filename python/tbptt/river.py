@@ -50,15 +50,21 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-try:
-    from river import base
-    from river.time_series.base import Forecaster as _ForecasterBase
-    _RegressorBase, _ClassifierBase = base.MiniBatchRegressor, base.MiniBatchClassifier
-except ImportError:  # without river the learners still work (`tbptt online` uses them), as plain classes
-    _RegressorBase = _ClassifierBase = _ForecasterBase = object
+if TYPE_CHECKING:  # the type checker sees the plain classes, whether river is installed or not
+    _RegressorBase = object
+    _ClassifierBase = object
+    _ForecasterBase = object
+else:
+    try:
+        from river import base
+        from river.time_series.base import Forecaster as _ForecasterBase
+        _RegressorBase, _ClassifierBase = base.MiniBatchRegressor, base.MiniBatchClassifier
+    except ImportError:  # without river the learners still work (`tbptt online` uses them)
+        _RegressorBase = _ClassifierBase = _ForecasterBase = object
 
 from . import _checks, _pickled, checkpoint
 from .model import MODELS, build
@@ -89,6 +95,10 @@ class _Stats:
     inv[i]`."""
 
     __slots__ = ("n", "mean", "m2", "inv", "clip")
+    n: list
+    mean: list
+    m2: list
+    inv: list
 
     def __init__(self, size, clip=None):
         self.n, self.mean, self.m2, self.inv = [0] * size, [0.0] * size, [0.0] * size, [1.0] * size
@@ -254,6 +264,34 @@ def _widened(trainer, columns, input_size):
 class _Online:
     """What Regressor and Classifier share: the model, its trainer, the feature keys, the running
     statistics, the input buffer and the checkpoint."""
+
+    # For the type checker (annotations only: nothing is set here). The constructor's arguments,
+    # which each subclass's __init__ sets:
+    cell: str
+    hidden_size: int
+    num_layers: int
+    k1: int
+    k2: int
+    lr: float
+    optimizer: str
+    clip_norm: Optional[float]
+    clip: Optional[float]
+    recompute: bool
+    backend: str
+    seed: Optional[int]
+    # What `_reset` sets to None and the first sample (`_start`) or a restore fills: Any, as the
+    # one-sample path reads them without a check.
+    keys_: Any
+    trainer_: Any
+    _stats: Any
+    _y: Any
+
+    if TYPE_CHECKING:  # what each subclass defines
+        def _layout(self, F: int) -> list: ...
+        @staticmethod
+        def _stats_size(F: int) -> int: ...
+        def _own_state(self) -> dict: ...
+        def _restore_own(self, state: dict) -> None: ...
 
     def _check_settings(self):
         if self.cell not in MODELS:
@@ -468,7 +506,7 @@ class _Online:
 
     def __setstate__(self, state):
         state = _pickled.check(state, f"tbptt.river.{type(self).__name__}")
-        self.__init__(**state["params"])
+        type(self).__init__(self, **state["params"])
         if state["learner"] is not None:
             self._restore(state["learner"], state["trainer"])
 
@@ -491,6 +529,13 @@ GATE_KEEP = 0.997    # the gate's evidence fades by this factor a sample (a memo
 class _Regression(_Online):
     """What Regressor and Forecaster share: a recurrent net learning a numeric stream online
     (see Regressor for the arguments)."""
+
+    # For the type checker (set by `_restore_own`, which `_start_regressor` calls):
+    last_change_: Optional[float]
+    _previous: Optional[list]
+    _changes: _Stats
+    _gate_sums: list
+    _y_values: memoryview
 
     def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
                  clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
@@ -694,7 +739,8 @@ class Regressor(_Regression, _RegressorBase):
     """
 
     def learn_one(self, x, y):
-        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a float)."""
+        """Advance the state by one step with x (a dict of numbers) and learn from the value y (a
+        float)."""
         self._learn_sample(x, y)
 
     def predict_one(self, x):
@@ -903,11 +949,12 @@ class Classifier(_Online, _ClassifierBase):
         return F
 
     def _fill_inputs(self, features):
-        extra = ()
+        extra: Sequence[float] = ()
         if self.previous_target:
-            extra = [0.0] * self.max_classes
+            one_hot = [0.0] * self.max_classes
             if self.last_ is not None:
-                extra[self.last_] = 1.0
+                one_hot[self.last_] = 1.0
+            extra = one_hot
         self._fill(features, extra)
 
     def _labels(self):

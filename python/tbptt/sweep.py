@@ -183,7 +183,7 @@ def _grid(k1, k2, pairs, reset) -> list:
     configs = [(a, b, p) for (a, b), p in itertools.product(pairs, policies)]
     if not configs:
         raise ValueError("the grid is empty: give at least one k1 (or pair) and one reset policy")
-    if len(set((a, b, str(p)) for a, b, p in configs)) != len(configs):
+    if len({(a, b, str(p)) for a, b, p in configs}) != len(configs):
         raise ValueError(f"the grid repeats a configuration: {configs}")
     return configs
 
@@ -267,7 +267,7 @@ def _spread(comm, configs, train_all, progress, callback):
     rank, ranks = comm.Get_rank(), comm.Get_size()
     try:
         mine, error = train_all(configs[rank::ranks], progress and rank == 0, callback), None
-    except Exception as caught:
+    except Exception as caught:  # noqa: BLE001 - raised on every rank once all know (below)
         mine, error = None, caught
     shares = comm.allgather(None if error is not None else mine)
     if error is not None:

@@ -287,7 +287,8 @@ class Trainer:
             max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
             block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
             patience=None, loss_unit=None) -> History:
-        """Train for `epochs` passes over time-major data; returns a `History` (also `self.history`).
+        """Train for `epochs` passes over time-major data; returns a `History` (also
+        `self.history`).
 
         x, y, mask, resets: as for `train`: x (T, B, I) or (T, B) token ids, y (T, B, O) or (T, B)
             class ids, mask (T, B) loss weights, resets (T, B) bool. Or x is a
@@ -378,11 +379,11 @@ class Trainer:
         """`evaluate`, in blocks of time steps; None if `stop` became true between blocks. With a
         comm: over every rank's streams (collective)."""
         model, T = self.model, x.shape[0]
-        starts = set(range(0, T, block))
+        cuts = set(range(0, T, block))
         if resets is not None:  # cut the forward pass where a stream's state must be zeroed
             resets = np.asarray(resets) != 0
-            starts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
-        starts = sorted(starts) + [T]
+            cuts |= set(np.flatnonzero(resets.any(axis=1)).tolist())
+        starts = sorted(cuts) + [T]
         state, loss, correct, weight, spec = None, 0.0, 0.0, 0.0, LOSSES[self.loss]
         for s, e in zip(starts[:-1], starts[1:]):
             if stop:
@@ -426,8 +427,9 @@ class Trainer:
         `reset_horizon()`.
 
         Returns {"dh": (L, k2), "dc": (L, k2) (LSTM only), "updates": (k2,)}: "updates"[j]
-        counts the updates whose window reached j steps back; the means are NaN where it is 0. A gradient that
-        vanishes shows as norms falling by orders of magnitude with j; one cut by resets is 0."""
+        counts the updates whose window reached j steps back; the means are NaN where it is 0. A
+        gradient that vanishes shows as norms falling by orders of magnitude with j; one cut by
+        resets is 0."""
         sums, updates = self._engine.horizon()
         L = self.model.num_layers
         if len(updates) == 0:
@@ -481,7 +483,7 @@ class Trainer:
 
     @classmethod
     def _from_settings(cls, model: Recurrent, settings: Dict[str, Any],
-                       backend: Optional[str] = None, comm: Any = None) -> "Trainer":
+                       backend: Optional[str] = None, comm: Any = None) -> Trainer:
         """A new trainer of `model` with `_settings()` (another backend if given); its engine
         is fresh: `_restore_engine` next."""
         trainer = cls(model, settings["k1"], settings["k2"], loss=settings["loss"],

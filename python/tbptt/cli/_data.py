@@ -165,7 +165,7 @@ def _frame(args, B, likelihood=None):
     names = [str(table[0]) for table in tables]
     identity = [f"series={name}" for name in names] if args.embed_series else []
     diff = bool(args.diff)
-    series, xs, ys, vxs, vys = [], [], [], [], []
+    series, xs, ys, vxs, vys = [], [], [], [], []  # type: list, list, list, list, list
     for i, (name, times, values, covariates) in enumerate(tables):
         F = len(observed)
         features = None if not F else covariates[:, :F]
@@ -174,9 +174,11 @@ def _frame(args, B, likelihood=None):
             own = np.column_stack([own, np.tile(np.eye(len(names))[i], (values.size, 1))])
         start = len(data.split(values, VALID_SPLIT)[0])
         target = data.Normalizer().fit(np.diff(values[:start]) if diff else values[:start])
+        assert target.mean is not None and target.std is not None  # fitted: for the type checker
         means, stds = [np.atleast_1d(target.mean)], [np.atleast_1d(target.std)]
         if covariates is not None:
             columns = data.Normalizer().fit(covariates[:start])
+            assert columns.mean is not None and columns.std is not None  # fitted
             means.append(columns.mean)
             stds.append(columns.std)
         means.append(np.zeros(len(identity)))
@@ -191,8 +193,8 @@ def _frame(args, B, likelihood=None):
             xs_.append(x)
             ys_.append(y)
     if args.series is None:  # one series: B contiguous streams, as a plain column
-        train = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
-        valid = (vxs[0][:, None], vys[0][:, None], None, None)
+        train: tuple = (data.batchify(xs[0], B), data.batchify(ys[0], B), None, None)
+        valid: tuple = (vxs[0][:, None], vys[0][:, None], None, None)
     else:
         train = tuple(data.pack(xs, B, targets=ys)[:4])
         valid = tuple(data.pack(vxs, len(vxs), targets=vys)[:4])
@@ -230,10 +232,12 @@ def task_sets(name: str, B: int, seed: int, steps: int = TASK_STEPS, **given) ->
     TASK_VALID_STEPS with seed + 1. given: TASK_SETTINGS to change (None: the default)."""
     settings = {**TASK_SETTINGS[name], **{k: v for k, v in given.items() if v is not None}}
     if name == "echo":
-        make = lambda T, s: datasets.echo(T, B, delay=settings["delay"], seed=s)
+        def make(T, s):
+            return datasets.echo(T, B, delay=settings["delay"], seed=s)
     elif name == "adding":
-        make = lambda T, s: datasets.adding(T, B, seq_len=settings["length"], seed=s)
+        def make(T, s):
+            return datasets.adding(T, B, seq_len=settings["length"], seed=s)
     else:
-        make = lambda T, s: datasets.copy(T, B, length=settings["length"],
-                                          delay=settings["delay"], seed=s)
+        def make(T, s):
+            return datasets.copy(T, B, length=settings["length"], delay=settings["delay"], seed=s)
     return make(steps, seed), make(TASK_VALID_STEPS, seed + 1)

@@ -39,7 +39,7 @@ def _file_kind(path: str) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return json.loads(archive[_files.HEADER].tobytes().decode("utf-8")).get("kind")
-    except Exception:
+    except Exception:  # noqa: BLE001 - not a tbptt file: load_arrays says why
         return None
 
 

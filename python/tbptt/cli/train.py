@@ -12,12 +12,12 @@ import os
 import statistics
 import sys
 import warnings
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, cast
 
 import numpy as np
 
 from .. import _files
-from .. import _sizes, _units, checkpoint, data, forecast
+from .. import _sizes, _units, checkpoint, forecast
 from ..generate import generate
 from ..history import History
 from ..model import MODELS, build, from_config
@@ -160,7 +160,8 @@ class _Session:
                 raise _Usage(error) from None
         self.trainer, self.earlier, self.start = self._trainer(resumed)
         self.seen = len(self.earlier.val_loss)  # validations of earlier sessions, before this one's
-        self.folder = _folder.output_folder(args.out) if _mpi.rank(comm) == 0 else None
+        # a str on every rank once broadcast (None on the other ranks only until then)
+        self.folder = cast(str, _folder.output_folder(args.out) if _mpi.rank(comm) == 0 else None)
         if comm is not None:  # rank 0's choice (a time stamp) for every rank
             self.folder = comm.bcast(self.folder, root=0)
         self._announce()

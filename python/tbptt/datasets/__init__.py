@@ -2,16 +2,17 @@
 
 Real data (files inside this package; sources and licences in ``PROVENANCE.md``):
 
-* :func:`shakespeare` -- Tiny Shakespeare, 1,115,394 characters, for character-level language models;
+* :func:`shakespeare` -- Tiny Shakespeare, 1,115,394 characters, for character-level language
+  models;
 * :func:`co2` -- weekly CO2 at Mauna Loa, 1958-03-29 to 2001-12-29, 2,284 weeks;
 * :func:`sunspots` -- yearly sunspot activity, 1700 to 2008, 309 years.
 
-Use :mod:`tbptt.data` (``Vocabulary``, ``Normalizer``, ``batchify``, ``next_step``) to turn them into
-training arrays.
+Use :mod:`tbptt.data` (``Vocabulary``, ``Normalizer``, ``batchify``, ``next_step``) to turn them
+into training arrays.
 
 Synthetic tasks (:func:`echo`, :func:`adding`, :func:`copy`) return a :class:`Task`: time-major
-``x``, ``y``, ``mask``, ``resets`` for B streams of T steps, with the loss and the sizes to build the
-model from::
+``x``, ``y``, ``mask``, ``resets`` for B streams of T steps, with the loss and the sizes to build
+the model from::
 
     task = tbptt.datasets.echo(T=100_000, B=32, delay=20)
     model = tbptt.LSTM(task.input_size, 64, task.output_size, forget_bias=1.0)
@@ -33,7 +34,7 @@ import numpy as np
 __all__ = ["shakespeare", "co2", "sunspots", "Task", "echo", "adding", "copy"]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Real data
 
 
@@ -90,7 +91,7 @@ def sunspots():
     return years, activity
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Synthetic memory tasks
 
 
@@ -137,12 +138,13 @@ def _int_at_least(name, value, minimum):
 
 
 def echo(T, B, delay, seed=0, num_symbols=2):
-    """Delayed echo: output the token that was input ``delay`` steps earlier, on one unbroken stream.
+    """Delayed echo: output the token that was input ``delay`` steps earlier, on one unbroken
+    stream.
 
     ``x[t, b]`` are i.i.d. uniform tokens in ``[0, num_symbols)``; ``y[t] = x[t - delay]`` for
     ``t >= delay``, where ``mask`` is 1 (before that, ``y = 0`` and ``mask = 0``). A model needs a
-    memory of ``delay`` steps: TBPTT(k1, k2) can learn it only with ``k2 > delay``, and an LSTM needs
-    ``forget_bias=1.0`` for long delays (docs/semantics.md §2). Without memory the best is
+    memory of ``delay`` steps: TBPTT(k1, k2) can learn it only with ``k2 > delay``, and an LSTM
+    needs ``forget_bias=1.0`` for long delays (docs/semantics.md §2). Without memory the best is
     chance: accuracy ``1/num_symbols``, cross-entropy ``log(num_symbols)``.
 
     Args:
@@ -171,15 +173,15 @@ def echo(T, B, delay, seed=0, num_symbols=2):
 
 
 def adding(T, B, seq_len, seed=0):
-    """The adding problem (Hochreiter & Schmidhuber 1997; as in Le et al. 2015, Arjovsky et al. 2016),
-    as a stream of back-to-back sequences of ``seq_len`` steps.
+    """The adding problem (Hochreiter & Schmidhuber 1997; as in Le et al. 2015, Arjovsky et al.
+    2016), as a stream of back-to-back sequences of ``seq_len`` steps.
 
     At each step the input is ``(value, marker)``: value uniform in ``[0, 1)``, marker 0 or 1. Each
     sequence has exactly two markers, one uniform in its first half ``[0, seq_len // 2)`` and one in
-    its second half. At the sequence's last step the target is the sum of the two marked values; that
-    is the only step with ``mask = 1`` (``y = 0`` elsewhere). ``resets`` is True at each sequence's
-    first step. A trailing partial sequence (when ``seq_len`` does not divide T) carries no loss.
-    Always answering 1.0 gives MSE 1/6 ~ 0.167, the no-memory baseline.
+    its second half. At the sequence's last step the target is the sum of the two marked values;
+    that is the only step with ``mask = 1`` (``y = 0`` elsewhere). ``resets`` is True at each
+    sequence's first step. A trailing partial sequence (when ``seq_len`` does not divide T) carries
+    no loss. Always answering 1.0 gives MSE 1/6 ~ 0.167, the no-memory baseline.
 
     Args:
         T, B: time steps and streams (>= 1).
@@ -187,8 +189,8 @@ def adding(T, B, seq_len, seed=0):
         seed: for ``numpy.random.default_rng``.
 
     Returns:
-        :class:`Task` with ``x`` ``(T, B, 2)`` float64, ``y`` ``(T, B, 1)`` float64, float64 ``mask``,
-        bool ``resets``, ``loss="mse"``, ``input_size=2``, ``output_size=1``.
+        :class:`Task` with ``x`` ``(T, B, 2)`` float64, ``y`` ``(T, B, 1)`` float64, float64
+        ``mask``, bool ``resets``, ``loss="mse"``, ``input_size=2``, ``output_size=1``.
     """
     T, B = _int_at_least("T", T, 1), _int_at_least("B", B, 1)
     seq_len = _int_at_least("seq_len", seq_len, 2)
@@ -231,7 +233,8 @@ def copy(T, B, num_symbols=8, length=10, seed=0, delay=10):
 
     Args:
         T, B: time steps and streams (>= 1).
-        num_symbols: distinct symbols (>= 2); ``input_size = num_symbols + 2``, ``output_size = num_symbols``.
+        num_symbols: distinct symbols (>= 2); ``input_size = num_symbols + 2``,
+            ``output_size = num_symbols``.
         length: symbols per episode (>= 1).
         seed: for ``numpy.random.default_rng``.
         delay: blank steps between the sequence and the delimiter (>= 0).
