@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -253,21 +253,8 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     one or more.
     """
     values, features, known = _series(model, values, normalizer, difference, features, known)
-    horizon = _checks.positive_int("horizon", horizon)
     N, first = values.size, 1 + bool(difference)
-    start = _checks.positive_int("start", start)
-    if season is not None:
-        season = _checks.positive_int("season", season)
-        if season < 2:
-            raise ValueError(f"season must be >= 2 steps, got {season}")
-    if features is not None and horizon > 1:
-        raise ValueError(_observed_message(features.shape[1], horizon))
-    least = max(first, season or 0) + 1
-    if start < least:
-        raise ValueError(f"start must leave at least {least} values to train on, got {start}")
-    if N - start < horizon:
-        raise ValueError(f"the held-out part has {N - start} value(s), fewer than the horizon "
-                         f"{horizon}")
+    horizon, start, season = _backtest_span(N, first, horizon, start, season, features)
     inputs = _inputs(values, normalizer, difference, features, known)[:N - first]  # u = d..N-2
     origins = np.arange(start - 1, N - horizon)
     u0 = first - 1  # the step of the first input
@@ -305,6 +292,26 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
         changes[:, h] = target.inverse_transform(z)
     ahead = values[origins, None] + np.cumsum(changes, axis=1) if difference else changes
     return _baselines(values, origins, steps, start, season, ahead)
+
+
+def _backtest_span(N, first, horizon, start, season, features) -> Tuple[int, int, Optional[int]]:
+    """backtest's horizon, start and season, checked against a series of N values whose first
+    `first` have no input before them."""
+    horizon = _checks.positive_int("horizon", horizon)
+    start = _checks.positive_int("start", start)
+    if season is not None:
+        season = _checks.positive_int("season", season)
+        if season < 2:
+            raise ValueError(f"season must be >= 2 steps, got {season}")
+    if features is not None and horizon > 1:
+        raise ValueError(_observed_message(features.shape[1], horizon))
+    least = max(first, season or 0) + 1
+    if start < least:
+        raise ValueError(f"start must leave at least {least} values to train on, got {start}")
+    if N - start < horizon:
+        raise ValueError(f"the held-out part has {N - start} value(s), fewer than the horizon "
+                         f"{horizon}")
+    return horizon, start, season
 
 
 def _baselines(values, origins, steps, start, season, ahead, levels=None, scored=None):
