@@ -85,7 +85,8 @@ def test_cpp_kernel_is_the_numpy_definition(k1, k2):
     (lc, gc), (ln, gn) = results["cpp"], results["numpy"]
     assert lc == pytest.approx(ln, rel=1e-10)
     np.testing.assert_allclose(gc, gn, rtol=1e-10, atol=1e-13)
-    # without resets, the loss is the mask-weighted mean of the density's -log over predict's outputs
+    # without resets, the loss is the mask-weighted mean of the density's -log over predict's
+    # outputs
     model = tbptt.GRU(2, 5, 4, dtype="float64", seed=3)
     out, _ = model.predict(x)
     (loss,) = tbptt.Trainer(model, k1, k2, loss="gaussian").train(x, y, mask)

@@ -1,4 +1,5 @@
-"""The C++ engine behind Trainer(backend="cpp") and `predict`: a thin adapter over `tbptt._core_<isa>`.
+"""The C++ engine behind Trainer(backend="cpp") and `predict`: a thin adapter over
+`tbptt._core_<isa>`.
 
 The compiled engine keeps a reference to the model's flat parameter array and updates it in place;
 it owns the window of activations, the optimiser state and the carried state between calls. It

@@ -57,7 +57,8 @@ def _sigmoid(z):
 
 class _Cache:
     """What the backward pass needs from one layer at one step: the layer's input `inp`
-    ((B, I or H) floats, or (B,) token ids when `tokens`) and the cell's CACHE fields, each (B, H)."""
+    ((B, I or H) floats, or (B,) token ids when `tokens`) and the cell's CACHE fields, each
+    (B, H)."""
 
     if TYPE_CHECKING:  # its fields depend on the cell (CACHE): any name, set by the cell's forward
         def __getattr__(self, name: str) -> Any: ...
@@ -209,7 +210,8 @@ _CELLS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"),
 
 
 def cell_of(model: Recurrent) -> Any:
-    """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh", "rnn_relu")."""
+    """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh",
+    "rnn_relu")."""
     try:
         return _CELLS[model.cell]
     except KeyError:

@@ -21,8 +21,8 @@ over the ranks and rank 0 writes the table and the plots. This needs mpi4py (tbp
 
 It is a thin layer over the library (tbptt.data, Trainer.fit, tbptt.generate, tbptt.sweep); it
 adds no training logic of its own. One module per command (train, generate, forecast, backtest,
-online, info, sweep, bench), each with `add_parser(commands)` and `run(args)`; `_args` holds the shared
-argparse types and options, `_data` the defaults per kind of data and the data's preparation,
+online, info, sweep, bench), each with `add_parser(commands)` and `run(args)`; `_args` holds the
+shared argparse types and options, `_data` the defaults per kind of data and the data's preparation,
 `_folder` the run folder's files, `_mpi` the MPI launcher's world. The model file it writes is
 a normal tbptt model file (tbptt.load reads it) whose header also holds what `generate` and
 `info` need: the vocabulary or the normalisation, the settings and the results.
