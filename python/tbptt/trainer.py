@@ -156,10 +156,10 @@ class Trainer:
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
         class ids for "cross_entropy", (T, B, O / 2) for "gaussian" (the outputs: O / 2 means,
         then O / 2 raw scales; tbptt.losses.gaussian_parameters). mask: optional (T, B) loss
-        weights. resets: optional (T, B) bool, zero stream b's state before step t. Time-major: a batch-first (B, T, I) array, as
-        torch's `batch_first=True` and Keras use, is taken as T = B steps of T streams without
-        an error when its sizes fit (pass x.swapaxes(0, 1)); once the trainer's B is known, an x
-        whose first axis is that B is refused with a hint.
+        weights. resets: optional (T, B) bool, zero stream b's state before step t. Time-major:
+        a batch-first (B, T, I) array, as torch's `batch_first=True` and Keras use, is taken as
+        T = B steps of T streams without an error when its sizes fit (pass x.swapaxes(0, 1));
+        once the trainer's B is known, an x whose first axis is that B is refused with a hint.
         Returns the loss of each update made in this call (float64 array); with
         return_outputs=True, `(losses, outputs)`: outputs (T, B, O) of the model's dtype, each
         step's outputs as the forward pass computed them, before any update that used that

@@ -1,8 +1,8 @@
 """Writes the schema-2 files of tests/data/ (run once with tbptt at commit 969f495, the last version
-whose snapshots held positional counters): trainer files (and pickles of the GRU trainers) the
-later versions must still read, with pending steps, a pending reset_state(), dropout, k2 > k1 and recompute. Each file is loaded again
-with either backend and trained on; what that gave is kept. Usage: python make_schema2_files.py
-FOLDER"""
+whose snapshots held positional counters): trainer files (and pickles of the GRU trainers) the later
+versions must still read, with pending steps, a pending reset_state(), dropout, k2 > k1 and
+recompute. Each file is loaded again with either backend and trained on; what that gave is kept.
+Usage: python make_schema2_files.py FOLDER"""
 import json
 import pickle
 import sys

@@ -20,8 +20,9 @@ def add_parser(commands) -> None:
     ahead = commands.add_parser(
         "forecast", help="forecast a numeric series past its end with a model trained on it",
         description="Run a model written by `tbptt train` on a numeric series "
-                    "(--task co2|sunspots, --data FILE.csv --column NAME) over the run's data as they are now, then N "
-                    "steps past their end, feeding it its own predictions. Prints CSV (time, "
+                    "(--task co2|sunspots, --data FILE.csv --column NAME) over the run's data "
+                    "as they are now, then N steps past their end, feeding it its own "
+                    "predictions. Prints CSV (time, "
                     "forecast; series first with --series), in the data's own times, and draws "
                     "the forecast after the data. A model with covariates observed alongside "
                     "the target forecasts one step; covariates known in advance come from "
