@@ -23,8 +23,13 @@ import time
 import numpy as np
 
 I, O = 32, 1
-CONFIGS = [(1, 128, 25, 25), (32, 128, 25, 25), (32, 512, 25, 25), (128, 512, 25, 25),
-           (32, 128, 10, 50)]
+CONFIGS = [
+    (1, 128, 25, 25),
+    (32, 128, 25, 25),
+    (32, 512, 25, 25),
+    (128, 512, 25, 25),
+    (32, 128, 10, 50),
+]
 ADAM = {"name": "adam", "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
 
 
@@ -89,14 +94,18 @@ def main(argv=None):
         for core in cores.values():
             core.set_num_threads(args.threads)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.config] if args.config else CONFIGS
-    print(f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} {'old':>10} {'new':>10} {'new/old':>8}  "
-          "spread of new/old")
+    print(
+        f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} {'old':>10} {'new':>10} {'new/old':>8}  "
+        "spread of new/old"
+    )
     for B, H, k1, k2 in configs:
         runners = {name: Runner(core, B, H, k1, k2) for name, core in cores.items()}
         medians, rates = measure(runners, B, k1, k2, args.repeats, args.budget)
         ratios = sorted(n / o for n, o in zip(rates["new"], rates["old"]))
-        print(f"{B:>4} {H:>4} {k1:>4} {k2:>4} {medians['old']:>10,.0f} {medians['new']:>10,.0f} "
-              f"{medians['new'] / medians['old']:>8.3f}  {ratios[0]:.3f}..{ratios[-1]:.3f}")
+        print(
+            f"{B:>4} {H:>4} {k1:>4} {k2:>4} {medians['old']:>10,.0f} {medians['new']:>10,.0f} "
+            f"{medians['new'] / medians['old']:>8.3f}  {ratios[0]:.3f}..{ratios[-1]:.3f}"
+        )
         sys.stdout.flush()
 
 

@@ -1,5 +1,6 @@
 """Run the throughput benchmark (same as `tbptt bench`): python benchmarks/bench.py [--quick]
 [--json FILE]."""
+
 import sys
 
 from tbptt.bench import main

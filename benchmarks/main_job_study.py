@@ -39,8 +39,20 @@ CANDIDATES = [
 
 def run(candidate, max_time, threads, folder):
     """Train one candidate; return its row."""
-    argv = [sys.executable, "-m", "tbptt", "train", "--max-time", str(max_time), "--threads",
-            str(threads), "--no-progress", "--out", folder, *shlex.split(candidate)]
+    argv = [
+        sys.executable,
+        "-m",
+        "tbptt",
+        "train",
+        "--max-time",
+        str(max_time),
+        "--threads",
+        str(threads),
+        "--no-progress",
+        "--out",
+        folder,
+        *shlex.split(candidate),
+    ]
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -49,11 +61,16 @@ def run(candidate, max_time, threads, folder):
     with open(os.path.join(folder, "history.json")) as f:
         history = json.load(f)
     from tbptt import checkpoint
+
     header, _ = checkpoint.load_arrays(os.path.join(folder, "model.npz"), "model")
     results = header["results"]
-    return {"candidate": candidate or "(defaults)", "bits_per_character": results["bits_per_character"],
-            "best_epoch": results["best_epoch"], "epochs": history["epochs"],
-            "seconds": round(seconds, 1)}
+    return {
+        "candidate": candidate or "(defaults)",
+        "bits_per_character": results["bits_per_character"],
+        "best_epoch": results["best_epoch"],
+        "epochs": history["epochs"],
+        "seconds": round(seconds, 1),
+    }
 
 
 def main(argv=None):
@@ -67,19 +84,35 @@ def main(argv=None):
     candidates = args.candidate or CANDIDATES
     os.makedirs(args.out, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda ic: run(ic[1], args.max_time, args.threads, os.path.join(args.out, str(ic[0]))),
-                             enumerate(candidates)))
+        rows = list(
+            pool.map(
+                lambda ic: run(
+                    ic[1], args.max_time, args.threads, os.path.join(args.out, str(ic[0]))
+                ),
+                enumerate(candidates),
+            )
+        )
     print("| settings (beside the defaults) | bits/char (best epoch) | best epoch / epochs | s |")
     print("|---|---:|---:|---:|")
     for r in rows:
         if "error" in r:
             print(f"| {r['candidate']} | error: {r['error']} | | |")
         else:
-            print(f"| {r['candidate']} | {r['bits_per_character']:.3f} | {r['best_epoch']} / "
-                  f"{r['epochs']} | {r['seconds']} |")
+            print(
+                f"| {r['candidate']} | {r['bits_per_character']:.3f} | {r['best_epoch']} / "
+                f"{r['epochs']} | {r['seconds']} |"
+            )
     with open(os.path.join(args.out, "study.json"), "w") as f:
-        json.dump({"max_time": args.max_time, "parallel": args.parallel, "threads": args.threads,
-                   "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "max_time": args.max_time,
+                "parallel": args.parallel,
+                "threads": args.threads,
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

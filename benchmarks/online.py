@@ -36,24 +36,36 @@ TOP = 1.3  # the figure's MAE ratios are cut here: the learners near the last va
 
 # ---- streams -----------------------------------------------------------------------------------
 
+
 def streams():
     from river import datasets
 
     import tbptt
 
     def numeric(dataset):
-        return [({k: float(v) for k, v in x.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)}, float(y))
-                for x, y in dataset]
+        return [
+            (
+                {
+                    k: float(v)
+                    for k, v in x.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+                float(y),
+            )
+            for x, y in dataset
+        ]
 
-    result = {name: numeric(getattr(datasets, name)())
-              for name in ("TrumpApproval", "ChickWeights", "AirlinePassengers", "WaterFlow")}
+    result = {
+        name: numeric(getattr(datasets, name)())
+        for name in ("TrumpApproval", "ChickWeights", "AirlinePassengers", "WaterFlow")
+    }
     result["CO2 (tbptt)"] = [({}, float(v)) for v in tbptt.datasets.co2()[1]]
     result["sunspots (tbptt)"] = [({}, float(v)) for v in tbptt.datasets.sunspots()[1]]
     return result
 
 
 # ---- learners: predict_one(x) -> float, learn_one(x, y) -------------------------------------
+
 
 class LastValue:
     def __init__(self):
@@ -92,8 +104,14 @@ class TorchTBPTT:
         class Regressor(tbptt.river.Regressor):
             def _buffers(self):
                 super()._buffers()
-                self._engine = _TorchEngine(self.trainer_.model.input_size, self.hidden_size,
-                                            self.k2, self.lr, self.clip_norm, seed)
+                self._engine = _TorchEngine(
+                    self.trainer_.model.input_size,
+                    self.hidden_size,
+                    self.k2,
+                    self.lr,
+                    self.clip_norm,
+                    seed,
+                )
 
         return Regressor(**{"hidden_size": H, "k2": K2, "seed": seed, **options})
 
@@ -104,6 +122,7 @@ class _TorchEngine:
 
     def __init__(self, inputs, hidden, k2, lr, clip_norm, seed):
         import torch
+
         torch.manual_seed(seed)
         self.torch, self.clip_norm = torch, clip_norm
         self.lstm = torch.nn.LSTM(inputs, hidden)
@@ -111,7 +130,7 @@ class _TorchEngine:
         torch.nn.init.zeros_(self.head.weight), torch.nn.init.zeros_(self.head.bias)
         self.params = list(self.lstm.parameters()) + list(self.head.parameters())
         self.opt = torch.optim.Adam(self.params, lr=lr)
-        self.window = collections.deque(maxlen=k2)    # the inputs of the last k2 steps
+        self.window = collections.deque(maxlen=k2)  # the inputs of the last k2 steps
         self.entering = collections.deque(maxlen=k2)  # the state entering each of them
         self.state = None  # the state after the newest step (None: zeros)
 
@@ -146,11 +165,13 @@ def learners():
 
     made = {  # name: make(seed)
         "tbptt": lambda seed: tbptt.river.Regressor(hidden_size=H, k2=K2, seed=seed),
-        "tbptt, recompute=False": lambda seed: tbptt.river.Regressor(hidden_size=H, k2=K2,
-                                                                     seed=seed, recompute=False),
+        "tbptt, recompute=False": lambda seed: tbptt.river.Regressor(
+            hidden_size=H, k2=K2, seed=seed, recompute=False
+        ),
         "PyTorch TBPTT(1, 20)": TorchTBPTT,
         "river LinearRegression": lambda seed: WithPrevious(
-            preprocessing.StandardScaler() | linear_model.LinearRegression()),
+            preprocessing.StandardScaler() | linear_model.LinearRegression()
+        ),
         "last value": lambda seed: LastValue(),
     }
     try:
@@ -173,6 +194,7 @@ class _DeepRiver(WithPrevious):
     def learn_one(self, x, y):
         if self.model is None:
             import torch
+
             torch.manual_seed(self.seed)
             self.model = self.cls(n_features=len(x) + 1, hidden_size=H, window_size=K2, lr=1e-3)
         super().learn_one(x, y)
@@ -182,6 +204,7 @@ class _DeepRiver(WithPrevious):
 
 
 # ---- measuring ---------------------------------------------------------------------------------
+
 
 def prequential(learner, data):
     """(predictions (N,), seconds per sample)."""
@@ -231,7 +254,7 @@ def breakdown(data, rounds):
     times = collections.defaultdict(list)
     for _ in range(rounds):  # interleaved: every stream and every part once per round
         for name, stream in data.items():
-            timed = stream[3:TIMED + 3]
+            timed = stream[3 : TIMED + 3]
             times[name, "all"].append(prequential(learner(stream), timed)[1])
             times[name, "python"].append(prequential(learner(stream, _NoEngine()), timed)[1])
             times[name, "engine"].append(engine_alone(learner(stream)))
@@ -240,8 +263,10 @@ def breakdown(data, rounds):
     print("| stream | features | predict_one + learn_one | the Python alone | the engine alone |")
     print("|---|---:|---:|---:|---:|")
     for name, stream in data.items():
-        print(f"| {name} | {len(stream[0][0])} | {us[name, 'all']:.1f} | "
-              f"{us[name, 'python']:.1f} | {us[name, 'engine']:.1f} |")
+        print(
+            f"| {name} | {len(stream[0][0])} | {us[name, 'all']:.1f} | "
+            f"{us[name, 'python']:.1f} | {us[name, 'engine']:.1f} |"
+        )
 
 
 SEEDED = ("tbptt", "tbptt, recompute=False", "PyTorch TBPTT(1, 20)", "deep-river LSTMRegressor")
@@ -250,23 +275,43 @@ SEEDED = ("tbptt", "tbptt, recompute=False", "PyTorch TBPTT(1, 20)", "deep-river
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=5,
-                        help="initialisations the recurrent learners' accuracy is averaged over")
-    parser.add_argument("--figure", help="write a PNG of µs per sample and MAE relative to the "
-                                         "last value")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="only where tbptt's time per sample goes (Python, engine)")
-    parser.add_argument("--grid", action="store_true",
-                        help="only the grid of tbptt's settings that chose its defaults")
-    parser.add_argument("--classifier", action="store_true",
-                        help="only tbptt's Classifier with and without recompute, on a synthetic "
-                             "sequence")
-    parser.add_argument("--forecaster", action="store_true",
-                        help="only the Forecaster against river's forecasters, per horizon")
-    parser.add_argument("--forecaster-grid", action="store_true",
-                        help="only the grid of settings that chose the Forecaster's defaults")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="initialisations the recurrent learners' accuracy is averaged over",
+    )
+    parser.add_argument(
+        "--figure", help="write a PNG of µs per sample and MAE relative to the last value"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only where tbptt's time per sample goes (Python, engine)",
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="only the grid of tbptt's settings that chose its defaults",
+    )
+    parser.add_argument(
+        "--classifier",
+        action="store_true",
+        help="only tbptt's Classifier with and without recompute, on a synthetic sequence",
+    )
+    parser.add_argument(
+        "--forecaster",
+        action="store_true",
+        help="only the Forecaster against river's forecasters, per horizon",
+    )
+    parser.add_argument(
+        "--forecaster-grid",
+        action="store_true",
+        help="only the grid of settings that chose the Forecaster's defaults",
+    )
     args = parser.parse_args(argv)
     import tbptt
+
     tbptt.set_num_threads(1)
     if args.forecaster:
         forecaster_table(seeds=args.seeds)
@@ -275,6 +320,7 @@ def main(argv=None):
         forecaster_grid()
         return
     import torch
+
     torch.set_num_threads(1)
     if args.breakdown:
         breakdown(streams(), max(args.rounds, 7))
@@ -288,15 +334,21 @@ def main(argv=None):
     data, made = streams(), learners()
     us, per_stream = timing(data, made, args.rounds)
     rows = accuracy(data, made, args.seeds)
-    print(f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
-          f"of each stream; H = {H}, k2 = {K2}, one thread):\n")
+    print(
+        f"\nµs per sample (median of {args.rounds} interleaved rounds, first {TIMED} samples "
+        f"of each stream; H = {H}, k2 = {K2}, one thread):\n"
+    )
     short = [stream.split()[0] for stream in data]
     print(f"| learner | all streams | {' | '.join(short)} |\n|---|---:|{'---:|' * len(short)}")
     for name in made:
-        print(f"| {name} | {us[name]:,.0f} | "
-              f"{' | '.join(f'{per_stream[name, stream]:,.0f}' for stream in data)} |")
-    print(f"\nprequential error (all samples after the first; recurrent learners: mean over "
-          f"seeds 0..{args.seeds - 1}, ± the standard deviation of the MAE over seeds):\n")
+        print(
+            f"| {name} | {us[name]:,.0f} | "
+            f"{' | '.join(f'{per_stream[name, stream]:,.0f}' for stream in data)} |"
+        )
+    print(
+        f"\nprequential error (all samples after the first; recurrent learners: mean over "
+        f"seeds 0..{args.seeds - 1}, ± the standard deviation of the MAE over seeds):\n"
+    )
     print("| stream | N | learner | MAE | RMSE |\n|---|---:|---|---:|---:|")
     for stream_name, n, name, mae, spread, rmse in rows:
         shown = f"{mae:.5g} ± {spread:.2g}" if name in SEEDED else f"{mae:.5g}"
@@ -313,8 +365,10 @@ def timing(data, made, rounds):
             for name, make in made.items():
                 times[name, stream_name].append(prequential(make(0), stream[:TIMED])[1])
     per_stream = {key: statistics.median(t) * 1e6 for key, t in times.items()}
-    us = {name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
-          for name in made}
+    us = {
+        name: statistics.median(t * 1e6 for (n, _), ts in times.items() if n == name for t in ts)
+        for name in made
+    }
     return us, per_stream
 
 
@@ -328,9 +382,17 @@ def accuracy(data, made, seeds):
             for seed in range(seeds if name in SEEDED else 1):
                 error = prequential(make(seed), stream)[0][1:] - y[1:]  # the first: no forecast
                 maes.append(np.abs(error).mean())
-                rmses.append(math.sqrt((error ** 2).mean()))
-            rows.append((stream_name, len(stream), name, statistics.mean(maes),
-                         statistics.pstdev(maes), statistics.mean(rmses)))
+                rmses.append(math.sqrt((error**2).mean()))
+            rows.append(
+                (
+                    stream_name,
+                    len(stream),
+                    name,
+                    statistics.mean(maes),
+                    statistics.pstdev(maes),
+                    statistics.mean(rmses),
+                )
+            )
     return rows
 
 
@@ -346,8 +408,10 @@ def classifier(seeds=5, n=3000, scored_from=1000):
         accuracies, times = [], []
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            labels = [pattern[i % len(pattern)] if rng.random() > 0.1 else str(rng.choice(list("abcd")))
-                      for i in range(n)]
+            labels = [
+                pattern[i % len(pattern)] if rng.random() > 0.1 else str(rng.choice(list("abcd")))
+                for i in range(n)
+            ]
             learner = tbptt.river.Classifier(seed=seed, recompute=recompute)
             correct, tic = 0, time.perf_counter()
             for i, label in enumerate(labels):
@@ -355,23 +419,40 @@ def classifier(seeds=5, n=3000, scored_from=1000):
                 learner.learn_one({"z": 0.0}, label)
             times.append((time.perf_counter() - tic) / n * 1e6)
             accuracies.append(correct / (n - scored_from))
-        print(f"Classifier, recompute={recompute}: accuracy {statistics.mean(accuracies):.4f} "
-              f"± {statistics.pstdev(accuracies):.4f}, {statistics.median(times):.1f} µs per sample")
+        print(
+            f"Classifier, recompute={recompute}: accuracy {statistics.mean(accuracies):.4f} "
+            f"± {statistics.pstdev(accuracies):.4f}, {statistics.median(times):.1f} µs per sample"
+        )
 
 
 GRID = [  # (label, Regressor settings changed from the defaults); forget_bias is the LSTM's
     ("defaults (lr 3e-3, changes, gate, clip 5, forget bias 0, recompute)", {}),
     ("recompute=False", {"recompute": False}),
     *[(f"lr {lr:g}", {"lr": lr}) for lr in (1e-3, 2e-3, 5e-3)],
-    ("changes=False", {"changes": False}), ("gate=False", {"gate": False}),
-    ("clip=None (plain standardisation)", {"clip": None}), ("clip=3", {"clip": 3.0}),
-    ("forget bias 1", {"forget_bias": 1.0}), ("k2 10", {"k2": 10}), ("k2 40", {"k2": 40}),
-    ("H 16", {"hidden_size": 16}), ("H 64", {"hidden_size": 64}), ("GRU", {"cell": "gru"}),
-    ("clip_norm 10", {"clip_norm": 10.0}), ("clip_norm None", {"clip_norm": None}),
+    ("changes=False", {"changes": False}),
+    ("gate=False", {"gate": False}),
+    ("clip=None (plain standardisation)", {"clip": None}),
+    ("clip=3", {"clip": 3.0}),
+    ("forget bias 1", {"forget_bias": 1.0}),
+    ("k2 10", {"k2": 10}),
+    ("k2 40", {"k2": 40}),
+    ("H 16", {"hidden_size": 16}),
+    ("H 64", {"hidden_size": 64}),
+    ("GRU", {"cell": "gru"}),
+    ("clip_norm 10", {"clip_norm": 10.0}),
+    ("clip_norm None", {"clip_norm": None}),
     ("SGD lr 0.03", {"optimizer": "sgd", "lr": 0.03}),
-    ("session-3 defaults: lr 1e-3, no changes, no gate, clip=None, forget bias 1, no recompute",
-     {"lr": 1e-3, "changes": False, "gate": False, "clip": None, "forget_bias": 1.0,
-      "recompute": False}),
+    (
+        "session-3 defaults: lr 1e-3, no changes, no gate, clip=None, forget bias 1, no recompute",
+        {
+            "lr": 1e-3,
+            "changes": False,
+            "gate": False,
+            "clip": None,
+            "forget_bias": 1.0,
+            "recompute": False,
+        },
+    ),
 ]
 
 
@@ -396,14 +477,23 @@ def grid(data, seeds=(0, 1, 2)):
         if bias is None:
             forced = build
         else:
+
             def forced(*a, **k):
                 return build(*a, **{**k, "forget_bias": bias})  # noqa: B023 - used in this iteration
+
         with mock.patch.object(tbptt.river, "build", forced):
-            ratios = [statistics.mean(mae(tbptt.river.Regressor(seed=seed, **settings), stream)
-                                      for seed in seeds) / last[name]
-                      for name, stream in data.items()]
-        print(f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
-              f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |", flush=True)
+            ratios = [
+                statistics.mean(
+                    mae(tbptt.river.Regressor(seed=seed, **settings), stream) for seed in seeds
+                )
+                / last[name]
+                for name, stream in data.items()
+            ]
+        print(
+            f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
+            f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |",
+            flush=True,
+        )
 
 
 # ---- forecasting: tbptt.river.Forecaster against river's forecasters ------------------------
@@ -420,11 +510,15 @@ def series():
 
     import tbptt
 
-    return {name: (period, [({}, float(y)) for y in values]) for name, period, values in [
-        ("AirlinePassengers", 12, [y for _, y in datasets.AirlinePassengers()]),
-        ("WaterFlow", 24, [y for _, y in datasets.WaterFlow()]),
-        ("CO2 (tbptt)", 52, tbptt.datasets.co2()[1]),
-        ("sunspots (tbptt)", 11, tbptt.datasets.sunspots()[1])]}
+    return {
+        name: (period, [({}, float(y)) for y in values])
+        for name, period, values in [
+            ("AirlinePassengers", 12, [y for _, y in datasets.AirlinePassengers()]),
+            ("WaterFlow", 24, [y for _, y in datasets.WaterFlow()]),
+            ("CO2 (tbptt)", 52, tbptt.datasets.co2()[1]),
+            ("sunspots (tbptt)", 11, tbptt.datasets.sunspots()[1]),
+        ]
+    }
 
 
 class LastValueForecaster:
@@ -471,8 +565,13 @@ def forecasters(name, period):
     if name == "WaterFlow":
         holt = dict(alpha=0.3, beta=0.1, multiplicative=False)
     else:
-        holt = dict(alpha=0.3, beta=0.1, gamma=0.6, seasonality=period,
-                    multiplicative=name == "AirlinePassengers")
+        holt = dict(
+            alpha=0.3,
+            beta=0.1,
+            gamma=0.6,
+            seasonality=period,
+            multiplicative=name == "AirlinePassengers",
+        )
     return {
         "tbptt Forecaster": (lambda seed: tbptt.river.Forecaster(seed=seed), True),
         "SNARIMAX": (lambda seed: time_series.SNARIMAX(p=12, d=1, q=12, m=period, sd=1), False),
@@ -498,9 +597,11 @@ def forecaster_table(seeds=3, settings=None):
     forecast(12)); with `settings`, tbptt's Forecaster with those instead of its defaults."""
     import warnings
 
-    print(f"\nMAE at horizons {', '.join(f'+{h}' for h in SHOWN)} and the mean over +1..+{HORIZON} "
-          f"(river's evaluate.evaluate, horizon {HORIZON}; tbptt: mean over seeds 0..{seeds - 1}); "
-          f"µs per sample of the loop (learn_one + forecast({HORIZON})):\n")
+    print(
+        f"\nMAE at horizons {', '.join(f'+{h}' for h in SHOWN)} and the mean over +1..+{HORIZON} "
+        f"(river's evaluate.evaluate, horizon {HORIZON}; tbptt: mean over seeds 0..{seeds - 1}); "
+        f"µs per sample of the loop (learn_one + forecast({HORIZON})):\n"
+    )
     print(f"| series | N | forecaster | {' | '.join(f'+{h}' for h in SHOWN)} | mean | µs |")
     print(f"|---|---:|---|{'---:|' * (len(SHOWN) + 2)}")
     for name, (period, data) in series().items():
@@ -515,17 +616,25 @@ def forecaster_table(seeds=3, settings=None):
                     runs.append(horizon_mae(model, data))
             mae = np.mean([r[0] for r in runs], axis=0)
             us = statistics.median(r[1] for r in runs) * 1e6
-            print(f"| {name} | {len(data)} | {label} | "
-                  f"{' | '.join(f'{mae[h - 1]:.4g}' for h in SHOWN)} | {mae.mean():.4g} | "
-                  f"{us:,.0f} |", flush=True)
+            print(
+                f"| {name} | {len(data)} | {label} | "
+                f"{' | '.join(f'{mae[h - 1]:.4g}' for h in SHOWN)} | {mae.mean():.4g} | "
+                f"{us:,.0f} |",
+                flush=True,
+            )
 
 
 FORECASTER_GRID = [  # (label, Forecaster settings changed from the defaults: gate=False)
-    ("defaults (the Regressor's but gate=False)", {}), ("gate=True (the Regressor's)", {"gate": True}),
+    ("defaults (the Regressor's but gate=False)", {}),
+    ("gate=True (the Regressor's)", {"gate": True}),
     ("changes=False", {"changes": False}),
     *[(f"lr {lr:g}", {"lr": lr}) for lr in (1e-3, 1e-2)],
-    ("k2 10", {"k2": 10}), ("k2 40", {"k2": 40}), ("H 16", {"hidden_size": 16}),
-    ("H 64", {"hidden_size": 64}), ("GRU", {"cell": "gru"}), ("recompute=False", {"recompute": False}),
+    ("k2 10", {"k2": 10}),
+    ("k2 40", {"k2": 40}),
+    ("H 16", {"hidden_size": 16}),
+    ("H 64", {"hidden_size": 64}),
+    ("GRU", {"cell": "gru"}),
+    ("recompute=False", {"recompute": False}),
     ("predict_change=False", {"predict_change": False}),
 ]
 
@@ -536,21 +645,32 @@ def forecaster_grid(seeds=(0, 1, 2)):
     import tbptt.river
 
     data = series()
-    last = {name: np.mean(horizon_mae(LastValueForecaster(), d)[0]) for name, (_, d) in data.items()}
+    last = {
+        name: np.mean(horizon_mae(LastValueForecaster(), d)[0]) for name, (_, d) in data.items()
+    }
     print(f"| setting | {' | '.join(name.split()[0] for name in data)} | worst | geometric mean |")
     print(f"|---|{'---:|' * (len(data) + 2)}")
     for label, settings in FORECASTER_GRID:
-        ratios = [statistics.mean(np.mean(horizon_mae(tbptt.river.Forecaster(seed=seed, **settings),
-                                                      d)[0]) for seed in seeds) / last[name]
-                  for name, (_, d) in data.items()]
-        print(f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
-              f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |", flush=True)
+        ratios = [
+            statistics.mean(
+                np.mean(horizon_mae(tbptt.river.Forecaster(seed=seed, **settings), d)[0])
+                for seed in seeds
+            )
+            / last[name]
+            for name, (_, d) in data.items()
+        ]
+        print(
+            f"| {label} | {' | '.join(f'{r:.3f}' for r in ratios)} | {max(ratios):.3f} | "
+            f"{math.exp(statistics.mean(math.log(r) for r in ratios)):.3f} |",
+            flush=True,
+        )
 
 
 def _figure(path, us, rows, stream_names, names):
     from matplotlib.figure import Figure
 
     from tbptt.checkpoint import atomic_write
+
     last = {s: mae for s, _, name, mae, _, _ in rows if name == "last value"}
     fig = Figure(figsize=(12.5, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1, 2))
@@ -559,14 +679,24 @@ def _figure(path, us, rows, stream_names, names):
     left.set_xlabel("µs per sample (predict_one + learn_one), log scale")
     width = 0.8 / len(names)
     for j, name in enumerate(names):
-        ratios = [next(mae for s, _, n, mae, _, _ in rows if s == stream and n == name) / last[stream]
-                  for stream in stream_names]
+        ratios = [
+            next(mae for s, _, n, mae, _, _ in rows if s == stream and n == name) / last[stream]
+            for stream in stream_names
+        ]
         where = np.arange(len(stream_names)) + j * width
         right.bar(where, ratios, width, label=name)
         for x, ratio in zip(where, ratios):  # bars off the top: their value, written
             if ratio > TOP:
-                right.text(x, TOP - 0.01, f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×",
-                           rotation=90, ha="center", va="top", fontsize=7, color="white")
+                right.text(
+                    x,
+                    TOP - 0.01,
+                    f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×",
+                    rotation=90,
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                    color="white",
+                )
     right.axhline(1.0, color="gray", linestyle=":")
     right.set_xticks(np.arange(len(stream_names)) + 0.4 - width / 2, stream_names, rotation=20)
     right.set_ylabel("MAE / MAE of the last value")

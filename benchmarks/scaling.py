@@ -36,22 +36,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---- workers (one process per rank, under mpiexec) ----------------------------------------------
 
+
 def tbptt_worker(B, H, k, updates, delay, alone=False):
-    import tbptt
     from mpi4py import MPI
+
+    import tbptt
 
     comm = MPI.COMM_WORLD
     tbptt.set_num_threads(1)
     ranks = comm.Get_size()
-    trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, seed=0), k, k, optimizer=tbptt.Adam(1e-3),
-                            comm=comm if ranks > 1 and not alone else None)
+    trainer = tbptt.Trainer(
+        tbptt.LSTM(I, H, O, seed=0),
+        k,
+        k,
+        optimizer=tbptt.Adam(1e-3),
+        comm=comm if ranks > 1 and not alone else None,
+    )
     if delay and ranks > 1:  # the same all-reduce, then a sleep: a network that much slower
         buffer = trainer.engine.reduce_buffer()
         trainer.engine.set_reduce(lambda: (comm.Allreduce(MPI.IN_PLACE, buffer), time.sleep(delay)))
     rng = np.random.default_rng(comm.Get_rank())
     x = rng.normal(size=(k * updates, B, I)).astype(np.float32)
     y = rng.normal(size=(k * updates, B, O)).astype(np.float32)
-    trainer.train(x[:3 * k], y[:3 * k])  # warm-up: allocation, first packing
+    trainer.train(x[: 3 * k], y[: 3 * k])  # warm-up: allocation, first packing
     comm.Barrier()
     tic = time.perf_counter()
     trainer.train(x, y)
@@ -81,8 +88,9 @@ def torch_worker(B, H, k, updates):
     net = Net()
     if ranks > 1:
         port = comm.bcast(29500 + os.getpid() % 1000 if rank == 0 else None, root=0)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=ranks)
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=ranks
+        )
         net = torch.nn.parallel.DistributedDataParallel(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.MSELoss()
@@ -93,9 +101,9 @@ def torch_worker(B, H, k, updates):
     def train(steps):  # chunked TBPTT(k, k): the state detached every k steps
         state = None
         for s in range(0, steps, k):
-            out, state = net(x[s:s + k], state)
+            out, state = net(x[s : s + k], state)
             state = tuple(t.detach() for t in state)
-            loss = loss_fn(out, y[s:s + k])
+            loss = loss_fn(out, y[s : s + k])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -113,16 +121,19 @@ def torch_worker(B, H, k, updates):
 
 def worker(args):
     if args.worker in ("tbptt", "alone"):
-        seconds = tbptt_worker(args.batch, args.hidden, args.k, args.updates, args.delay,
-                               alone=args.worker == "alone")
+        seconds = tbptt_worker(
+            args.batch, args.hidden, args.k, args.updates, args.delay, alone=args.worker == "alone"
+        )
     else:
         seconds = torch_worker(args.batch, args.hidden, args.k, args.updates)
     from mpi4py import MPI
+
     if MPI.COMM_WORLD.Get_rank() == 0:
         print(json.dumps({"seconds": seconds}))
 
 
 # ---- the driver ----------------------------------------------------------------------------------
+
 
 def mpiexec():
     found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
@@ -133,9 +144,27 @@ def mpiexec():
 
 def run(kind, ranks, args, delay=0.0):
     """Samples/s of one fresh run (all ranks' samples)."""
-    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", os.path.abspath(__file__),
-               "--worker", kind, "--batch", str(args.batch), "--hidden", str(args.hidden),
-               "--k", str(args.k), "--updates", str(args.updates), "--reduce-delay", str(delay)]
+    command = [
+        mpiexec(),
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        os.path.abspath(__file__),
+        "--worker",
+        kind,
+        "--batch",
+        str(args.batch),
+        "--hidden",
+        str(args.hidden),
+        "--k",
+        str(args.k),
+        "--updates",
+        str(args.updates),
+        "--reduce-delay",
+        str(delay),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", TBPTT_NUM_THREADS="1")
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if out.returncode != 0:
@@ -161,23 +190,36 @@ def scaling(args):
     for round_ in range(args.rounds):
         for kind, ranks in configs:  # interleaved: every configuration once per round
             results[(kind, ranks)].append(run(kind, ranks, args))
-        print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
-            f"{kind} x{ranks} {results[(kind, ranks)][-1]:,.0f}" for kind, ranks in configs),
-            file=sys.stderr)
+        print(
+            f"round {round_ + 1}/{args.rounds}: "
+            + ", ".join(
+                f"{kind} x{ranks} {results[(kind, ranks)][-1]:,.0f}" for kind, ranks in configs
+            ),
+            file=sys.stderr,
+        )
     median = {c: statistics.median(v) for c, v in results.items()}
-    print(f"weak scaling, B = {args.batch} per rank, H = {args.hidden}, k1 = k2 = {args.k}, "
-          f"1 thread per rank, float32, Adam; median of {args.rounds} interleaved rounds\n")
+    print(
+        f"weak scaling, B = {args.batch} per rank, H = {args.hidden}, k1 = k2 = {args.k}, "
+        f"1 thread per rank, float32, Adam; median of {args.rounds} interleaved rounds\n"
+    )
     print("| implementation | ranks | samples/s | vs its 1 rank |")
     print("|---|---:|---:|---:|")
-    names = {"tbptt": "tbptt (MPI)", "alone": "tbptt, independent processes (the ceiling)",
-             "torch": "PyTorch DDP (gloo)"}
+    names = {
+        "tbptt": "tbptt (MPI)",
+        "alone": "tbptt, independent processes (the ceiling)",
+        "torch": "PyTorch DDP (gloo)",
+    }
     for kind, ranks in configs:
         name = "PyTorch" if (kind, ranks) == ("torch", 1) else names[kind]
         one = median[("tbptt" if kind == "alone" else kind, 1)]
-        print(f"| {name} | {ranks} | {median[(kind, ranks)]:,.0f} | "
-              f"{median[(kind, ranks)] / one:.2f}x |")
+        print(
+            f"| {name} | {ranks} | {median[(kind, ranks)]:,.0f} | "
+            f"{median[(kind, ranks)] / one:.2f}x |"
+        )
     if has_torch():
-        print(f"\ntbptt on {R} ranks / DDP on {R}: {median[('tbptt', R)] / median[('torch', R)]:.2f}x")
+        print(
+            f"\ntbptt on {R} ranks / DDP on {R}: {median[('tbptt', R)] / median[('torch', R)]:.2f}x"
+        )
 
 
 def delays(args):
@@ -192,15 +234,21 @@ def delays(args):
             rates[d].append(run("tbptt", args.ranks, args, d))
     base = statistics.median(rates[0.0])
     update = args.ranks * args.batch * args.k / base  # seconds per update, all ranks together
-    print(f"tbptt, {args.ranks} ranks, B = {args.batch} per rank, H = {args.hidden}, k = {args.k}: "
-          f"{base:,.0f} samples/s without delay, t_u = {update * 1e3:.1f} ms per update; "
-          f"median of {args.rounds} interleaved rounds\n")
-    print("| delay d added to each reduce | samples/s | measured, vs no delay "
-          "| model t_u / (t_u + d) |")
+    print(
+        f"tbptt, {args.ranks} ranks, B = {args.batch} per rank, H = {args.hidden}, k = {args.k}: "
+        f"{base:,.0f} samples/s without delay, t_u = {update * 1e3:.1f} ms per update; "
+        f"median of {args.rounds} interleaved rounds\n"
+    )
+    print(
+        "| delay d added to each reduce | samples/s | measured, vs no delay "
+        "| model t_u / (t_u + d) |"
+    )
     print("|---:|---:|---:|---:|")
     for d in values:
         rate = statistics.median(rates[d])
-        print(f"| {d * 1e3:.1f} ms | {rate:,.0f} | {rate / base:.2f} | {update / (update + d):.2f} |")
+        print(
+            f"| {d * 1e3:.1f} ms | {rate:,.0f} | {rate / base:.2f} | {update / (update + d):.2f} |"
+        )
 
 
 # ---- the model of a cluster (docs/scaling.md) ----------------------------------------------------
@@ -230,10 +278,14 @@ def reduce_seconds(H, R, network, itemsize=4):
 
 def network_model(args):
     flops, R = args.flops * 1e9, 64
-    print(f"one rank = one core at {args.flops:g} GFLOP/s; LSTM 1 x H, I = {I}, O = {O}, float32; "
-          f"TBPTT(k1, k1); R = {R} ranks; efficiency = t_c / (t_c + t_r), no overlap\n")
-    print("| network | H | buffer | t_r (R = 64) | t_c at B = 32, k1 = 25 | efficiency | "
-          "B·k1 for 80% |")
+    print(
+        f"one rank = one core at {args.flops:g} GFLOP/s; LSTM 1 x H, I = {I}, O = {O}, float32; "
+        f"TBPTT(k1, k1); R = {R} ranks; efficiency = t_c / (t_c + t_r), no overlap\n"
+    )
+    print(
+        "| network | H | buffer | t_r (R = 64) | t_c at B = 32, k1 = 25 | efficiency | "
+        "B·k1 for 80% |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for network in NETWORKS:
         for H in (128, 512, 1024):
@@ -241,8 +293,10 @@ def network_model(args):
             t_c = update_seconds(32, 25, H, flops)
             need = 4 * t_r / update_seconds(1, 1, H, flops)  # t_c >= 4 t_r
             size = (lstm_parameters(H) + 2) * 4
-            print(f"| {network} | {H} | {size / 2**20:.2f} MiB | {t_r * 1e3:.2f} ms | "
-                  f"{t_c * 1e3:.1f} ms | {t_c / (t_c + t_r):.2f} | {need:,.0f} |")
+            print(
+                f"| {network} | {H} | {size / 2**20:.2f} MiB | {t_r * 1e3:.2f} ms | "
+                f"{t_c * 1e3:.1f} ms | {t_c / (t_c + t_r):.2f} | {need:,.0f} |"
+            )
 
 
 def main():
@@ -253,14 +307,22 @@ def main():
     parser.add_argument("--k", type=int, default=25, help="k1 = k2")
     parser.add_argument("--updates", type=int, default=120, help="timed updates per run")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--delay", dest="delay_list", help="tbptt only: seconds slept after each "
-                        "reduce, comma-separated (a simulated slow network)")
-    parser.add_argument("--model", action="store_true", help="print the cluster model's table "
-                        "(docs/scaling.md) and exit")
+    parser.add_argument(
+        "--delay",
+        dest="delay_list",
+        help="tbptt only: seconds slept after each "
+        "reduce, comma-separated (a simulated slow network)",
+    )
+    parser.add_argument(
+        "--model",
+        action="store_true",
+        help="print the cluster model's table (docs/scaling.md) and exit",
+    )
     parser.add_argument("--flops", type=float, default=80.0, help="GFLOP/s of one rank (--model)")
     parser.add_argument("--worker", choices=("tbptt", "alone", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--reduce-delay", dest="delay", type=float, default=0.0,
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--reduce-delay", dest="delay", type=float, default=0.0, help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
         return worker(args)

@@ -28,12 +28,17 @@ def spin(stop):
 
 def make_trainer(threads, x, y, args):
     import tbptt
+
     tbptt.set_num_threads(threads)
     tokens = args.vocab is not None
-    model = tbptt.model.build(args.cell, args.vocab if tokens else x.shape[2], args.hidden,
-                              args.vocab if tokens else 1, seed=0)
-    trainer = tbptt.Trainer(model, args.k1, args.k1,
-                            loss="cross_entropy" if tokens else "mse")
+    model = tbptt.model.build(
+        args.cell,
+        args.vocab if tokens else x.shape[2],
+        args.hidden,
+        args.vocab if tokens else 1,
+        seed=0,
+    )
+    trainer = tbptt.Trainer(model, args.k1, args.k1, loss="cross_entropy" if tokens else "mse")
     trainer.train(x, y)  # warm-up: allocation, first packing, the engine's first choice of threads
     return trainer
 
@@ -41,6 +46,7 @@ def make_trainer(threads, x, y, args):
 def rate(threads, trainer, x, y, args):
     """samples/s of `trainer` over --seconds (its engine keeps what it measured between rounds)."""
     import tbptt
+
     tbptt.set_num_threads(threads)
     start, samples = time.perf_counter(), 0
     while time.perf_counter() - start < args.seconds:
@@ -83,10 +89,12 @@ def main(argv=None):
         stop.set()
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     pairs = [round(b / a, 2) for a, b in zip(rates[1], rates[2])]
-    print(f"{args.cell}, B = {args.batch}, H = {args.hidden}, k1 = k2 = {args.k1}"
-          f"{f', {args.vocab} tokens' if args.vocab else ''}"
-          f"{', one core busy' if busy else ''}: 1 thread "
-          f"{one:,.0f}, 2 threads {two:,.0f} samples/s: {two / one:.2f}x (rounds: {pairs})")
+    print(
+        f"{args.cell}, B = {args.batch}, H = {args.hidden}, k1 = k2 = {args.k1}"
+        f"{f', {args.vocab} tokens' if args.vocab else ''}"
+        f"{', one core busy' if busy else ''}: 1 thread "
+        f"{one:,.0f}, 2 threads {two:,.0f} samples/s: {two / one:.2f}x (rounds: {pairs})"
+    )
 
 
 if __name__ == "__main__":

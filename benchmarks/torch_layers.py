@@ -62,7 +62,7 @@ class Training:
         k = self.k
         if self.at + k > self.x.shape[0]:
             self.at = 0
-        x, y = self.x[self.at:self.at + k], self.y[self.at:self.at + k]
+        x, y = self.x[self.at : self.at + k], self.y[self.at : self.at + k]
         self.at += k
         out, state = self.model(x, self.state)
         loss = self.loss(out, y)
@@ -125,9 +125,11 @@ def pair(kind: str, B: int, H: int, k: int, seed: int = 0):
     classes = {"lstm": (nn.LSTM, tbptt.torch.LSTM), "gru": (nn.GRU, tbptt.torch.GRU)}[cell]
     x = torch.randn(max(k, 100) * 4, B, I, generator=g)
     if kind.endswith("infer"):
+
         def build_infer(cls):
             torch.manual_seed(seed)
             return Inference(cls(I, H), x[:k])
+
         return build_infer(classes[0]), build_infer(classes[1])
     y = torch.randn(x.shape[0], B, 1, generator=g)
 
@@ -179,38 +181,57 @@ def memory_child(kind: str, B: int, H: int, k: int, which: str) -> int:
 def measure_memory(kind: str, B: int, H: int, k: int, threads: int):
     sizes = {}
     for which in ("torch", "tbptt"):
-        code = (f"import sys; sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r}); "
-                f"import torch, tbptt, torch_layers as b; torch.set_num_threads({threads}); "
-                f"tbptt.set_num_threads({threads}); "
-                f"print(b.memory_child({kind!r}, {B}, {H}, {k}, {which!r}))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        code = (
+            f"import sys; sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r}); "
+            f"import torch, tbptt, torch_layers as b; torch.set_num_threads({threads}); "
+            f"tbptt.set_num_threads({threads}); "
+            f"print(b.memory_child({kind!r}, {B}, {H}, {k}, {which!r}))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         sizes[which] = int(out.stdout.split()[-1])
     return sizes
 
 
 # (kind, B, H, k, target ratio)
-CASES = [("lstm", 1, 128, 25, 4.0), ("lstm", 32, 128, 25, 1.6), ("lstm", 32, 512, 25, 1.1),
-         ("gru", 32, 128, 25, 3.0), ("lstm-infer", 32, 128, 100, 1.5), ("word", 32, 256, 35, 1.4)]
+CASES = [
+    ("lstm", 1, 128, 25, 4.0),
+    ("lstm", 32, 128, 25, 1.6),
+    ("lstm", 32, 512, 25, 1.1),
+    ("gru", 32, 128, 25, 3.0),
+    ("lstm-infer", 32, 128, 100, 1.5),
+    ("word", 32, 256, 35, 1.4),
+]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads of each library (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="threads of each library (default 2)"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case (default 7)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per round (default 1.0)")
     parser.add_argument("--only", help="run the cases whose kind starts with this")
-    parser.add_argument("--memory", action="store_true",
-                        help="also measure the peak memory of training steps (a process per library)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure the peak memory of training steps (a process per library)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tbptt.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, tbptt {tbptt.__version__} ({tbptt.build_info()['isa']}), "
-          f"{args.threads} threads, float32, median of {args.repeats} interleaved rounds of "
-          f"{args.budget} s")
+    print(
+        f"torch {torch.__version__}, tbptt {tbptt.__version__} ({tbptt.build_info()['isa']}), "
+        f"{args.threads} threads, float32, median of {args.repeats} interleaved rounds of "
+        f"{args.budget} s"
+    )
     memory = f" {'torch MiB':>9} {'tbptt MiB':>9}" if args.memory else ""
-    print(f"{'case':<12} {'B':>3} {'H':>4} {'k':>4} {'torch samples/s':>16} {'tbptt samples/s':>16} "
-          f"{'ratio':>6} {'target':>7}{memory}")
+    print(
+        f"{'case':<12} {'B':>3} {'H':>4} {'k':>4} {'torch samples/s':>16} {'tbptt samples/s':>16} "
+        f"{'ratio':>6} {'target':>7}{memory}"
+    )
     rows = []
     for kind, B, H, k, target in CASES:
         if args.only and not kind.startswith(args.only):
@@ -218,27 +239,43 @@ def main(argv=None) -> int:
         reference, ours = pair(kind, B, H, k)
         rates = measure({"torch": reference, "tbptt": ours}, args.repeats, args.budget)
         ratio = rates["tbptt"] / rates["torch"]
-        row = {"case": kind, "B": B, "H": H, "k": k, "torch": rates["torch"],
-               "tbptt": rates["tbptt"], "ratio": ratio, "target": target}
+        row = {
+            "case": kind,
+            "B": B,
+            "H": H,
+            "k": k,
+            "torch": rates["torch"],
+            "tbptt": rates["tbptt"],
+            "ratio": ratio,
+            "target": target,
+        }
         memory = ""
         if args.memory and not kind.endswith("infer"):
             sizes = measure_memory(kind, B, H, k, args.threads)
             row["torch_bytes"], row["tbptt_bytes"] = sizes["torch"], sizes["tbptt"]
             memory = f" {sizes['torch'] / 2**20:>9.1f} {sizes['tbptt'] / 2**20:>9.1f}"
         rows.append(row)
-        print(f"{kind:<12} {B:>3} {H:>4} {k:>4} {rates['torch']:>16,.0f} {rates['tbptt']:>16,.0f} "
-              f"{ratio:>5.2f}x {target:>6.1f}x{memory}", flush=True)
+        print(
+            f"{kind:<12} {B:>3} {H:>4} {k:>4} {rates['torch']:>16,.0f} {rates['tbptt']:>16,.0f} "
+            f"{ratio:>5.2f}x {target:>6.1f}x{memory}",
+            flush=True,
+        )
     if not args.only or args.only == "fixed":
         # What a step costs without its recurrent layer bounds every ratio: with the layer free,
         # torch's step would still take this long.
         for B, H, k in ((1, 128, 25), (32, 128, 25)):
             rate = measure({"fixed": fixed_cost(B, H, k)}, args.repeats, args.budget)["fixed"]
-            print(f"{'no layer':<12} {B:>3} {H:>4} {k:>4} {rate:>16,.0f} samples/s: the step without "
-                  "its recurrent layer (head, loss, autograd, Adam)", flush=True)
+            print(
+                f"{'no layer':<12} {B:>3} {H:>4} {k:>4} {rate:>16,.0f} samples/s: the step without "
+                "its recurrent layer (head, loss, autograd, Adam)",
+                flush=True,
+            )
             rows.append({"case": "no layer", "B": B, "H": H, "k": k, "rate": rate})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump(
+                {"threads": args.threads, "torch": torch.__version__, "rows": rows}, f, indent=1
+            )
     return 0
 
 

@@ -31,7 +31,6 @@ import tbptt.torch
 from tbptt.bench import I, O, TorchRunner, measure  # the workload's sizes, the loop, the timing
 
 
-
 class Net(nn.Module):
     def __init__(self, layer: nn.Module):
         super().__init__()
@@ -48,8 +47,14 @@ class TrainerRunner:
         torch.manual_seed(seed)
         self.module, self.head = Net(layer_class(I, H)), nn.Linear(H, O)
         params = list(self.module.parameters()) + list(self.head.parameters())
-        self.trainer = tbptt.torch.Trainer(self.module, k1, k2, loss="mse", head=self.head,
-                                           optimizer=torch.optim.Adam(params, lr=1e-3))
+        self.trainer = tbptt.torch.Trainer(
+            self.module,
+            k1,
+            k2,
+            loss="mse",
+            head=self.head,
+            optimizer=torch.optim.Adam(params, lr=1e-3),
+        )
 
     def run(self, x, y):
         self.trainer.train(x, y)
@@ -58,8 +63,9 @@ class TrainerRunner:
 class EngineRunner:
     def __init__(self, B: int, H: int, k1: int, k2: int, seed: int = 0):
         model = tbptt.LSTM(I, H, O, seed=seed)
-        self.trainer = tbptt.Trainer(model, k1, k2, loss="mse", optimizer=tbptt.Adam(1e-3),
-                                     recompute=True)
+        self.trainer = tbptt.Trainer(
+            model, k1, k2, loss="mse", optimizer=tbptt.Adam(1e-3), recompute=True
+        )
 
     def run(self, x, y):
         self.trainer.train(x, y)
@@ -67,7 +73,9 @@ class EngineRunner:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads of each library (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="threads of each library (default 2)"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per round (default 1.0)")
     parser.add_argument("--config", default="32,128,10,50", help="B,H,K1,K2 (default 32,128,10,50)")
@@ -84,17 +92,24 @@ def main(argv=None) -> int:
     }
     result = measure(runners, B, H, k1, k2, args.repeats, args.budget)
     base = result["plain torch loop"]
-    print(f"TBPTT({k1}, {k2}), B = {B}, H = {H}, I = {I}, O = {O}, MSE, Adam, float32, "
-          f"{args.threads} threads; samples/s, medians of {args.repeats} interleaved rounds")
+    print(
+        f"TBPTT({k1}, {k2}), B = {B}, H = {H}, I = {I}, O = {O}, MSE, Adam, float32, "
+        f"{args.threads} threads; samples/s, medians of {args.repeats} interleaved rounds"
+    )
     for name, value in result.items():
         print(f"{name:<26} {value:>10.0f}  {value / base:>5.2f}x the plain loop")
     ours = result["trainer+tbptt.torch.LSTM"]
-    print(f"tbptt.torch.Trainer on tbptt.torch.LSTM: {ours / result['engine (recompute)']:.2f}x the "
-          f"engine")
+    print(
+        f"tbptt.torch.Trainer on tbptt.torch.LSTM: {ours / result['engine (recompute)']:.2f}x the "
+        f"engine"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": [B, H, k1, k2], "threads": args.threads,
-                       "samples_per_s": result}, f, indent=1)
+            json.dump(
+                {"config": [B, H, k1, k2], "threads": args.threads, "samples_per_s": result},
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -108,8 +108,10 @@ Inputs<T> check_inputs(const py::array& x, bool tokens, const ModelShape& m, CAr
     if (tokens) {
         *ids = CArray<int64_t>::ensure(x);
         if (!*ids) throw py::type_error("token ids x must be a C-contiguous int64 array");
-        if (with_time) expect_shape("x", *ids, {T_, B});
-        else expect_shape("x", *ids, {B});
+        if (with_time)
+            expect_shape("x", *ids, {T_, B});
+        else
+            expect_shape("x", *ids, {B});
         const int64_t* id = ids->data();
         for (py::ssize_t i = 0; i < ids->size(); ++i)
             if (id[i] < 0 || id[i] >= m.I) throw py::value_error("x: token id out of range");
@@ -117,8 +119,10 @@ Inputs<T> check_inputs(const py::array& x, bool tokens, const ModelShape& m, CAr
     }
     *features = CArray<T>::ensure(x);
     if (!*features) throw py::type_error("x must be a C-contiguous array of the model's dtype");
-    if (with_time) expect_shape("x", *features, {T_, B, m.I});
-    else expect_shape("x", *features, {B, m.I});
+    if (with_time)
+        expect_shape("x", *features, {T_, B, m.I});
+    else
+        expect_shape("x", *features, {B, m.I});
     return Inputs<T>::features(features->data());
 }
 
@@ -170,7 +174,8 @@ OptimizerConfig optimizer_from(const py::dict& d) {
         o.beta2 = py::float_(betas[1]);
         o.eps = py::float_(d["eps"]);
     } else {
-        throw py::value_error("optimizer name must be 'sgd', 'adam' or 'adamw', got '" + name + "'");
+        throw py::value_error("optimizer name must be 'sgd', 'adam' or 'adamw', got '" + name +
+                              "'");
     }
     return o;
 }
@@ -217,26 +222,30 @@ struct PyEngine {
         const bool values = !loss_traits(engine->loss()).classes;
         if (values) {
             targets = CArray<T>::ensure(y);
-            if (!targets) throw py::type_error("y must be a C-contiguous array of the model's dtype");
+            if (!targets)
+                throw py::type_error("y must be a C-contiguous array of the model's dtype");
             expect_shape("y", targets, {T_, B, py::ssize_t(target_values(engine->loss(), m.O))});
         } else {
             labels = CArray<int64_t>::ensure(y);
             if (!labels) throw py::type_error("y must be a C-contiguous int64 array of class ids");
             expect_shape("y", labels, {T_, B});
             for (py::ssize_t i = 0; i < labels.size(); ++i)
-                if (labels.data()[i] < 0 || labels.data()[i] >= m.O) throw py::value_error("y: class id out of range");
+                if (labels.data()[i] < 0 || labels.data()[i] >= m.O)
+                    throw py::value_error("y: class id out of range");
         }
         if (mask) expect_shape("mask", *mask, {T_, B});
         if (resets) expect_shape("resets", *resets, {T_, B});
-        T* outputs_out = outputs ? writeable_output<T>(*outputs, {T_, B, py::ssize_t(m.O)}) : nullptr;
+        T* outputs_out =
+            outputs ? writeable_output<T>(*outputs, {T_, B, py::ssize_t(m.O)}) : nullptr;
         const Targets<T> targets_in = values ? Targets<T>::of_values(targets.data(), data_of(mask))
-                                          : Targets<T>::of_classes(labels.data(), data_of(mask));
+                                             : Targets<T>::of_classes(labels.data(), data_of(mask));
         std::vector<double> losses;
         std::string diverged;
         {
             py::gil_scoped_release release;
             try {
-                engine->train(T_, int(B), inputs, targets_in, data_of(resets), &losses, outputs_out);
+                engine->train(T_, int(B), inputs, targets_in, data_of(resets), &losses,
+                              outputs_out);
             } catch (const Divergence& error) {
                 diverged = error.what();
             }
@@ -335,8 +344,10 @@ struct PyEngine {
             if (!h || h.ndim() != 4)
                 throw py::value_error("engine state: window/h must be (n, L, B, H)");
             s.held = h.shape(0);
-            if (s.tokens) s.ids = from_array<int64_t>(d["window/x"]);
-            else s.x = from_array<T>(d["window/x"]);
+            if (s.tokens)
+                s.ids = from_array<int64_t>(d["window/x"]);
+            else
+                s.x = from_array<T>(d["window/x"]);
             s.reset = from_array<uint8_t>(d["window/reset"]);
             s.gates = from_array<T>(d["window/gates"]), s.h = from_array<T>(h);
             s.carry = from_array<T>(d["window/c"]);
@@ -383,7 +394,8 @@ struct PyEngine {
 template <typename T>
 py::array reduce_buffer(py::object self) {
     PyEngine<T>& e = self.cast<PyEngine<T>&>();
-    return py::array_t<T>(py::ssize_t(e.engine->reduce_buffer_size()), e.engine->reduce_buffer(), self);
+    return py::array_t<T>(py::ssize_t(e.engine->reduce_buffer_size()), e.engine->reduce_buffer(),
+                          self);
 }
 
 template <typename T>
@@ -407,22 +419,25 @@ void bind_engine(py::module_& m, const char* name) {
         .def("gradient", &PyEngine<T>::gradient)
         .def("set_reduce", &PyEngine<T>::set_reduce, py::arg("reduce").none(true))
         .def("reduce_buffer", &reduce_buffer<T>)
-        .def("set_stream_offset", [](PyEngine<T>& e, int64_t offset) {
-            e.engine->set_stream_offset(offset);
-        }, py::arg("offset"))
-        .def("horizon", [](const PyEngine<T>& e) {
-            const ModelShape& m = e.engine->shape();
-            const Buffer<double>& norms = e.engine->horizon_norms();
-            const Buffer<int64_t>& updates = e.engine->horizon_updates();
-            const py::ssize_t k2 = py::ssize_t(updates.size());
-            py::array_t<double> sums({py::ssize_t(2), py::ssize_t(m.L), k2});
-            std::copy(norms.begin(), norms.end(), sums.mutable_data());
-            return py::make_tuple(sums, to_array(updates));
-        })
+        .def(
+            "set_stream_offset",
+            [](PyEngine<T>& e, int64_t offset) { e.engine->set_stream_offset(offset); },
+            py::arg("offset"))
+        .def("horizon",
+             [](const PyEngine<T>& e) {
+                 const ModelShape& m = e.engine->shape();
+                 const Buffer<double>& norms = e.engine->horizon_norms();
+                 const Buffer<int64_t>& updates = e.engine->horizon_updates();
+                 const py::ssize_t k2 = py::ssize_t(updates.size());
+                 py::array_t<double> sums({py::ssize_t(2), py::ssize_t(m.L), k2});
+                 std::copy(norms.begin(), norms.end(), sums.mutable_data());
+                 return py::make_tuple(sums, to_array(updates));
+             })
         .def("reset_horizon", [](PyEngine<T>& e) { e.engine->reset_horizon(); })
         .def("snapshot", &PyEngine<T>::snapshot)
         .def("restore", &PyEngine<T>::restore, py::arg("state"))
-        .def_property_readonly("pending_steps", [](const PyEngine<T>& e) { return e.engine->pending_steps(); })
+        .def_property_readonly("pending_steps",
+                               [](const PyEngine<T>& e) { return e.engine->pending_steps(); })
         .def_property_readonly("updates", [](const PyEngine<T>& e) { return e.engine->updates(); })
         .def_property_readonly("steps", [](const PyEngine<T>& e) { return e.engine->steps(); });
 }
@@ -452,7 +467,8 @@ py::tuple predict_impl(const std::string& cell_name, const CArray<T>& params, co
     if (T_ > 0 && B > 0) {
         T *o = out.mutable_data(), *hp = h.mutable_data(), *cp = carry.mutable_data();
         py::gil_scoped_release release;
-        predict<T>(cell_name, m, params.data(), T_, int(B), inputs, h0.data(), carry0.data(), o, hp, cp);
+        predict<T>(cell_name, m, params.data(), T_, int(B), inputs, h0.data(), carry0.data(), o, hp,
+                   cp);
     } else {
         std::copy(h0.data(), h0.data() + h0.size(), h.mutable_data());
         std::copy(carry0.data(), carry0.data() + carry0.size(), carry.mutable_data());
@@ -477,7 +493,8 @@ py::tuple predict_any(const py::array& params, const std::string& cell, int I, i
 // contiguous tensors of the layer's dtype), else TypeError / ValueError naming it.
 // (An empty shape: any shape.)
 template <typename T>
-CArray<T> sequence_array(const char* name, const py::handle& h, const std::vector<py::ssize_t>& shape) {
+CArray<T> sequence_array(const char* name, const py::handle& h,
+                         const std::vector<py::ssize_t>& shape) {
     CArray<T> a = CArray<T>::ensure(h);
     if (!a) throw py::type_error(std::string(name) + " must be an array of the layer's dtype");
     bool ok = shape.empty() || a.ndim() == py::ssize_t(shape.size());
@@ -516,8 +533,10 @@ std::pair<SequenceRows, std::vector<py::ssize_t>> rows_of(const py::array& x,
         if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I), got " + shape_of(x));
         return {SequenceRows::padded(int(x.shape(0)), int(x.shape(1))), {x.shape(0), x.shape(1)}};
     }
-    auto sizes = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(batch_sizes);
-    if (!sizes || sizes.ndim() != 1) throw py::value_error("batch_sizes must be a 1-D integer array");
+    auto sizes =
+        py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(batch_sizes);
+    if (!sizes || sizes.ndim() != 1)
+        throw py::value_error("batch_sizes must be a 1-D integer array");
     if (x.ndim() != 2) throw py::value_error("packed x must have shape (N, I), got " + shape_of(x));
     const int64_t* b = sizes.data();
     int64_t total = 0;
@@ -527,8 +546,8 @@ std::pair<SequenceRows, std::vector<py::ssize_t>> rows_of(const py::array& x,
         total += b[t];
     }
     if (total != x.shape(0))
-        throw py::value_error("packed x has " + std::to_string(x.shape(0)) + " rows, batch_sizes sum to " +
-                              std::to_string(total));
+        throw py::value_error("packed x has " + std::to_string(x.shape(0)) +
+                              " rows, batch_sizes sum to " + std::to_string(total));
     return {SequenceRows::packed(b, int(sizes.size())), {x.shape(0)}};
 }
 
@@ -583,11 +602,13 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     const CellTraits& traits = cell->traits;
     const py::ssize_t G = traits.gates * H, E = traits.extra * H, C = traits.carried * H;
     CArray<T> x = sequence_array<T>("x", x_in, {});
-    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H, traits);
+    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H,
+                                 traits);
     auto tape = std::make_unique<SequenceTape<T>>();
     tape->cell = cell_name, tape->I = int(I), tape->H = int(H), tape->reverse = reverse;
     const size_t n = size_t(rows.rows());
-    tape->gates = Scratch<T>(n * G), tape->extra = Scratch<T>(n * E), tape->carry = Scratch<T>(n * C);
+    tape->gates = Scratch<T>(n * G), tape->extra = Scratch<T>(n * E),
+    tape->carry = Scratch<T>(n * C);
     CArray<T> h = pooled_array<T>(shape_with(leading, H)), h_n({B, H}), carry_n({B, C});
     {
         const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
@@ -633,13 +654,15 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
     const py::ssize_t B = tape.rows.B, I = tape.I, H = tape.H;
     const py::ssize_t G = traits.gates * H, C = traits.carried * H;
     CArray<T> x = sequence_array<T>("x", x_in, shape_with(tape.leading, I));
-    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H, traits);
+    const SequenceLayer<T> layer(h0_in, carry0_in, W_ih_in, W_hh_in, b_ih_in, b_hh_in, B, I, H,
+                                 traits);
     CArray<T> h = sequence_array<T>("h", h_in, shape_with(tape.leading, H));
     std::optional<CArray<T>> dy;
     if (!dy_in.is_none()) dy = sequence_array<T>("dy", dy_in, shape_with(tape.leading, H));
     CArray<T> dh_n = sequence_array<T>("dh_n", dh_n_in, {B, H});
     CArray<T> dcarry_n = sequence_array<T>("dcarry_n", dcarry_n_in, {B, C});
-    CArray<T> dx = pooled_array<T>(need_dx ? shape_with(tape.leading, I) : std::vector<py::ssize_t>{0});
+    CArray<T> dx =
+        pooled_array<T>(need_dx ? shape_with(tape.leading, I) : std::vector<py::ssize_t>{0});
     CArray<T> dh0({B, H}), dcarry0({B, C}), dW_ih = pooled_array<T>({G, I});
     CArray<T> dW_hh = pooled_array<T>({G, H}), db_ih({G}), db_hh({G});
     for (CArray<T>* a : {&dW_ih, &dW_hh, &db_ih, &db_hh})
@@ -663,8 +686,8 @@ py::tuple sequence_backward_impl(const SequenceTape<T>& tape, const py::handle& 
 
 template <typename T>
 void bind_sequence(py::module_& m, const char* name) {
-    py::class_<SequenceTape<T>>(m, name)
-        .def_property_readonly("nbytes", [](const SequenceTape<T>& t) {
+    py::class_<SequenceTape<T>>(m, name).def_property_readonly(
+        "nbytes", [](const SequenceTape<T>& t) {
             return (t.gates.size() + t.extra.size() + t.carry.size()) * sizeof(T);
         });
     m.def("sequence_backward", &sequence_backward_impl<T>, py::arg("tape"), py::arg("x"),
@@ -693,22 +716,28 @@ PYBIND11_MODULE(TBPTT_MODULE_NAME(TBPTT_ISA_NAME), m) {
           py::arg("reverse"), py::arg("keep"), py::arg("batch_sizes") = py::none());
     // The core's traits of a cell (tbptt/cells.py holds the same facts; tests/test_cells.py
     // compares them); ValueError for an unknown name.
-    m.def("cell_traits", [](const std::string& name) {
-        const CellTraits traits = cell_traits(name);
-        py::dict d;
-        d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
-        d["separate_recurrence"] = traits.separate_recurrence;
-        d["keeps_gates"] = traits.keeps_gates;
-        return d;
-    }, py::arg("name"));
+    m.def(
+        "cell_traits",
+        [](const std::string& name) {
+            const CellTraits traits = cell_traits(name);
+            py::dict d;
+            d["gates"] = traits.gates, d["extra"] = traits.extra, d["carried"] = traits.carried;
+            d["separate_recurrence"] = traits.separate_recurrence;
+            d["keeps_gates"] = traits.keeps_gates;
+            return d;
+        },
+        py::arg("name"));
     // The core's facts of a loss (tbptt/losses.py holds the same; tests/test_cells.py compares
     // them); ValueError for an unknown name.
-    m.def("loss_traits", [](const std::string& name) {
-        const LossTraits traits = loss_traits(loss_of(name));
-        py::dict d;
-        d["classes"] = traits.classes, d["outputs_per_target"] = traits.outputs_per_target;
-        return d;
-    }, py::arg("name"));
+    m.def(
+        "loss_traits",
+        [](const std::string& name) {
+            const LossTraits traits = loss_traits(loss_of(name));
+            py::dict d;
+            d["classes"] = traits.classes, d["outputs_per_target"] = traits.outputs_per_target;
+            return d;
+        },
+        py::arg("name"));
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1");
         set_max_threads(n);

@@ -17,9 +17,9 @@
 namespace tbptt {
 
 struct Dropout {
-    double p = 0.0;          // probability of dropping a unit; 0: off
+    double p = 0.0;  // probability of dropping a unit; 0: off
     uint64_t seed = 0;
-    int layer = 0;           // whose output: layer l < L - 1 feeds layer l + 1, L - 1 the head
+    int layer = 0;              // whose output: layer l < L - 1 feeds layer l + 1, L - 1 the head
     int64_t stream_offset = 0;  // the first stream's index (streams split over processes)
 
     bool on() const { return p > 0.0; }

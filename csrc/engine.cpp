@@ -38,7 +38,8 @@ template <typename T>
 Stack<T>::Stack(const std::string& cell, const ModelShape& shape)
     : shape_(shape), cell_(make_cell<T>(cell)) {
     if (!cell_) throw InvalidArgument(unknown_cell_message(cell));
-    if (cell_->traits.gates != shape.gates) throw InvalidArgument("shape.gates does not fit the cell");
+    if (cell_->traits.gates != shape.gates)
+        throw InvalidArgument("shape.gates does not fit the cell");
     dropout_.assign(shape.L, Dropout{});
 }
 
@@ -84,7 +85,8 @@ void Stack<T>::prepare(const T* params, bool with_backward) {
     for (int l = 0; l < m.L; ++l)
         packed_[l].prepare(m.layer(params, l), m.layer_input(l), m.H, m.G(),
                            cell_->traits.separate_recurrence, window.B,
-                           /*pack_input=*/l > 0 || !window.tokens, with_backward, steps_per_prepare_);
+                           /*pack_input=*/l > 0 || !window.tokens, with_backward,
+                           steps_per_prepare_);
     if (check) prepared_bits_.assign(params, params + n);
     prepared_from_ = check ? params : nullptr, prepared_backward_ = with_backward;
     if (window.tokens) {
@@ -142,7 +144,8 @@ void Stack<T>::store(int64_t s0, int n, const Inputs<T>& in, const uint8_t* rese
         else
             std::fill(row, row + B, uint8_t(0));
         if (j == 0 && reset_first) std::fill(row, row + B, uint8_t(1));
-        window.any_reset[window.slot(s0 + j)] = std::any_of(row, row + B, [](uint8_t r) { return r; });
+        window.any_reset[window.slot(s0 + j)] =
+            std::any_of(row, row + B, [](uint8_t r) { return r; });
     }
     if (in.are_tokens())
         std::copy(in.ids, in.ids + size_t(n) * B, window.ids_at(s0));
@@ -158,8 +161,8 @@ void Stack<T>::run(int64_t s0, int n) {
     for (int l = 0; l < m.L; ++l) {
         const PackedWeights<T>& products = packed_[l];
         const int I = m.layer_input(l);
-        const Inputs<T> input = l == 0 ? window.inputs_at(s0)
-                                       : Inputs<T>::features(output(l - 1, s0, n, dropped_));
+        const Inputs<T> input =
+            l == 0 ? window.inputs_at(s0) : Inputs<T>::features(output(l - 1, s0, n, dropped_));
         // Packed input weights: each thread projects its own streams' inputs step by step, inside
         // the parallel part. Otherwise one product for the whole run, before it.
         const bool project_per_step = !products.input.empty();
@@ -235,7 +238,8 @@ void Engine<T>::allocate(int B, bool tokens) {
             4.0 * k1 * B * m.O * sizeof(T);
         std::ostringstream message;
         message << "k1, k2: the window of max(k1, k2) + 1 = " << S << " steps (and k1 = " << k1
-                << " steps of outputs and targets) for B = " << B << " streams needs " << bytes / (1 << 30)
+                << " steps of outputs and targets) for B = " << B << " streams needs "
+                << bytes / (1 << 30)
                 << " GiB, which could not be allocated; use smaller k1/k2 (memory grows with"
                 << " max(k1, k2), never with the stream)";
         throw OutOfMemory(message.str());
@@ -263,11 +267,15 @@ template <typename T>
 void Engine<T>::keep_targets(int row, int n, const Targets<T>& targets) {
     const size_t first = size_t(row) * B_, count = size_t(n) * B_,
                  Y = size_t(target_values(config_.loss, config_.shape.O));  // values per position
-    if (targets.values) std::copy(targets.values, targets.values + count * Y, values_.data() + first * Y);
-    if (targets.classes) std::copy(targets.classes, targets.classes + count, classes_.data() + first);
+    if (targets.values)
+        std::copy(targets.values, targets.values + count * Y, values_.data() + first * Y);
+    if (targets.classes)
+        std::copy(targets.classes, targets.classes + count, classes_.data() + first);
     T* w = weights_.data() + first;
-    if (targets.mask) std::copy(targets.mask, targets.mask + count, w);
-    else std::fill(w, w + count, T(1));  // the same bits as no mask (head.cpp: w = 1)
+    if (targets.mask)
+        std::copy(targets.mask, targets.mask + count, w);
+    else
+        std::fill(w, w + count, T(1));  // the same bits as no mask (head.cpp: w = 1)
 }
 
 template <typename T>
@@ -275,8 +283,8 @@ void Engine<T>::head_outputs(int64_t s0, int n, int row) {
     const ModelShape& m = config_.shape;
     const T* W = params_ + m.head_offset();
     head_forward(outputs_.data() + size_t(row) * B_ * m.O,
-                 stack_.output(m.L - 1, s0, n, head_input_), W, W + size_t(m.O) * m.H, n * B_,
-                 m.H, m.O);
+                 stack_.output(m.L - 1, s0, n, head_input_), W, W + size_t(m.O) * m.H, n * B_, m.H,
+                 m.O);
 }
 
 template <typename T>
@@ -289,8 +297,9 @@ void Engine<T>::accumulate_loss(int64_t s0, int n, int row) {
     T* dy = dy_.data() + at * m.O;
     const T* w = weights_.data() + at;
     const size_t Y = size_t(target_values(config_.loss, m.O));  // target values per position
-    loss_sum_ += head_loss(config_.loss, dy, y, Y ? values_.data() + at * Y : nullptr,
-                           classes_.empty() ? nullptr : classes_.data() + at, w, rows, m.O, &weight_sum_);
+    loss_sum_ +=
+        head_loss(config_.loss, dy, y, Y ? values_.data() + at * Y : nullptr,
+                  classes_.empty() ? nullptr : classes_.data() + at, w, rows, m.O, &weight_sum_);
 }
 
 // The rerun: every layer again over time steps [from, step_) with the current (prepared) weights,
@@ -311,9 +320,8 @@ void Engine<T>::rerun_stale_window(int r) {
     if (!config_.recompute || a >= fresh_from_) return;
     rerun(a);
     loss_sum_ = weight_sum_ = 0.0;
-    stack_.window.for_runs(step_ - r, step_, [&](int64_t s, int n) {
-        accumulate_loss(s, n, int(s - (step_ - r)));
-    });
+    stack_.window.for_runs(step_ - r, step_,
+                           [&](int64_t s, int n) { accumulate_loss(s, n, int(s - (step_ - r))); });
 }
 
 // recompute, after an optimiser step changed the weights: the time steps the next update's window
@@ -334,7 +342,7 @@ void Engine<T>::train(int64_t steps, int B, const Inputs<T>& in, const Targets<T
     check_call(B, in.are_tokens());
     const ModelShape& m = config_.shape;
     stack_.prepare(params_, /*with_backward=*/true);  // the caller may have changed the parameters
-    const int Y = target_values(config_.loss, m.O);  // target values per position
+    const int Y = target_values(config_.loss, m.O);   // target values per position
     // The schedule: runs of time steps, each up to the next update, the end of the call or the
     // end of the ring. The tuner wraps each run and its update: it picks their thread count (the
     // results do not depend on it, threads.h) and times them.
@@ -410,7 +418,7 @@ bool Engine<T>::update(double* loss) {
     const int r = pending_;
     pending_ = 0;
     ++updates_;
-    rerun_stale_window(r);  // before the early return: every process decides alike
+    rerun_stale_window(r);                 // before the early return: every process decides alike
     if (!reduce_ && weight_sum_ == 0.0) {  // counts for the schedule; nothing to learn from
         loss_sum_ = 0.0;
         return false;
@@ -545,7 +553,8 @@ void Engine<T>::backward_window(int64_t first_loss_step) {
     Window<T>& w = stack_.window;
     const int B = B_, H = m.H, O = m.O, G = m.G();
     const int64_t t = step_ - 1;
-    const int64_t a = std::max(t - config_.k2 + 1, stack_.first_valid);  // oldest step of the window
+    const int64_t a =
+        std::max(t - config_.k2 + 1, stack_.first_valid);  // oldest step of the window
     const T* W_head = params_ + m.head_offset();
     T* dW_head = buffer_.data() + m.head_offset();
     T* db_head = dW_head + size_t(O) * H;
@@ -581,14 +590,16 @@ void Engine<T>::backward_window(int64_t first_loss_step) {
             }
             backward_layer(l, begin, end);
             const int n = int(end - begin + 1);
-            const Inputs<T> input = l == 0 ? w.inputs_at(begin)
-                                           : Inputs<T>::features(stack_.output(l - 1, begin, n, dropped_block_));
+            const Inputs<T> input =
+                l == 0 ? w.inputs_at(begin)
+                       : Inputs<T>::features(stack_.output(l - 1, begin, n, dropped_block_));
             LayerGrads<T> g = m.layer(buffer_.data(), l);
             if (input.are_tokens()) g.W_ih_T = dW_ih_T_.data();
             layer_weight_backward(g, dgates_.data(), separate ? drecurrent_.data() : dgates_.data(),
                                   input, h_prev_block_.data(), rows, m.layer_input(l), H, G);
             if (l > 0) {  // dL/d(input) = dL/dh of the layer below, through its dropout
-                layer_input_backward(dx_.data(), dgates_.data(), stack_.weights(l).W_ih, rows, H, G);
+                layer_input_backward(dx_.data(), dgates_.data(), stack_.weights(l).W_ih, rows, H,
+                                     G);
                 const Dropout& d = stack_.dropout(l - 1);
                 if (d.on()) d.apply(dx_.data(), dx_.data(), begin, n, B, H);
             }
@@ -665,7 +676,8 @@ void Engine<T>::add_to_horizon(int window, double weight_sum) {
     for (size_t i = 0; i < per_piece; ++i) {
         if (int(i % k2) >= window) continue;
         double total = 0.0;
-        for (size_t piece = 0; piece < pieces; ++piece) total += horizon_squares_[piece * per_piece + i];
+        for (size_t piece = 0; piece < pieces; ++piece)
+            total += horizon_squares_[piece * per_piece + i];
         horizon_norms_[i] += std::sqrt(total) / weight_sum;  // of the normalised loss
     }
     for (int j = 0; j < window; ++j) ++horizon_updates_[j];
@@ -699,21 +711,25 @@ typename Engine<T>::Snapshot Engine<T>::snapshot() const {
     s.second_moment = o.second_moment.empty() ? Buffer<T>(P, T(0)) : o.second_moment;
     if (B_ == 0) return s;
 
-    const size_t B = size_t(B_), L = size_t(m.L), H = size_t(m.H), G = size_t(w.G),
-                 E = size_t(w.E), C = size_t(w.C), I = size_t(m.I);
+    const size_t B = size_t(B_), L = size_t(m.L), H = size_t(m.H), G = size_t(w.G), E = size_t(w.E),
+                 C = size_t(w.C), I = size_t(m.I);
     const size_t K = stack_.cell().traits.keeps_gates ? G + E : 0;
     const int64_t oldest = std::max(stack_.first_valid, step_ - (w.S - 1));
     const size_t n = size_t(step_ - oldest);
     s.held = int64_t(n);
-    if (tokens_) s.ids.resize(n * B);
-    else s.x.resize(n * B * I);
+    if (tokens_)
+        s.ids.resize(n * B);
+    else
+        s.x.resize(n * B * I);
     s.reset.resize(n * B);
     s.gates.resize(n * L * B * K), s.h.resize(n * L * B * H), s.carry.resize(n * L * B * C);
     for (size_t j = 0; j < n; ++j) {
         const int64_t t = oldest + int64_t(j);
         const size_t slot = size_t(w.slot(t));
-        if (tokens_) std::copy_n(w.ids.data() + slot * B, B, s.ids.data() + j * B);
-        else std::copy_n(w.x.data() + slot * B * I, B * I, s.x.data() + j * B * I);
+        if (tokens_)
+            std::copy_n(w.ids.data() + slot * B, B, s.ids.data() + j * B);
+        else
+            std::copy_n(w.x.data() + slot * B * I, B * I, s.x.data() + j * B * I);
         std::copy_n(w.resets.data() + slot * B, B, s.reset.data() + j * B);
         for (size_t l = 0; l < L; ++l) {
             const size_t from = w.row(int(l), t), to = (j * L + l) * B;  // first rows of B
@@ -777,8 +793,8 @@ void Engine<T>::restore(const Snapshot& s) {
     auto fits = [](const char* name, size_t got, size_t want) {
         if (got != want)
             throw InvalidArgument(std::string("engine state: ") + name + " has " +
-                                  std::to_string(got) + " values, expected " + std::to_string(want) +
-                                  " (a snapshot of another configuration?)");
+                                  std::to_string(got) + " values, expected " +
+                                  std::to_string(want) + " (a snapshot of another configuration?)");
     };
     fits("window/x (features)", s.x.size(), s.tokens ? 0 : held * I);
     fits("window/x (token ids)", s.ids.size(), s.tokens ? held : 0);
@@ -797,8 +813,9 @@ void Engine<T>::restore(const Snapshot& s) {
     fits("optimizer/v", s.second_moment.size(), P);
     if (config_.recompute &&
         std::any_of(s.weights.begin(), s.weights.end(), [](T v) { return std::isnan(v); }))
-        throw InvalidArgument("engine state: the pending steps' targets are unknown (a file from "
-                              "an older version): it cannot resume with recompute");
+        throw InvalidArgument(
+            "engine state: the pending steps' targets are unknown (a file from "
+            "an older version): it cannot resume with recompute");
 
     // Everything fits. The reduce buffer stays where the caller's view of it points, and so does
     // the reduce.
@@ -823,8 +840,10 @@ void Engine<T>::restore(const Snapshot& s) {
     Window<T>& w = stack_.window;
     for (size_t j = 0; j < size_t(n); ++j) {
         const int64_t t = oldest + int64_t(j);
-        if (s.tokens) std::copy_n(s.ids.data() + j * B, B, w.ids_at(t));
-        else std::copy_n(s.x.data() + j * B * I, B * I, w.x_at(t));
+        if (s.tokens)
+            std::copy_n(s.ids.data() + j * B, B, w.ids_at(t));
+        else
+            std::copy_n(s.x.data() + j * B * I, B * I, w.x_at(t));
         const uint8_t* reset = s.reset.data() + j * B;
         std::copy_n(reset, B, w.resets_at(t));
         w.any_reset[w.slot(t)] = std::any_of(reset, reset + B, [](uint8_t v) { return v; });
@@ -872,7 +891,8 @@ void predict(const std::string& cell, const ModelShape& m, const T* params, int6
     stack.first_valid = -1;  // step 0 holds the initial state, not zeros
     const T* W_head = params + m.head_offset();
     for (int64_t s0 = 1; s0 <= steps;) {
-        const int n = int(std::min<int64_t>({int64_t(chunk), steps - s0 + 1, w.contiguous_from(s0)}));
+        const int n =
+            int(std::min<int64_t>({int64_t(chunk), steps - s0 + 1, w.contiguous_from(s0)}));
         const size_t row0 = size_t(s0 - 1) * B;
         stack.forward(s0, n, in.from_row(row0, m.I), /*resets=*/nullptr, /*reset_first=*/false);
         head_forward(outputs + row0 * m.O, w.h_at(m.L - 1, s0), W_head, W_head + size_t(m.O) * m.H,
@@ -890,7 +910,7 @@ template void predict<float>(const std::string&, const ModelShape&, const float*
                              const Inputs<float>&, const float*, const float*, float*, float*,
                              float*);
 template void predict<double>(const std::string&, const ModelShape&, const double*, int64_t, int,
-                              const Inputs<double>&, const double*, const double*, double*,
-                              double*, double*);
+                              const Inputs<double>&, const double*, const double*, double*, double*,
+                              double*);
 
 }  // namespace tbptt

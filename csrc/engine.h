@@ -129,7 +129,7 @@ class Stack {
 
 struct EngineConfig {
     std::string cell;  // a name make_cell knows (cells/cell.h)
-    ModelShape shape;           // shape.gates: the cell's
+    ModelShape shape;  // shape.gates: the cell's
     int k1 = 1, k2 = 1;
     Loss loss = Loss::mse;
     OptimizerConfig optimizer;
@@ -235,14 +235,14 @@ class Engine {
         bool tokens = false, reset_next = false;
         double loss_sum = 0.0, weight_sum = 0.0;  // Σ w·loss, Σ w of the pending steps
         double last_weight_sum = 0.0;             // Σ w of the last update, over every process
-        Buffer<T> x;                 // [n][B][I] layer 0's features (empty for token ids)
-        Buffer<int64_t> ids;         // [n][B] layer 0's token ids (empty for features)
-        Buffer<uint8_t> reset;       // [n][B] the state was zeroed before that step
-        Buffer<T> gates, h, carry;   // [n][L][B][K], [n][L][B][H], [n][L][B][C]
-        Buffer<T> h_in, carry_in;    // [L][B][H], [L][B][C] entering the oldest, resets applied
-        Buffer<T> outputs, dy;       // [r][B][O]
-        Buffer<T> values, weights;   // [r][B][Y], [r][B] (weights NaN: the targets are unknown)
-        Buffer<int64_t> classes;     // [r][B] (cross-entropy; else empty)
+        Buffer<T> x;                // [n][B][I] layer 0's features (empty for token ids)
+        Buffer<int64_t> ids;        // [n][B] layer 0's token ids (empty for features)
+        Buffer<uint8_t> reset;      // [n][B] the state was zeroed before that step
+        Buffer<T> gates, h, carry;  // [n][L][B][K], [n][L][B][H], [n][L][B][C]
+        Buffer<T> h_in, carry_in;   // [L][B][H], [L][B][C] entering the oldest, resets applied
+        Buffer<T> outputs, dy;      // [r][B][O]
+        Buffer<T> values, weights;  // [r][B][Y], [r][B] (weights NaN: the targets are unknown)
+        Buffer<int64_t> classes;    // [r][B] (cross-entropy; else empty)
         Buffer<T> first_moment, second_moment;  // [P] each, zeros where the optimiser keeps none
     };
     Snapshot snapshot() const;
@@ -277,7 +277,7 @@ class Engine {
 
   private:
     void allocate(int B, bool tokens);
-    void set_up_dropout();  // the masks of every layer, from the config
+    void set_up_dropout();                // the masks of every layer, from the config
     void check_call(int B, bool tokens);  // allocates on the first call; B and tokens fixed then
     // A run of n time steps from step_: forward, targets kept, loss terms; outputs (or nullptr).
     void forward_run(int n, const Inputs<T>& in, const Targets<T>& targets, const uint8_t* resets,
@@ -308,16 +308,16 @@ class Engine {
 
     EngineConfig config_;
     T* params_;
-    Buffer<T> buffer_;  // [num_params + 2]: gradient, Σ w·loss, Σ w (reduce_buffer)
+    Buffer<T> buffer_;              // [num_params + 2]: gradient, Σ w·loss, Σ w (reduce_buffer)
     std::function<void()> reduce_;  // none: one process
     Optimizer<T> optimizer_;
     Stack<T> stack_;
     ThreadTuner tuner_;  // one thread or all, per run and update, from their measured speed
 
-    int B_ = 0;              // streams, fixed by the first call
-    bool tokens_ = false;    // layer-0 inputs are token ids, fixed by the first call
-    int64_t step_ = 0;       // steps processed since training began
-    int pending_ = 0;        // steps since the last update
+    int B_ = 0;            // streams, fixed by the first call
+    bool tokens_ = false;  // layer-0 inputs are token ids, fixed by the first call
+    int64_t step_ = 0;     // steps processed since training began
+    int pending_ = 0;      // steps since the last update
     int64_t updates_ = 0;
     bool reset_next_ = false;
     int64_t fresh_from_ = 0;  // the oldest step held as the current weights compute it (recompute)
@@ -337,14 +337,14 @@ class Engine {
 
     // Backward scratch, sized once: a block of steps of the window at a time.
     int block_ = 1;
-    Buffer<T> dgates_, drecurrent_;                 // [block][B][G] (drecurrent: separate cells)
-    Buffer<T> dh_in_, dx_, h_prev_block_;           // [block][B][H]
-    Buffer<T> head_input_, dropped_block_;          // [run][B][H]: layers' outputs after dropout
-    Buffer<T> dh_rec_, dcarry_rec_;                 // [L][B][H], [L][B][C]: carried back in time
+    Buffer<T> dgates_, drecurrent_;         // [block][B][G] (drecurrent: separate cells)
+    Buffer<T> dh_in_, dx_, h_prev_block_;   // [block][B][H]
+    Buffer<T> head_input_, dropped_block_;  // [run][B][H]: layers' outputs after dropout
+    Buffer<T> dh_rec_, dcarry_rec_;         // [L][B][H], [L][B][C]: carried back in time
     Buffer<T> scratch_h_, scratch_carry_, scratch_cell_;  // [B][H], [B][C], [B][H]
     Buffer<T> dW_ih_T_;  // [I][G] the gradient of layer 0's W_ih transposed (token inputs)
-    Buffer<double> horizon_squares_;  // [piece of streams][2][L][k2] of the update being made
-    Buffer<double> horizon_norms_;    // [2][L][k2]
+    Buffer<double> horizon_squares_;   // [piece of streams][2][L][k2] of the update being made
+    Buffer<double> horizon_norms_;     // [2][L][k2]
     Buffer<int64_t> horizon_updates_;  // [k2]
 };
 

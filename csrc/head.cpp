@@ -17,7 +17,8 @@ template <typename T>
 void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int O) {
     for_pieces(rows, piece_rows(rows, int64_t(H) * O), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T> out(y + r0 * O, r1 - r0, O);
-        out.noalias() = ConstMatrixMap<T>(h + r0 * H, r1 - r0, H) * ConstMatrixMap<T>(W, O, H).transpose();
+        out.noalias() =
+            ConstMatrixMap<T>(h + r0 * H, r1 - r0, H) * ConstMatrixMap<T>(W, O, H).transpose();
         out.rowwise() += ConstVectorMap<T>(b, O);
     });
 }
@@ -25,8 +26,10 @@ void head_forward(T* y, const T* h, const T* W, const T* b, int rows, int H, int
 // Σ w·loss over rows (returned) and Σ w (added to *weight_sum), a row's w·loss from
 // row_loss(r, w), which also writes row r of dy: added up per piece of rows, then the pieces in order.
 template <typename T, typename RowLoss>
-static double sum_row_losses(const T* mask, int rows, int O, double* weight_sum, RowLoss&& row_loss) {
-    const int64_t piece = piece_rows(rows, int64_t(O) * 16);  // exp and log: some 16 multiply-adds each
+static double sum_row_losses(const T* mask, int rows, int O, double* weight_sum,
+                             RowLoss&& row_loss) {
+    const int64_t piece =
+        piece_rows(rows, int64_t(O) * 16);  // exp and log: some 16 multiply-adds each
     const int64_t pieces = (rows + piece - 1) / piece;
     double one[2];  // no allocation for the one-piece losses of small updates
     Buffer<double> many(pieces > 1 ? size_t(2 * pieces) : 0);
@@ -80,7 +83,8 @@ double cross_entropy_loss(T* dy, const T* logits, const int64_t* labels, const T
         const T top = Z.row(r).maxCoeff();
         dZ.row(r).array() = (Z.row(r).array() - top).exp();  // unnormalised softmax
         const T sum = dZ.row(r).sum();
-        const double loss = double(w) * (double(top) + std::log(double(sum)) - double(Z(r, labels[r])));
+        const double loss =
+            double(w) * (double(top) + std::log(double(sum)) - double(Z(r, labels[r])));
         dZ.row(r) *= w / sum;
         dZ(r, labels[r]) -= w;
         return loss;
@@ -119,7 +123,8 @@ Loss loss_of(const std::string& name) {
     if (name == "mse") return Loss::mse;
     if (name == "cross_entropy") return Loss::cross_entropy;
     if (name == "gaussian") return Loss::gaussian;
-    throw std::invalid_argument("loss must be 'mse', 'cross_entropy' or 'gaussian', got '" + name + "'");
+    throw std::invalid_argument("loss must be 'mse', 'cross_entropy' or 'gaussian', got '" + name +
+                                "'");
 }
 
 LossTraits loss_traits(Loss loss) {
@@ -141,7 +146,8 @@ double head_loss(Loss loss, T* dy, const T* y, const T* values, const int64_t* c
                  const T* mask, int rows, int O, double* weight_sum) {
     switch (loss) {
         case Loss::mse: return mse_loss(dy, y, values, mask, rows, O, weight_sum);
-        case Loss::cross_entropy: return cross_entropy_loss(dy, y, classes, mask, rows, O, weight_sum);
+        case Loss::cross_entropy:
+            return cross_entropy_loss(dy, y, classes, mask, rows, O, weight_sum);
         case Loss::gaussian: return gaussian_loss(dy, y, values, mask, rows, O, weight_sum);
     }
     throw std::invalid_argument("unknown loss");
@@ -165,15 +171,15 @@ void head_input_backward(T* dh, const T* dy, const T* W, int rows, int H, int O)
     });
 }
 
-#define TBPTT_INSTANTIATE(T)                                                                     \
-    template void head_forward<T>(T*, const T*, const T*, const T*, int, int, int);             \
-    template double mse_loss<T>(T*, const T*, const T*, const T*, int, int, double*);           \
-    template double cross_entropy_loss<T>(T*, const T*, const int64_t*, const T*, int, int,     \
-                                          double*);                                              \
-    template double gaussian_loss<T>(T*, const T*, const T*, const T*, int, int, double*);      \
+#define TBPTT_INSTANTIATE(T)                                                                       \
+    template void head_forward<T>(T*, const T*, const T*, const T*, int, int, int);                \
+    template double mse_loss<T>(T*, const T*, const T*, const T*, int, int, double*);              \
+    template double cross_entropy_loss<T>(T*, const T*, const int64_t*, const T*, int, int,        \
+                                          double*);                                                \
+    template double gaussian_loss<T>(T*, const T*, const T*, const T*, int, int, double*);         \
     template double head_loss<T>(Loss, T*, const T*, const T*, const int64_t*, const T*, int, int, \
-                                 double*);                                                       \
-    template void head_weight_backward<T>(T*, T*, const T*, const T*, int, int, int);           \
+                                 double*);                                                         \
+    template void head_weight_backward<T>(T*, T*, const T*, const T*, int, int, int);              \
     template void head_input_backward<T>(T*, const T*, const T*, int, int, int);
 TBPTT_INSTANTIATE(float)
 TBPTT_INSTANTIATE(double)

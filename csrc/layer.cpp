@@ -15,12 +15,18 @@ void PackedWeights<T>::prepare(const LayerWeights<T>& w_, int I_, int H_, int G_
     VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w.b_ih, G);
     if (!separate) VectorMap<T>(bias.data(), G) += ConstVectorMap<T>(w.b_hh, G);
     const bool pack_forward = copies(B, H, steps);  // backward only from 4 streams (see above)
-    if (pack_forward && pack_input) input.pack(w.W_ih, I, G, /*ld=*/I, /*transposed=*/true);
-    else input.clear();
-    if (pack_forward) forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
-    else forward.clear();
-    if (B >= 4 && with_backward) backward.pack(w.W_hh, G, H, /*ld=*/H, /*transposed=*/false);
-    else backward.clear();
+    if (pack_forward && pack_input)
+        input.pack(w.W_ih, I, G, /*ld=*/I, /*transposed=*/true);
+    else
+        input.clear();
+    if (pack_forward)
+        forward.pack(w.W_hh, H, G, /*ld=*/H, /*transposed=*/true);
+    else
+        forward.clear();
+    if (B >= 4 && with_backward)
+        backward.pack(w.W_hh, G, H, /*ld=*/H, /*transposed=*/false);
+    else
+        backward.clear();
 }
 
 template <typename T>
@@ -63,8 +69,10 @@ void PackedWeights<T>::backprop(T* dh_prev, const T* drecurrent, int B) const {
     if (!backward.empty())
         return packed_gemm(dh_prev, H, drecurrent, G, B, backward, /*accumulate=*/separate);
     auto product = ConstMatrixMap<T>(drecurrent, B, G) * ConstMatrixMap<T>(w.W_hh, G, H);
-    if (separate) MatrixMap<T>(dh_prev, B, H).noalias() += product;
-    else MatrixMap<T>(dh_prev, B, H).noalias() = product;
+    if (separate)
+        MatrixMap<T>(dh_prev, B, H).noalias() += product;
+    else
+        MatrixMap<T>(dh_prev, B, H).noalias() = product;
 }
 
 // Σ over rows of columns [g0, g1) of a [rows, G] matrix into db[g0, g1), along rows: contiguous
@@ -81,21 +89,22 @@ void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* 
                            const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G,
                            int piece) {
     ConstMatrixMap<T> dz(dgates, rows, G), drec(drecurrent, rows, G);
-    for_pieces(G, piece_rows(G, int64_t(rows) * (I + H), piece), [&](int64_t, int64_t g0, int64_t g1) {
-        const int64_t n = g1 - g0;
-        if (in.are_tokens()) {
-            MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
-            for (int r = 0; r < rows; ++r)
-                dW_ih_T.row(in.ids[r]).segment(g0, n) += dz.row(r).segment(g0, n);
-        } else {
-            MatrixMap<T>(grad.W_ih + g0 * I, n, I).noalias() +=
-                dz.middleCols(g0, n).transpose() * ConstMatrixMap<T>(in.x, rows, I);
-        }
-        MatrixMap<T>(grad.W_hh + g0 * H, n, H).noalias() +=
-            drec.middleCols(g0, n).transpose() * ConstMatrixMap<T>(h_prev, rows, H);
-        add_row_sums(grad.b_ih, dgates, rows, G, g0, g1);
-        add_row_sums(grad.b_hh, drecurrent, rows, G, g0, g1);
-    });
+    for_pieces(G, piece_rows(G, int64_t(rows) * (I + H), piece),
+               [&](int64_t, int64_t g0, int64_t g1) {
+                   const int64_t n = g1 - g0;
+                   if (in.are_tokens()) {
+                       MatrixMap<T> dW_ih_T(grad.W_ih_T, I, G);
+                       for (int r = 0; r < rows; ++r)
+                           dW_ih_T.row(in.ids[r]).segment(g0, n) += dz.row(r).segment(g0, n);
+                   } else {
+                       MatrixMap<T>(grad.W_ih + g0 * I, n, I).noalias() +=
+                           dz.middleCols(g0, n).transpose() * ConstMatrixMap<T>(in.x, rows, I);
+                   }
+                   MatrixMap<T>(grad.W_hh + g0 * H, n, H).noalias() +=
+                       drec.middleCols(g0, n).transpose() * ConstMatrixMap<T>(h_prev, rows, H);
+                   add_row_sums(grad.b_ih, dgates, rows, G, g0, g1);
+                   add_row_sums(grad.b_hh, drecurrent, rows, G, g0, g1);
+               });
 }
 
 template <typename T>
@@ -112,8 +121,8 @@ template void layer_weight_backward<float>(const LayerGrads<float>&, const float
                                            const Inputs<float>&, const float*, int, int, int, int,
                                            int);
 template void layer_weight_backward<double>(const LayerGrads<double>&, const double*, const double*,
-                                            const Inputs<double>&, const double*, int, int, int, int,
-                                            int);
+                                            const Inputs<double>&, const double*, int, int, int,
+                                            int, int);
 template void layer_input_backward<float>(float*, const float*, const float*, int, int, int);
 template void layer_input_backward<double>(double*, const double*, const double*, int, int, int);
 

@@ -20,16 +20,17 @@ namespace tbptt {
 // A layer's parameters (P = const T for reading, T for gradients), torch's layout.
 template <typename P>
 struct LayerTensors {
-    P* W_ih;  // (G, I)
-    P* W_hh;  // (G, H)
-    P* b_ih;  // (G,)
-    P* b_hh;  // (G,)
+    P* W_ih;              // (G, I)
+    P* W_hh;              // (G, H)
+    P* b_ih;              // (G,)
+    P* b_hh;              // (G,)
     P* W_ih_T = nullptr;  // (I, G) W_ih transposed, for token inputs: a token's row is contiguous
 };
 template <typename T>
 using LayerWeights = LayerTensors<const T>;
 template <typename T>
-using LayerGrads = LayerTensors<T>;  // W_ih_T: token rows accumulate here, the caller adds its transpose
+using LayerGrads =
+    LayerTensors<T>;  // W_ih_T: token rows accumulate here, the caller adds its transpose
 
 // Layer 0's inputs of a run of steps: features [rows, I], or token ids [rows] in [0, I) (one-hot
 // vectors, never built: they select columns of W_ih). Built only by the two named constructors.

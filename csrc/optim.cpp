@@ -50,7 +50,8 @@ void Optimizer<T>::step(T* params, const T* grad, T scale) {
     const T shrink = T(1.0 - c.lr * c.weight_decay), weight_decay = T(c.weight_decay);
     const double bias1 = 1.0 - std::pow(c.beta1, double(steps));
     const double bias2 = 1.0 - std::pow(c.beta2, double(steps));
-    const T lr = T(c.lr), momentum = T(c.momentum), b1 = T(c.beta1), b2 = T(c.beta2), eps = T(c.eps);
+    const T lr = T(c.lr), momentum = T(c.momentum), b1 = T(c.beta1), b2 = T(c.beta2),
+            eps = T(c.eps);
     const T step_size = T(c.lr / bias1), bias2_sqrt = T(std::sqrt(bias2));
     for_chunks(n_, [&](int64_t, int64_t i, int64_t n) {
         FlatMap<T> p(params + i, n);

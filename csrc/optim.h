@@ -12,10 +12,10 @@ namespace tbptt {
 struct OptimizerConfig {
     enum class Kind { sgd, adam, adamw } kind = Kind::adam;
     double lr = 1e-3;
-    double weight_decay = 0.0;           // SGD: L2 added to the gradient; AdamW: decoupled
-    double momentum = 0.0;               // SGD
-    double beta1 = 0.9, beta2 = 0.999;   // Adam
-    double eps = 1e-8;                   // Adam
+    double weight_decay = 0.0;          // SGD: L2 added to the gradient; AdamW: decoupled
+    double momentum = 0.0;              // SGD
+    double beta1 = 0.9, beta2 = 0.999;  // Adam
+    double eps = 1e-8;                  // Adam
 };
 
 template <typename T>

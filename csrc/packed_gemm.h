@@ -34,7 +34,8 @@ inline void transpose_copy(T* dst, int64_t ldd, const T* src, int64_t lds, int r
         for (int i = 0; i < R; i += PS)
             for (int j = 0; j < C; j += PS) {
                 PacketBlock<Packet, PS> block;
-                for (int k = 0; k < PS; ++k) block.packet[k] = ploadu<Packet>(src + (i + k) * lds + j);
+                for (int k = 0; k < PS; ++k)
+                    block.packet[k] = ploadu<Packet>(src + (i + k) * lds + j);
                 ptranspose(block);
                 for (int k = 0; k < PS; ++k) pstoreu(dst + (j + k) * ldd + i, block.packet[k]);
             }
@@ -88,8 +89,8 @@ namespace detail {
 
 // One tile: MR rows of C by NP panels, all in registers across the k loop.
 template <typename T, int MR, int NP>
-inline void packed_tile(T* C, int64_t ldc, const T* A, int64_t lda, const PackedMatrix<T>& W, int p0,
-                        bool accumulate) {
+inline void packed_tile(T* C, int64_t ldc, const T* A, int64_t lda, const PackedMatrix<T>& W,
+                        int p0, bool accumulate) {
     using namespace Eigen::internal;
     using Packet = typename PackedMatrix<T>::Packet;
     constexpr int PS = PackedMatrix<T>::PS, NR = PackedMatrix<T>::NR;
@@ -147,12 +148,16 @@ void packed_gemm(T* C, int64_t ldc, const T* A, int64_t lda, int M, const Packed
             const T* a = A + r * lda;
             int p = 0;
             for (; p + np <= panels; p += np) {
-                if (mr == 1) packed_tile<T, 1, 4>(c + p * NR, ldc, a, lda, W, p, accumulate);
-                else packed_tile<T, 2, 2>(c + p * NR, ldc, a, lda, W, p, accumulate);
+                if (mr == 1)
+                    packed_tile<T, 1, 4>(c + p * NR, ldc, a, lda, W, p, accumulate);
+                else
+                    packed_tile<T, 2, 2>(c + p * NR, ldc, a, lda, W, p, accumulate);
             }
             for (; p < panels; ++p) {
-                if (mr == 1) packed_tile<T, 1, 1>(c + p * NR, ldc, a, lda, W, p, accumulate);
-                else packed_tile<T, 2, 1>(c + p * NR, ldc, a, lda, W, p, accumulate);
+                if (mr == 1)
+                    packed_tile<T, 1, 1>(c + p * NR, ldc, a, lda, W, p, accumulate);
+                else
+                    packed_tile<T, 2, 1>(c + p * NR, ldc, a, lda, W, p, accumulate);
             }
             r += mr;
         }

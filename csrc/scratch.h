@@ -30,7 +30,8 @@ class ScratchPool {
             // The smallest free block that fits: same-size requests get their own block back.
             auto best = free_.end();
             for (auto it = free_.begin(); it != free_.end(); ++it)
-                if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+                if (it->second >= bytes && (best == free_.end() || it->second < best->second))
+                    best = it;
             if (best != free_.end()) {
                 const std::pair<void*, size_t> block = *best;
                 free_.erase(best);
@@ -92,7 +93,8 @@ class Scratch {
 
   private:
     void swap(Scratch& other) noexcept {
-        std::swap(data_, other.data_), std::swap(bytes_, other.bytes_), std::swap(size_, other.size_);
+        std::swap(data_, other.data_), std::swap(bytes_, other.bytes_),
+            std::swap(size_, other.size_);
     }
     T* data_ = nullptr;
     size_t bytes_ = 0, size_ = 0;

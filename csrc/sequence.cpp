@@ -52,7 +52,9 @@ void for_sequence_pieces(int B, int piece, F&& body) {
 }
 
 // The step run k-th (k = 0 .. T-1) in time order.
-inline int step_at(int k, int steps, bool reverse) { return reverse ? steps - 1 - k : k; }
+inline int step_at(int k, int steps, bool reverse) {
+    return reverse ? steps - 1 - k : k;
+}
 
 // The state entering the k-th step run for its rows [b0, b0 + n), `width` values per stream: the
 // rows of the step run before it (`prev`, which ran prev_active streams; nullptr for k = 0) and,
@@ -82,8 +84,8 @@ struct PieceStep {
 
 template <typename T>
 PieceStep<T> piece_step(const SequenceRows& rows, int k, bool reverse, int b0, int b1, const T* h,
-                        const T* carry, const T* h0, const T* carry0, int H, int C,
-                        T* gathered_h, T* gathered_carry) {
+                        const T* carry, const T* h0, const T* carry0, int H, int C, T* gathered_h,
+                        T* gathered_carry) {
     const int t = step_at(k, rows.steps, reverse);
     PieceStep<T> p;
     p.n = int(std::min<int64_t>(b1, rows.active[t]) - b0);
@@ -92,7 +94,8 @@ PieceStep<T> piece_step(const SequenceRows& rows, int k, bool reverse, int b0, i
     const int tp = k ? step_at(k - 1, rows.steps, reverse) : 0;
     const int64_t prev_active = k ? rows.active[tp] : 0;
     const size_t prev_row = size_t(rows.offset[tp]);
-    p.h_prev = state_entering(k ? h + prev_row * H : nullptr, prev_active, h0, b0, p.n, H, gathered_h);
+    p.h_prev =
+        state_entering(k ? h + prev_row * H : nullptr, prev_active, h0, b0, p.n, H, gathered_h);
     p.carry_prev = state_entering(k ? carry + prev_row * C : nullptr, prev_active, carry0, b0, p.n,
                                   C, gathered_carry);
     return p;
@@ -129,14 +132,15 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const Seque
     // Packed input weights: each piece projects its own rows step by step, inside the parallel
     // part (as the engine does). Otherwise one product for every row, before it.
     const bool project_per_step = !products.input.empty();
-    if (!project_per_step) products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
+    if (!project_per_step)
+        products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
     Scratch<T> recurrent(separate ? size_t(B) * G : 0);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     for_sequence_pieces(B, sequence_piece(B, H, G, sizeof(T)), [&](int, int b0, int b1) {
         for (int k = 0; k < rows.steps; ++k) {
-            const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, out.h, out.carry, h0,
-                                                 carry0, H, C, gathered_h.data(),
-                                                 gathered_carry.data());
+            const PieceStep<T> p =
+                piece_step<T>(rows, k, reverse, b0, b1, out.h, out.carry, h0, carry0, H, C,
+                              gathered_h.data(), gathered_carry.data());
             if (p.n <= 0) continue;
             T* rec = separate ? recurrent.data() + size_t(b0) * G : nullptr;
             StepForward<T> step;
@@ -177,7 +181,8 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
     const int block = std::max(1, std::min(rows.steps, (256 + B - 1) / B));
     const size_t block_rows = size_t(block) * B;
     Scratch<T> dgates(block_rows * G), drecurrent(separate ? block_rows * G : 0);
-    Scratch<T> h_prev(block_rows * H);  // the state entering each row, as the W_hh gradient reads it
+    Scratch<T> h_prev(block_rows *
+                      H);  // the state entering each row, as the W_hh gradient reads it
     Scratch<T> dh(size_t(B) * H), scratch(size_t(B) * H);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     // Four pieces of G at most: each packs the block's x and h_prev again.
@@ -185,14 +190,16 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
     for (int last = rows.steps - 1; last >= 0; last -= block) {
         const int first = std::max(0, last - block + 1);  // steps run first .. last
         // Their rows, in time order: one contiguous range whatever the direction.
-        const int t0 = std::min(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
-        const int t1 = std::max(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
+        const int t0 =
+            std::min(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
+        const int t1 =
+            std::max(step_at(first, rows.steps, reverse), step_at(last, rows.steps, reverse));
         const size_t r0 = size_t(rows.offset[t0]), n_rows = size_t(rows.offset[t1 + 1]) - r0;
         for_sequence_pieces(B, sequence_piece(B, H, G, sizeof(T)), [&](int, int b0, int b1) {
             for (int k = last; k >= first; --k) {
-                const PieceStep<T> p = piece_step<T>(rows, k, reverse, b0, b1, kept.h, kept.carry,
-                                                     h0, carry0, H, C, gathered_h.data(),
-                                                     gathered_carry.data());
+                const PieceStep<T> p =
+                    piece_step<T>(rows, k, reverse, b0, b1, kept.h, kept.carry, h0, carry0, H, C,
+                                  gathered_h.data(), gathered_carry.data());
                 if (p.n <= 0) continue;
                 const size_t at = p.row - r0;  // in the block's buffers
                 T* dh_step = dh.data() + size_t(b0) * H;
@@ -223,13 +230,13 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
     }
 }
 
-#define TBPTT_SEQUENCE(T)                                                                       \
-    template void sequence_forward<T>(const Cell<T>&, const LayerWeights<T>&,                  \
-                                      const SequenceRows&, const T*, const T*, const T*, int,    \
-                                      int, bool, const SequenceSteps<T>&, T*, T*);               \
-    template void sequence_backward<T>(const Cell<T>&, const LayerWeights<T>&,                 \
-                                       const SequenceRows&, const T*, const T*, const T*, int,   \
-                                       int, bool, const SequenceSteps<const T>&, const T*,       \
+#define TBPTT_SEQUENCE(T)                                                                          \
+    template void sequence_forward<T>(const Cell<T>&, const LayerWeights<T>&, const SequenceRows&, \
+                                      const T*, const T*, const T*, int, int, bool,                \
+                                      const SequenceSteps<T>&, T*, T*);                            \
+    template void sequence_backward<T>(const Cell<T>&, const LayerWeights<T>&,                     \
+                                       const SequenceRows&, const T*, const T*, const T*, int,     \
+                                       int, bool, const SequenceSteps<const T>&, const T*,         \
                                        const T*, const T*, T*, T*, T*, const LayerGrads<T>&);
 TBPTT_SEQUENCE(float)
 TBPTT_SEQUENCE(double)

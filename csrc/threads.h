@@ -32,7 +32,9 @@ inline std::atomic<int>& max_threads() {
     return n;
 }
 
-inline void set_max_threads(int n) { max_threads() = std::max(1, n); }
+inline void set_max_threads(int n) {
+    max_threads() = std::max(1, n);
+}
 
 // Below about a thousand state values per step (B x H), forking costs more than it saves.
 inline int threads_for(int B, int H) {

@@ -21,13 +21,13 @@ template <typename T>
 struct Window {
     int S = 0, B = 0, I = 0, H = 0, L = 0, G = 0, E = 0, C = 0;
     bool tokens = false;
-    Buffer<T> x;              // [S][B][I] layer-0 features (when !tokens)
-    Buffer<int64_t> ids;      // [S][B] layer-0 token ids (when tokens)
-    Buffer<T> gates;          // [L][S][B][G] what the cell keeps of its gates
-    Buffer<T> extra;          // [L][S][B][E] further values the cell keeps for backward
-    Buffer<T> carry;          // [L][S][B][C] the carried state besides h
-    Buffer<T> h;              // [L][S][B][H]
-    Buffer<uint8_t> resets;   // [S][B] state zeroed before this step
+    Buffer<T> x;                // [S][B][I] layer-0 features (when !tokens)
+    Buffer<int64_t> ids;        // [S][B] layer-0 token ids (when tokens)
+    Buffer<T> gates;            // [L][S][B][G] what the cell keeps of its gates
+    Buffer<T> extra;            // [L][S][B][E] further values the cell keeps for backward
+    Buffer<T> carry;            // [L][S][B][C] the carried state besides h
+    Buffer<T> h;                // [L][S][B][H]
+    Buffer<uint8_t> resets;     // [S][B] state zeroed before this step
     Buffer<uint8_t> any_reset;  // [S]
 
     void allocate(int S_, int B_, int I_, int H_, int L_, const CellTraits& cell, bool tokens_) {
@@ -45,8 +45,8 @@ struct Window {
 
     // Values per step of every stream, for the size of a window before allocating it.
     static double values_per_step(int B, int I, int H, int L, const CellTraits& cell, bool tokens) {
-        return double(B) * (double(L) * H * (cell.gates + cell.extra + cell.carried + 1) +
-                            (tokens ? 0 : I));
+        return double(B) *
+               (double(L) * H * (cell.gates + cell.extra + cell.carried + 1) + (tokens ? 0 : I));
     }
 
     int slot(int64_t step) const { return int(step % S); }
@@ -82,7 +82,7 @@ struct Window {
     // What step s holds in every buffer (all layers), to put back after a forward step that
     // must leave no trace (Engine::peek). No allocation after the first call.
     struct StepCopy {
-        Buffer<T> values;    // x, then per layer gates, extra, carry, h
+        Buffer<T> values;  // x, then per layer gates, extra, carry, h
         Buffer<int64_t> ids;
         Buffer<uint8_t> resets;  // [B] and any_reset
     };
@@ -96,12 +96,16 @@ struct Window {
         copy->ids.resize(tokens ? size_t(B) : 0);
         copy->resets.resize(size_t(B) + 1);
         auto move = [save](auto* window_part, auto* saved, size_t n) {
-            if (save) std::copy(window_part, window_part + n, saved);
-            else std::copy(saved, saved + n, window_part);
+            if (save)
+                std::copy(window_part, window_part + n, saved);
+            else
+                std::copy(saved, saved + n, window_part);
         };
         T* v = copy->values.data();
-        if (tokens) move(ids_at(s), copy->ids.data(), size_t(B));
-        else move(x_at(s), v, size_t(B) * I), v += size_t(B) * I;
+        if (tokens)
+            move(ids_at(s), copy->ids.data(), size_t(B));
+        else
+            move(x_at(s), v, size_t(B) * I), v += size_t(B) * I;
         for (int l = 0; l < L; ++l) {
             move(gates_at(l, s), v, size_t(B) * G), v += size_t(B) * G;
             move(extra_at(l, s), v, size_t(B) * E), v += size_t(B) * E;

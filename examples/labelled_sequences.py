@@ -56,13 +56,17 @@ def main(argv=None):
     # Each sequence's prediction: one stream per sequence (num_streams >= N), so the model runs
     # over each from a zero state; unpack(..., last=True) reads every sequence's last output.
     alone = pack(test_seqs, len(test_seqs))
-    outputs = unpack(model.predict(alone.x)[0], alone.spans, last=True)       # (1000, 3)
+    outputs = unpack(model.predict(alone.x)[0], alone.spans, last=True)  # (1000, 3)
     by_hand = float(np.mean(outputs.argmax(axis=1) == test_classes))
-    print(f"{len(train_seqs):,} sequences packed into {train.x.shape[1]} streams of "
-          f"{train.x.shape[0]:,} steps ({train.mask.mean():.1%} of the positions carry loss)")
-    print(f"held-out accuracy {scores['accuracy']:.3f} over {len(test_seqs):,} sequences "
-          f"(each sequence alone: {by_hand:.3f}); chance {1 / len(FREQUENCIES):.2f}; "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"{len(train_seqs):,} sequences packed into {train.x.shape[1]} streams of "
+        f"{train.x.shape[0]:,} steps ({train.mask.mean():.1%} of the positions carry loss)"
+    )
+    print(
+        f"held-out accuracy {scores['accuracy']:.3f} over {len(test_seqs):,} sequences "
+        f"(each sequence alone: {by_hand:.3f}); chance {1 / len(FREQUENCIES):.2f}; "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     return scores["accuracy"]
 
 

@@ -44,15 +44,26 @@ def shrink_png(path):
 def part(name, title, task, valid, out, chance=None, **kwargs):
     tic = time.perf_counter()
     print(f"\n== {name}: {title}\n   {task.description}", flush=True)
-    rows = tbptt.sweep(task, validation=valid, forget_bias=1.0, clip_norm=5.0, seed=0,
-                       callback=lambda r: print(
-                           f"   TBPTT({r['k1']}, {r['k2']}): val loss {r['val_loss']:.4f}"
-                           + (f", accuracy {r['val_accuracy']:.3f}" if r["val_accuracy"] is not None
-                              else "") + f" ({r['seconds']:.1f} s)", flush=True),
-                       **kwargs)
+    rows = tbptt.sweep(
+        task,
+        validation=valid,
+        forget_bias=1.0,
+        clip_norm=5.0,
+        seed=0,
+        callback=lambda r: print(
+            f"   TBPTT({r['k1']}, {r['k2']}): val loss {r['val_loss']:.4f}"
+            + (f", accuracy {r['val_accuracy']:.3f}" if r["val_accuracy"] is not None else "")
+            + f" ({r['seconds']:.1f} s)",
+            flush=True,
+        ),
+        **kwargs,
+    )
     print(tbptt.sweep_table(rows))
-    settings = {"task": task.description, "title": title,
-                **{k: (v.config() if hasattr(v, "config") else v) for k, v in kwargs.items()}}
+    settings = {
+        "task": task.description,
+        "title": title,
+        **{k: (v.config() if hasattr(v, "config") else v) for k, v in kwargs.items()},
+    }
     tbptt.write_sweep(rows, out, settings=settings, prefix=f"{name}_")
     for path in tbptt.plot_sweep(rows, out, title=title, chance=chance, prefix=f"{name}_"):
         shrink_png(path)
@@ -63,8 +74,9 @@ def part(name, title, task, valid, out, chance=None, **kwargs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs",
-                                                      "figures"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "figures")
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny budgets: check the script runs")
     args = parser.parse_args(argv)
@@ -81,14 +93,32 @@ def main(argv=None):
     echo = tbptt.datasets.echo(min(n, 100_000), B, delay=20, seed=0)
     echo_valid = tbptt.datasets.echo(2_000, B, delay=20, seed=1)
     _, timings["echo20"] = part(
-        "echo20", "delayed echo, d = 20: TBPTT(k1, k2), Adam 1e-2", echo, echo_valid, args.out,
-        chance=0.5, k1=[5, 10, 20, 40], k2=[5, 10, 20, 40], steps=n, hidden=32,
-        optimizer=tbptt.Adam(1e-2))
+        "echo20",
+        "delayed echo, d = 20: TBPTT(k1, k2), Adam 1e-2",
+        echo,
+        echo_valid,
+        args.out,
+        chance=0.5,
+        k1=[5, 10, 20, 40],
+        k2=[5, 10, 20, 40],
+        steps=n,
+        hidden=32,
+        optimizer=tbptt.Adam(1e-2),
+    )
     # 2. Williams & Peng's k1 < k2 learns too, with a smaller learning rate.
     _, timings["echo20wp"] = part(
-        "echo20wp", "delayed echo, d = 20: k1 < k2 at Adam 3e-3", echo, echo_valid, args.out,
-        chance=0.5, k1=None, pairs=[(5, 25), (5, 40), (10, 40)], steps=n, hidden=32,
-        optimizer=tbptt.Adam(3e-3))
+        "echo20wp",
+        "delayed echo, d = 20: k1 < k2 at Adam 3e-3",
+        echo,
+        echo_valid,
+        args.out,
+        chance=0.5,
+        k1=None,
+        pairs=[(5, 25), (5, 40), (10, 40)],
+        steps=n,
+        hidden=32,
+        optimizer=tbptt.Adam(3e-3),
+    )
     del echo
 
     # 3. Copy: recall 5 symbols 11..15 steps after seeing them (episodes of 16 steps).
@@ -96,22 +126,41 @@ def main(argv=None):
     copy = tbptt.datasets.copy(n, B, num_symbols=4, length=5, delay=5, seed=0)
     copy_valid = tbptt.datasets.copy(2_000, B, num_symbols=4, length=5, delay=5, seed=1)
     _, timings["copy"] = part(
-        "copy", "copy, 5 symbols recalled 11-15 steps later, Adam 1e-2", copy, copy_valid,
-        args.out, chance=0.25, k1=[4, 8, 16], k2=[4, 8, 16], steps=n, hidden=32,
-        optimizer=tbptt.Adam(1e-2))
+        "copy",
+        "copy, 5 symbols recalled 11-15 steps later, Adam 1e-2",
+        copy,
+        copy_valid,
+        args.out,
+        chance=0.25,
+        k1=[4, 8, 16],
+        k2=[4, 8, 16],
+        steps=n,
+        hidden=32,
+        optimizer=tbptt.Adam(1e-2),
+    )
     del copy
 
     # 4. Adding, sequences of 50: the counter-example (a local storage rule generalises).
     adding = tbptt.datasets.adding(n, B, seq_len=50, seed=0)
     adding_valid = tbptt.datasets.adding(2_000, B, seq_len=50, seed=1)
     _, timings["adding"] = part(
-        "adding", "adding problem, sequences of 50 steps, Adam 1e-2", adding, adding_valid,
-        args.out, k1=None, pairs=[(1, 1), (5, 5), (10, 10), (25, 25), (50, 50), (10, 50)],
-        steps=n, hidden=32, optimizer=tbptt.Adam(1e-2))
+        "adding",
+        "adding problem, sequences of 50 steps, Adam 1e-2",
+        adding,
+        adding_valid,
+        args.out,
+        k1=None,
+        pairs=[(1, 1), (5, 5), (10, 10), (25, 25), (50, 50), (10, 50)],
+        steps=n,
+        hidden=32,
+        optimizer=tbptt.Adam(1e-2),
+    )
 
     total = time.perf_counter() - start
-    print(f"\ntotal: {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); "
-          f"{tbptt.get_num_threads()} thread(s), engine {tbptt.build_info().get('module')}")
+    print(
+        f"\ntotal: {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); "
+        f"{tbptt.get_num_threads()} thread(s), engine {tbptt.build_info().get('module')}"
+    )
     return 0 if math.isfinite(total) else 1
 
 

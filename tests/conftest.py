@@ -53,8 +53,12 @@ def without_matplotlib(monkeypatch):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", default=False,
-                     help="also run tests marked slow (or set TBPTT_RUN_SLOW=1)")
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (or set TBPTT_RUN_SLOW=1)",
+    )
 
 
 def _run_slow(config):

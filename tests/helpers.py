@@ -3,6 +3,7 @@ sys.path, as it has no __init__.py)."""
 
 import numpy as np
 import pytest
+
 from tbptt.cells import CELLS as _CELL_TABLE
 
 
@@ -55,22 +56,26 @@ def make_model(cell, input_size, hidden_size, output_size, **kwargs):
         return tbptt.LSTM(input_size, hidden_size, output_size, forget_bias=forget_bias, **kwargs)
     if cell == "gru":
         return tbptt.GRU(input_size, hidden_size, output_size, **kwargs)
-    return tbptt.RNN(input_size, hidden_size, output_size, nonlinearity=cell[len("rnn_"):], **kwargs)
+    return tbptt.RNN(
+        input_size, hidden_size, output_size, nonlinearity=cell[len("rnn_") :], **kwargs
+    )
 
 
 # ---- an independent forward pass and the truncated loss of one update ----------------------------
 # Written from the equations (docs/semantics.md §2, §6) apart from tbptt.reference: one-hot inputs
 # are built explicitly, the sigmoid is computed through tanh.
 
+
 def views(model, flat):
     """Named views into a flat parameter vector laid out like model.flat_parameters."""
     from tbptt.model import parameter_shapes
 
     out, offset = {}, 0
-    for name, shape in parameter_shapes(model.input_size, model.hidden_size, model.output_size,
-                                        model.num_layers, model.cell):
+    for name, shape in parameter_shapes(
+        model.input_size, model.hidden_size, model.output_size, model.num_layers, model.cell
+    ):
         size = int(np.prod(shape))
-        out[name] = flat[offset:offset + size].reshape(shape)
+        out[name] = flat[offset : offset + size].reshape(shape)
         offset += size
     return out
 
@@ -89,14 +94,19 @@ def plain_layer(cell, P, k, inp, state):
     H = h.shape[1]
     if cell == "lstm":
         z = inp @ W_ih.T + b_ih + h @ W_hh.T + b_hh
-        i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+        i, f, g, o = (
+            sig(z[:, :H]),
+            sig(z[:, H : 2 * H]),
+            np.tanh(z[:, 2 * H : 3 * H]),
+            sig(z[:, 3 * H :]),
+        )
         c = f * state[1] + i * g
         return o * np.tanh(c), c
     if cell == "gru":
         gi, gh = inp @ W_ih.T + b_ih, h @ W_hh.T + b_hh
         r = sig(gi[:, :H] + gh[:, :H])
-        z = sig(gi[:, H:2 * H] + gh[:, H:2 * H])
-        n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        z = sig(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
         return ((1 - z) * n + z * h,)
     a = inp @ W_ih.T + b_ih + h @ W_hh.T + b_hh
     return (np.tanh(a) if cell == "rnn_tanh" else np.maximum(a, 0),)
@@ -139,7 +149,7 @@ def gaussian_nll(out, y):
     [mu, raw], sigma = log(1 + e^raw) + 1e-6, y (B, n)."""
     n = out.shape[1] // 2
     mu, sigma = out[:, :n], np.logaddexp(0.0, out[:, n:]) + 1e-6
-    return np.mean(0.5 * np.log(2 * np.pi * sigma ** 2) + (y - mu) ** 2 / (2 * sigma ** 2), axis=1)
+    return np.mean(0.5 * np.log(2 * np.pi * sigma**2) + (y - mu) ** 2 / (2 * sigma**2), axis=1)
 
 
 def truncated_loss(model, theta, theta0, x, tokens, y, mask, resets, loss, t, r, k2, masks=None):
@@ -164,8 +174,11 @@ def random_data(rng, T, B, I, O, loss, tokens, mask, resets):
     """x (token ids or features), y (class ids or values), a float mask with zeros (the newest
     step always carries loss) and resets, or None for those not asked for."""
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
-    y = (rng.integers(0, O, size=(T, B)) if loss == "cross_entropy"
-         else rng.normal(size=(T, B, O // 2 if loss == "gaussian" else O)))
+    y = (
+        rng.integers(0, O, size=(T, B))
+        if loss == "cross_entropy"
+        else rng.normal(size=(T, B, O // 2 if loss == "gaussian" else O))
+    )
     m = rng.uniform(0.0, 2.0, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.2) if mask else None
     if m is not None:
         m[-1, 0] = 1.5

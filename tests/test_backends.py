@@ -13,16 +13,15 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import CELLS, make_model
 
 import tbptt
-
-from helpers import CELLS, make_model
 
 NEW_CELLS = [c for c in CELLS if c != "lstm"]
 
 I, H, O, B = 4, 3, 3, 3
-T1, T2 = 23, 9                       # phase 1 (23 is a multiple of no k1 below but 1 and 23)
-SPLITS1 = (0, 5, 5, 11, T1)          # calls x[0:5], x[5:5] (T = 0), x[5:11], reset_state(), x[11:23]
+T1, T2 = 23, 9  # phase 1 (23 is a multiple of no k1 below but 1 and 23)
+SPLITS1 = (0, 5, 5, 11, T1)  # calls x[0:5], x[5:5] (T = 0), x[5:11], reset_state(), x[11:23]
 SPLITS2 = (0, 4, T2)
 
 # The largest discrepancies seen, for the report test at the end of this file.
@@ -34,7 +33,9 @@ def assert_close(actual, expected, rtol, atol, what, key):
     assert actual.shape == expected.shape, what
     if actual.size:
         err = np.abs(actual - expected)
-        rel = float(np.max(err / np.maximum(np.abs(expected), 1e-300) * (np.abs(expected) > 1e3 * atol)))
+        rel = float(
+            np.max(err / np.maximum(np.abs(expected), 1e-300) * (np.abs(expected) > 1e3 * atol))
+        )
         WORST[key] = max(WORST.get(key, (0.0, 0.0)), (rel, float(err.max())))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
 
@@ -88,7 +89,7 @@ def make_data(seed, T, k1, loss, tokens, extras, dtype):
         # a whole update without loss (counts for the schedule, no optimiser step) and pending
         # steps without loss at the end of phase 1 (flush() then returns None)
         if 2 * k1 <= T:
-            mask[k1:2 * k1] = 0
+            mask[k1 : 2 * k1] = 0
         if T == T1:
             mask[21:] = 0
     return x, y, mask, resets
@@ -102,8 +103,9 @@ def make_trainer(backend, k1, k2, L, loss, opt, dtype, cell="lstm"):
     outputs = 2 * O if loss == "gaussian" else O  # gaussian: a mean and a raw scale per target
     model = make_model(cell, I, H, outputs, num_layers=L, dtype=dtype, seed=7, forget_bias=0.5)
     optimizer, clip = make_optimizer(opt)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip,
-                         backend=backend)
+    return tbptt.Trainer(
+        model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip, backend=backend
+    )
 
 
 def compare(cpp, ref, tol, key, what):
@@ -147,7 +149,9 @@ def run_both(k1, k2, L, loss, tokens, extras, opt, dtype, tol, cell="lstm"):
             assert_close(lc, lr, **tol, what=f"{what}: losses", key=key)
             total_losses += len(lc)
             compare(cpp, ref, tol, key, what)
-        if phase == 0:  # a reset requested before a flush applies at the next step (phase 2's first)
+        if (
+            phase == 0
+        ):  # a reset requested before a flush applies at the next step (phase 2's first)
             cpp.reset_state()
             ref.reset_state()
         fc, fr = cpp.flush(), ref.flush()
@@ -174,8 +178,9 @@ def test_cpp_matches_numpy_float64(k1, k2, L, loss, tokens, extras, opt):
 
 
 @pytest.mark.parametrize("opt", ["sgd-momentum", "adam-clip"])
-@pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True),
-                                         ("gaussian", False)])
+@pytest.mark.parametrize(
+    "loss,tokens", [("mse", False), ("cross_entropy", True), ("gaussian", False)]
+)
 @pytest.mark.parametrize("k1,k2", KS)
 def test_cpp_matches_numpy_float32(k1, k2, loss, tokens, opt):
     run_both(k1, k2, 2, loss, tokens, "mask-resets-holes", opt, "float32", F32)
@@ -203,8 +208,9 @@ def test_cpp_matches_numpy_float32_cells(cell, k1, k2, loss, tokens):
 def first_gradient(clip_norm, backend="cpp"):
     """theta0 - theta1 of one SGD(lr=1) update of the grid's model on the grid's first 4 steps."""
     model = tbptt.LSTM(I, H, O, num_layers=1, dtype="float64", seed=7, forget_bias=0.5)
-    trainer = tbptt.Trainer(model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=clip_norm,
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=clip_norm, backend=backend
+    )
     x, y, _, _ = make_data(0, 4, 4, "mse", False, "plain", "float64")
     before = model.flat_parameters.copy()
     trainer.train(x, y)
@@ -257,6 +263,7 @@ def test_cpp_matches_numpy_many_streams_multi_block_backward(k1, k2, cell):
     y = rng.normal(size=(T, Bm, O))
     mask = rng.uniform(0, 2, size=(T, Bm)) * (rng.uniform(size=(T, Bm)) > 0.2)
     resets = rng.uniform(size=(T, Bm)) < 0.05
+
     def make(backend):
         model = make_model(cell, I, H, O, num_layers=2, dtype="float64", seed=4)
         return tbptt.Trainer(model, k1, k2, optimizer=tbptt.SGD(0.5, momentum=0.5), backend=backend)
@@ -271,8 +278,10 @@ def train_both_and_compare(make, data, split, label):
     trainers = []
     for backend in ("cpp", "numpy"):
         t = make(backend)
-        losses = [t.train(x[a:b], y[a:b], mask[a:b], resets[a:b])
-                  for a, b in ((0, split), (split, len(x)))]
+        losses = [
+            t.train(x[a:b], y[a:b], mask[a:b], resets[a:b])
+            for a, b in ((0, split), (split, len(x)))
+        ]
         losses.append(np.array([t.flush()]))
         trainers.append((t, np.concatenate(losses)))
     (cpp, lc), (ref, lr) = trainers
@@ -318,10 +327,12 @@ def test_cpp_matches_numpy_with_streams_split_over_threads(cell, threads, loss, 
     saved = tbptt.get_num_threads()
     tbptt.set_num_threads(threads)
     try:
+
         def make(backend):
             model = make_model(cell, I, Ht, O, num_layers=2, dtype="float64", seed=2)
-            return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.01),
-                                 clip_norm=0.5, backend=backend)
+            return tbptt.Trainer(
+                model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.01), clip_norm=0.5, backend=backend
+            )
 
         train_both_and_compare(make, (x, y, mask, resets), split=8, label=f"{threads} threads")
     finally:
@@ -349,8 +360,13 @@ def test_input_layouts_and_dtypes_do_not_matter(backend):
     wide = np.zeros((T, 2 * Bs), np.int32)
     wide[:, ::2] = tokens
     variants = [
-        (wide[:, ::2], y, mask, resets.astype(np.uint8)),                       # strided int32
-        (tokens.astype(np.uint8), np.asfortranarray(y), mask.astype(np.int64), resets.astype(np.int8)),
+        (wide[:, ::2], y, mask, resets.astype(np.uint8)),  # strided int32
+        (
+            tokens.astype(np.uint8),
+            np.asfortranarray(y),
+            mask.astype(np.int64),
+            resets.astype(np.int8),
+        ),
         (tokens, y.astype(np.float32), np.asfortranarray(mask.astype(np.float32)), resets),
     ]
     for v in variants:
@@ -364,15 +380,21 @@ def test_predict_many_streams():
     model = tbptt.LSTM(I, 2, O, dtype="float64", seed=0)
     x = np.random.default_rng(0).normal(size=(3, 5000, I))
     out, (h, c) = model.predict(x)
-    parts = [model.predict(x[:, b:b + 1000]) for b in range(0, 5000, 1000)]
-    np.testing.assert_allclose(out, np.concatenate([p[0] for p in parts], axis=1), rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(h, np.concatenate([p[1][0] for p in parts], axis=1), rtol=1e-13, atol=1e-15)
+    parts = [model.predict(x[:, b : b + 1000]) for b in range(0, 5000, 1000)]
+    np.testing.assert_allclose(
+        out, np.concatenate([p[0] for p in parts], axis=1), rtol=1e-13, atol=1e-15
+    )
+    np.testing.assert_allclose(
+        h, np.concatenate([p[1][0] for p in parts], axis=1), rtol=1e-13, atol=1e-15
+    )
 
 
 # ---- predict against tbptt.reference.forward -------------------------------------------------
 
+
 def reference_forward():
     from tbptt import reference
+
     forward = getattr(reference, "forward", None)
     if forward is None:
         pytest.skip("tbptt.reference.forward does not exist yet")
@@ -391,8 +413,12 @@ def test_predict_matches_reference_forward(cell, L, tokens, with_state, dtype):
     T, Bp = 17, 4
     x = rng.integers(0, I, size=(T, Bp)) if tokens else rng.normal(size=(T, Bp, I)).astype(dtype)
     # (h0, c0) for an LSTM, (h0,) for the others
-    parts = tuple((1 + i) * rng.normal(size=(L, Bp, 5)).astype(dtype) if with_state
-                  else np.zeros((L, Bp, 5), dtype) for i in range(len(model.STATE)))
+    parts = tuple(
+        (1 + i) * rng.normal(size=(L, Bp, 5)).astype(dtype)
+        if with_state
+        else np.zeros((L, Bp, 5), dtype)
+        for i in range(len(model.STATE))
+    )
     out, state = model.predict(x, state=model._user_state(parts) if with_state else None)
     ref_out, ref_parts = forward(model, x, tokens, parts)
     assert type(state) is (tuple if cell == "lstm" else np.ndarray)

@@ -22,9 +22,16 @@ def test_an_epoch_on_a_grid_from_its_start():
 def test_a_budget_wraps_over_the_data_and_stops_at_the_points():
     """sweep: 25 steps over data of 10, with points of the curve at 7 and 20."""
     assert spans(_blocks.blocks(10, 0, 25, stops=[7, 20, 25])) == [
-        (0, 0, 7, 0), (0, 7, 10, 7), (1, 0, 10, 10), (2, 0, 5, 20)]
+        (0, 0, 7, 0),
+        (0, 7, 10, 7),
+        (1, 0, 10, 10),
+        (2, 0, 5, 20),
+    ]
     assert spans(_blocks.blocks(10, 0, 25, stops=[0, 20])) == [  # 0 and 20 cut nothing new
-        (0, 0, 10, 0), (1, 0, 10, 10), (2, 0, 5, 20)]
+        (0, 0, 10, 0),
+        (1, 0, 10, 10),
+        (2, 0, 5, 20),
+    ]
 
 
 def test_positions_after_a_block():

@@ -9,14 +9,12 @@ C++ engine against the reference in test_backends.py and test_horizon.py, torch'
 in test_torch.py.
 """
 
-
 import numpy as np
 import pytest
+from helpers import CELLS, make_model, random_data
 
 import tbptt
 from tbptt import _native, cells, checkpoint, losses, reference
-
-from helpers import CELLS, make_model, random_data
 
 NEW_CELLS = [c for c in CELLS if c != "lstm"]
 BACKENDS = ["cpp", "numpy"]
@@ -25,17 +23,22 @@ I, H, O, B = 4, 3, 2, 3
 
 # ---- the models --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell,prefix,gates", [("lstm", "lstm", 4), ("gru", "gru", 3),
-                                               ("rnn_tanh", "rnn", 1), ("rnn_relu", "rnn", 1)])
+
+@pytest.mark.parametrize(
+    "cell,prefix,gates",
+    [("lstm", "lstm", 4), ("gru", "gru", 3), ("rnn_tanh", "rnn", 1), ("rnn_relu", "rnn", 1)],
+)
 def test_keys_shapes_and_cell_as_torch(cell, prefix, gates):
     model = make_model(cell, 5, 4, 3, num_layers=2)
     assert model.cell == cell
     expected = []
     for k, n_in in enumerate((5, 4)):
-        expected += [(f"{prefix}.weight_ih_l{k}", (gates * 4, n_in)),
-                     (f"{prefix}.weight_hh_l{k}", (gates * 4, 4)),
-                     (f"{prefix}.bias_ih_l{k}", (gates * 4,)),
-                     (f"{prefix}.bias_hh_l{k}", (gates * 4,))]
+        expected += [
+            (f"{prefix}.weight_ih_l{k}", (gates * 4, n_in)),
+            (f"{prefix}.weight_hh_l{k}", (gates * 4, 4)),
+            (f"{prefix}.bias_ih_l{k}", (gates * 4,)),
+            (f"{prefix}.bias_hh_l{k}", (gates * 4,)),
+        ]
     expected += [("head.weight", (3, 4)), ("head.bias", (3,))]
     assert [(name, p.shape) for name, p in model.state_dict().items()] == expected
     assert model.num_parameters == sum(int(np.prod(s)) for _, s in expected)
@@ -59,10 +62,18 @@ def test_config_repr_and_exports():
     gru = tbptt.GRU(3, 4, 2, num_layers=2, dtype="float64", seed=1)
     rnn = tbptt.RNN(3, 4, 2, nonlinearity="relu")
     lstm = tbptt.LSTM(3, 4, 2, forget_bias=1.0)
-    assert gru.config() == dict(cell="gru", input_size=3, hidden_size=4, output_size=2,
-                                num_layers=2, dtype="float64")
-    assert rnn.config() == dict(cell="rnn", input_size=3, hidden_size=4, output_size=2,
-                                num_layers=1, dtype="float32", nonlinearity="relu")
+    assert gru.config() == dict(
+        cell="gru", input_size=3, hidden_size=4, output_size=2, num_layers=2, dtype="float64"
+    )
+    assert rnn.config() == dict(
+        cell="rnn",
+        input_size=3,
+        hidden_size=4,
+        output_size=2,
+        num_layers=1,
+        dtype="float32",
+        nonlinearity="relu",
+    )
     assert lstm.config()["cell"] == "lstm" and lstm.config()["forget_bias"] == 1.0
     assert tbptt.RNN(3, 4, 2).cell == "rnn_tanh" and rnn.cell == "rnn_relu"
     assert repr(gru).startswith("GRU(input_size=3") and "nonlinearity='relu'" in repr(rnn)
@@ -110,6 +121,7 @@ def test_rnn_relu_is_not_tanh():
 
 # ---- the one table of cell facts (tbptt.cells) against the core and the reference ---------------
 
+
 @pytest.fixture
 def core():
     try:
@@ -118,9 +130,13 @@ def core():
         pytest.skip("no compiled engine")
 
 
-@pytest.mark.parametrize("table,traits,unknown,message", [
-    (cells.CELLS, "cell_traits", "lstm2", "cell must be"),
-    (losses.LOSSES, "loss_traits", "mae", "loss must be")])
+@pytest.mark.parametrize(
+    "table,traits,unknown,message",
+    [
+        (cells.CELLS, "cell_traits", "lstm2", "cell must be"),
+        (losses.LOSSES, "loss_traits", "mae", "loss must be"),
+    ],
+)
 def test_the_tables_are_the_cores(core, table, traits, unknown, message):
     """tbptt.cells.CELLS and tbptt.losses.LOSSES say of every cell and loss what the C++ core's
     CellTraits and LossTraits say; the core refuses a name it does not have."""
@@ -140,16 +156,19 @@ def test_the_cell_table_is_the_references(cell):
 
 # ---- stream invariance -------------------------------------------------------------------------
 
+
 def new_trainer(cell, backend, k1, k2, loss="mse", dtype="float64"):
     model = make_model(cell, I, H, O, num_layers=2, dtype=dtype, seed=5)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.05), clip_norm=0.5,
-                         backend=backend)
+    return tbptt.Trainer(
+        model, k1, k2, loss=loss, optimizer=tbptt.Adam(0.05), clip_norm=0.5, backend=backend
+    )
 
 
 def train_in_pieces(trainer, data, edges):
     x, y, m, r = data
-    return np.concatenate([trainer.train(x[a:b], y[a:b], m[a:b], r[a:b])
-                           for a, b in zip(edges[:-1], edges[1:])])
+    return np.concatenate(
+        [trainer.train(x[a:b], y[a:b], m[a:b], r[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -158,8 +177,9 @@ def train_in_pieces(trainer, data, edges):
 def test_stream_invariance(cell, k1, k2, backend):
     """train(x) == train(x[:a]); train(x[a:]) == many calls; flush() then agrees too."""
     T = 26
-    data = random_data(np.random.default_rng(k1 * 10 + k2), T, B, I, O, "cross_entropy",
-                       True, True, True)
+    data = random_data(
+        np.random.default_rng(k1 * 10 + k2), T, B, I, O, "cross_entropy", True, True, True
+    )
     whole = new_trainer(cell, backend, k1, k2, loss="cross_entropy")
     l_whole = train_in_pieces(whole, data, [0, T])
     for edges in ([0, 1, T], [0, 7, 7, 8, T], [0, 3, 6, 9, 12, 15, 18, 21, 24, T], [0, T - 1, T]):
@@ -168,10 +188,14 @@ def test_stream_invariance(cell, k1, k2, backend):
         assert (t.pending_steps, t.updates) == (whole.pending_steps, whole.updates)
         assert isinstance(t.state(), np.ndarray) and t.state().shape == (2, B, H)
         np.testing.assert_allclose(t.state(), whole.state(), rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14
+        )
     f, f_whole = t.flush(), whole.flush()
     assert (f is None) == (f_whole is None)
-    np.testing.assert_allclose(t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        t.model.flat_parameters, whole.model.flat_parameters, rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -214,6 +238,7 @@ def test_divergence_keeps_the_last_good_update(cell, backend):
 
 # ---- checkpoints -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_model_file_round_trip(tmp_path, cell):
     model = make_model(cell, I, H, O, num_layers=2, dtype="float64", seed=7)
@@ -231,8 +256,9 @@ def test_model_file_without_a_cell_loads_as_lstm(tmp_path):
     model = tbptt.LSTM(I, H, O, num_layers=2, seed=1, forget_bias=1.0)
     config = model.config()
     del config["cell"]
-    checkpoint.save_arrays(tmp_path / "old.npz", {"kind": "model", "config": config},
-                           model.state_dict())
+    checkpoint.save_arrays(
+        tmp_path / "old.npz", {"kind": "model", "config": config}, model.state_dict()
+    )
     loaded = tbptt.load(tmp_path / "old.npz")
     assert isinstance(loaded, tbptt.LSTM) and loaded.config() == model.config()
     assert np.array_equal(loaded.flat_parameters, model.flat_parameters)
@@ -271,11 +297,14 @@ def test_resume_equals_not_stopping(tmp_path, cell, tokens, loss, k1, k2, backen
     assert (resumed.updates, resumed.pending_steps) == (ref.updates, ref.pending_steps)
     tol = 0 if backend == "numpy" else 1e-14  # the C++ engine: a few ulps (see test_checkpoint.py)
     np.testing.assert_allclose(losses, l_ref, rtol=tol, atol=0)
-    np.testing.assert_allclose(resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=tol
+    )
     np.testing.assert_allclose(resumed.state(), ref.state(), rtol=0, atol=tol)
 
 
 # ---- generate, fit, evaluate -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cell", NEW_CELLS)
 def test_generate_fit_and_evaluate(cell):
@@ -298,16 +327,22 @@ def test_generate_fit_and_evaluate(cell):
 
 # ---- bad input ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("nonlinearity", ["sigmoid", "Tanh", "", None, 1, ["tanh"]])
 def test_bad_nonlinearity(nonlinearity):
     with pytest.raises(ValueError, match="nonlinearity"):
         tbptt.RNN(3, 4, 2, nonlinearity=nonlinearity)
 
 
-@pytest.mark.parametrize("make", [lambda: tbptt.GRU(I, 0, O),
-                                  lambda: tbptt.RNN(I, H, O, num_layers=0),
-                                  lambda: tbptt.GRU(I, H, O, dtype="float16"),
-                                  lambda: tbptt.RNN(I, H, O, seed=-1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tbptt.GRU(I, 0, O),
+        lambda: tbptt.RNN(I, H, O, num_layers=0),
+        lambda: tbptt.GRU(I, H, O, dtype="float16"),
+        lambda: tbptt.RNN(I, H, O, seed=-1),
+    ],
+)
 def test_bad_sizes_are_refused_as_for_the_lstm(make):
     with pytest.raises(ValueError, match="hidden_size|num_layers|dtype|seed"):
         make()
@@ -321,25 +356,29 @@ def test_gru_and_rnn_take_no_forget_bias():
 S = (1, B, H)
 
 
-@pytest.mark.parametrize("cell,state,exc,match", [
-    ("gru", (np.zeros(S),), TypeError, "state"),
-    ("gru", (np.zeros(S), np.zeros(S)), TypeError, "state"),
-    ("rnn_relu", [np.zeros(S)], TypeError, "state"),
-    ("gru", np.zeros((1, B + 1, H)), ValueError, "state"),
-    ("rnn_tanh", np.zeros((B, H)), ValueError, "state"),
-    ("gru", np.full(S, np.nan), ValueError, "state"),
-    ("gru", np.full(S, "a"), TypeError, "state"),
-    ("lstm", np.zeros(S), TypeError, "state"),
-    ("lstm", (np.zeros(S),), TypeError, "state"),
-])
+@pytest.mark.parametrize(
+    "cell,state,exc,match",
+    [
+        ("gru", (np.zeros(S),), TypeError, "state"),
+        ("gru", (np.zeros(S), np.zeros(S)), TypeError, "state"),
+        ("rnn_relu", [np.zeros(S)], TypeError, "state"),
+        ("gru", np.zeros((1, B + 1, H)), ValueError, "state"),
+        ("rnn_tanh", np.zeros((B, H)), ValueError, "state"),
+        ("gru", np.full(S, np.nan), ValueError, "state"),
+        ("gru", np.full(S, "a"), TypeError, "state"),
+        ("lstm", np.zeros(S), TypeError, "state"),
+        ("lstm", (np.zeros(S),), TypeError, "state"),
+    ],
+)
 def test_state_of_the_wrong_kind(cell, state, exc, match):
     model = make_model(cell, I, H, O)
     with pytest.raises(exc, match=match):
         model.predict(np.zeros((2, B, I)), state)
 
 
-@pytest.mark.parametrize("source,target", [("gru", "lstm"), ("lstm", "gru"), ("rnn_tanh", "gru"),
-                                           ("gru", "rnn_relu")])
+@pytest.mark.parametrize(
+    "source,target", [("gru", "lstm"), ("lstm", "gru"), ("rnn_tanh", "gru"), ("gru", "rnn_relu")]
+)
 def test_another_cells_state_dict_is_refused_naming_the_key(source, target):
     sd = make_model(source, I, H, O, num_layers=2).state_dict()
     model = make_model(target, I, H, O, num_layers=2)

@@ -19,29 +19,32 @@ import time
 
 import numpy as np
 import pytest
+from helpers import make_model
 
 import tbptt
 from tbptt import checkpoint
-
-from helpers import make_model
 
 
 def _cpp_available():
     try:
         from tbptt import _native
+
         _native.core()
         return True
     except ImportError:
         return False
 
 
-CPP = pytest.param("cpp", marks=pytest.mark.skipif(not _cpp_available(), reason="no compiled engine"))
+CPP = pytest.param(
+    "cpp", marks=pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
+)
 BACKENDS = ["numpy", CPP]
 I, H, O, L = 5, 6, 4, 2
 B = 3
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
 
 def make_data(T, tokens, loss, dtype, seed=0, resets=True, mask=True):
     rng = np.random.default_rng(seed)
@@ -55,19 +58,25 @@ def make_data(T, tokens, loss, dtype, seed=0, resets=True, mask=True):
     return x, y, m, r
 
 
-def make_trainer(backend, dtype="float64", k1=3, k2=7, optimizer="adam", loss="mse", clip=1.0,
-                 hidden=H):
+def make_trainer(
+    backend, dtype="float64", k1=3, k2=7, optimizer="adam", loss="mse", clip=1.0, hidden=H
+):
     model = tbptt.LSTM(I, hidden, O, num_layers=L, dtype=dtype, seed=1, forget_bias=1.0)
-    opt = {"sgd": lambda: tbptt.SGD(0.1, momentum=0.9, weight_decay=0.01),
-           "adam": lambda: tbptt.Adam(0.01),
-           "adamw": lambda: tbptt.AdamW(0.01, weight_decay=0.1)}[optimizer]()
+    opt = {
+        "sgd": lambda: tbptt.SGD(0.1, momentum=0.9, weight_decay=0.01),
+        "adam": lambda: tbptt.Adam(0.01),
+        "adamw": lambda: tbptt.AdamW(0.01, weight_decay=0.1),
+    }[optimizer]()
     return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=opt, clip_norm=clip, backend=backend)
 
 
 def call(trainer, data, lo, hi):
     x, y, m, r = data
-    return list(trainer.train(x[lo:hi], y[lo:hi], None if m is None else m[lo:hi],
-                              None if r is None else r[lo:hi]))
+    return list(
+        trainer.train(
+            x[lo:hi], y[lo:hi], None if m is None else m[lo:hi], None if r is None else r[lo:hi]
+        )
+    )
 
 
 def tolerance(dtype):
@@ -92,11 +101,14 @@ def assert_resumed(backend, dtype, ref, resumed, ref_losses, losses):
         assert_same_snapshot(ref.engine.snapshot(), resumed.engine.snapshot())
     else:
         tol = tolerance(dtype)
-        np.testing.assert_allclose(resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=tol)
+        np.testing.assert_allclose(
+            resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=tol
+        )
         np.testing.assert_allclose(losses, ref_losses, rtol=tol, atol=0)
 
 
 # ---- resuming a trainer ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -104,7 +116,9 @@ def assert_resumed(backend, dtype, ref, resumed, ref_losses, losses):
 @pytest.mark.parametrize("k1,k2", [(3, 7), (5, 2), (4, 4)])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("split", ["at_update", "mid_update", "mid_update_and_reset"])
-def test_resume_equals_not_stopping(tmp_path, backend, dtype, tokens, loss, k1, k2, optimizer, split):
+def test_resume_equals_not_stopping(
+    tmp_path, backend, dtype, tokens, loss, k1, k2, optimizer, split
+):
     """Saved at an update boundary or with pending steps (their loss terms, the window), with or
     without a pending reset_state()."""
     T = 8 * k1 + 3
@@ -143,11 +157,15 @@ def test_resume_equals_not_stopping(tmp_path, backend, dtype, tokens, loss, k1, 
     assert_resumed(backend, dtype, ref, resumed, ref_losses, losses)
 
 
-@pytest.mark.parametrize("backend", [
-    "numpy",
-    pytest.param("cpp", marks=[
-        pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")]),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "numpy",
+        pytest.param(
+            "cpp", marks=[pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")]
+        ),
+    ],
+)
 def test_resume_is_bit_identical(tmp_path, backend):
     """The strict form: the same calls with a save/load in the middle give bit-identical
     parameters to the same calls without it."""
@@ -161,15 +179,20 @@ def test_resume_is_bit_identical(tmp_path, backend):
     stopped.save(tmp_path / "t.npz")
     resumed = tbptt.load_trainer(tmp_path / "t.npz")
     call(resumed, data, a, T)
-    assert np.array_equal(ref.model.flat_parameters, resumed.model.flat_parameters), \
+    assert np.array_equal(ref.model.flat_parameters, resumed.model.flat_parameters), (
         f"max |diff| = {np.abs(ref.model.flat_parameters - resumed.model.flat_parameters).max()}"
+    )
 
 
-@pytest.mark.parametrize("backend", [
-    "numpy",
-    pytest.param("cpp", marks=[
-        pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")]),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "numpy",
+        pytest.param(
+            "cpp", marks=[pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")]
+        ),
+    ],
+)
 def test_cpp_engine_is_deterministic_within_a_process(backend):
     """Identical trainers fed identical calls must agree bit for bit, wherever their buffers lie.
     (Differently sized allocations before each one move the engine's buffers in the heap.)"""
@@ -185,7 +208,8 @@ def test_cpp_engine_is_deterministic_within_a_process(backend):
     for i, p in enumerate(params):
         assert np.array_equal(p, params[0]), (
             f"run {i}: parameters differ from run 0 by {np.abs(p - params[0]).max()}; first "
-            f"update's gradient differs at flat indices {np.nonzero(grads[i] != grads[0])[0][:12]}")
+            f"update's gradient differs at flat indices {np.nonzero(grads[i] != grads[0])[0][:12]}"
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -203,7 +227,9 @@ def test_restore_is_what_makes_it_exact(backend):
         state[key] = np.zeros_like(state[key])
         t.engine.restore(state)
         call(t, data, a, T)
-        assert np.abs(t.model.flat_parameters - ref.model.flat_parameters).max() > 1e3 * tolerance("float64"), key
+        assert np.abs(t.model.flat_parameters - ref.model.flat_parameters).max() > 1e3 * tolerance(
+            "float64"
+        ), key
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -222,8 +248,12 @@ def test_resume_before_the_first_call_and_after_lr_change(tmp_path, backend):
     assert t.lr == 0.05
     call(ref, data, 10, 20)
     call(t, data, 10, 20)
-    np.testing.assert_allclose(t.model.flat_parameters, ref.model.flat_parameters, rtol=0,
-                               atol=0 if backend == "numpy" else tolerance("float32"))
+    np.testing.assert_allclose(
+        t.model.flat_parameters,
+        ref.model.flat_parameters,
+        rtol=0,
+        atol=0 if backend == "numpy" else tolerance("float32"),
+    )
     with pytest.raises(ValueError, match="B = 3"):
         t.train(np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int64))
 
@@ -256,10 +286,13 @@ def test_resume_after_divergence(tmp_path, backend):
     else:
         # parameters of order 1e197 here: compare relative to their scale
         scale = np.abs(ref.model.flat_parameters).max()
-        np.testing.assert_allclose(t.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(
+            t.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=1e-12 * scale
+        )
 
 
 # ---- resuming with the other backend ----------------------------------------------------------
+
 
 @pytest.mark.skipif(not _cpp_available(), reason="no compiled engine")
 @pytest.mark.parametrize("source,target", [("cpp", "numpy"), ("numpy", "cpp")])
@@ -274,13 +307,17 @@ def test_resume_with_the_other_backend(tmp_path, source, target, cell, optimizer
     data = make_data(T, tokens, loss, "float64")
 
     def trainer(backend):
-        model = make_model(cell, I, H, O, num_layers=L, dtype="float64", seed=1, dropout=0.2,
-                           head_dropout=0.1)
-        opt = {"sgd": lambda: tbptt.SGD(0.1, momentum=0.9, weight_decay=0.01),
-               "adam": lambda: tbptt.Adam(0.01),
-               "adamw": lambda: tbptt.AdamW(0.01, weight_decay=0.1)}[optimizer]()
-        return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=opt, clip_norm=1.0,
-                             backend=backend, seed=5)
+        model = make_model(
+            cell, I, H, O, num_layers=L, dtype="float64", seed=1, dropout=0.2, head_dropout=0.1
+        )
+        opt = {
+            "sgd": lambda: tbptt.SGD(0.1, momentum=0.9, weight_decay=0.01),
+            "adam": lambda: tbptt.Adam(0.01),
+            "adamw": lambda: tbptt.AdamW(0.01, weight_decay=0.1),
+        }[optimizer]()
+        return tbptt.Trainer(
+            model, k1, k2, loss=loss, optimizer=opt, clip_norm=1.0, backend=backend, seed=5
+        )
 
     ref = trainer(target)
     ref_losses = call(ref, data, 0, a)
@@ -297,11 +334,13 @@ def test_resume_with_the_other_backend(tmp_path, source, target, cell, optimizer
     assert resumed.pending_steps == a % k1 and resumed.updates == stopped.updates
     losses += call(resumed, data, a, T) + [resumed.flush()]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(resumed.model.flat_parameters, ref.model.flat_parameters,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        resumed.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=1e-12
+    )
 
 
 # ---- engine state that does not fit ------------------------------------------------------------
+
 
 def _trained(backend, **kw):
     t = make_trainer(backend, **kw)
@@ -358,10 +397,12 @@ def test_the_compiled_engine_checks_a_snapshot_itself():
     good = t.engine.snapshot()
     core = t.engine._engine
     assert good["pending"] > 0
-    for key, bad in [("window/c", good["window/c"][..., :-1]),
-                     ("optimizer/v", good["optimizer/v"][:-1]),
-                     ("pending/dy", good["pending/dy"].ravel()[:-1]),
-                     ("fresh_from", np.array(int(good["steps"]) + 1, np.int64))]:
+    for key, bad in [
+        ("window/c", good["window/c"][..., :-1]),
+        ("optimizer/v", good["optimizer/v"][:-1]),
+        ("pending/dy", good["pending/dy"].ravel()[:-1]),
+        ("fresh_from", np.array(int(good["steps"]) + 1, np.int64)),
+    ]:
         with pytest.raises(ValueError, match=key):
             core.restore({**good, key: bad})
     assert_same_snapshot(good, t.engine.snapshot())
@@ -388,8 +429,9 @@ def test_an_engine_restores_the_current_schema_only(backend):
     converted once, at load (tbptt._old_files; tests/test_old_files.py): an engine's restore
     refuses it, saying so."""
     old = checkpoint.load_arrays(
-        os.path.join(os.path.dirname(__file__), "data", "lstm_trainer_v0_cpp.npz"), "trainer")[1]
-    cpp_own = {k[len("engine/"):]: v for k, v in old.items() if k.startswith("engine/")}
+        os.path.join(os.path.dirname(__file__), "data", "lstm_trainer_v0_cpp.npz"), "trainer"
+    )[1]
+    cpp_own = {k[len("engine/") :]: v for k, v in old.items() if k.startswith("engine/")}
     model = tbptt.LSTM(5, 6, 4, num_layers=2, dtype="float64")
     trainer = tbptt.Trainer(model, 4, 7, loss="cross_entropy", backend=backend)
     with pytest.raises(ValueError, match="older file.*load_trainer converts"):
@@ -397,6 +439,7 @@ def test_an_engine_restores_the_current_schema_only(backend):
 
 
 # ---- model files -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_model_round_trip(tmp_path, dtype):
@@ -417,6 +460,7 @@ def test_model_round_trip(tmp_path, dtype):
 
 
 # ---- atomic writes -----------------------------------------------------------------------------
+
 
 def _temp_files(folder):
     return [n for n in os.listdir(folder) if n.startswith(".tmp-")]
@@ -503,6 +547,7 @@ def test_sigkill_while_saving_leaves_a_readable_file(tmp_path):
 
 # ---- files that are not (readable) checkpoints -------------------------------------------------
 
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         tbptt.load(tmp_path / "nope.npz")
@@ -520,8 +565,19 @@ def test_truncated_file(tmp_path, kind):
         _trained("numpy").save(path)
         load = tbptt.load_trainer
     data = path.read_bytes()
-    for cut in sorted({0, 1, 10, 100, len(data) // 3, len(data) // 2, len(data) - 100,
-                       len(data) - 23, len(data) - 1}):
+    for cut in sorted(
+        {
+            0,
+            1,
+            10,
+            100,
+            len(data) // 3,
+            len(data) // 2,
+            len(data) - 100,
+            len(data) - 23,
+            len(data) - 1,
+        }
+    ):
         path.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="not a readable tbptt file"):
             load(path)
@@ -571,17 +627,28 @@ def test_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="version"):
         tbptt.load(with_header("h4.npz", json.dumps({"format": "tbptt", "version": "1"})))
     with pytest.raises(ValueError, match="damaged or inconsistent"):
-        tbptt.load(with_header("h5.npz", json.dumps({"format": "tbptt", "version": 1,
-                                                     "kind": "model", "config": {"bogus": 1}})))
+        tbptt.load(
+            with_header(
+                "h5.npz",
+                json.dumps(
+                    {"format": "tbptt", "version": 1, "kind": "model", "config": {"bogus": 1}}
+                ),
+            )
+        )
 
 
 def test_newer_version_and_wrong_kind(tmp_path):
     model = tbptt.LSTM(I, H, O, seed=1)
-    header = {"format": "tbptt", "version": checkpoint.VERSION + 1, "kind": "model",
-              "config": model.config()}
+    header = {
+        "format": "tbptt",
+        "version": checkpoint.VERSION + 1,
+        "kind": "model",
+        "config": model.config(),
+    }
     path = tmp_path / "new.npz"
-    np.savez(path, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8),
-             **model.state_dict())
+    np.savez(
+        path, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **model.state_dict()
+    )
     with pytest.raises(ValueError, match="newer tbptt.*upgrade"):
         tbptt.load(path)
 

@@ -9,8 +9,8 @@ import pytest
 
 import tbptt
 from tbptt import _files, _progress, cli
-from tbptt.cli import _folder as cli_folder, train as cli_train
-
+from tbptt.cli import _folder as cli_folder
+from tbptt.cli import train as cli_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,6 +19,7 @@ TINY = ["--hidden", "8", "--no-progress", "--threads", "1"]
 
 
 # ---- tbptt generate (the function) ------------------------------------------------------------
+
 
 def text_model(seed=0):
     vocab = tbptt.data.Vocabulary("abc\n")
@@ -46,21 +47,29 @@ def test_generate_temperature_zero_is_greedy_with_carried_state():
     assert tbptt.generate(model, vocab, "abca", 12, temperature=0) == vocab.decode(expected)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m, v: tbptt.generate(m, v, "", 5), ValueError, "at least one token"),
-    (lambda m, v: tbptt.generate(m, None, "ab", 5), TypeError, "Vocabulary"),
-    (lambda m, v: tbptt.generate(m, v, "abz", 5), ValueError, "'z'"),
-    (lambda m, v: tbptt.generate(m, v, "ab", 0), ValueError, "length"),
-    (lambda m, v: tbptt.generate(m, v, "ab", 5, temperature=-1), ValueError, "temperature"),
-    (lambda m, v: tbptt.generate(m, tbptt.data.Vocabulary("ab"), "ab", 5), ValueError, "input_size"),
-    (lambda m, v: tbptt.generate(tbptt.LSTM(3, 4, 2), None, [0], 5), ValueError, "output_size"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, v: tbptt.generate(m, v, "", 5), ValueError, "at least one token"),
+        (lambda m, v: tbptt.generate(m, None, "ab", 5), TypeError, "Vocabulary"),
+        (lambda m, v: tbptt.generate(m, v, "abz", 5), ValueError, "'z'"),
+        (lambda m, v: tbptt.generate(m, v, "ab", 0), ValueError, "length"),
+        (lambda m, v: tbptt.generate(m, v, "ab", 5, temperature=-1), ValueError, "temperature"),
+        (
+            lambda m, v: tbptt.generate(m, tbptt.data.Vocabulary("ab"), "ab", 5),
+            ValueError,
+            "input_size",
+        ),
+        (lambda m, v: tbptt.generate(tbptt.LSTM(3, 4, 2), None, [0], 5), ValueError, "output_size"),
+    ],
+)
 def test_generate_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(*text_model())
 
 
 # ---- tbptt train / generate / info --------------------------------------------------------------
+
 
 def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
     out = tmp_path / "run"
@@ -89,8 +98,16 @@ def test_train_shakespeare_then_generate_and_info(tmp_path, capsys):
     assert "trainer checkpoint" in printed and "k1=20" in printed
 
 
-@pytest.mark.parametrize("task, expect", [("echo", "accuracy"), ("adding", "loss"),
-                                          ("copy", "accuracy"), ("co2", "MSE"), ("sunspots", "MSE")])
+@pytest.mark.parametrize(
+    "task, expect",
+    [
+        ("echo", "accuracy"),
+        ("adding", "loss"),
+        ("copy", "accuracy"),
+        ("co2", "MSE"),
+        ("sunspots", "MSE"),
+    ],
+)
 def test_train_tasks(task, expect, tmp_path, capsys):
     assert cli.main(["train", "--task", task, "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
     assert f"validation: {expect}" in capsys.readouterr().out
@@ -102,7 +119,9 @@ def test_the_rmse_printed_is_the_one_in_forecast_png(tmp_path, capsys, monkeypat
     legend of forecast.png."""
     pytest.importorskip("matplotlib")
     drawn = []
-    monkeypatch.setattr(cli_train.forecast, "plot", lambda path, title, lines, **kw: drawn.extend(lines))
+    monkeypatch.setattr(
+        cli_train.forecast, "plot", lambda path, title, lines, **kw: drawn.extend(lines)
+    )
     assert cli.main(["train", "--task", "co2", "--epochs", "2", "--out", str(tmp_path), *TINY]) == 0
     printed = capsys.readouterr().out
     legend = [label for _, _, label, _ in drawn]
@@ -110,8 +129,10 @@ def test_the_rmse_printed_is_the_one_in_forecast_png(tmp_path, capsys, monkeypat
     model_rmse, naive_rmse = f"{results['val_rmse']:.4g}", f"{results['persistence_rmse']:.4g}"
     assert legend[1] == f"model, one step ahead (RMSE {model_rmse})"
     assert legend[2] == f"last value (RMSE {naive_rmse})"
-    assert f"RMSE {model_rmse} in the data's units; predicting the last value: RMSE {naive_rmse}" \
+    assert (
+        f"RMSE {model_rmse} in the data's units; predicting the last value: RMSE {naive_rmse}"
         in printed
+    )
 
 
 def test_train_with_recompute_keeps_it_in_the_trainer_file(tmp_path, capsys):
@@ -126,8 +147,12 @@ def test_train_with_recompute_keeps_it_in_the_trainer_file(tmp_path, capsys):
 @pytest.mark.parametrize("cell, model", [("gru", tbptt.GRU), ("rnn", tbptt.RNN)])
 def test_train_generate_and_info_with_another_cell(cell, model, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--cell", cell, "--max-time", "1", "--k1", "20", "--out", str(out),
-                     *TINY]) == 0
+    assert (
+        cli.main(
+            ["train", "--cell", cell, "--max-time", "1", "--k1", "20", "--out", str(out), *TINY]
+        )
+        == 0
+    )
     assert f"model: {cell.upper()} 1 x 8" in capsys.readouterr().out
     assert type(tbptt.load(out / "model.npz")) is model
     assert type(tbptt.load_trainer(out / "trainer.npz").model) is model
@@ -139,8 +164,23 @@ def test_train_generate_and_info_with_another_cell(cell, model, tmp_path, capsys
 
 
 def test_train_with_the_numpy_backend(tmp_path, capsys):
-    assert cli.main(["train", "--task", "sunspots", "--epochs", "1", "--backend", "numpy",
-                     "--out", str(tmp_path), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "sunspots",
+                "--epochs",
+                "1",
+                "--backend",
+                "numpy",
+                "--out",
+                str(tmp_path),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "numpy backend" in capsys.readouterr().out
     assert tbptt.load_trainer(tmp_path / "trainer.npz").backend == "numpy"
 
@@ -148,16 +188,46 @@ def test_train_with_the_numpy_backend(tmp_path, capsys):
 def test_train_text_and_csv_files(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
-    assert cli.main(["train", "--data", str(text), "--epochs", "2", "--batch", "4",
-                     "--out", str(tmp_path / "a"), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(text),
+                "--epochs",
+                "2",
+                "--batch",
+                "4",
+                "--out",
+                str(tmp_path / "a"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "bits per character" in capsys.readouterr().out
 
     table = tmp_path / "series.csv"
     t = np.arange(300)
     rows = [f"{i},{'' if i == 7 else round(float(np.sin(i / 5)), 4)}" for i in t]  # one gap
     table.write_text("step,level\n" + "\n".join(rows) + "\n")
-    assert cli.main(["train", "--data", str(table), "--column", "level", "--epochs", "2",
-                     "--out", str(tmp_path / "b"), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "level",
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path / "b"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "RMSE" in capsys.readouterr().out
     assert cli.main(["info", str(tmp_path / "b" / "model.npz")]) == 0
     assert "'mean'" in capsys.readouterr().out  # the normalisation is stored with the model
@@ -255,9 +325,20 @@ def test_resume_after_the_time_budget_equals_one_run(tmp_path, two_epochs, capsy
     assert_same_bits(parameters(tmp_path), parameters(two_epochs))
 
 
-@pytest.mark.parametrize("flag", [["--hidden", "9"], ["--task", "copy"], ["--k1", "5"],
-                                  ["--lr", "0.1"], ["--seed", "1"], ["--out", "x"],
-                                  ["--backend", "numpy"], ["--layers", "1"], ["--recompute"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--hidden", "9"],
+        ["--task", "copy"],
+        ["--k1", "5"],
+        ["--lr", "0.1"],
+        ["--seed", "1"],
+        ["--out", "x"],
+        ["--backend", "numpy"],
+        ["--layers", "1"],
+        ["--recompute"],
+    ],
+)
 def test_resume_refuses_flags_that_change_the_data_or_the_model(tmp_path, flag, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["train", "--resume", str(tmp_path), *flag])
@@ -268,8 +349,23 @@ def test_resume_refuses_changed_data_and_folders_without_a_run(tmp_path, capsys)
     table = tmp_path / "series.csv"
     table.write_text("v\n" + "\n".join(str(i % 7) for i in range(100)) + "\n")
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "v", "--epochs", "1",
-                     "--out", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "v",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     table.write_text("v\n" + "\n".join(str(i % 5) for i in range(100)) + "\n")
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 1
     assert "have changed since the run began" in capsys.readouterr().err
@@ -295,13 +391,23 @@ def test_divergence_is_reported_and_the_last_good_model_kept(tmp_path, monkeypat
     assert (tmp_path / "model.npz").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["fly"], ["train", "--bogus"], ["train", "--k1", "0"], ["train", "--lr", "-1"],
-    ["train", "--task", "nope"], ["train", "--max-time", "x"],
-    ["train", "--task", "echo", "--data", "f"],
-    ["train", "--task", "echo", "--column", "c"], ["generate"], ["info"],
-    ["generate", "x", "--temperature", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["fly"],
+        ["train", "--bogus"],
+        ["train", "--k1", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--task", "nope"],
+        ["train", "--max-time", "x"],
+        ["train", "--task", "echo", "--data", "f"],
+        ["train", "--task", "echo", "--column", "c"],
+        ["generate"],
+        ["info"],
+        ["generate", "x", "--temperature", "-1"],
+    ],
+)
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(argv)
@@ -317,15 +423,31 @@ def test_unreadable_files_exit_1(tmp_path, capsys):
 
 
 def test_module_runs_as_a_command():
-    done = subprocess.run([sys.executable, "-m", "tbptt.cli", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "tbptt.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "usage: tbptt" in done.stdout and "train" in done.stdout
 
 
 def test_bench_runs_a_tiny_configuration_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--config", "2,8,5,10", "--repeats", "1", "--budget", "0.05",
-                     "--no-torch", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--config",
+                "2,8,5,10",
+                "--repeats",
+                "1",
+                "--budget",
+                "0.05",
+                "--no-torch",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [(r["B"], r["H"], r["k1"], r["k2"]) for r in rows] == [(2, 8, 5, 10)]
     assert rows[0]["samples_per_s"]["tbptt"] > 0 and rows[0]["speedup_vs_numpy"] > 0
@@ -335,6 +457,7 @@ def test_bench_counts_the_products_tbptt_needs():
     """k1 = k2: forward + the two backward products per step; TBPTT(10, 50): each step is
     backpropagated by 5 windows on average, so 1 + 2 x 5 products; k2 < k1: fewer than 1."""
     from tbptt.bench import flops_per_step
+
     one = 2 * 3 * 4 * 8 * (32 + 8)  # B = 3, H = 8, I = 32: one product
     assert flops_per_step(3, 8, 25, 25) == 3 * one
     assert flops_per_step(3, 8, 10, 50) == 11 * one
@@ -351,9 +474,28 @@ def test_bench_bad_config_exits_2():
 
 def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--task", "echo", "--epochs", "5", "--out", str(out), "--dropout", "0.1",
-            "--weight-decay", "0.01", "--schedule", "cosine", "--warmup", "0.1", "--patience", "2",
-            "--lr", "0.05", *TINY]
+    argv = [
+        "train",
+        "--task",
+        "echo",
+        "--epochs",
+        "5",
+        "--out",
+        str(out),
+        "--dropout",
+        "0.1",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "0.1",
+        "--patience",
+        "2",
+        "--lr",
+        "0.05",
+        *TINY,
+    ]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
@@ -363,7 +505,11 @@ def test_train_writes_the_best_epochs_model_with_the_new_training_flags(tmp_path
     header = cli_folder.load_model(out / "model.npz")[1]
     assert header["results"]["best_epoch"] == best + 1
     settings = header["settings"]
-    assert (settings["dropout"], settings["weight_decay"], settings["schedule"]) == (0.1, 0.01, "cosine")
+    assert (settings["dropout"], settings["weight_decay"], settings["schedule"]) == (
+        0.1,
+        0.01,
+        "cosine",
+    )
     model = tbptt.load(out / "model.npz")
     assert model.dropout == model.head_dropout == 0.1
     trainer = tbptt.load_trainer(out / "trainer.npz")
@@ -397,12 +543,38 @@ def test_every_command_logs_lines_without_carriage_returns(tmp_path, capsys, mon
     run = str(tmp_path / "run")
     commands = [
         ["train", "--task", "co2", "--epochs", "2", "--out", run, *small],
-        ["sweep", "--task", "echo", "--k1", "2,4", "--k2", "4", "--steps", "200", "--points", "2",
-         "--batch", "3", "--out", str(tmp_path / "sweep"), *small],
+        [
+            "sweep",
+            "--task",
+            "echo",
+            "--k1",
+            "2,4",
+            "--k2",
+            "4",
+            "--steps",
+            "200",
+            "--points",
+            "2",
+            "--batch",
+            "3",
+            "--out",
+            str(tmp_path / "sweep"),
+            *small,
+        ],
         ["forecast", run, "--steps", "5", "--plot", str(tmp_path / "ahead.png")],
         ["info", run],
-        ["bench", "--config", "1,4,5,5", "--budget", "0.01", "--repeats", "1", "--no-torch",
-         "--threads", "1"],
+        [
+            "bench",
+            "--config",
+            "1,4,5,5",
+            "--budget",
+            "0.01",
+            "--repeats",
+            "1",
+            "--no-torch",
+            "--threads",
+            "1",
+        ],
     ]
     for argv in commands:
         assert cli.main(argv) == 0, argv

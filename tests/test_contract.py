@@ -20,16 +20,33 @@ ENGINES = [CppEngine, ReferenceEngine]
 
 def protocol_members():
     """The protocol's own members: {name: its attribute on the protocol class}."""
-    return {name: value for name, value in vars(Engine).items()
-            if not name.startswith("_") and (callable(value) or isinstance(value, property))}
+    return {
+        name: value
+        for name, value in vars(Engine).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
 
 
 def test_the_protocol_lists_what_the_trainer_uses():
     assert set(protocol_members()) == {
-        "pending_steps", "updates", "steps", "train", "peek", "flush", "reset_state", "set_lr",
-        "state", "horizon", "reset_horizon", "gradient", "set_reduce", "set_stream_offset",
+        "pending_steps",
+        "updates",
+        "steps",
+        "train",
+        "peek",
+        "flush",
+        "reset_state",
+        "set_lr",
+        "state",
+        "horizon",
+        "reset_horizon",
+        "gradient",
+        "set_reduce",
+        "set_stream_offset",
         "reduce_buffer",
-        "snapshot", "restore"}
+        "snapshot",
+        "restore",
+    }
 
 
 @pytest.mark.parametrize("cls", ENGINES, ids=lambda c: c.__name__)
@@ -52,8 +69,18 @@ def trainers(**kwargs):
     out = []
     for backend in ("cpp", "numpy"):
         model = tbptt.LSTM(I, H, O, num_layers=L, dtype="float64", seed=3, dropout=0.1)
-        out.append(tbptt.Trainer(model, 3, 5, optimizer=tbptt.Adam(0.01), clip_norm=1.0,
-                                 backend=backend, seed=2, **kwargs))
+        out.append(
+            tbptt.Trainer(
+                model,
+                3,
+                5,
+                optimizer=tbptt.Adam(0.01),
+                clip_norm=1.0,
+                backend=backend,
+                seed=2,
+                **kwargs,
+            )
+        )
     return out
 
 
@@ -80,16 +107,20 @@ def test_both_engines_are_engines_and_behave_alike():
     np.testing.assert_allclose(cpp.engine.gradient(), ref.engine.gradient(), rtol=1e-10, atol=1e-13)
     for a, b in zip(cpp.engine.horizon(), ref.engine.horizon()):
         np.testing.assert_allclose(a, b, rtol=1e-10)
-    assert cpp.engine.reduce_buffer().shape == ref.engine.reduce_buffer().shape == (
-        cpp.model.num_parameters + 2,)
+    assert (
+        cpp.engine.reduce_buffer().shape
+        == ref.engine.reduce_buffer().shape
+        == (cpp.model.num_parameters + 2,)
+    )
 
     for t in (cpp, ref):
         t.engine.set_lr(0.001)
         t.engine.reset_state()
         assert not t.engine.state()[0].any()
     np.testing.assert_allclose(cpp.engine.flush(), ref.engine.flush(), rtol=1e-12)
-    np.testing.assert_allclose(cpp.model.flat_parameters, ref.model.flat_parameters, rtol=0,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        cpp.model.flat_parameters, ref.model.flat_parameters, rtol=0, atol=1e-12
+    )
     for t in (cpp, ref):
         t.engine.reset_horizon()
         assert t.engine.horizon()[1].size == 0
@@ -99,8 +130,9 @@ def test_both_engines_are_engines_and_behave_alike():
 def test_peek_agrees(dropout):
     peeked = []
     for backend in ("cpp", "numpy"):
-        model = tbptt.LSTM(I, H, O, num_layers=L, dtype="float64", seed=3, dropout=dropout,
-                           head_dropout=dropout)
+        model = tbptt.LSTM(
+            I, H, O, num_layers=L, dtype="float64", seed=3, dropout=dropout, head_dropout=dropout
+        )
         t = tbptt.Trainer(model, 3, 5, backend=backend, seed=2)
         x, y, mask = data(7)
         t.engine.train(x, False, y, mask, None)
@@ -132,5 +164,11 @@ def test_the_package_ships_its_types():
     import importlib.resources
 
     files = importlib.resources.files("tbptt")
-    for name in ("py.typed", "_core.pyi", "_core_baseline.pyi", "_core_avx2.pyi", "_core_avx512.pyi"):
+    for name in (
+        "py.typed",
+        "_core.pyi",
+        "_core_baseline.pyi",
+        "_core_avx2.pyi",
+        "_core_avx512.pyi",
+    ):
         assert files.joinpath(name).is_file(), name

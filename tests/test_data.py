@@ -8,8 +8,8 @@ import pytest
 from tbptt import datasets
 from tbptt.data import Normalizer, Vocabulary, batchify, chunks, next_step, split
 
-
 # --------------------------------------------------------------------------------------------- data
+
 
 def test_batchify_streams_are_contiguous_and_remainder_dropped():
     series = np.arange(23)
@@ -17,8 +17,8 @@ def test_batchify_streams_are_contiguous_and_remainder_dropped():
     assert streams.shape == (5, 4) and streams.dtype == series.dtype
     assert streams.flags.c_contiguous
     for b in range(4):
-        np.testing.assert_array_equal(streams[:, b], series[b * 5:(b + 1) * 5])
-    assert 20 not in streams and 22 not in streams          # the last 23 - 4*5 are dropped
+        np.testing.assert_array_equal(streams[:, b], series[b * 5 : (b + 1) * 5])
+    assert 20 not in streams and 22 not in streams  # the last 23 - 4*5 are dropped
 
 
 def test_batchify_features():
@@ -26,21 +26,24 @@ def test_batchify_features():
     streams = batchify(series, 3)
     assert streams.shape == (3, 3, 3)
     for b in range(3):
-        np.testing.assert_array_equal(streams[:, b], series[b * 3:(b + 1) * 3])
+        np.testing.assert_array_equal(streams[:, b], series[b * 3 : (b + 1) * 3])
 
 
 def test_batchify_one_stream_and_list_input():
     np.testing.assert_array_equal(batchify([1, 2, 3], 1), [[1], [2], [3]])
 
 
-@pytest.mark.parametrize("series, num_streams, error, name", [
-    (np.arange(10), 0, ValueError, "num_streams"),
-    (np.arange(10), 2.0, TypeError, "num_streams"),
-    (np.arange(3), 4, ValueError, "series"),
-    (np.zeros((2, 3, 4)), 1, ValueError, "series"),
-    (np.array(["a", "b"]), 1, TypeError, "series"),
-    ("some text", 2, TypeError, "series"),
-])
+@pytest.mark.parametrize(
+    "series, num_streams, error, name",
+    [
+        (np.arange(10), 0, ValueError, "num_streams"),
+        (np.arange(10), 2.0, TypeError, "num_streams"),
+        (np.arange(3), 4, ValueError, "series"),
+        (np.zeros((2, 3, 4)), 1, ValueError, "series"),
+        (np.array(["a", "b"]), 1, TypeError, "series"),
+        ("some text", 2, TypeError, "series"),
+    ],
+)
 def test_batchify_bad_arguments(series, num_streams, error, name):
     with pytest.raises(error, match=name):
         batchify(series, num_streams)
@@ -50,7 +53,7 @@ def test_next_step_alignment():
     streams = batchify(np.arange(40), 4)
     x, y = next_step(streams)
     assert x.shape == y.shape == (9, 4)
-    np.testing.assert_array_equal(y, x + 1)                  # the next element of the same stream
+    np.testing.assert_array_equal(y, x + 1)  # the next element of the same stream
     with pytest.raises(ValueError, match="streams"):
         next_step(streams[:1])
 
@@ -97,7 +100,7 @@ def test_vocabulary_round_trip_and_unknown_character():
     np.testing.assert_array_equal(restored.encode("hello"), vocab.encode("hello"))
     with pytest.raises(ValueError, match="'z'"):
         vocab.encode("hello z")
-    with pytest.raises(ValueError, match="'é'"):                 # beyond the table of code points
+    with pytest.raises(ValueError, match="'é'"):  # beyond the table of code points
         vocab.encode("é")
     with pytest.raises(ValueError, match="ids"):
         vocab.decode([10])
@@ -122,7 +125,7 @@ def test_normalizer_round_trip_and_dict():
     assert isinstance(d["mean"], list) and all(isinstance(v, float) for v in d["std"])
     np.testing.assert_allclose(Normalizer.from_dict(d).transform(data), z)
     assert norm.transform(data.astype(np.float32)).dtype == np.float32
-    streams = batchify(data, 5)                             # (T, B, F) data uses the same statistics
+    streams = batchify(data, 5)  # (T, B, F) data uses the same statistics
     np.testing.assert_allclose(norm.transform(streams), batchify(z, 5))
 
 
@@ -131,7 +134,7 @@ def test_normalizer_1d_nan_and_errors():
     norm = Normalizer().fit(series)
     assert norm.to_dict()["mean"] == 2.0 and isinstance(norm.to_dict()["std"], float)
     assert np.isnan(norm.transform(series)[2])
-    assert Normalizer().fit(np.ones(4)).to_dict() == {"mean": 1.0, "std": 1.0}   # constant feature
+    assert Normalizer().fit(np.ones(4)).to_dict() == {"mean": 1.0, "std": 1.0}  # constant feature
     with pytest.raises(RuntimeError, match="fit"):
         Normalizer().transform(series)
     with pytest.raises(ValueError, match="data"):
@@ -143,6 +146,7 @@ def test_normalizer_1d_nan_and_errors():
 
 
 # ----------------------------------------------------------------------------------------- datasets
+
 
 def test_shakespeare():
     text = datasets.shakespeare()
@@ -160,7 +164,7 @@ def test_co2():
     missing = np.isnan(raw)
     assert missing.sum() == 59
     np.testing.assert_array_equal(ppm[~missing], raw[~missing])
-    i = np.flatnonzero(missing)[0]                           # an interpolated week lies between its neighbours
+    i = np.flatnonzero(missing)[0]  # an interpolated week lies between its neighbours
     assert min(ppm[i - 1], ppm[i + 1]) <= ppm[i] <= max(ppm[i - 1], ppm[i + 1])
     with pytest.raises(ValueError, match="fill"):
         datasets.co2(fill="zero")
@@ -175,6 +179,7 @@ def test_sunspots():
 
 
 # ---------------------------------------------------------------------------------- synthetic tasks
+
 
 def test_echo():
     task = datasets.echo(T=200, B=3, delay=7, seed=1, num_symbols=4)
@@ -201,7 +206,7 @@ def test_adding():
     assert ((0 <= values) & (values < 1)).all() and set(np.unique(markers)) <= {0.0, 1.0}
     np.testing.assert_array_equal(task.resets[:, 0], np.arange(T) % seq_len == 0)
     np.testing.assert_array_equal(task.mask[:, 0], np.arange(T) % seq_len == seq_len - 1)
-    assert task.mask[100:].sum() == 0                        # the partial last sequence carries no loss
+    assert task.mask[100:].sum() == 0  # the partial last sequence carries no loss
     for start in range(0, 100, seq_len):
         for b in range(B):
             seq = slice(start, start + seq_len)
@@ -221,28 +226,35 @@ def test_copy():
     assert task.x.max() < task.input_size and task.y.max() < task.output_size
     np.testing.assert_array_equal(task.resets[:, 0], np.arange(T) % period == 0)
     for start in range(0, T, period):
-        x, y, mask = (a[start:start + period] for a in (task.x, task.y, task.mask))
+        x, y, mask = (a[start : start + period] for a in (task.x, task.y, task.mask))
         assert (x[:L] < k).all()
         if len(x) == period:
-            assert (x[L:L + d] == blank).all() and (x[L + d] == delimiter).all()
-            assert (x[L + d + 1:] == blank).all()
-            np.testing.assert_array_equal(y[L + d + 1:], x[:L])   # recall reproduces the sequence
-            np.testing.assert_array_equal(mask[L + d + 1:], 1.0)
-            np.testing.assert_array_equal(mask[:L + d + 1], 0.0)
-    assert task.mask[90:].sum() == 0 and task.mask.sum() == 6 * L * B   # 100 = 6*15 + 10: no recall in the tail
+            assert (x[L : L + d] == blank).all() and (x[L + d] == delimiter).all()
+            assert (x[L + d + 1 :] == blank).all()
+            np.testing.assert_array_equal(y[L + d + 1 :], x[:L])  # recall reproduces the sequence
+            np.testing.assert_array_equal(mask[L + d + 1 :], 1.0)
+            np.testing.assert_array_equal(mask[: L + d + 1], 0.0)
+    assert (
+        task.mask[90:].sum() == 0 and task.mask.sum() == 6 * L * B
+    )  # 100 = 6*15 + 10: no recall in the tail
 
 
 def test_copy_partial_episode_keeps_recall_loss():
-    task = datasets.copy(T=12, B=1, num_symbols=3, length=4, delay=0)   # period 9: 3 recall steps kept
+    task = datasets.copy(
+        T=12, B=1, num_symbols=3, length=4, delay=0
+    )  # period 9: 3 recall steps kept
     np.testing.assert_array_equal(task.y[5:9, 0], task.x[:4, 0])
     assert task.mask[:, 0].tolist() == [0] * 5 + [1] * 4 + [0] * 3
 
 
-@pytest.mark.parametrize("make", [
-    lambda seed: datasets.echo(50, 2, 3, seed=seed),
-    lambda seed: datasets.adding(50, 2, 7, seed=seed),
-    lambda seed: datasets.copy(50, 2, seed=seed),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: datasets.echo(50, 2, 3, seed=seed),
+        lambda seed: datasets.adding(50, 2, 7, seed=seed),
+        lambda seed: datasets.copy(50, 2, seed=seed),
+    ],
+)
 def test_tasks_are_deterministic(make):
     a, b, c = make(5), make(5), make(6)
     for name in ("x", "y", "mask", "resets"):
@@ -251,19 +263,22 @@ def test_tasks_are_deterministic(make):
     assert not np.array_equal(a.x, c.x)
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: datasets.echo(0, 2, 1), ValueError, "T"),
-    (lambda: datasets.echo(10, 0, 1), ValueError, "B"),
-    (lambda: datasets.echo(10, 2, -1), ValueError, "delay"),
-    (lambda: datasets.echo(10, 2, 10), ValueError, "delay"),
-    (lambda: datasets.echo(10, 2, 1.5), TypeError, "delay"),
-    (lambda: datasets.echo(10, 2, 1, num_symbols=1), ValueError, "num_symbols"),
-    (lambda: datasets.adding(10, 2, 1), ValueError, "seq_len"),
-    (lambda: datasets.adding("10", 2, 5), TypeError, "T"),
-    (lambda: datasets.copy(10, 2, length=0), ValueError, "length"),
-    (lambda: datasets.copy(10, 2, num_symbols=1), ValueError, "num_symbols"),
-    (lambda: datasets.copy(10, 2, delay=-1), ValueError, "delay"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: datasets.echo(0, 2, 1), ValueError, "T"),
+        (lambda: datasets.echo(10, 0, 1), ValueError, "B"),
+        (lambda: datasets.echo(10, 2, -1), ValueError, "delay"),
+        (lambda: datasets.echo(10, 2, 10), ValueError, "delay"),
+        (lambda: datasets.echo(10, 2, 1.5), TypeError, "delay"),
+        (lambda: datasets.echo(10, 2, 1, num_symbols=1), ValueError, "num_symbols"),
+        (lambda: datasets.adding(10, 2, 1), ValueError, "seq_len"),
+        (lambda: datasets.adding("10", 2, 5), TypeError, "T"),
+        (lambda: datasets.copy(10, 2, length=0), ValueError, "length"),
+        (lambda: datasets.copy(10, 2, num_symbols=1), ValueError, "num_symbols"),
+        (lambda: datasets.copy(10, 2, delay=-1), ValueError, "delay"),
+    ],
+)
 def test_task_bad_arguments(call, error, name):
     with pytest.raises(error, match=name):
         call()
@@ -281,21 +296,24 @@ def test_task_builds_model_sizes():
 
 # --------------------------------------------------------------------------------------------- pack
 
+
 def test_pack_places_each_sequence_after_a_reset_with_its_label_on_the_last_step():
     from tbptt.data import pack, unpack
+
     rng = np.random.default_rng(0)
     seqs = [rng.normal(size=(n, 2)) for n in (5, 3, 4, 2, 6)]
     packed = pack(seqs, 2, labels=np.array([0, 1, 2, 1, 0]))
     # greedy: 5 -> s0, 3 -> s1, 4 -> s1 (3 < 5), 2 -> s0 (5 < 7), 6 -> s0 (7 = 7: the first)
-    np.testing.assert_array_equal(packed.spans, [[0, 0, 5], [1, 0, 3], [1, 3, 7], [0, 5, 7],
-                                                 [0, 7, 13]])
+    np.testing.assert_array_equal(
+        packed.spans, [[0, 0, 5], [1, 0, 3], [1, 3, 7], [0, 5, 7], [0, 7, 13]]
+    )
     T = 13
     assert packed.x.shape == (T, 2, 2) and packed.y.shape == (T, 2) and packed.y.dtype == np.int64
     assert packed.mask.shape == packed.resets.shape == (T, 2) and packed.resets.dtype == bool
     for i, (b, start, stop) in enumerate(packed.spans):
         np.testing.assert_array_equal(packed.x[start:stop, b], seqs[i])
-        assert packed.resets[start, b] and not packed.resets[start + 1:stop, b].any()
-        assert packed.mask[stop - 1, b] == 1 and packed.mask[start:stop - 1, b].sum() == 0
+        assert packed.resets[start, b] and not packed.resets[start + 1 : stop, b].any()
+        assert packed.mask[stop - 1, b] == 1 and packed.mask[start : stop - 1, b].sum() == 0
         assert packed.y[stop - 1, b] == [0, 1, 2, 1, 0][i]
     assert packed.mask.sum() == 5 and (packed.x[7:, 1] == 0).all()  # stream 1 padded after 7
     pieces = unpack(packed.x, packed.spans)
@@ -305,6 +323,7 @@ def test_pack_places_each_sequence_after_a_reset_with_its_label_on_the_last_step
 
 def test_pack_tokens_float_labels_per_step_targets_and_loss_on_all():
     from tbptt.data import pack
+
     tokens = [np.array([1, 2, 3]), np.array([4, 5])]
     packed = pack(tokens, 4, labels=[0.5, -1.0], loss_on="all")
     assert packed.x.shape == (3, 2) and packed.x.dtype == np.int64  # at most N streams
@@ -317,19 +336,23 @@ def test_pack_tokens_float_labels_per_step_targets_and_loss_on_all():
     assert same.x.shape == (4, 3, 2) and same.x.dtype == np.float32 and same.y is None
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(sequences=[]), ValueError, "at least one sequence"),
-    (dict(sequences=[np.zeros(0)]), ValueError, "at least one time step"),
-    (dict(sequences=[np.zeros((2, 1)), np.zeros((2, 3))]), ValueError, "same features"),
-    (dict(sequences=[np.zeros(2)], labels=[1, 2]), ValueError, "one per sequence"),
-    (dict(sequences=[np.zeros(2)], targets=[np.zeros(3)]), ValueError, "length of sequences"),
-    (dict(sequences=[np.zeros(2)], labels=[1], targets=[np.zeros(2)]), ValueError, "not both"),
-    (dict(sequences=[np.zeros(2)], loss_on="first"), ValueError, "loss_on"),
-    (dict(sequences=[["a"]]), TypeError, "sequences"),
-    (dict(sequences=[np.zeros(2)], num_streams=0), ValueError, "num_streams"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(sequences=[]), ValueError, "at least one sequence"),
+        (dict(sequences=[np.zeros(0)]), ValueError, "at least one time step"),
+        (dict(sequences=[np.zeros((2, 1)), np.zeros((2, 3))]), ValueError, "same features"),
+        (dict(sequences=[np.zeros(2)], labels=[1, 2]), ValueError, "one per sequence"),
+        (dict(sequences=[np.zeros(2)], targets=[np.zeros(3)]), ValueError, "length of sequences"),
+        (dict(sequences=[np.zeros(2)], labels=[1], targets=[np.zeros(2)]), ValueError, "not both"),
+        (dict(sequences=[np.zeros(2)], loss_on="first"), ValueError, "loss_on"),
+        (dict(sequences=[["a"]]), TypeError, "sequences"),
+        (dict(sequences=[np.zeros(2)], num_streams=0), ValueError, "num_streams"),
+    ],
+)
 def test_pack_bad_arguments(kwargs, error, match):
     from tbptt.data import pack
+
     kwargs.setdefault("num_streams", 2)
     with pytest.raises(error, match=match):
         pack(**kwargs)
@@ -340,6 +363,7 @@ def test_the_labelled_sequences_example_learns_fast(one_thread):
     each, learned to high accuracy in a few seconds (here a smaller run)."""
     import importlib.util
     import os
+
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "labelled_sequences.py")
     spec = importlib.util.spec_from_file_location("labelled_sequences", path)
     example = importlib.util.module_from_spec(spec)

@@ -33,8 +33,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def exploding(backend, dtype, clip_norm=None):
     model = tbptt.LSTM(I, H, O, dtype=dtype, seed=1)
-    return tbptt.Trainer(model, K, K, optimizer=tbptt.SGD(LR, momentum=MOMENTUM),
-                         clip_norm=clip_norm, backend=backend)
+    return tbptt.Trainer(
+        model,
+        K,
+        K,
+        optimizer=tbptt.SGD(LR, momentum=MOMENTUM),
+        clip_norm=clip_norm,
+        backend=backend,
+    )
 
 
 def stream(seed=0):
@@ -52,7 +58,7 @@ def train_until_divergence(trainer, x, y):
     params, losses = [trainer.model.flat_parameters.copy()], []
     for s in range(0, x.shape[0], K):
         try:
-            losses.append(float(trainer.train(x[s:s + K], y[s:s + K])[0]))
+            losses.append(float(trainer.train(x[s : s + K], y[s : s + K])[0]))
         except FloatingPointError as error:
             return params, losses, error
         params.append(trainer.model.flat_parameters.copy())
@@ -68,8 +74,12 @@ def test_an_exploding_configuration_raises_with_the_last_good_parameters(backend
     assert error is not None, f"no divergence in {UPDATES} updates: losses up to {max(losses):.3g}"
     n = int(re.search(r"update (\d+)", str(error)).group(1))
     assert n == len(losses) + 1 == trainer.updates
-    assert len(losses) >= 5 and max(losses) > 1e6 * losses[0], "not an explosion: " + str(losses[:5])
-    assert np.array_equal(trainer.model.flat_parameters, params[-1]) and np.isfinite(params[-1]).all()
+    assert len(losses) >= 5 and max(losses) > 1e6 * losses[0], "not an explosion: " + str(
+        losses[:5]
+    )
+    assert (
+        np.array_equal(trainer.model.flat_parameters, params[-1]) and np.isfinite(params[-1]).all()
+    )
     assert trainer.pending_steps == 0
     h, c = trainer.state()
     assert not h.any() and not c.any()
@@ -78,7 +88,7 @@ def test_an_exploding_configuration_raises_with_the_last_good_parameters(backend
     # updates has the same parameters and the same momentum buffer, bit for bit
     twin = exploding(backend, dtype)
     for s in range(0, (n - 1) * K, K):
-        twin.train(x[s:s + K], y[s:s + K])
+        twin.train(x[s : s + K], y[s : s + K])
     assert np.array_equal(trainer.model.flat_parameters, twin.model.flat_parameters)
     assert np.array_equal(optimizer_state(trainer), optimizer_state(twin))
     assert np.abs(optimizer_state(twin)).max() > 0
@@ -102,6 +112,7 @@ def test_clipping_prevents_the_explosion(backend, dtype):
 
 # ---- extreme but valid mask weights --------------------------------------------------------------
 
+
 def masked_run(backend, dtype, weight, target_scale):
     """One update over 3 steps of 2 streams, every position weighted `weight`."""
     rng = np.random.default_rng(4)
@@ -112,33 +123,45 @@ def masked_run(backend, dtype, weight, target_scale):
     return losses, model.flat_parameters.copy()
 
 
-CPP_SUM = ("csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine "
-           "sums w * loss over the positions (in double) before dividing by the sum of w; for a "
-           "float64 model the sum overflows although the weighted mean is finite (here 1e298): a "
-           "spurious 'loss = inf'")
-CPP_DY = ("csrc/engine.cpp, Engine::backward: with one process dy is divided by the "
-          "sum of weights in the model's dtype; 6 x 3e38 overflows float32, and the gradient "
-          "becomes 0 / NaN: a spurious result")
+CPP_SUM = (
+    "csrc/head.cpp (the losses) and csrc/engine.cpp (accumulate_loss): the C++ engine "
+    "sums w * loss over the positions (in double) before dividing by the sum of w; for a "
+    "float64 model the sum overflows although the weighted mean is finite (here 1e298): a "
+    "spurious 'loss = inf'"
+)
+CPP_DY = (
+    "csrc/engine.cpp, Engine::backward: with one process dy is divided by the "
+    "sum of weights in the model's dtype; 6 x 3e38 overflows float32, and the gradient "
+    "becomes 0 / NaN: a spurious result"
+)
 
 
 def xfail(reason):
-    return pytest.mark.xfail(reason=reason, raises=(FloatingPointError, AssertionError), strict=True)
+    return pytest.mark.xfail(
+        reason=reason, raises=(FloatingPointError, AssertionError), strict=True
+    )
 
 
-@pytest.mark.parametrize("backend,dtype,weight,target_scale", [
-    pytest.param("cpp", "float64", 1e20, 1e149, marks=xfail(CPP_SUM), id="cpp-f64-w1e20-loss1e298"),
-    pytest.param("numpy", "float64", 1e20, 1e149, id="numpy-f64-w1e20-loss1e298"),
-    pytest.param("cpp", "float64", 1e-310, 1.0, id="cpp-f64-w1e-310"),
-    pytest.param("numpy", "float64", 1e-310, 1.0, id="numpy-f64-w1e-310"),
-    pytest.param("cpp", "float32", 3e38, 1.0, marks=xfail(CPP_DY), id="cpp-f32-w3e38"),
-    pytest.param("numpy", "float32", 3e38, 1.0, id="numpy-f32-w3e38"),
-    pytest.param("cpp", "float32", 1e30, 1.0, id="cpp-f32-w1e30"),
-    pytest.param("numpy", "float32", 1e30, 1.0, id="numpy-f32-w1e30"),
-    pytest.param("cpp", "float32", 1e-38, 1.0, id="cpp-f32-w1e-38"),
-    pytest.param("numpy", "float32", 1e-38, 1.0, id="numpy-f32-w1e-38"),
-])
-def test_the_loss_does_not_depend_on_the_scale_of_the_mask_weights(backend, dtype, weight,
-                                                                     target_scale):
+@pytest.mark.parametrize(
+    "backend,dtype,weight,target_scale",
+    [
+        pytest.param(
+            "cpp", "float64", 1e20, 1e149, marks=xfail(CPP_SUM), id="cpp-f64-w1e20-loss1e298"
+        ),
+        pytest.param("numpy", "float64", 1e20, 1e149, id="numpy-f64-w1e20-loss1e298"),
+        pytest.param("cpp", "float64", 1e-310, 1.0, id="cpp-f64-w1e-310"),
+        pytest.param("numpy", "float64", 1e-310, 1.0, id="numpy-f64-w1e-310"),
+        pytest.param("cpp", "float32", 3e38, 1.0, marks=xfail(CPP_DY), id="cpp-f32-w3e38"),
+        pytest.param("numpy", "float32", 3e38, 1.0, id="numpy-f32-w3e38"),
+        pytest.param("cpp", "float32", 1e30, 1.0, id="cpp-f32-w1e30"),
+        pytest.param("numpy", "float32", 1e30, 1.0, id="numpy-f32-w1e30"),
+        pytest.param("cpp", "float32", 1e-38, 1.0, id="cpp-f32-w1e-38"),
+        pytest.param("numpy", "float32", 1e-38, 1.0, id="numpy-f32-w1e-38"),
+    ],
+)
+def test_the_loss_does_not_depend_on_the_scale_of_the_mask_weights(
+    backend, dtype, weight, target_scale
+):
     """docs/semantics.md §3.1: the loss is the mean weighted by the mask, so scaling every weight by
     the same finite factor > 0 changes neither the loss nor the step; and a finite update is no
     divergence."""
@@ -157,10 +180,20 @@ def test_the_error_carries_the_losses_of_the_updates_applied_before_it(backend):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, B, I)), rng.normal(size=(30, B, O))
     y[22] = 1e200  # update 5 (steps 21..25) overflows; updates 1..4 are good
-    trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
-                            optimizer=tbptt.SGD(0.01), backend=backend)
-    reference = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
-                              optimizer=tbptt.SGD(0.01), backend=backend)
+    trainer = tbptt.Trainer(
+        tbptt.LSTM(I, H, O, dtype="float64", seed=0),
+        K,
+        K,
+        optimizer=tbptt.SGD(0.01),
+        backend=backend,
+    )
+    reference = tbptt.Trainer(
+        tbptt.LSTM(I, H, O, dtype="float64", seed=0),
+        K,
+        K,
+        optimizer=tbptt.SGD(0.01),
+        backend=backend,
+    )
     good = reference.train(x[:20], y[:20])
     with pytest.raises(FloatingPointError, match="update 5") as error:
         trainer.train(x, y)
@@ -176,13 +209,18 @@ def test_both_backends_raise_tbptt_divergence_from_train_and_flush(backend):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, B, I)), rng.normal(size=(30, B, O))
     y[22] = 1e200  # update 5 overflows
-    trainer = tbptt.Trainer(tbptt.LSTM(I, H, O, dtype="float64", seed=0), K, K,
-                            optimizer=tbptt.SGD(0.01), backend=backend)
+    trainer = tbptt.Trainer(
+        tbptt.LSTM(I, H, O, dtype="float64", seed=0),
+        K,
+        K,
+        optimizer=tbptt.SGD(0.01),
+        backend=backend,
+    )
     with pytest.raises(tbptt.Divergence, match="update 5") as error:
         trainer.train(x, y, return_outputs=True)
     assert type(error.value) is tbptt.Divergence and isinstance(error.value, FloatingPointError)
     assert error.value.losses.shape == (4,) and np.isnan(error.value.outputs[-1]).all()
-    trainer.train(x[:K + 2], y[:K + 2])  # a good update, then 2 steps pending
+    trainer.train(x[: K + 2], y[: K + 2])  # a good update, then 2 steps pending
     y_bad = np.full((2, B, O), 1e200)
     trainer.train(x[:2], y_bad)  # pending: 4 steps, 2 of them overflow
     with pytest.raises(tbptt.Divergence):

@@ -30,6 +30,7 @@ def test_the_model_the_engine_alone_cannot_train(capsys):
 
 def test_the_swap_block_names_real_arguments():
     import torch
+
     import tbptt.torch
 
     swap = next(b for b in python_blocks() if "The swap" in b or "rnn = tbptt.torch.LSTM" in b)
@@ -44,8 +45,9 @@ def test_the_trainer_example_runs_and_learns(capsys):
     stream: both make their updates and get below chance."""
     block = next(b for b in python_blocks() if "class LayerNormLSTM" in b)
     assert "echo(3000, 16, delay=8, num_symbols=4)" in block
-    block = block.replace("echo(3000, 16, delay=8, num_symbols=4)",
-                          "echo(200, 4, delay=2, num_symbols=4)")
+    block = block.replace(
+        "echo(3000, 16, delay=8, num_symbols=4)", "echo(200, 4, delay=2, num_symbols=4)"
+    )
     exec(compile(block, str(DOC), "exec"), {"__name__": "docs_torch_trainer"})
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["TBPTT(5, 25)", "TBPTT(1, 20)"]

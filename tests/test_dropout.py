@@ -5,18 +5,16 @@ checked against the reference with dropout on; off in predict and evaluate."""
 
 import numpy as np
 import pytest
+from helpers import CELLS, fd_gradient, make_model, random_data, truncated_loss
 
 import tbptt
 from tbptt.reference import dropout_mask
-
-from helpers import CELLS, fd_gradient, make_model, random_data, truncated_loss
 
 BACKENDS = ["cpp", "numpy"]
 
 
 def dropout_model(cell, L=2, dtype="float64", p=0.3, q=0.2, I=4, H=6, O=2):
-    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=3, dropout=p,
-                       head_dropout=q)
+    model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=3, dropout=p, head_dropout=q)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
         model.flat_parameters[:] += 0.2 * np.sign(model.flat_parameters)
     return model
@@ -31,8 +29,9 @@ def test_masks_drop_the_asked_fraction_and_scale_the_rest():
     np.testing.assert_array_equal(mask, same)  # a pure function of its arguments
     for other in [dict(seed=8), dict(layer=2), dict(step=12346)]:
         args = dict(seed=7, layer=1, step=12345) | other
-        different = dropout_mask(0.3, args["seed"], args["layer"], args["step"], 64, 512,
-                                 np.dtype("float64"))
+        different = dropout_mask(
+            0.3, args["seed"], args["layer"], args["step"], 64, 512, np.dtype("float64")
+        )
         assert 0.3 < np.mean((different != 0) != kept) < 0.5  # independent: ~2 p (1 - p)
     assert (mask[0] != mask[1]).any() and (mask[:, 0] != mask[:, 1]).any()  # streams, units
 
@@ -44,11 +43,12 @@ def test_gradient_with_dropout_matches_finite_differences(cell, k1, k2, T, token
     rng = np.random.default_rng(k1 * 100 + k2 * 10 + T)
     model = dropout_model(cell)
     x, y, m, rs = random_data(rng, T, 3, 4, 2, "cross_entropy", tokens, False, True)
-    trainer = tbptt.Trainer(model, k1, k2, loss="cross_entropy", optimizer=tbptt.SGD(lr=1.0),
-                            backend="numpy", seed=11)
+    trainer = tbptt.Trainer(
+        model, k1, k2, loss="cross_entropy", optimizer=tbptt.SGD(lr=1.0), backend="numpy", seed=11
+    )
     theta0 = model.flat_parameters.copy()
     m = np.ones((T, 3))
-    m[:T - k1] = 0  # only the last update carries loss: the weights before it stay theta0
+    m[: T - k1] = 0  # only the last update carries loss: the weights before it stay theta0
     losses = trainer.train(x, y, mask=m, resets=rs)
     grad = theta0 - model.flat_parameters
     dtype = np.dtype("float64")
@@ -58,8 +58,9 @@ def test_gradient_with_dropout_matches_finite_differences(cell, k1, k2, T, token
         return dropout_mask(p, 11, k, t, 3, model.hidden_size, dtype)
 
     def J(theta):
-        return truncated_loss(model, theta, theta0, x, tokens, y, m, rs, "cross_entropy", T, k1,
-                              k2, masks)
+        return truncated_loss(
+            model, theta, theta0, x, tokens, y, m, rs, "cross_entropy", T, k1, k2, masks
+        )
 
     assert losses[-1] == pytest.approx(J(theta0), rel=1e-12)
     g_fd = fd_gradient(J, theta0)
@@ -74,10 +75,15 @@ def test_cpp_matches_the_reference_with_dropout(cell, k1, k2):
     results = []
     for backend in BACKENDS:
         model = dropout_model(cell, L=3)
-        trainer = tbptt.Trainer(model, k1, k2, optimizer=tbptt.Adam(0.02), clip_norm=1.0,
-                                backend=backend, seed=4)
-        losses = np.concatenate([trainer.train(x[:11], y[:11], m[:11], rs[:11]),
-                                 trainer.train(x[11:], y[11:], m[11:], rs[11:])])
+        trainer = tbptt.Trainer(
+            model, k1, k2, optimizer=tbptt.Adam(0.02), clip_norm=1.0, backend=backend, seed=4
+        )
+        losses = np.concatenate(
+            [
+                trainer.train(x[:11], y[:11], m[:11], rs[:11]),
+                trainer.train(x[11:], y[11:], m[11:], rs[11:]),
+            ]
+        )
         results.append((losses, model.flat_parameters.copy()))
     (a, pa), (b, pb) = results
     np.testing.assert_allclose(a, b, rtol=1e-10)
@@ -99,7 +105,9 @@ def test_dropout_is_reproducible_from_the_seed_and_changes_training(backend):
     assert not np.array_equal(a, c) and not np.array_equal(a, off)
     reference = make_model("lstm", 4, 6, 2, num_layers=2, dtype="float64", seed=3)
     tbptt.Trainer(reference, 5, 5, optimizer=tbptt.Adam(0.02), backend=backend).train(x, y)
-    np.testing.assert_array_equal(plain.flat_parameters, reference.flat_parameters)  # p = 0 is no dropout at all
+    np.testing.assert_array_equal(
+        plain.flat_parameters, reference.flat_parameters
+    )  # p = 0 is no dropout at all
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -127,8 +135,10 @@ def test_predict_and_evaluate_run_without_dropout():
     assert trainer.evaluate(x, y) == tbptt.Trainer(plain, 4, 4).evaluate(x, y)
 
 
-@pytest.mark.parametrize("value, error", [(1.0, ValueError), (-0.1, ValueError),
-                                          (float("nan"), ValueError), ("0.5", TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), ("0.5", TypeError)],
+)
 @pytest.mark.parametrize("name", ["dropout", "head_dropout"])
 def test_bad_dropout(name, value, error):
     with pytest.raises(error, match=name):

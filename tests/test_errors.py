@@ -131,8 +131,10 @@ def test_trainer_arguments(kwargs, exc, name):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("value,exc", [(-0.1, ValueError), (float("nan"), ValueError),
-                                       ("0.1", TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "value,exc",
+    [(-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError), (None, TypeError)],
+)
 def test_trainer_lr_setter(backend, value, exc):
     trainer = tbptt.Trainer(model32(), 3, 3, backend=backend)
     with pytest.raises(exc, match="lr"):
@@ -140,8 +142,9 @@ def test_trainer_lr_setter(backend, value, exc):
     assert trainer.lr == 1e-3
 
 
-@pytest.mark.parametrize("n,exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
-                                   ("2", TypeError)])
+@pytest.mark.parametrize(
+    "n,exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError)]
+)
 def test_set_num_threads(n, exc):
     with pytest.raises(exc, match="n "):
         tbptt.set_num_threads(n)
@@ -149,10 +152,14 @@ def test_set_num_threads(n, exc):
 
 # ---- train ---------------------------------------------------------------------------------------
 
+
 def good(loss="mse"):
     x = np.random.default_rng(0).normal(size=(T, B, I))
-    y = (np.zeros((T, B), np.int64) if loss == "cross_entropy"
-         else np.random.default_rng(1).normal(size=(T, B, O)))
+    y = (
+        np.zeros((T, B), np.int64)
+        if loss == "cross_entropy"
+        else np.random.default_rng(1).normal(size=(T, B, O))
+    )
     return dict(x=x, y=y, mask=np.ones((T, B)), resets=np.zeros((T, B), bool))
 
 
@@ -172,7 +179,7 @@ G = good()
 TRAIN_CASES = [
     # (loss, train kwargs, exception, name in the message)
     ("mse", dict(x=arr(T, B, I + 1)), ValueError, "x"),
-    ("mse", dict(x=arr(T, B)), ValueError, "x"),                      # 2-D floats are not tokens
+    ("mse", dict(x=arr(T, B)), ValueError, "x"),  # 2-D floats are not tokens
     ("mse", dict(x=arr(T * B * I)), ValueError, "x"),
     ("mse", dict(x=arr(T, B, I, 1)), ValueError, "x"),
     ("mse", dict(x=np.float64(1.0)), ValueError, "x"),
@@ -183,12 +190,16 @@ TRAIN_CASES = [
     ("mse", dict(x=nan_at(G["x"])), ValueError, "x"),
     ("mse", dict(x=nan_at(G["x"], np.inf)), ValueError, "x"),
     ("mse", dict(x=nan_at(G["x"], -np.inf)), ValueError, "x"),
-    ("mse", dict(x=nan_at(G["x"], 1e300)), ValueError, "x"),        # not finite as float32
-    ("mse", dict(x=arr(T, B, value=I, dtype=np.int64)), ValueError, "x"),   # token id = I
+    ("mse", dict(x=nan_at(G["x"], 1e300)), ValueError, "x"),  # not finite as float32
+    ("mse", dict(x=arr(T, B, value=I, dtype=np.int64)), ValueError, "x"),  # token id = I
     ("mse", dict(x=arr(T, B, value=-1, dtype=np.int64)), ValueError, "x"),
     ("mse", dict(x=arr(T, B, value=2**40, dtype=np.uint64)), ValueError, "x"),
-    ("mse", dict(x=arr(T, 0, I), y=arr(T, 0, O), mask=arr(T, 0), resets=arr(T, 0, dtype=bool)),
-     ValueError, r"B = 0|x\.shape\[1\]"),
+    (
+        "mse",
+        dict(x=arr(T, 0, I), y=arr(T, 0, O), mask=arr(T, 0), resets=arr(T, 0, dtype=bool)),
+        ValueError,
+        r"B = 0|x\.shape\[1\]",
+    ),
     ("mse", dict(y=arr(T, B, O + 1)), ValueError, "y"),
     ("mse", dict(y=arr(T + 1, B, O)), ValueError, "y"),
     ("mse", dict(y=arr(T, B)), ValueError, "y"),
@@ -196,7 +207,7 @@ TRAIN_CASES = [
     ("mse", dict(y=nan_at(G["y"])), ValueError, "y"),
     ("mse", dict(y=nan_at(G["y"], np.inf)), ValueError, "y"),
     ("mse", dict(y=nan_at(G["y"], 1e300)), ValueError, "y"),
-    ("cross_entropy", dict(y=arr(T, B)), TypeError, "y"),             # float class ids
+    ("cross_entropy", dict(y=arr(T, B)), TypeError, "y"),  # float class ids
     ("cross_entropy", dict(y=arr(T, B, dtype=bool)), TypeError, "y"),
     ("cross_entropy", dict(y=arr(T, B, value=O, dtype=np.int64)), ValueError, "y"),
     ("cross_entropy", dict(y=arr(T, B, value=-1, dtype=np.int64)), ValueError, "y"),
@@ -211,7 +222,7 @@ TRAIN_CASES = [
     ("mse", dict(mask=nan_at(np.ones((T, B)), 1e300)), ValueError, "mask"),
     ("mse", dict(mask=np.full((T, B), "1")), TypeError, "mask"),
     ("mse", dict(resets=arr(T + 1, B, dtype=bool)), ValueError, "resets"),
-    ("mse", dict(resets=arr(T, B)), TypeError, "resets"),             # floats
+    ("mse", dict(resets=arr(T, B)), TypeError, "resets"),  # floats
     ("mse", dict(resets=arr(T, B, value=2, dtype=np.int64)), ValueError, "resets"),
     ("mse", dict(resets=arr(T, B, value=-1, dtype=np.int64)), ValueError, "resets"),
     ("mse", dict(resets=np.full((T, B), "x")), TypeError, "resets"),
@@ -219,16 +230,23 @@ TRAIN_CASES = [
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("loss,changes,exc,name", TRAIN_CASES,
-                         ids=[f"{c[0]}-{'-'.join(c[1])}{i}" for i, c in enumerate(TRAIN_CASES)])
+@pytest.mark.parametrize(
+    "loss,changes,exc,name",
+    TRAIN_CASES,
+    ids=[f"{c[0]}-{'-'.join(c[1])}{i}" for i, c in enumerate(TRAIN_CASES)],
+)
 def test_train_arguments(backend, loss, changes, exc, name):
     """A refused call raises naming the argument and changes nothing: the trainer goes on as if
     the call had not been made."""
     trainer = tbptt.Trainer(model32(), 2, 3, loss=loss, backend=backend)
     first = good(loss)
     trainer.train(first["x"][:3], first["y"][:3])  # B fixed, one update, one step pending
-    before = (trainer.model.flat_parameters.copy(), trainer.pending_steps, trainer.updates,
-              [s.copy() for s in trainer.state()])
+    before = (
+        trainer.model.flat_parameters.copy(),
+        trainer.pending_steps,
+        trainer.updates,
+        [s.copy() for s in trainer.state()],
+    )
     with pytest.raises(exc, match=name):
         trainer.train(**bad(loss, **changes))
     assert np.array_equal(trainer.model.flat_parameters, before[0])
@@ -285,7 +303,9 @@ PREDICT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,name", PREDICT_CASES, ids=[f"predict{i}" for i in range(len(PREDICT_CASES))])
+@pytest.mark.parametrize(
+    "kwargs,exc,name", PREDICT_CASES, ids=[f"predict{i}" for i in range(len(PREDICT_CASES))]
+)
 def test_predict_arguments(kwargs, exc, name):
     args = dict(x=arr(T, B, I), state=None)
     args.update(kwargs)
@@ -294,6 +314,7 @@ def test_predict_arguments(kwargs, exc, name):
 
 
 # ---- load_state_dict -----------------------------------------------------------------------------
+
 
 def sd_with(name, value):
     sd = model32(num_layers=2).state_dict()
@@ -321,11 +342,13 @@ SD_CASES = [
     (sd_with(W, None), TypeError, W),
     (sd_with(W, nan_at(arr(4 * H, H))), ValueError, W),
     (sd_with(W, nan_at(arr(4 * H, H), -np.inf)), ValueError, W),
-    (sd_with(W, nan_at(arr(4 * H, H), 1e300)), ValueError, W),   # not finite as float32
+    (sd_with(W, nan_at(arr(4 * H, H), 1e300)), ValueError, W),  # not finite as float32
 ]
 
 
-@pytest.mark.parametrize("sd,exc,name", SD_CASES, ids=[f"state_dict{i}" for i in range(len(SD_CASES))])
+@pytest.mark.parametrize(
+    "sd,exc,name", SD_CASES, ids=[f"state_dict{i}" for i in range(len(SD_CASES))]
+)
 def test_load_state_dict_arguments(sd, exc, name):
     model = model32(num_layers=2)
     before = model.state_dict()
@@ -336,6 +359,7 @@ def test_load_state_dict_arguments(sd, exc, name):
 
 
 # ---- inputs the C++ engine may refuse: refused naming the argument, never a crash ---------------
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tokens_then_features_works_or_is_refused_naming_x(backend):
@@ -365,17 +389,22 @@ def test_huge_k_works_or_is_refused_naming_it(backend, k):
         trainer = tbptt.Trainer(model32(), k, k, backend=backend)
         trainer.train(arr(3, B, I), arr(3, B, O))
     except (ValueError, TypeError, MemoryError) as error:
-        assert "k1" in str(error).split("\n")[0] or "k2" in str(error).split("\n")[0], str(error)[:300]
+        assert "k1" in str(error).split("\n")[0] or "k2" in str(error).split("\n")[0], str(error)[
+            :300
+        ]
     else:
         assert trainer.pending_steps == 3 and isinstance(trainer.flush(), float)
 
 
 # ---- files ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_save_load_round_trip(tmp_path, dtype):
     model = tbptt.LSTM(I, H, O, num_layers=2, dtype=dtype, seed=3, forget_bias=1.0)
-    tbptt.Trainer(model, 2, 2).train(np.ones((4, B, I)), np.ones((4, B, O)))  # not the seed's values
+    tbptt.Trainer(model, 2, 2).train(
+        np.ones((4, B, I)), np.ones((4, B, O))
+    )  # not the seed's values
     path = tmp_path / "model.npz"
     model.save(path)
     model.save(str(path))  # overwrites, atomically
@@ -384,7 +413,9 @@ def test_save_load_round_trip(tmp_path, dtype):
     assert isinstance(loaded, tbptt.LSTM) and loaded.config() == model.config()
     assert loaded.dtype == np.dtype(dtype)
     a, b = model.state_dict(), loaded.state_dict()
-    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert list(a) == list(b) and all(
+        np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a
+    )
     x = np.random.default_rng(0).normal(size=(6, B, I))
     assert np.array_equal(model.predict(x)[0], loaded.predict(x)[0])
     with zipfile.ZipFile(path) as z:  # no pickle inside
@@ -448,19 +479,38 @@ def header_without_config(path):
 
 
 def header_with_bad_config(path):
-    write_npz(path, {"format": "tbptt", "version": 1, "kind": "model",
-                     "config": {"input_size": I, "colour": "red"}}, model32().state_dict())
+    write_npz(
+        path,
+        {
+            "format": "tbptt",
+            "version": 1,
+            "kind": "model",
+            "config": {"input_size": I, "colour": "red"},
+        },
+        model32().state_dict(),
+    )
 
 
 def missing_parameter(path):
     sd = model32().state_dict()
     del sd["head.weight"]
-    write_npz(path, {"format": "tbptt", "version": 1, "kind": "model", "config": model32().config()}, sd)
+    write_npz(
+        path, {"format": "tbptt", "version": 1, "kind": "model", "config": model32().config()}, sd
+    )
 
 
-BAD_FILES = [foreign_text, foreign_npy, foreign_npz, foreign_zip, foreign_header,
-             header_not_json, header_not_an_object, header_without_config, header_with_bad_config,
-             missing_parameter]
+BAD_FILES = [
+    foreign_text,
+    foreign_npy,
+    foreign_npz,
+    foreign_zip,
+    foreign_header,
+    header_not_json,
+    header_not_an_object,
+    header_without_config,
+    header_with_bad_config,
+    missing_parameter,
+]
 
 
 @pytest.mark.parametrize("make", BAD_FILES, ids=[f.__name__ for f in BAD_FILES])
@@ -475,20 +525,31 @@ def test_load_non_tbptt_or_damaged_file(tmp_path, make):
 def test_load_newer_version(tmp_path, version):
     model = model32()
     path = tmp_path / "future.npz"
-    write_npz(path, {"format": "tbptt", "version": version, "kind": "model", "config": model.config()},
-              model.state_dict())
+    write_npz(
+        path,
+        {"format": "tbptt", "version": version, "kind": "model", "config": model.config()},
+        model.state_dict(),
+    )
     with pytest.raises(ValueError, match="version|newer"):
         tbptt.load(path)
-    write_npz(path, {"format": "tbptt", "version": 1, "kind": "model", "config": model.config()},
-              model.state_dict())
+    write_npz(
+        path,
+        {"format": "tbptt", "version": 1, "kind": "model", "config": model.config()},
+        model.state_dict(),
+    )
     assert tbptt.load(path).config() == model.config()  # the same file at version 1 loads
 
 
 def test_optimizers_round_trip_through_their_config():
-    for opt in (tbptt.SGD(0.1, momentum=0.5, weight_decay=0.01), tbptt.Adam(0.01, (0.8, 0.9), 1e-6),
-                tbptt.AdamW(0.01, (0.8, 0.9), 1e-6, weight_decay=0.2)):
+    for opt in (
+        tbptt.SGD(0.1, momentum=0.5, weight_decay=0.01),
+        tbptt.Adam(0.01, (0.8, 0.9), 1e-6),
+        tbptt.AdamW(0.01, (0.8, 0.9), 1e-6, weight_decay=0.2),
+    ):
         again = tbptt.optim.from_config(opt.config())
-        assert type(again) is type(opt) and again.config() == opt.config() and repr(again) == repr(opt)
+        assert (
+            type(again) is type(opt) and again.config() == opt.config() and repr(again) == repr(opt)
+        )
     assert tbptt.optim.from_config({"name": "sgd", "lr": 0.1, "momentum": 0.0}).weight_decay == 0.0
 
 
@@ -500,8 +561,11 @@ def test_a_batch_first_array_is_named_when_the_shape_can_tell():
     rng = np.random.default_rng(0)
     trainer.train(rng.normal(size=(20, 8, 3)), rng.normal(size=(20, 8, 2)))  # T = 20, B = 8
     batch_first = rng.normal(size=(8, 20, 3))
-    with pytest.raises(ValueError, match=r"x has B = 20 .* B = 8 .*is x batch-first, \(B, T, \.\.\.\)\? "
-                                         r".*x\.swapaxes\(0, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x has B = 20 .* B = 8 .*is x batch-first, \(B, T, \.\.\.\)\? "
+        r".*x\.swapaxes\(0, 1\)",
+    ):
         trainer.train(batch_first, rng.normal(size=(8, 20, 2)))
     with pytest.raises(ValueError, match=r"x has B = 6 streams") as error:  # no hint: not B first
         trainer.train(rng.normal(size=(20, 6, 3)), rng.normal(size=(20, 6, 2)))

@@ -38,8 +38,9 @@ def test_the_order_of_the_keys_does_not_matter(make):
         plain.learn_one(x, y)
         shuffled.learn_one(x2, y)
     assert plain.keys_ == shuffled.keys_ == ("a", "b", "c")
-    np.testing.assert_array_equal(plain.trainer_.model.flat_parameters,
-                                  shuffled.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        plain.trainer_.model.flat_parameters, shuffled.trainer_.model.flat_parameters
+    )
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpp"])
@@ -50,18 +51,30 @@ def test_a_widened_trainer_computes_what_it_computed(backend):
     until its weights learn."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 1, 2)), rng.normal(size=(30, 1, 1))
-    narrow = tbptt.Trainer(tbptt.LSTM(2, 5, 1, dtype="float64", seed=0), 1, 6, backend=backend,
-                           optimizer=tbptt.Adam(1e-2), recompute=True)
+    narrow = tbptt.Trainer(
+        tbptt.LSTM(2, 5, 1, dtype="float64", seed=0),
+        1,
+        6,
+        backend=backend,
+        optimizer=tbptt.Adam(1e-2),
+        recompute=True,
+    )
     narrow.train(x[:12], y[:12])
     wide = _widened(narrow, [0, 2], 3)  # old columns 0, 1 -> new 0, 2; column 1 is new
-    assert wide.model.input_size == 3 and not wide.model.parameter_views["lstm.weight_ih_l0"][:, 1].any()
+    assert (
+        wide.model.input_size == 3
+        and not wide.model.parameter_views["lstm.weight_ih_l0"][:, 1].any()
+    )
     probe = np.insert(x[12, :, :], 1, 7.0, axis=-1)
     np.testing.assert_allclose(wide.predict_next(probe), narrow.predict_next(x[12]), rtol=1e-13)
     padded = np.insert(x, 1, 0.0, axis=-1)
     lw, ln = wide.train(padded[12:], y[12:]), narrow.train(x[12:], y[12:])
     np.testing.assert_allclose(lw, ln, rtol=1e-12)
-    np.testing.assert_allclose(np.delete(wide.model.parameter_views["lstm.weight_ih_l0"], 1, axis=1),
-                               narrow.model.parameter_views["lstm.weight_ih_l0"], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.delete(wide.model.parameter_views["lstm.weight_ih_l0"], 1, axis=1),
+        narrow.model.parameter_views["lstm.weight_ih_l0"],
+        rtol=1e-12,
+    )
     assert not wide.model.parameter_views["lstm.weight_ih_l0"][:, 1].any()
 
 
@@ -91,7 +104,10 @@ def test_a_new_feature_changes_nothing_the_network_computes():
     """The sample that brings a new feature gives the same prediction (the output of its
     step, before its update) as the same sample without it would: zero weights."""
     rows = _samples(40, keys=("a", "b"))
-    with_b, without = Regressor(hidden_size=8, backend="numpy"), Regressor(hidden_size=8, backend="numpy")
+    with_b, without = (
+        Regressor(hidden_size=8, backend="numpy"),
+        Regressor(hidden_size=8, backend="numpy"),
+    )
     for x, y in rows[:30]:
         with_b.learn_one({"a": x["a"]}, y)
         without.learn_one({"a": x["a"]}, y)
@@ -103,8 +119,9 @@ def test_a_new_feature_changes_nothing_the_network_computes():
     # its update: the same (to the rounding of a product one column wider)
 
 
-@pytest.mark.parametrize("make", [lambda: Regressor(changes=False, hidden_size=8),
-                                  lambda: Classifier(hidden_size=8)])
+@pytest.mark.parametrize(
+    "make", [lambda: Regressor(changes=False, hidden_size=8), lambda: Classifier(hidden_size=8)]
+)
 def test_missing_features_are_their_running_mean(make):
     learner = make()
     rows = _samples(60)
@@ -139,8 +156,11 @@ def test_counts_survive_save_and_pickle(tmp_path):
     learner.save(tmp_path / "r.npz")
     twins = [tbptt.river.load(tmp_path / "r.npz"), pickle.loads(pickle.dumps(learner))]
     for twin in twins:
-        assert (twin.keys_, twin.added_features, twin.imputed_values) == \
-            (learner.keys_, learner.added_features, learner.imputed_values)
+        assert (twin.keys_, twin.added_features, twin.imputed_values) == (
+            learner.keys_,
+            learner.added_features,
+            learner.imputed_values,
+        )
         assert twin._stats.n == learner._stats.n
     for x, y in _samples(10, seed=3):
         for twin in twins:
@@ -154,16 +174,27 @@ def test_counts_survive_save_and_pickle(tmp_path):
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m: m.learn_one({"a": NAN, "b": 1.0}, 1.0), ValueError, r"x\['a'\] must be finite"),
-    (lambda m: m.learn_one({"a": 1.0, "new": INF}, 1.0), ValueError, r"x\['new'\] must be finite"),
-    (lambda m: m.learn_one({"a": 1.0, "new": "x"}, 1.0), TypeError, r"x\['new'\] must be a real"),
-    (lambda m: m.learn_one([1.0], 1.0), TypeError, "x must be a dict"),
-    (lambda m: m.learn_one({"a": 1.0}, NAN), ValueError, "y must be finite"),
-    (lambda m: m.learn_one({"a": 1.0}, "2"), TypeError, "y must be a real number"),
-    (lambda m: m.learn_one({"a": 1.0}, None), TypeError, "y must be a real number"),
-    (lambda m: m.predict_one({"a": -INF}), ValueError, r"x\['a'\] must be finite"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m: m.learn_one({"a": NAN, "b": 1.0}, 1.0), ValueError, r"x\['a'\] must be finite"),
+        (
+            lambda m: m.learn_one({"a": 1.0, "new": INF}, 1.0),
+            ValueError,
+            r"x\['new'\] must be finite",
+        ),
+        (
+            lambda m: m.learn_one({"a": 1.0, "new": "x"}, 1.0),
+            TypeError,
+            r"x\['new'\] must be a real",
+        ),
+        (lambda m: m.learn_one([1.0], 1.0), TypeError, "x must be a dict"),
+        (lambda m: m.learn_one({"a": 1.0}, NAN), ValueError, "y must be finite"),
+        (lambda m: m.learn_one({"a": 1.0}, "2"), TypeError, "y must be a real number"),
+        (lambda m: m.learn_one({"a": 1.0}, None), TypeError, "y must be a real number"),
+        (lambda m: m.predict_one({"a": -INF}), ValueError, r"x\['a'\] must be finite"),
+    ],
+)
 @pytest.mark.parametrize("when", [0, 12])
 def test_a_refused_regressor_call_changes_nothing(call, error, match, when):
     rows = _samples(30, keys=("a", "b"))
@@ -176,23 +207,34 @@ def test_a_refused_regressor_call_changes_nothing(call, error, match, when):
         learner.learn_one(x, y)
         twin.learn_one(x, y)
     assert learner.keys_ == twin.keys_ == ("a", "b") and learner.added_features == 0
-    np.testing.assert_array_equal(learner.trainer_.model.flat_parameters,
-                                  twin.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        learner.trainer_.model.flat_parameters, twin.trainer_.model.flat_parameters
+    )
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m: m.learn_one({"a": 1.0}, [1]), TypeError, "y must be a label"),
-    (lambda m: m.learn_one({"a": 1.0}, None), TypeError, "y must be a label"),
-    (lambda m: m.learn_one({"a": 1.0}, "fourth"), ValueError, "max_classes = 3"),
-    (lambda m: m.learn_one({"a": True}, "x"), TypeError, r"x\['a'\] must be a real number, got bool"),
-    (lambda m: m.predict_proba_one({"a": NAN}), ValueError, r"x\['a'\] must be finite"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m: m.learn_one({"a": 1.0}, [1]), TypeError, "y must be a label"),
+        (lambda m: m.learn_one({"a": 1.0}, None), TypeError, "y must be a label"),
+        (lambda m: m.learn_one({"a": 1.0}, "fourth"), ValueError, "max_classes = 3"),
+        (
+            lambda m: m.learn_one({"a": True}, "x"),
+            TypeError,
+            r"x\['a'\] must be a real number, got bool",
+        ),
+        (lambda m: m.predict_proba_one({"a": NAN}), ValueError, r"x\['a'\] must be finite"),
+    ],
+)
 @pytest.mark.parametrize("when", [0, 12])
 def test_a_refused_classifier_call_changes_nothing(call, error, match, when):
     if when == 0 and "max_classes" in match:
         pytest.skip("no label is known yet: a fourth is a first")
     rows = _samples(30, keys=("a", "b"))
-    learner, twin = Classifier(hidden_size=8, max_classes=3), Classifier(hidden_size=8, max_classes=3)
+    learner, twin = (
+        Classifier(hidden_size=8, max_classes=3),
+        Classifier(hidden_size=8, max_classes=3),
+    )
     for i, (x, _) in enumerate(rows):
         if i == when:
             with pytest.raises(error, match=match):
@@ -201,11 +243,13 @@ def test_a_refused_classifier_call_changes_nothing(call, error, match, when):
         learner.learn_one(x, ("x", "y", "z")[i % 3])
         twin.learn_one(x, ("x", "y", "z")[i % 3])
     assert learner.classes_ == twin.classes_ == ["x", "y", "z"]
-    np.testing.assert_array_equal(learner.trainer_.model.flat_parameters,
-                                  twin.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        learner.trainer_.model.flat_parameters, twin.trainer_.model.flat_parameters
+    )
 
 
 # ---- river's mini-batch protocol: pandas frames -------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 def test_learn_many_and_predict_many(backend):
@@ -218,13 +262,16 @@ def test_learn_many_and_predict_many(backend):
     for x, y in rows[:40]:
         one.learn_one(x, y)
     many.learn_many(frame, pd.Series([y for _, y in rows[:40]]))
-    np.testing.assert_array_equal(one.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        one.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters
+    )
     assert many.imputed_values == 1
     test = pd.DataFrame([x for x, _ in rows[40:]], index=range(100, 120))
     predicted = many.predict_many(test)
     assert list(predicted.index) == list(range(100, 120))
-    np.testing.assert_allclose(predicted.to_numpy(), [one.predict_one(x) for x, _ in rows[40:]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        predicted.to_numpy(), [one.predict_one(x) for x, _ in rows[40:]], rtol=1e-6
+    )
     assert many.predict_one(rows[40][0]) == one.predict_one(rows[40][0])  # nothing advanced
 
 

@@ -11,7 +11,6 @@ import pytest
 import tbptt
 from tbptt import _fit
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -27,13 +26,15 @@ def mse_trainer(k1=5, k2=7, dtype="float64", backend="cpp", lr=0.01):
 
 # ---- learning ----------------------------------------------------------------------------------
 
+
 def test_fit_learns_delayed_echo():
     """Delay 5 with chunked TBPTT(10, 10): from chance (log 2) to > 0.9 validation accuracy."""
     task = tbptt.datasets.echo(1500, 32, delay=5, seed=0)
     valid = tbptt.datasets.echo(500, 32, delay=5, seed=1)
     model = tbptt.LSTM(2, 16, 2, seed=0, forget_bias=1.0)
-    trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(1e-2),
-                            clip_norm=5.0)
+    trainer = tbptt.Trainer(
+        model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(1e-2), clip_norm=5.0
+    )
     history = trainer.fit(task, epochs=2, validation=valid, progress=False)
     assert history.train_loss[0] > history.train_loss[1]
     assert history.losses[:10].mean() > 0.6  # chance is log 2 = 0.69
@@ -42,19 +43,24 @@ def test_fit_learns_delayed_echo():
 
 # ---- history, evaluate -------------------------------------------------------------------------
 
+
 def test_history_contents(tmp_path):
     task = tbptt.datasets.echo(50, 4, delay=2, seed=0)
     model = tbptt.LSTM(2, 5, 2, seed=0)
     trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy")
-    history = trainer.fit(task, epochs=3, validation=tbptt.datasets.echo(30, 2, delay=2, seed=1),
-                          progress=False)
-    assert trainer.history is history and history.stop_reason == "epochs" and history.diverged is None
+    history = trainer.fit(
+        task, epochs=3, validation=tbptt.datasets.echo(30, 2, delay=2, seed=1), progress=False
+    )
+    assert (
+        trainer.history is history and history.stop_reason == "epochs" and history.diverged is None
+    )
     assert history.epochs == 3 and trainer.updates == 15
     assert history.losses.shape == (15,) and history.epoch_updates == [5, 10, 15]
     assert np.allclose(history.train_loss, history.losses.reshape(3, 5).mean(axis=1))
     assert len(history.val_loss) == len(history.val_accuracy) == 3
-    assert history.val_loss[-1] == pytest.approx(trainer.evaluate(
-        tbptt.datasets.echo(30, 2, delay=2, seed=1))["loss"])
+    assert history.val_loss[-1] == pytest.approx(
+        trainer.evaluate(tbptt.datasets.echo(30, 2, delay=2, seed=1))["loss"]
+    )
     assert history.samples == 3 * 50 * 4 and len(history.samples_per_s) == 3
     assert all(rate > 0 for rate in history.samples_per_s)
     assert 0 < history.train_time <= history.wall_time
@@ -77,6 +83,7 @@ def test_progress_to_a_log_is_a_line_every_few_seconds(monkeypatch, capsys):
     """stderr captured is not a terminal: no redrawn bar (no carriage returns), a line per
     block here (the interval set to 0), the epoch lines as on a terminal."""
     from tbptt import _progress
+
     x, y = mse_data(T=40)
     mse_trainer().fit(x, y, epochs=2, block=10, progress=True)
     err = capsys.readouterr().err
@@ -97,6 +104,7 @@ def test_progress_counts_against_the_time_budget_that_ends_the_run(monkeypatch, 
     """With max_time the bar is the larger of the steps' and the budget's share, and says the
     budget: a run of 100 epochs that the budget ends after a few shows its share of the budget."""
     from tbptt import _progress
+
     x, y = mse_data(T=40)
     monkeypatch.setattr(_progress, "LINE_INTERVAL", 0.0)
     clock = iter(range(10_000))  # every perf_counter call: one second later
@@ -111,8 +119,9 @@ def test_progress_counts_against_the_time_budget_that_ends_the_run(monkeypatch, 
 
 def test_cross_entropy_losses_shown_in_bits_when_asked(monkeypatch, capsys):
     task = tbptt.datasets.echo(60, 2, delay=2, seed=0)
-    trainer = tbptt.Trainer(tbptt.LSTM(task.input_size, 8, task.output_size, seed=0), 5, 5,
-                            loss="cross_entropy")
+    trainer = tbptt.Trainer(
+        tbptt.LSTM(task.input_size, 8, task.output_size, seed=0), 5, 5, loss="cross_entropy"
+    )
     history = trainer.fit(task, epochs=1, progress=True, loss_unit="bits/char")
     line = capsys.readouterr().err.splitlines()[-1]
     bits = history.train_loss[-1] / np.log(2)
@@ -161,7 +170,9 @@ def test_evaluate_cross_entropy_and_accuracy():
     task = tbptt.datasets.copy(60, 3, seed=2)
     model = tbptt.LSTM(task.input_size, 7, task.output_size, dtype="float64", seed=0)
     trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy")
-    out = np.concatenate([model.predict(task.x[s:s + 31])[0] for s in (0, 31)])  # episodes: 31 steps
+    out = np.concatenate(
+        [model.predict(task.x[s : s + 31])[0] for s in (0, 31)]
+    )  # episodes: 31 steps
     logp = out - np.log(np.exp(out).sum(axis=-1, keepdims=True))
     picked = np.take_along_axis(logp, task.y[..., None], axis=-1)[..., 0]
     m = task.mask
@@ -171,6 +182,7 @@ def test_evaluate_cross_entropy_and_accuracy():
 
 
 # ---- fit is train in blocks ----------------------------------------------------------------------
+
 
 def test_fit_equals_train_calls_and_splits_into_epochs():
     x, y = mse_data(T=23)
@@ -222,14 +234,14 @@ def test_a_fit_stopped_then_resumed_where_it_stopped_equals_one_fit(tmp_path, re
     whole = mse_trainer()
     whole.fit(x, y, epochs=3, reset=reset, block=5, progress=False)
     part = mse_trainer()  # blocks of k1 = 5 steps: max_updates stops between two blocks
-    history = part.fit(x, y, epochs=3, reset=reset, block=5, max_updates=stop_after,
-                       progress=False)
+    history = part.fit(x, y, epochs=3, reset=reset, block=5, max_updates=stop_after, progress=False)
     part.save(tmp_path / "trainer.npz")
     resumed = tbptt.load_trainer(tmp_path / "trainer.npz")
     epoch, step = history.resume_at
     assert (epoch, step) == divmod(stop_after * 5, 20)
-    later = resumed.fit(x, y, epochs=3, reset=reset, block=5, initial_epoch=epoch,
-                        initial_step=step, progress=False)
+    later = resumed.fit(
+        x, y, epochs=3, reset=reset, block=5, initial_epoch=epoch, initial_step=step, progress=False
+    )
     assert later.resume_at == (3, 0) and later.stop_reason == "epochs"
     np.testing.assert_array_equal(resumed.model.flat_parameters, whole.model.flat_parameters)
     history.extend(later)
@@ -238,12 +250,15 @@ def test_a_fit_stopped_then_resumed_where_it_stopped_equals_one_fit(tmp_path, re
     assert again.to_dict() == history.to_dict()
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(initial_epoch=3), ValueError, r"initial_epoch must be in \[0, epochs=3\)"),
-    (dict(initial_epoch=-1), ValueError, "initial_epoch"),
-    (dict(initial_step=20), ValueError, r"initial_step must be in \[0, T=20\)"),
-    (dict(initial_step=1.5), TypeError, "initial_step"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(initial_epoch=3), ValueError, r"initial_epoch must be in \[0, epochs=3\)"),
+        (dict(initial_epoch=-1), ValueError, "initial_epoch"),
+        (dict(initial_step=20), ValueError, r"initial_step must be in \[0, T=20\)"),
+        (dict(initial_step=1.5), TypeError, "initial_step"),
+    ],
+)
 def test_bad_initial_position(kwargs, error, match):
     x, y = mse_data(T=20)
     with pytest.raises(error, match=match):
@@ -251,6 +266,7 @@ def test_bad_initial_position(kwargs, error, match):
 
 
 # ---- budgets and callbacks -----------------------------------------------------------------------
+
 
 def test_max_updates_is_exact():
     x, y = mse_data(T=23)
@@ -265,8 +281,9 @@ def test_max_updates_is_exact():
 def test_max_time_stops_and_records_the_partial_epoch():
     x, y = mse_data(T=200)
     trainer = mse_trainer()
-    history = trainer.fit(x, y, epochs=10**6, max_time=0.3, block=5, validation=(x, y),
-                          progress=False)
+    history = trainer.fit(
+        x, y, epochs=10**6, max_time=0.3, block=5, validation=(x, y), progress=False
+    )
     assert history.stop_reason == "max_time" and 0.1 < history.wall_time < 5
     assert 1 <= history.epochs < 10**6 and len(history.val_loss) == history.epochs
 
@@ -274,12 +291,18 @@ def test_max_time_stops_and_records_the_partial_epoch():
 def test_callback_stops_fit():
     x, y = mse_data()
     calls = []
-    history = mse_trainer().fit(x, y, epochs=5, progress=False,
-                                callback=lambda trainer, h: calls.append(h.epochs) or h.epochs == 2)
+    history = mse_trainer().fit(
+        x,
+        y,
+        epochs=5,
+        progress=False,
+        callback=lambda trainer, h: calls.append(h.epochs) or h.epochs == 2,
+    )
     assert calls == [1, 2] and history.stop_reason == "callback" and history.epochs == 2
 
 
 # ---- divergence and interruption -----------------------------------------------------------------
+
 
 def test_divergence_stops_with_last_good_parameters_and_can_go_on():
     x, y = mse_data(T=30)
@@ -335,8 +358,9 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_block(monkeypatch, tmp_path):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            trainer.fit(x, y, epochs=2, block=10, checkpoint=path, validation=(x, y),
-                        progress=False)
+            trainer.fit(
+                x, y, epochs=2, block=10, checkpoint=path, validation=(x, y), progress=False
+            )
         handler_after_fit = signal.getsignal(signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -347,17 +371,21 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_block(monkeypatch, tmp_path):
 
 # ---- arguments -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(reset="sometimes"), ValueError, "reset"),
-    (dict(reset=0), ValueError, "reset"),
-    (dict(reset=True), ValueError, "reset"),
-    (dict(epochs=0), ValueError, "epochs"),
-    (dict(max_time=0), ValueError, "max_time"),
-    (dict(max_updates=0), ValueError, "max_updates"),
-    (dict(block=0), ValueError, "block"),
-    (dict(validation=[1]), TypeError, "validation"),
-    (dict(validation=(np.zeros((4, 2, 4)), np.zeros((5, 2, 2)))), ValueError, "y must start"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(reset="sometimes"), ValueError, "reset"),
+        (dict(reset=0), ValueError, "reset"),
+        (dict(reset=True), ValueError, "reset"),
+        (dict(epochs=0), ValueError, "epochs"),
+        (dict(max_time=0), ValueError, "max_time"),
+        (dict(max_updates=0), ValueError, "max_updates"),
+        (dict(block=0), ValueError, "block"),
+        (dict(validation=[1]), TypeError, "validation"),
+        (dict(validation=(np.zeros((4, 2, 4)), np.zeros((5, 2, 2)))), ValueError, "y must start"),
+    ],
+)
 def test_bad_arguments(kwargs, error, match):
     x, y = mse_data()
     with pytest.raises(error, match=match):
@@ -382,6 +410,8 @@ def test_history_plot_labels_its_unit(tmp_path):
     history = mse_trainer().fit(x, y, epochs=1, progress=False)
     history.plot(tmp_path / "loss.png", loss_unit="mse")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match="loss_unit must be one of 'nats', 'bits', 'bits/char', "
-                                         "'mse' or None, got 'furlongs'"):
+    with pytest.raises(
+        ValueError,
+        match="loss_unit must be one of 'nats', 'bits', 'bits/char', 'mse' or None, got 'furlongs'",
+    ):
         history.plot(tmp_path / "x.png", loss_unit="furlongs")

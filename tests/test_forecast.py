@@ -7,7 +7,6 @@ import tbptt
 from tbptt import cli
 from tbptt.forecast import forecast, one_step
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--hidden", "8", "--no-progress", "--threads", "1"]
@@ -58,27 +57,37 @@ def test_no_leak_predictions_use_only_the_past(difference):
     changed = values.copy()
     changed[cut:] = changed[cut:] * 3 - 100
     a, b = one_step(model, values, norm, difference), one_step(model, changed, norm, difference)
-    np.testing.assert_array_equal(a[:cut + 1], b[:cut + 1])  # [cut] is made from values[:cut]
-    assert not np.allclose(a[cut + 2:], b[cut + 2:])
-    np.testing.assert_array_equal(forecast(model, values[:cut], 5, norm, difference),
-                                  forecast(model, changed[:cut], 5, norm, difference))
+    np.testing.assert_array_equal(a[: cut + 1], b[: cut + 1])  # [cut] is made from values[:cut]
+    assert not np.allclose(a[cut + 2 :], b[cut + 2 :])
+    np.testing.assert_array_equal(
+        forecast(model, values[:cut], 5, norm, difference),
+        forecast(model, changed[:cut], 5, norm, difference),
+    )
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m, v, n: forecast(tbptt.LSTM(2, 3, 1), v, 3, n), ValueError, "input_size"),
-    (lambda m, v, n: forecast(m, v, 0, n), ValueError, "steps"),
-    (lambda m, v, n: forecast(m, v[:, None], 3, n), ValueError, r"values must have shape \(N,\)"),
-    (lambda m, v, n: forecast(m, v[:1], 3, n), ValueError, "at least 2"),
-    (lambda m, v, n: forecast(m, np.append(v, np.nan), 3, n), ValueError, "finite"),
-    (lambda m, v, n: forecast(m, v, 3, tbptt.data.Normalizer()), TypeError, "normalizer"),
-    (lambda m, v, n: one_step(m, ["a"], n), TypeError, "values"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, v, n: forecast(tbptt.LSTM(2, 3, 1), v, 3, n), ValueError, "input_size"),
+        (lambda m, v, n: forecast(m, v, 0, n), ValueError, "steps"),
+        (
+            lambda m, v, n: forecast(m, v[:, None], 3, n),
+            ValueError,
+            r"values must have shape \(N,\)",
+        ),
+        (lambda m, v, n: forecast(m, v[:1], 3, n), ValueError, "at least 2"),
+        (lambda m, v, n: forecast(m, np.append(v, np.nan), 3, n), ValueError, "finite"),
+        (lambda m, v, n: forecast(m, v, 3, tbptt.data.Normalizer()), TypeError, "normalizer"),
+        (lambda m, v, n: one_step(m, ["a"], n), TypeError, "values"),
+    ],
+)
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(*setup(False))
 
 
 # ---- the command -----------------------------------------------------------------------------
+
 
 def test_train_draws_the_held_out_data_and_forecast_prints_csv(tmp_path, capsys):
     run = tmp_path / "run"
@@ -90,14 +99,32 @@ def test_train_draws_the_held_out_data_and_forecast_prints_csv(tmp_path, capsys)
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0] == "time,forecast" and [line.split(",")[0] for line in lines[1:]] == [
-        "2009", "2010", "2011", "2012", "2013"]  # the years after the data's last, 2008
+        "2009",
+        "2010",
+        "2011",
+        "2012",
+        "2013",
+    ]  # the years after the data's last, 2008
     assert all(np.isfinite(float(line.split(",")[1])) for line in lines[1:])
     assert "forecast_ahead.png" in err and (run / "forecast_ahead.png").exists()
 
     csv = tmp_path / "ahead.csv"
     picture = tmp_path / "ahead.png"
-    assert cli.main(["forecast", str(run / "model.npz"), "--steps", "5", "--out", str(csv),
-                     "--plot", str(picture)]) == 0
+    assert (
+        cli.main(
+            [
+                "forecast",
+                str(run / "model.npz"),
+                "--steps",
+                "5",
+                "--out",
+                str(csv),
+                "--plot",
+                str(picture),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "" and csv.read_text() == out and picture.exists()
 
 
@@ -105,8 +132,24 @@ def test_forecast_of_a_csv_column_with_differences(tmp_path, capsys):
     table = tmp_path / "level.csv"
     table.write_text("level\n" + "\n".join(f"{v:.4f}" for v in series(200)) + "\n")
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "level", "--diff",
-                     "--epochs", "1", "--out", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "level",
+                "--diff",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["forecast", str(run), "--steps", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -114,7 +157,9 @@ def test_forecast_of_a_csv_column_with_differences(tmp_path, capsys):
 
 
 def test_forecast_refuses_models_of_other_data(tmp_path, capsys):
-    assert cli.main(["train", "--task", "echo", "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
+    assert (
+        cli.main(["train", "--task", "echo", "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
+    )
     capsys.readouterr()
     assert cli.main(["forecast", str(tmp_path), "--steps", "3"]) == 1
     assert "not a model of a numeric series" in capsys.readouterr().err
@@ -130,8 +175,7 @@ import json  # noqa: E402
 from tbptt.forecast import arrays, backtest, scores  # noqa: E402
 
 
-def shops_csv(path, n=120, shops=("north", "south", "west"), seed=0, promo_effect=5.0,
-              drop=None):
+def shops_csv(path, n=120, shops=("north", "south", "west"), seed=0, promo_effect=5.0, drop=None):
     """A long-format daily CSV: date, shop, sales, promo (known in advance), temp (observed)."""
     rng = np.random.default_rng(seed)
     days = np.datetime64("2024-01-01") + np.arange(n)
@@ -139,10 +183,17 @@ def shops_csv(path, n=120, shops=("north", "south", "west"), seed=0, promo_effec
     for k, shop in enumerate(shops):
         promo = (rng.random(n) < 0.3).astype(int)
         temp = rng.normal(size=n)
-        sales = 10 * (k + 1) + 3 * np.sin(2 * np.pi * np.arange(n) / 7) + promo_effect * promo \
+        sales = (
+            10 * (k + 1)
+            + 3 * np.sin(2 * np.pi * np.arange(n) / 7)
+            + promo_effect * promo
             + rng.normal(0, 0.3, n)
-        rows += [f"{days[i]},{shop},{sales[i]:.3f},{promo[i]},{temp[i]:.3f}" for i in range(n)
-                 if i != drop]
+        )
+        rows += [
+            f"{days[i]},{shop},{sales[i]:.3f},{promo[i]},{temp[i]:.3f}"
+            for i in range(n)
+            if i != drop
+        ]
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -161,25 +212,66 @@ def test_a_covariate_that_drives_the_target_is_used(tmp_path, capsys, flag, lag)
     y = 3 * np.roll(x, lag) + rng.normal(0, 0.1, 400)
     table = tmp_path / "driven.csv"
     table.write_text("x,y\n" + "".join(f"{a:.4f},{b:.4f}\n" for a, b in zip(x, y)))
-    common = ["train", "--data", str(table), "--column", "y", "--epochs", "20", "--batch", "4",
-              "--k1", "10", "--lr", "1e-2", *TINY]
+    common = [
+        "train",
+        "--data",
+        str(table),
+        "--column",
+        "y",
+        "--epochs",
+        "20",
+        "--batch",
+        "4",
+        "--k1",
+        "10",
+        "--lr",
+        "1e-2",
+        *TINY,
+    ]
     assert cli.main([*common, "--out", str(tmp_path / "without")]) == 0
     assert cli.main([*common, flag, "x", "--out", str(tmp_path / "with")]) == 0
     capsys.readouterr()
-    without, with_ = results(tmp_path / "without")["val_rmse"], results(tmp_path / "with")["val_rmse"]
+    without, with_ = (
+        results(tmp_path / "without")["val_rmse"],
+        results(tmp_path / "with")["val_rmse"],
+    )
     assert without > 2.0 and with_ < 0.2 * without  # here about 2.8 and 0.15
 
 
 def test_many_series_train_one_model_and_forecast_every_series(tmp_path, capsys):
     table = shops_csv(tmp_path / "shops.csv")
     future = tmp_path / "future.csv"
-    future.write_text("shop,date,promo\n" + "".join(
-        f"{shop},{day},{int(day.endswith('1'))}\n" for shop in ("west", "north", "south")
-        for day in ("2024-04-30", "2024-05-01", "2024-05-02", "2024-04-01")))  # one row before
+    future.write_text(
+        "shop,date,promo\n"
+        + "".join(
+            f"{shop},{day},{int(day.endswith('1'))}\n"
+            for shop in ("west", "north", "south")
+            for day in ("2024-04-30", "2024-05-01", "2024-05-02", "2024-04-01")
+        )
+    )  # one row before
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
-                     "--known", "promo", "--embed-series", "--epochs", "3", "--out", str(run),
-                     *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "sales",
+                "--series",
+                "shop",
+                "--known",
+                "promo",
+                "--embed-series",
+                "--epochs",
+                "3",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 series by shop" in out and "x 3 streams" in out  # one stream per series (B <= 8)
     header = tbptt._files.load_arrays(str(run / "model.npz"), "model")[0]
@@ -190,15 +282,25 @@ def test_many_series_train_one_model_and_forecast_every_series(tmp_path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "series,time,forecast" and len(lines) == 10
     assert [line.rsplit(",", 1)[0] for line in lines[1:4]] == [
-        "north,2024-04-30", "north,2024-05-01", "north,2024-05-02"]  # the data end 2024-04-29
+        "north,2024-04-30",
+        "north,2024-05-01",
+        "north,2024-05-02",
+    ]  # the data end 2024-04-29
     assert {line.split(",")[0] for line in lines[1:]} == {"north", "south", "west"}
 
     ran = tbptt.forecast.load(run)  # the same from Python, with the run's own normalisers
     s = ran.series[2]
     assert s.name == "west" and s.start == 108 and s.known.shape == (120, 4)
     assert s.normalizer.to_dict() == header["data"]["normalizers"][2]
-    ahead = tbptt.forecast.forecast(ran.model, s.values, 3, s.normalizer, ran.difference,
-                                    known=s.known, future=np.c_[[0, 1, 0], np.tile([0, 0, 1], (3, 1))])
+    ahead = tbptt.forecast.forecast(
+        ran.model,
+        s.values,
+        3,
+        s.normalizer,
+        ran.difference,
+        known=s.known,
+        future=np.c_[[0, 1, 0], np.tile([0, 0, 1], (3, 1))],
+    )
     assert [f"{v:.10g}" for v in ahead] == [line.split(",")[2] for line in lines[7:]]
 
     assert cli.main(["backtest", str(run), "--horizon", "3", "--season", "7"]) == 0
@@ -217,21 +319,53 @@ def test_many_series_train_one_model_and_forecast_every_series(tmp_path, capsys)
 def test_a_date_column_is_found_and_forecasts_go_on_in_dates(tmp_path, capsys):
     days = np.datetime64("2021-03-01") + np.arange(80)
     table = tmp_path / "daily.csv"
-    table.write_text("day_of,level\n" + "".join(f"{d},{v:.4f}\n" for d, v in
-                                                zip(days, series(80))))
+    table.write_text("day_of,level\n" + "".join(f"{d},{v:.4f}\n" for d, v in zip(days, series(80))))
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "level", "--epochs", "1",
-                     "--out", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "level",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["forecast", str(run), "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["2021-05-20", "2021-05-21"]
     assert tbptt.forecast.load(run).series[0].times.dtype == np.dtype("datetime64[D]")
     years = tmp_path / "years.csv"  # a column named by --time, numbers
-    years.write_text("when,level\n" + "".join(f"{1900 + 5 * i},{v:.4f}\n"
-                                              for i, v in enumerate(series(40))))
-    assert cli.main(["train", "--data", str(years), "--column", "level", "--time", "when",
-                     "--epochs", "1", "--out", str(tmp_path / "y"), *TINY]) == 0
+    years.write_text(
+        "when,level\n" + "".join(f"{1900 + 5 * i},{v:.4f}\n" for i, v in enumerate(series(40)))
+    )
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(years),
+                "--column",
+                "level",
+                "--time",
+                "when",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "y"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["forecast", str(tmp_path / "y"), "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -249,11 +383,11 @@ def test_no_leak_with_covariates():
     v2, f2, k2 = values.copy(), features.copy(), known.copy()
     v2[cut:] += 40
     f2[cut:] *= -3
-    k2[cut + 1:] += 5
+    k2[cut + 1 :] += 5
     a = one_step(model, values, norm, features=features, known=known)
     b = one_step(model, v2, norm, features=f2, known=k2)
-    np.testing.assert_array_equal(a[:cut + 1], b[:cut + 1])
-    assert not np.allclose(a[cut + 2:], b[cut + 2:])
+    np.testing.assert_array_equal(a[: cut + 1], b[: cut + 1])
+    assert not np.allclose(a[cut + 2 :], b[cut + 2 :])
     x, y = arrays(values, norm, features=features, known=known)
     assert x.shape == (79, 4) and y.shape == (79, 1)
     np.testing.assert_allclose(x[10], [(values[10] - 300) / 3, *features[10], known[11, 0]])
@@ -279,11 +413,13 @@ def test_backtest_by_hand():
     assert b.scale_seasonal == pytest.approx(np.mean(np.abs(values[2:7] - values[:5])))
     for h in range(2):  # the model's forecast: forecast() from the data up to each origin
         for i, o in enumerate(b.origins):
-            assert b.forecast[i, h] == pytest.approx(forecast(model, values[:o + 1], 2, norm)[h])
+            assert b.forecast[i, h] == pytest.approx(forecast(model, values[: o + 1], 2, norm)[h])
     found = scores([b])
     naive_errors = (b.naive - b.actual).ravel()
     assert found["naive"]["mae"] == pytest.approx(np.mean(np.abs(naive_errors)))
-    assert found["naive"]["mase_naive"] == pytest.approx(np.mean(np.abs(naive_errors)) / b.scale_naive)
+    assert found["naive"]["mase_naive"] == pytest.approx(
+        np.mean(np.abs(naive_errors)) / b.scale_naive
+    )
     assert found["rmse"] == pytest.approx(np.sqrt(np.mean((b.forecast - b.actual) ** 2)))
     assert len(found["by_horizon"]["seasonal_naive"]) == 2
 
@@ -301,14 +437,20 @@ def test_observed_covariates_forecast_one_step_only():
         forecast(model, values, 1, tbptt.data.Normalizer(300.0, 3.0), features=features)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--features", "nope"], "has no column 'nope' (columns: date, shop, sales, promo, temp)"),
-    (["--series", "region"], "has no column 'region'"),
-    (["--column", "sale"], "has no column 'sale'"),
-    (["--features", "shop"], "line 2: column 'shop' holds 'north', not a number"),
-    (["--series", "shop", "--known", "promo", "SHORT"], "series 'west' has 25 numeric value(s)"),
-    (["--time", "shop"], "column 'shop' holds 'north', not a time"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--features", "nope"], "has no column 'nope' (columns: date, shop, sales, promo, temp)"),
+        (["--series", "region"], "has no column 'region'"),
+        (["--column", "sale"], "has no column 'sale'"),
+        (["--features", "shop"], "line 2: column 'shop' holds 'north', not a number"),
+        (
+            ["--series", "shop", "--known", "promo", "SHORT"],
+            "series 'west' has 25 numeric value(s)",
+        ),
+        (["--time", "shop"], "column 'shop' holds 'north', not a time"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     table = shops_csv(tmp_path / "shops.csv")
     if "SHORT" in argv:
@@ -325,15 +467,52 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
 def test_forecast_bad_input_exits_2(tmp_path, capsys):
     table = shops_csv(tmp_path / "shops.csv")
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
-                     "--known", "promo", "--epochs", "1", "--out", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "sales",
+                "--series",
+                "shop",
+                "--known",
+                "promo",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     observed, one = tmp_path / "observed", shops_csv(tmp_path / "one.csv", shops=("north",))
-    assert cli.main(["train", "--data", str(one), "--column", "sales", "--features", "temp",
-                     "--epochs", "1", "--out", str(observed), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(one),
+                "--column",
+                "sales",
+                "--features",
+                "temp",
+                "--epochs",
+                "1",
+                "--out",
+                str(observed),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     short = tmp_path / "short.csv"
-    short.write_text("date,shop,promo\n" + "".join(f"2024-04-30,{s},1\n"
-                                                   for s in ("north", "south", "west")))
+    short.write_text(
+        "date,shop,promo\n" + "".join(f"2024-04-30,{s},1\n" for s in ("north", "south", "west"))
+    )
     lacking = tmp_path / "lacking.csv"
     lacking.write_text("date,shop,price\n2024-04-30,north,1\n")
     for argv, message in [
@@ -354,9 +533,12 @@ def test_the_forecasting_page_quotes_the_commands_tables(capsys):
     """docs/forecasting.md's backtest tables are what make_forecasting_figures.py prints."""
     import importlib.util
     import os
+
     root = os.path.join(os.path.dirname(__file__), "..")
     spec = importlib.util.spec_from_file_location(
-        "make_forecasting_figures", os.path.join(root, "docs", "figures", "make_forecasting_figures.py"))
+        "make_forecasting_figures",
+        os.path.join(root, "docs", "figures", "make_forecasting_figures.py"),
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--no-pictures"]) == 0
@@ -367,8 +549,11 @@ def test_the_forecasting_page_quotes_the_commands_tables(capsys):
     assert len(rows) == 12
     for row in rows:  # the page's co2 table says "MAE (ppm)": compare the rows
         assert row in page, row
-    labels = {"coverage_50": "coverage 50%", "coverage_80": "coverage 80%",
-              "model_crps": "CRPS (ppm)"}
+    labels = {
+        "coverage_50": "coverage 50%",
+        "coverage_80": "coverage 80%",
+        "model_crps": "CRPS (ppm)",
+    }
     by_horizon = [line for line in printed.splitlines() if " by_horizon " in line]
     assert len(by_horizon) == 3
     for line in by_horizon:  # the gaussian model's scores at 1, 4, 8, 13 weeks: a row of the page

@@ -11,10 +11,9 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import CELLS, make_model
 
 import tbptt
-
-from helpers import CELLS, make_model
 
 I, H, O, B = 4, 3, 3, 3
 F64 = dict(rtol=1e-10, atol=1e-14)
@@ -22,8 +21,9 @@ F64 = dict(rtol=1e-10, atol=1e-14)
 
 def make_trainer(backend, k1, k2, L, loss="mse", dtype="float64", optimizer=None, cell="lstm"):
     model = make_model(cell, I, H, O, num_layers=L, dtype=dtype, seed=5, forget_bias=0.5)
-    return tbptt.Trainer(model, k1, k2, loss=loss, backend=backend,
-                         optimizer=optimizer or tbptt.Adam(0.02))
+    return tbptt.Trainer(
+        model, k1, k2, loss=loss, backend=backend, optimizer=optimizer or tbptt.Adam(0.02)
+    )
 
 
 def make_data(seed, T, loss, tokens, extras):
@@ -45,8 +45,11 @@ def sl(a, lo, hi):
 
 def assert_same_horizon(cpp, ref, what):
     hc, hr = cpp.horizon(), ref.horizon()
-    assert set(hc) == set(hr) == ({"dh", "dc", "updates"} if "c" in cpp.model.STATE
-                                  else {"dh", "updates"}), what
+    assert (
+        set(hc)
+        == set(hr)
+        == ({"dh", "dc", "updates"} if "c" in cpp.model.STATE else {"dh", "updates"})
+    ), what
     np.testing.assert_array_equal(hc["updates"], hr["updates"], err_msg=f"{what}: updates")
     for key in set(hc) - {"updates"}:
         assert hc[key].shape == hr[key].shape == (cpp.model.num_layers, cpp.k2), what
@@ -62,8 +65,11 @@ def assert_same_horizon(cpp, ref, what):
 @pytest.mark.parametrize("extras", ["plain", "mask-resets"])
 @pytest.mark.parametrize("loss,tokens", [("mse", False), ("cross_entropy", True)])
 @pytest.mark.parametrize("L", [1, 2], ids=["L1", "L2"])
-@pytest.mark.parametrize("k1,k2", [(4, 4), (3, 7), (7, 3), (1, 5), (5, 40)],
-                         ids=["k1=k2", "k2>k1", "k2<k1", "k1=1", "k2>stream"])
+@pytest.mark.parametrize(
+    "k1,k2",
+    [(4, 4), (3, 7), (7, 3), (1, 5), (5, 40)],
+    ids=["k1=k2", "k2>k1", "k2<k1", "k1=1", "k2>stream"],
+)
 @pytest.mark.parametrize("cell", CELLS)
 def test_backends_agree(cell, k1, k2, L, loss, tokens, extras):
     seed = zlib.crc32(repr((k1, k2, L, loss, tokens, extras)).encode())

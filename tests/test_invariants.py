@@ -4,22 +4,24 @@ fixed B, and divergence handling."""
 
 import numpy as np
 import pytest
+from helpers import fd_gradient
 
 import tbptt
-from helpers import fd_gradient
 
 I, H, O = 3, 4, 2
 BACKENDS = ["cpp", "numpy"]
 
 
-def new_trainer(backend, k1, k2, L=2, loss="mse", optimizer=None, clip_norm=None, dtype="float64",
-                seed=5):
+def new_trainer(
+    backend, k1, k2, L=2, loss="mse", optimizer=None, clip_norm=None, dtype="float64", seed=5
+):
     outputs = 2 * O if loss == "gaussian" else O  # a mean and a raw scale per target
     model = tbptt.LSTM(I, H, outputs, num_layers=L, dtype=dtype, seed=seed, forget_bias=1.0)
     if optimizer is None:
         optimizer = tbptt.Adam(lr=0.03)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
-                         backend=backend)
+    return tbptt.Trainer(
+        model, k1, k2, loss=loss, optimizer=optimizer, clip_norm=clip_norm, backend=backend
+    )
 
 
 def data(seed, T, B, loss="mse", tokens=False, mask=False, resets=False):
@@ -49,9 +51,12 @@ T_SI = 26
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("k1,k2", [(3, 8), (8, 3), (4, 4), (1, 3)], ids=["k2>k1", "k2<k1", "k1=k2", "k1=1"])
-@pytest.mark.parametrize("variant", ["mse-features", "ce-tokens-mask-resets",
-                                     "gaussian-mask-resets"])
+@pytest.mark.parametrize(
+    "k1,k2", [(3, 8), (8, 3), (4, 4), (1, 3)], ids=["k2>k1", "k2<k1", "k1=k2", "k1=1"]
+)
+@pytest.mark.parametrize(
+    "variant", ["mse-features", "ce-tokens-mask-resets", "gaussian-mask-resets"]
+)
 def test_stream_invariance(backend, k1, k2, variant):
     """train(x) == train(x[:a]); train(x[a:]) for every split a, 0 and T included."""
     loss = {"mse": "mse", "ce": "cross_entropy", "gaussian": "gaussian"}[variant.split("-")[0]]
@@ -113,6 +118,7 @@ def test_reset_state_equals_a_resets_row(backend):
 
 # ---- k1 = k2 = T is full BPTT: the exact gradient ------------------------------------------------
 
+
 def predict_loss(model, flat, x, y, mask, resets, loss):
     """The plain full-sequence loss, from model.predict (one step at a time to apply resets)."""
     saved = model.flat_parameters.copy()
@@ -128,7 +134,7 @@ def predict_loss(model, flat, x, y, mask, resets, loss):
             for t in range(T):
                 keep = ~resets[t].astype(bool)[None, :, None]
                 state = (state[0] * keep, state[1] * keep)
-                o, state = model.predict(x[t:t + 1], state=state)
+                o, state = model.predict(x[t : t + 1], state=state)
                 outs.append(o)
             out = np.concatenate(outs)
     finally:
@@ -149,8 +155,15 @@ def test_full_bptt_is_the_exact_gradient(backend, variant):
     loss = "cross_entropy" if "ce" in variant else "mse"
     L = 2 if variant.endswith("L2") else 1
     T, B = 7, 2
-    x, y, m, r = data(6, T, B, loss, tokens="tokens" in variant, mask="mask" in variant,
-                      resets="resets" in variant)
+    x, y, m, r = data(
+        6,
+        T,
+        B,
+        loss,
+        tokens="tokens" in variant,
+        mask="mask" in variant,
+        resets="resets" in variant,
+    )
     if r is not None:
         r[:] = False
         r[3, 0] = r[5, 1] = True
@@ -172,6 +185,7 @@ def test_full_bptt_is_the_exact_gradient(backend, variant):
 
 
 # ---- no gradient crosses a reset -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k1,k2", [(3, 50), (4, 4), (6, 2)])
@@ -220,6 +234,7 @@ def test_no_gradient_crosses_a_reset_control():
 
 # ---- T = 0, fixed B ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_call_does_nothing(backend):
     t = new_trainer(backend, 3, 5)
@@ -229,8 +244,10 @@ def test_empty_call_does_nothing(backend):
     x, y, _, _ = data(8, 7, 2)  # an empty call does not fix B: B = 2 here is fine
     t.train(x, y)
     before, state = params(t), t.state()
-    for empty in [(np.zeros((0, 2, I)), np.zeros((0, 2, O))),
-                  (np.zeros((0, 2, I)), np.zeros((0, 2, O)), np.zeros((0, 2)), np.zeros((0, 2), bool))]:
+    for empty in [
+        (np.zeros((0, 2, I)), np.zeros((0, 2, O))),
+        (np.zeros((0, 2, I)), np.zeros((0, 2, O)), np.zeros((0, 2)), np.zeros((0, 2), bool)),
+    ]:
         assert t.train(*empty).shape == (0,)
     assert t.pending_steps == 1 and t.updates == 2
     assert np.array_equal(params(t), before)
@@ -259,6 +276,7 @@ def test_the_same_B_is_required(backend):
 
 
 # ---- divergence --------------------------------------------------------------------------------
+
 
 def divergence_data(huge, seed=12):
     rng = np.random.default_rng(seed)
@@ -325,7 +343,7 @@ def test_divergence_from_a_huge_learning_rate(backend):
     snapshots = []
     with pytest.raises(FloatingPointError, match=r"update \d+") as info:
         for s in range(0, 40, 2):
-            t.train(x[s:s + 2], y[s:s + 2])
+            t.train(x[s : s + 2], y[s : s + 2])
             snapshots.append(params(t))
     n = int(info.value.args[0].split("update ")[1].split()[0])
     assert n == len(snapshots) + 1 >= 2

@@ -33,8 +33,13 @@ def run(backend, dtype, cell, isa=None):
     env = dict(os.environ, TBPTT_NUM_THREADS="1")
     if isa:
         env["TBPTT_ISA"] = isa
-    done = subprocess.run([sys.executable, "-c", SCRIPT, backend, dtype, cell], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, backend, dtype, cell],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         if "ImportError" in done.stderr or "no compiled tbptt engine" in done.stderr:
             pytest.skip(f"the {isa} engine is not built here or this processor cannot run it")
@@ -51,8 +56,11 @@ CELLS = ("lstm", "gru", "rnn")
 
 @pytest.fixture(scope="module")
 def reference():
-    return {(cell, dtype): np.array(run("numpy", dtype, cell)["params"])
-            for cell in CELLS for dtype in TOLERANCE}
+    return {
+        (cell, dtype): np.array(run("numpy", dtype, cell)["params"])
+        for cell in CELLS
+        for dtype in TOLERANCE
+    }
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -61,8 +69,9 @@ def reference():
 def test_every_instruction_set_level_matches_the_reference(isa, dtype, cell, reference):
     result = run("cpp", dtype, cell, isa)
     assert result["module"] == f"tbptt._core_{isa}"
-    np.testing.assert_allclose(np.array(result["params"]), reference[cell, dtype],
-                               **TOLERANCE[dtype])
+    np.testing.assert_allclose(
+        np.array(result["params"]), reference[cell, dtype], **TOLERANCE[dtype]
+    )
 
 
 def test_the_default_engine_is_one_this_processor_runs():

@@ -12,11 +12,10 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import fd_gradient, gaussian_nll
 
 import tbptt
 from tbptt import checkpoint, losses
-
-from helpers import fd_gradient, gaussian_nll
 
 BACKENDS = ["cpp", "numpy"]
 SPEC = losses.LOSSES["gaussian"]
@@ -31,7 +30,7 @@ def by_hand(mu, raw, y):
 def test_values_are_the_negative_log_density():
     """Per position: the mean over the targets of ½ log 2π + log σ + ½ z², the constant included."""
     rng = np.random.default_rng(0)
-    out, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))   # B = 5, two targets
+    out, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))  # B = 5, two targets
     loss, dout = SPEC.terms(out, y)
     assert loss.shape == (5,) and dout.shape == (5, 4)
     for b in range(5):
@@ -40,8 +39,9 @@ def test_values_are_the_negative_log_density():
     np.testing.assert_allclose(loss, gaussian_nll(out, y), rtol=1e-13)
     # at mu = y and sigma = 1 (raw = log(e - 1)), the loss is ½ log 2π (+ the ε's log)
     one = np.array([[0.3, math.log(math.e - 1)]])
-    assert SPEC.terms(one, np.array([[0.3]]))[0][0] == pytest.approx(0.5 * math.log(2 * math.pi),
-                                                                     abs=2e-6)
+    assert SPEC.terms(one, np.array([[0.3]]))[0][0] == pytest.approx(
+        0.5 * math.log(2 * math.pi), abs=2e-6
+    )
 
 
 def test_gradient_matches_finite_differences():
@@ -49,7 +49,9 @@ def test_gradient_matches_finite_differences():
     out, y = rng.normal(size=(3, 6)) * 2, rng.normal(size=(3, 3))
     _, dout = SPEC.terms(out, y)
     for b in range(3):
-        fd = fd_gradient(lambda o, b=b: float(SPEC.terms(o[None], y[b:b + 1])[0][0]), out[b].copy())
+        fd = fd_gradient(
+            lambda o, b=b: float(SPEC.terms(o[None], y[b : b + 1])[0][0]), out[b].copy()
+        )
         np.testing.assert_allclose(dout[b], fd, rtol=1e-7, atol=1e-9)
 
 
@@ -78,8 +80,9 @@ def test_cpp_kernel_is_the_numpy_definition(k1, k2):
     for backend in BACKENDS:
         model = tbptt.GRU(2, 5, 4, dtype="float64", seed=3)
         before = model.flat_parameters.copy()
-        trainer = tbptt.Trainer(model, k1, k2, loss="gaussian", optimizer=tbptt.SGD(lr=1.0),
-                                backend=backend)
+        trainer = tbptt.Trainer(
+            model, k1, k2, loss="gaussian", optimizer=tbptt.SGD(lr=1.0), backend=backend
+        )
         (loss,) = trainer.train(x, y, mask, resets)
         results[backend] = loss, before - model.flat_parameters
     (lc, gc), (ln, gn) = results["cpp"], results["numpy"]
@@ -96,12 +99,18 @@ def test_cpp_kernel_is_the_numpy_definition(k1, k2):
 
 def test_output_size_must_be_even():
     model = tbptt.LSTM(2, 4, 3)
-    with pytest.raises(ValueError, match=r"loss='gaussian' takes 2 outputs per target: the "
-                                         r"model's output_size \(3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"loss='gaussian' takes 2 outputs per target: the "
+        r"model's output_size \(3\)",
+    ):
         tbptt.Trainer(model, 4, 4, loss="gaussian")
     trainer = tbptt.Trainer(tbptt.LSTM(2, 4, 2), 4, 4, loss="gaussian")
-    with pytest.raises(ValueError, match=r"y must have shape \(T, B, output_size / 2\) = "
-                                         r"\(4, 1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y must have shape \(T, B, output_size / 2\) = "
+        r"\(4, 1, 1\)",
+    ):
         trainer.train(np.zeros((4, 1, 2)), np.zeros((4, 1, 2)))
 
 
@@ -111,8 +120,9 @@ def test_clipping_bounds_the_step(backend):
     x, y = np.ones((3, 1, 1)), np.full((3, 1, 1), 50.0)
     model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=0)
     before = model.flat_parameters.copy()
-    trainer = tbptt.Trainer(model, 3, 3, loss="gaussian", optimizer=tbptt.SGD(lr=1.0),
-                            clip_norm=0.1, backend=backend)
+    trainer = tbptt.Trainer(
+        model, 3, 3, loss="gaussian", optimizer=tbptt.SGD(lr=1.0), clip_norm=0.1, backend=backend
+    )
     trainer.train(x, y)
     assert np.linalg.norm(trainer.engine.gradient()) > 10
     assert np.linalg.norm(model.flat_parameters - before) == pytest.approx(0.1, rel=1e-5)
@@ -125,8 +135,9 @@ def test_divergence_keeps_the_last_good_update(backend):
     x, y = rng.normal(size=(6, 2, 1)), rng.normal(size=(6, 2, 1))
     y[4, 1] = 1e200
     model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=0)
-    trainer = tbptt.Trainer(model, 3, 3, loss="gaussian", optimizer=tbptt.Adam(0.01),
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, 3, 3, loss="gaussian", optimizer=tbptt.Adam(0.01), backend=backend
+    )
     trainer.train(x[:3], y[:3])
     good = model.flat_parameters.copy()
     with pytest.raises(tbptt.errors.Divergence):
@@ -140,8 +151,9 @@ def test_evaluate_is_the_training_loss(backend):
     x, y = rng.normal(size=(8, 2, 1)), rng.normal(size=(8, 2, 1))
     mask = rng.uniform(size=(8, 2))
     model = tbptt.LSTM(1, 3, 2, dtype="float64", seed=1)
-    trainer = tbptt.Trainer(model, 8, 8, loss="gaussian", optimizer=tbptt.SGD(lr=0.0),
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, 8, 8, loss="gaussian", optimizer=tbptt.SGD(lr=0.0), backend=backend
+    )
     result = trainer.evaluate(x, y, mask)
     assert set(result) == {"loss"}
     (loss,) = trainer.train(x, y, mask)
@@ -155,8 +167,14 @@ def test_checkpoint_and_pickle_resume_exactly(backend, tmp_path):
     x, y = rng.normal(size=(20, 2, 2)), rng.normal(size=(20, 2, 1))
 
     def new():
-        return tbptt.Trainer(tbptt.LSTM(2, 4, 2, dtype="float64", seed=2), 4, 6, loss="gaussian",
-                             optimizer=tbptt.Adam(0.02), backend=backend)
+        return tbptt.Trainer(
+            tbptt.LSTM(2, 4, 2, dtype="float64", seed=2),
+            4,
+            6,
+            loss="gaussian",
+            optimizer=tbptt.Adam(0.02),
+            backend=backend,
+        )
 
     whole = new()
     expected = whole.train(x, y)
@@ -175,8 +193,9 @@ def test_torch_trainer_refuses_it_with_a_pointer():
     torch = pytest.importorskip("torch")
     from tbptt.torch import Trainer
 
-    with pytest.raises(ValueError, match="loss='gaussian' is tbptt.Trainer's; for a torch module "
-                                         "pass a callable"):
+    with pytest.raises(
+        ValueError, match="loss='gaussian' is tbptt.Trainer's; for a torch module pass a callable"
+    ):
         Trainer(torch.nn.LSTM(1, 3), 4, 4, loss="gaussian")
 
 
@@ -184,7 +203,7 @@ def test_the_torch_docs_callable_is_the_same_loss():
     """docs/torch.md's callable computes what SPEC.terms computes."""
     torch = pytest.importorskip("torch")
 
-    def gaussian(out, y):   # as in docs/torch.md
+    def gaussian(out, y):  # as in docs/torch.md
         n = y.shape[-1]
         var = (torch.nn.functional.softplus(out[..., n:]) + 1e-6) ** 2
         nll = torch.nn.GaussianNLLLoss(reduction="none", full=True, eps=0.0)
@@ -216,8 +235,9 @@ def synthetic():
     norm = Normalizer().fit(values[:start])
     x, y = fc.arrays(values[:start], norm)
     model = tbptt.LSTM(1, 16, 2, seed=0, forget_bias=1.0)
-    trainer = tbptt.Trainer(model, 25, 25, loss="gaussian", optimizer=tbptt.Adam(1e-2),
-                            clip_norm=5.0)
+    trainer = tbptt.Trainer(
+        model, 25, 25, loss="gaussian", optimizer=tbptt.Adam(1e-2), clip_norm=5.0
+    )
     trainer.fit(batchify(x, 8), batchify(y, 8), epochs=30)
     return model, values, norm, start
 
@@ -235,7 +255,7 @@ def test_the_80_percent_interval_covers_80_percent(synthetic):
     assert 0.75 <= inside.mean() <= 0.85
     result = fc.scores([fc.backtest(model, values, norm, start=start, horizon=3, samples=200)])
     assert 0.75 <= result["coverage_80"] <= 0.85 and 0.42 <= result["coverage_50"] <= 0.58
-    assert result["crps"] < 0.5 * result["naive"]["crps"]   # the naive's CRPS is its MAE
+    assert result["crps"] < 0.5 * result["naive"]["crps"]  # the naive's CRPS is its MAE
     assert result["naive"]["crps"] == result["naive"]["mae"]
 
 
@@ -248,7 +268,11 @@ def test_sampled_paths_and_their_quantiles(synthetic):
     np.testing.assert_array_equal(paths, fc.sample(model, values, 12, norm, samples=300, seed=3))
     assert not np.array_equal(paths, fc.sample(model, values, 12, norm, samples=300, seed=4))
     q = fc.quantiles(paths, [0.1, 0.25, 0.5, 0.75, 0.9])
-    assert q.shape == (12, 5) and np.all(np.diff(q, axis=1) >= 0) and np.all(np.diff(q, axis=1)[:, [0, 3]] > 0)
+    assert (
+        q.shape == (12, 5)
+        and np.all(np.diff(q, axis=1) >= 0)
+        and np.all(np.diff(q, axis=1)[:, [0, 3]] > 0)
+    )
     # the first step ahead is normal: its draws' mean and spread are the model's
     mean = fc.forecast(model, values, 1, norm)[0]
     assert paths[:, 0].mean() == pytest.approx(mean, abs=4 * NOISE / np.sqrt(300))
@@ -274,10 +298,15 @@ def test_point_models_have_no_distribution():
 
     values = np.sin(np.arange(40.0))
     model, norm = tbptt.LSTM(1, 4, 1), Normalizer().fit(values)
-    for call in (lambda: fc.sample(model, values, 3, norm),
-                 lambda: fc.one_step_scale(model, values, norm)):
-        with pytest.raises(ValueError, match=r"needs a model trained with loss='gaussian' "
-                                             r"\(output_size 2"):
+    for call in (
+        lambda: fc.sample(model, values, 3, norm),
+        lambda: fc.one_step_scale(model, values, norm),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"needs a model trained with loss='gaussian' "
+            r"\(output_size 2",
+        ):
             call()
     assert fc.backtest(model, values, norm, start=30, horizon=2).quantiles is None
     with pytest.raises(ValueError, match=r"output_size = 1, or 2 for loss='gaussian'"):
@@ -285,6 +314,7 @@ def test_point_models_have_no_distribution():
 
 
 # ---- the command line: train --likelihood, forecast --quantiles, backtest ------------------------
+
 
 def _noisy_csv(path, n, seed=0):
     """A daily CSV with a weekly cycle and N(0, 0.5²) noise."""
@@ -306,9 +336,33 @@ def likelihood_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("likelihood")
     table = _noisy_csv(folder / "noisy.csv", n=800)
     run = folder / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "y", "--likelihood", "gaussian",
-                     "--epochs", "40", "--batch", "4", "--k1", "14", "--lr", "1e-2",
-                     "--out", str(run), *TINY, "--hidden", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "y",
+                "--likelihood",
+                "gaussian",
+                "--epochs",
+                "40",
+                "--batch",
+                "4",
+                "--k1",
+                "14",
+                "--lr",
+                "1e-2",
+                "--out",
+                str(run),
+                *TINY,
+                "--hidden",
+                "16",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -316,9 +370,12 @@ def test_train_with_a_likelihood_draws_the_80_percent_band(likelihood_run, capsy
     from tbptt import _files
 
     header = _files.load_arrays(str(likelihood_run / "model.npz"), "model")[0]
-    assert header["data"]["likelihood"] == "gaussian" and header["settings"]["likelihood"] == "gaussian"
+    assert (
+        header["data"]["likelihood"] == "gaussian"
+        and header["settings"]["likelihood"] == "gaussian"
+    )
     assert tbptt.load(likelihood_run / "model.npz").output_size == 2
-    assert 0.65 <= header["results"]["val_coverage_80"] <= 0.95   # 80 held-out days: 76%
+    assert 0.65 <= header["results"]["val_coverage_80"] <= 0.95  # 80 held-out days: 76%
     assert (likelihood_run / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     trainer = checkpoint.load_trainer(likelihood_run / "trainer.npz")
     assert trainer.loss == "gaussian"
@@ -327,22 +384,33 @@ def test_train_with_a_likelihood_draws_the_80_percent_band(likelihood_run, capsy
 def test_forecast_prints_the_quantiles_of_sampled_paths(likelihood_run, tmp_path, capsys):
     from tbptt import cli
 
-    argv = ["forecast", str(likelihood_run), "--steps", "10", "--quantiles", "0.9,0.1,0.5",
-            "--samples", "200", "--plot", str(tmp_path / "ahead.png")]
+    argv = [
+        "forecast",
+        str(likelihood_run),
+        "--steps",
+        "10",
+        "--quantiles",
+        "0.9,0.1,0.5",
+        "--samples",
+        "200",
+        "--plot",
+        str(tmp_path / "ahead.png"),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "time,forecast,q0.1,q0.5,q0.9" and len(lines) == 11
-    assert lines[1].startswith("2026-03-11,")       # the day after the data's last, 2026-03-10
+    assert lines[1].startswith("2026-03-11,")  # the day after the data's last, 2026-03-10
     table = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
     assert np.all(table[:, 1] < table[:, 2]) and np.all(table[:, 2] < table[:, 3])
     assert np.all((table[:, 1] < table[:, 0]) & (table[:, 0] < table[:, 3]))
-    assert np.all(table[:, 3] - table[:, 1] > 2 * 1.28 * NOISE * 0.7)   # about ±1.28 sigma
+    assert np.all(table[:, 3] - table[:, 1] > 2 * 1.28 * NOISE * 0.7)  # about ±1.28 sigma
     assert (tmp_path / "ahead.png").exists()
-    assert cli.main(argv) == 0 and capsys.readouterr().out == out          # seeded
+    assert cli.main(argv) == 0 and capsys.readouterr().out == out  # seeded
     assert cli.main([*argv, "--seed", "1"]) == 0 and capsys.readouterr().out != out
     # the same from Python, with the run read back
     from tbptt import forecast as fc
+
     ran = fc.load(likelihood_run)
     assert ran.likelihood == "gaussian"
     s = ran.series[0]
@@ -355,16 +423,40 @@ def test_backtest_scores_coverage_and_crps(likelihood_run, tmp_path, capsys):
 
     from tbptt import cli
 
-    assert cli.main(["backtest", str(likelihood_run), "--horizon", "3", "--season", "7",
-                     "--samples", "200", "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "backtest",
+                str(likelihood_run),
+                "--horizon",
+                "3",
+                "--season",
+                "7",
+                "--samples",
+                "200",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| CRPS | coverage 50% | coverage 80% |" in printed
     found = json.loads((tmp_path / "backtest.json").read_text())
-    assert {"mae", "rmse", "mase_naive", "mase_seasonal", "crps", "coverage_50",
-            "coverage_80"} <= set(found)
+    assert {
+        "mae",
+        "rmse",
+        "mase_naive",
+        "mase_seasonal",
+        "crps",
+        "coverage_50",
+        "coverage_80",
+    } <= set(found)
     assert 0.6 <= found["coverage_80"] <= 0.95 and 0.3 <= found["coverage_50"] <= 0.7
     assert found["crps"] < found["mae"] < found["naive"]["mae"] == found["naive"]["crps"]
-    assert [len(found["by_horizon"][key]) for key in ("model_crps", "coverage_50", "coverage_80")] == [3, 3, 3]
+    assert [
+        len(found["by_horizon"][key]) for key in ("model_crps", "coverage_50", "coverage_80")
+    ] == [3, 3, 3]
     assert np.mean(found["by_horizon"]["coverage_80"]) == pytest.approx(found["coverage_80"])
     rows = (tmp_path / "backtest.csv").read_text().splitlines()
     assert rows[0].endswith(",seasonal_naive,q0.1,q0.25,q0.5,q0.75,q0.9,crps")
@@ -378,25 +470,62 @@ def test_bad_quantiles_and_point_models_exit_2_and_write_nothing(likelihood_run,
 
     point = tmp_path / "point"
     table = _noisy_csv(tmp_path / "noisy.csv", n=60)
-    assert cli.main(["train", "--data", str(table), "--column", "y", "--epochs", "1",
-                     "--out", str(point), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "y",
+                "--epochs",
+                "1",
+                "--out",
+                str(point),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     picture, csv = tmp_path / "x.png", tmp_path / "x.csv"
     for run, quantiles, message in [
         (likelihood_run, "0.1,1.0", "--quantiles 0.1,1.0: quantile levels must be in (0, 1)"),
         (likelihood_run, "0,0.5", "quantile levels must be in (0, 1)"),
         (likelihood_run, "0.1,x", "expected comma-separated numbers in (0, 1)"),
-        (point, "0.1,0.9", "is a point model (one value per step): it has no quantiles; train "
-                           "with --likelihood gaussian"),
+        (
+            point,
+            "0.1,0.9",
+            "is a point model (one value per step): it has no quantiles; train "
+            "with --likelihood gaussian",
+        ),
     ]:
-        assert cli.main(["forecast", str(run), "--steps", "3", "--quantiles", quantiles,
-                         "--out", str(csv), "--plot", str(picture)]) == 2
+        assert (
+            cli.main(
+                [
+                    "forecast",
+                    str(run),
+                    "--steps",
+                    "3",
+                    "--quantiles",
+                    quantiles,
+                    "--out",
+                    str(csv),
+                    "--plot",
+                    str(picture),
+                ]
+            )
+            == 2
+        )
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.strip().splitlines()) == 1
         assert captured.out == "" and not picture.exists() and not csv.exists()
-    with pytest.raises(SystemExit) as exit:   # a likelihood for text: a usage error
+    with pytest.raises(SystemExit) as exit:  # a likelihood for text: a usage error
         cli.main(["train", "--task", "echo", "--likelihood", "gaussian", *TINY])
-    assert exit.value.code == 2 and "--likelihood goes with a numeric series" in capsys.readouterr().err
+    assert (
+        exit.value.code == 2
+        and "--likelihood goes with a numeric series" in capsys.readouterr().err
+    )
 
 
 def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
@@ -408,16 +537,57 @@ def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
 
     table = shops_csv(tmp_path / "shops.csv")
     future = tmp_path / "future.csv"
-    future.write_text("shop,date,promo\n" + "".join(
-        f"{shop},{day},1\n" for shop in ("west", "north", "south")
-        for day in ("2024-04-30", "2024-05-01", "2024-05-02")))
+    future.write_text(
+        "shop,date,promo\n"
+        + "".join(
+            f"{shop},{day},1\n"
+            for shop in ("west", "north", "south")
+            for day in ("2024-04-30", "2024-05-01", "2024-05-02")
+        )
+    )
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
-                     "--known", "promo", "--embed-series", "--likelihood", "gaussian",
-                     "--epochs", "3", "--out", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "sales",
+                "--series",
+                "shop",
+                "--known",
+                "promo",
+                "--embed-series",
+                "--likelihood",
+                "gaussian",
+                "--epochs",
+                "3",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert cli.main(["forecast", str(run), "--steps", "3", "--future", str(future),
-                     "--quantiles", "0.1,0.9", "--samples", "50"]) == 0
+    assert (
+        cli.main(
+            [
+                "forecast",
+                str(run),
+                "--steps",
+                "3",
+                "--future",
+                str(future),
+                "--quantiles",
+                "0.1,0.9",
+                "--samples",
+                "50",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "series,time,forecast,q0.1,q0.9" and len(lines) == 10
     assert {line.split(",")[0] for line in lines[1:]} == {"north", "south", "west"}
@@ -426,15 +596,39 @@ def test_many_series_and_covariates_with_a_likelihood(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| series west: model |" in printed and "coverage 80%" in printed
     observed = tmp_path / "observed"
-    assert cli.main(["train", "--data", str(table), "--column", "sales", "--series", "shop",
-                     "--features", "temp", "--likelihood", "gaussian", "--epochs", "1",
-                     "--out", str(observed), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(table),
+                "--column",
+                "sales",
+                "--series",
+                "shop",
+                "--features",
+                "temp",
+                "--likelihood",
+                "gaussian",
+                "--epochs",
+                "1",
+                "--out",
+                str(observed),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["forecast", str(observed), "--steps", "3", "--quantiles", "0.5"]) == 2
     assert "forecasts 1 step ahead, not 3" in capsys.readouterr().err
-    assert cli.main(["forecast", str(observed), "--steps", "1", "--quantiles", "0.5",
-                     "--samples", "20"]) == 0
-    assert cli.main(["backtest", str(observed), "--samples", "20"]) == 0   # one step ahead
+    assert (
+        cli.main(
+            ["forecast", str(observed), "--steps", "1", "--quantiles", "0.5", "--samples", "20"]
+        )
+        == 0
+    )
+    assert cli.main(["backtest", str(observed), "--samples", "20"]) == 0  # one step ahead
     assert "coverage 80%" in capsys.readouterr().out
 
 
@@ -446,10 +640,14 @@ def test_a_likelihood_run_resumes_as_one_that_never_stopped(tmp_path, capsys):
     common = ["--data", str(table), "--column", "y", "--likelihood", "gaussian", *TINY]
     assert cli.main(["train", *common, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
     assert cli.main(["train", *common, "--epochs", "1", "--out", str(tmp_path / "split")]) == 0
-    assert cli.main(["train", "--resume", str(tmp_path / "split"), "--epochs", "3",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(["train", "--resume", str(tmp_path / "split"), "--epochs", "3", "--no-progress"])
+        == 0
+    )
     capsys.readouterr()
-    whole, split = (checkpoint.load_trainer(tmp_path / name / "trainer.npz") for name in ("whole", "split"))
+    whole, split = (
+        checkpoint.load_trainer(tmp_path / name / "trainer.npz") for name in ("whole", "split")
+    )
     assert split.loss == "gaussian"
     np.testing.assert_array_equal(split.model.flat_parameters, whole.model.flat_parameters)
 
@@ -472,7 +670,7 @@ def test_sampled_paths_are_the_model_fed_its_own_draws(difference):
     for i in (0, 17, 49):
         known = values
         for t in range(3):
-            ahead = np.append(known, 0.0)   # one_step's prediction of the value after `known`
+            ahead = np.append(known, 0.0)  # one_step's prediction of the value after `known`
             mean = fc.one_step(model, ahead, norm, difference)[-1]
             sigma = fc.one_step_scale(model, ahead, norm, difference)[-1]
             assert paths[i, t] == pytest.approx(mean + sigma * noise[t, i], rel=1e-10)
@@ -498,7 +696,7 @@ def test_backtest_paths_are_those_sampled_at_each_origin():
     for i in (0, M - 1):
         paths = np.empty((S, H))
         for j in range(S):
-            known = values[:b.origins[i] + 1]
+            known = values[: b.origins[i] + 1]
             for h in range(H):
                 ahead = np.append(known, 0.0)
                 mean = fc.one_step(model, ahead, norm, True)[-1]
@@ -506,6 +704,7 @@ def test_backtest_paths_are_those_sampled_at_each_origin():
                 paths[j, h] = mean + sigma * noise[h, i * S + j]
                 known = np.append(known, paths[j, h])
         np.testing.assert_allclose(b.forecast[i], paths.mean(axis=0), rtol=1e-10)
-        np.testing.assert_allclose(b.quantiles[i], np.quantile(paths, fc.LEVELS, axis=0).T,
-                                   rtol=1e-10)
+        np.testing.assert_allclose(
+            b.quantiles[i], np.quantile(paths, fc.LEVELS, axis=0).T, rtol=1e-10
+        )
         np.testing.assert_allclose(b.crps[i], fc.crps(paths.T, b.actual[i]), rtol=1e-9)

@@ -16,7 +16,8 @@ import sys
 import pytest
 from helpers import STATUS_KIB
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, resource, sys
 import numpy as np
 import tbptt
@@ -30,7 +31,9 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(BLOCK, B, I))
 y = rng.normal(size=(BLOCK, B, O))
 
-""" + STATUS_KIB + r"""
+"""
+    + STATUS_KIB
+    + r"""
 def kib():
     # the peak RSS since reset_peak() (VmHWM), else since the process started (ru_maxrss)
     try:
@@ -58,11 +61,16 @@ for start in range(BLOCK, T, BLOCK):
         kept.append(np.ones(BLOCK * leak // 8))
 print(json.dumps({"base": base, "growth": kib() - base, "updates": trainer.updates}))
 """
+)
 
 
 def peak_growth_kib(T, k1, k2, leak=0):
-    done = subprocess.run([sys.executable, "-c", CHILD, str(T), str(k1), str(k2), str(leak)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(T), str(k1), str(k2), str(leak)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["updates"] == T // k1
@@ -79,7 +87,9 @@ def test_peak_memory_does_not_grow_with_the_stream(k1, k2):
     # Keeping every step's activations (gates, h, c, input) would cost about
     # B * (6H + I) * 8 bytes = 6.4 KiB per step here: ~115 MiB more for the 18000 extra steps.
     # Allow 8 MiB of allocator noise: 14x below that, and far above what a bounded engine shows.
-    assert long <= short + NOISE_KIB, f"peak RSS grew by {long} KiB over 20000 steps vs {short} KiB over 2000"
+    assert long <= short + NOISE_KIB, (
+        f"peak RSS grew by {long} KiB over 20000 steps vs {short} KiB over 2000"
+    )
 
 
 def test_the_measurement_sees_a_leak():

@@ -29,7 +29,7 @@ MPI = pytest.importorskip("mpi4py.MPI")
 COMM = MPI.COMM_WORLD
 RANK, RANKS = COMM.Get_rank(), COMM.Get_size()
 SIZES = [2 + 2 * r for r in range(RANKS)]  # streams per rank: uneven on purpose
-MINE = np.arange(sum(SIZES[:RANK]), sum(SIZES[:RANK + 1]))  # this rank's streams
+MINE = np.arange(sum(SIZES[:RANK]), sum(SIZES[: RANK + 1]))  # this rank's streams
 I, H, O, T = 3, 5, 2, 41
 RTOL = 1e-10
 
@@ -54,8 +54,10 @@ def report(name, loss_error, parameter_error):
     path = os.environ.get("TBPTT_MPI_REPORT")
     if path and RANK == 0:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{RANKS} ranks  {name:36s} losses {loss_error:.1e}  "
-                    f"parameters {parameter_error:.1e}\n")
+            f.write(
+                f"{RANKS} ranks  {name:36s} losses {loss_error:.1e}  "
+                f"parameters {parameter_error:.1e}\n"
+            )
 
 
 def shared_folder():
@@ -103,11 +105,19 @@ def data(tokens, masked, resets, seed=0):
 def make(cell, k1, k2, optimizer, clip_norm, loss, backend, comm, seed=3):
     cell, dropout = cell.partition("-")[0], 0.3 if cell.endswith("dropout") else 0.0
     model = (tbptt.LSTM if cell == "lstm" else tbptt.GRU)(
-        I, H, O, num_layers=2 if dropout else 1, dtype="float64", dropout=dropout,
-        head_dropout=dropout, seed=seed if RANK == 0 or comm is None else 99)
+        I,
+        H,
+        O,
+        num_layers=2 if dropout else 1,
+        dtype="float64",
+        dropout=dropout,
+        head_dropout=dropout,
+        seed=seed if RANK == 0 or comm is None else 99,
+    )
     opt = tbptt.Adam(lr=0.02) if optimizer == "adam" else tbptt.SGD(0.1, momentum=0.9)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=opt, clip_norm=clip_norm,
-                         backend=backend, comm=comm)
+    return tbptt.Trainer(
+        model, k1, k2, loss=loss, optimizer=opt, clip_norm=clip_norm, backend=backend, comm=comm
+    )
 
 
 def sliced(a):
@@ -126,16 +136,31 @@ def test_ranks_make_the_updates_of_one_process_with_all_the_streams(case, backen
 
     ranks = make(cell, k1, k2, optimizer, clip_norm, loss, backend, COMM)
     a = 17  # split calls: stream invariance holds across ranks too
-    got = list(ranks.train(sliced(x[:a]), sliced(y[:a]), sliced(None if mask is None else mask[:a]),
-                           sliced(None if reset is None else reset[:a])))
-    got += list(ranks.train(sliced(x[a:]), sliced(y[a:]), sliced(None if mask is None else mask[a:]),
-                            sliced(None if reset is None else reset[a:])))
+    got = list(
+        ranks.train(
+            sliced(x[:a]),
+            sliced(y[:a]),
+            sliced(None if mask is None else mask[:a]),
+            sliced(None if reset is None else reset[:a]),
+        )
+    )
+    got += list(
+        ranks.train(
+            sliced(x[a:]),
+            sliced(y[a:]),
+            sliced(None if mask is None else mask[a:]),
+            sliced(None if reset is None else reset[a:]),
+        )
+    )
     got.append(ranks.flush())
 
     assert (got[-1] is None) == (expected[-1] is None)
     got, expected = [v for v in got if v is not None], [v for v in expected if v is not None]
     assert ranks.updates == one.updates
-    errors = relative_error(got, expected), relative_error(ranks.model.flat_parameters, one.model.flat_parameters)
+    errors = (
+        relative_error(got, expected),
+        relative_error(ranks.model.flat_parameters, one.model.flat_parameters),
+    )
     report(f"{case} {backend}", *errors)
     assert max(errors) <= RTOL
     assert same_on_every_rank(ranks.model.flat_parameters)
@@ -159,7 +184,7 @@ def test_an_update_without_loss_anywhere_makes_no_step_on_any_rank(backend):
 def test_only_one_rank_carries_loss():
     """A rank whose streams carry no loss still takes part (its gradient is zero)."""
     x, y, mask, _ = data(False, True, False)
-    mask[:, SIZES[0]:] = 0  # rank 0's streams only
+    mask[:, SIZES[0] :] = 0  # rank 0's streams only
     one = make("lstm", 5, 5, "adam", None, "mse", "cpp", None)
     expected = one.train(x, y, mask)
     ranks = make("lstm", 5, 5, "adam", None, "mse", "cpp", COMM)
@@ -175,7 +200,9 @@ def test_float32_ranks_stay_close_to_one_process_and_identical_to_each_other():
     ranks = tbptt.Trainer(tbptt.LSTM(I, H, O, seed=1), 4, 6, comm=COMM)
     got = ranks.train(sliced(x), sliced(y), sliced(mask))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    np.testing.assert_allclose(ranks.model.flat_parameters, one.model.flat_parameters, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        ranks.model.flat_parameters, one.model.flat_parameters, rtol=1e-4, atol=1e-6
+    )
     assert same_on_every_rank(ranks.model.flat_parameters)
 
 
@@ -194,10 +221,13 @@ def test_rank_0_parameters_are_broadcast_at_construction():
     model = tbptt.LSTM(I, H, O, dtype="float64", seed=RANK)
     tbptt.Trainer(model, 3, 3, comm=COMM)
     assert same_on_every_rank(model.flat_parameters)
-    np.testing.assert_array_equal(model.flat_parameters, tbptt.LSTM(I, H, O, dtype="float64", seed=0).flat_parameters)
+    np.testing.assert_array_equal(
+        model.flat_parameters, tbptt.LSTM(I, H, O, dtype="float64", seed=0).flat_parameters
+    )
 
 
 # ---- faults are collective -------------------------------------------------------------------
+
 
 def ends_quickly(test):
     tic = time.perf_counter()
@@ -274,14 +304,22 @@ def test_comm_must_be_a_communicator():
 
 # ---- fit -------------------------------------------------------------------------------------
 
+
 def test_fit_validates_on_every_rank_and_reduces():
     x, y, mask, _ = data(False, True, False)
     vx, vy, vmask, _ = data(False, True, False, seed=1)
     one = make("lstm", 4, 4, "adam", None, "mse", "cpp", None)
     expected = one.fit(x, y, mask, epochs=2, validation=(vx, vy, vmask), progress=False, block=8)
     ranks = make("lstm", 4, 4, "adam", None, "mse", "cpp", COMM)
-    got = ranks.fit(sliced(x), sliced(y), sliced(mask), epochs=2,
-                    validation=(sliced(vx), sliced(vy), sliced(vmask)), progress=False, block=8)
+    got = ranks.fit(
+        sliced(x),
+        sliced(y),
+        sliced(mask),
+        epochs=2,
+        validation=(sliced(vx), sliced(vy), sliced(vmask)),
+        progress=False,
+        block=8,
+    )
     assert relative_error(got.val_loss, expected.val_loss) <= RTOL
     assert relative_error(got.train_loss, expected.train_loss) <= RTOL
     assert relative_error(ranks.model.flat_parameters, one.model.flat_parameters) <= RTOL
@@ -306,8 +344,10 @@ def test_fit_stops_together_when_one_rank_says_so():
     assert same_on_every_rank(trainer.model.flat_parameters)
 
 
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                    reason="fit defers Ctrl-C only over Python's default handler")
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="fit defers Ctrl-C only over Python's default handler",
+)
 def test_ctrl_c_on_one_rank_stops_fit_on_every_rank():
     x, y, _, _ = data(False, False, False)
 
@@ -332,14 +372,24 @@ def test_a_checkpoint_per_rank_resumes_exactly(backend):
         a = 18  # mid-update: pending steps and the window are in each rank's file
         straight = make("lstm", 4, 7, "adam", 0.5, "mse", backend, COMM)
         first = make("lstm", 4, 7, "adam", 0.5, "mse", backend, COMM)
-        losses = list(first.train(sliced(x[:a]), sliced(y[:a]), sliced(mask[:a]), sliced(reset[:a])))
-        expected = list(straight.train(sliced(x[:a]), sliced(y[:a]), sliced(mask[:a]), sliced(reset[:a])))
-        expected += list(straight.train(sliced(x[a:]), sliced(y[a:]), sliced(mask[a:]), sliced(reset[a:])))
+        losses = list(
+            first.train(sliced(x[:a]), sliced(y[:a]), sliced(mask[:a]), sliced(reset[:a]))
+        )
+        expected = list(
+            straight.train(sliced(x[:a]), sliced(y[:a]), sliced(mask[:a]), sliced(reset[:a]))
+        )
+        expected += list(
+            straight.train(sliced(x[a:]), sliced(y[a:]), sliced(mask[a:]), sliced(reset[a:]))
+        )
         first.save(path)
         COMM.Barrier()
-        assert os.path.exists(path if RANK == 0 else os.path.join(folder, f"trainer.rank{RANK}.npz"))
+        assert os.path.exists(
+            path if RANK == 0 else os.path.join(folder, f"trainer.rank{RANK}.npz")
+        )
         resumed = tbptt.load_trainer(path, comm=COMM)
-        losses += list(resumed.train(sliced(x[a:]), sliced(y[a:]), sliced(mask[a:]), sliced(reset[a:])))
+        losses += list(
+            resumed.train(sliced(x[a:]), sliced(y[a:]), sliced(mask[a:]), sliced(reset[a:]))
+        )
         np.testing.assert_array_equal(losses, expected)
         np.testing.assert_array_equal(resumed.model.flat_parameters, straight.model.flat_parameters)
     finally:
@@ -371,6 +421,7 @@ def test_resuming_with_another_number_of_ranks_is_refused_on_every_rank():
 
 # ---- the command line ------------------------------------------------------------------------
 
+
 def test_tbptt_train_splits_the_streams_and_rank_0_writes_the_run():
     """`mpiexec -n R python -m mpi4py -m tbptt train ...` (here in-process, every rank at once)."""
     from tbptt import cli
@@ -378,8 +429,20 @@ def test_tbptt_train_splits_the_streams_and_rank_0_writes_the_run():
     folder = shared_folder()
     try:
         out = os.path.join(folder, "run")
-        argv = ["train", "--task", "echo", "--hidden", "6", "--batch", str(2 * RANKS), "--epochs",
-                "1", "--no-progress", "--out", out]
+        argv = [
+            "train",
+            "--task",
+            "echo",
+            "--hidden",
+            "6",
+            "--batch",
+            str(2 * RANKS),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            out,
+        ]
         assert cli.main(argv) == 0
         COMM.Barrier()
         names = set(os.listdir(out))
@@ -399,6 +462,6 @@ def test_tbptt_sweep_spreads_the_grid_and_every_rank_gets_the_table():
     rows = tbptt.sweep(task, k1=[2, 3], k2=[3, 5], hidden=4, comm=COMM)
     expected = tbptt.sweep(task, k1=[2, 3], k2=[3, 5], hidden=4)
     assert [(r["k1"], r["k2"]) for r in rows] == [(r["k1"], r["k2"]) for r in expected]
-    np.testing.assert_array_equal([r["train_loss"] for r in rows], [r["train_loss"] for r in expected])
-
-
+    np.testing.assert_array_equal(
+        [r["train_loss"] for r in rows], [r["train_loss"] for r in expected]
+    )

@@ -65,6 +65,7 @@ def test_an_old_cpp_trainer_with_pending_steps_does_not_resume_with_the_referenc
 
 # ---- files of the first shared schema (positional counters), by tests/data/make_schema2_files.py
 
+
 def schema2_continued():
     return json.loads((DATA / "schema2_continued.json").read_text())
 
@@ -88,8 +89,7 @@ def test_a_schema2_trainer_resumes_as_it_did(name, writer, target):
     losses = list(trainer.train(x[17:], y[17:])) + [trainer.flush()]
     old = schema2_continued()[f"{name}_{writer}_{target}"]
     np.testing.assert_allclose([v for v in losses if v is not None], old["losses"], rtol=1e-12)
-    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
@@ -105,5 +105,4 @@ def test_a_schema2_pickle_unpickles_and_goes_on_as_it_did(backend):
     losses = list(trainer.train(x[17:], y[17:])) + [trainer.flush()]
     old = schema2_continued()[f"gru_{backend}_{backend}"]
     np.testing.assert_allclose([v for v in losses if v is not None], old["losses"], rtol=1e-12)
-    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(trainer.model.flat_parameters, old["params"], rtol=1e-12, atol=1e-15)

@@ -21,11 +21,20 @@ PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(tbptt.__file__)))
 
 def _pair(cell, backend, k1, k2, dtype="float64"):
     """Two identical trainers."""
-    return [tbptt.Trainer(tbptt.model.build(cell, 3, 8, 2, dtype=dtype, seed=1), k1, k2,
-                          optimizer=tbptt.Adam(1e-2), backend=backend) for _ in range(2)]
+    return [
+        tbptt.Trainer(
+            tbptt.model.build(cell, 3, 8, 2, dtype=dtype, seed=1),
+            k1,
+            k2,
+            optimizer=tbptt.Adam(1e-2),
+            backend=backend,
+        )
+        for _ in range(2)
+    ]
 
 
 # ---- prequential outputs and predict_next -----------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 @pytest.mark.parametrize("cell", CELLS)
@@ -39,7 +48,7 @@ def test_outputs_are_the_predictions_before_the_update(backend, cell, k1, k2):
     before = []
     for t in range(13):  # test-then-train, one step at a time
         before.append(stepwise.predict_next(x[t]))
-        stepwise.train(x[t:t + 1], y[t:t + 1])
+        stepwise.train(x[t : t + 1], y[t : t + 1])
     np.testing.assert_array_equal(np.array(before), outputs)
     np.testing.assert_array_equal(whole.model.flat_parameters, stepwise.model.flat_parameters)
 
@@ -72,8 +81,9 @@ def test_predict_next_leaves_pending_steps_and_flush_alone(backend):
 
 def test_outputs_of_an_empty_call_and_tokens():
     trainer = tbptt.Trainer(tbptt.LSTM(5, 4, 5, seed=0), 2, 2, loss="cross_entropy")
-    losses, outputs = trainer.train(np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
-                                    return_outputs=True)
+    losses, outputs = trainer.train(
+        np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), return_outputs=True
+    )
     assert losses.shape == (0,) and outputs.shape == (0, 3, 5)
     ids = np.array([[1, 2, 3], [4, 0, 1]])
     peek = trainer.predict_next(ids[0])
@@ -93,6 +103,7 @@ def test_predict_next_bad_input():
 
 
 # ---- the learners -----------------------------------------------------------------------------
+
 
 def _stream(n=200, seed=0):
     rng = np.random.default_rng(seed)
@@ -155,8 +166,12 @@ def test_robust_statistics_are_not_inflated_by_one_shock():
     assert 0.8 < 1 / robust.inv[0] < 1.3 and 1 / plain.inv[0] > 50
     for stats in (robust, plain):  # a checkpoint's statistics resume exactly
         again = _Stats.from_dict(stats.to_dict(), stats.clip)
-        assert (again.n, again.mean, again.m2, again.inv) == (stats.n, stats.mean, stats.m2,
-                                                              stats.inv)
+        assert (again.n, again.mean, again.m2, again.inv) == (
+            stats.n,
+            stats.mean,
+            stats.m2,
+            stats.inv,
+        )
 
 
 def test_predict_one_does_not_advance_the_state():
@@ -169,7 +184,9 @@ def test_predict_one_does_not_advance_the_state():
             many.predict_one({"a": 5.0, "b": -1.0})
         once.learn_one(x, y)
         many.learn_one(x, y)
-    np.testing.assert_array_equal(once.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        once.trainer_.model.flat_parameters, many.trainer_.model.flat_parameters
+    )
 
 
 def test_regressor_backends_agree():
@@ -179,9 +196,16 @@ def test_regressor_backends_agree():
     np.testing.assert_allclose(cpp, ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("options", [{}, {"predict_change": False}, {"standardize": False},
-                                     {"previous_target": False, "cell": "gru"},
-                                     {"changes": False, "gate": False, "clip": None}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"predict_change": False},
+        {"standardize": False},
+        {"previous_target": False, "cell": "gru"},
+        {"changes": False, "gate": False, "clip": None},
+    ],
+)
 def test_checkpoint_resumes_exactly(tmp_path, options):
     stream = _stream(120)
     straight = Regressor(**options)
@@ -306,22 +330,25 @@ def test_classifier_learns_a_cycle(tmp_path):
 
 # ---- river's protocol -------------------------------------------------------------------------
 
+
 def test_river_protocol():
     river = pytest.importorskip("river")
     from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, utils
 
     assert isinstance(Regressor(), river.base.Regressor)
     assert isinstance(Classifier(), river.base.Classifier)
-    numeric = compose.Select("ordinal_date", "gallup", "ipsos", "morning_consult", "rasmussen",
-                             "you_gov")
+    numeric = compose.Select(
+        "ordinal_date", "gallup", "ipsos", "morning_consult", "rasmussen", "you_gov"
+    )
     model = numeric | Regressor()
     metric = evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
     assert 0 < metric.get() < 1.0
     clone = model.clone()
     assert clone["Regressor"].trainer_ is None and clone["Regressor"].k2 == 20
     scaled = preprocessing.StandardScaler() | Regressor(standardize=False)
-    metric = evaluate.progressive_val_score(datasets.TrumpApproval().take(200),
-                                            numeric | scaled, metrics.RMSE())
+    metric = evaluate.progressive_val_score(
+        datasets.TrumpApproval().take(200), numeric | scaled, metrics.RMSE()
+    )
     assert np.isfinite(metric.get())
     assert linear_model  # river's own learners sit beside ours in the benchmark
     assert utils
@@ -338,26 +365,43 @@ def test_river_classifier_protocol():
 
 # ---- tbptt online -------------------------------------------------------------------------------
 
+
 def _online(args, text, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "tbptt.cli", "online", *args,
-                           "--out", str(tmp_path / "run")], input=text, capture_output=True,
-                          text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tbptt.cli", "online", *args, "--out", str(tmp_path / "run")],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_online_on_a_pipe_with_bad_lines(tmp_path):
     values = [f"{t},{10 + np.sin(t / 4):.4f}\n" for t in range(60)]
-    text = ("time,load\n" + "".join(values[:30]) + "30,abc\n31,nan\n32\n33,\n"
-            + "".join(values[30:]) + "99,12.")  # the last line stops mid-way
+    text = (
+        "time,load\n"
+        + "".join(values[:30])
+        + "30,abc\n31,nan\n32\n33,\n"
+        + "".join(values[30:])
+        + "99,12."
+    )  # the last line stops mid-way
     done = _online(["--column", "load"], text, tmp_path)
     assert done.returncode == 0, done.stderr
     rows = done.stdout.splitlines()
     assert rows[0] == "line,value,prediction,next" and len(rows) == 61
-    for message in ("line 32: 'load' is 'abc', not a number: skipped",
-                    "line 33: 'load' is nan, not a finite number: skipped",
-                    "line 34: expected 2 fields, got 1: skipped", "line 35: 'load' is empty: skipped",
-                    "line 66: cut mid-way (no newline at the end of the input): skipped",
-                    "60 values used, 5 lines skipped"):
+    for message in (
+        "line 32: 'load' is 'abc', not a number: skipped",
+        "line 33: 'load' is nan, not a finite number: skipped",
+        "line 34: expected 2 fields, got 1: skipped",
+        "line 35: 'load' is empty: skipped",
+        "line 66: cut mid-way (no newline at the end of the input): skipped",
+        "60 values used, 5 lines skipped",
+    ):
         assert message in done.stderr
     lines = [row.split(",") for row in rows[1:]]
     assert all(float(a[3]) == float(b[2]) for a, b in zip(lines, lines[1:]))  # next = prediction
@@ -385,17 +429,37 @@ def test_online_refuses_what_it_cannot_use(tmp_path):
     assert done.returncode == 1 and "empty" in done.stderr
     done = _online([], "time,load\n", tmp_path)
     assert done.returncode == 2 and "--column" in done.stderr
-    done = _online(["--column", "load", "--features", "time"], "time,load\n1,2\nx,3\n4,5\n", tmp_path)
+    done = _online(
+        ["--column", "load", "--features", "time"], "time,load\n1,2\nx,3\n4,5\n", tmp_path
+    )
     assert done.returncode == 0 and "line 3: 'time' is 'x', not a number: skipped" in done.stderr
 
 
 def test_online_answers_each_line_as_it_arrives(tmp_path):
     """A live pipe: the prediction for a line comes before the next line is written."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")])}
-    with subprocess.Popen([sys.executable, "-m", "tbptt.cli", "online", "--column", "v",
-                           "--out", str(tmp_path / "live"), "--quiet"], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                          env=env) as process:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")]),
+    }
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tbptt.cli",
+            "online",
+            "--column",
+            "v",
+            "--out",
+            str(tmp_path / "live"),
+            "--quiet",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env=env,
+    ) as process:
         try:
             process.stdin.write("v\n")
             assert process.stdout.readline() == "line,value,prediction,next\n"

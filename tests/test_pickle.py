@@ -22,8 +22,17 @@ ROUND_TRIPS = {"pickle": lambda obj: pickle.loads(pickle.dumps(obj)), "deepcopy"
 
 def _trainer(cell, backend, dtype, recompute, k1=3, k2=7, dropout=0.25, loss="mse"):
     model = tbptt.model.build(cell, 3, 6, 2, num_layers=2, dtype=dtype, seed=1, dropout=dropout)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(1e-2), clip_norm=1.0,
-                         backend=backend, seed=5, recompute=recompute)
+    return tbptt.Trainer(
+        model,
+        k1,
+        k2,
+        loss=loss,
+        optimizer=tbptt.Adam(1e-2),
+        clip_norm=1.0,
+        backend=backend,
+        seed=5,
+        recompute=recompute,
+    )
 
 
 def _data(T, dtype, seed=0, loss="mse"):
@@ -52,6 +61,7 @@ def _assert_continue_alike(a, b, data, calls):
 
 # ---- trainers --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ROUND_TRIPS)
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -78,8 +88,9 @@ def test_copies_of_every_kind_of_trainer(backend):
     """Tokens and cross-entropy, k2 < k1, SGD with momentum, a pending reset_state(), a fresh
     trainer (no call yet), and a copy of a copy."""
     model = tbptt.GRU(5, 4, 3, seed=2, dtype="float64")
-    trainer = tbptt.Trainer(model, 5, 2, loss="cross_entropy", backend=backend,
-                            optimizer=tbptt.SGD(0.1, momentum=0.9))
+    trainer = tbptt.Trainer(
+        model, 5, 2, loss="cross_entropy", backend=backend, optimizer=tbptt.SGD(0.1, momentum=0.9)
+    )
     fresh = copy.deepcopy(trainer)
     assert fresh.num_streams is None and fresh.engine.state() is None
     rng = np.random.default_rng(3)
@@ -88,8 +99,9 @@ def test_copies_of_every_kind_of_trainer(backend):
     trainer.reset_state()
     twin = pickle.loads(pickle.dumps(copy.deepcopy(trainer)))
     for lo, hi in [(12, 19), (19, 30)]:
-        np.testing.assert_array_equal(trainer.train(ids[lo:hi], labels[lo:hi]),
-                                      twin.train(ids[lo:hi], labels[lo:hi]))
+        np.testing.assert_array_equal(
+            trainer.train(ids[lo:hi], labels[lo:hi]), twin.train(ids[lo:hi], labels[lo:hi])
+        )
     np.testing.assert_array_equal(trainer.model.flat_parameters, twin.model.flat_parameters)
     for a, b in [(fresh, copy.deepcopy(fresh))]:
         np.testing.assert_array_equal(a.train(ids, labels), b.train(ids, labels))
@@ -132,7 +144,9 @@ def test_pickled_bytes_hold_no_engine():
         assert module not in data
     for engine in ("the C++ engine", "the NumPy reference engine"):
         backend = "cpp" if "C++" in engine else "numpy"
-        with pytest.raises(TypeError, match=re.escape(engine) + " cannot be pickled.*tbptt.Trainer"):
+        with pytest.raises(
+            TypeError, match=re.escape(engine) + " cannot be pickled.*tbptt.Trainer"
+        ):
             pickle.dumps(_trainer("gru", backend, "float64", False).engine)
         with pytest.raises(TypeError, match="cannot be pickled or copied"):
             copy.deepcopy(_trainer("gru", backend, "float64", False).engine)
@@ -173,15 +187,25 @@ def test_a_pickled_trainer_goes_on_in_another_process_with_every_instruction_set
     trainer.train(*(a[:13] for a in data))
     blob = pickle.dumps((trainer, data))
     trainer.train(*(a[13:] for a in data))
-    script = ("import pickle, sys; from tbptt import _native\n"
-              "t, d = pickle.loads(sys.stdin.buffer.read())\n"
-              "t.train(*(a[13:] for a in d))\n"
-              "sys.stdout.buffer.write(pickle.dumps((_native.core().__name__, "
-              "t.model.flat_parameters)))\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")])}
+    script = (
+        "import pickle, sys; from tbptt import _native\n"
+        "t, d = pickle.loads(sys.stdin.buffer.read())\n"
+        "t.train(*(a[13:] for a in d))\n"
+        "sys.stdout.buffer.write(pickle.dumps((_native.core().__name__, "
+        "t.model.flat_parameters)))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([PYTHON_DIR, os.environ.get("PYTHONPATH", "")]),
+    }
     for isa in others:
-        done = subprocess.run([sys.executable, "-c", script], input=blob, capture_output=True,
-                              env={**env, "TBPTT_ISA": isa}, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            input=blob,
+            capture_output=True,
+            env={**env, "TBPTT_ISA": isa},
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr.decode()
         module, parameters = pickle.loads(done.stdout)
         assert module == f"tbptt._core_{isa}"
@@ -190,11 +214,14 @@ def test_a_pickled_trainer_goes_on_in_another_process_with_every_instruction_set
 
 # ---- models and histories ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ROUND_TRIPS)
 def test_models_and_histories_travel(how):
-    models = [tbptt.LSTM(3, 5, 2, num_layers=2, forget_bias=1.0, dropout=0.1, seed=0),
-              tbptt.GRU(3, 5, 2, dtype="float64", seed=1),
-              tbptt.RNN(3, 5, 2, nonlinearity="relu", head_dropout=0.2, seed=2)]
+    models = [
+        tbptt.LSTM(3, 5, 2, num_layers=2, forget_bias=1.0, dropout=0.1, seed=0),
+        tbptt.GRU(3, 5, 2, dtype="float64", seed=1),
+        tbptt.RNN(3, 5, 2, nonlinearity="relu", head_dropout=0.2, seed=2),
+    ]
     x = np.random.default_rng(0).normal(size=(6, 2, 3))
     for model in models:
         twin = ROUND_TRIPS[how](model)
@@ -203,7 +230,9 @@ def test_models_and_histories_travel(how):
         np.testing.assert_array_equal(twin.flat_parameters, model.flat_parameters)
         assert not np.shares_memory(twin.flat_parameters, model.flat_parameters)
         assert twin.flat_parameters.ctypes.data % 64 == 0  # aligned, as the engine wants
-        np.testing.assert_array_equal(twin.parameter_views["head.bias"], model.state_dict()["head.bias"])
+        np.testing.assert_array_equal(
+            twin.parameter_views["head.bias"], model.state_dict()["head.bias"]
+        )
         np.testing.assert_array_equal(twin.predict(x)[0], model.predict(x)[0])
         twin.flat_parameters[:] = 0  # the views follow their own array
         assert not twin.parameter_views["head.weight"].any() and model.flat_parameters.any()
@@ -215,10 +244,16 @@ def test_models_and_histories_travel(how):
 
 # ---- the online learners -----------------------------------------------------------------------
 
+
 def _stream(n, seed=0):
     rng = np.random.default_rng(seed)
-    return [({"a": float(np.sin(i / 4)), "b": float(rng.normal())}, float(np.cos(i / 4)) + 0.1 * float(rng.normal()))
-            for i in range(n)]
+    return [
+        (
+            {"a": float(np.sin(i / 4)), "b": float(rng.normal())},
+            float(np.cos(i / 4)) + 0.1 * float(rng.normal()),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("how", ROUND_TRIPS)
@@ -236,15 +271,18 @@ def test_a_copied_regressor_goes_on_bit_for_bit(backend, how):
         assert twin.predict_one(x) == learner.predict_one(x)
         twin.learn_one(x, y)
         learner.learn_one(x, y)
-    np.testing.assert_array_equal(twin.trainer_.model.flat_parameters,
-                                  learner.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        twin.trainer_.model.flat_parameters, learner.trainer_.model.flat_parameters
+    )
     assert twin._state() == learner._state()
 
 
 @pytest.mark.parametrize("how", ROUND_TRIPS)
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 def test_a_copied_classifier_goes_on_bit_for_bit(backend, how):
-    stream = [(x, label) for (x, _), label in zip(_stream(80), [np.bool_(i % 3 == 0) for i in range(80)])]
+    stream = [
+        (x, label) for (x, _), label in zip(_stream(80), [np.bool_(i % 3 == 0) for i in range(80)])
+    ]
     learner = Classifier(backend=backend, hidden_size=8)
     for x, y in stream[:40]:
         learner.learn_one(x, y)
@@ -254,5 +292,6 @@ def test_a_copied_classifier_goes_on_bit_for_bit(backend, how):
         twin.learn_one(x, y)
         learner.learn_one(x, y)
     assert twin.classes_ == learner.classes_
-    np.testing.assert_array_equal(twin.trainer_.model.flat_parameters,
-                                  learner.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        twin.trainer_.model.flat_parameters, learner.trainer_.model.flat_parameters
+    )

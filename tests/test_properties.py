@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("hypothesis")
-from hypothesis import given, note, strategies as st
+from helpers import CELLS, make_model
+from hypothesis import given, note
+from hypothesis import strategies as st
 
 import tbptt
 from tbptt import reference
-
-from helpers import CELLS, make_model
 
 # float64: 1e-9 relative (docs/semantics.md §4 promises 1e-10 on its test grid). Both engines do
 # the same arithmetic in another order, so they differ by a few ulps per operation, amplified
@@ -82,11 +82,16 @@ def configs(draw):
     c["scale"] = draw(st.sampled_from([0.01, 1.0, 4.0]))  # of the float inputs and targets
     c["seed"] = draw(st.integers(0, 2**31 - 1))
     # the calls: ("train", T) with T in 0..14, reset_state() and flush() in between
-    op = st.one_of(st.tuples(st.just("train"), st.integers(0, 14)),
-                   st.just(("train", 1)), st.just(("reset", 0)), st.just(("flush", 0)))
+    op = st.one_of(
+        st.tuples(st.just("train"), st.integers(0, 14)),
+        st.just(("train", 1)),
+        st.just(("reset", 0)),
+        st.just(("flush", 0)),
+    )
     c["ops"] = draw(st.lists(op, min_size=1, max_size=6))
-    c["layouts"] = draw(st.fixed_dictionaries({k: st.sampled_from(LAYOUTS)
-                                               for k in ("x", "y", "mask", "resets")}))
+    c["layouts"] = draw(
+        st.fixed_dictionaries({k: st.sampled_from(LAYOUTS) for k in ("x", "y", "mask", "resets")})
+    )
     c["odd_dtypes"] = draw(st.booleans())  # feed the first trainer other dtypes of the same values
     return c
 
@@ -117,7 +122,9 @@ def make_data(c, T):
     elif kind == "int":
         mask = rng.integers(0, 4, size=(T, B)).astype(dtype)
     elif kind == "float":  # multiples of 1/8: exact in every dtype; ~30% zeros
-        mask = (rng.integers(1, 17, size=(T, B)) / 8 * (rng.uniform(size=(T, B)) > 0.3)).astype(dtype)
+        mask = (rng.integers(1, 17, size=(T, B)) / 8 * (rng.uniform(size=(T, B)) > 0.3)).astype(
+            dtype
+        )
     elif kind == "zeros":
         mask = np.zeros((T, B), dtype)
     resets = None if c["resets"] is None else rng.uniform(size=(T, B)) < 0.15
@@ -162,18 +169,40 @@ def odd_arrays(c, x, y, mask, resets):
         if resets is not None:
             resets = resets.astype({"bool": bool, "uint8": np.uint8, "int8": np.int8}[c["resets"]])
     L = c["layouts"]
-    return lay_out(x, L["x"]), lay_out(y, L["y"]), lay_out(mask, L["mask"]), lay_out(resets, L["resets"])
+    return (
+        lay_out(x, L["x"]),
+        lay_out(y, L["y"]),
+        lay_out(mask, L["mask"]),
+        lay_out(resets, L["resets"]),
+    )
 
 
 def make_trainer(c, backend):
-    model = make_model(c["cell"], c["I"], c["H"], c["O"], num_layers=c["L"], dtype=c["dtype"],
-                       seed=c["seed"] % 1000, forget_bias=c["forget_bias"])
+    model = make_model(
+        c["cell"],
+        c["I"],
+        c["H"],
+        c["O"],
+        num_layers=c["L"],
+        dtype=c["dtype"],
+        seed=c["seed"] % 1000,
+        forget_bias=c["forget_bias"],
+    )
     if c["optimizer"] == "adam":
         optimizer = tbptt.Adam(lr=c["lr"])
     else:
-        optimizer = tbptt.SGD(lr=c["lr"] * 4, momentum=0.9 if c["optimizer"] == "sgd-momentum" else 0.0)
-    return tbptt.Trainer(model, c["k1"], c["k2"], loss=c["loss"], optimizer=optimizer,
-                         clip_norm=c["clip_norm"], backend=backend)
+        optimizer = tbptt.SGD(
+            lr=c["lr"] * 4, momentum=0.9 if c["optimizer"] == "sgd-momentum" else 0.0
+        )
+    return tbptt.Trainer(
+        model,
+        c["k1"],
+        c["k2"],
+        loss=c["loss"],
+        optimizer=optimizer,
+        clip_norm=c["clip_norm"],
+        backend=backend,
+    )
 
 
 def sl(a, lo, hi):
@@ -187,7 +216,9 @@ def drive(trainer, c, arrays):
     for op, n in c["ops"]:
         try:
             if op == "train":
-                out = trainer.train(x[t:t + n], y[t:t + n], sl(mask, t, t + n), sl(resets, t, t + n))
+                out = trainer.train(
+                    x[t : t + n], y[t : t + n], sl(mask, t, t + n), sl(resets, t, t + n)
+                )
                 t += n
                 assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.ndim == 1
             elif op == "reset":
@@ -203,9 +234,16 @@ def drive(trainer, c, arrays):
         state = trainer.state()  # (h, c) of an LSTM, h of the others: recorded as a tuple
         if state is not None and not isinstance(state, tuple):
             state = (state,)
-        records.append(dict(op=op, out=out, updates=trainer.updates, pending=trainer.pending_steps,
-                            state=None if state is None else tuple(s.copy() for s in state),
-                            params=trainer.model.flat_parameters.copy()))
+        records.append(
+            dict(
+                op=op,
+                out=out,
+                updates=trainer.updates,
+                pending=trainer.pending_steps,
+                state=None if state is None else tuple(s.copy() for s in state),
+                params=trainer.model.flat_parameters.copy(),
+            )
+        )
     return records
 
 
@@ -241,8 +279,9 @@ def close(a, b, tol, what):
     if tol is None:  # bit-identical
         np.testing.assert_array_equal(a, b, err_msg=what)
     else:
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                                   err_msg=what, **tol)
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64), np.asarray(b, np.float64), err_msg=what, **tol
+        )
 
 
 def describe(c):
@@ -250,6 +289,7 @@ def describe(c):
 
 
 # ---- properties: valid inputs --------------------------------------------------------------------
+
 
 @given(c=configs())
 def test_engine_equals_reference_on_random_configurations(c):
@@ -269,7 +309,9 @@ def test_engine_equals_reference_on_random_configurations(c):
     # the schedule: one update per k1 steps since the previous one (flush() makes one early)
     last = cpp[-1]
     assert 0 <= last["pending"] < c["k1"]
-    if not any(op == "flush" for op, _ in c["ops"]) and not any(isinstance(r["out"], str) for r in cpp):
+    if not any(op == "flush" for op, _ in c["ops"]) and not any(
+        isinstance(r["out"], str) for r in cpp
+    ):
         assert last["updates"] == T // c["k1"] and last["pending"] == T % c["k1"]
 
 
@@ -289,8 +331,10 @@ def test_predict_equals_reference_forward(c, with_state, T):
     assert out.shape == (T, c["B"], c["O"]) and out.dtype == model.dtype
     assert all(a.shape == shape and a.dtype == model.dtype for a in final)
     assert np.isfinite(out).all() and all(np.isfinite(a).all() for a in final)
-    start = tuple(np.zeros(shape, model.dtype) if parts is None else a.astype(model.dtype)
-                  for a in (parts or range(n)))
+    start = tuple(
+        np.zeros(shape, model.dtype) if parts is None else a.astype(model.dtype)
+        for a in (parts or range(n))
+    )
     if T == 0:
         for a, b in zip(final, start):
             np.testing.assert_array_equal(a, b)
@@ -303,32 +347,47 @@ def test_predict_equals_reference_forward(c, with_state, T):
         np.testing.assert_allclose(a, b, **tol)
     # predict in two pieces, the state carried, is the same
     if T > 1:
-        o1, s1 = model.predict(xo[:T // 2], state)
-        o2, s2 = model.predict(xo[T // 2:], s1)
+        o1, s1 = model.predict(xo[: T // 2], state)
+        o2, s2 = model.predict(xo[T // 2 :], s1)
         np.testing.assert_allclose(np.concatenate([o1, o2]), out, **tol)
         np.testing.assert_allclose(s2[0] if n > 1 else s2, final[0], **tol)
 
 
 # ---- properties: bad values are refused ----------------------------------------------------------
 
+
 def corruptions(c):
     """The bad things that apply to configuration c: (name, argument, exception types)."""
-    kinds = [("x-wrong-input-size", "x", ValueError), ("x-ndim", "x", ValueError),
-             ("y-wrong-T", "y", ValueError), ("x-strings", "x", TypeError),
-             ("mask-shape", "mask", ValueError), ("mask-negative", "mask", ValueError),
-             ("mask-nan", "mask", ValueError), ("mask-inf", "mask", ValueError),
-             ("resets-shape", "resets", ValueError), ("resets-two", "resets", ValueError),
-             ("resets-float", "resets", TypeError), ("B-changed", "", ValueError)]
+    kinds = [
+        ("x-wrong-input-size", "x", ValueError),
+        ("x-ndim", "x", ValueError),
+        ("y-wrong-T", "y", ValueError),
+        ("x-strings", "x", TypeError),
+        ("mask-shape", "mask", ValueError),
+        ("mask-negative", "mask", ValueError),
+        ("mask-nan", "mask", ValueError),
+        ("mask-inf", "mask", ValueError),
+        ("resets-shape", "resets", ValueError),
+        ("resets-two", "resets", ValueError),
+        ("resets-float", "resets", TypeError),
+        ("B-changed", "", ValueError),
+    ]
     if c["inputs"] == "tokens":
         kinds += [("token-too-large", "x", ValueError), ("token-negative", "x", ValueError)]
     else:
-        kinds += [("x-nan", "x", ValueError), ("x-inf", "x", ValueError),
-                  ("x-objects", "x", TypeError)]
+        kinds += [
+            ("x-nan", "x", ValueError),
+            ("x-inf", "x", ValueError),
+            ("x-objects", "x", TypeError),
+        ]
         if c["dtype"] == "float32":
             kinds += [("x-overflows-float32", "x", ValueError)]
     if c["loss"] == "cross_entropy":
-        kinds += [("class-too-large", "y", ValueError), ("class-negative", "y", ValueError),
-                  ("y-float-classes", "y", TypeError)]
+        kinds += [
+            ("class-too-large", "y", ValueError),
+            ("class-negative", "y", ValueError),
+            ("y-float-classes", "y", TypeError),
+        ]
     else:
         kinds += [("y-nan", "y", ValueError), ("y-wrong-output-size", "y", ValueError)]
     return kinds
@@ -407,8 +466,12 @@ def test_bad_values_raise_and_change_nothing(c, backend, data):
     trainer = make_trainer(c, backend)
     warm = make_data(c | {"seed": c["seed"] + 1}, 5)  # B fixed, state and pending steps set
     trainer.train(*odd_arrays(c, *warm))
-    before = (trainer.model.flat_parameters.copy(), trainer.updates, trainer.pending_steps,
-              tuple(s.copy() for s in trainer.state()))
+    before = (
+        trainer.model.flat_parameters.copy(),
+        trainer.updates,
+        trainer.pending_steps,
+        tuple(s.copy() for s in trainer.state()),
+    )
     bad = corrupt(kind, make_data(c, T), c, np.random.default_rng(c["seed"]))
     with pytest.raises(exc, match=name or None):
         trainer.train(*bad)
@@ -440,8 +503,11 @@ def test_bad_predict_inputs_raise(c, data):
     model = make_trainer(c, "cpp").model
     x, _, _, _ = make_data(c, 4)
     shape = (c["L"], c["B"], c["H"])
-    kind = data.draw(st.sampled_from(["nan-x", "big-id", "x-shape", "state-shape", "state-nan",
-                                      "state-wrong-kind", "B-zero"]))
+    kind = data.draw(
+        st.sampled_from(
+            ["nan-x", "big-id", "x-shape", "state-shape", "state-nan", "state-wrong-kind", "B-zero"]
+        )
+    )
     state, exc = None, ValueError
     lstm = len(model.STATE) > 1
 

@@ -43,6 +43,7 @@ def test_the_forecast_numbers_are_the_commands(figures):
     assert found, "the sunspots sentence"
     assert abs(int(found.group(1)) - sun) <= 1.0 and found.group(2) == f"{sun_naive:.0f}"
     from tbptt import build_info
+
     if build_info()["isa"] == "avx512":  # the module the README's figures were made with
         assert found.group(1) == f"{sun:.0f}"
         assert re.search(f"RMSE of {co2:.2f} ppm", README)
@@ -59,7 +60,9 @@ def test_the_size_error_is_the_commands(monkeypatch, capsys):
 
 def commands():
     """The commands of the README's first bash block, without comments."""
-    block = re.search(r"^## The two commands\n.*?```bash\n(.*?)```", README, flags=re.S | re.M).group(1)
+    block = re.search(
+        r"^## The two commands\n.*?```bash\n(.*?)```", README, flags=re.S | re.M
+    ).group(1)
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -74,8 +77,9 @@ def test_two_commands_each_set_up_alone_and_ci_runs_the_tests_as_written():
     run_tests = tests.split(" && ")[-1]
     assert f"so `{run_tests}` alone runs the tests" in README.replace("\n", " ")
     ci = read(".ci", "run").splitlines()
-    assert any(line == tests or line.startswith(tests + " || exit 1") for line in ci), \
+    assert any(line == tests or line.startswith(tests + " || exit 1") for line in ci), (
         f".ci/run does not run the README's test command as written: {tests}"
+    )
 
 
 def test_the_test_extra_named_in_the_readme_is_pyprojects():

@@ -20,8 +20,10 @@ def blocks():
 
 @pytest.mark.parametrize("code", blocks(), ids=lambda code: code.splitlines()[-1][:40])
 def test_the_recipe_runs(code, tmp_path, monkeypatch, capsys):
-    if re.search(r"^import torch|^from torch", code, flags=re.M) and \
-            importlib.util.find_spec("torch") is None:
+    if (
+        re.search(r"^import torch|^from torch", code, flags=re.M)
+        and importlib.util.find_spec("torch") is None
+    ):
         pytest.skip("torch is not installed (pip install torch)")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, RECIPES, "exec"), {"__name__": "__recipe__"})

@@ -12,9 +12,9 @@ backends agree with dropout, stream invariance, checkpoints, the argument's chec
 
 import numpy as np
 import pytest
+from helpers import fd_gradient, gaussian_nll, make_model, plain_run, position_losses
 
 import tbptt
-from helpers import fd_gradient, gaussian_nll, make_model, plain_run, position_losses
 from tbptt.checkpoint import load_arrays, save_arrays
 from tbptt.model import from_config
 from tbptt.reference import dropout_mask
@@ -23,19 +23,33 @@ I, H, O, B = 3, 5, 2, 2
 BACKENDS = ("cpp", "numpy")
 
 
-def new_trainer(backend, cell, k1, k2, recompute=True, num_layers=1, lr=0.05, loss="mse",
-                **model_kw):
+def new_trainer(
+    backend, cell, k1, k2, recompute=True, num_layers=1, lr=0.05, loss="mse", **model_kw
+):
     outputs = 2 * O if loss == "gaussian" else O  # a mean and a raw scale per target
-    model = make_model(cell, I, H, outputs, num_layers=num_layers, dtype="float64", seed=3, **model_kw)
-    return tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.SGD(lr), backend=backend,
-                         seed=11, recompute=recompute)
+    model = make_model(
+        cell, I, H, outputs, num_layers=num_layers, dtype="float64", seed=3, **model_kw
+    )
+    return tbptt.Trainer(
+        model,
+        k1,
+        k2,
+        loss=loss,
+        optimizer=tbptt.SGD(lr),
+        backend=backend,
+        seed=11,
+        recompute=recompute,
+    )
 
 
 def data(seed, T, loss="mse", tokens=False, streams=B):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, I, size=(T, streams)) if tokens else rng.normal(size=(T, streams, I))
-    y = (rng.integers(0, O, size=(T, streams)) if loss == "cross_entropy"
-         else rng.normal(size=(T, streams, O)))
+    y = (
+        rng.integers(0, O, size=(T, streams))
+        if loss == "cross_entropy"
+        else rng.normal(size=(T, streams, O))
+    )
     return x, y
 
 
@@ -81,15 +95,16 @@ def mse(out, y, w=None):
 
 # ---- a. the exact gradient where every window reaches step 0 -------------------------------------
 
+
 def last_step_gradient(backend, cell, recompute, T, k2, tokens=False, loss="mse"):
     """TBPTT(1, k2), k2 > T, fed one step per call: (θ before the last update, its gradient,
     its loss, the model)."""
     trainer = new_trainer(backend, cell, 1, k2, recompute=recompute, loss=loss)
     x, y = data(1, T, loss, tokens)
     for t in range(T - 1):
-        trainer.train(x[t:t + 1], y[t:t + 1])
+        trainer.train(x[t : t + 1], y[t : t + 1])
     theta = trainer.model.flat_parameters.copy()
-    (last_loss,) = trainer.train(x[T - 1:], y[T - 1:])
+    (last_loss,) = trainer.train(x[T - 1 :], y[T - 1 :])
     return theta, trainer.engine.gradient(), last_loss, trainer.model, x, y
 
 
@@ -109,15 +124,22 @@ def full_loss(model, theta, x, y, loss):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell,tokens,loss", [("lstm", False, "mse"), ("gru", False, "mse"),
-                                              ("rnn_tanh", False, "mse"),
-                                              ("lstm", True, "cross_entropy"),
-                                              ("gru", False, "gaussian")],
-                         ids=["lstm", "gru", "rnn", "lstm-tokens-ce", "gru-gaussian"])
+@pytest.mark.parametrize(
+    "cell,tokens,loss",
+    [
+        ("lstm", False, "mse"),
+        ("gru", False, "mse"),
+        ("rnn_tanh", False, "mse"),
+        ("lstm", True, "cross_entropy"),
+        ("gru", False, "gaussian"),
+    ],
+    ids=["lstm", "gru", "rnn", "lstm-tokens-ce", "gru-gaussian"],
+)
 def test_gradient_is_exact_when_every_window_reaches_step_0(backend, cell, tokens, loss):
     T, k2 = 7, 10
-    theta, grad, last_loss, model, x, y = last_step_gradient(backend, cell, True, T, k2, tokens,
-                                                             loss)
+    theta, grad, last_loss, model, x, y = last_step_gradient(
+        backend, cell, True, T, k2, tokens, loss
+    )
     fd = fd_gradient(lambda th: full_loss(model, th, x, y, loss), theta)
     assert rel(grad, fd) <= 1e-6
     assert last_loss == pytest.approx(full_loss(model, theta, x, y, loss), rel=1e-12)
@@ -136,6 +158,7 @@ def dropout_masks(model, seed):
         if rates[k] == 0:
             return np.ones((B, H))
         return dropout_mask(rates[k], seed, k, t, B, H, np.dtype(np.float64))
+
     return masks
 
 
@@ -147,19 +170,21 @@ def test_gradient_is_exact_with_dropout_and_two_layers(backend, cell):
     trainer = new_trainer(backend, cell, 1, k2, num_layers=2, dropout=0.3, head_dropout=0.2)
     x, y = data(2, T)
     for t in range(T - 1):
-        trainer.train(x[t:t + 1], y[t:t + 1])
+        trainer.train(x[t : t + 1], y[t : t + 1])
     theta = trainer.model.flat_parameters.copy()
-    trainer.train(x[T - 1:], y[T - 1:])
+    trainer.train(x[T - 1 :], y[T - 1 :])
     model, masks = trainer.model, dropout_masks(trainer.model, 11)
     zeros = tuple([np.zeros((B, H)) for _ in range(2)] for _ in model.STATE)
 
     def loss(th):
         tops, _ = plain_run(model, th, x, False, None, zeros, range(T), masks)
         return float(np.mean(position_losses(model, th, tops[T - 1], y[T - 1], "mse")))
+
     assert rel(trainer.engine.gradient(), fd_gradient(loss, theta)) <= 1e-6
 
 
 # ---- b. a window cut inside the stream -----------------------------------------------------------
+
 
 def state_entering(model, snapshot, a, first_held, resets):
     """The stored state entering step a, from a snapshot whose oldest held step is first_held
@@ -177,9 +202,11 @@ def state_entering(model, snapshot, a, first_held, resets):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-@pytest.mark.parametrize("k1,k2,T,S,flush", [(1, 3, 12, 11, False), (2, 5, 12, 10, False),
-                                             (4, 3, 13, 13, True)],
-                         ids=["1-3", "2-5", "4-3-flush"])
+@pytest.mark.parametrize(
+    "k1,k2,T,S,flush",
+    [(1, 3, 12, 11, False), (2, 5, 12, 10, False), (4, 3, 13, 13, True)],
+    ids=["1-3", "2-5", "4-3-flush"],
+)
 def test_gradient_is_exact_for_a_window_inside_the_stream(backend, cell, k1, k2, T, S, flush):
     """The last update (after step T - 1, or a flush) backpropagates through steps
     [T - k2, T): its gradient is that of its loss computed by predict from the stored state
@@ -208,7 +235,8 @@ def test_gradient_is_exact_for_a_window_inside_the_stream(backend, cell, k1, k2,
         def loss(th, twin=twin, state=state, r=r):
             twin.flat_parameters[:] = th
             out, _ = predict_with_resets(twin, x[a:], state, resets[a:])
-            return mse(out[-r:], y[T - r:], mask[T - r:])
+            return mse(out[-r:], y[T - r :], mask[T - r :])
+
         grads[recompute] = rel(trainer.engine.gradient(), fd_gradient(loss, theta))
         losses[recompute] = abs(last[-1] - loss(theta)) / loss(theta)
         rerun = T - 1 + k1 - k2 if k2 > k1 else T  # where the new weights' steps begin
@@ -227,12 +255,14 @@ def test_gradient_is_exact_for_a_window_inside_the_stream(backend, cell, k1, k2,
 
 # ---- c. nothing to recompute: bit for bit --------------------------------------------------------
 
+
 def run(trainer, x, y, mask, resets, cuts):
     """train over x in calls cut at `cuts`: (losses, outputs) of all calls."""
     losses, outputs = [], []
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        ls, out = trainer.train(x[lo:hi], y[lo:hi], sl(mask, lo, hi), sl(resets, lo, hi),
-                                return_outputs=True)
+        ls, out = trainer.train(
+            x[lo:hi], y[lo:hi], sl(mask, lo, hi), sl(resets, lo, hi), return_outputs=True
+        )
         losses.extend(ls)
         outputs.append(out)
     return np.array(losses), np.concatenate(outputs)
@@ -246,8 +276,10 @@ def mask_and_resets(seed, T):
 
 
 def everything(trainer):
-    return {"parameters": trainer.model.flat_parameters.copy(),
-            **{f"state[{i}]": a for i, a in enumerate(trainer.engine.state())}}
+    return {
+        "parameters": trainer.model.flat_parameters.copy(),
+        **{f"state[{i}]": a for i, a in enumerate(trainer.engine.state())},
+    }
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -259,8 +291,9 @@ def test_no_window_beyond_the_pending_steps_changes_nothing(backend, cell, k1, k
     mask, resets = mask_and_resets(4, T)
     results = []
     for recompute in (False, True):
-        trainer = new_trainer(backend, cell, k1, k2, recompute=recompute, num_layers=2,
-                              dropout=0.3, head_dropout=0.2)
+        trainer = new_trainer(
+            backend, cell, k1, k2, recompute=recompute, num_layers=2, dropout=0.3, head_dropout=0.2
+        )
         losses, outputs = run(trainer, x, y, mask, resets, [0, 1, 5, 6, T])
         results.append({"losses": losses, "outputs": outputs, **everything(trainer)})
     for key in results[0]:
@@ -282,9 +315,19 @@ def test_a_flush_that_reaches_past_its_pending_steps_recomputes(backend):
 
 # ---- d. dropout, k2 > k1: the backends agree; the option does something -------------------------
 
+
 def dropout_run(backend, recompute, cell, T=31):
-    trainer = new_trainer(backend, cell, 2, 7, recompute=recompute, num_layers=2, dropout=0.3,
-                          head_dropout=0.2, lr=0.1)
+    trainer = new_trainer(
+        backend,
+        cell,
+        2,
+        7,
+        recompute=recompute,
+        num_layers=2,
+        dropout=0.3,
+        head_dropout=0.2,
+        lr=0.1,
+    )
     x, y = data(6, T)
     mask, resets = mask_and_resets(6, T)
     mask[10:12] = 0  # an update without loss: no step, but its window is still recomputed
@@ -317,12 +360,12 @@ def test_after_an_update_without_loss_the_state_is_still_the_current_weights(bac
     mask = np.ones((T, B))
     mask[T - 1] = 0
     trainer = new_trainer(backend, "lstm", k1, k2)
-    trainer.train(x[:T - 1], y[:T - 1], mask[:T - 1])
+    trainer.train(x[: T - 1], y[: T - 1], mask[: T - 1])
     snapshot = trainer.engine.snapshot()
-    assert len(trainer.train(x[T - 1:], y[T - 1:], mask[T - 1:])) == 0
+    assert len(trainer.train(x[T - 1 :], y[T - 1 :], mask[T - 1 :])) == 0
     first_held = T - 1 - snapshot["window/x"].shape[0]
     state = state_entering(trainer.model, snapshot, T - k2, first_held, np.zeros((T, B)))
-    _, expected = trainer.model.predict(x[T - k2:], state)
+    _, expected = trainer.model.predict(x[T - k2 :], state)
     expected = expected if isinstance(expected, tuple) else (expected,)
     for got, want in zip(trainer.engine.state(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
@@ -337,7 +380,7 @@ def test_train_returns_the_first_forwards_outputs(backend):
     trainer = new_trainer(backend, "gru", 2, 5, num_layers=2)
     for t in range(T):
         before = trainer.predict_next(x[t])
-        _, out = trainer.train(x[t:t + 1], y[t:t + 1], return_outputs=True)
+        _, out = trainer.train(x[t : t + 1], y[t : t + 1], return_outputs=True)
         assert np.array_equal(out[0], before)
 
 
@@ -352,18 +395,27 @@ def test_data_parallel_recomputes_as_one_process(backend):
     MPI = pytest.importorskip("mpi4py.MPI")
     comm = MPI.COMM_WORLD
     rank, sizes = comm.Get_rank(), [2 + 2 * r for r in range(comm.Get_size())]
-    mine = np.arange(sum(sizes[:rank]), sum(sizes[:rank + 1]))
+    mine = np.arange(sum(sizes[:rank]), sum(sizes[: rank + 1]))
     T = 25
     x, y = data(12, T, streams=sum(sizes))
     mask = np.random.default_rng(12).uniform(0, 2, size=(T, sum(sizes)))
-    mask[10:12] = 0         # an update without loss anywhere
-    mask[14:16, :2] = 0     # one without loss on rank 0
+    mask[10:12] = 0  # an update without loss anywhere
+    mask[14:16, :2] = 0  # one without loss on rank 0
     results = []
     for group in (None, comm):
-        model = make_model("lstm", I, H, O, num_layers=2, dtype="float64", seed=3, dropout=0.3,
-                           head_dropout=0.2)
-        trainer = tbptt.Trainer(model, 2, 7, optimizer=tbptt.SGD(0.1), backend=backend, seed=11,
-                                recompute=True, comm=group)
+        model = make_model(
+            "lstm", I, H, O, num_layers=2, dtype="float64", seed=3, dropout=0.3, head_dropout=0.2
+        )
+        trainer = tbptt.Trainer(
+            model,
+            2,
+            7,
+            optimizer=tbptt.SGD(0.1),
+            backend=backend,
+            seed=11,
+            recompute=True,
+            comm=group,
+        )
         cols = slice(None) if group is None else mine
         losses = list(trainer.train(*(np.ascontiguousarray(a[:, cols]) for a in (x, y, mask))))
         results.append((np.array(losses + [trainer.flush()]), everything(trainer)))
@@ -372,11 +424,13 @@ def test_data_parallel_recomputes_as_one_process(backend):
     np.testing.assert_allclose(ranks_rest["parameters"], one_rest["parameters"], rtol=1e-10)
     for key in ranks_rest:
         if key.startswith("state"):
-            np.testing.assert_allclose(ranks_rest[key], one_rest[key][:, mine], rtol=1e-10,
-                                       atol=1e-14)
+            np.testing.assert_allclose(
+                ranks_rest[key], one_rest[key][:, mine], rtol=1e-10, atol=1e-14
+            )
 
 
 # ---- e. stream invariance ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k1,k2", [(2, 5), (1, 4), (3, 7)])
@@ -397,6 +451,7 @@ def test_stream_invariance(backend, k1, k2):
 
 # ---- f. checkpoints ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_resume_mid_window_is_exact(tmp_path, backend, cell):
@@ -412,7 +467,7 @@ def test_resume_mid_window_is_exact(tmp_path, backend, cell):
     resumed = tbptt.load_trainer(tmp_path / "t.npz")
     assert resumed.recompute is True and resumed.backend == backend
     got = run(resumed, x, y, mask, resets, [a, T])
-    assert np.array_equal(got[0], expected[0][-len(got[0]):])
+    assert np.array_equal(got[0], expected[0][-len(got[0]) :])
     assert np.array_equal(got[1], expected[1][a:])
     for key, want in everything(ref).items():
         assert np.array_equal(everything(resumed)[key], want), key
@@ -429,6 +484,7 @@ def test_files_from_before_recompute_resume_without_it(tmp_path):
 
 # ---- g. the argument -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_recompute_must_be_a_bool(value):
     model = tbptt.LSTM(I, H, O)
@@ -442,10 +498,13 @@ def test_float32_backends_agree():
     results = []
     for backend in BACKENDS:
         model = make_model("lstm", I, H, O, dtype="float32", seed=3)
-        trainer = tbptt.Trainer(model, 1, 6, optimizer=tbptt.Adam(3e-3), clip_norm=1.0,
-                                backend=backend, recompute=True)
-        losses = [trainer.train(x[t:t + 1].astype(np.float32), y[t:t + 1].astype(np.float32))[0]
-                  for t in range(len(x))]
+        trainer = tbptt.Trainer(
+            model, 1, 6, optimizer=tbptt.Adam(3e-3), clip_norm=1.0, backend=backend, recompute=True
+        )
+        losses = [
+            trainer.train(x[t : t + 1].astype(np.float32), y[t : t + 1].astype(np.float32))[0]
+            for t in range(len(x))
+        ]
         results.append((np.array(losses), model.flat_parameters.copy(), trainer.engine.state()[0]))
     for cpp, ref in zip(*results):
         np.testing.assert_allclose(cpp, ref, rtol=2e-4, atol=1e-5)

@@ -9,10 +9,11 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import CELLS, fd_gradient, make_model, plain_run, truncated_loss
+from helpers import random_data as make_data
 
 import tbptt
 from tbptt import reference
-from helpers import CELLS, fd_gradient, make_model, plain_run, random_data as make_data, truncated_loss
 
 
 def new_model(L=1, I=3, H=3, O=2, seed=0, dtype="float64"):
@@ -24,7 +25,7 @@ VARIANTS = [  # loss, layers, tokens, float mask, resets
     ("cross_entropy", 2, True, True, True),
     ("mse", 2, False, True, True),
     ("cross_entropy", 1, True, False, True),
-    ("gaussian", 2, False, True, True),   # O = 2: one target's mean and raw scale
+    ("gaussian", 2, False, True, True),  # O = 2: one target's mean and raw scale
 ]
 SCHEDULES = [  # k1, k2, T, zero-mask steps before, flush at the end
     pytest.param(5, 5, 5, 0, False, id="full-bptt"),
@@ -38,10 +39,12 @@ SCHEDULES = [  # k1, k2, T, zero-mask steps before, flush at the end
 @pytest.mark.parametrize("k1,k2,T,silent,flush", SCHEDULES)
 @pytest.mark.parametrize("loss,L,tokens,mask,resets", VARIANTS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, loss, L, tokens, mask,
-                                             resets):
-    rng = np.random.default_rng(zlib.crc32(repr((cell, k1, k2, T, loss, L, tokens, mask,
-                                                 resets)).encode()))
+def test_gradient_matches_finite_differences(
+    cell, k1, k2, T, silent, flush, loss, L, tokens, mask, resets
+):
+    rng = np.random.default_rng(
+        zlib.crc32(repr((cell, k1, k2, T, loss, L, tokens, mask, resets)).encode())
+    )
     B = 3
     model = make_model(cell, 4, 3, 2, num_layers=L, dtype="float64", seed=1)
     if cell == "rnn_relu":  # keep most units active: a dead unit has a zero gradient to check
@@ -73,12 +76,14 @@ def test_gradient_matches_finite_differences(cell, k1, k2, T, silent, flush, los
 
 # ---- optimisers and clipping -------------------------------------------------------------------
 
+
 def segment_gradient(params, x, y, loss="mse"):
     """Gradient of one full-BPTT update over x from zero state at `params` (one SGD(lr=1) step)."""
     model = new_model(L=2)
     model.flat_parameters[:] = params
-    tbptt.Trainer(model, len(x), len(x), loss=loss, optimizer=tbptt.SGD(lr=1.0),
-                  backend="numpy").train(x, y)
+    tbptt.Trainer(
+        model, len(x), len(x), loss=loss, optimizer=tbptt.SGD(lr=1.0), backend="numpy"
+    ).train(x, y)
     return params - model.flat_parameters
 
 
@@ -97,13 +102,16 @@ def test_optimizer_steps_as_torch(opt, clip_norm):
     k, B = 4, 2
     x, y = rng.normal(size=(3 * k, B, 3)), rng.normal(size=(3 * k, B, 2))
     mask = np.ones((3 * k, B))
-    mask[k:2 * k] = 0
+    mask[k : 2 * k] = 0
     resets = np.zeros((3 * k, B), bool)
     resets[2 * k] = True
     model = new_model(L=2)
     p0 = model.flat_parameters.copy()
-    optimizer = tbptt.Adam(lr=0.01, betas=(0.8, 0.9), eps=1e-7) if opt == "adam" else \
-        tbptt.SGD(lr=0.1, momentum=0.7)
+    optimizer = (
+        tbptt.Adam(lr=0.01, betas=(0.8, 0.9), eps=1e-7)
+        if opt == "adam"
+        else tbptt.SGD(lr=0.1, momentum=0.7)
+    )
     trainer = tbptt.Trainer(model, k, k, optimizer=optimizer, clip_norm=clip_norm, backend="numpy")
     losses = trainer.train(x, y, mask=mask, resets=resets)
     assert len(losses) == 2 and trainer.updates == 3
@@ -114,13 +122,13 @@ def test_optimizer_steps_as_torch(opt, clip_norm):
         m = (1 - b1) * gA
         v = (1 - b2) * gA * gA
         p1 = p0 - lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + eps)
-        gC = clip(segment_gradient(p1, x[2 * k:], y[2 * k:]), clip_norm)
+        gC = clip(segment_gradient(p1, x[2 * k :], y[2 * k :]), clip_norm)
         m = b1 * m + (1 - b1) * gC
         v = b2 * v + (1 - b2) * gC * gC
-        p2 = p1 - lr / (1 - b1 ** 2) * m / (np.sqrt(v) / np.sqrt(1 - b2 ** 2) + eps)
+        p2 = p1 - lr / (1 - b1**2) * m / (np.sqrt(v) / np.sqrt(1 - b2**2) + eps)
     else:
         p1 = p0 - 0.1 * gA
-        gC = clip(segment_gradient(p1, x[2 * k:], y[2 * k:]), clip_norm)
+        gC = clip(segment_gradient(p1, x[2 * k :], y[2 * k :]), clip_norm)
         p2 = p1 - 0.1 * (0.7 * gA + gC)
     np.testing.assert_allclose(model.flat_parameters, p2, rtol=1e-10, atol=1e-13)
 
@@ -135,8 +143,9 @@ def test_clipping_threshold(ratio):
     p0 = model.flat_parameters.copy()
     g = segment_gradient(p0, x, y)
     norm = np.sqrt(np.sum(g * g))
-    tbptt.Trainer(model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=ratio * norm,
-                  backend="numpy").train(x, y)
+    tbptt.Trainer(
+        model, 4, 4, optimizer=tbptt.SGD(lr=1.0), clip_norm=ratio * norm, backend="numpy"
+    ).train(x, y)
     coef = ratio * norm / (norm + 1e-6)
     expected = g * coef if coef < 1 else g
     np.testing.assert_allclose(p0 - model.flat_parameters, expected, rtol=1e-9, atol=1e-15)
@@ -148,18 +157,23 @@ def test_parameters_updated_in_place_float32():
     before = flat.copy()
     rng = np.random.default_rng(0)
     losses = tbptt.Trainer(model, 3, 3, backend="numpy").train(
-        rng.normal(size=(6, 2, 3)), rng.normal(size=(6, 2, 2)))
+        rng.normal(size=(6, 2, 3)), rng.normal(size=(6, 2, 2))
+    )
     assert losses.dtype == np.float64 and len(losses) == 2 and np.all(np.isfinite(losses))
-    assert model.flat_parameters is flat and flat.dtype == np.float32 and np.shares_memory(view, flat)
+    assert (
+        model.flat_parameters is flat and flat.dtype == np.float32 and np.shares_memory(view, flat)
+    )
     assert not np.array_equal(before, flat)
 
 
 # ---- stream invariance, flush, reset_state -----------------------------------------------------
 
+
 def run_in_pieces(splits, k1, k2, loss, x, y, mask, resets):
     model = new_model(L=2, I=4, H=3, O=2, seed=3)
-    trainer = tbptt.Trainer(model, k1, k2, loss=loss, optimizer=tbptt.Adam(lr=0.05),
-                            clip_norm=0.5, backend="numpy")
+    trainer = tbptt.Trainer(
+        model, k1, k2, loss=loss, optimizer=tbptt.Adam(lr=0.05), clip_norm=0.5, backend="numpy"
+    )
     losses, edges = [], [0, *splits, len(x)]
     for a, b in zip(edges[:-1], edges[1:]):
         losses += list(trainer.train(x[a:b], y[a:b], mask=mask[a:b], resets=resets[a:b]))
@@ -218,7 +232,9 @@ def test_reset_state_acts_as_a_resets_row():
     resets[4] = True
     b = tbptt.Trainer(new_model(I=4), 3, 5, optimizer=tbptt.Adam(0.01), backend="numpy")
     lb = b.train(x, y, resets=resets)
-    assert np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
+    assert np.array_equal(la, lb) and np.array_equal(
+        a.model.flat_parameters, b.model.flat_parameters
+    )
 
 
 @pytest.mark.parametrize("per_stream", [False, True])
@@ -243,7 +259,9 @@ def test_no_gradient_crosses_a_reset(per_stream):
     b = tbptt.Trainer(new_model(L=2, I=4), 5, 5, optimizer=tbptt.SGD(0.5), backend="numpy")
     lb = b.train(x_real, y_real)
     np.testing.assert_allclose(la, lb, rtol=1e-13)
-    np.testing.assert_allclose(a.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        a.model.flat_parameters, b.model.flat_parameters, rtol=1e-12, atol=1e-15
+    )
 
 
 def test_empty_mask_updates():
@@ -285,6 +303,7 @@ def test_memory_is_bounded():
 
 # ---- divergence --------------------------------------------------------------------------------
 
+
 def test_divergence_keeps_last_good_update_and_goes_on():
     rng = np.random.default_rng(9)
     x, y = rng.normal(size=(9, 2, 4)), rng.normal(size=(9, 2, 2))
@@ -304,7 +323,11 @@ def test_divergence_keeps_last_good_update_and_goes_on():
     assert np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
     b.reset_state()
     la, lb = a.train(x2, y2), b.train(x2, y2)  # Adam's state is the same too
-    assert len(la) == 2 and np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
+    assert (
+        len(la) == 2
+        and np.array_equal(la, lb)
+        and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
+    )
 
 
 def test_divergence_forgets_history():
@@ -320,11 +343,14 @@ def test_divergence_forgets_history():
     fresh.flat_parameters[:] = a.model.flat_parameters
     b = tbptt.Trainer(fresh, 2, 6, optimizer=tbptt.SGD(0.1), backend="numpy")
     la, lb = a.train(x2, y2), b.train(x2, y2)
-    assert np.array_equal(la, lb) and np.array_equal(a.model.flat_parameters, b.model.flat_parameters)
+    assert np.array_equal(la, lb) and np.array_equal(
+        a.model.flat_parameters, b.model.flat_parameters
+    )
     assert a.updates == 5
 
 
 # ---- forward -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("tokens", [False, True])
 def test_forward_matches_plain_forward(tokens):
@@ -333,7 +359,9 @@ def test_forward_matches_plain_forward(tokens):
     x = rng.integers(0, 4, size=(6, 2)) if tokens else rng.normal(size=(6, 2, 4))
     h0, c0 = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3))
     out, (h, c) = reference.forward(model, x, tokens, (h0, c0))
-    tops, (hp, cp) = plain_run(model, model.flat_parameters, x, tokens, None, (list(h0), list(c0)), range(6))
+    tops, (hp, cp) = plain_run(
+        model, model.flat_parameters, x, tokens, None, (list(h0), list(c0)), range(6)
+    )
     P = model.parameter_views
     expected = np.stack([tops[t] @ P["head.weight"].T + P["head.bias"] for t in range(6)])
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)

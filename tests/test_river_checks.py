@@ -13,7 +13,9 @@ pytest.importorskip("sklearn")
 
 import tbptt.river  # noqa: E402
 
-LEARNERS = [name for name in ("Regressor", "Classifier", "Forecaster") if hasattr(tbptt.river, name)]
+LEARNERS = [
+    name for name in ("Regressor", "Classifier", "Forecaster") if hasattr(tbptt.river, name)
+]
 
 
 def _cases():

@@ -25,7 +25,10 @@ def _with_features(n=200):
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 def test_forecasting_disturbs_nothing(backend):
     stream = _with_features(80)
-    busy, quiet = Forecaster(backend=backend, hidden_size=8), Forecaster(backend=backend, hidden_size=8)
+    busy, quiet = (
+        Forecaster(backend=backend, hidden_size=8),
+        Forecaster(backend=backend, hidden_size=8),
+    )
     future = [{"month": 1.0, "noise": 0.5}] * 5
     for x, y in stream:
         first = busy.forecast(5, xs=future)
@@ -33,8 +36,9 @@ def test_forecasting_disturbs_nothing(backend):
         busy.learn_one(y, x)
         quiet.learn_one(y, x)
     assert busy.forecast(5, xs=future) == quiet.forecast(5, xs=future)
-    np.testing.assert_array_equal(busy.trainer_.model.flat_parameters,
-                                  quiet.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        busy.trainer_.model.flat_parameters, quiet.trainer_.model.flat_parameters
+    )
     for a, b in zip(busy.trainer_.state(), quiet.trainer_.state()):
         np.testing.assert_array_equal(a, b)
 
@@ -72,8 +76,9 @@ def test_the_features_of_the_future_matter():
     # without xs the features are missing: their running means (and with changes=True their
     # changes the running means of the changes, which x = the means would not give)
     means = {k: forecaster._stats.mean[i] for i, k in enumerate(forecaster.keys_)}
-    np.testing.assert_allclose(forecaster.forecast(3), forecaster.forecast(3, xs=[means] * 3),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        forecaster.forecast(3), forecaster.forecast(3, xs=[means] * 3), rtol=1e-6
+    )
 
 
 def _horizon_mae(forecaster, values, horizon=12, start=12):
@@ -82,7 +87,7 @@ def _horizon_mae(forecaster, values, horizon=12, start=12):
     count = 0
     for t, y in enumerate(values):
         if t >= start and t + horizon <= len(values):
-            errors += np.abs(np.array(forecaster.forecast(horizon)) - values[t:t + horizon])
+            errors += np.abs(np.array(forecaster.forecast(horizon)) - values[t : t + horizon])
             count += 1
         forecaster.learn_one(y)
     return errors / count
@@ -125,19 +130,30 @@ def test_a_copied_forecaster_goes_on_bit_for_bit(how, tmp_path):
 NAN = float("nan")
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda f: f.forecast(0), ValueError, "horizon must be >= 1"),
-    (lambda f: f.forecast(2.0), TypeError, "horizon must be an int"),
-    (lambda f: f.forecast(3, xs=[{}] * 2), ValueError, "xs must hold horizon = 3"),
-    (lambda f: f.forecast(2, xs={"a": 1.0}), TypeError, "xs must be a list"),
-    (lambda f: f.forecast(2, xs=[{}, {"month": NAN}]), ValueError, r"xs\[1\]\['month'\] must be finite"),
-    (lambda f: f.forecast(2, xs=[{}, 3.0]), TypeError, r"xs\[1\] must be a dict"),
-    (lambda f: f.learn_one(NAN), ValueError, "y must be finite"),
-    (lambda f: f.learn_one("3"), TypeError, "y must be a real number"),
-    (lambda f: f.learn_one(None), TypeError, "y must be a real number"),
-    (lambda f: f.learn_one(1.0, [1.0]), TypeError, "x must be a dict"),
-    (lambda f: f.learn_one(1.0, {"month": float("inf")}), ValueError, r"x\['month'\] must be finite"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda f: f.forecast(0), ValueError, "horizon must be >= 1"),
+        (lambda f: f.forecast(2.0), TypeError, "horizon must be an int"),
+        (lambda f: f.forecast(3, xs=[{}] * 2), ValueError, "xs must hold horizon = 3"),
+        (lambda f: f.forecast(2, xs={"a": 1.0}), TypeError, "xs must be a list"),
+        (
+            lambda f: f.forecast(2, xs=[{}, {"month": NAN}]),
+            ValueError,
+            r"xs\[1\]\['month'\] must be finite",
+        ),
+        (lambda f: f.forecast(2, xs=[{}, 3.0]), TypeError, r"xs\[1\] must be a dict"),
+        (lambda f: f.learn_one(NAN), ValueError, "y must be finite"),
+        (lambda f: f.learn_one("3"), TypeError, "y must be a real number"),
+        (lambda f: f.learn_one(None), TypeError, "y must be a real number"),
+        (lambda f: f.learn_one(1.0, [1.0]), TypeError, "x must be a dict"),
+        (
+            lambda f: f.learn_one(1.0, {"month": float("inf")}),
+            ValueError,
+            r"x\['month'\] must be finite",
+        ),
+    ],
+)
 @pytest.mark.parametrize("when", [0, 30])
 def test_a_refused_call_changes_nothing(call, error, match, when):
     stream = _with_features(50)
@@ -149,8 +165,9 @@ def test_a_refused_call_changes_nothing(call, error, match, when):
         assert forecaster.forecast(4, xs=[x] * 4) == twin.forecast(4, xs=[x] * 4)
         forecaster.learn_one(y, x)
         twin.learn_one(y, x)
-    np.testing.assert_array_equal(forecaster.trainer_.model.flat_parameters,
-                                  twin.trainer_.model.flat_parameters)
+    np.testing.assert_array_equal(
+        forecaster.trainer_.model.flat_parameters, twin.trainer_.model.flat_parameters
+    )
 
 
 def test_river_evaluate_and_its_series():
@@ -159,6 +176,8 @@ def test_river_evaluate_and_its_series():
 
     assert isinstance(Forecaster(), time_series.base.Forecaster)
     # river's series carry a date in x: not a feature, left out
-    metric = evaluate.evaluate(datasets.AirlinePassengers(), Forecaster(), metrics.MAE(), horizon=12)
+    metric = evaluate.evaluate(
+        datasets.AirlinePassengers(), Forecaster(), metrics.MAE(), horizon=12
+    )
     maes = [m.get() for m in metric.metrics]
     assert len(maes) == 12 and all(np.isfinite(maes)) and maes[0] < 45

@@ -27,12 +27,15 @@ def test_progress_is_the_larger_share_of_steps_and_time():
     assert schedules.progress(10, 100, seconds=90, max_time=60) == 1.0
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: tbptt.Schedule("exp"), ValueError, "shape"),
-    (lambda: tbptt.Schedule(warmup=1.0), ValueError, "warmup"),
-    (lambda: tbptt.Schedule(final=1.5), ValueError, "final"),
-    (lambda: tbptt.Schedule(final="0"), TypeError, "final"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: tbptt.Schedule("exp"), ValueError, "shape"),
+        (lambda: tbptt.Schedule(warmup=1.0), ValueError, "warmup"),
+        (lambda: tbptt.Schedule(final=1.5), ValueError, "final"),
+        (lambda: tbptt.Schedule(final="0"), TypeError, "final"),
+    ],
+)
 def test_bad_schedules(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -45,13 +48,15 @@ def echo(T=600, B=8, seed=0):
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 def test_fit_follows_the_schedule_and_leaves_the_lr_as_it_was(backend):
     model = tbptt.GRU(2, 8, 2, seed=0, dtype="float64")
-    trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.01),
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.01), backend=backend
+    )
     seen = []
     original = trainer.engine.set_lr
     trainer.engine.set_lr = lambda lr: (seen.append(lr), original(lr))
-    history = trainer.fit(echo(), epochs=4, block=100, progress=False,
-                          schedule=tbptt.Schedule("linear", warmup=0.25))
+    history = trainer.fit(
+        echo(), epochs=4, block=100, progress=False, schedule=tbptt.Schedule("linear", warmup=0.25)
+    )
     # 4 epochs x 6 blocks: progress 0, 1/24, ..., 23/24; warm-up over the first quarter
     expected = [0.01 * tbptt.Schedule("linear", warmup=0.25)(i / 24) for i in range(24)]
     np.testing.assert_allclose(seen[:-1], expected)
@@ -62,8 +67,14 @@ def test_fit_follows_the_schedule_and_leaves_the_lr_as_it_was(backend):
 def test_a_time_budget_ends_the_schedule_low():
     model = tbptt.LSTM(2, 8, 2, seed=0)
     trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.01))
-    history = trainer.fit(echo(3000, 32), epochs=10_000, block=50, progress=False, max_time=1.0,
-                          schedule=tbptt.Schedule("cosine", final=0.0))
+    history = trainer.fit(
+        echo(3000, 32),
+        epochs=10_000,
+        block=50,
+        progress=False,
+        max_time=1.0,
+        schedule=tbptt.Schedule("cosine", final=0.0),
+    )
     assert history.stop_reason == "max_time"
     assert history.lr[-1] < 0.01 * 0.2  # the last blocks ran near the end of the cosine
 
@@ -71,10 +82,17 @@ def test_a_time_budget_ends_the_schedule_low():
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 def test_restore_best_and_patience(backend):
     model = tbptt.LSTM(2, 8, 2, seed=0, forget_bias=1.0, dtype="float64")
-    trainer = tbptt.Trainer(model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.3),
-                            backend=backend)  # a learning rate high enough to get worse again
-    history = trainer.fit(echo(), epochs=12, validation=echo(200, 4, seed=1), progress=False,
-                          restore_best=True, patience=3)
+    trainer = tbptt.Trainer(
+        model, 10, 10, loss="cross_entropy", optimizer=tbptt.Adam(0.3), backend=backend
+    )  # a learning rate high enough to get worse again
+    history = trainer.fit(
+        echo(),
+        epochs=12,
+        validation=echo(200, 4, seed=1),
+        progress=False,
+        restore_best=True,
+        patience=3,
+    )
     best = history.best_epoch
     assert trainer.best["epoch"] == best and trainer.best["val_loss"] == min(history.val_loss)
     np.testing.assert_array_equal(model.flat_parameters, trainer.best["parameters"])

@@ -5,10 +5,9 @@ under the sanitizers too (.ci/sanitize.sh runs the suite without torch)."""
 
 import numpy as np
 import pytest
+from helpers import CELLS, plain_layer
 
 from tbptt._native import core
-
-from helpers import CELLS, plain_layer
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 PREFIX = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}
@@ -32,20 +31,34 @@ def case(cell, T=6, B=3, I=4, H=5, dtype=np.float64, seed=0):
 def plain(cell, a, reverse):
     """Every step's h and the final (h, carry) from the equations, step by step."""
     p = PREFIX[cell]
-    P = {f"{p}.weight_ih_l0": a["W_ih"], f"{p}.weight_hh_l0": a["W_hh"],
-         f"{p}.bias_ih_l0": a["b_ih"], f"{p}.bias_hh_l0": a["b_hh"]}
+    P = {
+        f"{p}.weight_ih_l0": a["W_ih"],
+        f"{p}.weight_hh_l0": a["W_hh"],
+        f"{p}.bias_ih_l0": a["b_ih"],
+        f"{p}.bias_hh_l0": a["b_hh"],
+    }
     state = (a["h0"], a["carry0"]) if cell == "lstm" else (a["h0"],)
     T = a["x"].shape[0]
     h = np.zeros(a["x"].shape[:2] + (a["h0"].shape[1],))
-    for t in (reversed(range(T)) if reverse else range(T)):
+    for t in reversed(range(T)) if reverse else range(T):
         state = plain_layer(cell, P, 0, a["x"][t], state)
         h[t] = state[0]
     return h, state[0], state[1] if cell == "lstm" else np.zeros_like(a["carry0"])
 
 
 def forward(cell, a, reverse, keep=False):
-    return core().sequence_forward(cell, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                   a["b_ih"], a["b_hh"], reverse, keep)
+    return core().sequence_forward(
+        cell,
+        a["x"],
+        a["h0"],
+        a["carry0"],
+        a["W_ih"],
+        a["W_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        reverse,
+        keep,
+    )
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
@@ -72,8 +85,21 @@ def test_backward_equals_finite_differences(cell, reverse, B):
         h, h_n, c_n = plain(cell, arrays, reverse)
         return float((dy * h).sum() + (dh_n * h_n).sum() + (dc_n * c_n).sum())
 
-    grads = core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                     a["b_ih"], a["b_hh"], h, dy, dh_n, dc_n, True)
+    grads = core().sequence_backward(
+        tape,
+        a["x"],
+        a["h0"],
+        a["carry0"],
+        a["W_ih"],
+        a["W_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        h,
+        dy,
+        dh_n,
+        dc_n,
+        True,
+    )
     names = ["x", "h0", "carry0", "W_ih", "W_hh", "b_ih", "b_hh"]
     eps = 1e-6
     for name, grad in zip(names, grads):
@@ -85,8 +111,13 @@ def test_backward_equals_finite_differences(cell, reverse, B):
         plus[name] = a[name] + eps * direction
         minus[name] = a[name] - eps * direction
         numeric = (loss(plus) - loss(minus)) / (2 * eps)
-        np.testing.assert_allclose(float((grad * direction).sum()), numeric, rtol=1e-7, atol=1e-9,
-                                   err_msg=f"{cell}: dL/d{name}")
+        np.testing.assert_allclose(
+            float((grad * direction).sum()),
+            numeric,
+            rtol=1e-7,
+            atol=1e-9,
+            err_msg=f"{cell}: dL/d{name}",
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -100,8 +131,20 @@ def test_float32_and_no_output_gradient(cell):
     dh_n = np.ones_like(hn64)
 
     def args(a, h, tape):
-        return (tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], h,
-                None, dh_n.astype(h.dtype), np.zeros_like(a["carry0"]))
+        return (
+            tape,
+            a["x"],
+            a["h0"],
+            a["carry0"],
+            a["W_ih"],
+            a["W_hh"],
+            a["b_ih"],
+            a["b_hh"],
+            h,
+            None,
+            dh_n.astype(h.dtype),
+            np.zeros_like(a["carry0"]),
+        )
 
     g64 = core().sequence_backward(*args(a64, h64, tape64), False)
     g32 = core().sequence_backward(*args(a32, h32, tape32), False)
@@ -109,9 +152,21 @@ def test_float32_and_no_output_gradient(cell):
     for x, y in zip(g32[1:], g64[1:]):
         np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
     # dy=None equals dy=zeros
-    zeros = core().sequence_backward(tape64, a64["x"], a64["h0"], a64["carry0"], a64["W_ih"],
-                                     a64["W_hh"], a64["b_ih"], a64["b_hh"], h64, np.zeros_like(h64),
-                                     dh_n, np.zeros_like(a64["carry0"]), False)
+    zeros = core().sequence_backward(
+        tape64,
+        a64["x"],
+        a64["h0"],
+        a64["carry0"],
+        a64["W_ih"],
+        a64["W_hh"],
+        a64["b_ih"],
+        a64["b_hh"],
+        h64,
+        np.zeros_like(h64),
+        dh_n,
+        np.zeros_like(a64["carry0"]),
+        False,
+    )
     for x, y in zip(zeros[1:], g64[1:]):
         np.testing.assert_array_equal(x, y)
 
@@ -122,8 +177,21 @@ def test_no_steps():
     assert h.shape == (0, 3, 5)
     np.testing.assert_array_equal(h_n, a["h0"])
     np.testing.assert_array_equal(c_n, a["carry0"])
-    g = core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"],
-                                 a["b_hh"], h, None, np.ones((3, 5)), np.full((3, 5), 2.0), True)
+    g = core().sequence_backward(
+        tape,
+        a["x"],
+        a["h0"],
+        a["carry0"],
+        a["W_ih"],
+        a["W_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        h,
+        None,
+        np.ones((3, 5)),
+        np.full((3, 5), 2.0),
+        True,
+    )
     np.testing.assert_array_equal(g[1], np.ones((3, 5)))
     np.testing.assert_array_equal(g[2], np.full((3, 5), 2.0))
     assert not g[3].any() and not g[4].any()
@@ -143,14 +211,30 @@ def test_bad_arrays_are_refused():
         forward("lstm", dict(a, x=a["x"].astype(np.int64)), False)
     h, h_n, c_n, tape = forward("lstm", a, False, keep=True)
     with pytest.raises(ValueError, match="dy has shape"):
-        core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"], a["b_ih"],
-                                 a["b_hh"], h, h[:-1], h_n, c_n, True)
+        core().sequence_backward(
+            tape,
+            a["x"],
+            a["h0"],
+            a["carry0"],
+            a["W_ih"],
+            a["W_hh"],
+            a["b_ih"],
+            a["b_hh"],
+            h,
+            h[:-1],
+            h_n,
+            c_n,
+            True,
+        )
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("lengths", [[5, 3, 3, 1], sorted(np.random.default_rng(6).integers(1, 10, 70))[::-1]],
-                         ids=["few", "blocks"])
+@pytest.mark.parametrize(
+    "lengths",
+    [[5, 3, 3, 1], sorted(np.random.default_rng(6).integers(1, 10, 70))[::-1]],
+    ids=["few", "blocks"],
+)
 def test_packed_rows(cell, reverse, lengths):
     """Streams of different lengths, longest first, packed row by row (batch_sizes): each stream
     equals its own run alone, and the backward equals finite differences."""
@@ -163,13 +247,25 @@ def test_packed_rows(cell, reverse, lengths):
         return np.concatenate([per_step[t, :n] for t, n in enumerate(batch_sizes)])
 
     packed = dict(a, x=pack(a["x"]))
-    h, h_n, c_n, tape = core().sequence_forward(cell, packed["x"], a["h0"], a["carry0"], a["W_ih"],
-                                                a["W_hh"], a["b_ih"], a["b_hh"], reverse, True,
-                                                batch_sizes)
+    h, h_n, c_n, tape = core().sequence_forward(
+        cell,
+        packed["x"],
+        a["h0"],
+        a["carry0"],
+        a["W_ih"],
+        a["W_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        reverse,
+        True,
+        batch_sizes,
+    )
     assert h.shape == (sum(lengths), H)
     for b, n in enumerate(lengths):
-        alone = {k: v[:n, b:b + 1] if k == "x" else v[b:b + 1] if k in ("h0", "carry0") else v
-                 for k, v in a.items()}
+        alone = {
+            k: v[:n, b : b + 1] if k == "x" else v[b : b + 1] if k in ("h0", "carry0") else v
+            for k, v in a.items()
+        }
         h_b, hn_b, cn_b = plain(cell, alone, reverse)
         rows = [sum(batch_sizes[:t]) + b for t in range(n)]
         np.testing.assert_allclose(h[rows], h_b[:, 0], rtol=1e-12, atol=1e-14)
@@ -182,15 +278,32 @@ def test_packed_rows(cell, reverse, lengths):
     def loss(arrays):
         total = 0.0
         for b, n in enumerate(lengths):
-            alone = {k: v[:n, b:b + 1] if k == "x" else v[b:b + 1] if k in ("h0", "carry0") else v
-                     for k, v in arrays.items()}
+            alone = {
+                k: v[:n, b : b + 1] if k == "x" else v[b : b + 1] if k in ("h0", "carry0") else v
+                for k, v in arrays.items()
+            }
             h_b, hn_b, cn_b = plain(cell, alone, reverse)
             rows = [sum(batch_sizes[:t]) + b for t in range(n)]
-            total += (dy[rows] * h_b[:, 0]).sum() + (dh_n[b] * hn_b[0]).sum() + (dc_n[b] * cn_b[0]).sum()
+            total += (
+                (dy[rows] * h_b[:, 0]).sum() + (dh_n[b] * hn_b[0]).sum() + (dc_n[b] * cn_b[0]).sum()
+            )
         return float(total)
 
-    grads = core().sequence_backward(tape, packed["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                     a["b_ih"], a["b_hh"], h, dy, dh_n, dc_n, True)
+    grads = core().sequence_backward(
+        tape,
+        packed["x"],
+        a["h0"],
+        a["carry0"],
+        a["W_ih"],
+        a["W_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        h,
+        dy,
+        dh_n,
+        dc_n,
+        True,
+    )
     eps = 1e-6
     for name, grad in zip(["x", "h0", "carry0", "W_ih", "W_hh", "b_ih", "b_hh"], grads):
         if grad.size == 0:
@@ -200,15 +313,20 @@ def test_packed_rows(cell, reverse, lengths):
             spread = np.zeros_like(a["x"])
             at = 0
             for t, n in enumerate(batch_sizes):
-                spread[t, :n] = direction[at:at + n]
+                spread[t, :n] = direction[at : at + n]
                 at += n
             plus, minus = dict(a, x=a["x"] + eps * spread), dict(a, x=a["x"] - eps * spread)
         else:
             plus, minus = dict(a), dict(a)
             plus[name], minus[name] = a[name] + eps * direction, a[name] - eps * direction
         numeric = (loss(plus) - loss(minus)) / (2 * eps)
-        np.testing.assert_allclose(float((grad * direction).sum()), numeric, rtol=1e-7, atol=1e-9,
-                                   err_msg=f"{cell}: dL/d{name}")
+        np.testing.assert_allclose(
+            float((grad * direction).sum()),
+            numeric,
+            rtol=1e-7,
+            atol=1e-9,
+            err_msg=f"{cell}: dL/d{name}",
+        )
 
 
 def test_bad_batch_sizes_are_refused():
@@ -216,8 +334,19 @@ def test_bad_batch_sizes_are_refused():
     x = a["x"].reshape(6, -1)
 
     def run(sizes, x=x):
-        return core().sequence_forward("gru", x, a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                       a["b_ih"], a["b_hh"], False, False, np.array(sizes))
+        return core().sequence_forward(
+            "gru",
+            x,
+            a["h0"],
+            a["carry0"],
+            a["W_ih"],
+            a["W_hh"],
+            a["b_ih"],
+            a["b_hh"],
+            False,
+            False,
+            np.array(sizes),
+        )
 
     with pytest.raises(ValueError, match="non-increasing"):
         run([1, 2, 2, 1])
@@ -243,8 +372,21 @@ def test_the_same_bits_on_any_number_of_threads(H):
         for threads in (1, 2):
             tbptt.set_num_threads(threads)
             h, h_n, c_n, tape = forward("lstm", a, False, keep=True)
-            grads = core().sequence_backward(tape, a["x"], a["h0"], a["carry0"], a["W_ih"], a["W_hh"],
-                                             a["b_ih"], a["b_hh"], h, dy, h_n, c_n, True)
+            grads = core().sequence_backward(
+                tape,
+                a["x"],
+                a["h0"],
+                a["carry0"],
+                a["W_ih"],
+                a["W_hh"],
+                a["b_ih"],
+                a["b_hh"],
+                h,
+                dy,
+                h_n,
+                c_n,
+                True,
+            )
             results.append([h, h_n, c_n, *grads])
     finally:
         tbptt.set_num_threads(saved)

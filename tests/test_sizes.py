@@ -7,7 +7,6 @@ import pytest
 import tbptt
 from tbptt import _sizes, cli
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -28,12 +27,19 @@ def test_machine_memory_is_known_here():
 
 
 def test_a_model_beyond_any_allocation_is_a_value_error_naming_hidden_size():
-    with pytest.raises(ValueError, match=r"hidden_size=1000000000.*bytes.*more than can be allocated"):
+    with pytest.raises(
+        ValueError, match=r"hidden_size=1000000000.*bytes.*more than can be allocated"
+    ):
         tbptt.LSTM(3, 10**9, 2)
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(hidden_size=100_000), "hidden_size=100000"),
-                                          (dict(hidden_size=64, num_layers=10**6), "num_layers=1000000")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(hidden_size=100_000), "hidden_size=100000"),
+        (dict(hidden_size=64, num_layers=10**6), "num_layers=1000000"),
+    ],
+)
 def test_a_model_beyond_the_machine_is_a_memory_error(small_machine, kwargs, name):
     with pytest.raises(MemoryError, match=rf"{name}.*bytes \(.*GiB\) as float32.*machine's memory"):
         tbptt.LSTM(3, output_size=2, **kwargs)
@@ -47,15 +53,23 @@ def test_window_bytes_of_an_lstm():
     assert _sizes.window_bytes(model, 4, 9, 7, tokens=True) == tokens * 8
 
 
-@pytest.mark.parametrize("model, per_unit", [(tbptt.GRU(5, 8, 3), 3 + 1 + 1),  # r z n, W_hn h, h
-                                             (tbptt.RNN(5, 8, 3), 1 + 1)])     # pre-activation, h
+@pytest.mark.parametrize(
+    "model, per_unit",
+    [
+        (tbptt.GRU(5, 8, 3), 3 + 1 + 1),  # r z n, W_hn h, h
+        (tbptt.RNN(5, 8, 3), 1 + 1),
+    ],
+)  # pre-activation, h
 def test_window_bytes_of_the_other_cells(model, per_unit):
     assert _sizes.window_bytes(model, 2, 2, 1) == ((2 + 1) * (per_unit * 8 + 5) + 2 * 2 * 3) * 4
 
 
 def test_the_parameter_count_is_the_cells():
-    for model in (tbptt.LSTM(5, 8, 3, num_layers=2), tbptt.GRU(5, 8, 3, num_layers=2),
-                  tbptt.RNN(5, 8, 3, num_layers=2)):
+    for model in (
+        tbptt.LSTM(5, 8, 3, num_layers=2),
+        tbptt.GRU(5, 8, 3, num_layers=2),
+        tbptt.RNN(5, 8, 3, num_layers=2),
+    ):
         gates = tbptt.model.CELLS[model.cell][1]
         assert _sizes.parameter_count(5, 8, 3, 2, gates) == model.num_parameters
 

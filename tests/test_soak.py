@@ -20,9 +20,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import STATUS_KIB
 
 import tbptt
-from helpers import STATUS_KIB
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +69,17 @@ class Stream:
         return x, y, mask, resets
 """
 
-CHILD = STREAM + r"""
+CHILD = (
+    STREAM
+    + r"""
 import json, sys
 
 steps, block, every, leak, k1, k2, loss = (int(a) if a.isdigit() else a for a in sys.argv[1:8])
 tbptt.set_num_threads(1)
 
-""" + STATUS_KIB + r"""
+"""
+    + STATUS_KIB
+    + r"""
 
 t = trainer("cpp", k1, k2, loss)
 stream = Stream(1, loss)
@@ -93,6 +97,7 @@ while done < steps:
                           "params_finite": bool(np.isfinite(t.model.flat_parameters).all())}),
                           flush=True)
 """
+)
 
 MILLION, BLOCK, EVERY = 1_000_000, 10_000, 100_000
 # RSS growth measured between 100k and 1M steps: 0-4 KiB. The allowance leaves room for allocator
@@ -102,16 +107,33 @@ ALLOWANCE_KIB = 512
 
 
 def soak_child(steps=MILLION, leak=0, k1=10, k2=20, loss="mse"):
-    done = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(BLOCK), str(EVERY),
-                           str(leak), str(k1), str(k2), loss],
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TBPTT_NUM_THREADS="1"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(steps),
+            str(BLOCK),
+            str(EVERY),
+            str(leak),
+            str(k1),
+            str(k2),
+            loss,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TBPTT_NUM_THREADS="1"),
+    )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.parametrize("k1,k2,loss", [(10, 20, "mse"), (25, 7, "cross_entropy")],
-                         ids=["mse-features-10-20", "ce-tokens-25-7"])
+@pytest.mark.parametrize(
+    "k1,k2,loss",
+    [(10, 20, "mse"), (25, 7, "cross_entropy")],
+    ids=["mse-features-10-20", "ce-tokens-25-7"],
+)
 def test_a_million_steps_in_flat_memory(k1, k2, loss):
     records = soak_child(k1=k1, k2=k2, loss=loss)
     assert [r["steps"] for r in records] == list(range(EVERY, MILLION + 1, EVERY))
@@ -155,13 +177,19 @@ def test_no_drift_between_engine_and_reference():
             if (start + DRIFT_BLOCK) % DRIFT_EVERY:
                 continue
             pc, pr = cpp.model.flat_parameters, ref.model.flat_parameters
-            rel = {"params": float(np.max(np.abs(pc - pr)) / np.max(np.abs(pr))),
-                   "losses": float(np.max(np.abs(lc - lr) / np.abs(lr))),
-                   "state": float(max(np.max(np.abs(u - v)) for u, v in zip(cpp.state(), ref.state())))}
+            rel = {
+                "params": float(np.max(np.abs(pc - pr)) / np.max(np.abs(pr))),
+                "losses": float(np.max(np.abs(lc - lr) / np.abs(lr))),
+                "state": float(
+                    max(np.max(np.abs(u - v)) for u, v in zip(cpp.state(), ref.state()))
+                ),
+            }
             report.append((start + DRIFT_BLOCK, rel))
             where = f"after {start + DRIFT_BLOCK} steps"
             assert cpp.updates == ref.updates == (start + DRIFT_BLOCK) // cpp.k1, where
-            np.testing.assert_allclose(pc, pr, rtol=REL, atol=REL * np.max(np.abs(pr)), err_msg=where)
+            np.testing.assert_allclose(
+                pc, pr, rtol=REL, atol=REL * np.max(np.abs(pr)), err_msg=where
+            )
             np.testing.assert_allclose(lc, lr, rtol=REL, err_msg=where)
             for u, v in zip(cpp.state(), ref.state()):
                 np.testing.assert_allclose(u, v, rtol=REL, atol=REL, err_msg=where)

@@ -17,6 +17,7 @@ import importlib
 import os
 
 import pytest
+
 import tbptt
 
 ROOT = os.path.dirname(tbptt.__file__)
@@ -42,9 +43,13 @@ def imports(module, path, known):
     targets = set()
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    type_only = {id(inner) for node in ast.walk(tree)
-                 if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
-                 for statement in node.body for inner in ast.walk(statement)}
+    type_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
     for node in ast.walk(tree):
         if id(node) in type_only:
             continue
@@ -70,7 +75,9 @@ def graph():
 def test_the_graph_is_read():
     """A sanity check of the reader: edges that exist are found, function-local ones included."""
     edges = graph()
-    assert "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
+    assert (
+        "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
+    )
     assert "tbptt.reference" in edges["tbptt.trainer"]  # a function-local import
     assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._folder"]
 
@@ -83,7 +90,7 @@ def test_no_module_imports_a_module_that_imports_it():
         on_path.add(module)
         for target in sorted(edges[module]):
             if target in on_path:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in done:
                 visit(target, path + [target], on_path, done)
         on_path.discard(module)
@@ -118,10 +125,18 @@ def long_functions():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 first = node.body[0]
-                docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                             and isinstance(first.value.value, str))
-                statements = sum(1 for inner in ast.walk(node) if isinstance(inner, ast.stmt)
-                                 and inner is not node and not (docstring and inner is first))
+                docstring = (
+                    isinstance(first, ast.Expr)
+                    and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)
+                )
+                statements = sum(
+                    1
+                    for inner in ast.walk(node)
+                    if isinstance(inner, ast.stmt)
+                    and inner is not node
+                    and not (docstring and inner is first)
+                )
                 if statements >= MAX_STATEMENTS:
                     found.append((statements, f"{module}.{node.name} (line {node.lineno})"))
     return sorted(found, reverse=True)

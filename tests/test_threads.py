@@ -125,8 +125,9 @@ def test_train_releases_the_gil():
     the gaps between its clock ticks stay far shorter than the call (with the GIL held, one gap
     would span nearly the whole call)."""
     tbptt.set_num_threads(1)
-    trainer, (x, y, mask, resets) = job(("big", "cpp", "float64", "mse", False, 16, 8, 64, 3,
-                                         50, 50, 600), 0)
+    trainer, (x, y, mask, resets) = job(
+        ("big", "cpp", "float64", "mse", False, 16, 8, 64, 3, 50, 50, 600), 0
+    )
     trainer.train(x[:50], y[:50])  # allocation and first-call costs out of the way
     for _ in range(3):  # a long call: ~0.2-1 s
         tic = time.perf_counter()
@@ -153,7 +154,8 @@ def test_train_releases_the_gil():
     gaps = np.diff(np.concatenate([[enter], during, [exit_]]))
     assert duration > 0.1
     assert gaps.max() < 0.5 * duration, (
-        f"the main thread stalled for {gaps.max():.3f} s of a {duration:.3f} s train call")
+        f"the main thread stalled for {gaps.max():.3f} s of a {duration:.3f} s train call"
+    )
 
 
 # (cell, dtype, tokens, B, H, layers, k1, k2, dropout): B * H >= 1024, so that the engine shares
@@ -178,16 +180,33 @@ def shared_run(threads, cell, dtype, tokens, B, H, layers, k1, k2, dropout, T=90
     y = rng.integers(0, O, size=(T, B)) if tokens else rng.normal(size=(T, B, O)).astype(dtype)
     mask = (rng.uniform(0, 2, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.2)).astype(dtype)
     resets = rng.uniform(size=(T, B)) < 0.02
-    model = tbptt.model.build(cell, I, H, O, num_layers=layers, dtype=dtype, seed=0, dropout=dropout)
-    trainer = tbptt.Trainer(model, k1, k2, loss="cross_entropy" if tokens else "mse",
-                            optimizer=tbptt.Adam(3e-3), clip_norm=1.0, seed=3)
+    model = tbptt.model.build(
+        cell, I, H, O, num_layers=layers, dtype=dtype, seed=0, dropout=dropout
+    )
+    trainer = tbptt.Trainer(
+        model,
+        k1,
+        k2,
+        loss="cross_entropy" if tokens else "mse",
+        optimizer=tbptt.Adam(3e-3),
+        clip_norm=1.0,
+        seed=3,
+    )
     losses = []
     for a in range(0, T, 30):
-        losses += list(trainer.train(x[a:a + 30], y[a:a + 30], mask[a:a + 30], resets[a:a + 30]))
+        losses += list(
+            trainer.train(x[a : a + 30], y[a : a + 30], mask[a : a + 30], resets[a : a + 30])
+        )
     horizon = trainer.horizon()
     predicted, state = model.predict(x[:40])
-    return [np.array(losses), *model.state_dict().values(), *trainer.state(), predicted, *state,
-            *(np.asarray(v) for v in horizon.values())]
+    return [
+        np.array(losses),
+        *model.state_dict().values(),
+        *trainer.state(),
+        predicted,
+        *state,
+        *(np.asarray(v) for v in horizon.values()),
+    ]
 
 
 @pytest.mark.parametrize("spec", SHARED, ids=lambda s: "-".join(map(str, s)))

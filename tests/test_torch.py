@@ -9,10 +9,9 @@ cross-entropy, resets; (c) masked (weighted-mean) losses; (d) load_state_dict of
 
 import numpy as np
 import pytest
+from helpers import CELLS, make_model
 
 import tbptt
-
-from helpers import CELLS, make_model
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -35,7 +34,11 @@ def assert_close(actual, expected, what, rtol=1e-10, atol=1e-12, key="vs torch, 
     expected = np.asarray(expected, dtype=np.float64)
     err = np.abs(actual - expected)
     big = np.abs(expected) > 1e3 * atol
-    rel = float(np.max(np.where(big, err / np.maximum(np.abs(expected), 1e-300), 0))) if err.size else 0.0
+    rel = (
+        float(np.max(np.where(big, err / np.maximum(np.abs(expected), 1e-300), 0)))
+        if err.size
+        else 0.0
+    )
     WORST[key] = max(WORST.get(key, (0.0, 0.0)), (rel, float(err.max()) if err.size else 0.0))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
 
@@ -51,7 +54,7 @@ class Net(nn.Module):
         elif cell == "gru":
             self.gru = nn.GRU(I, H, L)
         else:
-            self.rnn = nn.RNN(I, H, L, nonlinearity=cell[len("rnn_"):])
+            self.rnn = nn.RNN(I, H, L, nonlinearity=cell[len("rnn_") :])
         self.prefix = cell.split("_")[0]
         self.head = nn.Linear(H, O)
 
@@ -88,6 +91,7 @@ def compare_params(model, net, what):
 
 # ---- (a) predict -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero-state", "given-state"])
 @pytest.mark.parametrize("tokens", [False, True], ids=["features", "tokens"])
@@ -120,6 +124,7 @@ def test_predict_matches_torch(cell, L, tokens, with_state, dtype):
 
 # ---- (b), (c) chunked TBPTT k1 = k2 = k ------------------------------------------------------
 
+
 def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, tokens):
     """Chunked TBPTT as one writes it in torch: every k steps (and a last partial chunk), backward
     through the chunk from the detached carried state; then clip and step.
@@ -139,10 +144,14 @@ def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, toke
             if resets is not None:
                 keep = torch.from_numpy(~resets[t])[None, :, None].to(torch.float64)
                 state = each(state, lambda a: a * keep)  # noqa: B023 - applied at once
-            seq, state = net.recurrent(xt[t:t + 1], state)
+            seq, state = net.recurrent(xt[t : t + 1], state)
             outs.append(net.head(seq))
         out = torch.cat(outs)  # (n, B, O)
-        w = torch.ones(s1 - s0, B, dtype=torch.float64) if mask is None else torch.from_numpy(mask[s0:s1])
+        w = (
+            torch.ones(s1 - s0, B, dtype=torch.float64)
+            if mask is None
+            else torch.from_numpy(mask[s0:s1])
+        )
         if loss == "mse":
             target = torch.from_numpy(y[s0:s1])
             if mask is None:
@@ -170,23 +179,31 @@ def torch_chunked(net, k, x, y, mask, resets, loss, make_opt, clip_norm, I, toke
 
 
 OPTS = {
-    "adam": (lambda: tbptt.Adam(lr=0.05, betas=(0.85, 0.99), eps=1e-7),
-             lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7)),
-    "sgd-momentum": (lambda: tbptt.SGD(lr=0.2, momentum=0.9),
-                     lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9)),
-    "adamw": (lambda: tbptt.AdamW(lr=0.05, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.3),
-              lambda p: torch.optim.AdamW(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7,
-                                          weight_decay=0.3)),
-    "sgd-weight-decay": (lambda: tbptt.SGD(lr=0.2, momentum=0.9, weight_decay=0.1),
-                         lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, weight_decay=0.1)),
+    "adam": (
+        lambda: tbptt.Adam(lr=0.05, betas=(0.85, 0.99), eps=1e-7),
+        lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7),
+    ),
+    "sgd-momentum": (
+        lambda: tbptt.SGD(lr=0.2, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9),
+    ),
+    "adamw": (
+        lambda: tbptt.AdamW(lr=0.05, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.3),
+        lambda p: torch.optim.AdamW(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.3),
+    ),
+    "sgd-weight-decay": (
+        lambda: tbptt.SGD(lr=0.2, momentum=0.9, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, weight_decay=0.1),
+    ),
 }
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numpy"])
 @pytest.mark.parametrize("clip_norm", [None, 0.02])
 @pytest.mark.parametrize("opt", sorted(OPTS))
-@pytest.mark.parametrize("loss,tokens,L", [("mse", False, 2), ("cross_entropy", True, 1),
-                                            ("cross_entropy", False, 2)])
+@pytest.mark.parametrize(
+    "loss,tokens,L", [("mse", False, 2), ("cross_entropy", True, 1), ("cross_entropy", False, 2)]
+)
 @pytest.mark.parametrize("k", [4, 5])
 @pytest.mark.parametrize("cell", CELLS)
 def test_chunked_tbptt_matches_torch(cell, k, loss, tokens, L, opt, clip_norm, backend):
@@ -199,8 +216,9 @@ def test_chunked_tbptt_matches_torch(cell, k, loss, tokens, L, opt, clip_norm, b
     y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
     resets = rng.uniform(size=(T, B)) < 0.1
     make, make_torch = OPTS[opt]
-    trainer = tbptt.Trainer(model, k, k, loss=loss, optimizer=make(), clip_norm=clip_norm,
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, k, k, loss=loss, optimizer=make(), clip_norm=clip_norm, backend=backend
+    )
     losses = list(trainer.train(x[:9], y[:9], resets=resets[:9]))
     losses += list(trainer.train(x[9:], y[9:], resets=resets[9:]))
     assert trainer.flush() is None and trainer.pending_steps == 0
@@ -222,10 +240,11 @@ def test_masked_loss_matches_torch(cell, loss, tokens, backend):
     x = rng.integers(0, I, size=(T, B)) if tokens else rng.normal(size=(T, B, I))
     y = rng.integers(0, O, size=(T, B)) if loss == "cross_entropy" else rng.normal(size=(T, B, O))
     mask = rng.uniform(0, 3, size=(T, B)) * (rng.uniform(size=(T, B)) > 0.3)
-    mask[5:10] = 0          # the second update carries no loss
+    mask[5:10] = 0  # the second update carries no loss
     mask[10:15] = rng.integers(0, 3, size=(5, B))  # integer weights
-    trainer = tbptt.Trainer(model, k, k, loss=loss, optimizer=OPTS["adam"][0](), clip_norm=0.05,
-                            backend=backend)
+    trainer = tbptt.Trainer(
+        model, k, k, loss=loss, optimizer=OPTS["adam"][0](), clip_norm=0.05, backend=backend
+    )
     losses = trainer.train(x, y, mask=mask)
     expected = torch_chunked(net, k, x, y, mask, None, loss, OPTS["adam"][1], 0.05, I, tokens)
     assert trainer.updates == 4 and len(losses) == len(expected) == 3
@@ -234,6 +253,7 @@ def test_masked_loss_matches_torch(cell, loss, tokens, backend):
 
 
 # ---- (d) load_state_dict of torch tensors --------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_load_state_dict_accepts_torch_tensors(dtype):

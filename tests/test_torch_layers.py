@@ -92,15 +92,23 @@ GRID = list(itertools.product(CELLS, [1, 2, 3], [False, True], [False, True], [F
 @pytest.mark.parametrize("cell,layers,bidirectional,batch_first,with_hx", GRID)
 def test_equals_torch(cell, layers, bidirectional, batch_first, with_hx, dtype, kernel_calls):
     T, B, I, H = 6, 3, 4, 5
-    a, b = twins(cell, I, H, layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype)
+    a, b = twins(
+        cell, I, H, layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype
+    )
     for (name, p), (name_b, q) in zip(a.named_parameters(), b.named_parameters()):
         assert name == name_b and torch.equal(p, q), "same initial parameters after manual_seed"
     g = torch.Generator().manual_seed(1)
     x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=dtype)
     D = 2 if bidirectional else 1
     n_states = 2 if cell == "lstm" else 1
-    hx = tuple(torch.randn(layers * D, B, H, generator=g, dtype=dtype) for _ in range(n_states)) if with_hx else None
-    weights = [torch.randn(*(B, T, D * H) if batch_first else (T, B, D * H), generator=g, dtype=dtype)]
+    hx = (
+        tuple(torch.randn(layers * D, B, H, generator=g, dtype=dtype) for _ in range(n_states))
+        if with_hx
+        else None
+    )
+    weights = [
+        torch.randn(*(B, T, D * H) if batch_first else (T, B, D * H), generator=g, dtype=dtype)
+    ]
     weights += [torch.randn(layers * D, B, H, generator=g, dtype=dtype) for _ in range(n_states)]
     for ours, theirs in zip(run(a, x, hx, weights), run(b, x, hx, weights)):
         assert ours.dtype == dtype
@@ -113,7 +121,11 @@ def test_gradcheck(cell, kernel_calls):
     a, _ = twins(cell, 3, 4, 2, bidirectional=True, dtype=torch.float64)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
-    hx = (h0, torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)) if cell == "lstm" else h0
+    hx = (
+        (h0, torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True))
+        if cell == "lstm"
+        else h0
+    )
 
     def f(x, *flat):
         out, final = a(x, tuple(flat) if cell == "lstm" else flat[0])
@@ -126,14 +138,21 @@ def test_gradcheck(cell, kernel_calls):
     def g(*weights):
         return torch.func.functional_call(a, dict(zip(names, weights)), (x.detach(),))[0]
 
-    assert torch.autograd.gradcheck(g, tuple(p.detach().clone().requires_grad_() for p in a.parameters()))
+    assert torch.autograd.gradcheck(
+        g, tuple(p.detach().clone().requires_grad_() for p in a.parameters())
+    )
     assert kernel_calls["sequence_backward"] > 0
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_unbatched_input_and_no_bias(cell):
     a, b = twins(cell, 3, 4, 2, bias=False, dtype=torch.float64)
-    assert [n for n, _ in a.named_parameters()] == ["weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1"]
+    assert [n for n, _ in a.named_parameters()] == [
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "weight_ih_l1",
+        "weight_hh_l1",
+    ]
     x = torch.randn(5, 3, dtype=torch.float64)
     h = torch.randn(2, 4, dtype=torch.float64)
     hx = (h, h.clone()) if cell == "lstm" else h
@@ -174,8 +193,8 @@ def test_a_model_trains_as_on_torch_layers():
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         state = None
         for start in range(0, 39, 10):  # chunked TBPTT: the state carried, detached
-            x, y = tokens[start:start + 10], tokens[start + 1:start + 11]
-            out, state = model(x[:len(y)], state)
+            x, y = tokens[start : start + 10], tokens[start + 1 : start + 11]
+            out, state = model(x[: len(y)], state)
             loss = nn.functional.cross_entropy(out.reshape(-1, 11), y.reshape(-1))
             optimizer.zero_grad()
             loss.backward()
@@ -237,8 +256,9 @@ def test_what_falls_back_to_torch(kernel_calls):
 
 @pytest.mark.parametrize("lengths", [[2, 6, 1, 4], [5, 5, 5, 5]], ids=["varied", "equal"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
-@pytest.mark.parametrize("cell,layers,bidirectional",
-                         list(itertools.product(CELLS, [1, 2], [False, True])))
+@pytest.mark.parametrize(
+    "cell,layers,bidirectional", list(itertools.product(CELLS, [1, 2], [False, True]))
+)
 def test_packed_sequences_equal_torch(cell, layers, bidirectional, with_hx, lengths, kernel_calls):
     """Variable lengths (a PackedSequence, unsorted): each stream runs its own steps; outputs,
     final states and every gradient as torch's."""
@@ -258,11 +278,18 @@ def test_packed_sequences_equal_torch(cell, layers, bidirectional, with_hx, leng
         out, final = layer(packed, given)
         assert isinstance(out, nn.utils.rnn.PackedSequence)
         unpacked, _ = nn.utils.rnn.pad_packed_sequence(out)
-        loss = (unpacked * torch.arange(unpacked.numel(), dtype=torch.float64).reshape(unpacked.shape).sin()).sum()
+        loss = (
+            unpacked
+            * torch.arange(unpacked.numel(), dtype=torch.float64).reshape(unpacked.shape).sin()
+        ).sum()
         loss = loss + sum((f * (k + 2)).sum() for k, f in enumerate(states(final)))
         layer.zero_grad()
         loss.backward()
-        grads = [x.grad] + ([t.grad for t in h] if with_hx else []) + [p.grad for p in layer.parameters()]
+        grads = (
+            [x.grad]
+            + ([t.grad for t in h] if with_hx else [])
+            + [p.grad for p in layer.parameters()]
+        )
         results.append([unpacked.detach()] + [f.detach() for f in states(final)] + grads)
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)

@@ -19,9 +19,9 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import make_model, one_torch_thread  # noqa: F401  (the fixture)
 
 import tbptt
-from helpers import make_model, one_torch_thread  # noqa: F401  (the fixture)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- the twins ---------------------------------------------------------------------------------
 
+
 class Body(nn.Module):
     """tbptt's recurrent stack as a torch module (`lstm.*`, `gru.*` or `rnn.*`); token ids
     one-hot."""
@@ -43,7 +44,7 @@ class Body(nn.Module):
         super().__init__()
         self.cell = cell.split("_")[0]
         if cell.startswith("rnn_"):
-            recurrent = (layer or nn.RNN)(I, H, L, nonlinearity=cell[len("rnn_"):])
+            recurrent = (layer or nn.RNN)(I, H, L, nonlinearity=cell[len("rnn_") :])
         else:
             recurrent = (layer or {"lstm": nn.LSTM, "gru": nn.GRU}[cell])(I, H, L)
         setattr(self, self.cell, recurrent)
@@ -67,17 +68,22 @@ class Whole(Body):
 
 
 OPTIMIZERS = {
-    "adam": (lambda: tbptt.Adam(lr=0.05, betas=(0.85, 0.99), eps=1e-7),
-             lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7)),
-    "sgd": (lambda: tbptt.SGD(lr=0.2, momentum=0.9),
-            lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9)),
+    "adam": (
+        lambda: tbptt.Adam(lr=0.05, betas=(0.85, 0.99), eps=1e-7),
+        lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.85, 0.99), eps=1e-7),
+    ),
+    "sgd": (
+        lambda: tbptt.SGD(lr=0.2, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9),
+    ),
 }
 
 
 def twins(cell, k1, k2, loss, opt, clip, backend, whole=False, layer=None, L=2):
     """tbptt.Trainer(recompute=True) and tbptt.torch.Trainer on the same parameters."""
-    model = make_model(cell, I, H, O, num_layers=L, dtype="float64", seed=k1 + 3 * k2,
-                       forget_bias=1.0)
+    model = make_model(
+        cell, I, H, O, num_layers=L, dtype="float64", seed=k1 + 3 * k2, forget_bias=1.0
+    )
     sd = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
     if whole:
         module, head = Whole(cell, L).double(), None
@@ -88,10 +94,19 @@ def twins(cell, k1, k2, loss, opt, clip, backend, whole=False, layer=None, L=2):
         module.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")})
         head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
         params = list(module.parameters()) + list(head.parameters())
-    engine = tbptt.Trainer(model, k1, k2, loss=loss, optimizer=OPTIMIZERS[opt][0](),
-                           clip_norm=clip, backend=backend, recompute=True)
-    ours = tbptt.torch.Trainer(module, k1, k2, loss=loss, optimizer=OPTIMIZERS[opt][1](params),
-                               clip_norm=clip, head=head)
+    engine = tbptt.Trainer(
+        model,
+        k1,
+        k2,
+        loss=loss,
+        optimizer=OPTIMIZERS[opt][0](),
+        clip_norm=clip,
+        backend=backend,
+        recompute=True,
+    )
+    ours = tbptt.torch.Trainer(
+        module, k1, k2, loss=loss, optimizer=OPTIMIZERS[opt][1](params), clip_norm=clip, head=head
+    )
     return engine, ours
 
 
@@ -223,7 +238,9 @@ def test_a_divergence_is_handled_as_the_engine_handles_it():
     with pytest.raises(FloatingPointError) as engine_error:
         engine.train(x, y, m, r)
     assert isinstance(ours_error.value, tbptt._native.core().Divergence)
-    assert str(ours_error.value).startswith("update 3 diverged: the loss is inf. It was not applied")
+    assert str(ours_error.value).startswith(
+        "update 3 diverged: the loss is inf. It was not applied"
+    )
     assert str(engine_error.value).startswith("update 3 ")
     close(ours_error.value.losses, engine_error.value.losses, "losses before")
     assert ours.state() is None and ours.pending_steps == 0 and ours.updates == 3
@@ -236,6 +253,7 @@ def test_a_divergence_is_handled_as_the_engine_handles_it():
 
 
 # ---- (b) a module the library has never seen: every gradient against autograd ------------------
+
 
 class LayerNormLSTM(nn.Module):
     """An LSTM cell with LayerNorm on its gates and its cell state, written in torch, stepped in
@@ -293,11 +311,11 @@ def update_gradient(module, x, y, w, resets, t, r, k2, loss):
         if s == w0 and state is not None:
             state = tuple(a.detach() for a in state)
         with torch.set_grad_enabled(s >= w0):
-            out, state = module(torch.from_numpy(x[s:s + 1]), state)
+            out, state = module(torch.from_numpy(x[s : s + 1]), state)
         outs[s] = out[0]
     out = torch.stack([outs[s] for s in range(t - r + 1, t + 1)])
-    target = torch.from_numpy(y[t - r + 1:t + 1])
-    weight = torch.from_numpy(w[t - r + 1:t + 1])
+    target = torch.from_numpy(y[t - r + 1 : t + 1])
+    weight = torch.from_numpy(w[t - r + 1 : t + 1])
     per = huber(out, target) if callable(loss) else (out - target).square().mean(dim=-1)
     carries = weight > 0
     value = (weight[carries] * per[carries]).sum() / weight.sum()
@@ -346,18 +364,21 @@ def test_without_a_head_the_warm_up_steps_count_in_the_loss_and_train_nothing():
         for a, b in zip(got, want):
             close(a.numpy(), b.numpy(), f"gradient at step {t}", tol=1e-11)
         with torch.no_grad():
-            out, _ = module(torch.from_numpy(x[:t + 1]), None)
-        close(loss, ((out[t - 4:] - torch.from_numpy(y[t - 4:t + 1])) ** 2).mean().item(), "loss")
+            out, _ = module(torch.from_numpy(x[: t + 1]), None)
+        close(
+            loss, ((out[t - 4 :] - torch.from_numpy(y[t - 4 : t + 1])) ** 2).mean().item(), "loss"
+        )
 
 
 # ---- (c) resume, copies, stream invariance: bit for bit ----------------------------------------
 
+
 def fresh_trainer(seed, k1=3, k2=7, clip=0.5):
     torch.manual_seed(seed)
     module = LayerNormLSTM().double()
-    return tbptt.torch.Trainer(module, k1, k2, optimizer=torch.optim.Adam(module.parameters(),
-                                                                            lr=0.02),
-                               clip_norm=clip)
+    return tbptt.torch.Trainer(
+        module, k1, k2, optimizer=torch.optim.Adam(module.parameters(), lr=0.02), clip_norm=clip
+    )
 
 
 def same(a, b):
@@ -370,8 +391,10 @@ def same(a, b):
 
 def continue_both(a, b, x, y, m, r):
     for lo, hi in ((0, 5), (5, 6), (6, 13)):
-        np.testing.assert_array_equal(a.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi]),
-                                      b.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi]))
+        np.testing.assert_array_equal(
+            a.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi]),
+            b.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi]),
+        )
     assert a.flush() == b.flush()
     same(a, b)
 
@@ -413,8 +436,10 @@ def test_stream_invariance_bit_for_bit(k1, k2):
     x, y, m, r = data(12, 23)
     one, cut = fresh_trainer(2, k1, k2), fresh_trainer(2, k1, k2)
     whole = one.train(x, y, m, r)
-    parts = [cut.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi])
-             for lo, hi in ((0, 1), (1, 6), (6, 6), (6, 17), (17, 23))]
+    parts = [
+        cut.train(x[lo:hi], y[lo:hi], m[lo:hi], r[lo:hi])
+        for lo, hi in ((0, 1), (1, 6), (6, 6), (6, 17), (17, 23))
+    ]
     np.testing.assert_array_equal(whole, np.concatenate(parts))
     same(one, cut)
 
@@ -423,23 +448,27 @@ def test_memory_is_bounded_by_the_window():
     trainer = fresh_trainer(3, 2, 6)
     x, y, m, r = data(13, 60)
     for lo in range(0, 60, 7):
-        trainer.train(x[lo:lo + 7], y[lo:lo + 7], m[lo:lo + 7], r[lo:lo + 7])
+        trainer.train(x[lo : lo + 7], y[lo : lo + 7], m[lo : lo + 7], r[lo : lo + 7])
         assert len(trainer._held) <= trainer.k1 + trainer.k2
 
 
 # ---- (d) bad input ------------------------------------------------------------------------------
 
+
 def test_bad_settings():
     module = LayerNormLSTM().double()
     other = nn.Linear(2, 2)
     for kwargs, error, name in [
-        (dict(k1=0), ValueError, "k1"), (dict(k2=1.5), TypeError, "k2"),
-        (dict(k1=True), TypeError, "k1"), (dict(loss="l1"), ValueError, "loss"),
-        (dict(loss=3), TypeError, "loss"), (dict(clip_norm=-1.0), ValueError, "clip_norm"),
+        (dict(k1=0), ValueError, "k1"),
+        (dict(k2=1.5), TypeError, "k2"),
+        (dict(k1=True), TypeError, "k1"),
+        (dict(loss="l1"), ValueError, "loss"),
+        (dict(loss=3), TypeError, "loss"),
+        (dict(clip_norm=-1.0), ValueError, "clip_norm"),
         (dict(optimizer="adam"), TypeError, "optimizer"),
         (dict(optimizer=torch.optim.SGD(other.parameters(), lr=0.1)), ValueError, "optimizer"),
-        (dict(head="linear"), TypeError, "head"), (dict(state_batch_dim=-1), ValueError,
-                                                  "state_batch_dim"),
+        (dict(head="linear"), TypeError, "head"),
+        (dict(state_batch_dim=-1), ValueError, "state_batch_dim"),
     ]:
         args = {"k1": 2, "k2": 3, **kwargs}
         with pytest.raises(error, match=name):
@@ -466,10 +495,15 @@ def bad_calls(x, y, m, r, trained):
         ((x, y, np.full((T, B), np.nan)), ValueError, "mask"),
         ((x, y, m, r.astype(float)), TypeError, "resets"),
         ((x, y, m, 2 * r.astype(np.int64)), ValueError, "resets"),
-    ] + ([((x[:, :2], y[:, :2]), ValueError, "B = 2"),
-          ((x[..., :2], y), ValueError, "x's trailing shape"),
-          ((x, y[..., :1]), ValueError, "y's trailing shape")] if trained else
-         [((x, y[..., :1]), ValueError, r"y must have shape \(T, B\) \+ \(2,\)")])
+    ] + (
+        [
+            ((x[:, :2], y[:, :2]), ValueError, "B = 2"),
+            ((x[..., :2], y), ValueError, "x's trailing shape"),
+            ((x, y[..., :1]), ValueError, "y's trailing shape"),
+        ]
+        if trained
+        else [((x, y[..., :1]), ValueError, r"y must have shape \(T, B\) \+ \(2,\)")]
+    )
 
 
 def test_bad_input_is_refused_and_changes_nothing():
@@ -490,10 +524,12 @@ def test_bad_cross_entropy_targets():
     module = Whole("lstm", 1).double()
     trainer = tbptt.torch.Trainer(module, 2, 2, loss="cross_entropy")
     x = np.random.default_rng(0).integers(0, I, size=(4, B))
-    for y, error, name in [(np.zeros((4, B, 1)), TypeError, "y must hold integer class ids"),
-                           (np.full((4, B), O), ValueError, r"class ids must be in \[0, 2\)"),
-                           (np.full((4, B), -1), ValueError, "class ids"),
-                           (np.zeros((4, B, 2), np.int64), ValueError, "y")]:
+    for y, error, name in [
+        (np.zeros((4, B, 1)), TypeError, "y must hold integer class ids"),
+        (np.full((4, B), O), ValueError, r"class ids must be in \[0, 2\)"),
+        (np.full((4, B), -1), ValueError, "class ids"),
+        (np.zeros((4, B, 2), np.int64), ValueError, "y"),
+    ]:
         with pytest.raises(error, match=name):
             trainer.train(x, y)
     assert trainer.num_streams is None
@@ -539,6 +575,7 @@ def test_bad_modules_and_losses_are_refused_at_the_first_call():
 
 # ---- the study for any model -------------------------------------------------------------------
 
+
 def test_sweep_of_a_torch_model_equals_the_engines_sweep():
     """tbptt.sweep(torch_model=...) on the torch twin of the model sweep builds (same
     parameters) gives the rows of sweep(recompute=True): losses, validation, updates."""
@@ -546,32 +583,51 @@ def test_sweep_of_a_torch_model_equals_the_engines_sweep():
     val = data(17, 12, mask=False, resets=False)[:2]
 
     def twin():
-        model = make_model("lstm", I, H, O, num_layers=1, dtype="float64", seed=0,
-                           forget_bias=1.0)
+        model = make_model("lstm", I, H, O, num_layers=1, dtype="float64", seed=0, forget_bias=1.0)
         body, head = Body("lstm", 1).double(), nn.Linear(H, O).double()
         sd = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
         body.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")})
         head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
         return body, head
 
-    common = dict(k1=None, pairs=[(2, 5), (4, 2)], validation=val, hidden=H, layers=1,
-                  dtype="float64", seed=0, optimizer=tbptt.SGD(0.1, momentum=0.5), points=3,
-                  reset=[8, "epoch"])
+    common = dict(
+        k1=None,
+        pairs=[(2, 5), (4, 2)],
+        validation=val,
+        hidden=H,
+        layers=1,
+        dtype="float64",
+        seed=0,
+        optimizer=tbptt.SGD(0.1, momentum=0.5),
+        points=3,
+        reset=[8, "epoch"],
+    )
     ours = tbptt.sweep(x, y, m, torch_model=twin, **common)
     engine = tbptt.sweep(x, y, m, recompute=True, **common)
     for a, b in zip(ours, engine):
-        assert (a["k1"], a["k2"], a["reset"], a["updates"]) == (b["k1"], b["k2"], b["reset"],
-                                                                b["updates"])
+        assert (a["k1"], a["k2"], a["reset"], a["updates"]) == (
+            b["k1"],
+            b["k2"],
+            b["reset"],
+            b["updates"],
+        )
         close(a["train_loss"], b["train_loss"], "train_loss")
         close(a["val_loss"], b["val_loss"], "val_loss")
         close(a["curve"]["train_loss"], b["curve"]["train_loss"], "curve")
         assert a["window_bytes"] is None and np.isnan(a["horizon_ratio"])
-    measured = tbptt.sweep(x, y, m, torch_model=twin, torch_horizon=True,
-                           **{**common, "pairs": [(2, 5)], "reset": "epoch"})
+    measured = tbptt.sweep(
+        x,
+        y,
+        m,
+        torch_model=twin,
+        torch_horizon=True,
+        **{**common, "pairs": [(2, 5)], "reset": "epoch"},
+    )
     assert (ours[1]["k1"], ours[1]["reset"]) == (2, "epoch")
     close(measured[0]["train_loss"], ours[1]["train_loss"], "train_loss with the horizon")
     assert measured[0]["horizon"]["dh"].shape == (2, 5) and np.isfinite(
-        measured[0]["horizon_ratio"])
+        measured[0]["horizon_ratio"]
+    )
     with pytest.raises(TypeError, match="torch_model"):
         tbptt.sweep(x, y, k1=2, torch_model="lstm")
 
@@ -591,8 +647,15 @@ def test_fit_is_the_engines_fit():
     x, y, m, _ = data(19, 30, resets=False)
     val = data(20, 10, mask=False, resets=False)[:2]
     engine, ours = twins("gru", 3, 5, "mse", "sgd", 0.5, "cpp")
-    kwargs = dict(epochs=3, validation=val, reset=7, progress=False, block=6,
-                  schedule=tbptt.Schedule(warmup=0.2), restore_best=True)
+    kwargs = dict(
+        epochs=3,
+        validation=val,
+        reset=7,
+        progress=False,
+        block=6,
+        schedule=tbptt.Schedule(warmup=0.2),
+        restore_best=True,
+    )
     a, b = ours.fit(x, y, m, **kwargs), engine.fit(x, y, m, **kwargs)
     for key in ("train_loss", "val_loss", "lr", "epoch_updates"):
         close(getattr(a, key), getattr(b, key), key)
@@ -605,6 +668,7 @@ def test_fit_is_the_engines_fit():
 
 
 # ---- the gradient horizon ----------------------------------------------------------------------
+
 
 def state_gradients(module, x, y, resets, t, r, k2):
     """||dL/ds|| of the state tensors (h, c) entering each step of the update at t (before its
@@ -620,10 +684,10 @@ def state_gradients(module, x, y, resets, t, r, k2):
             keep = torch.from_numpy(~resets[s]).to(torch.float64)[None, :, None]
             state = tuple(a * keep for a in state)
         with torch.set_grad_enabled(s >= w0):
-            out, state = module(torch.from_numpy(x[s:s + 1]), state)
+            out, state = module(torch.from_numpy(x[s : s + 1]), state)
         outs[s] = out[0]
     out = torch.stack([outs[s] for s in range(t - r + 1, t + 1)])
-    value = (out - torch.from_numpy(y[t - r + 1:t + 1])).square().mean()
+    value = (out - torch.from_numpy(y[t - r + 1 : t + 1])).square().mean()
     keys = sorted(entering)
     grads = torch.autograd.grad(value, [a for j in keys for a in entering[j]], allow_unused=True)
     norms = [0.0 if g is None else float(g.norm()) for g in grads]
@@ -634,8 +698,9 @@ def state_gradients(module, x, y, resets, t, r, k2):
 def test_the_horizon_is_autograd_of_the_state_entering_each_step(k1, k2):
     torch.manual_seed(1)
     module = LayerNormLSTM().double()
-    trainer = tbptt.torch.Trainer(module, k1, k2, optimizer=Recorder(module.parameters()),
-                                  horizon=True)
+    trainer = tbptt.torch.Trainer(
+        module, k1, k2, optimizer=Recorder(module.parameters()), horizon=True
+    )
     x, y, _, r = data(21, 13, mask=False)
     r[6] = True  # every stream: nothing crosses back before step 6
     trainer.train(x[:7], y[:7], resets=r[:7])
@@ -685,8 +750,10 @@ def test_the_loss_does_not_depend_on_the_scale_of_the_mask(factor):
     for p, q in zip(runs[0][1].module.parameters(), runs[1][1].module.parameters()):
         close(p.detach().numpy(), q.detach().numpy(), "parameters", tol=1e-10)
     trainer = runs[0][1]
-    outputs, targets = torch.zeros(4, 3, 2, dtype=torch.float64), torch.full((4, 3, 2), 10.0,
-                                                                            dtype=torch.float64)
+    outputs, targets = (
+        torch.zeros(4, 3, 2, dtype=torch.float64),
+        torch.full((4, 3, 2), 10.0, dtype=torch.float64),
+    )
     w = torch.full((4, 3), factor, dtype=torch.float64)
     assert float(trainer._loss(outputs, targets, w)) == 100.0
 
@@ -699,8 +766,13 @@ def test_float32_follows_the_engine():
     body.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")})
     head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
     engine = tbptt.Trainer(model, 3, 7, optimizer=tbptt.Adam(0.01), recompute=True)
-    ours = tbptt.torch.Trainer(body, 3, 7, head=head, optimizer=torch.optim.Adam(
-        list(body.parameters()) + list(head.parameters()), lr=0.01))
+    ours = tbptt.torch.Trainer(
+        body,
+        3,
+        7,
+        head=head,
+        optimizer=torch.optim.Adam(list(body.parameters()) + list(head.parameters()), lr=0.01),
+    )
     x, y, m, r = data(25, 30)
     close(ours.train(x, y, m, r), engine.train(x, y, m, r), "losses", tol=1e-4)
     assert ours.module.lstm.weight_hh_l0.dtype == torch.float32

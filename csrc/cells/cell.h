@@ -36,26 +36,26 @@ struct CellTraits {
 // One layer at one step, B rows.
 template <typename T>
 struct StepForward {
-    T* gates;              // [B, G] in: the input projection (+ the recurrent product unless
-                           //        separate); out: whatever the cell keeps of its gates
-    T* extra;              // [B, E] out: further values backward needs
-    T* h;                  // [B, H] out: the new hidden state
-    T* carry;              // [B, C] out: the new carried state besides h
-    const T* recurrent;    // [B, G] h_prev W_hhᵀ + b_hh (separate_recurrence only, else null)
-    const T* h_prev;       // [B, H] the state entering the step
-    const T* carry_prev;   // [B, C]
+    T* gates;             // [B, G] in: the input projection (+ the recurrent product unless
+                          //        separate); out: whatever the cell keeps of its gates
+    T* extra;             // [B, E] out: further values backward needs
+    T* h;                 // [B, H] out: the new hidden state
+    T* carry;             // [B, C] out: the new carried state besides h
+    const T* recurrent;   // [B, G] h_prev W_hhᵀ + b_hh (separate_recurrence only, else null)
+    const T* h_prev;      // [B, H] the state entering the step
+    const T* carry_prev;  // [B, C]
 };
 
 template <typename T>
 struct StepBackward {
-    T* dgates;             // [B, G] out: dL/d(gate pre-activations), as W_ih and b_ih see it
-    T* drecurrent;         // [B, G] out: dL/d(h_prev W_hhᵀ + b_hh); the same buffer as dgates
-                           //        unless separate_recurrence (then the cell writes both)
-    T* dcarry;             // [B, C] in: dL/dcarry_t from step t+1; out: dL/dcarry_{t-1}
-    T* dh_prev;            // [B, H] out (separate_recurrence only): the direct part of
-                           //        dL/dh_{t-1}; the engine adds drecurrent W_hh to it
-    T* scratch;            // [B, H]
-    const T* dh;           // [B, H] in: dL/dh_t (from step t+1, the layer above or the head)
+    T* dgates;      // [B, G] out: dL/d(gate pre-activations), as W_ih and b_ih see it
+    T* drecurrent;  // [B, G] out: dL/d(h_prev W_hhᵀ + b_hh); the same buffer as dgates
+                    //        unless separate_recurrence (then the cell writes both)
+    T* dcarry;      // [B, C] in: dL/dcarry_t from step t+1; out: dL/dcarry_{t-1}
+    T* dh_prev;     // [B, H] out (separate_recurrence only): the direct part of
+                    //        dL/dh_{t-1}; the engine adds drecurrent W_hh to it
+    T* scratch;     // [B, H]
+    const T* dh;    // [B, H] in: dL/dh_t (from step t+1, the layer above or the head)
     // What forward kept: gates, extra, h, carry of this step; the state entering it.
     const T *gates, *extra, *h, *carry, *h_prev, *carry_prev;
 };

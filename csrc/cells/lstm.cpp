@@ -35,13 +35,14 @@ double Lstm<T>::backward(const StepBackward<T>& step, int B, int H) const {
     auto dc = MatrixMap<T>(step.dcarry, B, H).array();
 
     tc = ConstMatrixMap<T>(step.carry, B, H).array().tanh();
-    dc += dh * o * (T(1) - tc * tc);                                    // through h = o tanh(c)
+    dc += dh * o * (T(1) - tc * tc);  // through h = o tanh(c)
     const double dc_squares = double(dc.square().sum());
-    dz.middleCols(3 * H, H).array() = dh * tc * o * (T(1) - o);         // do, through the sigmoid
-    dz.middleCols(0, H).array() = dc * g * i * (T(1) - i);              // di
-    dz.middleCols(H, H).array() = dc * ConstMatrixMap<T>(step.carry_prev, B, H).array() * f * (T(1) - f);
-    dz.middleCols(2 * H, H).array() = dc * i * (T(1) - g * g);          // dg
-    dc *= f;                                                            // into c_{t-1}
+    dz.middleCols(3 * H, H).array() = dh * tc * o * (T(1) - o);  // do, through the sigmoid
+    dz.middleCols(0, H).array() = dc * g * i * (T(1) - i);       // di
+    dz.middleCols(H, H).array() =
+        dc * ConstMatrixMap<T>(step.carry_prev, B, H).array() * f * (T(1) - f);
+    dz.middleCols(2 * H, H).array() = dc * i * (T(1) - g * g);  // dg
+    dc *= f;                                                    // into c_{t-1}
     return dc_squares;
 }
 

@@ -47,8 +47,9 @@ def write_data(folder: str) -> tuple:
     dates, ppm = datasets.co2(fill=None)
     co2 = os.path.join(folder, "co2.csv")
     with open(co2, "w", encoding="utf-8") as f:
-        f.write("week,co2\n" + "".join(f"{d},{'' if np.isnan(v) else v}\n"
-                                       for d, v in zip(dates, ppm)))
+        f.write(
+            "week,co2\n" + "".join(f"{d},{'' if np.isnan(v) else v}\n" for d, v in zip(dates, ppm))
+        )
     years, spots = datasets.sunspots()
     two = os.path.join(folder, "two_series.csv")
     with open(two, "w", encoding="utf-8") as f:
@@ -86,24 +87,36 @@ def main(argv=None) -> int:
             with open(os.path.join("runs", "co2g", "backtest.json"), encoding="utf-8") as f:
                 by = json.load(f)["by_horizon"]
             for key in ("coverage_50", "coverage_80", "model_crps"):
-                print(f"runs/co2g/backtest.json by_horizon {key} at 1, 4, 8, 13 weeks: "
-                      + ", ".join(f"{by[key][h - 1]:.3g}" for h in (1, 4, 8, 13)))
+                print(
+                    f"runs/co2g/backtest.json by_horizon {key} at 1, 4, 8, 13 weeks: "
+                    + ", ".join(f"{by[key][h - 1]:.3g}" for h in (1, 4, 8, 13))
+                )
             print("$ head -4 co2_ahead.csv")
             with open("co2_ahead.csv", encoding="utf-8") as f:
                 print("".join(f.readlines()[:4]).rstrip())
         finally:
             os.chdir(here)
         if not args.no_pictures:
-            shutil.copy(os.path.join(run, "backtest.png"), os.path.join(FIGURES, "co2_backtest.png"))
-            shutil.copy(os.path.join(both, "forecast.png"),
-                        os.path.join(FIGURES, "two_series_held_out.png"))
-            shutil.copy(os.path.join(both, "forecast_ahead.png"),
-                        os.path.join(FIGURES, "two_series_forecast.png"))
+            shutil.copy(
+                os.path.join(run, "backtest.png"), os.path.join(FIGURES, "co2_backtest.png")
+            )
+            shutil.copy(
+                os.path.join(both, "forecast.png"), os.path.join(FIGURES, "two_series_held_out.png")
+            )
+            shutil.copy(
+                os.path.join(both, "forecast_ahead.png"),
+                os.path.join(FIGURES, "two_series_forecast.png"),
+            )
             gaussian = os.path.join(folder, "runs", "co2g")
-            for name, figure in (("forecast.png", "held_out"), ("backtest.png", "backtest"),
-                                 ("forecast_ahead.png", "forecast")):
-                shutil.copy(os.path.join(gaussian, name),
-                            os.path.join(FIGURES, f"co2_gaussian_{figure}.png"))
+            for name, figure in (
+                ("forecast.png", "held_out"),
+                ("backtest.png", "backtest"),
+                ("forecast_ahead.png", "forecast"),
+            ):
+                shutil.copy(
+                    os.path.join(gaussian, name),
+                    os.path.join(FIGURES, f"co2_gaussian_{figure}.png"),
+                )
     return 0
 
 

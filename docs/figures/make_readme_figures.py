@@ -50,13 +50,23 @@ def numbers(folder: str, pictures: bool = False) -> dict:
         results = _files.load_arrays(os.path.join(run, "model.npz"), "model")[0]["results"]
         found[task] = (results["val_rmse"], results["persistence_rmse"])
         if pictures:
-            status, _, err = _run(["forecast", run, "--steps", str(steps),
-                                   "--out", os.path.join(run, "ahead.csv"), "--plot",
-                                   os.path.join(FIGURES, f"{task}_forecast.png")])
+            status, _, err = _run(
+                [
+                    "forecast",
+                    run,
+                    "--steps",
+                    str(steps),
+                    "--out",
+                    os.path.join(run, "ahead.csv"),
+                    "--plot",
+                    os.path.join(FIGURES, f"{task}_forecast.png"),
+                ]
+            )
             assert status == 0, err
             if task == "co2":
-                shutil.copy(os.path.join(run, "forecast.png"),
-                            os.path.join(FIGURES, "co2_held_out.png"))
+                shutil.copy(
+                    os.path.join(run, "forecast.png"), os.path.join(FIGURES, "co2_held_out.png")
+                )
     status, _, err = _run(["train", "--hidden", "100000"])
     assert status == 2, err
     found["size_error"] = err.strip()

@@ -61,8 +61,9 @@ class Resets:
         return due if resets is None else due | (resets != 0)
 
 
-def blocks(T: int, begin: int, end: int, grid: int | None = None,
-           stops: Iterable[int] = ()) -> Iterator[Block]:
+def blocks(
+    T: int, begin: int, end: int, grid: int | None = None, stops: Iterable[int] = ()
+) -> Iterator[Block]:
     """The blocks covering global steps [begin, end) of data of T steps, used pass after pass.
 
     A block ends at the end of a pass, on a grid of `grid` steps from each pass's start (so that

@@ -57,8 +57,9 @@ def numeric_array(name, value):
 def all_finite(name, array):
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(f"{name} must be finite: {name}[{', '.join(map(str, bad))}] = "
-                         f"{array[tuple(bad)]}")
+        raise ValueError(
+            f"{name} must be finite: {name}[{', '.join(map(str, bad))}] = {array[tuple(bad)]}"
+        )
 
 
 def _convert(name, array, dtype):
@@ -84,8 +85,10 @@ def batch_first_hint(shape, B) -> str:
     and its second is not, so it looks batch-first, (B, T, ...). A batch-first array whose T and B
     are both unknown cannot be told from a time-major one (both are 3-D): the docs warn."""
     if len(shape) >= 2 and shape[0] == B != shape[1]:
-        return (f"; x.shape[0] = {B} is that B: is x batch-first, (B, T, ...)? tbptt's arrays are "
-                "time-major, (T, B, ...): pass x.swapaxes(0, 1) (and the same for y, mask, resets)")
+        return (
+            f"; x.shape[0] = {B} is that B: is x batch-first, (B, T, ...)? tbptt's arrays are "
+            "time-major, (T, B, ...): pass x.swapaxes(0, 1) (and the same for y, mask, resets)"
+        )
     return ""
 
 
@@ -95,15 +98,19 @@ def inputs(name, value, input_size, dtype):
     if array.ndim == 2 and array.dtype.kind in "iu":
         if array.size and (array.min() < 0 or array.max() >= input_size):
             bad = array.min() if array.min() < 0 else array.max()
-            raise ValueError(f"{name} holds token ids, which must be in [0, input_size={input_size}); "
-                             f"got {bad}")
+            raise ValueError(
+                f"{name} holds token ids, which must be in [0, input_size={input_size}); got {bad}"
+            )
         return np.ascontiguousarray(array, dtype=np.int64), True
     if array.ndim != 3:
-        raise ValueError(f"{name} must have shape (T, B, input_size={input_size}), or (T, B) with "
-                         f"integer token ids; got shape {array.shape} of dtype {array.dtype}")
+        raise ValueError(
+            f"{name} must have shape (T, B, input_size={input_size}), or (T, B) with "
+            f"integer token ids; got shape {array.shape} of dtype {array.dtype}"
+        )
     if array.shape[2] != input_size:
-        raise ValueError(f"{name} must have shape (T, B, input_size={input_size}); got shape "
-                         f"{array.shape}")
+        raise ValueError(
+            f"{name} must have shape (T, B, input_size={input_size}); got shape {array.shape}"
+        )
     return _convert(name, array, dtype), False
 
 
@@ -115,20 +122,26 @@ def targets(name, value, loss, shape_tb, output_size, dtype):
     T, B = shape_tb
     if spec.classes:
         if array.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer class ids for loss={loss!r}, got dtype "
-                            f"{array.dtype}")
+            raise TypeError(
+                f"{name} must hold integer class ids for loss={loss!r}, got dtype {array.dtype}"
+            )
         if array.shape != (T, B):
-            raise ValueError(f"{name} must have shape (T, B) = {(T, B)} for loss={loss!r}, "
-                             f"got {array.shape}")
+            raise ValueError(
+                f"{name} must have shape (T, B) = {(T, B)} for loss={loss!r}, got {array.shape}"
+            )
         if array.size and (array.min() < 0 or array.max() >= output_size):
             bad = array.min() if array.min() < 0 else array.max()
-            raise ValueError(f"{name} class ids must be in [0, output_size={output_size}), got {bad}")
+            raise ValueError(
+                f"{name} class ids must be in [0, output_size={output_size}), got {bad}"
+            )
         return np.ascontiguousarray(array, dtype=np.int64)
     shape = (T, B) + spec.target_shape(output_size)
     per = "" if spec.outputs_per_target == 1 else f" / {spec.outputs_per_target}"
     if array.shape != shape:
-        raise ValueError(f"{name} must have shape (T, B, output_size{per}) = {shape} for "
-                         f"loss={loss!r}, got {array.shape}")
+        raise ValueError(
+            f"{name} must have shape (T, B, output_size{per}) = {shape} for "
+            f"loss={loss!r}, got {array.shape}"
+        )
     return _convert(name, array, dtype)
 
 
@@ -142,7 +155,9 @@ def mask(value, shape_tb, dtype):
     converted = _convert("mask", array, dtype)
     if (converted < 0).any():
         bad = np.argwhere(converted < 0)[0]
-        raise ValueError(f"mask weights must be >= 0: mask[{bad[0]}, {bad[1]}] = {converted[tuple(bad)]}")
+        raise ValueError(
+            f"mask weights must be >= 0: mask[{bad[0]}, {bad[1]}] = {converted[tuple(bad)]}"
+        )
     return converted
 
 
@@ -156,5 +171,7 @@ def resets(value, shape_tb):
     if array.dtype.kind == "f":
         raise TypeError(f"resets must be bool (or integers 0/1), got dtype {array.dtype}")
     if array.dtype.kind != "b" and array.size and (array.min() < 0 or array.max() > 1):
-        raise ValueError(f"resets must be bool or 0/1, got values in [{array.min()}, {array.max()}]")
+        raise ValueError(
+            f"resets must be bool or 0/1, got values in [{array.min()}, {array.max()}]"
+        )
     return np.ascontiguousarray(array, dtype=np.uint8)

@@ -1,4 +1,6 @@
 """The compiled engine for the baseline instruction-set level: see _core.pyi."""
 
 from ._core import *  # noqa: F403
-from ._core import Divergence as Divergence, InvalidArgument as InvalidArgument, OutOfMemory as OutOfMemory
+from ._core import Divergence as Divergence
+from ._core import InvalidArgument as InvalidArgument
+from ._core import OutOfMemory as OutOfMemory

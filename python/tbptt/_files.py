@@ -88,8 +88,10 @@ def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np
             raise ValueError("it is a single array, not an .npz archive")
         arrays = {name: archive[name] for name in archive.files}
     except Exception as error:  # noqa: BLE001 - zipfile, zlib, numpy format errors: "not our file"
-        raise ValueError(f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
-                         f"{type(error).__name__}: {error}") from None
+        raise ValueError(
+            f"{path} is not a readable tbptt file (truncated, damaged or foreign): "
+            f"{type(error).__name__}: {error}"
+        ) from None
     if HEADER not in arrays:
         raise ValueError(f"{path} is not a tbptt file: it has no {HEADER} member")
     try:
@@ -97,14 +99,18 @@ def load_arrays(path: PathLike, kind: str) -> Tuple[Dict[str, Any], Dict[str, np
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} has a damaged header: {error}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tbptt file (format "
-                         f"{header.get('format') if isinstance(header, dict) else header!r})")
+        raise ValueError(
+            f"{path} is not a tbptt file (format "
+            f"{header.get('format') if isinstance(header, dict) else header!r})"
+        )
     version = header.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{path} has an invalid file format version {version!r}")
     if version > VERSION:
-        raise ValueError(f"{path} was written by a newer tbptt (file format version "
-                         f"{version}, this tbptt reads up to {VERSION}): upgrade tbptt")
+        raise ValueError(
+            f"{path} was written by a newer tbptt (file format version "
+            f"{version}, this tbptt reads up to {VERSION}): upgrade tbptt"
+        )
     if header.get("kind") != kind:
         raise ValueError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
     return header, arrays

@@ -25,17 +25,21 @@ from . import _blocks, _checks, _progress, _units, schedules
 from .datasets import Task
 from .history import History
 
-Arrays = tuple  # (x, y, mask, resets): x (T, B, I) or (T, B), y (T, B, O) or (T, B), the rest (T, B)
+Arrays = (
+    tuple  # (x, y, mask, resets): x (T, B, I) or (T, B), y (T, B, O) or (T, B), the rest (T, B)
+)
 
 
 # ---- the data ---------------------------------------------------------------------------------
+
 
 def arrays(x: Any, y: Any = None, mask: Any = None, resets: Any = None) -> Arrays:
     """(x, y, mask, resets) from arrays or a Task; checks that they share (T, B)."""
     if isinstance(x, Task):
         if y is not None or mask is not None or resets is not None:
-            raise TypeError("when x is a tbptt.datasets.Task, y, mask and resets come from it: "
-                            "do not pass them")
+            raise TypeError(
+                "when x is a tbptt.datasets.Task, y, mask and resets come from it: do not pass them"
+            )
         x, y, mask, resets = x.x, x.y, x.mask, x.resets
     if y is None:
         raise TypeError("y (the targets) is required, unless x is a tbptt.datasets.Task")
@@ -47,7 +51,9 @@ def arrays(x: Any, y: Any = None, mask: Any = None, resets: Any = None) -> Array
         raise ValueError(f"x must have T >= 1 steps and B >= 1 streams, got shape {x.shape}")
     for name, a in (("y", y), ("mask", mask), ("resets", resets)):
         if a is not None and np.shape(a)[:2] != (T, B):
-            raise ValueError(f"{name} must start with x's (T, B) = {(T, B)}, got shape {np.shape(a)}")
+            raise ValueError(
+                f"{name} must start with x's (T, B) = {(T, B)}, got shape {np.shape(a)}"
+            )
     return x, y, mask, resets
 
 
@@ -56,13 +62,16 @@ def validation_arrays(validation: Any) -> Arrays:
     if isinstance(validation, Task):
         return arrays(validation)
     if not isinstance(validation, (tuple, list)) or not 2 <= len(validation) <= 4:
-        raise TypeError("validation must be (x, y), (x, y, mask), (x, y, mask, resets) or a "
-                        f"tbptt.datasets.Task, got {type(validation).__name__}")
+        raise TypeError(
+            "validation must be (x, y), (x, y, mask), (x, y, mask, resets) or a "
+            f"tbptt.datasets.Task, got {type(validation).__name__}"
+        )
     x, y, mask, resets = (*validation, None, None)[:4]
     return arrays(x, y, mask, resets)
 
 
 # ---- the arguments ----------------------------------------------------------------------------
+
 
 @dataclass
 class Options:
@@ -95,9 +104,29 @@ class Options:
         return self.data[0].shape[1]
 
 
-def options(trainer, x, y, mask, resets, *, epochs, validation, reset, max_time, max_updates,
-            progress, checkpoint, callback, block, initial_epoch, initial_step, schedule,
-            restore_best, patience, loss_unit=None) -> Options:
+def options(
+    trainer,
+    x,
+    y,
+    mask,
+    resets,
+    *,
+    epochs,
+    validation,
+    reset,
+    max_time,
+    max_updates,
+    progress,
+    checkpoint,
+    callback,
+    block,
+    initial_epoch,
+    initial_step,
+    schedule,
+    restore_best,
+    patience,
+    loss_unit=None,
+) -> Options:
     """fit's arguments checked and completed (the default block, MPI's common values)."""
     data = arrays(x, y, mask, resets)
     T, B = data[0].shape[0], data[0].shape[1]
@@ -110,16 +139,31 @@ def options(trainer, x, y, mask, resets, *, epochs, validation, reset, max_time,
     if block is None:
         block = trainer.k1 * max(1, (32768 // B) // trainer.k1)
     if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule must be a tbptt.Schedule (or a callable progress -> factor) "
-                        f"or None, got {type(schedule).__name__}")
+        raise TypeError(
+            f"schedule must be a tbptt.Schedule (or a callable progress -> factor) "
+            f"or None, got {type(schedule).__name__}"
+        )
     if (restore_best or patience is not None) and validation is None:
         raise ValueError("restore_best and patience need validation data")
-    opts = Options(data, None if validation is None else validation_arrays(validation), epochs,
-                   initial_epoch, initial_step, _blocks.Resets(reset, data[3]), max_time,
-                   max_updates, _checks.positive_int("block", block), schedule, restore_best,
-                   None if patience is None else _checks.positive_int("patience", patience),
-                   progress, checkpoint, callback, _units.unit(loss_unit, trainer.loss),
-                   samples_per_step=B)
+    opts = Options(
+        data,
+        None if validation is None else validation_arrays(validation),
+        epochs,
+        initial_epoch,
+        initial_step,
+        _blocks.Resets(reset, data[3]),
+        max_time,
+        max_updates,
+        _checks.positive_int("block", block),
+        schedule,
+        restore_best,
+        None if patience is None else _checks.positive_int("patience", patience),
+        progress,
+        checkpoint,
+        callback,
+        _units.unit(loss_unit, trainer.loss),
+        samples_per_step=B,
+    )
     return _agree(trainer._group, opts)
 
 
@@ -130,8 +174,10 @@ def _start(initial_epoch, initial_step, epochs: int, T: int) -> tuple:
     if isinstance(initial_step, bool) or not isinstance(initial_step, (int, np.integer)):
         raise TypeError(f"initial_step must be an int, got {type(initial_step).__name__}")
     if not 0 <= initial_epoch < epochs:
-        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}) (epochs is the total, "
-                         f"counted from epoch 0), got {initial_epoch}")
+        raise ValueError(
+            f"initial_epoch must be in [0, epochs={epochs}) (epochs is the total, "
+            f"counted from epoch 0), got {initial_epoch}"
+        )
     if not 0 <= initial_step < T:
         raise ValueError(f"initial_step must be in [0, T={T}), got {initial_step}")
     return int(initial_epoch), int(initial_step)
@@ -142,8 +188,14 @@ def _agree(group, opts: Options) -> Options:
     ranks, and rank 0's bar alone."""
     if group is None:
         return opts
-    group.check_same("fit", T=opts.T, epochs=opts.epochs, initial_epoch=opts.initial_epoch,
-                     initial_step=opts.initial_step, max_updates=opts.max_updates or 0)
+    group.check_same(
+        "fit",
+        T=opts.T,
+        epochs=opts.epochs,
+        initial_epoch=opts.initial_epoch,
+        initial_step=opts.initial_step,
+        max_updates=opts.max_updates or 0,
+    )
     opts.block = group.minimum(opts.block)
     opts.samples_per_step = int(group.sum([opts.B])[0])
     opts.progress = opts.progress and group.rank == 0
@@ -151,6 +203,7 @@ def _agree(group, opts: Options) -> Options:
 
 
 # ---- the call ---------------------------------------------------------------------------------
+
 
 def fit(trainer, x, y, mask, resets, **kwargs) -> History:
     """`Trainer.fit` of tbptt.Trainer and of tbptt.torch.Trainer: the run, then Ctrl-C (the
@@ -168,14 +221,18 @@ def fit(trainer, x, y, mask, resets, **kwargs) -> History:
             message += f"; trainer checkpoint saved to {checkpoint}"
         raise KeyboardInterrupt(message)
     if history.diverged:
-        warnings.warn(f"fit stopped: training diverged ({history.diverged}). The model keeps "
-                      f"the parameters of the last good update; lower the learning rate or "
-                      f"clip gradients (clip_norm), then fit again.", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"fit stopped: training diverged ({history.diverged}). The model keeps "
+            f"the parameters of the last good update; lower the learning rate or "
+            f"clip gradients (clip_norm), then fit again.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return history
 
 
 # ---- the loop ---------------------------------------------------------------------------------
+
 
 class _Epoch:
     """The running sums of one epoch."""
@@ -225,12 +282,15 @@ class Run:
     def _epoch(self, epoch: int) -> bool:
         """Train, record and validate one epoch; True if the fit stops after it."""
         opts, history = self.opts, self.history
-        self.bar.set_description(f"epoch {epoch + 1}/{opts.epochs}" + (
-            f" ({opts.max_time:g} s budget)" if opts.max_time else ""))
+        self.bar.set_description(
+            f"epoch {epoch + 1}/{opts.epochs}"
+            + (f" ({opts.max_time:g} s budget)" if opts.max_time else "")
+        )
         sums = _Epoch()
         first = opts.initial_step if epoch == opts.initial_epoch else 0
-        for block in _blocks.blocks(opts.T, epoch * opts.T + first, (epoch + 1) * opts.T,
-                                    grid=opts.block):
+        for block in _blocks.blocks(
+            opts.T, epoch * opts.T + first, (epoch + 1) * opts.T, grid=opts.block
+        ):
             reason = self._block(block, sums)
             if reason:
                 history.stop_reason = reason
@@ -239,8 +299,9 @@ class Run:
         if opts.validation is not None and history.stop_reason != "interrupted":
             self._validate(epoch)
         if opts.progress:
-            self.bar.write(f"epoch {epoch + 1}/{opts.epochs}: " + _summary(history, opts.unit),
-                           sys.stderr)
+            self.bar.write(
+                f"epoch {epoch + 1}/{opts.epochs}: " + _summary(history, opts.unit), sys.stderr
+            )
         if not history.stop_reason:
             history.stop_reason = self._after_epoch()
         return bool(history.stop_reason)
@@ -252,15 +313,17 @@ class Run:
             trainer.reset_state()
         if opts.max_updates is not None:  # end the call exactly at the last update
             needed = opts.max_updates - self.updates
-            block = block._replace(end=min(block.end, block.start + needed * trainer.k1
-                                           - trainer.pending_steps))
+            block = block._replace(
+                end=min(block.end, block.start + needed * trainer.k1 - trainer.pending_steps)
+            )
         self._set_lr(block.step)
         s, e = block.start, block.end
         x, y, mask, _ = opts.data
         tic = time.perf_counter()
         try:
-            new = trainer.train(x[s:e], y[s:e], None if mask is None else mask[s:e],
-                                opts.resets.of(block, opts.B))
+            new = trainer.train(
+                x[s:e], y[s:e], None if mask is None else mask[s:e], opts.resets.of(block, opts.B)
+            )
         except FloatingPointError as error:  # the failed block is dropped
             history.diverged = str(error)
             history.resume_at = _blocks.position(block, opts.T)
@@ -290,16 +353,25 @@ class Run:
         sums.samples += samples
         self.history.resume_at = _blocks.position(block, self.opts.T)
         self.history._losses.append(new)
-        sums.loss_sum, sums.loss_count = sums.loss_sum + float(new.sum()), sums.loss_count + new.size
+        sums.loss_sum, sums.loss_count = (
+            sums.loss_sum + float(new.sum()),
+            sums.loss_count + new.size,
+        )
         if not self.opts.progress:
             return
         elapsed = time.perf_counter() - self.start
         if sums.loss_count:
             rate = (self.history.samples + sums.samples) / elapsed if elapsed > 0 else 0.0
-            self.bar.set_postfix_str(_postfix(sums.loss_sum / sums.loss_count, self.history,
-                                              self.opts.unit, rate), refresh=False)
-        share = schedules.progress(block.step + block.end - block.start,
-                                   self.opts.epochs * self.opts.T, elapsed, self.opts.max_time)
+            self.bar.set_postfix_str(
+                _postfix(sums.loss_sum / sums.loss_count, self.history, self.opts.unit, rate),
+                refresh=False,
+            )
+        share = schedules.progress(
+            block.step + block.end - block.start,
+            self.opts.epochs * self.opts.T,
+            elapsed,
+            self.opts.max_time,
+        )
         self.bar.update(max(0.0, share - self.shown))
         self.shown = max(self.shown, share)
 
@@ -336,8 +408,9 @@ class Run:
         opts, history, trainer = self.opts, self.history, self.trainer
         assert opts.validation is not None
         tic = time.perf_counter()
-        result = trainer._evaluate(*opts.validation, block=opts.block,
-                                   stop=self.interrupted if self.group is None else ())
+        result = trainer._evaluate(
+            *opts.validation, block=opts.block, stop=self.interrupted if self.group is None else ()
+        )
         self.val_seconds = time.perf_counter() - tic
         if result is None:
             history.stop_reason = "interrupted"
@@ -371,6 +444,7 @@ class Run:
 
 # ---- the bar and Ctrl-C -----------------------------------------------------------------------
 
+
 def _postfix(loss: float, history: History, unit: _units.Unit, rate: float) -> str:
     """The bar's text after the time: the epoch's running mean loss, the last val_loss, the
     samples per second of the fit so far."""
@@ -397,8 +471,10 @@ def _deferred_interrupt() -> Iterator[list]:
     calls: an update (Python code in the NumPy backend) is never cut in half. Only in the main
     thread, and only over Python's default handler (a handler of the user's own stays)."""
     flag: list = []
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield flag
         return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.append(signum))

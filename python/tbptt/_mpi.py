@@ -40,8 +40,10 @@ class Group:
     def __init__(self, comm):
         MPI = _mpi()
         if not isinstance(comm, MPI.Comm):
-            raise TypeError(f"comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got "
-                            f"{type(comm).__name__}")
+            raise TypeError(
+                f"comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got "
+                f"{type(comm).__name__}"
+            )
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
 
@@ -53,10 +55,14 @@ class Group:
         low, high = mine.copy(), mine.copy()
         self.comm.Allreduce(self.MPI.IN_PLACE, low, op=self.MPI.MIN)
         self.comm.Allreduce(self.MPI.IN_PLACE, high, op=self.MPI.MAX)
-        differ = [f"{name} ({low[i]} .. {high[i]})" for i, name in enumerate(names) if low[i] != high[i]]
+        differ = [
+            f"{name} ({low[i]} .. {high[i]})" for i, name in enumerate(names) if low[i] != high[i]
+        ]
         if differ:
-            raise ValueError(f"{context}: the ranks passed different {', '.join(differ)}; every "
-                             f"rank must pass the same")
+            raise ValueError(
+                f"{context}: the ranks passed different {', '.join(differ)}; every "
+                f"rank must pass the same"
+            )
 
     def broadcast(self, array) -> None:
         """Rank 0's values of `array` on every rank, in place."""
@@ -81,17 +87,22 @@ class Group:
     def agree_on_call(self, T, error) -> None:
         """Before a train call's first update: raise on every rank if any rank's input was invalid
         (`error`, that rank's exception, else None) or the ranks' T differ. One all-reduce."""
-        flags = np.array([T if T is not None else -1, -(T if T is not None else -1),
-                          error is not None], dtype=np.int64)
+        flags = np.array(
+            [T if T is not None else -1, -(T if T is not None else -1), error is not None],
+            dtype=np.int64,
+        )
         self.comm.Allreduce(self.MPI.IN_PLACE, flags, op=self.MPI.MAX)
         if error is not None:
             raise error
         if flags[2]:
-            raise ValueError("train: another rank's input was invalid (its error says why); "
-                             "no rank trained")
+            raise ValueError(
+                "train: another rank's input was invalid (its error says why); no rank trained"
+            )
         if flags[0] != -flags[1]:
-            raise ValueError(f"train: every rank must pass the same number of steps T (x.shape[0]); "
-                             f"this rank passed T = {T}, others between {-flags[1]} and {flags[0]}")
+            raise ValueError(
+                f"train: every rank must pass the same number of steps T (x.shape[0]); "
+                f"this rank passed T = {T}, others between {-flags[1]} and {flags[0]}"
+            )
 
     def stream_offset(self, B: int) -> int:
         """The index of this rank's first stream when every rank's B streams are taken as one

@@ -34,8 +34,22 @@ def _cpu_flags() -> Set[str]:
 _LEVELS = {
     "baseline": set(),
     "avx2": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"},  # x86-64-v3
-    "avx512": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
-               "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},      # x86-64-v4
+    "avx512": {
+        "avx",
+        "avx2",
+        "bmi1",
+        "bmi2",
+        "f16c",
+        "fma",
+        "abm",
+        "movbe",
+        "xsave",
+        "avx512f",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512vl",
+    },  # x86-64-v4
 }
 
 
@@ -66,15 +80,28 @@ def core() -> Core:
             try:
                 module.set_num_threads(int(threads))
             except ValueError:
-                raise ValueError(f"TBPTT_NUM_THREADS must be a positive integer, got {threads!r}") from None
+                raise ValueError(
+                    f"TBPTT_NUM_THREADS must be a positive integer, got {threads!r}"
+                ) from None
         _loaded = cast("Core", module)
         return _loaded
-    raise ImportError("no compiled tbptt engine could be imported (" + "; ".join(errors) + "). "
-                      "Reinstall with `pip install .`, or use backend='numpy'.")
+    raise ImportError(
+        "no compiled tbptt engine could be imported (" + "; ".join(errors) + "). "
+        "Reinstall with `pip install .`, or use backend='numpy'."
+    )
 
 
-def make_engine(model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
-                clip_norm: Optional[float], seed: int, recompute: bool = False) -> CppEngine:
+def make_engine(
+    model: Recurrent,
+    k1: int,
+    k2: int,
+    loss: str,
+    optimizer: Dict[str, Any],
+    clip_norm: Optional[float],
+    seed: int,
+    recompute: bool = False,
+) -> CppEngine:
     """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
     from .engine import CppEngine
+
     return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed, recompute)

@@ -31,8 +31,9 @@ from .contract import Snapshot
 from .losses import LOSSES
 
 
-def upgrade(snapshot: Any, written_by: str, model, k1: int, k2: int, loss: str,
-            optimizer: Dict[str, Any]) -> Any:
+def upgrade(
+    snapshot: Any, written_by: str, model, k1: int, k2: int, loss: str, optimizer: Dict[str, Any]
+) -> Any:
     """`snapshot` in the current schema, from whatever form the `written_by` backend ("cpp" or
     "numpy") wrote for this model and trainer; the current schema, or anything not recognised,
     as it is (the engine's restore then says what is wrong)."""
@@ -41,29 +42,50 @@ def upgrade(snapshot: Any, written_by: str, model, k1: int, k2: int, loss: str,
     try:
         if "schema" in snapshot:
             schema = np.asarray(snapshot["schema"])
-            return _from_schema2(snapshot) if schema.shape == (1,) and int(schema[0]) == 2 \
+            return (
+                _from_schema2(snapshot)
+                if schema.shape == (1,) and int(schema[0]) == 2
                 else snapshot
+            )
         if written_by == "cpp" and "sums" in snapshot:
             return _from_cpp(snapshot, model, k1, k2, loss)
         if written_by == "numpy" and "history/x" in snapshot:
             return _from_numpy(snapshot, model, loss, optimizer)
     except (KeyError, IndexError, TypeError, ValueError) as error:
-        _snapshot.fail(f"an older file's engine state (written by the {written_by} backend) does "
-                       f"not fit this model and trainer: {type(error).__name__}: {error}")
+        _snapshot.fail(
+            f"an older file's engine state (written by the {written_by} backend) does "
+            f"not fit this model and trainer: {type(error).__name__}: {error}"
+        )
     return snapshot
 
 
 def _from_schema2(d: Snapshot) -> Snapshot:
-    B, tokens, steps, pending, updates, reset_next, optimizer_steps = (int(v) for v in d["counters"])
+    B, tokens, steps, pending, updates, reset_next, optimizer_steps = (
+        int(v) for v in d["counters"]
+    )
     loss_sum, weight_sum, last_weight_sum = (float(v) for v in d["loss_sums"])
     fresh_from = int(d["fresh_from"][0]) if "fresh_from" in d else steps - pending
-    out = {key: value for key, value in d.items()
-           if key not in ("schema", "counters", "loss_sums", "fresh_from")}
+    out = {
+        key: value
+        for key, value in d.items()
+        if key not in ("schema", "counters", "loss_sums", "fresh_from")
+    }
     out.update({"schema": np.array(_snapshot.SCHEMA, np.int64)})
-    out.update(_snapshot.scalars(
-        num_streams=B, tokens=tokens, steps=steps, pending=pending, updates=updates,
-        reset_next=reset_next, optimizer_steps=optimizer_steps, fresh_from=fresh_from,
-        loss_sum=loss_sum, weight_sum=weight_sum, last_weight_sum=last_weight_sum))
+    out.update(
+        _snapshot.scalars(
+            num_streams=B,
+            tokens=tokens,
+            steps=steps,
+            pending=pending,
+            updates=updates,
+            reset_next=reset_next,
+            optimizer_steps=optimizer_steps,
+            fresh_from=fresh_from,
+            loss_sum=loss_sum,
+            weight_sum=weight_sum,
+            last_weight_sum=last_weight_sum,
+        )
+    )
     return out
 
 
@@ -95,8 +117,13 @@ def _from_cpp(native: Snapshot, model, k1: int, k2: int, loss: str) -> Snapshot:
     else:
         x = np.asarray(native["x"]).reshape(S, B, I)[slots]
     reset = np.asarray(native["resets"]).reshape(S, B)[slots] != 0
-    d = {"window/x": x, "window/reset": reset, "window/gates": held(gates), "window/h": held(h),
-         "window/c": held(carry)}
+    d = {
+        "window/x": x,
+        "window/reset": reset,
+        "window/gates": held(gates),
+        "window/h": held(h),
+        "window/c": held(carry),
+    }
     # the state entering the oldest step, its resets applied; zeros when nothing precedes it
     before, keep = (oldest - 1) % S, ~reset[0][None, :, None] if n else True
     cut = oldest == first_valid
@@ -111,18 +138,32 @@ def _from_cpp(native: Snapshot, model, k1: int, k2: int, loss: str) -> Snapshot:
         return np.asarray(native[key]).reshape((-1, B) + width)[:pending].astype(dt)
 
     d["pending/out"], d["pending/dy"] = rows("outputs", (O,), dtype), rows("dy", (O,), dtype)
-    d["pending/y"] = (rows("classes", (), np.int64) if spec_loss.classes
-                      else rows("values", spec_loss.target_shape(O), dtype))
+    d["pending/y"] = (
+        rows("classes", (), np.int64)
+        if spec_loss.classes
+        else rows("values", spec_loss.target_shape(O), dtype)
+    )
     d["pending/w"] = rows("weights", (), dtype)
     P = model.num_parameters
     for key, name in (("first_moment", "optimizer/m"), ("second_moment", "optimizer/v")):
         moment = np.asarray(native[key], dtype)
         d[name] = moment.copy() if moment.size else np.zeros(P, dtype)
     d.update(_snapshot.header(model))
-    d.update(_snapshot.scalars(
-        num_streams=B, tokens=tokens, steps=step, pending=pending, updates=updates,
-        reset_next=reset_next, optimizer_steps=opt_steps, fresh_from=fresh_from,
-        loss_sum=sums[0], weight_sum=sums[1], last_weight_sum=sums[2]))
+    d.update(
+        _snapshot.scalars(
+            num_streams=B,
+            tokens=tokens,
+            steps=step,
+            pending=pending,
+            updates=updates,
+            reset_next=reset_next,
+            optimizer_steps=opt_steps,
+            fresh_from=fresh_from,
+            loss_sum=sums[0],
+            weight_sum=sums[1],
+            last_weight_sum=sums[2],
+        )
+    )
     return d
 
 
@@ -138,23 +179,41 @@ def _from_numpy(own: Snapshot, model, loss: str, optimizer: Dict[str, Any]) -> S
     spec, dtype = CELLS[model.cell], model.dtype
     zeros = np.zeros((L, B, H), dtype)
     h_prev = own["history/h_prev"]
-    d = {"window/x": own["history/x"], "window/reset": own["history/reset"],
-         "window/gates": (np.concatenate([own[f"history/{f}"] for f in spec.snapshot_gates], axis=-1)
-                          if spec.snapshot_gates else np.zeros((n, L, B, 0), dtype)),
-         "window/h": own["history/h"],
-         "window/c": own["history/c"] if spec.carried else np.zeros((n, L, B, 0), dtype),
-         "window/h_in": h_prev[0].copy() if n else zeros,
-         "window/c_in": (own["history/c_prev"][0].copy() if n else zeros) if spec.carried
-                        else np.zeros((L, B, 0), dtype)}
-    out, y, w = (own[f"history/{key}"][n - pending:] for key in ("out", "y", "w"))
+    d = {
+        "window/x": own["history/x"],
+        "window/reset": own["history/reset"],
+        "window/gates": (
+            np.concatenate([own[f"history/{f}"] for f in spec.snapshot_gates], axis=-1)
+            if spec.snapshot_gates
+            else np.zeros((n, L, B, 0), dtype)
+        ),
+        "window/h": own["history/h"],
+        "window/c": own["history/c"] if spec.carried else np.zeros((n, L, B, 0), dtype),
+        "window/h_in": h_prev[0].copy() if n else zeros,
+        "window/c_in": (own["history/c_prev"][0].copy() if n else zeros)
+        if spec.carried
+        else np.zeros((L, B, 0), dtype),
+    }
+    out, y, w = (own[f"history/{key}"][n - pending :] for key in ("out", "y", "w"))
     dy, loss_sum, weight_sum = pending_loss(out, y, w, loss)
     d.update({"pending/out": out, "pending/y": y, "pending/w": w, "pending/dy": dy})
     sgd = optimizer["name"] == "sgd"
     d["optimizer/m"] = own["optimizer/momentum_buffer" if sgd else "optimizer/adam_m"]
     d["optimizer/v"] = own["optimizer/adam_v"]
     d.update(_snapshot.header(model))
-    d.update(_snapshot.scalars(
-        num_streams=B, tokens=tokens, steps=steps, pending=pending, updates=updates,
-        reset_next=reset_next, optimizer_steps=max(adam_step, has_momentum),
-        fresh_from=steps - pending, loss_sum=loss_sum, weight_sum=weight_sum, last_weight_sum=0.0))
+    d.update(
+        _snapshot.scalars(
+            num_streams=B,
+            tokens=tokens,
+            steps=steps,
+            pending=pending,
+            updates=updates,
+            reset_next=reset_next,
+            optimizer_steps=max(adam_step, has_momentum),
+            fresh_from=steps - pending,
+            loss_sum=loss_sum,
+            weight_sum=weight_sum,
+            last_weight_sum=0.0,
+        )
+    )
     return d

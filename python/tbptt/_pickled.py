@@ -35,14 +35,19 @@ def check(state: Any, kind: str) -> Dict[str, Any]:
         raise ValueError(f"the pickled state of a {kind} has no valid format number: {version!r}")
     if version > FORMAT:
         from . import __version__
-        raise ValueError(f"this {kind} was pickled by a newer tbptt (pickle format {version}; "
-                         f"tbptt {__version__} reads format {FORMAT} and older): upgrade tbptt "
-                         f"to load it")
+
+        raise ValueError(
+            f"this {kind} was pickled by a newer tbptt (pickle format {version}; "
+            f"tbptt {__version__} reads format {FORMAT} and older): upgrade tbptt "
+            f"to load it"
+        )
     return state
 
 
 def refuse(what: str):
     """For the engines' `__reduce_ex__`: they hold process-local memory (the compiled engine) or
     views into their model's parameters, so they travel only inside their trainer."""
-    raise TypeError(f"{what} cannot be pickled or copied on its own: pickle or copy.deepcopy the "
-                    f"tbptt.Trainer, which rebuilds its engine from a snapshot")
+    raise TypeError(
+        f"{what} cannot be pickled or copied on its own: pickle or copy.deepcopy the "
+        f"tbptt.Trainer, which rebuilds its engine from a snapshot"
+    )

@@ -12,8 +12,9 @@ def figure(what, **kwargs):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError(f"{what} need matplotlib: pip install tbptt[plot] "
-                          "(or pip install matplotlib)") from None
+        raise ImportError(
+            f"{what} need matplotlib: pip install tbptt[plot] (or pip install matplotlib)"
+        ) from None
     return Figure(layout="constrained", **kwargs)
 
 

@@ -22,11 +22,23 @@ def bar(total: float, enabled: bool = True, unit: Optional[str] = "sample"):
     if enabled and not _is_terminal(sys.stderr):
         return LineProgress(total, unit)
     from tqdm.auto import tqdm
+
     if unit is None:  # a share of the run: its percentage, elapsed time and time left
-        return tqdm(total=total, disable=not enabled, dynamic_ncols=True, leave=False,
-                    bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-    return tqdm(total=total, unit=unit, unit_scale=True, disable=not enabled,
-                dynamic_ncols=True, leave=False)  # the lines written through it stay
+        return tqdm(
+            total=total,
+            disable=not enabled,
+            dynamic_ncols=True,
+            leave=False,
+            bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        )
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=True,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )  # the lines written through it stay
 
 
 def _is_terminal(stream):

@@ -45,17 +45,21 @@ def parameter_count(input_size, hidden_size, output_size, num_layers, gates=LSTM
 def check_model(input_size, hidden_size, output_size, num_layers, dtype, gates=LSTM_GATES):
     """Refuse a model whose parameters cannot be allocated or exceed the machine's memory."""
     count = parameter_count(input_size, hidden_size, output_size, num_layers, gates)
-    _check_bytes(count * dtype.itemsize,
-                 f"hidden_size={hidden_size}, num_layers={num_layers} (input_size={input_size}, "
-                 f"output_size={output_size}): the model would have {count:,} parameters, which",
-                 dtype, "choose a smaller hidden_size or num_layers")
+    _check_bytes(
+        count * dtype.itemsize,
+        f"hidden_size={hidden_size}, num_layers={num_layers} (input_size={input_size}, "
+        f"output_size={output_size}): the model would have {count:,} parameters, which",
+        dtype,
+        "choose a smaller hidden_size or num_layers",
+    )
 
 
 def window_values_per_step(model, tokens=False):
     """Values one stream's step keeps in the backward window: its cell's window_values per unit
     and layer, and the inputs (one token id, or I features)."""
-    return (CELLS[model.cell].window_values * model.hidden_size * model.num_layers
-            + (1 if tokens else model.input_size))
+    return CELLS[model.cell].window_values * model.hidden_size * model.num_layers + (
+        1 if tokens else model.input_size
+    )
 
 
 def window_bytes(model, k1, k2, B, tokens=False):
@@ -71,18 +75,24 @@ def ring_bytes(model, k1: int, k2: int, B: int, tokens: bool = False) -> int:
     cell's values of every layer, the input (an int64 token id or I features), a reset flag).
     The sweep's `window_bytes`: the memory that grows with k1 and k2."""
     item = model.dtype.itemsize
-    per_stream = CELLS[model.cell].window_values * model.hidden_size * model.num_layers * item + 1 + (
-        8 if tokens else model.input_size * item)
+    per_stream = (
+        CELLS[model.cell].window_values * model.hidden_size * model.num_layers * item
+        + 1
+        + (8 if tokens else model.input_size * item)
+    )
     return (max(k1, k2) + 1) * B * per_stream
 
 
 def check_window(model, k1, k2, B, tokens=False):
     """Refuse a training window that cannot be allocated or exceeds the machine's memory."""
-    _check_bytes(window_bytes(model, k1, k2, B, tokens),
-                 f"k1={k1}, k2={k2}, B={B}: the window of max(k1, k2) + 1 = {max(k1, k2) + 1:,} "
-                 f"steps of {B} streams, which", model.dtype,
-                 "use a smaller max(k1, k2) or fewer streams B (memory grows with max(k1, k2), "
-                 "never with the stream's length)")
+    _check_bytes(
+        window_bytes(model, k1, k2, B, tokens),
+        f"k1={k1}, k2={k2}, B={B}: the window of max(k1, k2) + 1 = {max(k1, k2) + 1:,} "
+        f"steps of {B} streams, which",
+        model.dtype,
+        "use a smaller max(k1, k2) or fewer streams B (memory grows with max(k1, k2), "
+        "never with the stream's length)",
+    )
 
 
 def _check_bytes(nbytes, what, dtype, advice):
@@ -91,13 +101,19 @@ def _check_bytes(nbytes, what, dtype, advice):
         raise ValueError(f"{what} {size}: more than can be allocated; {advice}")
     memory = machine_memory()
     if memory is not None and nbytes > memory:
-        raise MemoryError(f"{what} {size}: more than this machine's memory ({_human(memory)}); "
-                          f"{advice}")
+        raise MemoryError(
+            f"{what} {size}: more than this machine's memory ({_human(memory)}); {advice}"
+        )
 
 
 def _human(nbytes):
-    for unit, scale in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
-                        ("MiB", 2**20)):
+    for unit, scale in (
+        ("EiB", 2**60),
+        ("PiB", 2**50),
+        ("TiB", 2**40),
+        ("GiB", 2**30),
+        ("MiB", 2**20),
+    ):
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes / 2**10:.1f} KiB"

@@ -63,9 +63,12 @@ from .losses import LOSSES
 SCHEMA = 3  # 2: the first shared schema, positional counters; 1: each backend's own entries
 #: The named scalars, and their dtypes.
 SCALARS: Dict[str, np.dtype] = {
-    **{name: np.dtype(np.int64) for name in ("num_streams", "steps", "pending", "updates",
-                                             "optimizer_steps", "fresh_from")},
-    "tokens": np.dtype(bool), "reset_next": np.dtype(bool),
+    **{
+        name: np.dtype(np.int64)
+        for name in ("num_streams", "steps", "pending", "updates", "optimizer_steps", "fresh_from")
+    },
+    "tokens": np.dtype(bool),
+    "reset_next": np.dtype(bool),
     **{name: np.dtype(np.float64) for name in ("loss_sum", "weight_sum", "last_weight_sum")},
 }
 
@@ -85,26 +88,38 @@ def scalars(**values: Any) -> Dict[str, np.ndarray]:
     return {name: np.array(values[name], dtype) for name, dtype in SCALARS.items()}
 
 
-def expected_shapes(model, loss: str, B: int, tokens: bool, n: int,
-                    r: int) -> Dict[str, Tuple[tuple, np.dtype]]:
+def expected_shapes(
+    model, loss: str, B: int, tokens: bool, n: int, r: int
+) -> Dict[str, Tuple[tuple, np.dtype]]:
     """{entry: (shape, dtype)} of a snapshot of this model and loss with B streams, n steps held
     and r pending."""
-    L, H, I, O, P = (model.num_layers, model.hidden_size, model.input_size, model.output_size,
-                     model.num_parameters)
+    L, H, I, O, P = (
+        model.num_layers,
+        model.hidden_size,
+        model.input_size,
+        model.output_size,
+        model.num_parameters,
+    )
     f, i64 = np.dtype(model.dtype), np.dtype(np.int64)
     spec = CELLS[model.cell]
     K, C = len(spec.snapshot_gates) * H, spec.carried * H
     return {
-        "schema": ((), i64), "cell": ((), np.dtype(f"<U{len(model.cell)}")),
+        "schema": ((), i64),
+        "cell": ((), np.dtype(f"<U{len(model.cell)}")),
         **{name: ((), dtype) for name, dtype in SCALARS.items()},
         "window/x": ((n, B), i64) if tokens else ((n, B, I), f),
         "window/reset": ((n, B), np.dtype(bool)),
-        "window/gates": ((n, L, B, K), f), "window/h": ((n, L, B, H), f),
-        "window/c": ((n, L, B, C), f), "window/h_in": ((L, B, H), f), "window/c_in": ((L, B, C), f),
+        "window/gates": ((n, L, B, K), f),
+        "window/h": ((n, L, B, H), f),
+        "window/c": ((n, L, B, C), f),
+        "window/h_in": ((L, B, H), f),
+        "window/c_in": ((L, B, C), f),
         "pending/out": ((r, B, O), f),
         "pending/y": ((r, B) + LOSSES[loss].target_shape(O), LOSSES[loss].target_dtype(f)),
-        "pending/w": ((r, B), f), "pending/dy": ((r, B, O), f),
-        "optimizer/m": ((P,), f), "optimizer/v": ((P,), f),
+        "pending/w": ((r, B), f),
+        "pending/dy": ((r, B, O), f),
+        "optimizer/m": ((P,), f),
+        "optimizer/v": ((P,), f),
     }
 
 
@@ -114,22 +129,34 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
     if not isinstance(snapshot, dict):
         fail(f"expected a dict of arrays, got {type(snapshot).__name__}")
     if "schema" not in snapshot:
-        fail("no 'schema' entry: an older file's engine state, which tbptt.load_trainer converts "
-             "(an engine's restore takes the current schema only)")
+        fail(
+            "no 'schema' entry: an older file's engine state, which tbptt.load_trainer converts "
+            "(an engine's restore takes the current schema only)"
+        )
     cell = snapshot.get("cell")
     if isinstance(cell, np.ndarray) and cell.shape == () and str(cell) != model.cell:
         other = CELLS[str(cell)].title if str(cell) in CELLS else repr(str(cell))
         fail(f"it holds the state of a {other}, not of a {CELLS[model.cell].title}")
     schema = np.asarray(snapshot["schema"])
     if schema.shape != () or schema.dtype.kind not in "iu" or int(schema) != SCHEMA:
-        fail(f"'schema' must be {SCHEMA}, got {snapshot['schema']!r}: "
-             + ("written by a newer tbptt?" if schema.size == 1 and schema.dtype.kind in "iu"
-                and int(schema.ravel()[0]) > SCHEMA else "not this schema"))
+        fail(
+            f"'schema' must be {SCHEMA}, got {snapshot['schema']!r}: "
+            + (
+                "written by a newer tbptt?"
+                if schema.size == 1
+                and schema.dtype.kind in "iu"
+                and int(schema.ravel()[0]) > SCHEMA
+                else "not this schema"
+            )
+        )
     for name, dtype in SCALARS.items():
         value = np.asarray(snapshot.get(name, np.zeros(0)))
         if value.shape != () or value.dtype.kind != dtype.kind:
-            fail(f"{name!r} must be a scalar of dtype {dtype}, got "
-                 f"{snapshot[name]!r}" if name in snapshot else f"missing {name!r}")
+            fail(
+                f"{name!r} must be a scalar of dtype {dtype}, got {snapshot[name]!r}"
+                if name in snapshot
+                else f"missing {name!r}"
+            )
     c = {name: int(snapshot[name]) for name in SCALARS if SCALARS[name].kind in "ib"}
     h = snapshot.get("window/h")
     c["held"] = n = h.shape[0] if isinstance(h, np.ndarray) and h.ndim == 4 else -1
@@ -145,11 +172,16 @@ def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
         if key in SCALARS or key == "schema":
             continue  # checked above, numpy scalars allowed
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
-            got = (f"shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
-                   else f"a {type(a).__name__}")
-            fail(f"{key!r} has {got}, expected shape {shape} and dtype {dtype} for this model, "
-                 f"B = {c['num_streams']}, {n} steps held, {c['pending']} pending (a snapshot "
-                 f"of another configuration?)")
+            got = (
+                f"shape {a.shape} and dtype {a.dtype}"
+                if isinstance(a, np.ndarray)
+                else f"a {type(a).__name__}"
+            )
+            fail(
+                f"{key!r} has {got}, expected shape {shape} and dtype {dtype} for this model, "
+                f"B = {c['num_streams']}, {n} steps held, {c['pending']} pending (a snapshot "
+                f"of another configuration?)"
+            )
     _check_ids(snapshot, model, loss, bool(c["tokens"]))
     return c
 
@@ -158,8 +190,10 @@ def _check_counters(c: Dict[str, int], k1: int, k2: int) -> None:
     n, capacity = c["held"], max(k1, k2)
     if n < 0:
         fail("'window/h' must be an array of shape (n, L, B, H)")
-    if min(c["num_streams"], c["pending"], c["updates"], c["optimizer_steps"]) < 0 \
-            or c["steps"] < n:
+    if (
+        min(c["num_streams"], c["pending"], c["updates"], c["optimizer_steps"]) < 0
+        or c["steps"] < n
+    ):
         fail(f"counters out of range: {c}")
     if n > capacity:
         fail(f"the window holds {n} steps, more than max(k1, k2) = {capacity}")

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+
 class BadInput(ValueError):
     """Data the command cannot use (a column not in the file, a value that is not a number, a
     series too short): one line on stderr and exit status 2, nothing written. A ValueError, as
@@ -21,8 +22,18 @@ class BadInput(ValueError):
 # these, or its first value looks like an ISO date (2001-12-29, 2001-12, 2001-12-29 10:00).
 
 
-TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "year", "month", "week", "day",
-              "period")
+TIME_NAMES = (
+    "date",
+    "time",
+    "timestamp",
+    "datetime",
+    "ds",
+    "year",
+    "month",
+    "week",
+    "day",
+    "period",
+)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}(-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?)?$")
 
 
@@ -44,8 +55,9 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if column is None:
-            raise BadInput(f"{path} is a CSV file: choose the column to model (columns: "
-                           f"{', '.join(columns)})")
+            raise BadInput(
+                f"{path} is a CSV file: choose the column to model (columns: {', '.join(columns)})"
+            )
         for name in [column, *covariates, series, time]:
             if name is not None and name not in columns:
                 raise BadInput(f"{path} has no column {name!r} (columns: {', '.join(columns)})")
@@ -61,8 +73,9 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
                 try:
                     cells.append(float(cell) if cell else math.nan)
                 except ValueError:
-                    raise BadInput(f"{path}, line {line}: column {name!r} holds {cell!r}, not a "
-                                   f"number") from None
+                    raise BadInput(
+                        f"{path}, line {line}: column {name!r} holds {cell!r}, not a number"
+                    ) from None
             key = "" if series is None else (row[series] or "").strip()
             group = groups.setdefault(key, ([], [], []))
             group[0].append(cells)
@@ -70,12 +83,16 @@ def read_table(path, column, covariates=(), series=None, time=None, least=20):
             group[2].append(line)
     if not groups:
         raise BadInput(f"{path} holds no rows of data")
-    times_of = {key: _times(path, time, group[1], group[2], found) if time is not None else None
-                for key, group in groups.items()}
+    times_of = {
+        key: _times(path, time, group[1], group[2], found) if time is not None else None
+        for key, group in groups.items()
+    }
     if found and any(t is None for t in times_of.values()):
         times_of = dict.fromkeys(groups)  # a column that only looked like times
-    return [_one_series(path, key, rows, times_of[key], column, covariates, series, time, least)
-            for key, (rows, _, _) in groups.items()]
+    return [
+        _one_series(path, key, rows, times_of[key], column, covariates, series, time, least)
+        for key, (rows, _, _) in groups.items()
+    ]
 
 
 def _one_series(path, key, rows, times, column, covariates, series, time, least):
@@ -91,16 +108,20 @@ def _one_series(path, key, rows, times, column, covariates, series, time, least)
         if same.size:
             where = f"series {key!r}: " if series is not None else ""
             hint = "" if series is not None else "; many series in one file? --series ID"
-            raise BadInput(f"{path}: {where}the time {times[same[0]]} appears twice (column "
-                           f"{time!r}{hint})")
+            raise BadInput(
+                f"{path}: {where}the time {times[same[0]]} appears twice (column {time!r}{hint})"
+            )
     name = f"series {key!r}" if series is not None else f"column {column!r}"
     counted = int((~np.isnan(table[:, 0])).sum())
     if counted < least:
-        raise BadInput(f"{path}: {name} has {counted} numeric value(s) of {column!r}: too "
-                       f"short, at least {least} are needed (90% to train on, 10% held out)")
+        raise BadInput(
+            f"{path}: {name} has {counted} numeric value(s) of {column!r}: too "
+            f"short, at least {least} are needed (90% to train on, 10% held out)"
+        )
     if least:
-        table = np.column_stack([_fill(path, name, numeric[i], table[:, i])
-                                 for i in range(len(numeric))])
+        table = np.column_stack(
+            [_fill(path, name, numeric[i], table[:, i]) for i in range(len(numeric))]
+        )
     return key, times, table[:, 0], table[:, 1:] if covariates else None
 
 
@@ -145,6 +166,8 @@ def _times(path, column, cells, lines, found):
         try:
             np.datetime64(cell)
         except ValueError:
-            raise BadInput(f"{path}, line {line}: column {column!r} holds {cell!r}, not a time "
-                           f"(a number, or a date as 2001-12-29)") from None
+            raise BadInput(
+                f"{path}, line {line}: column {column!r} holds {cell!r}, not a time "
+                f"(a number, or a date as 2001-12-29)"
+            ) from None
     raise BadInput(f"{path}: column {column!r} mixes kinds of times")

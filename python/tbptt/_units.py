@@ -20,7 +20,7 @@ class Unit(NamedTuple):
     factor: float  # shown value = factor x the loss function's value
 
     def show(self, loss: float) -> str:
-        """"2.1560 bits/char", "0.0123 mse"."""
+        """ "2.1560 bits/char", "0.0123 mse"."""
         return f"{loss * self.factor:.4f}" + (f" {self.label}" if self.label else "")
 
 
@@ -31,6 +31,9 @@ def unit(name: Optional[str], loss: Optional[str] = None) -> Unit:
         return Unit(OF_LOSS[loss][0], 1.0) if loss in OF_LOSS else Unit("", 1.0)
     allowed = OF_LOSS.get(loss, tuple(FACTORS)) if loss is not None else tuple(FACTORS)
     if not isinstance(name, str) or name not in allowed:
-        raise ValueError(f"loss_unit must be one of {', '.join(map(repr, allowed))} or None"
-                         + (f" for loss={loss!r}" if loss else "") + f", got {name!r}")
+        raise ValueError(
+            f"loss_unit must be one of {', '.join(map(repr, allowed))} or None"
+            + (f" for loss={loss!r}" if loss else "")
+            + f", got {name!r}"
+        )
     return Unit(name, FACTORS[name])

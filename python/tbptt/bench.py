@@ -27,9 +27,19 @@ from .cells import CELLS as ALL_CELLS
 from .cells import CellSpec
 
 I, O = 32, 1
-GRID = [(1, 32, 25, 25), (1, 128, 25, 25), (32, 128, 25, 25), (32, 512, 25, 25), (128, 512, 25, 25),
-        (1, 32, 100, 100), (1, 128, 100, 100), (32, 128, 100, 100), (32, 512, 100, 100),
-        (128, 512, 100, 100), (32, 128, 10, 50)]
+GRID = [
+    (1, 32, 25, 25),
+    (1, 128, 25, 25),
+    (32, 128, 25, 25),
+    (32, 512, 25, 25),
+    (128, 512, 25, 25),
+    (1, 32, 100, 100),
+    (1, 128, 100, 100),
+    (32, 128, 100, 100),
+    (32, 512, 100, 100),
+    (128, 512, 100, 100),
+    (32, 128, 10, 50),
+]
 QUICK = [(1, 32, 25, 25), (32, 128, 25, 25), (128, 512, 25, 25), (32, 128, 10, 50)]
 
 
@@ -45,15 +55,18 @@ def flops_per_step(B, H, k1, k2, cell="lstm"):
 
 def make_model(cell, H, seed):
     import tbptt
+
     return tbptt.model.MODELS[cell](I, H, O, seed=seed)
 
 
 class TbpttRunner:
     def __init__(self, backend, B, H, k1, k2, seed=0, cell="lstm"):
         import tbptt
+
         self.model = make_model(cell, H, seed)
-        self.trainer = tbptt.Trainer(self.model, k1, k2, loss="mse", optimizer=tbptt.Adam(1e-3),
-                                     backend=backend)
+        self.trainer = tbptt.Trainer(
+            self.model, k1, k2, loss="mse", optimizer=tbptt.Adam(1e-3), backend=backend
+        )
 
     def run(self, x, y):
         self.trainer.train(x, y)
@@ -65,6 +78,7 @@ class TorchRunner:
 
     def __init__(self, B, H, k1, k2, seed=0, cell="lstm"):
         import torch
+
         torch.manual_seed(seed)
         self.torch = torch
         self.rnn = getattr(torch.nn, CELLS[cell].torch_module)(I, H)
@@ -77,7 +91,7 @@ class TorchRunner:
 
     def _step(self, x, y, state):
         out, new_state = self.rnn(x, state)
-        loss = self.torch.nn.functional.mse_loss(self.head(out[-self.k1:]), y[-self.k1:])
+        loss = self.torch.nn.functional.mse_loss(self.head(out[-self.k1 :]), y[-self.k1 :])
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -89,7 +103,7 @@ class TorchRunner:
         y = torch.from_numpy(y)
         k1, k2 = self.k1, self.k2
         for s in range(0, x.shape[0], k1):
-            xc, yc = x[s:s + k1], y[s:s + k1]
+            xc, yc = x[s : s + k1], y[s : s + k1]
             if k2 <= k1:
                 state = self._step(xc, yc, self.state)
                 self.state = _detach(state)
@@ -118,10 +132,12 @@ def measure(runners, B, H, k1, k2, repeats, budget):
     times: Dict[str, list] = {name: [] for name in runners}
     # Steps per timed run: enough for about `budget` seconds, a multiple of k1.
     for runner in runners.values():
-        runner.run(x[:k1 * 2], y[:k1 * 2])  # warm up
+        runner.run(x[: k1 * 2], y[: k1 * 2])  # warm up
     for _ in range(repeats):
         for name, runner in runners.items():  # interleaved
-            time.sleep(0.3)  # let the previous runner's idle threads (OpenMP, OpenBLAS) stop spinning
+            time.sleep(
+                0.3
+            )  # let the previous runner's idle threads (OpenMP, OpenBLAS) stop spinning
             start = time.perf_counter()
             done = 0
             while True:
@@ -140,24 +156,36 @@ def _config(text):
     except ValueError:
         values = ()
     if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected B,H,K1,K2 (four positive integers), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected B,H,K1,K2 (four positive integers), got {text!r}"
+        )
     return values
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tbptt bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations, short runs")
-    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm",
-                        help="the recurrent cell (default lstm); torch runs nn.LSTM / nn.GRU / nn.RNN")
+    parser.add_argument(
+        "--cell",
+        choices=sorted(CELLS),
+        default="lstm",
+        help="the recurrent cell (default lstm); torch runs nn.LSTM / nn.GRU / nn.RNN",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    parser.add_argument("--config", metavar="B,H,K1,K2", action="append", type=_config,
-                        help="run this configuration instead of the grid (repeatable)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds per timed run (default 0.6, quick 0.3)")
+    parser.add_argument(
+        "--config",
+        metavar="B,H,K1,K2",
+        action="append",
+        type=_config,
+        help="run this configuration instead of the grid (repeatable)",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds per timed run (default 0.6, quick 0.3)"
+    )
     return parser
 
 
@@ -166,11 +194,13 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
 
     import tbptt
+
     tbptt.set_num_threads(args.threads)
     has_torch = False
     if not args.no_torch:
         try:
             import torch
+
             torch.set_num_threads(args.threads)
             has_torch = True
         except ImportError:
@@ -178,9 +208,11 @@ def main(argv=None) -> int:
     grid = args.config or (QUICK if args.quick else GRID)
     repeats = args.repeats or (3 if args.quick else 5)
     budget = args.budget or (0.3 if args.quick else 0.6)
-    print(f"tbptt {tbptt.__version__}, engine {tbptt.build_info()['module']}, "
-          f"{args.threads} threads, cell {args.cell}; samples/s, medians of {repeats} "
-          "interleaved runs")
+    print(
+        f"tbptt {tbptt.__version__}, engine {tbptt.build_info()['module']}, "
+        f"{args.threads} threads, cell {args.cell}; samples/s, medians of {repeats} "
+        "interleaved runs"
+    )
     header = f"{'B':>4} {'H':>4} {'k1':>4} {'k2':>4} | {'tbptt':>9} {'GFLOP/s':>7}"
     if not args.no_numpy:
         header += f" | {'numpy':>9} {'x':>6}"
@@ -197,8 +229,15 @@ def main(argv=None) -> int:
         result = measure(runners, B, H, k1, k2, repeats, budget)
         gflops = result["tbptt"] * flops_per_step(1, H, k1, k2, args.cell) / 1e9
         line = f"{B:>4} {H:>4} {k1:>4} {k2:>4} | {result['tbptt']:>9.0f} {gflops:>7.1f}"
-        row = {"cell": args.cell, "B": B, "H": H, "k1": k1, "k2": k2, "samples_per_s": result,
-               "tbptt_gflops": gflops}
+        row = {
+            "cell": args.cell,
+            "B": B,
+            "H": H,
+            "k1": k1,
+            "k2": k2,
+            "samples_per_s": result,
+            "tbptt_gflops": gflops,
+        }
         for other in ("numpy", "torch"):
             if other in result:
                 ratio = result["tbptt"] / result[other]
@@ -208,7 +247,16 @@ def main(argv=None) -> int:
         rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "cell": args.cell, "build": tbptt.build_info(), "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "threads": args.threads,
+                    "cell": args.cell,
+                    "build": tbptt.build_info(),
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

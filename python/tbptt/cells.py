@@ -17,17 +17,17 @@ from typing import Dict, NamedTuple, Tuple
 class CellSpec(NamedTuple):
     """One cell. `prefix` and `gates` come first: `CELLS[name][0]` and `[1]` are those two."""
 
-    prefix: str                    # torch's attribute of the recurrent module: the parameter
-                                   # names' prefix (`lstm.weight_ih_l0`)
-    gates: int                     # gate rows per hidden unit in weight_ih / weight_hh / biases
-    gate_names: Tuple[str, ...]    # those blocks of H rows, in order (len = gates)
-    extra_names: Tuple[str, ...]   # values per unit a step keeps besides the gates and h (GRU: hn)
-    state: Tuple[str, ...]         # the state tensors it carries, each (L, B, H): h, then the rest
-    keeps_gates: bool              # backward reads the activated gates (else h alone: the RNN)
-    separate_recurrence: bool      # W_hh h + b_hh is kept apart from the input projection (GRU)
-    model: str                     # the model's config()["cell"]: "lstm", "gru", "rnn"
-    torch_module: str              # torch.nn's class of the recurrent module
-    title: str                     # how messages name it
+    prefix: str  # torch's attribute of the recurrent module: the parameter
+    # names' prefix (`lstm.weight_ih_l0`)
+    gates: int  # gate rows per hidden unit in weight_ih / weight_hh / biases
+    gate_names: Tuple[str, ...]  # those blocks of H rows, in order (len = gates)
+    extra_names: Tuple[str, ...]  # values per unit a step keeps besides the gates and h (GRU: hn)
+    state: Tuple[str, ...]  # the state tensors it carries, each (L, B, H): h, then the rest
+    keeps_gates: bool  # backward reads the activated gates (else h alone: the RNN)
+    separate_recurrence: bool  # W_hh h + b_hh is kept apart from the input projection (GRU)
+    model: str  # the model's config()["cell"]: "lstm", "gru", "rnn"
+    torch_module: str  # torch.nn's class of the recurrent module
+    title: str  # how messages name it
 
     @property
     def extra(self) -> int:
@@ -53,23 +53,65 @@ class CellSpec(NamedTuple):
 
     def core_traits(self) -> Dict[str, object]:
         """The C++ core's CellTraits of this cell, as `_core.cell_traits(name)` returns them."""
-        return {"gates": self.gates, "extra": self.extra, "carried": self.carried,
-                "separate_recurrence": self.separate_recurrence, "keeps_gates": self.keeps_gates}
+        return {
+            "gates": self.gates,
+            "extra": self.extra,
+            "carried": self.carried,
+            "separate_recurrence": self.separate_recurrence,
+            "keeps_gates": self.keeps_gates,
+        }
 
 
 # The engines' names (`model.cell`) -> the cell.
 CELLS: Dict[str, CellSpec] = {
-    "lstm": CellSpec("lstm", 4, ("i", "f", "g", "o"), (), ("h", "c"), keeps_gates=True,
-                     separate_recurrence=False, model="lstm", torch_module="LSTM",
-                     title="tbptt.LSTM"),
-    "gru": CellSpec("gru", 3, ("r", "z", "n"), ("hn",), ("h",), keeps_gates=True,
-                    separate_recurrence=True, model="gru", torch_module="GRU", title="tbptt.GRU"),
-    "rnn_tanh": CellSpec("rnn", 1, ("a",), (), ("h",), keeps_gates=False,
-                         separate_recurrence=False, model="rnn", torch_module="RNN",
-                         title="tbptt.RNN (tanh)"),
-    "rnn_relu": CellSpec("rnn", 1, ("a",), (), ("h",), keeps_gates=False,
-                         separate_recurrence=False, model="rnn", torch_module="RNN",
-                         title="tbptt.RNN (relu)"),
+    "lstm": CellSpec(
+        "lstm",
+        4,
+        ("i", "f", "g", "o"),
+        (),
+        ("h", "c"),
+        keeps_gates=True,
+        separate_recurrence=False,
+        model="lstm",
+        torch_module="LSTM",
+        title="tbptt.LSTM",
+    ),
+    "gru": CellSpec(
+        "gru",
+        3,
+        ("r", "z", "n"),
+        ("hn",),
+        ("h",),
+        keeps_gates=True,
+        separate_recurrence=True,
+        model="gru",
+        torch_module="GRU",
+        title="tbptt.GRU",
+    ),
+    "rnn_tanh": CellSpec(
+        "rnn",
+        1,
+        ("a",),
+        (),
+        ("h",),
+        keeps_gates=False,
+        separate_recurrence=False,
+        model="rnn",
+        torch_module="RNN",
+        title="tbptt.RNN (tanh)",
+    ),
+    "rnn_relu": CellSpec(
+        "rnn",
+        1,
+        ("a",),
+        (),
+        ("h",),
+        keeps_gates=False,
+        separate_recurrence=False,
+        model="rnn",
+        torch_module="RNN",
+        title="tbptt.RNN (relu)",
+    ),
 }
 
 for _name, _spec in CELLS.items():  # what the table must hold, checked once at import

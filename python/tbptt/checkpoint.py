@@ -21,13 +21,24 @@ from ._mpi import Group, rank_path
 from .model import Recurrent, from_config
 from .trainer import Trainer
 
-__all__ = ["load", "load_trainer", "save_model", "save_trainer", "atomic_write", "load_arrays",
-           "save_arrays", "FORMAT", "HEADER", "VERSION"]
+__all__ = [
+    "load",
+    "load_trainer",
+    "save_model",
+    "save_trainer",
+    "atomic_write",
+    "load_arrays",
+    "save_arrays",
+    "FORMAT",
+    "HEADER",
+    "VERSION",
+]
 
 
 def _damaged(path, error):
-    return ValueError(f"{path} has a damaged or inconsistent header/contents: "
-                      f"{type(error).__name__}: {error}")
+    return ValueError(
+        f"{path} has a damaged or inconsistent header/contents: {type(error).__name__}: {error}"
+    )
 
 
 def save_model(model: Recurrent, path: PathLike) -> None:
@@ -77,8 +88,10 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
         try:  # a missing or damaged file on one rank raises on every rank
             (header, arrays), error = load_arrays(path, "trainer"), None
         except FileNotFoundError:
-            error = ValueError(f"{path} does not exist: was the trainer saved by fewer ranks? "
-                               f"Resume with the same number of ranks")
+            error = ValueError(
+                f"{path} does not exist: was the trainer saved by fewer ranks? "
+                f"Resume with the same number of ranks"
+            )
         except (OSError, ValueError) as caught:
             error = caught
         group.check_all(error, f"load_trainer({path!r})")
@@ -86,24 +99,32 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
         header, arrays = load_arrays(path, "trainer")
     saved_by = header.get("ranks", 1)
     if comm is not None and (saved_by != ranks or header.get("rank", 0) != rank):
-        raise ValueError(f"{path} was saved by rank {header.get('rank', 0)} of {saved_by}, but "
-                         f"this is rank {rank} of {ranks}: resume with the same number of ranks")
+        raise ValueError(
+            f"{path} was saved by rank {header.get('rank', 0)} of {saved_by}, but "
+            f"this is rank {rank} of {ranks}: resume with the same number of ranks"
+        )
     try:
         model = from_config(header["model"])
         settings = header["trainer"]
         num_streams = settings["num_streams"]
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
-    model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    model.load_state_dict(
+        {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    )
     try:
         trainer = Trainer._from_settings(model, settings, backend=backend, comm=comm)
     except (KeyError, TypeError, ValueError) as error:
         raise _damaged(path, error) from None
-    trainer._restore_engine({k[len("engine/"):]: v for k, v in arrays.items()
-                             if k.startswith("engine/")}, settings["backend"])
+    trainer._restore_engine(
+        {k[len("engine/") :]: v for k, v in arrays.items() if k.startswith("engine/")},
+        settings["backend"],
+    )
     state = trainer.engine.state()
     engine_streams = None if state is None else state[0].shape[1]
     if engine_streams != num_streams:
-        raise ValueError(f"{path}: the header says {num_streams} streams, the engine state holds "
-                         f"{engine_streams}")
+        raise ValueError(
+            f"{path}: the header says {num_streams} streams, the engine state holds "
+            f"{engine_streams}"
+        )
     return trainer

@@ -67,8 +67,15 @@ class Engine(Protocol):
         """Steps processed since training began (the dropout masks' step counter)."""
         ...
 
-    def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
-              resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
+    def train(
+        self,
+        x: np.ndarray,
+        tokens: bool,
+        y: np.ndarray,
+        mask: Optional[np.ndarray],
+        resets: Optional[np.ndarray],
+        outputs: Optional[np.ndarray] = None,
+    ) -> List[float]:
         """Process T more steps; an update every k1 steps since the last one.
 
         x: (T, B, I) float features, or (T, B) int64 token ids when `tokens`.

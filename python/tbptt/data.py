@@ -38,8 +38,17 @@ from ._checks import numeric_array, positive_int
 # Inputs: anything numpy.asarray takes (arrays, lists, torch tensors); the checks convert them.
 ArrayLike = Any
 
-__all__ = ["batchify", "next_step", "split", "chunks", "pack", "Packed", "unpack", "Normalizer",
-           "Vocabulary"]
+__all__ = [
+    "batchify",
+    "next_step",
+    "split",
+    "chunks",
+    "pack",
+    "Packed",
+    "unpack",
+    "Normalizer",
+    "Vocabulary",
+]
 
 
 def batchify(series: ArrayLike, num_streams: int) -> np.ndarray:
@@ -65,9 +74,10 @@ def batchify(series: ArrayLike, num_streams: int) -> np.ndarray:
         raise ValueError(f"series must have shape (N,) or (N, F), got shape {series.shape}")
     length = series.shape[0] // num_streams
     if length == 0:
-        raise ValueError(f"series must have at least num_streams={num_streams} time steps, "
-                         f"got {series.shape[0]}")
-    streams = series[:length * num_streams].reshape(num_streams, length, *series.shape[1:])
+        raise ValueError(
+            f"series must have at least num_streams={num_streams} time steps, got {series.shape[0]}"
+        )
+    streams = series[: length * num_streams].reshape(num_streams, length, *series.shape[1:])
     return np.ascontiguousarray(streams.swapaxes(0, 1))
 
 
@@ -106,22 +116,33 @@ def split(series: ArrayLike, fraction: float = 0.9) -> Tuple[Any, Any]:
     Returns:
         ``(series[:n], series[n:])`` with ``n = int(N * fraction)``, both non-empty.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)):
-        raise TypeError(f"fraction must be a real number, got {type(fraction).__name__} ({fraction!r})")
+    if isinstance(fraction, bool) or not isinstance(
+        fraction, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"fraction must be a real number, got {type(fraction).__name__} ({fraction!r})"
+        )
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     try:
         size = len(series)
     except TypeError:
-        raise TypeError(f"series must be a sequence or an array, got {type(series).__name__}") from None
+        raise TypeError(
+            f"series must be a sequence or an array, got {type(series).__name__}"
+        ) from None
     cut = int(size * fraction)
     if cut == 0 or cut == size:
         raise ValueError(f"series of length {size} is too short to split at fraction={fraction}")
     return series[:cut], series[cut:]
 
 
-def chunks(x: ArrayLike, y: ArrayLike, size: int, mask: Optional[ArrayLike] = None,
-           resets: Optional[ArrayLike] = None) -> Iterator[Tuple[Any, ...]]:
+def chunks(
+    x: ArrayLike,
+    y: ArrayLike,
+    size: int,
+    mask: Optional[ArrayLike] = None,
+    resets: Optional[ArrayLike] = None,
+) -> Iterator[Tuple[Any, ...]]:
     """Iterate over consecutive time chunks of time-major arrays, to feed a trainer call by call.
 
     Args:
@@ -142,10 +163,12 @@ def chunks(x: ArrayLike, y: ArrayLike, size: int, mask: Optional[ArrayLike] = No
     steps = arrays["x"].shape[0]
     for name, array in arrays.items():
         if array is not None and (array.ndim == 0 or array.shape[0] != steps):
-            raise ValueError(f"{name} must have the same number of time steps (axis 0) as x "
-                             f"({steps}), got shape {array.shape}")
+            raise ValueError(
+                f"{name} must have the same number of time steps (axis 0) as x "
+                f"({steps}), got shape {array.shape}"
+            )
     for start in range(0, steps, size):
-        yield tuple(None if a is None else a[start:start + size] for a in arrays.values())
+        yield tuple(None if a is None else a[start : start + size] for a in arrays.values())
 
 
 class Packed(NamedTuple):
@@ -176,7 +199,9 @@ def _sequence_arrays(name, items):
         arrays = [numeric_array(f"{name}[{i}]", item) for i, item in enumerate(items)]
     except TypeError as error:
         if "not iterable" in str(error):
-            raise TypeError(f"{name} must be a sequence of arrays, got {type(items).__name__}") from None
+            raise TypeError(
+                f"{name} must be a sequence of arrays, got {type(items).__name__}"
+            ) from None
         raise
     if not arrays:
         raise ValueError(f"{name} must hold at least one sequence")
@@ -185,10 +210,14 @@ def _sequence_arrays(name, items):
             raise ValueError(f"{name}[{i}] must have at least one time step, got shape {a.shape}")
         if a.ndim > 2:
             raise ValueError(f"{name}[{i}] must have shape (L,) or (L, F), got {a.shape}")
-        if a.shape[1:] != arrays[0].shape[1:] or (a.dtype.kind in "iub") != (arrays[0].dtype.kind in "iub"):
-            raise ValueError(f"{name}[{i}] has shape {a.shape} and dtype {a.dtype}, unlike "
-                             f"{name}[0] ({arrays[0].shape}, {arrays[0].dtype}): every sequence "
-                             f"needs the same features and kind (token ids or floats)")
+        if a.shape[1:] != arrays[0].shape[1:] or (a.dtype.kind in "iub") != (
+            arrays[0].dtype.kind in "iub"
+        ):
+            raise ValueError(
+                f"{name}[{i}] has shape {a.shape} and dtype {a.dtype}, unlike "
+                f"{name}[0] ({arrays[0].shape}, {arrays[0].dtype}): every sequence "
+                f"needs the same features and kind (token ids or floats)"
+            )
     return arrays
 
 
@@ -201,8 +230,13 @@ def _layout(arrays, T, B):
     return np.zeros((T, B) + (first.shape[1:] or (1,)), dtype=dtype)
 
 
-def pack(sequences: Sequence[ArrayLike], num_streams: int, labels: Optional[ArrayLike] = None,
-         targets: Optional[Sequence[ArrayLike]] = None, loss_on: Optional[str] = None) -> Packed:
+def pack(
+    sequences: Sequence[ArrayLike],
+    num_streams: int,
+    labels: Optional[ArrayLike] = None,
+    targets: Optional[Sequence[ArrayLike]] = None,
+    loss_on: Optional[str] = None,
+) -> Packed:
     """Pack many separate sequences of any lengths into ``num_streams`` streams, time-major, with a
     reset at each sequence's first step: for sequence classification or regression (one label per
     sequence), or per-step targets (as many short series).
@@ -262,19 +296,24 @@ def pack(sequences: Sequence[ArrayLike], num_streams: int, labels: Optional[Arra
     if labels is not None:
         labels = numeric_array("labels", labels)
         if labels.ndim not in (1, 2) or labels.shape[0] != N:
-            raise ValueError(f"labels must have shape ({N},) or ({N}, O): one per sequence, got "
-                             f"{labels.shape}")
+            raise ValueError(
+                f"labels must have shape ({N},) or ({N}, O): one per sequence, got {labels.shape}"
+            )
         if labels.dtype.kind in "iub" and labels.ndim == 2:
             raise ValueError("integer labels are class ids: shape (N,), got (N, O)")
-        per_step = [np.broadcast_to(labels[i], (n,) + labels.shape[1:]) for i, n in enumerate(lengths)]
+        per_step = [
+            np.broadcast_to(labels[i], (n,) + labels.shape[1:]) for i, n in enumerate(lengths)
+        ]
     elif targets is not None:
         per_step = _sequence_arrays("targets", targets)
         if len(per_step) != N:
             raise ValueError(f"targets must hold one array per sequence ({N}), got {len(per_step)}")
         for i, (t, n) in enumerate(zip(per_step, lengths)):
             if t.shape[0] != n:
-                raise ValueError(f"targets[{i}] must have the length of sequences[{i}] ({n}), "
-                                 f"got shape {t.shape}")
+                raise ValueError(
+                    f"targets[{i}] must have the length of sequences[{i}] ({n}), "
+                    f"got shape {t.shape}"
+                )
     spans = np.zeros((N, 3), dtype=np.int64)
     ends = [0] * B
     for i, n in enumerate(lengths):
@@ -309,10 +348,14 @@ def unpack(outputs: ArrayLike, spans: ArrayLike, last: bool = False) -> Any:
     spans = numeric_array("spans", spans)
     if spans.ndim != 2 or spans.shape[1] != 3:
         raise ValueError(f"spans must have shape (N, 3) (stream, start, stop), got {spans.shape}")
-    if outputs.ndim < 2 or (spans.size and (spans[:, 0].max() >= outputs.shape[1]
-                                            or spans[:, 2].max() > outputs.shape[0])):
-        raise ValueError(f"outputs of shape {outputs.shape} do not hold the packed sequences "
-                         f"(pass the (T, B, ...) outputs of the packed x)")
+    if outputs.ndim < 2 or (
+        spans.size
+        and (spans[:, 0].max() >= outputs.shape[1] or spans[:, 2].max() > outputs.shape[0])
+    ):
+        raise ValueError(
+            f"outputs of shape {outputs.shape} do not hold the packed sequences "
+            f"(pass the (T, B, ...) outputs of the packed x)"
+        )
     if last:
         return outputs[spans[:, 2] - 1, spans[:, 0]]
     return [outputs[start:stop, b] for b, start, stop in spans]
@@ -348,10 +391,14 @@ class Normalizer:
             mean = numeric_array("mean", mean).astype(np.float64)
             std = numeric_array("std", std).astype(np.float64)
             if mean.ndim > 1 or mean.shape != std.shape:
-                raise ValueError(f"mean and std must be scalars or (F,) vectors of one shape, got "
-                                 f"{mean.shape} and {std.shape}")
+                raise ValueError(
+                    f"mean and std must be scalars or (F,) vectors of one shape, got "
+                    f"{mean.shape} and {std.shape}"
+                )
             if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-                raise ValueError(f"mean must be finite and std finite and > 0, got mean={mean}, std={std}")
+                raise ValueError(
+                    f"mean must be finite and std finite and > 0, got mean={mean}, std={std}"
+                )
             self.mean, self.std = mean, std
 
     def fit(self, data: ArrayLike) -> Normalizer:
@@ -363,7 +410,9 @@ class Normalizer:
         axes = tuple(range(data.ndim - 1)) if data.ndim > 1 else None
         known = ~np.isnan(data)
         if not known.any(axis=axes).all():
-            raise ValueError(f"data must have at least one non-NaN value per feature (shape {data.shape})")
+            raise ValueError(
+                f"data must have at least one non-NaN value per feature (shape {data.shape})"
+            )
         if not np.isfinite(data[known]).all():
             raise ValueError("data must be finite (NaN marks a missing value; inf is not allowed)")
         count = known.sum(axis=axes)
@@ -378,8 +427,10 @@ class Normalizer:
             raise RuntimeError("Normalizer is not fitted: call fit(data) first")
         data = numeric_array(name, data)
         if self.mean.ndim and (data.ndim == 0 or data.shape[-1] != self.mean.shape[0]):
-            raise ValueError(f"{name} must have {self.mean.shape[0]} features on its last axis, "
-                             f"got shape {data.shape}")
+            raise ValueError(
+                f"{name} must have {self.mean.shape[0]} features on its last axis, "
+                f"got shape {data.shape}"
+            )
         return data, (data.dtype if data.dtype.kind == "f" else np.float64)
 
     def transform(self, data: ArrayLike) -> np.ndarray:
@@ -433,7 +484,9 @@ class Vocabulary:
             raise ValueError("text must not be empty")
         self.chars = "".join(sorted(set(text)))
         codes = np.frombuffer(self.chars.encode("utf-32-le"), dtype="<u4")
-        self._ids = np.full(int(codes.max()) + 1, -1, dtype=np.int64)  # code point -> id, -1 unknown
+        self._ids = np.full(
+            int(codes.max()) + 1, -1, dtype=np.int64
+        )  # code point -> id, -1 unknown
         self._ids[codes] = np.arange(len(codes))
         self._chars = np.array(list(self.chars))
 
@@ -455,8 +508,10 @@ class Vocabulary:
         ids[codes >= len(self._ids)] = -1
         if (ids < 0).any():
             where = int(np.argmax(ids < 0))
-            raise ValueError(f"text contains the character {text[where]!r} (at position {where}), "
-                             f"which is not in the vocabulary")
+            raise ValueError(
+                f"text contains the character {text[where]!r} (at position {where}), "
+                f"which is not in the vocabulary"
+            )
         return ids
 
     def decode(self, ids: ArrayLike) -> str:

@@ -20,9 +20,9 @@ import numpy as np
 from . import _pickled, _snapshot
 
 if TYPE_CHECKING:
-    from ._core import Core          # the compiled modules' interface (types only)
+    from ._core import Core  # the compiled modules' interface (types only)
     from .contract import Snapshot, State
-    from .model import Recurrent     # the model module imports this one (predict)
+    from .model import Recurrent  # the model module imports this one (predict)
 
 
 def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
@@ -30,8 +30,9 @@ def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
     return (model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers)
 
 
-def predict(core: Core, model: Recurrent, x: np.ndarray, tokens: bool,
-            state: State) -> Tuple[np.ndarray, State]:
+def predict(
+    core: Core, model: Recurrent, x: np.ndarray, tokens: bool, state: State
+) -> Tuple[np.ndarray, State]:
     """`model` forward over x (T, B, I) or (T, B) token ids, from `state`, a tuple like the
     engine's. Returns outputs (T, B, O) and the final state (a tuple)."""
     outputs, state = core.predict(model.flat_parameters, *_shape(model), x, tokens, tuple(state))
@@ -42,19 +43,46 @@ class CppEngine:
     """The compiled engine behind the `tbptt.contract.Engine` protocol (see there for every
     member's meaning, shapes and dtypes)."""
 
-    def __init__(self, core: Core, model: Recurrent, k1: int, k2: int, loss: str,
-                 optimizer: Dict[str, Any], clip_norm: Optional[float], seed: int,
-                 recompute: bool = False) -> None:
+    def __init__(
+        self,
+        core: Core,
+        model: Recurrent,
+        k1: int,
+        k2: int,
+        loss: str,
+        optimizer: Dict[str, Any],
+        clip_norm: Optional[float],
+        seed: int,
+        recompute: bool = False,
+    ) -> None:
         cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
-        self._engine = cls(model.flat_parameters, *_shape(model), k1, k2, loss, optimizer,
-                           clip_norm, model.dropout, model.head_dropout, seed, recompute)
+        self._engine = cls(
+            model.flat_parameters,
+            *_shape(model),
+            k1,
+            k2,
+            loss,
+            optimizer,
+            clip_norm,
+            model.dropout,
+            model.head_dropout,
+            seed,
+            recompute,
+        )
         self._model, self._k1, self._k2, self._loss = model, k1, k2, loss
 
     def __reduce_ex__(self, protocol):
         _pickled.refuse("the C++ engine")  # process-local memory: its trainer pickles instead
 
-    def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
-              resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
+    def train(
+        self,
+        x: np.ndarray,
+        tokens: bool,
+        y: np.ndarray,
+        mask: Optional[np.ndarray],
+        resets: Optional[np.ndarray],
+        outputs: Optional[np.ndarray] = None,
+    ) -> List[float]:
         """outputs: None or a (T, B, O) array of the model's dtype that receives each step's
         outputs as the forward pass computed them."""
         return self._engine.train(x, tokens, y, mask, resets, outputs)

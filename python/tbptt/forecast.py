@@ -49,9 +49,25 @@ from . import _checks, _table
 from .data import Normalizer
 from .losses import gaussian_parameters
 
-__all__ = ["arrays", "one_step", "one_step_scale", "forecast", "sample", "quantiles", "crps",
-           "backtest", "Backtest", "scores", "future_times", "Series", "Run", "load", "read_run",
-           "LEVELS", "SAMPLES"]
+__all__ = [
+    "arrays",
+    "one_step",
+    "one_step_scale",
+    "forecast",
+    "sample",
+    "quantiles",
+    "crps",
+    "backtest",
+    "Backtest",
+    "scores",
+    "future_times",
+    "Series",
+    "Run",
+    "load",
+    "read_run",
+    "LEVELS",
+    "SAMPLES",
+]
 
 SAMPLES = 500  # sampled paths of a gaussian model's forecasts and backtests, by default
 # The quantile levels a gaussian model's backtest keeps: the 80% and 50% central intervals and
@@ -74,7 +90,7 @@ def arrays(values, normalizer, difference=False, *, features=None, known=None):
     values, features, known = _series(None, values, normalizer, difference, features, known)
     x = _inputs(values, normalizer, difference, features, known)
     z = _target(normalizer).transform(np.diff(values) if difference else values)
-    return x[:z.size - 1], z[1:, None]
+    return x[: z.size - 1], z[1:, None]
 
 
 def one_step(model, values, normalizer, difference=False, *, features=None, known=None):
@@ -90,8 +106,8 @@ def one_step(model, values, normalizer, difference=False, *, features=None, know
     inputs = _inputs(values, normalizer, difference, features, known)  # known: to u = N - 2
     outputs, _ = _run(model, inputs)
     predictions = np.full(values.size, np.nan)
-    step = _target(normalizer).inverse_transform(outputs[:values.size - first])
-    predictions[first:] = values[first - 1:-1] + step if difference else step
+    step = _target(normalizer).inverse_transform(outputs[: values.size - first])
+    predictions[first:] = values[first - 1 : -1] + step if difference else step
     return predictions
 
 
@@ -111,12 +127,13 @@ def one_step_scale(model, values, normalizer, difference=False, *, features=None
     outputs, _ = model.predict(inputs[:, None, :].astype(model.dtype))
     _, sigma = gaussian_parameters(outputs[:, 0, :].astype(np.float64))
     scales = np.full(values.size, np.nan)
-    scales[first:] = sigma[:values.size - first, 0] * _target(normalizer).std
+    scales[first:] = sigma[: values.size - first, 0] * _target(normalizer).std
     return scales
 
 
-def forecast(model, values, steps, normalizer, difference=False, *, features=None, known=None,
-             future=None):
+def forecast(
+    model, values, steps, normalizer, difference=False, *, features=None, known=None, future=None
+):
     """The `steps` values after the end of `values`, each predicted from the ones before it, its
     own predictions included: the model runs over the data, then on its outputs.
 
@@ -141,8 +158,19 @@ def forecast(model, values, steps, normalizer, difference=False, *, features=Non
     return values[-1] + np.cumsum(ahead) if difference else ahead
 
 
-def sample(model, values, steps, normalizer, difference=False, *, features=None, known=None,
-           future=None, samples=SAMPLES, seed=0):
+def sample(
+    model,
+    values,
+    steps,
+    normalizer,
+    difference=False,
+    *,
+    features=None,
+    known=None,
+    future=None,
+    samples=SAMPLES,
+    seed=0,
+):
     """`samples` paths of the `steps` values after the end of `values`, drawn from a gaussian
     model fed its own samples: the model runs over the data, then at each step ahead draws the
     next value from its normal distribution and reads that draw as the step's value.
@@ -160,8 +188,9 @@ def sample(model, values, steps, normalizer, difference=False, *, features=None,
     outputs, state = model.predict(inputs[:, None, :].astype(model.dtype))
     state = _repeat(state, samples)
     known_ahead = None if ahead_known is None else (lambda t: ahead_known[t][None])
-    draws = _draw(outputs[-1:, 0, :], samples, steps, model, state, known_ahead,
-                  np.random.default_rng(seed))[0]                          # (samples, steps)
+    draws = _draw(
+        outputs[-1:, 0, :], samples, steps, model, state, known_ahead, np.random.default_rng(seed)
+    )[0]  # (samples, steps)
     ahead = _target(normalizer).inverse_transform(draws)
     return values[-1] + np.cumsum(ahead, axis=1) if difference else ahead
 
@@ -196,16 +225,20 @@ def _ahead(values, steps, normalizer, difference, features, known, future):
     ahead_known = None
     if known is not None:
         if future is None:
-            raise ValueError(f"the model reads {known.shape[1]} covariate(s) known in advance: "
-                             f"give their values for the {steps} step(s) ahead as future, "
-                             f"({steps}, {known.shape[1]})")
+            raise ValueError(
+                f"the model reads {known.shape[1]} covariate(s) known in advance: "
+                f"give their values for the {steps} step(s) ahead as future, "
+                f"({steps}, {known.shape[1]})"
+            )
         future = _checks.numeric_array("future", future).astype(np.float64)
         if future.ndim == 1 and known.shape[1] == 1:
             future = future[:, None]
         if future.ndim != 2 or future.shape[0] < steps or future.shape[1] != known.shape[1]:
-            raise ValueError(f"future must hold the {known.shape[1]} known covariate(s) of the "
-                             f"{steps} step(s) ahead, shape ({steps}, {known.shape[1]}), got "
-                             f"{future.shape}")
+            raise ValueError(
+                f"future must hold the {known.shape[1]} known covariate(s) of the "
+                f"{steps} step(s) ahead, shape ({steps}, {known.shape[1]}), got "
+                f"{future.shape}"
+            )
         _checks.all_finite("future", future)
         ahead_known = _standard(normalizer, future[:steps], -known.shape[1])
         known = np.concatenate([known, future[:1]])  # known[N]: the first step ahead's
@@ -236,8 +269,20 @@ class Backtest(NamedTuple):
     crps: Optional[np.ndarray] = None
 
 
-def backtest(model, values, normalizer, difference=False, *, start, horizon=1, season=None,
-             features=None, known=None, samples=SAMPLES, seed=0) -> Backtest:
+def backtest(
+    model,
+    values,
+    normalizer,
+    difference=False,
+    *,
+    start,
+    horizon=1,
+    season=None,
+    features=None,
+    known=None,
+    samples=SAMPLES,
+    seed=0,
+) -> Backtest:
     """Forecasts of 1..`horizon` steps from every origin of the held-out part, against the
     naive and seasonal-naive forecasts.
 
@@ -255,12 +300,14 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     values, features, known = _series(model, values, normalizer, difference, features, known)
     N, first = values.size, 1 + bool(difference)
     horizon, start, season = _backtest_span(N, first, horizon, start, season, features)
-    inputs = _inputs(values, normalizer, difference, features, known)[:N - first]  # u = d..N-2
+    inputs = _inputs(values, normalizer, difference, features, known)[: N - first]  # u = d..N-2
     origins = np.arange(start - 1, N - horizon)
     u0 = first - 1  # the step of the first input
-    _, state = _run(model, inputs[:origins[0] - u0]) if origins[0] > u0 else (None, None)
+    _, state = _run(model, inputs[: origins[0] - u0]) if origins[0] > u0 else (None, None)
     firsts, states = np.empty((origins.size, model.output_size)), []
-    for i, o in enumerate(origins):  # one step at a time over the held-out part: every origin's state
+    for i, o in enumerate(
+        origins
+    ):  # one step at a time over the held-out part: every origin's state
         out, state = model.predict(inputs[o - u0][None, None, :].astype(model.dtype), state)
         firsts[i] = out[0, 0]
         states.append(state)
@@ -269,14 +316,21 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     if model.output_size == 2:
         samples = _checks.positive_int("samples", samples)
         K = 0 if known is None else known.shape[1]
-        known_ahead = None if not K else (lambda h: inputs[origins + h - u0, inputs.shape[1] - K:])
-        draws = _draw(firsts, samples, horizon, model, _repeat(_stack(states), samples),
-                      known_ahead, np.random.default_rng(seed))       # (M, samples, H)
+        known_ahead = None if not K else (lambda h: inputs[origins + h - u0, inputs.shape[1] - K :])
+        draws = _draw(
+            firsts,
+            samples,
+            horizon,
+            model,
+            _repeat(_stack(states), samples),
+            known_ahead,
+            np.random.default_rng(seed),
+        )  # (M, samples, H)
         paths = target.inverse_transform(draws)
         if difference:
             paths = values[origins, None, None] + np.cumsum(paths, axis=2)
         ahead = paths.mean(axis=1)
-        levels = np.moveaxis(np.quantile(paths, LEVELS, axis=1), 0, -1)   # (M, H, 5)
+        levels = np.moveaxis(np.quantile(paths, LEVELS, axis=1), 0, -1)  # (M, H, 5)
         scored = crps(np.swapaxes(paths, 1, 2), values[steps])
         return _baselines(values, origins, steps, start, season, ahead, levels, scored)
     z = firsts[:, 0]
@@ -286,7 +340,9 @@ def backtest(model, values, normalizer, difference=False, *, start, horizon=1, s
     for h in range(1, horizon):  # every origin at once, B = M, fed its own predictions
         row = z[:, None]
         if known is not None:
-            row = np.concatenate([row, inputs[origins + h - u0, inputs.shape[1] - known.shape[1]:]], 1)
+            row = np.concatenate(
+                [row, inputs[origins + h - u0, inputs.shape[1] - known.shape[1] :]], 1
+            )
         out, state = model.predict(row[None].astype(model.dtype), state)
         z = out[0, :, 0].astype(np.float64)
         changes[:, h] = target.inverse_transform(z)
@@ -309,8 +365,9 @@ def _backtest_span(N, first, horizon, start, season, features) -> Tuple[int, int
     if start < least:
         raise ValueError(f"start must leave at least {least} values to train on, got {start}")
     if N - start < horizon:
-        raise ValueError(f"the held-out part has {N - start} value(s), fewer than the horizon "
-                         f"{horizon}")
+        raise ValueError(
+            f"the held-out part has {N - start} value(s), fewer than the horizon {horizon}"
+        )
     return horizon, start, season
 
 
@@ -320,10 +377,19 @@ def _baselines(values, origins, steps, start, season, ahead, levels=None, scored
     seasonal = scale_seasonal = None
     if season is not None:
         seasonal = values[steps - season * -(-(steps - origins[:, None]) // season)]
-        scale_seasonal = float(np.mean(np.abs(values[season:start] - values[:start - season])))
+        scale_seasonal = float(np.mean(np.abs(values[season:start] - values[: start - season])))
     scale = float(np.mean(np.abs(np.diff(values[:start]))))
-    return Backtest(origins, values[steps], ahead, np.repeat(values[origins, None], horizon, 1),
-                    seasonal, scale, scale_seasonal, levels, scored)
+    return Backtest(
+        origins,
+        values[steps],
+        ahead,
+        np.repeat(values[origins, None], horizon, 1),
+        seasonal,
+        scale,
+        scale_seasonal,
+        levels,
+        scored,
+    )
 
 
 def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
@@ -351,13 +417,20 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     def summary(name):
         errors = [getattr(b, name) - b.actual for b in backtests]
         flat = np.concatenate([e.ravel() for e in errors])
-        out = {"mae": float(np.mean(np.abs(flat))), "rmse": math.sqrt(float(np.mean(flat ** 2)))}
+        out = {"mae": float(np.mean(np.abs(flat))), "rmse": math.sqrt(float(np.mean(flat**2)))}
         out["mase_naive"] = _scaled(errors, [b.scale_naive for b in backtests])
         if seasonal:
             out["mase_seasonal"] = _scaled(errors, [b.scale_seasonal for b in backtests])
         if sampled:  # a point forecast's CRPS is its absolute error
-            out["crps"] = out["mae"] if name != "forecast" else float(
-                np.mean(np.concatenate([b.crps.ravel() for b in backtests if b.crps is not None])))
+            out["crps"] = (
+                out["mae"]
+                if name != "forecast"
+                else float(
+                    np.mean(
+                        np.concatenate([b.crps.ravel() for b in backtests if b.crps is not None])
+                    )
+                )
+            )
         by_horizon = np.concatenate([np.abs(e) for e in errors]).mean(axis=0)
         return out, [float(v) for v in by_horizon]
 
@@ -373,10 +446,11 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
     result["by_horizon"] = {"model": by_model, "naive": by_naive}
     if sampled:
         by = result["by_horizon"]
-        by["model_crps"] = [float(v) for v in np.concatenate(
-            [np.asarray(b.crps) for b in backtests]).mean(axis=0)]
-        actual = np.concatenate([b.actual for b in backtests])             # (M, H)
-        q = np.concatenate([np.asarray(b.quantiles) for b in backtests])   # (M, H, 5)
+        by["model_crps"] = [
+            float(v) for v in np.concatenate([np.asarray(b.crps) for b in backtests]).mean(axis=0)
+        ]
+        actual = np.concatenate([b.actual for b in backtests])  # (M, H)
+        q = np.concatenate([np.asarray(b.quantiles) for b in backtests])  # (M, H, 5)
         for key, lo, hi in (("coverage_50", 1, 3), ("coverage_80", 0, 4)):
             inside = (q[..., lo] <= actual) & (actual <= q[..., hi])
             by[key] = [float(v) for v in inside.mean(axis=0)]
@@ -388,7 +462,9 @@ def scores(backtests: Sequence[Backtest]) -> Dict[str, Any]:
 
 
 def _scaled(errors, scales):
-    flat = np.concatenate([np.abs(e).ravel() / (s if s > 0 else np.nan) for e, s in zip(errors, scales)])
+    flat = np.concatenate(
+        [np.abs(e).ravel() / (s if s > 0 else np.nan) for e, s in zip(errors, scales)]
+    )
     return float(np.mean(flat))
 
 
@@ -461,8 +537,10 @@ def read_run(model, header, path) -> Run:
     held-out starts."""
     meta, settings = header.get("data") or {}, header.get("settings") or {}
     if meta.get("kind") != "series" or "task" not in settings:
-        raise ValueError(f"{path} is not a model of a numeric series written by `tbptt train` "
-                         f"(--task co2|sunspots or --data FILE.csv --column NAME)")
+        raise ValueError(
+            f"{path} is not a model of a numeric series written by `tbptt train` "
+            f"(--task co2|sunspots or --data FILE.csv --column NAME)"
+        )
     observed = list(meta.get("features", []))
     known = [name for name in meta.get("known", []) if not name.startswith("series=")]
     identity = [name for name in meta.get("known", []) if name.startswith("series=")]
@@ -476,16 +554,35 @@ def read_run(model, header, path) -> Run:
     series = []
     for name, times, values, columns in _run_data(settings, observed + known):
         if name not in of:
-            raise _table.BadInput(f"{settings.get('data')}: series {name!r} was not in the "
-                                  f"run's training data ({path})")
+            raise _table.BadInput(
+                f"{settings.get('data')}: series {name!r} was not in the "
+                f"run's training data ({path})"
+            )
         i = of[name]
-        own = columns[:, len(observed):] if known else np.empty((values.size, 0))
+        own = columns[:, len(observed) :] if known else np.empty((values.size, 0))
         if identity:
             own = np.column_stack([own, np.tile(np.eye(len(identity))[i], (values.size, 1))])
-        series.append(Series(name, times, values, columns[:, :len(observed)] if observed else None,
-                             own if own.shape[1] else None, norms[i], starts[i]))
-    return Run(model, series, bool(meta["difference"]), observed, known + identity,
-               meta["source"], header, meta.get("likelihood"))
+        series.append(
+            Series(
+                name,
+                times,
+                values,
+                columns[:, : len(observed)] if observed else None,
+                own if own.shape[1] else None,
+                norms[i],
+                starts[i],
+            )
+        )
+    return Run(
+        model,
+        series,
+        bool(meta["difference"]),
+        observed,
+        known + identity,
+        meta["source"],
+        header,
+        meta.get("likelihood"),
+    )
 
 
 def _run_data(settings, covariates):
@@ -498,16 +595,25 @@ def _run_data(settings, covariates):
     if settings.get("task") == "sunspots":
         years, activity = datasets.sunspots()
         return [("", years, activity, None)]
-    return _table.read_table(settings["data"], settings["column"], covariates,
-                             settings.get("series"), settings.get("time"), least=1)
+    return _table.read_table(
+        settings["data"],
+        settings["column"],
+        covariates,
+        settings.get("series"),
+        settings.get("time"),
+        least=1,
+    )
 
 
 # ---- internals ------------------------------------------------------------------------------
 
+
 def _observed_message(F, steps):
-    return (f"the model reads {F} covariate(s) observed alongside the target, whose values past "
-            f"the data's end are not known: it forecasts 1 step ahead, not {steps} (covariates "
-            f"known in advance, as a calendar, are marked as such when training: --known)")
+    return (
+        f"the model reads {F} covariate(s) observed alongside the target, whose values past "
+        f"the data's end are not known: it forecasts 1 step ahead, not {steps} (covariates "
+        f"known in advance, as a calendar, are marked as such when training: --known)"
+    )
 
 
 def _target(normalizer):
@@ -532,8 +638,9 @@ def _series(model, values, normalizer, difference, features=None, known=None):
     if values.ndim != 1:
         raise ValueError(f"values must have shape (N,), got {values.shape}")
     if values.size < 2 + bool(difference):
-        raise ValueError(f"values must hold at least {2 + bool(difference)} values, got "
-                         f"{values.size}")
+        raise ValueError(
+            f"values must hold at least {2 + bool(difference)} values, got {values.size}"
+        )
     _checks.all_finite("values", values)
     columns = []
     for name, cov in (("features", features), ("known", known)):
@@ -542,8 +649,10 @@ def _series(model, values, normalizer, difference, features=None, known=None):
             if cov.ndim == 1:
                 cov = cov[:, None]
             if cov.ndim != 2 or cov.shape[0] != values.size:
-                raise ValueError(f"{name} must have shape (N, F) with N = {values.size} (the "
-                                 f"values'), got {cov.shape}")
+                raise ValueError(
+                    f"{name} must have shape (N, F) with N = {values.size} (the "
+                    f"values'), got {cov.shape}"
+                )
             _checks.all_finite(name, cov)
             if cov.shape[1] == 0:
                 cov = None
@@ -551,13 +660,17 @@ def _series(model, values, normalizer, difference, features=None, known=None):
     features, known = columns
     size = 1 + sum(c.shape[1] for c in columns if c is not None)
     if normalizer.mean.shape not in ((), (size,)) or (size > 1 and normalizer.mean.ndim == 0):
-        raise ValueError(f"normalizer must hold the statistics of the target and the "
-                         f"{size - 1} covariate(s), ({size},), got {normalizer.mean.shape}")
+        raise ValueError(
+            f"normalizer must hold the statistics of the target and the "
+            f"{size - 1} covariate(s), ({size},), got {normalizer.mean.shape}"
+        )
     if model is not None and (model.input_size != size or model.output_size not in (1, 2)):
-        raise ValueError(f"model must read {size} value(s) per step (the target"
-                         f"{' and the covariates' if size > 1 else ''}) and predict one value "
-                         f"(input_size = {size}, output_size = 1, or 2 for loss='gaussian'), "
-                         f"got {model.input_size} and {model.output_size}")
+        raise ValueError(
+            f"model must read {size} value(s) per step (the target"
+            f"{' and the covariates' if size > 1 else ''}) and predict one value "
+            f"(input_size = {size}, output_size = 1, or 2 for loss='gaussian'), "
+            f"got {model.input_size} and {model.output_size}"
+        )
     return values, features, known
 
 
@@ -573,9 +686,9 @@ def _inputs(values, normalizer, difference, features, known):
     rows = values.size - d if known is None or known.shape[0] > values.size else values.size - d - 1
     parts = [z[:rows]]
     if features is not None:
-        parts.append(_standard(normalizer, features[d:d + rows], 1))
+        parts.append(_standard(normalizer, features[d : d + rows], 1))
     if known is not None:
-        parts.append(_standard(normalizer, known[d + 1:d + 1 + rows], -known.shape[1]))
+        parts.append(_standard(normalizer, known[d + 1 : d + 1 + rows], -known.shape[1]))
     return np.concatenate(parts, axis=1)
 
 
@@ -617,9 +730,11 @@ def _draw(first, samples, steps, model, state, known_ahead, rng):
 def _need_gaussian(model, what):
     """ValueError unless `model` has a gaussian head (output_size 2)."""
     if model.output_size != 2:
-        raise ValueError(f"{what} needs a model trained with loss='gaussian' (output_size 2: a "
-                         f"mean and a scale), got a point model (output_size "
-                         f"{model.output_size}): it has no distribution")
+        raise ValueError(
+            f"{what} needs a model trained with loss='gaussian' (output_size 2: a "
+            f"mean and a scale), got a point model (output_size "
+            f"{model.output_size}): it has no distribution"
+        )
 
 
 def _levels(levels):
@@ -675,12 +790,13 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
     fig = _plots.figure("forecast plots", figsize=(5 * columns + 1, 2.6 * rows + 0.6))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (name, lines, cut, *bands) in zip(axes.ravel(), panels):
-        for x, low, high, label, style in (bands[0] if bands else ()):
+        for x, low, high, label, style in bands[0] if bands else ():
             ax.fill_between(x, low, high, label=label, **style)
         for x, y, label, style in lines:
             ax.plot(x, y, label=label, **style)
         if np.issubdtype(np.asarray(lines[0][0]).dtype, np.datetime64):  # short date labels
             from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
             locator = AutoDateLocator()
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -689,7 +805,7 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
         ax.set_title(str(name), fontsize=10)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
     axes[0, 0].set_ylabel(ylabel)

@@ -71,6 +71,7 @@ class History:
 
     def to_dict(self) -> dict:
         """Plain lists and numbers, ready for `json.dump` (NaN becomes None)."""
+
         def clean(values):
             return [None if not math.isfinite(v) else float(v) for v in values]
 
@@ -95,6 +96,7 @@ class History:
     @classmethod
     def from_dict(cls, d) -> History:
         """The History that `to_dict` described (None becomes NaN again)."""
+
         def floats(values):
             return [math.nan if v is None else float(v) for v in values]
 
@@ -138,15 +140,29 @@ class History:
         width = max(1, losses.size // 50)
         if losses.size > width:
             running = np.convolve(losses, np.ones(width) / width, mode="valid")
-            ax.plot(updates[width - 1:], running, color="tab:blue",
-                    label=f"running mean ({width} updates)")
+            ax.plot(
+                updates[width - 1 :],
+                running,
+                color="tab:blue",
+                label=f"running mean ({width} updates)",
+            )
         ends = np.asarray(self.epoch_updates)
         if ends.size:
-            ax.plot(ends, np.asarray(self.train_loss) * unit.factor, "o-", color="tab:green",
-                    label="train (epoch mean)")
+            ax.plot(
+                ends,
+                np.asarray(self.train_loss) * unit.factor,
+                "o-",
+                color="tab:green",
+                label="train (epoch mean)",
+            )
         if self.val_loss:
-            ax.plot(ends[:len(self.val_loss)], np.asarray(self.val_loss) * unit.factor, "s-",
-                    color="tab:red", label="validation")
+            ax.plot(
+                ends[: len(self.val_loss)],
+                np.asarray(self.val_loss) * unit.factor,
+                "s-",
+                color="tab:red",
+                label="validation",
+            )
         ax.set_xlabel("update")
         ax.set_ylabel(f"loss ({unit.label})" if unit.label else "loss")
         ax.grid(alpha=0.3)
@@ -155,5 +171,7 @@ class History:
 
     def __repr__(self) -> str:
         last = f", val_loss={self.val_loss[-1]:.4f}" if self.val_loss else ""
-        return (f"History(updates={self.losses.size}, epochs={self.epochs}{last}, "
-                f"stop_reason={self.stop_reason!r})")
+        return (
+            f"History(updates={self.losses.size}, epochs={self.epochs}{last}, "
+            f"stop_reason={self.stop_reason!r})"
+        )

@@ -25,16 +25,16 @@ Value = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class LossSpec(NamedTuple):
     """One loss: its targets, its outputs per target, its units and its NumPy definition."""
 
-    name: str                 # Trainer(loss=name)
-    classes: bool             # targets are class ids in [0, O) (T, B) int64; else values
-                              # (T, B, O / outputs_per_target) of the model's dtype
-    outputs_per_target: int   # head outputs per target value (1; 2 for a likelihood's two
-                              # parameters); 1 for class ids (O is the number of classes)
-    units: Tuple[str, ...]    # what fit, History.plot and the CLI can show it in; the first is
-                              # the loss's own (tbptt._units)
-    terms: Terms              # NumPy: (loss (..., B), dloss/dout (..., B, O)) per position
+    name: str  # Trainer(loss=name)
+    classes: bool  # targets are class ids in [0, O) (T, B) int64; else values
+    # (T, B, O / outputs_per_target) of the model's dtype
+    outputs_per_target: int  # head outputs per target value (1; 2 for a likelihood's two
+    # parameters); 1 for class ids (O is the number of classes)
+    units: Tuple[str, ...]  # what fit, History.plot and the CLI can show it in; the first is
+    # the loss's own (tbptt._units)
+    terms: Terms  # NumPy: (loss (..., B), dloss/dout (..., B, O)) per position
     value: Optional[Value] = None  # NumPy: the loss alone, the same bits as terms' first
-                              # (Trainer.evaluate; a shortcut: None computes terms)
+    # (Trainer.evaluate; a shortcut: None computes terms)
 
     def loss(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The loss of each position (..., B), as `terms` computes it."""
@@ -55,12 +55,15 @@ class LossSpec(NamedTuple):
     def check_output_size(self, output_size: int) -> None:
         """ValueError unless a model with `output_size` outputs can be trained with this loss."""
         if output_size % self.outputs_per_target:
-            raise ValueError(f"loss={self.name!r} takes {self.outputs_per_target} outputs per "
-                             f"target: the model's output_size ({output_size}) must be a "
-                             f"multiple of {self.outputs_per_target}")
+            raise ValueError(
+                f"loss={self.name!r} takes {self.outputs_per_target} outputs per "
+                f"target: the model's output_size ({output_size}) must be a "
+                f"multiple of {self.outputs_per_target}"
+            )
 
 
 # ---- the NumPy definitions (the reference's loss terms, Trainer.evaluate's loss) ---------------
+
 
 def _mse_terms(out, y):
     """The mean over O of (out - y)^2, and its gradient."""
@@ -96,7 +99,7 @@ def _gaussian_terms(out, y):
     raw = out[..., n:]
     e = np.exp(-np.abs(raw))
     mu, sigma = gaussian_parameters(out)
-    sig = np.where(raw >= 0, 1.0 / (1.0 + e), e / (1.0 + e))   # softplus' = sigmoid, stable
+    sig = np.where(raw >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # softplus' = sigmoid, stable
     z = (y - mu) / sigma
     nll = HALF_LOG_2PI + np.log(sigma) + 0.5 * z * z
     dout = np.concatenate([-z / sigma, (1.0 - z * z) / sigma * sig], axis=-1) / n
@@ -127,12 +130,24 @@ def _cross_entropy_value(out, y):
 
 # Trainer(loss=name) -> the loss.
 LOSSES: Dict[str, LossSpec] = {
-    "mse": LossSpec("mse", classes=False, outputs_per_target=1, units=("mse",),
-                    terms=_mse_terms, value=_mse_value),
-    "cross_entropy": LossSpec("cross_entropy", classes=True, outputs_per_target=1,
-                              units=("nats", "bits", "bits/char"), terms=_cross_entropy_terms,
-                              value=_cross_entropy_value),
+    "mse": LossSpec(
+        "mse",
+        classes=False,
+        outputs_per_target=1,
+        units=("mse",),
+        terms=_mse_terms,
+        value=_mse_value,
+    ),
+    "cross_entropy": LossSpec(
+        "cross_entropy",
+        classes=True,
+        outputs_per_target=1,
+        units=("nats", "bits", "bits/char"),
+        terms=_cross_entropy_terms,
+        value=_cross_entropy_value,
+    ),
     # outputs per target: its mean and a raw scale (DeepAR's parametrisation), O = 2 x targets
-    "gaussian": LossSpec("gaussian", classes=False, outputs_per_target=2, units=("nats",),
-                         terms=_gaussian_terms),
+    "gaussian": LossSpec(
+        "gaussian", classes=False, outputs_per_target=2, units=("nats",), terms=_gaussian_terms
+    ),
 }

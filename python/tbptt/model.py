@@ -26,11 +26,12 @@ from .cells import CELLS
 
 _DTYPES: Dict[str, Any] = {"float32": np.float32, "float64": np.float64}
 
-NONLINEARITIES = tuple(name[len("rnn_"):] for name, spec in CELLS.items() if spec.model == "rnn")
+NONLINEARITIES = tuple(name[len("rnn_") :] for name, spec in CELLS.items() if spec.model == "rnn")
 
 
-def parameter_shapes(input_size: int, hidden_size: int, output_size: int, num_layers: int,
-                     cell: str = "lstm") -> List[Tuple[str, Tuple[int, ...]]]:
+def parameter_shapes(
+    input_size: int, hidden_size: int, output_size: int, num_layers: int, cell: str = "lstm"
+) -> List[Tuple[str, Tuple[int, ...]]]:
     """[(name, shape)] in torch's `state_dict` order for a module with attributes
     `<prefix> = nn.LSTM | nn.GRU | nn.RNN(I, H, L)` and `head = nn.Linear(H, O)`."""
     prefix, gates = CELLS[cell].prefix, CELLS[cell].gates
@@ -53,7 +54,7 @@ def _aligned_empty(n, dtype, alignment=64):
     itemsize = np.dtype(dtype).itemsize
     raw = np.empty(n * itemsize + alignment, dtype=np.uint8)
     offset = (-raw.ctypes.data) % alignment
-    return raw[offset:offset + n * itemsize].view(dtype)
+    return raw[offset : offset + n * itemsize].view(dtype)
 
 
 class Recurrent:
@@ -62,9 +63,17 @@ class Recurrent:
 
     cell: str  # the engines' name of the cell (a key of tbptt.cells.CELLS), set by each subclass
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
-                 dtype: Any = "float32", seed: Optional[int] = None, dropout: float = 0.0,
-                 head_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        dtype: Any = "float32",
+        seed: Optional[int] = None,
+        dropout: float = 0.0,
+        head_dropout: float = 0.0,
+    ) -> None:
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.output_size = _checks.positive_int("output_size", output_size)
@@ -83,19 +92,28 @@ class Recurrent:
         # Dropout while training (torch's `dropout`: on every layer's output but the last), and on
         # the top layer's output before the head; masks drawn by the Trainer's seed.
         self.dropout = _checks.finite_float("dropout", dropout, minimum=0.0, below=1.0)
-        self.head_dropout = _checks.finite_float("head_dropout", head_dropout, minimum=0.0, below=1.0)
-        _sizes.check_model(self.input_size, self.hidden_size, self.output_size, self.num_layers,
-                           self.dtype, gates=CELLS[self.cell].gates)  # before allocating: a
-                                                                        # clear error, not NumPy's
+        self.head_dropout = _checks.finite_float(
+            "head_dropout", head_dropout, minimum=0.0, below=1.0
+        )
+        _sizes.check_model(
+            self.input_size,
+            self.hidden_size,
+            self.output_size,
+            self.num_layers,
+            self.dtype,
+            gates=CELLS[self.cell].gates,
+        )  # before allocating: a
+        # clear error, not NumPy's
 
-        self._shapes = parameter_shapes(self.input_size, self.hidden_size, self.output_size,
-                                        self.num_layers, self.cell)
+        self._shapes = parameter_shapes(
+            self.input_size, self.hidden_size, self.output_size, self.num_layers, self.cell
+        )
         self._flat = _aligned_empty(sum(int(np.prod(s)) for _, s in self._shapes), self.dtype)
         self._params: Dict[str, np.ndarray] = {}
         offset = 0
         for name, shape in self._shapes:
             size = int(np.prod(shape))
-            self._params[name] = self._flat[offset:offset + size].reshape(shape)
+            self._params[name] = self._flat[offset : offset + size].reshape(shape)
             offset += size
 
         # PyTorch's initialisation: every parameter uniform in (-1/sqrt(H), 1/sqrt(H)).
@@ -130,9 +148,15 @@ class Recurrent:
     def config(self) -> Dict[str, Any]:
         """The constructor arguments (without seed) and the class as "cell" ("lstm", "gru",
         "rnn"): enough for `from_config` to rebuild an identical model."""
-        return dict(cell=type(self).__name__.lower(), input_size=self.input_size,
-                    hidden_size=self.hidden_size, output_size=self.output_size,
-                    num_layers=self.num_layers, dtype=self.dtype.name, **self._extra_config())
+        return dict(
+            cell=type(self).__name__.lower(),
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            output_size=self.output_size,
+            num_layers=self.num_layers,
+            dtype=self.dtype.name,
+            **self._extra_config(),
+        )
 
     def _extra_config(self) -> Dict[str, Any]:
         """The subclass's own arguments, and dropout where it is on (files stay as they were)."""
@@ -155,10 +179,14 @@ class Recurrent:
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in self._params]
         if missing:
-            raise ValueError(f"state_dict is missing key {missing[0]!r} (missing: {missing})"
-                             + _other_cell_hint(unexpected, type(self).__name__))
+            raise ValueError(
+                f"state_dict is missing key {missing[0]!r} (missing: {missing})"
+                + _other_cell_hint(unexpected, type(self).__name__)
+            )
         if unexpected:
-            raise ValueError(f"state_dict has unexpected key {unexpected[0]!r} (unexpected: {unexpected})")
+            raise ValueError(
+                f"state_dict has unexpected key {unexpected[0]!r} (unexpected: {unexpected})"
+            )
         converted = {}
         for name, target in self._params.items():
             value = state_dict[name]
@@ -166,7 +194,9 @@ class Recurrent:
                 value = value.detach().cpu().numpy()
             value = _checks.numeric_array(f"state_dict[{name!r}]", value)
             if value.shape != target.shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected {target.shape}")
+                raise ValueError(
+                    f"state_dict[{name!r}] has shape {value.shape}, expected {target.shape}"
+                )
             value = _checks._convert(f"state_dict[{name!r}]", value, self.dtype)  # finite in dtype
             converted[name] = value
         for name, value in converted.items():  # all checked first: a bad dict changes nothing
@@ -182,13 +212,19 @@ class Recurrent:
         if len(self.STATE) > 1:
             names = ", ".join(self.STATE)
             if not isinstance(state, (tuple, list)) or len(state) != len(self.STATE):
-                raise TypeError(f"state of tbptt.{type(self).__name__} must be a tuple ({names}), "
-                                f"each {shape}; got {_describe(state)}")
-            return tuple(_checks.float_array(f"state[{i}] ({name})", part, self.dtype, shape)
-                         for i, (name, part) in enumerate(zip(self.STATE, state)))
+                raise TypeError(
+                    f"state of tbptt.{type(self).__name__} must be a tuple ({names}), "
+                    f"each {shape}; got {_describe(state)}"
+                )
+            return tuple(
+                _checks.float_array(f"state[{i}] ({name})", part, self.dtype, shape)
+                for i, (name, part) in enumerate(zip(self.STATE, state))
+            )
         if isinstance(state, (tuple, list)):
-            raise TypeError(f"state of tbptt.{type(self).__name__} is h alone, an array {shape} "
-                            f"(only an LSTM's state is a tuple (h, c)); got {_describe(state)}")
+            raise TypeError(
+                f"state of tbptt.{type(self).__name__} is h alone, an array {shape} "
+                f"(only an LSTM's state is a tuple (h, c)); got {_describe(state)}"
+            )
         return (_checks.float_array("state (h)", state, self.dtype, shape),)
 
     def _user_state(self, parts):
@@ -219,15 +255,19 @@ class Recurrent:
                 raise
             raise ValueError(f"{error}{hint}") from None
         if T == 0:
-            return (np.zeros((0, B, self.output_size), self.dtype),
-                    self._user_state([a.copy() for a in parts]))
+            return (
+                np.zeros((0, B, self.output_size), self.dtype),
+                self._user_state([a.copy() for a in parts]),
+            )
         try:
             core = _native.core()
         except ImportError:  # no compiled engine: the NumPy reference computes the same thing
             from .reference import forward
+
             outputs, parts = forward(self, x, tokens, parts)
         else:
             from .engine import predict
+
             outputs, parts = predict(core, self, x, tokens, parts)
         return outputs, self._user_state(parts)
 
@@ -246,17 +286,22 @@ class Recurrent:
         state = _pickled.check(state, "tbptt.model")
         model = from_config(state["config"])
         parameters = state["parameters"]
-        if not isinstance(parameters, np.ndarray) or parameters.shape != model._flat.shape \
-                or parameters.dtype != model.dtype:
+        if (
+            not isinstance(parameters, np.ndarray)
+            or parameters.shape != model._flat.shape
+            or parameters.dtype != model.dtype
+        ):
             raise ValueError(f"the pickled parameters do not fit {model!r}")
         model._flat[:] = parameters
         self.__dict__.update(model.__dict__)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_config().items())
-        return (f"{type(self).__name__}(input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, output_size={self.output_size}, "
-                f"num_layers={self.num_layers}, dtype='{self.dtype.name}'{extra})")
+        return (
+            f"{type(self).__name__}(input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, output_size={self.output_size}, "
+            f"num_layers={self.num_layers}, dtype='{self.dtype.name}'{extra})"
+        )
 
 
 class LSTM(Recurrent):
@@ -270,15 +315,25 @@ class LSTM(Recurrent):
 
     cell = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
-                 dtype: Any = "float32", seed: Optional[int] = None, forget_bias: float = 0.0,
-                 dropout: float = 0.0, head_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        dtype: Any = "float32",
+        seed: Optional[int] = None,
+        forget_bias: float = 0.0,
+        dropout: float = 0.0,
+        head_dropout: float = 0.0,
+    ) -> None:
         self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
-        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
-                         head_dropout)
+        super().__init__(
+            input_size, hidden_size, output_size, num_layers, dtype, seed, dropout, head_dropout
+        )
         H = self.hidden_size
         for k in range(self.num_layers):
-            self._params[f"lstm.bias_ih_l{k}"][H:2 * H] += self.forget_bias
+            self._params[f"lstm.bias_ih_l{k}"][H : 2 * H] += self.forget_bias
 
     def _extra_config(self) -> Dict[str, Any]:
         return {"forget_bias": self.forget_bias, **super()._extra_config()}
@@ -302,15 +357,25 @@ class RNN(Recurrent):
     The state is h alone.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", dtype: Any = "float32", seed: Optional[int] = None,
-                 dropout: float = 0.0, head_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        dtype: Any = "float32",
+        seed: Optional[int] = None,
+        dropout: float = 0.0,
+        head_dropout: float = 0.0,
+    ) -> None:
         if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.cell = f"rnn_{nonlinearity}"
-        super().__init__(input_size, hidden_size, output_size, num_layers, dtype, seed, dropout,
-                         head_dropout)
+        super().__init__(
+            input_size, hidden_size, output_size, num_layers, dtype, seed, dropout, head_dropout
+        )
 
     def _extra_config(self) -> Dict[str, Any]:
         return {"nonlinearity": self.nonlinearity, **super()._extra_config()}
@@ -332,7 +397,9 @@ def from_config(config: Mapping[str, Any]) -> Recurrent:
 def _describe(value):
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}" + (f" of shape {value.shape}" if hasattr(value, "shape") else "")
+    return f"a {type(value).__name__}" + (
+        f" of shape {value.shape}" if hasattr(value, "shape") else ""
+    )
 
 
 def _other_cell_hint(unexpected, model_name):
@@ -345,14 +412,31 @@ def _other_cell_hint(unexpected, model_name):
     return f"; it holds {unexpected[0]!r}: parameters of tbptt.{other}, not of tbptt.{model_name}"
 
 
-def build(cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
-          dtype: Any = "float32", seed: Optional[int] = None, forget_bias: float = 1.0,
-          dropout: float = 0.0) -> Recurrent:
+def build(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    num_layers: int = 1,
+    dtype: Any = "float32",
+    seed: Optional[int] = None,
+    forget_bias: float = 1.0,
+    dropout: float = 0.0,
+) -> Recurrent:
     """A model of the cell named "lstm", "gru" or "rnn" (tanh): what the command line and the
     sweep build. `forget_bias` applies to the LSTM only (the others have no forget gate);
     `dropout` to every layer's output, the top layer's before the head included."""
     if cell not in MODELS:
         raise ValueError(f"cell must be one of {tuple(MODELS)}, got {cell!r}")
     extra = {"forget_bias": forget_bias} if cell == "lstm" else {}
-    return MODELS[cell](input_size, hidden_size, output_size, num_layers=num_layers, dtype=dtype,
-                        seed=seed, dropout=dropout, head_dropout=dropout, **extra)
+    return MODELS[cell](
+        input_size,
+        hidden_size,
+        output_size,
+        num_layers=num_layers,
+        dtype=dtype,
+        seed=seed,
+        dropout=dropout,
+        head_dropout=dropout,
+        **extra,
+    )

@@ -81,7 +81,9 @@ class Record:
         self.used = self.skipped = self.scored = 0
         self.abs_error = self.sq_error = self.last_abs_error = 0.0
         self.last = None
-        self.points: collections.deque = collections.deque(maxlen=PLOT_POINTS)  # (line, value, prediction, mae, last mae)
+        self.points: collections.deque = collections.deque(
+            maxlen=PLOT_POINTS
+        )  # (line, value, prediction, mae, last mae)
 
     def add(self, line, value, prediction):
         """Score `prediction`, made before `value` (input line `line`) arrived, and the last
@@ -104,9 +106,11 @@ class Record:
         if not self.scored:
             return f"{self.used} values used, {self.skipped} lines skipped"
         n = self.scored
-        return (f"{self.used} values used, {self.skipped} lines skipped; MAE {self.abs_error / n:.4g}, "
-                f"RMSE {math.sqrt(self.sq_error / n):.4g} (predicting the last value: MAE "
-                f"{self.last_abs_error / n:.4g})")
+        return (
+            f"{self.used} values used, {self.skipped} lines skipped; MAE {self.abs_error / n:.4g}, "
+            f"RMSE {math.sqrt(self.sq_error / n):.4g} (predicting the last value: MAE "
+            f"{self.last_abs_error / n:.4g})"
+        )
 
 
 def run(stream, out, column, features, learner, folder, say):
@@ -212,7 +216,9 @@ def _plot(path, record, column):
     fig = Figure(figsize=(9, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     top.plot(line, value, color="black", linewidth=1, label=column)
-    top.plot(line, prediction, color="tab:red", linewidth=1, label="prediction (made before the value)")
+    top.plot(
+        line, prediction, color="tab:red", linewidth=1, label="prediction (made before the value)"
+    )
     top.set_ylabel(column)
     top.legend()
     top.set_title(f"tbptt online: the last {len(line):,} of {record.used:,} values")

@@ -22,8 +22,12 @@ class SGD:
 
     def config(self) -> Dict[str, Any]:
         """The settings as JSON-able values: what `optim.from_config` rebuilds it from."""
-        return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay}
+        return {
+            "name": self.name,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
@@ -35,13 +39,16 @@ class Adam:
 
     name = "adam"
 
-    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.lr = _checks.finite_float("lr", lr, minimum=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_checks.finite_float("betas[0]", betas[0], minimum=0.0, below=1.0),
-                      _checks.finite_float("betas[1]", betas[1], minimum=0.0, below=1.0))
+        self.betas = (
+            _checks.finite_float("betas[0]", betas[0], minimum=0.0, below=1.0),
+            _checks.finite_float("betas[1]", betas[1], minimum=0.0, below=1.0),
+        )
         self.eps = _checks.finite_float("eps", eps, minimum=0.0)
 
     def config(self) -> Dict[str, Any]:

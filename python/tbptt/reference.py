@@ -51,6 +51,7 @@ __all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell
 
 # ---- what every cell shares: the two affine maps of a layer ------------------------------------
 
+
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -61,13 +62,18 @@ class _Cache:
     (B, H)."""
 
     if TYPE_CHECKING:  # its fields depend on the cell (CACHE): any name, set by the cell's forward
+
         def __getattr__(self, name: str) -> Any: ...
         def __setattr__(self, name: str, value: Any) -> None: ...
 
 
 def _weights(P, prefix, k):
-    return (P[f"{prefix}.weight_ih_l{k}"], P[f"{prefix}.weight_hh_l{k}"],
-            P[f"{prefix}.bias_ih_l{k}"], P[f"{prefix}.bias_hh_l{k}"])
+    return (
+        P[f"{prefix}.weight_ih_l{k}"],
+        P[f"{prefix}.weight_hh_l{k}"],
+        P[f"{prefix}.bias_ih_l{k}"],
+        P[f"{prefix}.bias_hh_l{k}"],
+    )
 
 
 def _input_part(W_ih, inp, tokens):
@@ -82,7 +88,9 @@ def _affine_backward(P, G, prefix, k, cache, d_a, d_b, need_prev):
     W_ih, W_hh, _, _ = _weights(P, prefix, k)
     G[f"{prefix}.weight_hh_l{k}"] += d_b.T @ cache.h_prev
     if cache.tokens:
-        np.add.at(G[f"{prefix}.weight_ih_l{k}"].T, cache.inp, d_a)  # row `id` of W_ih^T; repeats add up
+        np.add.at(
+            G[f"{prefix}.weight_ih_l{k}"].T, cache.inp, d_a
+        )  # row `id` of W_ih^T; repeats add up
     else:
         G[f"{prefix}.weight_ih_l{k}"] += d_a.T @ cache.inp
     G[f"{prefix}.bias_ih_l{k}"] += d_a.sum(axis=0)
@@ -103,23 +111,24 @@ def _affine_backward(P, G, prefix, k, cache, d_a, d_b, need_prev):
 #     oldest step of the window has nothing before it to send it to), and the total gradient
 #     into each state tensor at step t (the gradient horizon's norms).
 
+
 class LSTMCell:
     """torch's nn.LSTM layer: gates (i, f, g, o), state (h, c)."""
 
-    prefix, STATE = CELLS["lstm"].prefix, CELLS["lstm"].state   # "lstm", ("h", "c")
+    prefix, STATE = CELLS["lstm"].prefix, CELLS["lstm"].state  # "lstm", ("h", "c")
     CACHE = ("h_prev", "c_prev", "i", "f", "g", "o", "c", "tanh_c", "h")
 
     def forward(self, P, k, inp, tokens, prev):
         W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
         h_prev, c_prev = prev
-        z = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)   # (B, 4H)
+        z = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)  # (B, 4H)
         H = h_prev.shape[1]
         cache = _Cache()
         cache.inp, cache.tokens, cache.h_prev, cache.c_prev = inp, tokens, h_prev, c_prev
-        cache.i = _sigmoid(z[:, 0 * H:1 * H])
-        cache.f = _sigmoid(z[:, 1 * H:2 * H])
-        cache.g = np.tanh(z[:, 2 * H:3 * H])
-        cache.o = _sigmoid(z[:, 3 * H:4 * H])
+        cache.i = _sigmoid(z[:, 0 * H : 1 * H])
+        cache.f = _sigmoid(z[:, 1 * H : 2 * H])
+        cache.g = np.tanh(z[:, 2 * H : 3 * H])
+        cache.o = _sigmoid(z[:, 3 * H : 4 * H])
         cache.c = cache.f * c_prev + cache.i * cache.g
         cache.tanh_c = np.tanh(cache.c)
         cache.h = cache.o * cache.tanh_c
@@ -128,15 +137,20 @@ class LSTMCell:
     def backward(self, P, G, k, cache, d_state, need_prev):
         dh, dc = d_state
         i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # h_t = o * tanh(c_t)
+        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o * tanh(c_t)
         do = dh * tanh_c
-        di = dc * g                                     # c_t = f * c_{t-1} + i * g
+        di = dc * g  # c_t = f * c_{t-1} + i * g
         df = dc * cache.c_prev
         dg = dc * i
-        dz = np.concatenate([di * i * (1.0 - i),        # through the activations: sigmoid' = s (1 - s),
-                             df * f * (1.0 - f),        # tanh' = 1 - tanh^2
-                             dg * (1.0 - g * g),
-                             do * o * (1.0 - o)], axis=1)   # (B, 4H)
+        dz = np.concatenate(
+            [
+                di * i * (1.0 - i),  # through the activations: sigmoid' = s (1 - s),
+                df * f * (1.0 - f),  # tanh' = 1 - tanh^2
+                dg * (1.0 - g * g),
+                do * o * (1.0 - o),
+            ],
+            axis=1,
+        )  # (B, 4H)
         d_inp, dh_prev = _affine_backward(P, G, self.prefix, k, cache, dz, dz, need_prev)
         d_prev = (dh_prev, dc * f) if need_prev else None
         return d_inp, d_prev, (dh, dc)
@@ -145,35 +159,42 @@ class LSTMCell:
 class GRUCell:
     """torch's nn.GRU layer: gates (r, z, n), state h."""
 
-    prefix, STATE = CELLS["gru"].prefix, CELLS["gru"].state     # "gru", ("h",)
-    CACHE = ("h_prev", "r", "z", "n", "hn", "h")   # hn = W_hn h_prev + b_hn, the reset gate's operand
+    prefix, STATE = CELLS["gru"].prefix, CELLS["gru"].state  # "gru", ("h",)
+    CACHE = (
+        "h_prev",
+        "r",
+        "z",
+        "n",
+        "hn",
+        "h",
+    )  # hn = W_hn h_prev + b_hn, the reset gate's operand
 
     def forward(self, P, k, inp, tokens, prev):
         W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
         (h_prev,) = prev
-        a = _input_part(W_ih, inp, tokens) + b_ih       # (B, 3H)
-        b = h_prev @ W_hh.T + b_hh                      # (B, 3H)
+        a = _input_part(W_ih, inp, tokens) + b_ih  # (B, 3H)
+        b = h_prev @ W_hh.T + b_hh  # (B, 3H)
         H = h_prev.shape[1]
         cache = _Cache()
         cache.inp, cache.tokens, cache.h_prev = inp, tokens, h_prev
-        cache.r = _sigmoid(a[:, 0 * H:1 * H] + b[:, 0 * H:1 * H])
-        cache.z = _sigmoid(a[:, 1 * H:2 * H] + b[:, 1 * H:2 * H])
-        cache.hn = b[:, 2 * H:3 * H]
-        cache.n = np.tanh(a[:, 2 * H:3 * H] + cache.r * cache.hn)
+        cache.r = _sigmoid(a[:, 0 * H : 1 * H] + b[:, 0 * H : 1 * H])
+        cache.z = _sigmoid(a[:, 1 * H : 2 * H] + b[:, 1 * H : 2 * H])
+        cache.hn = b[:, 2 * H : 3 * H]
+        cache.n = np.tanh(a[:, 2 * H : 3 * H] + cache.r * cache.hn)
         cache.h = (1.0 - cache.z) * cache.n + cache.z * h_prev
         return cache
 
     def backward(self, P, G, k, cache, d_state, need_prev):
         (dh,) = d_state
         r, z, n = cache.r, cache.z, cache.n
-        dn = dh * (1.0 - z)                             # h_t = (1 - z) n + z h_{t-1}
+        dn = dh * (1.0 - z)  # h_t = (1 - z) n + z h_{t-1}
         dz = dh * (cache.h_prev - n)
-        da_n = dn * (1.0 - n * n)                       # n = tanh(a_n + r * hn)
+        da_n = dn * (1.0 - n * n)  # n = tanh(a_n + r * hn)
         dr = da_n * cache.hn
         da_r = dr * r * (1.0 - r)
         da_z = dz * z * (1.0 - z)
-        d_a = np.concatenate([da_r, da_z, da_n], axis=1)            # (B, 3H)
-        d_b = np.concatenate([da_r, da_z, da_n * r], axis=1)        # hn enters through r * hn
+        d_a = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
+        d_b = np.concatenate([da_r, da_z, da_n * r], axis=1)  # hn enters through r * hn
         d_inp, dh_prev = _affine_backward(P, G, self.prefix, k, cache, d_a, d_b, need_prev)
         d_prev = (dh_prev + dh * z,) if need_prev else None
         return d_inp, d_prev, (dh,)
@@ -182,16 +203,16 @@ class GRUCell:
 class RNNCell:
     """torch's nn.RNN layer (Elman): h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), state h."""
 
-    prefix, STATE = CELLS["rnn_tanh"].prefix, CELLS["rnn_tanh"].state   # "rnn", ("h",)
-    CACHE = ("h_prev", "h")   # act' is read off h: tanh' = 1 - h^2, relu' = [h > 0]
+    prefix, STATE = CELLS["rnn_tanh"].prefix, CELLS["rnn_tanh"].state  # "rnn", ("h",)
+    CACHE = ("h_prev", "h")  # act' is read off h: tanh' = 1 - h^2, relu' = [h > 0]
 
     def __init__(self, nonlinearity):
-        self.nonlinearity = nonlinearity   # "tanh" or "relu"
+        self.nonlinearity = nonlinearity  # "tanh" or "relu"
 
     def forward(self, P, k, inp, tokens, prev):
         W_ih, W_hh, b_ih, b_hh = _weights(P, self.prefix, k)
         (h_prev,) = prev
-        a = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)   # (B, H)
+        a = _input_part(W_ih, inp, tokens) + h_prev @ W_hh.T + (b_ih + b_hh)  # (B, H)
         cache = _Cache()
         cache.inp, cache.tokens, cache.h_prev = inp, tokens, h_prev
         cache.h = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
@@ -205,8 +226,12 @@ class RNNCell:
         return d_inp, ((dh_prev,) if need_prev else None), (dh,)
 
 
-_CELLS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"),
-          "rnn_relu": RNNCell("relu")}
+_CELLS = {
+    "lstm": LSTMCell(),
+    "gru": GRUCell(),
+    "rnn_tanh": RNNCell("tanh"),
+    "rnn_relu": RNNCell("relu"),
+}
 
 
 def cell_of(model: Recurrent) -> Any:
@@ -224,8 +249,10 @@ def _head(P, h_top):
 
 # ---- forward only ------------------------------------------------------------------------------
 
-def forward(model: Recurrent, x: np.ndarray, tokens: bool,
-            state: State) -> Tuple[np.ndarray, State]:
+
+def forward(
+    model: Recurrent, x: np.ndarray, tokens: bool, state: State
+) -> Tuple[np.ndarray, State]:
     """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from `state`: a tuple
     with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an LSTM, (h0,) else).
     No resets. Returns outputs (T, B, O) and the final state, a tuple like `state`."""
@@ -245,6 +272,7 @@ def forward(model: Recurrent, x: np.ndarray, tokens: bool,
 
 
 # ---- the loss ----------------------------------------------------------------------------------
+
 
 def loss_terms(out, y, loss):
     """Per position of outputs `out` (..., B, O) and targets y ((..., B) class ids, or values
@@ -267,6 +295,7 @@ def pending_loss(out, y, w, loss):
 
 # ---- the engine --------------------------------------------------------------------------------
 
+
 def _mix(x):
     """splitmix64's finaliser on uint64 arrays (arithmetic mod 2**64)."""
     x = x + np.uint64(0x9E3779B97F4A7C15)
@@ -284,7 +313,9 @@ def dropout_mask(p, seed, layer, step, B, H, dtype, stream_offset=0):
 
     with mix splitmix64's finaliser, so the C++ engine draws the same masks."""
     with np.errstate(over="ignore"):
-        key = _mix(np.array([seed], np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(layer + 1))
+        key = _mix(
+            np.array([seed], np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(layer + 1)
+        )
         key = _mix(key ^ np.uint64(step))
         streams = _mix(key ^ np.arange(stream_offset, stream_offset + B, dtype=np.uint64))
         z = _mix(streams[:, None] ^ np.arange(H, dtype=np.uint64)[None, :])
@@ -300,11 +331,11 @@ class _Step:
     __slots__ = ("index", "layers", "reset", "head_in", "out", "y", "w")
     index: int
     layers: List[_Cache]
-    reset: Optional[np.ndarray]         # (B,) bool, None when no stream resets
-    head_in: np.ndarray                 # (B, H) the top layer's h after dropout
-    out: np.ndarray                     # (B, O)
-    y: np.ndarray                       # (B, O) floats or (B,) class ids
-    w: np.ndarray                       # (B,) loss weights
+    reset: Optional[np.ndarray]  # (B,) bool, None when no stream resets
+    head_in: np.ndarray  # (B, H) the top layer's h after dropout
+    out: np.ndarray  # (B, O)
+    y: np.ndarray  # (B, O) floats or (B,) class ids
+    w: np.ndarray  # (B,) loss weights
 
 
 class ReferenceEngine:
@@ -315,8 +346,17 @@ class ReferenceEngine:
     Updates `model.flat_parameters` in place.
     """
 
-    def __init__(self, model: Recurrent, k1: int, k2: int, loss: str, optimizer: Dict[str, Any],
-                 clip_norm: Optional[float], seed: int = 0, recompute: bool = False) -> None:
+    def __init__(
+        self,
+        model: Recurrent,
+        k1: int,
+        k2: int,
+        loss: str,
+        optimizer: Dict[str, Any],
+        clip_norm: Optional[float],
+        seed: int = 0,
+        recompute: bool = False,
+    ) -> None:
         self.model = model
         # after an update, run the steps the next update reads again with the new weights
         # (docs/semantics.md §3); _fresh_from: the oldest step held as the current weights
@@ -329,7 +369,7 @@ class ReferenceEngine:
         L = model.num_layers
         self._dropout = [model.dropout] * (L - 1) + [model.head_dropout]
         self._stream_offset = 0  # data-parallel: this process's first stream among all
-        self._steps = 0           # steps processed since training began (the masks' counter)
+        self._steps = 0  # steps processed since training began (the masks' counter)
         self.k1, self.k2 = int(k1), int(k2)
         self.loss = loss
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -344,8 +384,8 @@ class ReferenceEngine:
         self._updates = 0
         # optimiser state, flat like model.flat_parameters
         self._momentum_buffer: Optional[np.ndarray] = None  # SGD
-        self._optimizer_steps = 0                # steps taken (Adam's bias correction)
-        self._tokens = False                     # layer 0 reads token ids (fixed by the first call)
+        self._optimizer_steps = 0  # steps taken (Adam's bias correction)
+        self._tokens = False  # layer 0 reads token ids (fixed by the first call)
         self._adam_m = np.zeros_like(model.flat_parameters)
         self._adam_v = np.zeros_like(model.flat_parameters)
         # the gradient horizon: sums over updates of ||dL/dh||, ||dL/dc|| per layer and step back
@@ -357,7 +397,7 @@ class ReferenceEngine:
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
         self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
-        self._last_weight_sum = 0.0              # the last update's global Σ w (see _backward)
+        self._last_weight_sum = 0.0  # the last update's global Σ w (see _backward)
 
     def __reduce_ex__(self, protocol):
         # a copy of its arrays would not alias its (copied) model's parameters: the trainer
@@ -427,11 +467,19 @@ class ReferenceEngine:
 
     def _stacked_state(self):
         assert self._state is not None
-        return tuple(np.stack([layer[i] for layer in self._state])
-                     for i in range(len(self.cell.STATE)))
+        return tuple(
+            np.stack([layer[i] for layer in self._state]) for i in range(len(self.cell.STATE))
+        )
 
-    def train(self, x: np.ndarray, tokens: bool, y: np.ndarray, mask: Optional[np.ndarray],
-              resets: Optional[np.ndarray], outputs: Optional[np.ndarray] = None) -> List[float]:
+    def train(
+        self,
+        x: np.ndarray,
+        tokens: bool,
+        y: np.ndarray,
+        mask: Optional[np.ndarray],
+        resets: Optional[np.ndarray],
+        outputs: Optional[np.ndarray] = None,
+    ) -> List[float]:
         """outputs: None, or a (T, B, O) array that receives each step's head outputs as the
         forward pass computed them (before the update that uses the step's target)."""
         T, B = x.shape[0], x.shape[1]
@@ -453,7 +501,9 @@ class ReferenceEngine:
                     try:
                         loss = self._update()
                     except FloatingPointError as error:
-                        setattr(error, "losses", np.asarray(losses, np.float64))  # applied before it
+                        setattr(
+                            error, "losses", np.asarray(losses, np.float64)
+                        )  # applied before it
                         raise
                     if loss is not None:
                         losses.append(loss)
@@ -473,7 +523,9 @@ class ReferenceEngine:
                 if self._reset_next:
                     prev = tuple(np.zeros_like(a) for a in prev)
                 # the masks the next step will draw (train's forward, test-then-train)
-                inp = self._drop(k, self._steps, self.cell.forward(P, k, inp, tokens and k == 0, prev).h)
+                inp = self._drop(
+                    k, self._steps, self.cell.forward(P, k, inp, tokens and k == 0, prev).h
+                )
             outputs[...] = _head(P, inp)
 
     def flush(self) -> Optional[float]:
@@ -489,16 +541,27 @@ class ReferenceEngine:
         steps, B = list(self._history), self._num_streams()
         d = _snapshot.header(self.model)
         d.update(self._window_entries(steps, B))
-        pending = self._pending_entries(steps[len(steps) - self._pending:], B)
-        dy, loss_sum, weight_sum = pending_loss(pending["pending/out"], pending["pending/y"],
-                                                pending["pending/w"], self.loss)
+        pending = self._pending_entries(steps[len(steps) - self._pending :], B)
+        dy, loss_sum, weight_sum = pending_loss(
+            pending["pending/out"], pending["pending/y"], pending["pending/w"], self.loss
+        )
         d.update(pending, **{"pending/dy": dy})
         d.update(self._optimizer_entries())
-        d.update(_snapshot.scalars(
-            num_streams=B, tokens=self._tokens, steps=self._steps, pending=self._pending,
-            updates=self._updates, reset_next=self._reset_next,
-            optimizer_steps=self._optimizer_steps, fresh_from=self._fresh_from,
-            loss_sum=loss_sum, weight_sum=weight_sum, last_weight_sum=self._last_weight_sum))
+        d.update(
+            _snapshot.scalars(
+                num_streams=B,
+                tokens=self._tokens,
+                steps=self._steps,
+                pending=self._pending,
+                updates=self._updates,
+                reset_next=self._reset_next,
+                optimizer_steps=self._optimizer_steps,
+                fresh_from=self._fresh_from,
+                loss_sum=loss_sum,
+                weight_sum=weight_sum,
+                last_weight_sum=self._last_weight_sum,
+            )
+        )
         return d
 
     def _num_streams(self):
@@ -506,13 +569,19 @@ class ReferenceEngine:
 
     def _window_entries(self, steps, B):
         """window/*: the held steps' inputs, resets, gates, h and c; the state entering them."""
-        L, H, I, n = self.model.num_layers, self.model.hidden_size, self.model.input_size, len(steps)
+        L, H, I, n = (
+            self.model.num_layers,
+            self.model.hidden_size,
+            self.model.input_size,
+            len(steps),
+        )
         spec = CELLS[self.model.cell]
         gate_fields, C = spec.snapshot_gates, spec.carried * H
 
         def per_layer(value, width):  # (n, L, B, width) from value(cache) of each step and layer
-            return np.array([[value(cache) for cache in s.layers] for s in steps],
-                            dtype=self.dtype).reshape(n, L, B, width)
+            return np.array(
+                [[value(cache) for cache in s.layers] for s in steps], dtype=self.dtype
+            ).reshape(n, L, B, width)
 
         x_dtype = np.int64 if self._tokens else self.dtype
         x_shape = (n, B) if self._tokens else (n, B, I)
@@ -520,11 +589,15 @@ class ReferenceEngine:
         zeros = np.zeros((L, B, H), self.dtype)
         return {
             "window/x": np.array([s.layers[0].inp for s in steps], dtype=x_dtype).reshape(x_shape),
-            "window/reset": np.array([np.zeros(B, bool) if s.reset is None else s.reset
-                                      for s in steps], dtype=bool).reshape(n, B),
-            "window/gates": per_layer(lambda c: np.concatenate(
-                [getattr(c, f) for f in gate_fields] or [np.zeros((B, 0), self.dtype)], axis=1),
-                len(gate_fields) * H),
+            "window/reset": np.array(
+                [np.zeros(B, bool) if s.reset is None else s.reset for s in steps], dtype=bool
+            ).reshape(n, B),
+            "window/gates": per_layer(
+                lambda c: np.concatenate(
+                    [getattr(c, f) for f in gate_fields] or [np.zeros((B, 0), self.dtype)], axis=1
+                ),
+                len(gate_fields) * H,
+            ),
             "window/h": per_layer(lambda c: c.h, H),
             "window/c": per_layer(lambda c: c.c, C) if C else np.zeros((n, L, B, 0), self.dtype),
             "window/h_in": np.array([c.h_prev for c in first]) if first else zeros,
@@ -535,16 +608,22 @@ class ReferenceEngine:
         """pending/out, y, w: the pending steps' outputs and targets."""
         O, r = self.model.output_size, len(pending)
         spec = LOSSES[self.loss]
-        return {"pending/out": np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O),
-                "pending/y": np.array([s.y for s in pending], dtype=spec.target_dtype(self.dtype))
-                             .reshape((r, B) + spec.target_shape(O)),
-                "pending/w": np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B)}
+        return {
+            "pending/out": np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O),
+            "pending/y": np.array(
+                [s.y for s in pending], dtype=spec.target_dtype(self.dtype)
+            ).reshape((r, B) + spec.target_shape(O)),
+            "pending/w": np.array([s.w for s in pending], dtype=self.dtype).reshape(r, B),
+        }
 
     def _optimizer_entries(self):
         """optimizer/m (Adam's first moment or SGD's momentum buffer) and optimizer/v."""
         if self.opt["name"] == "sgd":
-            m = (np.zeros_like(self.model.flat_parameters) if self._momentum_buffer is None
-                 else self._momentum_buffer.copy())
+            m = (
+                np.zeros_like(self.model.flat_parameters)
+                if self._momentum_buffer is None
+                else self._momentum_buffer.copy()
+            )
         else:
             m = self._adam_m.copy()
         return {"optimizer/m": m, "optimizer/v": self._adam_v.copy()}
@@ -555,15 +634,26 @@ class ReferenceEngine:
         engine is unchanged then."""
         c = _snapshot.check(snapshot, self.model, self.k1, self.k2, self.loss)
         if not np.isfinite(snapshot["pending/w"]).all():
-            _snapshot.fail("'pending/w' is not known (a C++ engine's file older than the shared "
-                           "schema, saved with pending steps): resume it with backend='cpp', or "
-                           "flush() before saving")
+            _snapshot.fail(
+                "'pending/w' is not known (a C++ engine's file older than the shared "
+                "schema, saved with pending steps): resume it with backend='cpp', or "
+                "flush() before saving"
+            )
         B, n = c["num_streams"], c["held"]
         self._history = self._held_steps(snapshot, c)
-        self._state = None if B == 0 else [
-            tuple(snapshot[f"window/{name}"][-1, k].copy() if n
-                  else np.zeros((B, self.model.hidden_size), self.dtype) for name in self.cell.STATE)
-            for k in range(self.model.num_layers)]
+        self._state = (
+            None
+            if B == 0
+            else [
+                tuple(
+                    snapshot[f"window/{name}"][-1, k].copy()
+                    if n
+                    else np.zeros((B, self.model.hidden_size), self.dtype)
+                    for name in self.cell.STATE
+                )
+                for k in range(self.model.num_layers)
+            ]
+        )
         self._pending, self._updates, self._steps = c["pending"], c["updates"], c["steps"]
         self._reset_next, self._tokens = bool(c["reset_next"]), bool(c["tokens"])
         self._optimizer_steps, self._fresh_from = c["optimizer_steps"], c["fresh_from"]
@@ -579,9 +669,14 @@ class ReferenceEngine:
         """The n held steps as this engine keeps them (_Step records with the cell's caches and
         the state entering each), from a checked snapshot `d` (copies)."""
         n, r, tokens = c["held"], c["pending"], bool(c["tokens"])
-        fields = dict(zip(CELLS[self.model.cell].snapshot_gates,
-                          np.split(d["window/gates"], len(CELLS[self.model.cell].snapshot_gates) or 1,
-                                   axis=-1)))
+        fields = dict(
+            zip(
+                CELLS[self.model.cell].snapshot_gates,
+                np.split(
+                    d["window/gates"], len(CELLS[self.model.cell].snapshot_gates) or 1, axis=-1
+                ),
+            )
+        )
         fields["h"] = d["window/h"]
         if "c" in self.cell.STATE:
             fields["c"], fields["tanh_c"] = d["window/c"], np.tanh(d["window/c"])
@@ -608,15 +703,20 @@ class ReferenceEngine:
             j = t - (n - r)  # the pending steps' targets; none kept before them (never read)
             for key in ("out", "y", "w"):
                 pending = d[f"pending/{key}"]
-                setattr(step, key, pending[j].copy() if j >= 0
-                        else np.zeros(pending.shape[1:], pending.dtype))
+                setattr(
+                    step,
+                    key,
+                    pending[j].copy() if j >= 0 else np.zeros(pending.shape[1:], pending.dtype),
+                )
             history.append(step)
         return history
 
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):
         zeros = lambda: np.zeros((B, self.model.hidden_size), self.dtype)  # noqa: E731
-        self._state = [tuple(zeros() for _ in self.cell.STATE) for _ in range(self.model.num_layers)]
+        self._state = [
+            tuple(zeros() for _ in self.cell.STATE) for _ in range(self.model.num_layers)
+        ]
 
     def _step(self, x_t, tokens, y_t, w_t, reset):
         """Forward one step of every stream and remember it. reset: (B,) bool or None."""
@@ -648,8 +748,16 @@ class ReferenceEngine:
         p = self._dropout[k]
         if p == 0:
             return a
-        return a * dropout_mask(p, self.seed, k, index, a.shape[0], self.model.hidden_size,
-                                self.dtype, self._stream_offset)
+        return a * dropout_mask(
+            p,
+            self.seed,
+            k,
+            index,
+            a.shape[0],
+            self.model.hidden_size,
+            self.dtype,
+            self._stream_offset,
+        )
 
     # ---- update ------------------------------------------------------------------------------
     def _update(self):
@@ -665,7 +773,7 @@ class ReferenceEngine:
         window = min(self.k2, len(steps))  # the history starts after a divergence (_drop_pending)
         if self.recompute and steps[-window].index < self._fresh_from:  # phase 0: older weights'
             self._rerun(steps, window)
-        weight = float(np.sum([s.w for s in steps[len(steps) - r:]], dtype=np.float64))
+        weight = float(np.sum([s.w for s in steps[len(steps) - r :]], dtype=np.float64))
         if self._reduce is None and weight == 0:
             return None  # counts as an update, but no optimiser step
         scale = self._backward(steps, r, weight)
@@ -699,7 +807,7 @@ class ReferenceEngine:
         output (new arrays: `train`'s outputs keep the first forward's), and the carried state."""
         P, L = self.model.parameter_views, self.model.num_layers
         state = None  # per layer, the state leaving the step rerun last
-        for s in steps[len(steps) - window:]:
+        for s in steps[len(steps) - window :]:
             inp, layers = s.layers[0].inp, []
             for k in range(L):
                 if state is None:  # the oldest step: the stored state entering it
@@ -729,7 +837,7 @@ class ReferenceEngine:
         grad[...] = 0
         sums[...] = 0
         if weight > 0:  # else no loss here: the gradient is zero
-            loss_sum, weight_sum, douts = self._loss(steps[len(steps) - r:], scale)
+            loss_sum, weight_sum, douts = self._loss(steps[len(steps) - r :], scale)
             sums[...] = loss_sum, weight_sum
             self._backward_window(steps, douts, self._views(grad))
         return scale
@@ -755,7 +863,7 @@ class ReferenceEngine:
         """Named views into a flat vector laid out like model.flat_parameters (state_dict order)."""
         views, offset = {}, 0
         for name, p in self.model.parameter_views.items():
-            views[name] = flat[offset:offset + p.size].reshape(p.shape)
+            views[name] = flat[offset : offset + p.size].reshape(p.shape)
             offset += p.size
         assert offset == flat.size
         return views
@@ -782,7 +890,7 @@ class ReferenceEngine:
         n, r = len(steps), len(douts)
 
         # The head sees every loss term, also those before the window (k2 < k1).
-        for s, dout in zip(steps[n - r:], douts):
+        for s, dout in zip(steps[n - r :], douts):
             G["head.weight"] += dout.T @ s.head_in
             G["head.bias"] += dout.sum(axis=0)
 
@@ -794,17 +902,18 @@ class ReferenceEngine:
         # this update's Σ (dL/dh)² ([0]) and Σ (dL/dc)² ([1], cells with a c only)
         squares = self._horizon_squares = np.zeros((2, L, self.k2))
         d_next = [tuple(np.zeros((B, H), self.dtype) for _ in self.cell.STATE) for _ in range(L)]
-        for j in range(window):                 # j = 0 is the newest step
+        for j in range(window):  # j = 0 is the newest step
             s = steps[n - 1 - j]
-            need_prev = j < window - 1          # the oldest step's incoming state is a constant
+            need_prev = j < window - 1  # the oldest step's incoming state is a constant
             from_above = douts[r - 1 - j] @ P["head.weight"] if j < r else None
             for k in reversed(range(L)):
                 d_state = d_next[k]
-                if from_above is not None:      # h feeds the layer above (or the head) too,
+                if from_above is not None:  # h feeds the layer above (or the head) too,
                     from_above = self._drop(k, s.index, from_above)  # through its dropout
                     d_state = (d_state[0] + from_above,) + d_state[1:]
-                from_above, d_next[k], d_total = self.cell.backward(P, G, k, s.layers[k], d_state,
-                                                                    need_prev)
+                from_above, d_next[k], d_total = self.cell.backward(
+                    P, G, k, s.layers[k], d_state, need_prev
+                )
                 for i, d in enumerate(d_total):
                     squares[i, k, j] = np.sum(np.square(d, dtype=np.float64))
             if need_prev and s.reset is not None:  # no gradient crosses a reset
@@ -839,7 +948,8 @@ class ReferenceEngine:
         raise FloatingPointError(
             f"update {self._updates} diverged: {what}. It was not applied: the parameters and "
             f"optimiser state are those of the last good update, its steps were dropped and every "
-            f"stream's state was reset to zeros. Lower the learning rate or set clip_norm.")
+            f"stream's state was reset to zeros. Lower the learning rate or set clip_norm."
+        )
 
     # ---- clipping and optimisers -------------------------------------------------------------
     def _clip(self, grad):
@@ -852,7 +962,7 @@ class ReferenceEngine:
     def _optimizer_step(self, grad):
         p, opt = self.model.flat_parameters, self.opt
         self._optimizer_steps += 1
-        if opt["name"] == "sgd":      # as torch.optim.SGD(lr, momentum, weight_decay), no nesterov
+        if opt["name"] == "sgd":  # as torch.optim.SGD(lr, momentum, weight_decay), no nesterov
             step = grad
             if opt.get("weight_decay", 0.0) != 0:  # L2: part of the gradient the step sees
                 step = grad + opt["weight_decay"] * p
@@ -873,10 +983,9 @@ class ReferenceEngine:
             m += (1 - b1) * grad
             v *= b2
             v += (1 - b2) * grad * grad
-            bias_correction1 = 1 - b1 ** self._optimizer_steps
-            bias_correction2 = 1 - b2 ** self._optimizer_steps
+            bias_correction1 = 1 - b1**self._optimizer_steps
+            bias_correction2 = 1 - b2**self._optimizer_steps
             denom = np.sqrt(v) / math.sqrt(bias_correction2) + opt["eps"]
             p -= (opt["lr"] / bias_correction1) * (m / denom)
         else:
             raise ValueError(f"unknown optimizer {opt['name']!r}")
-

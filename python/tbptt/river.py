@@ -62,6 +62,7 @@ else:
     try:
         from river import base
         from river.time_series.base import Forecaster as _ForecasterBase
+
         _RegressorBase, _ClassifierBase = base.MiniBatchRegressor, base.MiniBatchClassifier
     except ImportError:  # without river the learners still work (`tbptt online` uses them)
         _RegressorBase = _ClassifierBase = _ForecasterBase = object
@@ -74,8 +75,8 @@ from .trainer import Trainer
 __all__ = ["Regressor", "Classifier", "Forecaster", "load"]
 
 KIND = "online"  # the header entry of a checkpoint written by save()
-VERSION = 3      # of that entry; 1 (no "version"): a Regressor before the change inputs and the
-                 # gate; 2: before features could come and go (one count for all statistics)
+VERSION = 3  # of that entry; 1 (no "version"): a Regressor before the change inputs and the
+# gate; 2: before features could come and go (one count for all statistics)
 
 
 _M2_MAX = 1e300  # the largest sum of squares kept, so that 1 / standard deviation stays > 0
@@ -172,8 +173,10 @@ def _label(name, value):
     try:
         hash(value)
     except TypeError:
-        raise TypeError(f"{name} must be a label (a str, int, bool...), got an unhashable "
-                        f"{type(value).__name__}") from None
+        raise TypeError(
+            f"{name} must be a label (a str, int, bool...), got an unhashable "
+            f"{type(value).__name__}"
+        ) from None
     if value is None or (isinstance(value, float) and value != value):
         raise TypeError(f"{name} must be a label (a str, int, bool...), got {value!r}")
     return value
@@ -181,8 +184,10 @@ def _label(name, value):
 
 def _records(X):
     """The rows of a pandas DataFrame as dicts, without their NaN (pandas' missing value)."""
-    return [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
-            for row in X.to_dict(orient="records")]
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+        for row in X.to_dict(orient="records")
+    ]
 
 
 def _changes(values, previous):
@@ -232,14 +237,15 @@ def _widened(trainer, columns, input_size):
     config = {**old.config(), "input_size": input_size}
     model = from_config(config)
     name = f"{CELLS[model.cell].prefix}.weight_ih_l0"
-    old_shapes = parameter_shapes(old.input_size, old.hidden_size, old.output_size,
-                                  old.num_layers, old.cell)
+    old_shapes = parameter_shapes(
+        old.input_size, old.hidden_size, old.output_size, old.num_layers, old.cell
+    )
 
     def widen(flat):  # a (P,) vector laid out like old.flat_parameters, for the new model
         parts, offset = [], 0
         for key, shape in old_shapes:
             size = int(np.prod(shape))
-            part = flat[offset:offset + size].reshape(shape)
+            part = flat[offset : offset + size].reshape(shape)
             offset += size
             if key == name:
                 wide = np.zeros((shape[0], input_size), flat.dtype)
@@ -287,6 +293,7 @@ class _Online:
     _y: Any
 
     if TYPE_CHECKING:  # what each subclass defines
+
         def _layout(self, F: int) -> list: ...
         @staticmethod
         def _stats_size(F: int) -> int: ...
@@ -314,14 +321,14 @@ class _Online:
 
     def _reset(self):
         """Forget everything learnt: no keys, no model (built at the first sample)."""
-        self.keys_ = None        # the feature names, in the order of their input columns
+        self.keys_ = None  # the feature names, in the order of their input columns
         self.target_name = None  # what y is called, if the caller says (kept by save)
         self.trainer_ = None
         self.skipped_updates = 0
         self.added_features = 0  # features first seen after the first sample (new columns)
         self.imputed_values = 0  # features missing from a learnt sample (imputed: their mean)
-        self._stats = None       # _Stats over the features, then the learner's own values
-        self._filled = None      # the features whose inputs the input buffer holds, if valid
+        self._stats = None  # _Stats over the features, then the learner's own values
+        self._filled = None  # the features whose inputs the input buffer holds, if valid
 
     def _start(self, x, output_size, loss):
         """Fix the keys from the first sample and build the model and its trainer."""
@@ -329,20 +336,36 @@ class _Online:
         keys = tuple(_ordered(checked))
         input_size = len(self._layout(len(keys)))
         if input_size == 0:
-            raise ValueError("the first sample has no features and previous_target is False: "
-                             "the network would have no input")
+            raise ValueError(
+                "the first sample has no features and previous_target is False: "
+                "the network would have no input"
+            )
         self.keys_ = keys
         # PyTorch's initialisation, without build's forget bias of 1 for an LSTM: learning
         # online from the first samples, 0 was better on 5 of the 6 streams of docs/online.md
-        model = build(self.cell, input_size, self.hidden_size, output_size, self.num_layers,
-                      seed=self.seed, forget_bias=0.0)
+        model = build(
+            self.cell,
+            input_size,
+            self.hidden_size,
+            output_size,
+            self.num_layers,
+            seed=self.seed,
+            forget_bias=0.0,
+        )
         params = model.parameter_views  # the head starts at zero: an untrained learner predicts no
         params["head.weight"][...] = 0.0  # change (the last value), or the mean
         params["head.bias"][...] = 0.0
         optimizer = Adam(self.lr) if self.optimizer == "adam" else SGD(self.lr)
-        self.trainer_ = Trainer(model, self.k1, self.k2, loss=loss, optimizer=optimizer,
-                                clip_norm=self.clip_norm, backend=self.backend,
-                                recompute=self.recompute)
+        self.trainer_ = Trainer(
+            model,
+            self.k1,
+            self.k2,
+            loss=loss,
+            optimizer=optimizer,
+            clip_norm=self.clip_norm,
+            backend=self.backend,
+            recompute=self.recompute,
+        )
         self._stats = _Stats(self._stats_size(len(keys)), self.clip)
         self._buffers()
 
@@ -351,7 +374,7 @@ class _Online:
         model = self.trainer_.model
         self._key_set = frozenset(self.keys_)
         self._x = np.zeros((1, 1, model.input_size), model.dtype)
-        self._x_step = self._x[0]                     # (1, I): the one step of predict
+        self._x_step = self._x[0]  # (1, I): the one step of predict
         self._x_values = _flat_view(self._x)  # item access without NumPy's per-call overhead
         self._mask = np.ones((1, 1), model.dtype)
         self._mask_values = _flat_view(self._mask)
@@ -438,9 +461,11 @@ class _Online:
         model = self.trainer_.model
         if self.backend == "numpy":
             from .reference import forward
+
             return lambda x, state: forward(model, x, False, state)
         from . import _native
         from .engine import predict
+
         core = _native.core()
         return lambda x, state: predict(core, model, x, False, state)
 
@@ -474,11 +499,18 @@ class _Online:
     def _state(self):
         """Everything besides the trainer that the next samples depend on, as plain data: what
         a file's header keeps (`save`) and what pickle carries besides the trainer."""
-        return {"class": type(self).__name__, "version": VERSION, "params": self._params(),
-                "keys": list(self.keys_), "stats": self._stats.to_dict(),
-                "skipped_updates": self.skipped_updates, "target_name": self.target_name,
-                "added_features": self.added_features, "imputed_values": self.imputed_values,
-                **self._own_state()}
+        return {
+            "class": type(self).__name__,
+            "version": VERSION,
+            "params": self._params(),
+            "keys": list(self.keys_),
+            "stats": self._stats.to_dict(),
+            "skipped_updates": self.skipped_updates,
+            "target_name": self.target_name,
+            "added_features": self.added_features,
+            "imputed_values": self.imputed_values,
+            **self._own_state(),
+        }
 
     def save(self, path):
         """Write everything the next samples depend on, atomically: the trainer (model,
@@ -489,8 +521,10 @@ class _Online:
         for what, names in (("feature names", self.keys_), ("labels", self._labels())):
             for name in names:
                 if not isinstance(name, (str, int)):
-                    raise ValueError(f"save() keeps {what} as text or integers; {name!r} is a "
-                                     f"{type(name).__name__} (pickle keeps any)")
+                    raise ValueError(
+                        f"save() keeps {what} as text or integers; {name!r} is a "
+                        f"{type(name).__name__} (pickle keeps any)"
+                    )
         checkpoint.save_trainer(self.trainer_, path, extra={KIND: self._state()})
 
     def _labels(self):
@@ -500,9 +534,12 @@ class _Online:
         """The constructor's arguments, the learner's state as `save` keeps it, and the trainer
         (which pickles through its engine's snapshot, tbptt._pickled): an unpickled learner, or
         a deep copy, goes on exactly as this one would."""
-        return _pickled.state(f"tbptt.river.{type(self).__name__}", params=self._params(),
-                              learner=None if self.trainer_ is None else self._state(),
-                              trainer=self.trainer_)
+        return _pickled.state(
+            f"tbptt.river.{type(self).__name__}",
+            params=self._params(),
+            learner=None if self.trainer_ is None else self._state(),
+            trainer=self.trainer_,
+        )
 
     def __setstate__(self, state):
         state = _pickled.check(state, f"tbptt.river.{type(self).__name__}")
@@ -522,8 +559,8 @@ class _Online:
         self._restore_own(state)
 
 
-GATE = (0.5, 1.0)    # the shrunk predicted changes the gate weighs against none (the last value)
-GATE_KEEP = 0.997    # the gate's evidence fades by this factor a sample (a memory of ~300)
+GATE = (0.5, 1.0)  # the shrunk predicted changes the gate weighs against none (the last value)
+GATE_KEEP = 0.997  # the gate's evidence fades by this factor a sample (a memory of ~300)
 
 
 class _Regression(_Online):
@@ -537,10 +574,26 @@ class _Regression(_Online):
     _gate_sums: list
     _y_values: memoryview
 
-    def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
-                 clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
-                 gate=True, standardize=True, clip=5.0, num_layers=1, recompute=True,
-                 backend="cpp", seed=0):
+    def __init__(
+        self,
+        hidden_size=32,
+        k1=1,
+        k2=20,
+        cell="lstm",
+        lr=3e-3,
+        optimizer="adam",
+        clip_norm=1.0,
+        previous_target=True,
+        changes=True,
+        predict_change=True,
+        gate=True,
+        standardize=True,
+        clip=5.0,
+        num_layers=1,
+        recompute=True,
+        backend="cpp",
+        seed=0,
+    ):
         self.hidden_size, self.k1, self.k2, self.cell = hidden_size, k1, k2, cell
         self.lr, self.optimizer, self.clip_norm = lr, optimizer, clip_norm
         self.previous_target, self.changes = previous_target, changes
@@ -606,8 +659,9 @@ class _Regression(_Online):
         fallback = self._fallback()
         if fallback is not None or not rows:
             return [fallback] * len(rows)
-        inputs = self._inputs_of(features, lambda f: self._fill_inputs(
-            f, self.last_, self._previous, self.last_change_))
+        inputs = self._inputs_of(
+            features, lambda f: self._fill_inputs(f, self.last_, self._previous, self.last_change_)
+        )
         return [self._from_output(float(o), self.last_) for o in self._run_rows(inputs)[:, 0]]
 
     def _fallback(self):
@@ -631,13 +685,22 @@ class _Regression(_Online):
     def _start_regressor(self, x):
         self._start(x, 1, "mse")
         F = len(self.keys_)
-        self._restore_own({"last": None, "last_change": None, "previous": None,
-                           "changes": _Stats(F + 1).to_dict(), "gate": [0.0] * (2 * len(GATE))})
+        self._restore_own(
+            {
+                "last": None,
+                "last_change": None,
+                "previous": None,
+                "changes": _Stats(F + 1).to_dict(),
+                "gate": [0.0] * (2 * len(GATE)),
+            }
+        )
 
     def _layout(self, F):
         """What each input column holds with F features: the levels of the features (and of
         the previous target), then (changes=True) their changes."""
-        levels = [("level", i) for i in range(F)] + ([("level", "y")] if self.previous_target else [])
+        levels = [("level", i) for i in range(F)] + (
+            [("level", "y")] if self.previous_target else []
+        )
         return levels + ([("change", name[1]) for name in levels] if self.changes else [])
 
     @staticmethod
@@ -702,14 +765,22 @@ class _Regression(_Online):
             _standardise(buffer, len(levels), moves, changes, clip, self.standardize)
 
     def _own_state(self):
-        return {"last": self.last_, "last_change": self.last_change_, "previous": self._previous,
-                "changes": self._changes.to_dict(), "gate": list(self._gate_sums),
-                "gate_factor": self.gate_}
+        return {
+            "last": self.last_,
+            "last_change": self.last_change_,
+            "previous": self._previous,
+            "changes": self._changes.to_dict(),
+            "gate": list(self._gate_sums),
+            "gate_factor": self.gate_,
+        }
 
     def _restore_own(self, state):
         self.last_, self.last_change_ = state["last"], state["last_change"]
-        self._previous = (None if state["previous"] is None
-                          else [None if v is None else float(v) for v in state["previous"]])
+        self._previous = (
+            None
+            if state["previous"] is None
+            else [None if v is None else float(v) for v in state["previous"]]
+        )
         self._changes = _Stats.from_dict(state["changes"], self.clip)
         self._gate_sums = [float(v) for v in state["gate"]]
         self.gate_ = float(state.get("gate_factor", 0.0)) if self.gate else 1.0
@@ -786,13 +857,45 @@ class Forecaster(_Regression, _ForecasterBase):
     series, 0.950 against 0.973 on WaterFlow, the worst).
     """
 
-    def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
-                 clip_norm=1.0, previous_target=True, changes=True, predict_change=True,
-                 gate=False, standardize=True, clip=5.0, num_layers=1, recompute=True,
-                 backend="cpp", seed=0):
-        super().__init__(hidden_size, k1, k2, cell, lr, optimizer, clip_norm, previous_target,
-                         changes, predict_change, gate, standardize, clip, num_layers, recompute,
-                         backend, seed)
+    def __init__(
+        self,
+        hidden_size=32,
+        k1=1,
+        k2=20,
+        cell="lstm",
+        lr=3e-3,
+        optimizer="adam",
+        clip_norm=1.0,
+        previous_target=True,
+        changes=True,
+        predict_change=True,
+        gate=False,
+        standardize=True,
+        clip=5.0,
+        num_layers=1,
+        recompute=True,
+        backend="cpp",
+        seed=0,
+    ):
+        super().__init__(
+            hidden_size,
+            k1,
+            k2,
+            cell,
+            lr,
+            optimizer,
+            clip_norm,
+            previous_target,
+            changes,
+            predict_change,
+            gate,
+            standardize,
+            clip,
+            num_layers,
+            recompute,
+            backend,
+            seed,
+        )
 
     def learn_one(self, y, x=None):
         """Advance the state by one step with the value y (a float) and the features x (a dict,
@@ -828,8 +931,10 @@ class Forecaster(_Regression, _ForecasterBase):
         if xs is None:
             return [{}] * horizon
         if isinstance(xs, (dict, str, bytes)) or not hasattr(xs, "__len__"):
-            raise TypeError(f"xs must be a list of horizon = {horizon} dicts of features, got "
-                            f"{type(xs).__name__}")
+            raise TypeError(
+                f"xs must be a list of horizon = {horizon} dicts of features, got "
+                f"{type(xs).__name__}"
+            )
         if len(xs) != horizon:
             raise ValueError(f"xs must hold horizon = {horizon} dicts of features, got {len(xs)}")
         return [self._checked(_numbers(f"xs[{i}]", x), f"xs[{i}]") for i, x in enumerate(xs)]
@@ -844,9 +949,23 @@ class Classifier(_Online, _ClassifierBase):
     arguments as for `Regressor`.
     """
 
-    def __init__(self, hidden_size=32, k1=1, k2=20, cell="lstm", lr=3e-3, optimizer="adam",
-                 clip_norm=1.0, previous_target=True, max_classes=16, clip=5.0, num_layers=1,
-                 recompute=True, backend="cpp", seed=0):
+    def __init__(
+        self,
+        hidden_size=32,
+        k1=1,
+        k2=20,
+        cell="lstm",
+        lr=3e-3,
+        optimizer="adam",
+        clip_norm=1.0,
+        previous_target=True,
+        max_classes=16,
+        clip=5.0,
+        num_layers=1,
+        recompute=True,
+        backend="cpp",
+        seed=0,
+    ):
         self.hidden_size, self.k1, self.k2, self.cell = hidden_size, k1, k2, cell
         self.lr, self.optimizer, self.clip_norm = lr, optimizer, clip_norm
         self.previous_target, self.max_classes, self.clip = previous_target, max_classes, clip
@@ -855,8 +974,8 @@ class Classifier(_Online, _ClassifierBase):
         _checks.positive_int("max_classes", max_classes)
         self._check_settings()
         self._reset()
-        self.classes_ = []   # labels in order of first appearance: class id = position
-        self.last_ = None    # the previous label's class id
+        self.classes_ = []  # labels in order of first appearance: class id = position
+        self.last_ = None  # the previous label's class id
 
     @property
     def _multiclass(self):
@@ -869,8 +988,10 @@ class Classifier(_Online, _ClassifierBase):
             self._start(x, self.max_classes, "cross_entropy")
             self._restore_own({"classes": [], "last": None})
         if y not in self.classes_ and len(self.classes_) == self.max_classes:
-            raise ValueError(f"y = {y!r} would be label number {self.max_classes + 1}, but the "
-                             f"model has max_classes = {self.max_classes} outputs")
+            raise ValueError(
+                f"y = {y!r} would be label number {self.max_classes + 1}, but the "
+                f"model has max_classes = {self.max_classes} outputs"
+            )
         features = self._features(x, learn=True)
         if len(features) != len(x):
             self.imputed_values += features.count(None)
@@ -888,7 +1009,7 @@ class Classifier(_Online, _ClassifierBase):
             return {}
         self._fill_inputs(self._features(x))
         self._engine.peek(self._x_step, False, self._out_step)
-        logits = self._out_step[0, :len(self.classes_)].astype(np.float64)
+        logits = self._out_step[0, : len(self.classes_)].astype(np.float64)
         p = np.exp(logits - logits.max())
         p /= p.sum()
         return dict(zip(self.classes_, p.tolist()))
@@ -917,7 +1038,7 @@ class Classifier(_Online, _ClassifierBase):
                 self._checked(row)
             return pd.DataFrame(index=X.index)
         inputs = self._inputs_of([self._features(row) for row in rows], self._fill_inputs)
-        logits = self._run_rows(inputs)[:, :len(self.classes_)].astype(np.float64)
+        logits = self._run_rows(inputs)[:, : len(self.classes_)].astype(np.float64)
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         return pd.DataFrame(p, index=X.index, columns=list(self.classes_))
@@ -980,11 +1101,15 @@ def load(path):
         raise ValueError(f"{path} is a trainer checkpoint, not one of a tbptt.river learner")
     version = state.get("version", 1)
     if not isinstance(version, int) or version > VERSION:
-        raise ValueError(f"{path} holds a {state['class']} written by a newer tbptt (online format "
-                         f"{version!r}; this one reads up to {VERSION}): upgrade tbptt to go on")
+        raise ValueError(
+            f"{path} holds a {state['class']} written by a newer tbptt (online format "
+            f"{version!r}; this one reads up to {VERSION}): upgrade tbptt to go on"
+        )
     if state["class"] != "Classifier" and version < 2:
-        raise ValueError(f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
-                         f"and the gate), which this version cannot go on with: start a new one")
+        raise ValueError(
+            f"{path} holds a Regressor of an earlier tbptt (before the change inputs "
+            f"and the gate), which this version cannot go on with: start a new one"
+        )
     try:
         params = {"recompute": False, **state["params"]}  # files from before it: without
         learner = LEARNERS[state["class"]](**params)

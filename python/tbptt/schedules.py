@@ -56,8 +56,12 @@ class Schedule:
         return f"Schedule({self.shape!r}, warmup={self.warmup}, final={self.final})"
 
 
-def progress(steps_done: int, steps_total: Optional[int], seconds: Optional[float] = None,
-             max_time: Optional[float] = None) -> float:
+def progress(
+    steps_done: int,
+    steps_total: Optional[int],
+    seconds: Optional[float] = None,
+    max_time: Optional[float] = None,
+) -> float:
     """The fit's progress: the larger of the share of steps and the share of the time budget."""
     share = steps_done / steps_total if steps_total else 1.0
     if max_time:

@@ -37,17 +37,60 @@ from .trainer import BACKENDS, MAX_K, Trainer
 __all__ = ["sweep", "ROW_KEYS"]
 
 # The keys of every row `sweep` returns, in table order (see `sweep` for their meaning).
-ROW_KEYS = ("k1", "k2", "reset", "train_loss", "val_loss", "val_accuracy", "samples_per_s",
-            "window_bytes", "peak_rss_bytes", "updates", "steps", "samples", "seconds",
-            "horizon_ratio", "diverged", "horizon", "curve")
+ROW_KEYS = (
+    "k1",
+    "k2",
+    "reset",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "samples_per_s",
+    "window_bytes",
+    "peak_rss_bytes",
+    "updates",
+    "steps",
+    "samples",
+    "seconds",
+    "horizon_ratio",
+    "diverged",
+    "horizon",
+    "curve",
+)
 TAIL = 0.1  # train_loss: the mean loss of the updates in the last 10% of the budget
 
 
-def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, reset="epoch",
-          steps=None, validation=None, loss=None, input_size=None, output_size=None, hidden=32,
-          layers=1, cell="lstm", forget_bias=1.0, dtype="float32", seed=0, optimizer=None, clip_norm=5.0,
-          backend="cpp", recompute=False, points=20, progress=False, callback=None,
-          comm=None, torch_model=None, torch_horizon=False) -> list:
+def sweep(
+    data,
+    y=None,
+    mask=None,
+    resets=None,
+    *,
+    k1,
+    k2=None,
+    pairs=None,
+    reset="epoch",
+    steps=None,
+    validation=None,
+    loss=None,
+    input_size=None,
+    output_size=None,
+    hidden=32,
+    layers=1,
+    cell="lstm",
+    forget_bias=1.0,
+    dtype="float32",
+    seed=0,
+    optimizer=None,
+    clip_norm=5.0,
+    backend="cpp",
+    recompute=False,
+    points=20,
+    progress=False,
+    callback=None,
+    comm=None,
+    torch_model=None,
+    torch_horizon=False,
+) -> list:
     """Train one model per configuration of a grid and return the table, one dict per row.
 
     data, y, mask, resets: a `tbptt.datasets.Task`, or arrays as for `Trainer.train`: x (T, B, I)
@@ -123,23 +166,41 @@ def sweep(data, y=None, mask=None, resets=None, *, k1, k2=None, pairs=None, rese
     """
     x, y, mask, resets = _fit.arrays(data, y, mask, resets)
     validation = None if validation is None else _fit.validation_arrays(validation)
-    loss, input_size, output_size = _sizes_of(data, x, y, validation, loss, input_size,
-                                              output_size)
+    loss, input_size, output_size = _sizes_of(data, x, y, validation, loss, input_size, output_size)
     steps = x.shape[0] if steps is None else _checks.positive_int("steps", steps)
-    study = _Study(data=(x, y, mask, resets), validation=validation, steps=steps,
-                   marks=_marks(steps, _checks.positive_int("points", points)),
-                   model=dict(cell=cell, input_size=input_size, hidden_size=hidden,
-                              output_size=output_size, num_layers=layers, dtype=dtype, seed=seed,
-                              forget_bias=forget_bias),
-                   trainer=dict(loss=loss, optimizer=_optimizer(optimizer), clip_norm=clip_norm,
-                                backend=_backend(backend), recompute=recompute),
-                   torch_model=torch_model, torch_horizon=bool(torch_horizon))
+    study = _Study(
+        data=(x, y, mask, resets),
+        validation=validation,
+        steps=steps,
+        marks=_marks(steps, _checks.positive_int("points", points)),
+        model=dict(
+            cell=cell,
+            input_size=input_size,
+            hidden_size=hidden,
+            output_size=output_size,
+            num_layers=layers,
+            dtype=dtype,
+            seed=seed,
+            forget_bias=forget_bias,
+        ),
+        trainer=dict(
+            loss=loss,
+            optimizer=_optimizer(optimizer),
+            clip_norm=clip_norm,
+            backend=_backend(backend),
+            recompute=recompute,
+        ),
+        torch_model=torch_model,
+        torch_horizon=bool(torch_horizon),
+    )
     configs = _grid(k1, k2, pairs, reset)
     if torch_model is None:
         build(**study.model)  # fail on a bad model argument now, not after the first configuration
     elif not callable(torch_model):
-        raise TypeError(f"torch_model must be a callable returning a torch.nn.Module, got "
-                        f"{type(torch_model).__name__}")
+        raise TypeError(
+            f"torch_model must be a callable returning a torch.nn.Module, got "
+            f"{type(torch_model).__name__}"
+        )
     if comm is None:
         return study.train_all(configs, progress, callback)
     return _spread(comm, configs, study.train_all, progress, callback)
@@ -160,8 +221,11 @@ def _sizes_of(data, x, y, validation, loss, input_size, output_size) -> tuple:
     if input_size is None:
         input_size = (max(int(np.max(a)) for a, _ in sets) + 1) if tokens else x.shape[2]
     if output_size is None:
-        output_size = (max(int(np.max(b)) for _, b in sets) + 1) if loss == "cross_entropy" \
+        output_size = (
+            (max(int(np.max(b)) for _, b in sets) + 1)
+            if loss == "cross_entropy"
             else np.shape(y)[2]
+        )
     return loss, input_size, output_size
 
 
@@ -175,8 +239,11 @@ def _grid(k1, k2, pairs, reset) -> list:
         if k1 is None:
             raise TypeError("k1 is required (an int or a list of ints), unless pairs is given")
         k1s = [_k("k1", k) for k in _as_list(k1)]
-        pairs = ([(k, k) for k in k1s] if k2 is None else
-                 [(a, b) for a in k1s for b in (_k("k2", k) for k in _as_list(k2))])
+        pairs = (
+            [(k, k) for k in k1s]
+            if k2 is None
+            else [(a, b) for a in k1s for b in (_k("k2", k) for k in _as_list(k2))]
+        )
     policies = _as_list(reset)
     for policy in policies:
         _blocks.reset_every(policy)  # ValueError for a bad policy, before anything runs
@@ -191,8 +258,10 @@ def _grid(k1, k2, pairs, reset) -> list:
 def _optimizer(optimizer):
     optimizer = Adam() if optimizer is None else optimizer
     if not isinstance(optimizer, OPTIMIZERS):
-        raise TypeError(f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
-                        f"{type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
+            f"{type(optimizer).__name__}"
+        )
     return optimizer
 
 
@@ -232,11 +301,19 @@ class _Study:
                     rows.append(_run(self._torch_trainer(k1, k2), self, policy, bar))
                 else:
                     model = build(**self.model)
-                    trainer = Trainer(model, k1, k2, **{**self.trainer, "optimizer": from_config(
-                        self.trainer["optimizer"].config())})
+                    trainer = Trainer(
+                        model,
+                        k1,
+                        k2,
+                        **{
+                            **self.trainer,
+                            "optimizer": from_config(self.trainer["optimizer"].config()),
+                        },
+                    )
                     row = _run(trainer, self, policy, bar)
-                    row["window_bytes"] = _sizes.ring_bytes(model, k1, k2, B,
-                                                            self.data[0].ndim == 2)
+                    row["window_bytes"] = _sizes.ring_bytes(
+                        model, k1, k2, B, self.data[0].ndim == 2
+                    )
                     rows.append(row)
                 if report is not None:
                     report(row)
@@ -256,9 +333,16 @@ class _Study:
         built = self.torch_model()
         module, head = built if isinstance(built, tuple) else (built, None)
         params = list(module.parameters()) + ([] if head is None else list(head.parameters()))
-        return TorchTrainer(module, k1, k2, loss=self.trainer["loss"], head=head,
-                            optimizer=optimizer_for(self.trainer["optimizer"], params),
-                            clip_norm=self.trainer["clip_norm"], horizon=self.torch_horizon)
+        return TorchTrainer(
+            module,
+            k1,
+            k2,
+            loss=self.trainer["loss"],
+            head=head,
+            optimizer=optimizer_for(self.trainer["optimizer"], params),
+            clip_norm=self.trainer["clip_norm"],
+            horizon=self.torch_horizon,
+        )
 
 
 def _spread(comm, configs, train_all, progress, callback):
@@ -307,8 +391,9 @@ def _run(trainer: Any, study: _Study, policy, bar) -> dict:
         rss.before()
         tic = time.perf_counter()
         try:
-            new = trainer.train(x[s:e], y[s:e], None if mask is None else mask[s:e],
-                                policy_resets.of(block, B))
+            new = trainer.train(
+                x[s:e], y[s:e], None if mask is None else mask[s:e], policy_resets.of(block, B)
+            )
         except FloatingPointError as error:
             diverged, new = str(error), np.zeros(0)
         seconds += time.perf_counter() - tic
@@ -325,8 +410,15 @@ def _run(trainer: Any, study: _Study, policy, bar) -> dict:
         if diverged is not None:
             break
     bar.update((study.steps - done) * B)  # a diverged configuration's unused budget
-    return _row(trainer, policy, curve, np.concatenate(tail) if tail else np.zeros(0),
-                (done, B, seconds), rss.peak_growth(), diverged)
+    return _row(
+        trainer,
+        policy,
+        curve,
+        np.concatenate(tail) if tail else np.zeros(0),
+        (done, B, seconds),
+        rss.peak_growth(),
+        diverged,
+    )
 
 
 def _point(curve: dict, done: int, losses: list, trainer: Any, validation) -> None:
@@ -342,24 +434,42 @@ def _point(curve: dict, done: int, losses: list, trainer: Any, validation) -> No
             curve["val_accuracy"].append(result["accuracy"])
 
 
-def _row(trainer: Any, policy, curve: dict, tail: np.ndarray, work: tuple,
-         peak_rss: int | None, diverged: str | None) -> dict:
+def _row(
+    trainer: Any,
+    policy,
+    curve: dict,
+    tail: np.ndarray,
+    work: tuple,
+    peak_rss: int | None,
+    diverged: str | None,
+) -> dict:
     """A configuration's row (see `sweep`); work: (steps trained, B, seconds in train calls).
     window_bytes is filled in by the caller."""
     horizon = trainer.horizon()
     dh = horizon["dh"][0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = float(dh[-1] / dh[0]) if dh.size and np.isfinite(dh[[0, -1]]).all() and dh[0] > 0 \
+        ratio = (
+            float(dh[-1] / dh[0])
+            if dh.size and np.isfinite(dh[[0, -1]]).all() and dh[0] > 0
             else math.nan
+        )
     steps, B, seconds = work
     return {
-        "k1": trainer.k1, "k2": trainer.k2, "reset": policy,
+        "k1": trainer.k1,
+        "k2": trainer.k2,
+        "reset": policy,
         "train_loss": float(tail.mean()) if tail.size else math.nan,
         "val_loss": curve["val_loss"][-1] if curve["val_loss"] else None,
         "val_accuracy": curve["val_accuracy"][-1] if curve["val_accuracy"] else None,
         "samples_per_s": steps * B / seconds if seconds > 0 else math.nan,
         "window_bytes": None,
         "peak_rss_bytes": peak_rss,
-        "updates": trainer.updates, "steps": steps, "samples": steps * B, "seconds": seconds,
-        "horizon_ratio": ratio, "diverged": diverged, "horizon": horizon, "curve": curve,
+        "updates": trainer.updates,
+        "steps": steps,
+        "samples": steps * B,
+        "seconds": seconds,
+        "horizon_ratio": ratio,
+        "diverged": diverged,
+        "horizon": horizon,
+        "curve": curve,
     }

@@ -17,8 +17,15 @@ import numpy as np
 from . import _files, _plots
 from .sweep import ROW_KEYS
 
-__all__ = ["sweep_table", "write_sweep", "plot_sweep", "plot_curves", "plot_heatmap",
-           "plot_horizon", "SCALAR_KEYS"]
+__all__ = [
+    "sweep_table",
+    "write_sweep",
+    "plot_sweep",
+    "plot_curves",
+    "plot_heatmap",
+    "plot_horizon",
+    "SCALAR_KEYS",
+]
 
 # ---- the table ----------------------------------------------------------------------------------
 
@@ -27,12 +34,20 @@ SCALAR_KEYS = tuple(k for k in ROW_KEYS if k not in ("horizon", "curve"))
 
 def sweep_table(rows) -> str:
     """The rows as a fixed-width text table (the scalar columns; horizon and curve left out)."""
-    columns = [("k1", "k1", "d"), ("k2", "k2", "d"), ("reset", "reset", "s"),
-               ("train_loss", "train loss", ".4f"), ("val_loss", "val loss", ".4f"),
-               ("val_accuracy", "val acc", ".3f"), ("samples_per_s", "samples/s", ",.0f"),
-               ("window_bytes", "window KiB", "kib"), ("peak_rss_bytes", "peak RSS MiB", "mib"),
-               ("updates", "updates", ",d"), ("seconds", "seconds", ".1f"),
-               ("horizon_ratio", "dh[k2-1]/dh[0]", ".2g")]
+    columns = [
+        ("k1", "k1", "d"),
+        ("k2", "k2", "d"),
+        ("reset", "reset", "s"),
+        ("train_loss", "train loss", ".4f"),
+        ("val_loss", "val loss", ".4f"),
+        ("val_accuracy", "val acc", ".3f"),
+        ("samples_per_s", "samples/s", ",.0f"),
+        ("window_bytes", "window KiB", "kib"),
+        ("peak_rss_bytes", "peak RSS MiB", "mib"),
+        ("updates", "updates", ",d"),
+        ("seconds", "seconds", ".1f"),
+        ("horizon_ratio", "dh[k2-1]/dh[0]", ".2g"),
+    ]
     if not any(r.get("val_loss") is not None for r in rows):
         columns = [c for c in columns if c[0] not in ("val_loss", "val_accuracy")]
     elif not any(r.get("val_accuracy") is not None for r in rows):
@@ -51,9 +66,13 @@ def sweep_table(rows) -> str:
 
     table = [[title for _, title, _ in columns]]
     for r in rows:
-        table.append([cell(r.get(key), spec) + ("  DIVERGED" if key == "horizon_ratio"
-                                                 and r.get("diverged") else "")
-                      for key, _, spec in columns])
+        table.append(
+            [
+                cell(r.get(key), spec)
+                + ("  DIVERGED" if key == "horizon_ratio" and r.get("diverged") else "")
+                for key, _, spec in columns
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = ["  ".join(text.rjust(w) for text, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -97,6 +116,7 @@ def write_sweep(rows, folder, settings=None, prefix="") -> list:
 
 # ---- plots --------------------------------------------------------------------------------------
 
+
 def _figure(**kw):
     return _plots.figure("the sweep plots", **kw)
 
@@ -120,17 +140,27 @@ def _styles(rows):
     styles = []
     for r in rows:
         i = k2s.index(r["k2"])
-        styles.append(dict(color=cmap(i if len(k2s) <= 10 else i / max(1, len(k2s) - 1)),
-                           linestyle=dashes[k1s.index(r["k1"]) % len(dashes)],
-                           marker=markers[policies.index(str(r["reset"])) % len(markers)],
-                           markersize=3, label=_label(r, policies)))
+        styles.append(
+            dict(
+                color=cmap(i if len(k2s) <= 10 else i / max(1, len(k2s) - 1)),
+                linestyle=dashes[k1s.index(r["k1"]) % len(dashes)],
+                marker=markers[policies.index(str(r["reset"])) % len(markers)],
+                markersize=3,
+                label=_label(r, policies),
+            )
+        )
     return styles
 
 
 def _legend(ax, n):
     """The legend to the right of the plot, out of the lines' way."""
-    ax.legend(fontsize=7, ncol=2 if n > 12 else 1, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-              borderaxespad=0.0)
+    ax.legend(
+        fontsize=7,
+        ncol=2 if n > 12 else 1,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+    )
 
 
 def _log_if_wide(ax, series):
@@ -154,15 +184,18 @@ def plot_curves(rows, path, title=None, chance=None) -> None:
     validation accuracy (cross-entropy) or loss when there was validation. `chance`: a value to
     draw as a dotted line on the accuracy panel (say, 1/num_symbols)."""
     rows = list(rows)
-    val = "val_accuracy" if any(r["curve"]["val_accuracy"] for r in rows) else (
-        "val_loss" if any(r["curve"]["val_loss"] for r in rows) else None)
+    val = (
+        "val_accuracy"
+        if any(r["curve"]["val_accuracy"] for r in rows)
+        else ("val_loss" if any(r["curve"]["val_loss"] for r in rows) else None)
+    )
     fig = _figure(figsize=(10 if val else 6.5, 3.6))
     axes = fig.subplots(1, 2 if val else 1, squeeze=False)[0]
     for r, style in zip(rows, _styles(rows)):
         c = r["curve"]
         axes[0].plot(c["steps"], c["train_loss"], **style)
         if val:
-            axes[1].plot(c["steps"][:len(c[val])], c[val], **style)
+            axes[1].plot(c["steps"][: len(c[val])], c[val], **style)
     axes[0].set_ylabel("training loss (mean per block)")
     _log_if_wide(axes[0], [r["curve"]["train_loss"] for r in rows])
     if val:
@@ -172,6 +205,7 @@ def plot_curves(rows, path, title=None, chance=None) -> None:
         if val == "val_loss":
             _log_if_wide(axes[1], [r["curve"]["val_loss"] for r in rows])
     from matplotlib.ticker import FuncFormatter
+
     for ax in axes:
         ax.set_xlabel("time steps trained")
         ax.xaxis.set_major_formatter(FuncFormatter(_steps_label))
@@ -210,12 +244,26 @@ def plot_heatmap(rows, path, title=None, key=None) -> None:
             if r.get("val_accuracy") is not None and not r["diverged"]:
                 note += f"\n{r['val_accuracy']:.0%}"
             notes[i, j] = note
-        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", vmin=vmin, vmax=vmax,
-                          aspect="auto", origin="lower")
+        image = ax.imshow(
+            np.ma.masked_invalid(grid),
+            cmap="viridis_r",
+            vmin=vmin,
+            vmax=vmax,
+            aspect="auto",
+            origin="lower",
+        )
         for (i, j), note in notes.items():
-            ax.text(j, i, note, ha="center", va="center", fontsize=7,
-                    color="white" if np.isfinite(grid[i, j]) and grid[i, j] > (vmin + vmax) / 2
-                    else "black")
+            ax.text(
+                j,
+                i,
+                note,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white"
+                if np.isfinite(grid[i, j]) and grid[i, j] > (vmin + vmax) / 2
+                else "black",
+            )
         ax.set_xticks(range(len(k2s)), [str(k) for k in k2s])
         ax.set_yticks(range(len(k1s)), [str(k) for k in k1s])
         ax.set_xlabel("k2 (steps backpropagated)")
@@ -262,7 +310,9 @@ def plot_sweep(rows, folder, title=None, chance=None, prefix="") -> list:
     """curves.png, heatmap.png and horizon.png (with an optional file-name prefix) in `folder`.
     Returns the paths written."""
     os.makedirs(folder, exist_ok=True)
-    paths = [os.path.join(folder, f"{prefix}{name}.png") for name in ("curves", "heatmap", "horizon")]
+    paths = [
+        os.path.join(folder, f"{prefix}{name}.png") for name in ("curves", "heatmap", "horizon")
+    ]
     plot_curves(rows, paths[0], title, chance)
     plot_heatmap(rows, paths[1], title)
     plot_horizon(rows, paths[2], title)

@@ -64,10 +64,19 @@ class Trainer:
 
     history: History  # the last fit's record: set by `fit`
 
-    def __init__(self, model: Recurrent, k1: int, k2: int, loss: str = "mse",
-                 optimizer: Optional[Optimizer] = None, clip_norm: Optional[float] = None,
-                 backend: str = "cpp", seed: int = 0, comm: Any = None,
-                 recompute: bool = False) -> None:
+    def __init__(
+        self,
+        model: Recurrent,
+        k1: int,
+        k2: int,
+        loss: str = "mse",
+        optimizer: Optional[Optimizer] = None,
+        clip_norm: Optional[float] = None,
+        backend: str = "cpp",
+        seed: int = 0,
+        comm: Any = None,
+        recompute: bool = False,
+    ) -> None:
         if not isinstance(model, Recurrent):
             raise TypeError(f"model must be a tbptt.LSTM, GRU or RNN, got {type(model).__name__}")
         self.model = model
@@ -80,8 +89,10 @@ class Trainer:
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, OPTIMIZERS):
-            raise TypeError(f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
-                        f"{type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be tbptt.SGD, tbptt.Adam or tbptt.AdamW, got "
+                f"{type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         if clip_norm is not None:
             clip_norm = _checks.finite_float("clip_norm", clip_norm)
@@ -103,10 +114,18 @@ class Trainer:
         self._group = None if comm is None else self._join(comm)
 
     def _make_engine(self):
-        args = (self.model, self.k1, self.k2, self.loss, self.optimizer.config(), self.clip_norm,
-                self.seed)
+        args = (
+            self.model,
+            self.k1,
+            self.k2,
+            self.loss,
+            self.optimizer.config(),
+            self.clip_norm,
+            self.seed,
+        )
         if self.backend == "numpy":
             from .reference import ReferenceEngine
+
             return ReferenceEngine(*args, recompute=self.recompute)
         return _native.make_engine(*args, recompute=self.recompute)
 
@@ -114,12 +133,19 @@ class Trainer:
         """Data-parallel: check the ranks built the same trainer, take rank 0's parameters, and
         make every update all-reduce its buffer."""
         from ._mpi import Group
+
         model = self.model
         group = Group(comm)
-        group.check_same("Trainer(comm=...)", parameters=model.flat_parameters.size,
-                         itemsize=model.flat_parameters.itemsize, k1=self.k1, k2=self.k2,
-                         layers=model.num_layers, hidden_size=model.hidden_size,
-                         recompute=self.recompute)
+        group.check_same(
+            "Trainer(comm=...)",
+            parameters=model.flat_parameters.size,
+            itemsize=model.flat_parameters.itemsize,
+            k1=self.k1,
+            k2=self.k2,
+            layers=model.num_layers,
+            hidden_size=model.hidden_size,
+            recompute=self.recompute,
+        )
         group.broadcast(model.flat_parameters)
         group.attach(self._engine)
         return group
@@ -139,18 +165,36 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------------------------
     @overload
-    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
-              resets: Optional[ArrayLike] = None, *,
-              return_outputs: Literal[False] = False) -> np.ndarray: ...
+    def train(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        mask: Optional[ArrayLike] = None,
+        resets: Optional[ArrayLike] = None,
+        *,
+        return_outputs: Literal[False] = False,
+    ) -> np.ndarray: ...
 
     @overload
-    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
-              resets: Optional[ArrayLike] = None, *,
-              return_outputs: Literal[True]) -> Tuple[np.ndarray, np.ndarray]: ...
+    def train(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        mask: Optional[ArrayLike] = None,
+        resets: Optional[ArrayLike] = None,
+        *,
+        return_outputs: Literal[True],
+    ) -> Tuple[np.ndarray, np.ndarray]: ...
 
-    def train(self, x: ArrayLike, y: ArrayLike, mask: Optional[ArrayLike] = None,
-              resets: Optional[ArrayLike] = None, *,
-              return_outputs: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    def train(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        mask: Optional[ArrayLike] = None,
+        resets: Optional[ArrayLike] = None,
+        *,
+        return_outputs: bool = False,
+    ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Process T more steps of the B streams; make an update every k1 steps.
 
         x: (T, B, I) features or (T, B) integer token ids. y: (T, B, O) for "mse", (T, B) integer
@@ -199,22 +243,32 @@ class Trainer:
         if B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is None:
-            _sizes.check_window(model, self.k1, self.k2, B, tokens)  # before the engine allocates it
+            _sizes.check_window(
+                model, self.k1, self.k2, B, tokens
+            )  # before the engine allocates it
             self.num_streams = B
         elif B != self.num_streams:
-            raise ValueError(f"x has B = {B} streams, but this trainer was started with "
-                             f"B = {self.num_streams} (x.shape[1] must stay the same)"
-                             + _checks.batch_first_hint(x.shape, self.num_streams))
+            raise ValueError(
+                f"x has B = {B} streams, but this trainer was started with "
+                f"B = {self.num_streams} (x.shape[1] must stay the same)"
+                + _checks.batch_first_hint(x.shape, self.num_streams)
+            )
         return x, tokens, y, mask, resets
 
     def _train(self, x, tokens, y, mask, resets, *, return_outputs=False):
         model = self.model
         T, B = x.shape[0], x.shape[1]
         if T == 0:
-            return (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype)) if return_outputs \
+            return (
+                (np.zeros(0), np.zeros((0, B, model.output_size), model.dtype))
+                if return_outputs
                 else np.zeros(0)
-        outputs = np.full((T, B, model.output_size), np.nan, dtype=model.dtype) \
-            if return_outputs else None
+            )
+        outputs = (
+            np.full((T, B, model.output_size), np.nan, dtype=model.dtype)
+            if return_outputs
+            else None
+        )
         try:
             losses = self._engine.train(x, tokens, y, mask, resets, outputs)
         except FloatingPointError as error:  # either engine's: one class, tbptt.Divergence
@@ -236,8 +290,10 @@ class Trainer:
             _sizes.check_window(model, self.k1, self.k2, B, tokens)
             self.num_streams = B
         elif B != self.num_streams:
-            raise ValueError(f"x has B = {B} streams, but this trainer was started with "
-                             f"B = {self.num_streams} (x.shape[0] must stay the same)")
+            raise ValueError(
+                f"x has B = {B} streams, but this trainer was started with "
+                f"B = {self.num_streams} (x.shape[0] must stay the same)"
+            )
         outputs = np.empty((B, model.output_size), dtype=model.dtype)
         self._engine.peek(x[0], tokens, outputs)
         return outputs
@@ -283,10 +339,29 @@ class Trainer:
         return None if parts is None else self.model._user_state(parts)
 
     # ---- epochs -------------------------------------------------------------------------------
-    def fit(self, x, y=None, mask=None, resets=None, *, epochs=1, validation=None, reset="epoch",
-            max_time=None, max_updates=None, progress=True, checkpoint=None, callback=None,
-            block=None, initial_epoch=0, initial_step=0, schedule=None, restore_best=False,
-            patience=None, loss_unit=None) -> History:
+    def fit(
+        self,
+        x,
+        y=None,
+        mask=None,
+        resets=None,
+        *,
+        epochs=1,
+        validation=None,
+        reset="epoch",
+        max_time=None,
+        max_updates=None,
+        progress=True,
+        checkpoint=None,
+        callback=None,
+        block=None,
+        initial_epoch=0,
+        initial_step=0,
+        schedule=None,
+        restore_best=False,
+        patience=None,
+        loss_unit=None,
+    ) -> History:
         """Train for `epochs` passes over time-major data; returns a `History` (also
         `self.history`).
 
@@ -348,20 +423,42 @@ class Trainer:
         lower `lr`). Ctrl-C never cuts an update in half: it is deferred to the end of the current
         block; then the history is recorded, the checkpoint saved, and KeyboardInterrupt raised.
         """
-        return _fit.fit(self, x, y, mask, resets, epochs=epochs, validation=validation,
-                        reset=reset, max_time=max_time, max_updates=max_updates,
-                        progress=progress, checkpoint=checkpoint, callback=callback, block=block,
-                        initial_epoch=initial_epoch, initial_step=initial_step,
-                        schedule=schedule, restore_best=restore_best, patience=patience,
-                        loss_unit=loss_unit)
+        return _fit.fit(
+            self,
+            x,
+            y,
+            mask,
+            resets,
+            epochs=epochs,
+            validation=validation,
+            reset=reset,
+            max_time=max_time,
+            max_updates=max_updates,
+            progress=progress,
+            checkpoint=checkpoint,
+            callback=callback,
+            block=block,
+            initial_epoch=initial_epoch,
+            initial_step=initial_step,
+            schedule=schedule,
+            restore_best=restore_best,
+            patience=patience,
+            loss_unit=loss_unit,
+        )
 
     def _step_lr(self, lr: float) -> None:
         """fit's schedule: the learning rate of the next updates (the optimiser's `lr` stays)."""
         self._engine.set_lr(lr)
 
-    def evaluate(self, x: Any, y: Optional[ArrayLike] = None, mask: Optional[ArrayLike] = None,
-                 resets: Optional[ArrayLike] = None, *,
-                 block: Optional[int] = None) -> Dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Optional[ArrayLike] = None,
+        mask: Optional[ArrayLike] = None,
+        resets: Optional[ArrayLike] = None,
+        *,
+        block: Optional[int] = None,
+    ) -> Dict[str, float]:
         """Loss (and accuracy for cross-entropy) of the model on data, forward only.
 
         x, y, mask, resets: as for `fit` (arrays (T, B, ...) or a Task). The state starts at zeros
@@ -390,8 +487,11 @@ class Trainer:
                 return None
             if state is not None and resets is not None and resets[s].any():
                 zero = resets[s][None, :, None]  # state is (h, c) or h, each (L, B, H)
-                state = (tuple(np.where(zero, 0, a) for a in state) if isinstance(state, tuple)
-                         else np.where(zero, 0, state))
+                state = (
+                    tuple(np.where(zero, 0, a) for a in state)
+                    if isinstance(state, tuple)
+                    else np.where(zero, 0, state)
+                )
             out, state = model.predict(x[s:e], state)
             out = out.astype(np.float64)
             w = np.ones(out.shape[:2]) if mask is None else np.asarray(mask[s:e], dtype=np.float64)
@@ -412,8 +512,11 @@ class Trainer:
     def _keep_best(self, epoch, val_loss):
         """Remember the parameters if `val_loss` is the lowest this fit has seen."""
         if self.best is None or val_loss < self.best["val_loss"]:
-            self.best = {"epoch": epoch, "val_loss": float(val_loss),
-                         "parameters": self.model.flat_parameters.copy()}
+            self.best = {
+                "epoch": epoch,
+                "val_loss": float(val_loss),
+                "parameters": self.model.flat_parameters.copy(),
+            }
 
     def _load_best(self) -> None:
         """fit(restore_best=True): the kept parameters back into the model."""
@@ -463,35 +566,55 @@ class Trainer:
         if group is not None:
             path = group.rank_path(path)
             extra = {**(extra or {}), "rank": group.rank, "ranks": group.size}
-        header = {**(extra or {}),
+        header = {
+            **(extra or {}),
             "kind": "trainer",
             "model": self.model.config(),
             "trainer": self._settings(),
         }
         arrays = {f"model/{name}": value for name, value in self.model.state_dict().items()}
-        arrays.update({f"engine/{key}": np.asarray(value)
-                       for key, value in self._engine.snapshot().items()})
+        arrays.update(
+            {f"engine/{key}": np.asarray(value) for key, value in self._engine.snapshot().items()}
+        )
         _files.save_arrays(path, header, arrays)
 
     def _settings(self) -> Dict[str, Any]:
         """The constructor's arguments but the model and comm, and B: what a trainer file's
         header and a pickled trainer keep (`_from_settings` builds the trainer again)."""
-        return {"k1": self.k1, "k2": self.k2, "loss": self.loss,
-                "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
-                "backend": self.backend, "num_streams": self.num_streams, "seed": self.seed,
-                "recompute": self.recompute}
+        return {
+            "k1": self.k1,
+            "k2": self.k2,
+            "loss": self.loss,
+            "optimizer": self.optimizer.config(),
+            "clip_norm": self.clip_norm,
+            "backend": self.backend,
+            "num_streams": self.num_streams,
+            "seed": self.seed,
+            "recompute": self.recompute,
+        }
 
     @classmethod
-    def _from_settings(cls, model: Recurrent, settings: Dict[str, Any],
-                       backend: Optional[str] = None, comm: Any = None) -> Trainer:
+    def _from_settings(
+        cls,
+        model: Recurrent,
+        settings: Dict[str, Any],
+        backend: Optional[str] = None,
+        comm: Any = None,
+    ) -> Trainer:
         """A new trainer of `model` with `_settings()` (another backend if given); its engine
         is fresh: `_restore_engine` next."""
-        trainer = cls(model, settings["k1"], settings["k2"], loss=settings["loss"],
-                      optimizer=optimizer_from_config(settings["optimizer"]),
-                      clip_norm=settings["clip_norm"],
-                      backend=settings["backend"] if backend is None else backend, comm=comm,
-                      seed=settings.get("seed", 0),  # files before dropout: no seed
-                      recompute=settings.get("recompute", False))  # nor before recompute
+        trainer = cls(
+            model,
+            settings["k1"],
+            settings["k2"],
+            loss=settings["loss"],
+            optimizer=optimizer_from_config(settings["optimizer"]),
+            clip_norm=settings["clip_norm"],
+            backend=settings["backend"] if backend is None else backend,
+            comm=comm,
+            seed=settings.get("seed", 0),  # files before dropout: no seed
+            recompute=settings.get("recompute", False),
+        )  # nor before recompute
         trainer.num_streams = settings["num_streams"]
         return trainer
 
@@ -499,8 +622,17 @@ class Trainer:
         """Restore an engine snapshot written by the `written_by` backend (ValueError if it does
         not fit): in the current schema, which suits either backend, once an older file's form
         is converted (`tbptt._old_files`)."""
-        self._engine.restore(_old_files.upgrade(snapshot, written_by, self.model, self.k1,
-                                                self.k2, self.loss, self.optimizer.config()))
+        self._engine.restore(
+            _old_files.upgrade(
+                snapshot,
+                written_by,
+                self.model,
+                self.k1,
+                self.k2,
+                self.loss,
+                self.optimizer.config(),
+            )
+        )
 
     # ---- pickle and copy.deepcopy -------------------------------------------------------------
     def __getstate__(self) -> Dict[str, Any]:
@@ -510,12 +642,19 @@ class Trainer:
         exactly as this one would, in another process, with another instruction-set module.
         The gradient horizon (a diagnostic) starts afresh, as after `load_trainer`."""
         if self._group is not None:
-            raise TypeError("a data-parallel Trainer (comm=...) cannot be pickled or copied: its "
-                            "communicator belongs to this process. Trainer.save writes each "
-                            "rank's file; tbptt.load_trainer(path, comm=...) reads them")
-        return _pickled.state("tbptt.Trainer", model=self.model, trainer=self._settings(),
-                              engine=self._engine.snapshot(), best=self.best,
-                              history=self.__dict__.get("history"))
+            raise TypeError(
+                "a data-parallel Trainer (comm=...) cannot be pickled or copied: its "
+                "communicator belongs to this process. Trainer.save writes each "
+                "rank's file; tbptt.load_trainer(path, comm=...) reads them"
+            )
+        return _pickled.state(
+            "tbptt.Trainer",
+            model=self.model,
+            trainer=self._settings(),
+            engine=self._engine.snapshot(),
+            best=self.best,
+            history=self.__dict__.get("history"),
+        )
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         state = _pickled.check(state, "tbptt.Trainer")
@@ -528,6 +667,8 @@ class Trainer:
 
     def __repr__(self) -> str:
         ranks = "" if self._group is None else f", comm=<{self._group.size} ranks>"
-        return (f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
-                f"clip_norm={self.clip_norm}, backend={self.backend!r}"
-                f"{', recompute=True' if self.recompute else ''}{ranks})")
+        return (
+            f"Trainer(k1={self.k1}, k2={self.k2}, loss={self.loss!r}, optimizer={self.optimizer}, "
+            f"clip_norm={self.clip_norm}, backend={self.backend!r}"
+            f"{', recompute=True' if self.recompute else ''}{ranks})"
+        )

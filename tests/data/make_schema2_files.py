@@ -3,6 +3,7 @@ whose snapshots held positional counters): trainer files (and pickles of the GRU
 versions must still read, with pending steps, a pending reset_state(), dropout, k2 > k1 and
 recompute. Each file is loaded again with either backend and trained on; what that gave is kept.
 Usage: python make_schema2_files.py FOLDER"""
+
 import json
 import pickle
 import sys
@@ -19,14 +20,29 @@ x_t, y_t = rng.integers(0, 5, (30, 3)), rng.integers(0, 4, (30, 3))
 
 def gru(backend):
     m = tbptt.GRU(4, 5, 2, num_layers=2, dtype="float64", seed=1, dropout=0.2, head_dropout=0.1)
-    return tbptt.Trainer(m, 3, 7, optimizer=tbptt.SGD(0.1, momentum=0.9), clip_norm=1.0,
-                         backend=backend, seed=5, recompute=True), x_f, y_f
+    return (
+        tbptt.Trainer(
+            m,
+            3,
+            7,
+            optimizer=tbptt.SGD(0.1, momentum=0.9),
+            clip_norm=1.0,
+            backend=backend,
+            seed=5,
+            recompute=True,
+        ),
+        x_f,
+        y_f,
+    )
 
 
 def lstm(backend):
     m = tbptt.LSTM(5, 6, 4, num_layers=2, dtype="float64", seed=0)
-    return tbptt.Trainer(m, 5, 2, loss="cross_entropy", optimizer=tbptt.Adam(1e-2),
-                         backend=backend), x_t, y_t
+    return (
+        tbptt.Trainer(m, 5, 2, loss="cross_entropy", optimizer=tbptt.Adam(1e-2), backend=backend),
+        x_t,
+        y_t,
+    )
 
 
 result = {}
@@ -46,5 +62,6 @@ for name, make in (("gru", gru), ("lstm", lstm)):
             losses = [v for v in losses if v is not None]
             result[f"{name}_{backend}_{target}"] = {
                 "losses": [float(v) for v in losses],
-                "params": r.model.flat_parameters.tolist()}
+                "params": r.model.flat_parameters.tolist(),
+            }
 json.dump(result, open(f"{out}/schema2_continued.json", "w"))

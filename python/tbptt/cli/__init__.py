@@ -42,9 +42,12 @@ COMMANDS = (train, generate, forecast, backtest, online, info, sweep, bench)  # 
 
 def _parser() -> argparse.ArgumentParser:
     """`tbptt`'s parser: one subparser per command, whose `run` is set as args.run."""
-    parser = argparse.ArgumentParser(prog="tbptt", description="Train LSTMs, GRUs and Elman RNNs "
-                                     "with Truncated Backpropagation Through Time, TBPTT(k1, k2), "
-                                     "on CPUs.")
+    parser = argparse.ArgumentParser(
+        prog="tbptt",
+        description="Train LSTMs, GRUs and Elman RNNs "
+        "with Truncated Backpropagation Through Time, TBPTT(k1, k2), "
+        "on CPUs.",
+    )
     parser.add_argument("--version", action="version", version=f"tbptt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True

@@ -29,8 +29,9 @@ def output_folder(out: str | None) -> str:
 
 def save_model(model, path: str, extra: dict) -> None:
     """A tbptt model file (tbptt.load reads it) whose header also keeps `extra` (JSON)."""
-    _files.save_arrays(path, {"kind": "model", "config": model.config(), **extra},
-                       model.state_dict())
+    _files.save_arrays(
+        path, {"kind": "model", "config": model.config(), **extra}, model.state_dict()
+    )
 
 
 def load_model(path: str) -> tuple:

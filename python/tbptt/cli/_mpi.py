@@ -22,8 +22,10 @@ def world():
     try:
         from mpi4py import MPI
     except ImportError:
-        raise ImportError("started by an MPI launcher with several ranks, but mpi4py is not "
-                          "installed: pip install 'tbptt[mpi]'") from None
+        raise ImportError(
+            "started by an MPI launcher with several ranks, but mpi4py is not "
+            "installed: pip install 'tbptt[mpi]'"
+        ) from None
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
@@ -43,8 +45,11 @@ def share(arrays: tuple, comm, what: str) -> tuple:
     if B < ranks:
         if what == "validation":
             return arrays
-        raise ValueError(f"--batch {B} is smaller than the number of MPI ranks ({ranks}): every "
-                         f"rank needs a stream of its own")
+        raise ValueError(
+            f"--batch {B} is smaller than the number of MPI ranks ({ranks}): every "
+            f"rank needs a stream of its own"
+        )
     mine = np.array_split(np.arange(B), ranks)[comm.Get_rank()]
-    return tuple(None if a is None else np.ascontiguousarray(a[:, mine[0]:mine[-1] + 1])
-                 for a in arrays)
+    return tuple(
+        None if a is None else np.ascontiguousarray(a[:, mine[0] : mine[-1] + 1]) for a in arrays
+    )

@@ -19,35 +19,49 @@ CSV, JSON, PLOT = "backtest.csv", "backtest.json", "backtest.png"
 
 def add_parser(commands) -> None:
     test = commands.add_parser(
-        "backtest", help="rolling-origin MAE, RMSE and MASE of a series model against the naive "
-                         "forecasts",
+        "backtest",
+        help="rolling-origin MAE, RMSE and MASE of a series model against the naive forecasts",
         description="From every origin of the held-out part of the run's data (the last 10%% of "
-                    "each series), forecast 1..H steps with the model (its state run over the "
-                    "data up to the origin, then fed its own predictions; not refitted), and "
-                    "score them with the naive forecast (the value at the origin) and, with "
-                    "--season, the seasonal-naive one: MAE and RMSE in the data's units, MASE "
-                    "(MAE over the in-sample one-step naive / seasonal-naive MAE of the "
-                    "training part). A model trained with --likelihood draws --samples paths "
-                    "from every origin, each fed its own samples: its forecast is their mean, "
-                    "and it is scored by the CRPS (a point forecast's is its absolute error) "
-                    "and the share of actual values inside the paths' central 50%% and 80%% "
-                    "intervals (coverage_50, coverage_80). Prints a table; writes backtest.csv "
-                    "(every forecast), backtest.json (mae, rmse, mase_naive, mase_seasonal "
-                    "[, crps, coverage_50, coverage_80] over every origin and horizon; the "
-                    "baselines' too; each series' own) and backtest.png (MAE by horizon).")
-    test.add_argument("folder", metavar="RUN", help="the output folder of `tbptt train` or its "
-                      "model.npz")
-    test.add_argument("--horizon", type=_args.number(int, 0), default=1,
-                      help="forecast 1..H steps from each origin (default 1)")
-    test.add_argument("--season", type=_args.number(int, 1), metavar="P",
-                      help="the season's length in steps (52 for weekly data with a yearly "
-                           "cycle): adds the seasonal-naive forecast and mase_seasonal")
-    test.add_argument("--samples", type=_args.number(int, 0), default=forecast.SAMPLES,
-                      help=f"a --likelihood model: paths drawn from each origin (default "
-                           f"{forecast.SAMPLES})")
+        "each series), forecast 1..H steps with the model (its state run over the "
+        "data up to the origin, then fed its own predictions; not refitted), and "
+        "score them with the naive forecast (the value at the origin) and, with "
+        "--season, the seasonal-naive one: MAE and RMSE in the data's units, MASE "
+        "(MAE over the in-sample one-step naive / seasonal-naive MAE of the "
+        "training part). A model trained with --likelihood draws --samples paths "
+        "from every origin, each fed its own samples: its forecast is their mean, "
+        "and it is scored by the CRPS (a point forecast's is its absolute error) "
+        "and the share of actual values inside the paths' central 50%% and 80%% "
+        "intervals (coverage_50, coverage_80). Prints a table; writes backtest.csv "
+        "(every forecast), backtest.json (mae, rmse, mase_naive, mase_seasonal "
+        "[, crps, coverage_50, coverage_80] over every origin and horizon; the "
+        "baselines' too; each series' own) and backtest.png (MAE by horizon).",
+    )
+    test.add_argument(
+        "folder", metavar="RUN", help="the output folder of `tbptt train` or its model.npz"
+    )
+    test.add_argument(
+        "--horizon",
+        type=_args.number(int, 0),
+        default=1,
+        help="forecast 1..H steps from each origin (default 1)",
+    )
+    test.add_argument(
+        "--season",
+        type=_args.number(int, 1),
+        metavar="P",
+        help="the season's length in steps (52 for weekly data with a yearly "
+        "cycle): adds the seasonal-naive forecast and mase_seasonal",
+    )
+    test.add_argument(
+        "--samples",
+        type=_args.number(int, 0),
+        default=forecast.SAMPLES,
+        help=f"a --likelihood model: paths drawn from each origin (default {forecast.SAMPLES})",
+    )
     test.add_argument("--seed", type=int, default=0, help="the paths' draws (default 0)")
-    test.add_argument("--out", metavar="FOLDER", help="where to write the files (default: "
-                      "beside the model)")
+    test.add_argument(
+        "--out", metavar="FOLDER", help="where to write the files (default: beside the model)"
+    )
     test.set_defaults(run=run)
 
 
@@ -61,21 +75,39 @@ def run(args) -> int:
     for s in ran.series:
         where = f"series {s.name!r}: " if s.name else ""
         if s.values.size - s.start < args.horizon:
-            raise _data.BadInput(f"{where}the held-out part has {s.values.size - s.start} "
-                                 f"value(s), fewer than --horizon {args.horizon}")
+            raise _data.BadInput(
+                f"{where}the held-out part has {s.values.size - s.start} "
+                f"value(s), fewer than --horizon {args.horizon}"
+            )
         if args.season is not None and s.start <= args.season:
-            raise _data.BadInput(f"{where}the training part has {s.start} value(s): too short "
-                                 f"for --season {args.season}")
-        tests.append(forecast.backtest(model, s.values, s.normalizer, ran.difference,
-                                       start=s.start, horizon=args.horizon, season=args.season,
-                                       features=s.features, known=s.known,
-                                       samples=args.samples, seed=args.seed))
+            raise _data.BadInput(
+                f"{where}the training part has {s.start} value(s): too short "
+                f"for --season {args.season}"
+            )
+        tests.append(
+            forecast.backtest(
+                model,
+                s.values,
+                s.normalizer,
+                ran.difference,
+                start=s.start,
+                horizon=args.horizon,
+                season=args.season,
+                features=s.features,
+                known=s.known,
+                samples=args.samples,
+                seed=args.seed,
+            )
+        )
     result = forecast.scores(tests)
     result["season"] = args.season
     if len(tests) > 1:  # each series' own figures too
-        result["series"] = {s.name: {k: v for k, v in forecast.scores([b]).items()
-                                     if k not in ("by_horizon", "horizon")}
-                            for s, b in zip(ran.series, tests)}
+        result["series"] = {
+            s.name: {
+                k: v for k, v in forecast.scores([b]).items() if k not in ("by_horizon", "horizon")
+            }
+            for s, b in zip(ran.series, tests)
+        }
     folder = args.out or os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     print(table(result, ran.source))
@@ -101,8 +133,11 @@ def table(result, source) -> str:
     rows = [("model", result), ("naive (last value)", result["naive"])]
     if seasonal:
         rows.append((f"seasonal naive (P={result['season']})", result["seasonal_naive"]))
-    lines = [f"backtest of {source}: {result['origins']:,} origins x horizons 1..{result['horizon']}",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"backtest of {source}: {result['origins']:,} origins x horizons 1..{result['horizon']}",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, r in result.get("series", {}).items():
         rows += [(f"series {name}: model", r), (f"series {name}: naive", r["naive"])]
     for name, r in rows:
@@ -111,8 +146,11 @@ def table(result, source) -> str:
             cells.append(f"{r['mase_seasonal']:.4g}")
         if sampled:
             cells.append(f"{r['crps']:.4g}")
-            cells += ([f"{r[key]:.1%}" for key in ("coverage_50", "coverage_80")]
-                      if "coverage_50" in r else ["", ""])
+            cells += (
+                [f"{r[key]:.1%}" for key in ("coverage_50", "coverage_80")]
+                if "coverage_50" in r
+                else ["", ""]
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,14 +159,23 @@ def _rows(ran, tests) -> str:
     """backtest.csv: one row per series, origin and horizon (with a likelihood, the paths'
     quantiles and CRPS too)."""
     seasonal, sampled = tests[0].seasonal is not None, tests[0].quantiles is not None
-    out = ["series,origin,time,horizon,actual,forecast,naive" + (",seasonal_naive" if seasonal else "")
-           + ("".join(f",q{q:g}" for q in forecast.LEVELS) + ",crps" if sampled else "")]
+    out = [
+        "series,origin,time,horizon,actual,forecast,naive"
+        + (",seasonal_naive" if seasonal else "")
+        + ("".join(f",q{q:g}" for q in forecast.LEVELS) + ",crps" if sampled else "")
+    ]
     for s, b in zip(ran.series, tests):
         for i, o in enumerate(b.origins):
             for h in range(b.actual.shape[1]):
-                cells = [s.name, str(s.times[o]), str(s.times[o + h + 1]), str(h + 1),
-                         f"{b.actual[i, h]:.10g}", f"{b.forecast[i, h]:.10g}",
-                         f"{b.naive[i, h]:.10g}"]
+                cells = [
+                    s.name,
+                    str(s.times[o]),
+                    str(s.times[o + h + 1]),
+                    str(h + 1),
+                    f"{b.actual[i, h]:.10g}",
+                    f"{b.forecast[i, h]:.10g}",
+                    f"{b.naive[i, h]:.10g}",
+                ]
                 if seasonal:
                     cells.append(f"{b.seasonal[i, h]:.10g}")
                 if sampled:
@@ -144,18 +191,25 @@ def _plot(path, result, source):
     fig = _plots.figure("the backtest plot", figsize=(7, 4))
     ax = fig.add_subplot()
     horizons = np.arange(1, result["horizon"] + 1)
-    styles = {"model": dict(color="tab:blue", marker="o"),
-              "model_crps": dict(color="tab:blue", linestyle="-.", marker="x"),
-              "naive": dict(color="tab:orange", linestyle="--", marker="s"),
-              "seasonal_naive": dict(color="tab:green", linestyle=":", marker="^")}
-    labels = {"model": f"model (MAE {result['mae']:.4g})",
-              "naive": f"naive, the last value (MAE {result['naive']['mae']:.4g})"}
+    styles = {
+        "model": dict(color="tab:blue", marker="o"),
+        "model_crps": dict(color="tab:blue", linestyle="-.", marker="x"),
+        "naive": dict(color="tab:orange", linestyle="--", marker="s"),
+        "seasonal_naive": dict(color="tab:green", linestyle=":", marker="^"),
+    }
+    labels = {
+        "model": f"model (MAE {result['mae']:.4g})",
+        "naive": f"naive, the last value (MAE {result['naive']['mae']:.4g})",
+    }
     if "seasonal_naive" in result:
-        labels["seasonal_naive"] = (f"seasonal naive, P={result['season']} "
-                                    f"(MAE {result['seasonal_naive']['mae']:.4g})")
+        labels["seasonal_naive"] = (
+            f"seasonal naive, P={result['season']} (MAE {result['seasonal_naive']['mae']:.4g})"
+        )
     if "crps" in result:  # the naive forecasts' CRPS is their MAE: the same curves
-        labels["model_crps"] = (f"model's CRPS (mean {result['crps']:.4g}; 80% interval covers "
-                                f"{result['coverage_80']:.1%})")
+        labels["model_crps"] = (
+            f"model's CRPS (mean {result['crps']:.4g}; 80% interval covers "
+            f"{result['coverage_80']:.1%})"
+        )
         for name in ("naive", "seasonal_naive"):
             if name in labels:
                 labels[name] = labels[name][:-1] + ", also its CRPS)"

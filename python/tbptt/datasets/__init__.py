@@ -30,7 +30,6 @@ from typing import Optional
 
 import numpy as np
 
-
 __all__ = ["shakespeare", "co2", "sunspots", "Task", "echo", "adding", "copy"]
 
 
@@ -122,11 +121,19 @@ class Task:
     description: str
 
     def __repr__(self):
-        shapes = ", ".join(f"{name}={None if a is None else a.shape}"
-                           for name, a in (("x", self.x), ("y", self.y), ("mask", self.mask),
-                                           ("resets", self.resets)))
-        return (f"Task({shapes}, loss={self.loss!r}, input_size={self.input_size}, "
-                f"output_size={self.output_size}, description={self.description!r})")
+        shapes = ", ".join(
+            f"{name}={None if a is None else a.shape}"
+            for name, a in (
+                ("x", self.x),
+                ("y", self.y),
+                ("mask", self.mask),
+                ("resets", self.resets),
+            )
+        )
+        return (
+            f"Task({shapes}, loss={self.loss!r}, input_size={self.input_size}, "
+            f"output_size={self.output_size}, description={self.description!r})"
+        )
 
 
 def _int_at_least(name, value, minimum):
@@ -164,12 +171,20 @@ def echo(T, B, delay, seed=0, num_symbols=2):
         raise ValueError(f"delay must be < T={T} (else no step carries loss), got {delay}")
     x = np.random.default_rng(seed).integers(0, num_symbols, size=(T, B), dtype=np.int64)
     y = np.zeros_like(x)
-    y[delay:] = x[:T - delay]
+    y[delay:] = x[: T - delay]
     mask = np.zeros((T, B))
     mask[delay:] = 1.0
-    return Task(x, y, mask, None, "cross_entropy", num_symbols, num_symbols,
-                f"echo: predict the token seen {delay} steps earlier; {num_symbols} symbols, chance "
-                f"accuracy 1/{num_symbols}, cross-entropy log({num_symbols}) = {np.log(num_symbols):.4f}")
+    return Task(
+        x,
+        y,
+        mask,
+        None,
+        "cross_entropy",
+        num_symbols,
+        num_symbols,
+        f"echo: predict the token seen {delay} steps earlier; {num_symbols} symbols, chance "
+        f"accuracy 1/{num_symbols}, cross-entropy log({num_symbols}) = {np.log(num_symbols):.4f}",
+    )
 
 
 def adding(T, B, seq_len, seed=0):
@@ -197,8 +212,9 @@ def adding(T, B, seq_len, seed=0):
     rng = np.random.default_rng(seed)
     n, half = -(-T // seq_len), seq_len // 2
     values = rng.random((n, seq_len, B))
-    marked = np.stack([rng.integers(0, half, size=(n, B)), rng.integers(half, seq_len, size=(n, B))],
-                      axis=1)                                                   # (n, 2, B) positions
+    marked = np.stack(
+        [rng.integers(0, half, size=(n, B)), rng.integers(half, seq_len, size=(n, B))], axis=1
+    )  # (n, 2, B) positions
     markers = np.zeros((n, seq_len, B))
     np.put_along_axis(markers, marked, 1.0, axis=1)
     y = np.zeros((n, seq_len, B))
@@ -210,9 +226,17 @@ def adding(T, B, seq_len, seed=0):
         return np.ascontiguousarray(a.reshape(n * seq_len, *a.shape[2:])[:T])
 
     x = np.stack([steps(values), steps(markers)], axis=-1)
-    return Task(x, steps(y)[..., None], steps(mask), steps(resets), "mse", 2, 1,
-                f"adding: at the last step of each {seq_len}-step sequence, output the sum of the two "
-                f"marked values; no-memory MSE 1/6 = 0.1667")
+    return Task(
+        x,
+        steps(y)[..., None],
+        steps(mask),
+        steps(resets),
+        "mse",
+        2,
+        1,
+        f"adding: at the last step of each {seq_len}-step sequence, output the sum of the two "
+        f"marked values; no-memory MSE 1/6 = 0.1667",
+    )
 
 
 def copy(T, B, num_symbols=8, length=10, seed=0, delay=10):
@@ -250,7 +274,9 @@ def copy(T, B, num_symbols=8, length=10, seed=0, delay=10):
     blank, delimiter = num_symbols, num_symbols + 1
     period = 2 * length + delay + 1
     n, recall = -(-T // period), length + delay + 1
-    sequence = np.random.default_rng(seed).integers(0, num_symbols, size=(n, length, B), dtype=np.int64)
+    sequence = np.random.default_rng(seed).integers(
+        0, num_symbols, size=(n, length, B), dtype=np.int64
+    )
     x = np.full((n, period, B), blank, dtype=np.int64)
     x[:, :length], x[:, recall - 1] = sequence, delimiter
     y = np.zeros((n, period, B), dtype=np.int64)
@@ -261,7 +287,15 @@ def copy(T, B, num_symbols=8, length=10, seed=0, delay=10):
     def steps(a):  # (n, period, B) -> (T, B)
         return np.ascontiguousarray(a.reshape(n * period, B)[:T])
 
-    return Task(steps(x), steps(y), steps(mask), steps(resets), "cross_entropy", num_symbols + 2,
-                num_symbols, f"copy: reproduce {length} symbols (of {num_symbols}) after the delimiter, "
-                f"{length + delay + 1} steps later; chance cross-entropy log({num_symbols}) = "
-                f"{np.log(num_symbols):.4f}")
+    return Task(
+        steps(x),
+        steps(y),
+        steps(mask),
+        steps(resets),
+        "cross_entropy",
+        num_symbols + 2,
+        num_symbols,
+        f"copy: reproduce {length} symbols (of {num_symbols}) after the delimiter, "
+        f"{length + delay + 1} steps later; chance cross-entropy log({num_symbols}) = "
+        f"{np.log(num_symbols):.4f}",
+    )

@@ -33,16 +33,37 @@ class _Sequence(torch.autograd.Function):
     h_n, c_n). c0 / c_n are (B, 0) for cells that carry nothing but h."""
 
     @staticmethod
-    def forward(ctx: Any, cell: str, reverse: bool, grad: bool, batch_sizes: Any, x: Tensor,
-                h0: Tensor, c0: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor,
-                b_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        cell: str,
+        reverse: bool,
+        grad: bool,
+        batch_sizes: Any,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        W_ih: Tensor,
+        W_hh: Tensor,
+        b_ih: Tensor,
+        b_hh: Tensor,
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         # grad: whether autograd records this call (forward runs in no_grad mode, and
         # needs_input_grad does not tell): only then is anything kept for the backward.
         # batch_sizes: None for x (T, B, I), else a PackedSequence's (T,) with x (N, I).
         keep = grad and any(ctx.needs_input_grad)
         h, h_n, c_n, tape = core().sequence_forward(
-            cell, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh), _array(b_ih),
-            _array(b_hh), reverse, keep, batch_sizes)
+            cell,
+            _array(x),
+            _array(h0),
+            _array(c0),
+            _array(W_ih),
+            _array(W_hh),
+            _array(b_ih),
+            _array(b_hh),
+            reverse,
+            keep,
+            batch_sizes,
+        )
         outputs = torch.from_numpy(h), torch.from_numpy(h_n), torch.from_numpy(c_n)
         if keep:
             ctx.tape = tape
@@ -51,19 +72,33 @@ class _Sequence(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    def backward(ctx: Any, dh: Optional[Tensor], dh_n: Optional[Tensor],
-                 dc_n: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    def backward(
+        ctx: Any, dh: Optional[Tensor], dh_n: Optional[Tensor], dc_n: Optional[Tensor]
+    ) -> Tuple[Optional[Tensor], ...]:
         x, h0, c0, W_ih, W_hh, b_ih, b_hh, h = ctx.saved_tensors
         dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
         dc_n = torch.zeros_like(c0) if dc_n is None else dc_n
         dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh = core().sequence_backward(
-            ctx.tape, _array(x), _array(h0), _array(c0), _array(W_ih), _array(W_hh),
-            _array(b_ih), _array(b_hh), _array(h), None if dh is None else _array(dh),
-            _array(dh_n), _array(dc_n), ctx.needs_input_grad[4])
+            ctx.tape,
+            _array(x),
+            _array(h0),
+            _array(c0),
+            _array(W_ih),
+            _array(W_hh),
+            _array(b_ih),
+            _array(b_hh),
+            _array(h),
+            None if dh is None else _array(dh),
+            _array(dh_n),
+            _array(dc_n),
+            ctx.needs_input_grad[4],
+        )
         grads = (dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
         needed = ctx.needs_input_grad[4:]
         return (None, None, None, None) + tuple(
-            torch.from_numpy(g) if need and g is not None else None for g, need in zip(grads, needed))
+            torch.from_numpy(g) if need and g is not None else None
+            for g, need in zip(grads, needed)
+        )
 
 
 class _Served:
@@ -97,8 +132,10 @@ class _Served:
             return False
         states = [] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
         tensors = [w for w in self._flat_weights if w is not None] + states
-        return all(isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == data.dtype
-                   for t in tensors)
+        return all(
+            isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == data.dtype
+            for t in tensors
+        )
 
     def forward(self, input: Any, hx: Any = None) -> Any:
         if not self._served(input, hx):
@@ -155,30 +192,39 @@ class _Served:
         """hx as torch takes it, unbatched states given a batch dimension; torch's errors."""
         if not self._carries:
             if batched and hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+                raise RuntimeError(
+                    f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
+                )
             if not batched and hx.dim() != 2:
-                raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+                raise RuntimeError(
+                    f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor"
+                )
             return hx if batched else hx.unsqueeze(1)
         h, c = hx
         if batched and (h.dim() != 3 or c.dim() != 3):
-            raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
-                               f"({h.dim()}-D, {c.dim()}-D) tensors")
+            raise RuntimeError(
+                "For batched 3-D input, hx and cx should also be 3-D but got "
+                f"({h.dim()}-D, {c.dim()}-D) tensors"
+            )
         if not batched and (h.dim() != 2 or c.dim() != 2):
-            raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but got "
-                               f"({h.dim()}-D, {c.dim()}-D) tensors")
+            raise RuntimeError(
+                "For unbatched 2-D input, hx and cx should also be 2-D but got "
+                f"({h.dim()}-D, {c.dim()}-D) tensors"
+            )
         return (h, c) if batched else (h.unsqueeze(1), c.unsqueeze(1))
 
     def _weights(self, index: int) -> Sequence[Tensor]:
         """W_ih, W_hh, b_ih, b_hh of layer-direction `index` (zero biases when bias=False)."""
         per = 4 if self.bias else 2
-        w = [t for t in self._flat_weights[index * per:(index + 1) * per] if t is not None]
+        w = [t for t in self._flat_weights[index * per : (index + 1) * per] if t is not None]
         if self.bias:
             return w
         zeros = w[0].new_zeros(w[0].size(0))
         return [w[0], w[1], zeros, zeros]
 
-    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor,
-                batch_sizes: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def _layers(
+        self, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: Any = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         """Every layer and direction over time-major x (T, B, I), or packed x (N, I) with its
         batch_sizes: output, h_n, c_n."""
         D = 2 if self.bidirectional else 1
@@ -189,8 +235,16 @@ class _Served:
             outputs = []
             for direction in range(D):
                 i = layer * D + direction
-                h, h_n, c_n = _Sequence.apply(self._tbptt_cell, direction == 1, grad, batch_sizes,
-                                              x, h0[i], c0[i], *self._weights(i))
+                h, h_n, c_n = _Sequence.apply(
+                    self._tbptt_cell,
+                    direction == 1,
+                    grad,
+                    batch_sizes,
+                    x,
+                    h0[i],
+                    c0[i],
+                    *self._weights(i),
+                )
                 outputs.append(h)
                 h_last.append(h_n)
                 c_last.append(c_n)

@@ -57,15 +57,16 @@ def _checked_loss(loss: Any) -> Union[str, LossFn]:
     """Trainer's `loss`: a name of LOSSES or a callable; ValueError / TypeError naming it."""
     if isinstance(loss, str):
         if loss == "gaussian":  # the engines' likelihood head; torch has its own NLL
-            raise ValueError("loss='gaussian' is tbptt.Trainer's; for a torch module pass a "
-                             "callable, e.g. the per-position torch.nn.GaussianNLLLoss("
-                             "reduction='none', full=True) of the mean and softplus(raw) ** 2 "
-                             "(docs/torch.md)")
+            raise ValueError(
+                "loss='gaussian' is tbptt.Trainer's; for a torch module pass a "
+                "callable, e.g. the per-position torch.nn.GaussianNLLLoss("
+                "reduction='none', full=True) of the mean and softplus(raw) ** 2 "
+                "(docs/torch.md)"
+            )
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
     elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got "
-                        f"{type(loss).__name__}")
+        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
     return loss
 
 
@@ -74,13 +75,19 @@ def optimizer_for(settings: Any, params: Any) -> torch.optim.Optimizer:
     §3 item 3), over `params`."""
     c = settings.config()
     if c["name"] == "sgd":
-        return torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"],
-                               weight_decay=c.get("weight_decay", 0.0))
+        return torch.optim.SGD(
+            params, lr=c["lr"], momentum=c["momentum"], weight_decay=c.get("weight_decay", 0.0)
+        )
     if c["name"] == "adam":
         return torch.optim.Adam(params, lr=c["lr"], betas=tuple(c["betas"]), eps=c["eps"])
     if c["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=c["lr"], betas=tuple(c["betas"]), eps=c["eps"],
-                                 weight_decay=c["weight_decay"])
+        return torch.optim.AdamW(
+            params,
+            lr=c["lr"],
+            betas=tuple(c["betas"]),
+            eps=c["eps"],
+            weight_decay=c["weight_decay"],
+        )
     raise ValueError(f"no torch optimiser for {c['name']!r}")
 
 
@@ -105,8 +112,10 @@ def _map(state: Any, f: Callable[[Tensor], Tensor]) -> Any:
         if hasattr(state, "_fields"):  # a namedtuple
             return type(state)(*parts)
         return type(state)(parts)
-    raise TypeError(f"the module's state must be a tensor or a (nested) tuple of tensors, got "
-                    f"{type(state).__name__}")
+    raise TypeError(
+        f"the module's state must be a tensor or a (nested) tuple of tensors, got "
+        f"{type(state).__name__}"
+    )
 
 
 def _tensors(state: Any) -> List[Tensor]:
@@ -149,10 +158,19 @@ class Trainer:
 
     history: History  # the last fit's record: set by `fit`
 
-    def __init__(self, module: nn.Module, k1: int, k2: int, loss: Union[str, LossFn] = "mse",
-                 optimizer: Optional[torch.optim.Optimizer] = None,
-                 clip_norm: Optional[float] = None, *, head: Optional[nn.Module] = None,
-                 state_batch_dim: int = 1, horizon: bool = False) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        k1: int,
+        k2: int,
+        loss: Union[str, LossFn] = "mse",
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        clip_norm: Optional[float] = None,
+        *,
+        head: Optional[nn.Module] = None,
+        state_batch_dim: int = 1,
+        horizon: bool = False,
+    ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if head is not None and not isinstance(head, nn.Module):
@@ -168,14 +186,17 @@ class Trainer:
         if optimizer is None:
             optimizer = torch.optim.Adam(list(named.values()), lr=1e-3)
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
         for p in self._params:
             if id(p) not in self._names:
-                raise ValueError(f"optimizer holds a parameter of shape {tuple(p.shape)} that is "
-                                 f"not the module's (nor the head's)")
+                raise ValueError(
+                    f"optimizer holds a parameter of shape {tuple(p.shape)} that is "
+                    f"not the module's (nor the head's)"
+                )
         if clip_norm is not None:
             clip_norm = _checks.finite_float("clip_norm", clip_norm)
             if clip_norm <= 0:
@@ -198,15 +219,16 @@ class Trainer:
             raise TypeError(f"horizon must be a bool, got {type(horizon).__name__}")
         # the gradient horizon (horizon=True): (sums (n, k2) or None, updates (k2,))
         self._horizon: Optional[Tuple[Any, np.ndarray]] = (
-            (None, np.zeros(self.k2, np.int64)) if horizon else None)
+            (None, np.zeros(self.k2, np.int64)) if horizon else None
+        )
 
     def _forget(self, origin: int = 0) -> None:
         """No held step: the recurrence starts at `origin` from the module's initial state."""
         self._held: List[_Step] = []
-        self._held_from = origin     # the index of self._held[0]
-        self._count = origin         # steps since training began (the next step's index)
+        self._held_from = origin  # the index of self._held[0]
+        self._count = origin  # steps since training began (the next step's index)
         self._origin = origin
-        self._fresh = origin         # a: [a, now) is the current weights' forward from S_a
+        self._fresh = origin  # a: [a, now) is the current weights' forward from S_a
         self._fresh_state: Any = None
         self._before: Optional[Tuple[int, Any, List[Tensor]]] = None  # (p, S_p, θ_old)
         self._pending = 0
@@ -242,10 +264,14 @@ class Trainer:
                 self._reset_next = False
             if reset is not None and not bool(reset.any()):
                 reset = None
-            w = (torch.ones(x.shape[1], dtype=self.dtype, device=self.device) if mask is None
-                 else mask[t].clone())
-            self._held.append(_Step(x[t].clone(), y[t].clone(), w,
-                                    None if reset is None else reset.clone()))
+            w = (
+                torch.ones(x.shape[1], dtype=self.dtype, device=self.device)
+                if mask is None
+                else mask[t].clone()
+            )
+            self._held.append(
+                _Step(x[t].clone(), y[t].clone(), w, None if reset is None else reset.clone())
+            )
             self._count += 1
             self._pending += 1
             if self._pending == self.k1:
@@ -280,8 +306,15 @@ class Trainer:
             state = _map(state, torch.zeros_like)
         return state
 
-    def evaluate(self, x: Any, y: Any = None, mask: Any = None, resets: Any = None, *,
-                 block: Optional[int] = None) -> Dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        mask: Any = None,
+        resets: Any = None,
+        *,
+        block: Optional[int] = None,
+    ) -> Dict[str, float]:
         """The loss training minimises (the mask-weighted mean over positions), and the
         accuracy for cross-entropy, of the module on data (arrays, tensors or a
         `tbptt.datasets.Task`), forward only: from the initial state over the whole of x (resets
@@ -291,26 +324,32 @@ class Trainer:
             x, y, mask, resets = _fit.arrays(x, y, mask, resets)
         xa, ya = self._array("x", x), self._array("y", y)
         if xa.ndim < 2 or ya.shape[:2] != xa.shape[:2]:
-            raise ValueError(f"x and y must be time-major with the same (T, B): got {xa.shape} "
-                             f"and {ya.shape}")
+            raise ValueError(
+                f"x and y must be time-major with the same (T, B): got {xa.shape} and {ya.shape}"
+            )
         if block is None:
             block = max(1, 32768 // max(xa.shape[1], 1))
         result = self._evaluate(xa, ya, mask, resets, block=_checks.positive_int("block", block))
         assert result is not None
         return result
 
-    def _evaluate(self, x: Any, y: Any, mask: Any, resets: Any, *, block: int,
-                  stop: Any = ()) -> Optional[Dict[str, float]]:
+    def _evaluate(
+        self, x: Any, y: Any, mask: Any, resets: Any, *, block: int, stop: Any = ()
+    ) -> Optional[Dict[str, float]]:
         """`evaluate` of checked-shape data, in runs of `block` steps; None if `stop` became
         true between two runs (fit's Ctrl-C)."""
         xa, ya = self._array("x", x), self._array("y", y)
         T, B = xa.shape[:2]
-        m = _checks.mask(None if mask is None else self._array("mask", mask), (T, B),
-                         self._np_dtype)
+        m = _checks.mask(
+            None if mask is None else self._array("mask", mask), (T, B), self._np_dtype
+        )
         r = _checks.resets(None if resets is None else self._array("resets", resets), (T, B))
         xt, yt = self._values("x", xa), self._values("y", ya)
-        w = (torch.ones((T, B), dtype=self.dtype, device=self.device) if m is None
-             else torch.from_numpy(m).to(self.device))
+        w = (
+            torch.ones((T, B), dtype=self.dtype, device=self.device)
+            if m is None
+            else torch.from_numpy(m).to(self.device)
+        )
         if not bool(w.sum() > 0):
             raise ValueError("no position of the evaluation data carries loss (mask is all zeros)")
         starts = set(range(0, T, block))
@@ -336,24 +375,56 @@ class Trainer:
         return result
 
     # ---- fit ----------------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any = None, mask: Any = None, resets: Any = None, *,
-            epochs: int = 1, validation: Any = None, reset: Any = "epoch",
-            max_time: Optional[float] = None, max_updates: Optional[int] = None,
-            progress: bool = True, checkpoint: Any = None, callback: Any = None,
-            block: Optional[int] = None, initial_epoch: int = 0, initial_step: int = 0,
-            schedule: Any = None, restore_best: bool = False,
-            patience: Optional[int] = None, loss_unit: Optional[str] = None) -> History:
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        mask: Any = None,
+        resets: Any = None,
+        *,
+        epochs: int = 1,
+        validation: Any = None,
+        reset: Any = "epoch",
+        max_time: Optional[float] = None,
+        max_updates: Optional[int] = None,
+        progress: bool = True,
+        checkpoint: Any = None,
+        callback: Any = None,
+        block: Optional[int] = None,
+        initial_epoch: int = 0,
+        initial_step: int = 0,
+        schedule: Any = None,
+        restore_best: bool = False,
+        patience: Optional[int] = None,
+        loss_unit: Optional[str] = None,
+    ) -> History:
         """Train for `epochs` passes over time-major data (x (T, B, I) or (T, B) ids, or a
         Task): `tbptt.Trainer.fit`, the same code and arguments (docs/semantics.md §4). The
         schedule scales every parameter group's learning rate for the fit's duration;
         restore_best loads the best epoch's module (and head) state; checkpoint is written
         with `save`. Returns the `History` (also `self.history`)."""
-        return _fit.fit(self, x, y, mask, resets, epochs=epochs, validation=validation,
-                        reset=reset, max_time=max_time, max_updates=max_updates,
-                        progress=progress, checkpoint=checkpoint, callback=callback, block=block,
-                        initial_epoch=initial_epoch, initial_step=initial_step,
-                        schedule=schedule, restore_best=restore_best, patience=patience,
-                        loss_unit=loss_unit)
+        return _fit.fit(
+            self,
+            x,
+            y,
+            mask,
+            resets,
+            epochs=epochs,
+            validation=validation,
+            reset=reset,
+            max_time=max_time,
+            max_updates=max_updates,
+            progress=progress,
+            checkpoint=checkpoint,
+            callback=callback,
+            block=block,
+            initial_epoch=initial_epoch,
+            initial_step=initial_step,
+            schedule=schedule,
+            restore_best=restore_best,
+            patience=patience,
+            loss_unit=loss_unit,
+        )
 
     @property
     def lr(self) -> float:
@@ -374,9 +445,14 @@ class Trainer:
 
     def _keep_best(self, epoch: int, val_loss: float) -> None:
         if self.best is None or val_loss < self.best["val_loss"]:
-            self.best = {"epoch": epoch, "val_loss": float(val_loss), "parameters": {
-                "module": copy.deepcopy(self.module.state_dict()),
-                "head": None if self.head is None else copy.deepcopy(self.head.state_dict())}}
+            self.best = {
+                "epoch": epoch,
+                "val_loss": float(val_loss),
+                "parameters": {
+                    "module": copy.deepcopy(self.module.state_dict()),
+                    "head": None if self.head is None else copy.deepcopy(self.head.state_dict()),
+                },
+            }
 
     def _load_best(self) -> None:
         best = self.best["parameters"]
@@ -416,14 +492,18 @@ class Trainer:
         if self._horizon is not None:
             self._horizon = (None, np.zeros(self.k2, np.int64))
 
-    def _watcher(self, t: int, squares: Dict[Tuple[int, int], Tensor]) -> Callable[[int, Any], None]:
+    def _watcher(
+        self, t: int, squares: Dict[Tuple[int, int], Tensor]
+    ) -> Callable[[int, Any], None]:
         """watch(s, state) for `_run`: hooks that add Σ (dL/ds)² of every state tensor entering
         step s into squares[(tensor, t - s)]."""
+
         def watch(s: int, state: Any) -> None:
             for i, tensor in enumerate(_tensors(state)):
                 if tensor.requires_grad:  # 0 unless the gradient reaches it (a reset cuts it)
                     squares[(i, t - s)] = torch.zeros((), dtype=torch.float64)
                     tensor.register_hook(lambda g, key=(i, t - s): self._square(squares, key, g))
+
         return watch
 
     @staticmethod
@@ -466,25 +546,35 @@ class Trainer:
         T, B = xa.shape[0], xa.shape[1]
         ya = self._array("y", y)
         if ya.shape[:2] != (T, B):
-            raise ValueError(f"y must have shape (T, B, ...) with (T, B) = {(T, B)} as x, got "
-                             f"{ya.shape}")
-        m = _checks.mask(None if mask is None else self._array("mask", mask), (T, B),
-                         self._np_dtype)
+            raise ValueError(
+                f"y must have shape (T, B, ...) with (T, B) = {(T, B)} as x, got {ya.shape}"
+            )
+        m = _checks.mask(
+            None if mask is None else self._array("mask", mask), (T, B), self._np_dtype
+        )
         r = _checks.resets(None if resets is None else self._array("resets", resets), (T, B))
         if T > 0 and B == 0:
             raise ValueError("x must have at least one stream: got B = 0 (x.shape[1])")
         if self.num_streams is not None and B != self.num_streams and T > 0:
-            raise ValueError(f"x has B = {B} streams, but this trainer was started with "
-                             f"B = {self.num_streams} (x.shape[1] must stay the same)")
-        shapes = {"x": xa.shape[2:], "x ids": xa.dtype.kind in "iu", "y": ya.shape[2:],
-                  "y ids": ya.dtype.kind in "iu"}
+            raise ValueError(
+                f"x has B = {B} streams, but this trainer was started with "
+                f"B = {self.num_streams} (x.shape[1] must stay the same)"
+            )
+        shapes = {
+            "x": xa.shape[2:],
+            "x ids": xa.dtype.kind in "iu",
+            "y": ya.shape[2:],
+            "y ids": ya.dtype.kind in "iu",
+        }
         if self.loss == "cross_entropy":
             if not shapes["y ids"]:
-                raise TypeError(f"y must hold integer class ids for loss='cross_entropy', got "
-                                f"dtype {ya.dtype}")
+                raise TypeError(
+                    f"y must hold integer class ids for loss='cross_entropy', got dtype {ya.dtype}"
+                )
             if ya.ndim != 2:
-                raise ValueError(f"y must have shape (T, B) = {(T, B)} for loss='cross_entropy', "
-                                 f"got {ya.shape}")
+                raise ValueError(
+                    f"y must have shape (T, B) = {(T, B)} for loss='cross_entropy', got {ya.shape}"
+                )
         elif self.loss == "mse" and shapes["y ids"]:
             raise TypeError(f"y must hold floats for loss='mse', got dtype {ya.dtype}")
         if self._shapes is not None and T > 0:
@@ -492,8 +582,10 @@ class Trainer:
                 if shapes[key] != self._shapes[key]:
                     name = key.split()[0]
                     what = "trailing shape" if key in ("x", "y") else "kind (ids or values)"
-                    raise ValueError(f"{name}'s {what} must stay as in the first call: "
-                                     f"{self._shapes[key]}, got {shapes[key]}")
+                    raise ValueError(
+                        f"{name}'s {what} must stay as in the first call: "
+                        f"{self._shapes[key]}, got {shapes[key]}"
+                    )
         xt, yt = self._values("x", xa), self._values("y", ya)
         known = self._shapes
         if T > 0 and known is None:
@@ -502,8 +594,10 @@ class Trainer:
             classes = None if known is None else known["classes"]
             if ya.min() < 0 or (classes is not None and ya.max() >= classes):
                 bad = ya.min() if ya.min() < 0 else ya.max()
-                raise ValueError(f"y class ids must be in [0, {classes}) (the module's outputs' "
-                                 f"last dim), got {bad}")
+                raise ValueError(
+                    f"y class ids must be in [0, {classes}) (the module's outputs' "
+                    f"last dim), got {bad}"
+                )
         mt = None if m is None else torch.from_numpy(m).to(self.device)
         rt = None if r is None else torch.from_numpy(r != 0).to(self.device)
         if self._shapes is None and known is not None:  # every check passed: B is fixed
@@ -518,24 +612,32 @@ class Trainer:
             out, state = self._forward(x[:1], None)
         if not isinstance(out, Tensor) or out.shape[:2] != (1, B):
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"module(x, state) must return (outputs (T, B, ...), state); for x "
-                             f"of shape {tuple(x[:1].shape)} the outputs are {got}")
+            raise ValueError(
+                f"module(x, state) must return (outputs (T, B, ...), state); for x "
+                f"of shape {tuple(x[:1].shape)} the outputs are {got}"
+            )
         for tensor in _tensors(state):
             dim = self.state_batch_dim
             if tensor.dim() <= dim or tensor.shape[dim] != B:
-                raise ValueError(f"the module's state must hold the B = {B} streams on dim "
-                                 f"state_batch_dim={dim}; got a state tensor of shape "
-                                 f"{tuple(tensor.shape)} (declare its layout with "
-                                 f"state_batch_dim)")
+                raise ValueError(
+                    f"the module's state must hold the B = {B} streams on dim "
+                    f"state_batch_dim={dim}; got a state tensor of shape "
+                    f"{tuple(tensor.shape)} (declare its layout with "
+                    f"state_batch_dim)"
+                )
         classes = None
         if self.loss == "cross_entropy":
             if out.dim() != 3:
-                raise ValueError(f"loss='cross_entropy' takes outputs (T, B, C) of logits; the "
-                                 f"module gives {tuple(out.shape)}")
+                raise ValueError(
+                    f"loss='cross_entropy' takes outputs (T, B, C) of logits; the "
+                    f"module gives {tuple(out.shape)}"
+                )
             classes = out.shape[2]
         elif self.loss == "mse" and out.shape[2:] != y.shape[2:]:
-            raise ValueError(f"y must have shape (T, B) + {tuple(out.shape[2:])} (the module's "
-                             f"outputs) for loss='mse', got {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have shape (T, B) + {tuple(out.shape[2:])} (the module's "
+                f"outputs) for loss='mse', got {tuple(y.shape)}"
+            )
         elif callable(self.loss):
             with torch.no_grad():
                 self._per_position(out, y[:1])
@@ -545,8 +647,9 @@ class Trainer:
     def _forward(self, x: Tensor, state: Any) -> Tuple[Tensor, Any]:
         result = self.module(x, state)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise ValueError(f"module(x, state) must return (outputs, state), got "
-                             f"{type(result).__name__}")
+            raise ValueError(
+                f"module(x, state) must return (outputs, state), got {type(result).__name__}"
+            )
         out, state = result
         return (out if self.head is None else self.head(out)), state
 
@@ -557,15 +660,23 @@ class Trainer:
 
     def _reset(self, state: Any, reset: Tensor) -> Any:
         """Zero the reset streams' state (None, the initial state, stays None)."""
+
         def zero(t: Tensor) -> Tensor:
             shape = [1] * t.dim()
             shape[self.state_batch_dim] = -1
             return t * (~reset).to(t.dtype).view(shape)
+
         return _map(state, zero)
 
-    def _run(self, lo: int, hi: int, state: Any, cut: Optional[int] = None,
-             keep_from: Optional[int] = None,
-             watch: Optional[Callable[[int, Any], None]] = None) -> Tuple[List[Tensor], Any, Any]:
+    def _run(
+        self,
+        lo: int,
+        hi: int,
+        state: Any,
+        cut: Optional[int] = None,
+        keep_from: Optional[int] = None,
+        watch: Optional[Callable[[int, Any], None]] = None,
+    ) -> Tuple[List[Tensor], Any, Any]:
         """The module over the held steps [lo, hi) from `state` (the state entering lo, before
         its resets), in runs split where a stream resets and at `cut`. Returns the module's
         outputs of the steps >= keep_from (a list of runs; none if None), the state entering
@@ -591,7 +702,7 @@ class Trainer:
             x = torch.stack([self._at(i).x for i in range(s, e)])
             out, state = self._body(x, state)
             if keep_from is not None and e > keep_from:
-                outputs.append(out[max(keep_from - s, 0):])
+                outputs.append(out[max(keep_from - s, 0) :])
         if cut == hi:
             at_cut = state
         return outputs, at_cut, state
@@ -615,15 +726,19 @@ class Trainer:
     def _update(self) -> Optional[float]:
         r, self._pending = self._pending, 0
         self._updates += 1
-        t = self._count - 1                                # the newest step
-        w0 = max(t - self.k2 + 1, self._origin)            # the window: [w0, t]
-        loss_from = t - r + 1                              # the loss: (t - r, t]
-        warm: List[Tensor] = []                            # outputs of [loss_from, w0), k2 < k1
+        t = self._count - 1  # the newest step
+        w0 = max(t - self.k2 + 1, self._origin)  # the window: [w0, t]
+        loss_from = t - r + 1  # the loss: (t - r, t]
+        warm: List[Tensor] = []  # outputs of [loss_from, w0), k2 < k1
         with torch.no_grad():
             if w0 >= self._fresh:
                 assert loss_from >= self._fresh
-                warm, _, entering = self._run(self._fresh, w0, self._fresh_state,
-                                              keep_from=loss_from if loss_from < w0 else None)
+                warm, _, entering = self._run(
+                    self._fresh,
+                    w0,
+                    self._fresh_state,
+                    keep_from=loss_from if loss_from < w0 else None,
+                )
             else:  # a flush reaching into steps of the weights before the last step (§3 item 2)
                 assert self._before is not None and loss_from >= w0
                 p, state_p, weights = self._before
@@ -645,8 +760,9 @@ class Trainer:
             if self._horizon is not None:
                 watch = self._watcher(t, squares)
                 entering = _map(entering, lambda a: a.detach().requires_grad_())
-            runs, at_next, _ = self._run(w0, t + 1, entering, cut=a_next,
-                                             keep_from=max(loss_from, w0), watch=watch)
+            runs, at_next, _ = self._run(
+                w0, t + 1, entering, cut=a_next, keep_from=max(loss_from, w0), watch=watch
+            )
             features = warm + runs
             outputs = torch.cat([f if self.head is None else self.head(f) for f in features])
             y = torch.stack([self._at(s).y for s in range(loss_from, t + 1)])
@@ -672,8 +788,10 @@ class Trainer:
         want = tuple(outputs.shape[:2])
         if not isinstance(per, Tensor) or tuple(per.shape) != want:
             got = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
-            raise ValueError(f"loss(outputs, targets) must return the per-position losses, "
-                             f"shape (T, B) = {want}; got {got}")
+            raise ValueError(
+                f"loss(outputs, targets) must return the per-position losses, "
+                f"shape (T, B) = {want}; got {got}"
+            )
         return per
 
     def _loss(self, outputs: Tensor, y: Tensor, w: Tensor, normalise: bool = True) -> Tensor:
@@ -685,8 +803,11 @@ class Trainer:
             per = self._per_position(outputs, y)
             per = per.flatten() if every else per[carries]
         else:
-            out, target = ((outputs.flatten(0, 1), y.flatten(0, 1)) if every
-                           else (outputs[carries], y[carries]))
+            out, target = (
+                (outputs.flatten(0, 1), y.flatten(0, 1))
+                if every
+                else (outputs[carries], y[carries])
+            )
             if self.loss == "mse":
                 per = (out - target).square().flatten(1).mean(dim=1)
             else:
@@ -708,14 +829,16 @@ class Trainer:
         else:
             for p in self._params:
                 if p.grad is None and p.requires_grad:  # the loss cannot reach it: a zero
-                    p.grad = torch.zeros_like(p)        # gradient, it steps all the same (§3.3)
+                    p.grad = torch.zeros_like(p)  # gradient, it steps all the same (§3.3)
             grads = [p for p in self._params if p.grad is not None]
             norm = nn.utils.get_total_norm([p.grad for p in grads])
             if not bool(torch.isfinite(norm)):
                 bad = next((p for p in grads if not bool(torch.isfinite(p.grad).all())), grads[0])
-                what = (f"the gradient of {self._names[id(bad)]!r} is not finite" if
-                        not bool(torch.isfinite(bad.grad).all())
-                        else "the gradient's norm is not finite")
+                what = (
+                    f"the gradient of {self._names[id(bad)]!r} is not finite"
+                    if not bool(torch.isfinite(bad.grad).all())
+                    else "the gradient's norm is not finite"
+                )
         if what is None:
             return grads, norm
         for p in self._params:
@@ -725,13 +848,14 @@ class Trainer:
             f"update {self._updates} diverged: {what}. It was not applied: the parameters and "
             f"optimiser state are those of the last good update, its steps were dropped and every "
             f"stream's state was reset to the initial state. Lower the learning rate or set "
-            f"clip_norm.")
+            f"clip_norm."
+        )
 
     def _drop_old(self) -> None:
         """Forget the steps no later update can read (memory bounded by k1 + k2 steps)."""
         keep = self._fresh if self._before is None else min(self._fresh, self._before[0])
         if keep > self._held_from:
-            del self._held[:keep - self._held_from]
+            del self._held[: keep - self._held_from]
             self._held_from = keep
 
     # ---- resume -------------------------------------------------------------------------------
@@ -739,43 +863,71 @@ class Trainer:
         """The module's, head's and optimiser's state, and the trainer's own: the held steps,
         the marks and states of the recurrence, the counters. `load_state_dict` of it into a
         trainer of the same settings goes on as this one would, bit for bit."""
-        return {"module": self.module.state_dict(),
-                "head": None if self.head is None else self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "trainer": self._own_state()}
+        return {
+            "module": self.module.state_dict(),
+            "head": None if self.head is None else self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer": self._own_state(),
+        }
 
     def _own_state(self) -> Dict[str, Any]:
         before = self._before
         return {
-            "k1": self.k1, "k2": self.k2, "num_streams": self.num_streams,
+            "k1": self.k1,
+            "k2": self.k2,
+            "num_streams": self.num_streams,
             "shapes": None if self._shapes is None else dict(self._shapes),
-            "updates": self._updates, "pending": self._pending, "reset_next": self._reset_next,
-            "count": self._count, "origin": self._origin, "held_from": self._held_from,
-            "held": [(s.x.clone(), s.y.clone(), s.w.clone(),
-                      None if s.reset is None else s.reset.clone()) for s in self._held],
-            "fresh": self._fresh, "fresh_state": _detached(self._fresh_state),
-            "before": None if before is None else
-            (before[0], _detached(before[1]), [w.clone() for w in before[2]]),
+            "updates": self._updates,
+            "pending": self._pending,
+            "reset_next": self._reset_next,
+            "count": self._count,
+            "origin": self._origin,
+            "held_from": self._held_from,
+            "held": [
+                (
+                    s.x.clone(),
+                    s.y.clone(),
+                    s.w.clone(),
+                    None if s.reset is None else s.reset.clone(),
+                )
+                for s in self._held
+            ],
+            "fresh": self._fresh,
+            "fresh_state": _detached(self._fresh_state),
+            "before": None
+            if before is None
+            else (before[0], _detached(before[1]), [w.clone() for w in before[2]]),
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Take `state_dict()` of a trainer with the same k1, k2 and a module of the same
         architecture (ValueError naming what does not fit; this trainer is unchanged then)."""
-        if not isinstance(state_dict, dict) or set(state_dict) != {"module", "head", "optimizer",
-                                                                   "trainer"}:
-            raise ValueError("state_dict must be a tbptt.torch.Trainer's state_dict(): a dict "
-                             "with 'module', 'head', 'optimizer' and 'trainer'")
+        if not isinstance(state_dict, dict) or set(state_dict) != {
+            "module",
+            "head",
+            "optimizer",
+            "trainer",
+        }:
+            raise ValueError(
+                "state_dict must be a tbptt.torch.Trainer's state_dict(): a dict "
+                "with 'module', 'head', 'optimizer' and 'trainer'"
+            )
         own = state_dict["trainer"]
         missing = sorted(set(self._own_state()) - set(own)) if isinstance(own, dict) else ["all"]
         if missing:
-            raise ValueError(f"state_dict['trainer'] lacks {missing}: not a tbptt.torch.Trainer's "
-                             f"state_dict()")
+            raise ValueError(
+                f"state_dict['trainer'] lacks {missing}: not a tbptt.torch.Trainer's state_dict()"
+            )
         for key in ("k1", "k2"):
             if own[key] != getattr(self, key):
-                raise ValueError(f"state_dict is of a trainer with {key}={own[key]}, this one has "
-                                 f"{key}={getattr(self, key)}")
+                raise ValueError(
+                    f"state_dict is of a trainer with {key}={own[key]}, this one has "
+                    f"{key}={getattr(self, key)}"
+                )
         if (state_dict["head"] is None) != (self.head is None):
-            raise ValueError("state_dict's head does not match this trainer's (one has a head, "
-                             "the other not)")
+            raise ValueError(
+                "state_dict's head does not match this trainer's (one has a head, the other not)"
+            )
         self.module.load_state_dict(state_dict["module"])
         if self.head is not None:
             self.head.load_state_dict(state_dict["head"])
@@ -791,30 +943,50 @@ class Trainer:
         self._updates, self._pending = own["updates"], own["pending"]
         self._reset_next, self._count, self._origin = own["reset_next"], own["count"], own["origin"]
         self._held_from = own["held_from"]
-        self._held = [_Step(*(None if a is None else a.clone().to(self.device) for a in step))
-                      for step in own["held"]]
+        self._held = [
+            _Step(*(None if a is None else a.clone().to(self.device) for a in step))
+            for step in own["held"]
+        ]
         self._fresh, self._fresh_state = own["fresh"], here(own["fresh_state"])
         before = own["before"]
-        self._before = None if before is None else (before[0], here(before[1]),
-                                                    [w.clone().to(self.device) for w in before[2]])
+        self._before = (
+            None
+            if before is None
+            else (before[0], here(before[1]), [w.clone().to(self.device) for w in before[2]])
+        )
 
     # ---- pickle and copy.deepcopy -------------------------------------------------------------
     def __getstate__(self) -> Dict[str, Any]:
         """The module, head, optimiser (pickled together, so the optimiser's parameters stay the
         module's), the settings and the trainer's own state (tbptt._pickled)."""
-        return _pickled.state("tbptt.torch.Trainer", module=self.module, head=self.head,
-                              optimizer=self.optimizer, loss=self.loss, clip_norm=self.clip_norm,
-                              state_batch_dim=self.state_batch_dim,
-                              horizon=self._horizon is not None, trainer=self._own_state(),
-                              best=self.best, history=self.__dict__.get("history"))
+        return _pickled.state(
+            "tbptt.torch.Trainer",
+            module=self.module,
+            head=self.head,
+            optimizer=self.optimizer,
+            loss=self.loss,
+            clip_norm=self.clip_norm,
+            state_batch_dim=self.state_batch_dim,
+            horizon=self._horizon is not None,
+            trainer=self._own_state(),
+            best=self.best,
+            history=self.__dict__.get("history"),
+        )
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         state = _pickled.check(state, "tbptt.torch.Trainer")
         own = state["trainer"]
-        trainer = Trainer(state["module"], own["k1"], own["k2"], loss=state["loss"],
-                          optimizer=state["optimizer"], clip_norm=state["clip_norm"],
-                          head=state["head"], state_batch_dim=state["state_batch_dim"],
-                          horizon=state["horizon"])
+        trainer = Trainer(
+            state["module"],
+            own["k1"],
+            own["k2"],
+            loss=state["loss"],
+            optimizer=state["optimizer"],
+            clip_norm=state["clip_norm"],
+            head=state["head"],
+            state_batch_dim=state["state_batch_dim"],
+            horizon=state["horizon"],
+        )
         trainer._restore(own)
         trainer.best = state["best"]
         if state["history"] is not None:
@@ -823,6 +995,8 @@ class Trainer:
 
     def __repr__(self) -> str:
         loss = self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "<fn>")
-        return (f"tbptt.torch.Trainer(k1={self.k1}, k2={self.k2}, loss={loss!r}, "
-                f"optimizer={type(self.optimizer).__name__}, clip_norm={self.clip_norm}"
-                f"{', head=' + type(self.head).__name__ if self.head is not None else ''})")
+        return (
+            f"tbptt.torch.Trainer(k1={self.k1}, k2={self.k2}, loss={loss!r}, "
+            f"optimizer={type(self.optimizer).__name__}, clip_norm={self.clip_norm}"
+            f"{', head=' + type(self.head).__name__ if self.head is not None else ''})"
+        )
