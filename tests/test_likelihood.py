@@ -489,15 +489,24 @@ def test_bad_quantiles_and_point_models_exit_2_and_write_nothing(likelihood_run,
     )
     capsys.readouterr()
     picture, csv = tmp_path / "x.png", tmp_path / "x.csv"
-    for run, quantiles, message in [
-        (likelihood_run, "0.1,1.0", "--quantiles 0.1,1.0: quantile levels must be in (0, 1)"),
-        (likelihood_run, "0,0.5", "quantile levels must be in (0, 1)"),
-        (likelihood_run, "0.1,x", "expected comma-separated numbers in (0, 1)"),
+    for run, asked, message in [
+        (
+            likelihood_run,
+            ["--quantiles", "0.1,1.0"],
+            "--quantiles 0.1,1.0: quantile levels must be in (0, 1)",
+        ),
+        (likelihood_run, ["--quantiles", "0,0.5"], "quantile levels must be in (0, 1)"),
+        (likelihood_run, ["--quantiles", "0.1,x"], "expected comma-separated numbers in (0, 1)"),
         (
             point,
-            "0.1,0.9",
+            ["--quantiles", "0.1,0.9"],
             "is a point model (one value per step): it has no quantiles; train "
             "with --likelihood gaussian",
+        ),
+        (
+            point,
+            ["--samples", "100"],
+            "is a point model (one value per step): it has no paths to sample (--samples)",
         ),
     ]:
         assert (
@@ -507,8 +516,7 @@ def test_bad_quantiles_and_point_models_exit_2_and_write_nothing(likelihood_run,
                     str(run),
                     "--steps",
                     "3",
-                    "--quantiles",
-                    quantiles,
+                    *asked,
                     "--out",
                     str(csv),
                     "--plot",

@@ -56,7 +56,6 @@ def add_parser(commands) -> None:
     ahead.add_argument(
         "--samples",
         type=_args.number(int, 0),
-        default=forecast.SAMPLES,
         help=f"a --likelihood model: how many paths to draw, each fed its own "
         f"samples (default {forecast.SAMPLES})",
     )
@@ -93,10 +92,11 @@ def run(args) -> int:
     model, header = _folder.load_model(path)
     ran = forecast.read_run(model, header, path)
     levels = _quantile_levels(args.quantiles)
-    if levels and ran.likelihood is None:
+    if ran.likelihood is None and (levels or args.samples is not None):
+        asked = "quantiles" if levels else "paths to sample (--samples)"
         raise _data.BadInput(
             f"{path} is a point model (one value per step): it has no "
-            f"quantiles; train with --likelihood gaussian for them"
+            f"{asked}; train with --likelihood gaussian for them"
         )
     if ran.features and args.steps > 1:
         raise _data.BadInput(forecast._observed_message(len(ran.features), args.steps))
@@ -136,7 +136,7 @@ def run(args) -> int:
                 features=s.features,
                 known=s.known,
                 future=known_ahead,
-                samples=args.samples,
+                samples=forecast.SAMPLES if args.samples is None else args.samples,
                 seed=args.seed,
             )
             ahead, bands = paths.mean(axis=0), dict(zip(drawn, forecast.quantiles(paths, drawn).T))
