@@ -78,7 +78,7 @@ def test_the_graph_is_read():
     assert (
         "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
     )
-    assert "tbptt.reference" in edges["tbptt.trainer"]  # a function-local import
+    assert "tbptt.engines.reference" in edges["tbptt.trainer"]  # a function-local import
     assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._folder"]
 
 

@@ -21,8 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _files, _native, _pickled, _sizes
+from . import _checks, _files, _pickled, _sizes
 from .cells import CELLS
+from .engines import native as _native
 
 _DTYPES: Dict[str, Any] = {"float32": np.float32, "float64": np.float64}
 
@@ -262,11 +263,11 @@ class Recurrent:
         try:
             core = _native.core()
         except ImportError:  # no compiled engine: the NumPy reference computes the same thing
-            from .reference import forward
+            from .engines.reference import forward
 
             outputs, parts = forward(self, x, tokens, parts)
         else:
-            from .engine import predict
+            from .engines.cpp import predict
 
             outputs, parts = predict(core, self, x, tokens, parts)
         return outputs, self._user_state(parts)

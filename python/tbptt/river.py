@@ -460,11 +460,11 @@ class _Online:
         the trainer's backend (the inputs are the learner's own, already checked)."""
         model = self.trainer_.model
         if self.backend == "numpy":
-            from .reference import forward
+            from .engines.reference import forward
 
             return lambda x, state: forward(model, x, False, state)
-        from . import _native
-        from .engine import predict
+        from .engines import native as _native
+        from .engines.cpp import predict
 
         core = _native.core()
         return lambda x, state: predict(core, model, x, False, state)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, ov
 
 import numpy as np
 
-from . import _checks, _files, _fit, _native, _old_files, _pickled, _sizes
+from . import _checks, _files, _fit, _pickled, _sizes
 from .data import ArrayLike
+from .engines import native as _native
+from .engines import old_files as _old_files
 from .errors import Divergence
 from .history import History
 from .losses import LOSSES
@@ -124,7 +126,7 @@ class Trainer:
             self.seed,
         )
         if self.backend == "numpy":
-            from .reference import ReferenceEngine
+            from .engines.reference import ReferenceEngine
 
             return ReferenceEngine(*args, recompute=self.recompute)
         return _native.make_engine(*args, recompute=self.recompute)

@@ -122,7 +122,7 @@ def run(args) -> int:
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
     if args.threads is not None:
-        from .._threads import set_num_threads
+        from ..engines.threads import set_num_threads
 
         set_num_threads(args.threads)
     data, validation, source, steps = _data_of(args, kind)

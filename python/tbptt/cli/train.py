@@ -243,7 +243,7 @@ class _Session:
         if resumed is None:
             _fill_defaults(args)
         if args.backend == "cpp" and args.threads is not None:
-            from .._threads import set_num_threads
+            from ..engines.threads import set_num_threads
 
             set_num_threads(args.threads)
         self.prepared = prepared = _data.prepare(args, _data.kind_of_data(args))

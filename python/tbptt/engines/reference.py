@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 import numpy as np
 
-from . import _pickled, _snapshot
-from .cells import CELLS
-from .contract import Snapshot, State
-from .losses import LOSSES
+from .. import _pickled
+from ..cells import CELLS
+from ..contract import Snapshot, State
+from ..losses import LOSSES
+from . import snapshot as _snapshot
 
 if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
-    from .model import Recurrent
+    from ..model import Recurrent
 
 __all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of", "loss_terms"]
 

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _pickled, _snapshot
+from .. import _pickled
+from . import snapshot as _snapshot
 
 if TYPE_CHECKING:
-    from ._core import Core  # the compiled modules' interface (types only)
-    from .contract import Snapshot, State
-    from .model import Recurrent  # the model module imports this one (predict)
+    from .._core import Core  # the compiled modules' interface (types only)
+    from ..contract import Snapshot, State
+    from ..model import Recurrent  # the model module imports this one (predict)
 
 
 def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:

@@ -57,8 +57,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from .cells import CELLS
-from .losses import LOSSES
+from ..cells import CELLS
+from ..losses import LOSSES
 
 SCHEMA = 3  # 2: the first shared schema, positional counters; 1: each backend's own entries
 #: The named scalars, and their dtypes.

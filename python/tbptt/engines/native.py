@@ -8,9 +8,9 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, Optional, Set, cast
 
 if TYPE_CHECKING:  # the interface every _core_<isa> module has (_core.pyi: types only)
-    from ._core import Core
-    from .engine import CppEngine
-    from .model import Recurrent
+    from .._core import Core
+    from ..model import Recurrent
+    from .cpp import CppEngine
 
 # The widest first. On the machine measured (AMD Zen 4) the AVX-512 module is 2-15% faster than
 # the AVX2 one since the recurrent products use tbptt's own kernel (docs/performance.md); before,
@@ -102,6 +102,6 @@ def make_engine(
     recompute: bool = False,
 ) -> CppEngine:
     """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
-    from .engine import CppEngine
+    from .cpp import CppEngine
 
     return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed, recompute)

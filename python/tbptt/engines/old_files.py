@@ -25,10 +25,10 @@ from typing import Any, Dict
 
 import numpy as np
 
-from . import _snapshot
-from .cells import CELLS
-from .contract import Snapshot
-from .losses import LOSSES
+from ..cells import CELLS
+from ..contract import Snapshot
+from ..losses import LOSSES
+from . import snapshot as _snapshot
 
 
 def upgrade(
