@@ -68,6 +68,7 @@ else:
         _RegressorBase = _ClassifierBase = _ForecasterBase = object
 
 from . import _checks, _pickled, checkpoint
+from .engines import forward
 from .model import MODELS, build
 from .optim import SGD, Adam
 from .trainer import Trainer
@@ -458,16 +459,8 @@ class _Online:
     def _forward_step(self):
         """step(x, state) -> (outputs, state): the model forward from an engine-form state, by
         the trainer's backend (the inputs are the learner's own, already checked)."""
-        model = self.trainer_.model
-        if self.backend == "numpy":
-            from .engines.reference import forward
-
-            return lambda x, state: forward(model, x, False, state)
-        from .engines import native as _native
-        from .engines.cpp import predict
-
-        core = _native.core()
-        return lambda x, state: predict(core, model, x, False, state)
+        spec, backend = self.trainer_.model.spec, self.backend
+        return lambda x, state: forward(backend, spec, x, False, state)
 
     def _inputs_of(self, rows, fill):
         """(R, I) network inputs of R rows of features: fill(features) writes one row's into the

@@ -1,14 +1,15 @@
 """The C++ engine behind Trainer(backend="cpp") and `predict`: a thin adapter over
 `tbptt._core_<isa>`.
 
-The compiled engine keeps a reference to the model's flat parameter array and updates it in place;
-it owns the window of activations, the optimiser state and the carried state between calls. It
-takes the cell by name (`model.cell`: "lstm", "gru", "rnn_tanh", "rnn_relu") and hands the state
-out as a tuple with one (L, B, H) array per name in the model's STATE: (h, c) or (h,).
+It is typed against `ModelSpec` (`tbptt.engines.spec`), what an engine knows of a model. The
+compiled engine keeps a reference to the spec's flat parameter array (the model's own) and updates
+it in place; it owns the window of activations, the optimiser state and the carried state between
+calls. It takes the cell by name (`spec.cell`: "lstm", "gru", "rnn_tanh", "rnn_relu") and hands
+the state out as a tuple with one (L, B, H) array per name in the cell's STATE: (h, c) or (h,).
 
 Its snapshot is the schema both backends share (`tbptt._snapshot`): the compiled engine writes
 and reads the named fields itself (Engine::snapshot / restore); this adapter adds the schema's
-tag and checks a snapshot against the model before the engine takes it.
+tag and checks a snapshot against the spec before the engine takes it.
 """
 
 from __future__ import annotations
@@ -19,24 +20,24 @@ import numpy as np
 
 from .. import _pickled
 from . import snapshot as _snapshot
+from .spec import ModelSpec
 
 if TYPE_CHECKING:
     from .._core import Core  # the compiled modules' interface (types only)
     from ..contract import Snapshot, State
-    from ..model import Recurrent  # the model module imports this one (predict)
 
 
-def _shape(model: Recurrent) -> Tuple[str, int, int, int, int]:
+def _shape(spec: ModelSpec) -> Tuple[str, int, int, int, int]:
     """The arguments every compiled entry point takes after the parameters."""
-    return (model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers)
+    return (spec.cell, spec.input_size, spec.hidden_size, spec.output_size, spec.num_layers)
 
 
 def predict(
-    core: Core, model: Recurrent, x: np.ndarray, tokens: bool, state: State
+    core: Core, spec: ModelSpec, x: np.ndarray, tokens: bool, state: State
 ) -> Tuple[np.ndarray, State]:
-    """`model` forward over x (T, B, I) or (T, B) token ids, from `state`, a tuple like the
-    engine's. Returns outputs (T, B, O) and the final state (a tuple)."""
-    outputs, state = core.predict(model.flat_parameters, *_shape(model), x, tokens, tuple(state))
+    """The model of `spec` forward over x (T, B, I) or (T, B) token ids, from `state`, a tuple
+    like the engine's. Returns outputs (T, B, O) and the final state (a tuple)."""
+    outputs, state = core.predict(spec.flat_parameters, *_shape(spec), x, tokens, tuple(state))
     return outputs, tuple(state)
 
 
@@ -47,7 +48,7 @@ class CppEngine:
     def __init__(
         self,
         core: Core,
-        model: Recurrent,
+        spec: ModelSpec,
         k1: int,
         k2: int,
         loss: str,
@@ -56,21 +57,21 @@ class CppEngine:
         seed: int,
         recompute: bool = False,
     ) -> None:
-        cls = core.Engine64 if model.dtype == np.float64 else core.Engine32
+        cls = core.Engine64 if spec.dtype == np.float64 else core.Engine32
         self._engine = cls(
-            model.flat_parameters,
-            *_shape(model),
+            spec.flat_parameters,
+            *_shape(spec),
             k1,
             k2,
             loss,
             optimizer,
             clip_norm,
-            model.dropout,
-            model.head_dropout,
+            spec.dropout,
+            spec.head_dropout,
             seed,
             recompute,
         )
-        self._model, self._k1, self._k2, self._loss = model, k1, k2, loss
+        self._spec, self._k1, self._k2, self._loss = spec, k1, k2, loss
 
     def __reduce_ex__(self, protocol):
         _pickled.refuse("the C++ engine")  # process-local memory: its trainer pickles instead
@@ -142,8 +143,8 @@ class CppEngine:
 
     # ---- snapshots: the schema both backends share, named fields (tbptt._snapshot) ------------
     def snapshot(self) -> Snapshot:
-        return {**_snapshot.header(self._model), **self._engine.snapshot()}
+        return {**_snapshot.header(self._spec), **self._engine.snapshot()}
 
     def restore(self, snapshot: Snapshot) -> None:
-        _snapshot.check(snapshot, self._model, self._k1, self._k2, self._loss)
+        _snapshot.check(snapshot, self._spec, self._k1, self._k2, self._loss)
         self._engine.restore(snapshot)

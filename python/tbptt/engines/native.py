@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional, Set, cast
+from typing import TYPE_CHECKING, Optional, Set, cast
 
 if TYPE_CHECKING:  # the interface every _core_<isa> module has (_core.pyi: types only)
     from .._core import Core
-    from ..model import Recurrent
-    from .cpp import CppEngine
 
 # The widest first. On the machine measured (AMD Zen 4) the AVX-512 module is 2-15% faster than
 # the AVX2 one since the recurrent products use tbptt's own kernel (docs/performance.md); before,
@@ -89,19 +87,3 @@ def core() -> Core:
         "no compiled tbptt engine could be imported (" + "; ".join(errors) + "). "
         "Reinstall with `pip install .`, or use backend='numpy'."
     )
-
-
-def make_engine(
-    model: Recurrent,
-    k1: int,
-    k2: int,
-    loss: str,
-    optimizer: Dict[str, Any],
-    clip_norm: Optional[float],
-    seed: int,
-    recompute: bool = False,
-) -> CppEngine:
-    """The C++ engine for a trainer (the arguments have passed the trainer's checks)."""
-    from .cpp import CppEngine
-
-    return CppEngine(core(), model, k1, k2, loss, optimizer, clip_norm, seed, recompute)

@@ -29,10 +29,17 @@ from ..cells import CELLS
 from ..contract import Snapshot
 from ..losses import LOSSES
 from . import snapshot as _snapshot
+from .spec import ModelSpec
 
 
 def upgrade(
-    snapshot: Any, written_by: str, model, k1: int, k2: int, loss: str, optimizer: Dict[str, Any]
+    snapshot: Any,
+    written_by: str,
+    model: ModelSpec,
+    k1: int,
+    k2: int,
+    loss: str,
+    optimizer: Dict[str, Any],
 ) -> Any:
     """`snapshot` in the current schema, from whatever form the `written_by` backend ("cpp" or
     "numpy") wrote for this model and trainer; the current schema, or anything not recognised,
@@ -89,7 +96,7 @@ def _from_schema2(d: Snapshot) -> Snapshot:
     return out
 
 
-def _from_cpp(native: Snapshot, model, k1: int, k2: int, loss: str) -> Snapshot:
+def _from_cpp(native: Snapshot, model: ModelSpec, k1: int, k2: int, loss: str) -> Snapshot:
     """The C++ engine's ring, oldest held step first."""
     L, H, I, O = model.num_layers, model.hidden_size, model.input_size, model.output_size
     S = max(k1, k2) + 1
@@ -167,7 +174,7 @@ def _from_cpp(native: Snapshot, model, k1: int, k2: int, loss: str) -> Snapshot:
     return d
 
 
-def _from_numpy(own: Snapshot, model, loss: str, optimizer: Dict[str, Any]) -> Snapshot:
+def _from_numpy(own: Snapshot, model: ModelSpec, loss: str, optimizer: Dict[str, Any]) -> Snapshot:
     """The reference's history of steps, each with its caches and the state entering it."""
     from .reference import pending_loss  # the loss terms the reference's older form did not keep
 

@@ -43,9 +43,7 @@ from ..cells import CELLS
 from ..contract import Snapshot, State
 from ..losses import LOSSES
 from . import snapshot as _snapshot
-
-if TYPE_CHECKING:  # the model module imports this one (predict without a compiled engine)
-    from ..model import Recurrent
+from .spec import ModelSpec
 
 __all__ = ["ReferenceEngine", "forward", "LSTMCell", "GRUCell", "RNNCell", "cell_of", "loss_terms"]
 
@@ -235,13 +233,13 @@ _CELLS = {
 }
 
 
-def cell_of(model: Recurrent) -> Any:
-    """The reference cell of `model` (its `cell` attribute: "lstm", "gru", "rnn_tanh",
+def cell_of(spec: ModelSpec) -> Any:
+    """The reference cell of a model's `spec` (its `cell`: "lstm", "gru", "rnn_tanh",
     "rnn_relu")."""
     try:
-        return _CELLS[model.cell]
+        return _CELLS[spec.cell]
     except KeyError:
-        raise ValueError(f"model.cell must be one of {tuple(_CELLS)}, got {model.cell!r}") from None
+        raise ValueError(f"model.cell must be one of {tuple(_CELLS)}, got {spec.cell!r}") from None
 
 
 def _head(P, h_top):
@@ -251,16 +249,15 @@ def _head(P, h_top):
 # ---- forward only ------------------------------------------------------------------------------
 
 
-def forward(
-    model: Recurrent, x: np.ndarray, tokens: bool, state: State
-) -> Tuple[np.ndarray, State]:
-    """Run `model` over x (T, B, I), or (T, B) token ids when `tokens`, from `state`: a tuple
-    with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an LSTM, (h0,) else).
+def forward(spec: ModelSpec, x: np.ndarray, tokens: bool, state: State) -> Tuple[np.ndarray, State]:
+    """Run the model of `spec` over x (T, B, I), or (T, B) token ids when `tokens`, from
+    `state`: a tuple with one (L, B, H) array per name in the cell's STATE ((h0, c0) for an
+    LSTM, (h0,) else).
     No resets. Returns outputs (T, B, O) and the final state, a tuple like `state`."""
-    cell, P, L = cell_of(model), model.parameter_views, model.num_layers
+    cell, P, L = cell_of(spec), spec.parameter_views, spec.num_layers
     T, B = x.shape[0], x.shape[1]
-    layers = [tuple(np.array(part[k], dtype=model.dtype) for part in state) for k in range(L)]
-    outputs = np.empty((T, B, model.output_size), dtype=model.dtype)
+    layers = [tuple(np.array(part[k], dtype=spec.dtype) for part in state) for k in range(L)]
+    outputs = np.empty((T, B, spec.output_size), dtype=spec.dtype)
     with np.errstate(all="ignore"):
         for t in range(T):
             inp = x[t]
@@ -344,12 +341,12 @@ class ReferenceEngine:
 
     Keeps the activations of the last max(k1, k2) steps (each step's record also holds the state
     that entered it), the carried state (the cell's STATE: (h, c) or h) and the optimiser state.
-    Updates `model.flat_parameters` in place.
+    Updates the model's parameters (`spec.flat_parameters`) in place.
     """
 
     def __init__(
         self,
-        model: Recurrent,
+        spec: ModelSpec,
         k1: int,
         k2: int,
         loss: str,
@@ -358,24 +355,24 @@ class ReferenceEngine:
         seed: int = 0,
         recompute: bool = False,
     ) -> None:
-        self.model = model
+        self.spec = spec
         # after an update, run the steps the next update reads again with the new weights
         # (docs/semantics.md §3); _fresh_from: the oldest step held as the current weights
         # compute it (a count since training began, like _Step.index)
         self.recompute = bool(recompute)
         self._fresh_from = 0
-        self.cell = cell_of(model)
+        self.cell = cell_of(spec)
         self.seed = int(seed)
         # dropout on each layer's output as the layer above (the head, for the top) reads it
-        L = model.num_layers
-        self._dropout = [model.dropout] * (L - 1) + [model.head_dropout]
+        L = spec.num_layers
+        self._dropout = [spec.dropout] * (L - 1) + [spec.head_dropout]
         self._stream_offset = 0  # data-parallel: this process's first stream among all
         self._steps = 0  # steps processed since training began (the masks' counter)
         self.k1, self.k2 = int(k1), int(k2)
         self.loss = loss
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.opt = dict(optimizer)
-        self.dtype = model.dtype
+        self.dtype = spec.dtype
         self._history: Deque[_Step] = collections.deque(maxlen=max(self.k1, self.k2))
         # carried state: per layer, a tuple of (B, H) arrays, one per name in cell.STATE; None
         # before train
@@ -387,8 +384,8 @@ class ReferenceEngine:
         self._momentum_buffer: Optional[np.ndarray] = None  # SGD
         self._optimizer_steps = 0  # steps taken (Adam's bias correction)
         self._tokens = False  # layer 0 reads token ids (fixed by the first call)
-        self._adam_m = np.zeros_like(model.flat_parameters)
-        self._adam_v = np.zeros_like(model.flat_parameters)
+        self._adam_m = np.zeros_like(spec.flat_parameters)
+        self._adam_v = np.zeros_like(spec.flat_parameters)
         # the gradient horizon: sums over updates of ||dL/dh||, ||dL/dc|| per layer and step back
         # (2, L, k2) float64; None until an update adds
         self._horizon_sums: Optional[np.ndarray] = None
@@ -396,7 +393,7 @@ class ReferenceEngine:
         self._horizon_updates: Optional[np.ndarray] = None
         self._horizon_squares: Optional[np.ndarray] = None  # (2, L, k2) of the update being made
         # the update's buffer [gradient (P,), Σ w·loss, Σ w] (one all-reduce when data-parallel)
-        self._buffer = np.zeros(model.flat_parameters.size + 2, self.dtype)
+        self._buffer = np.zeros(spec.flat_parameters.size + 2, self.dtype)
         self._reduce: Optional[Callable[[], None]] = None  # data-parallel: sums the buffer
         self._last_weight_sum = 0.0  # the last update's global Σ w (see _backward)
 
@@ -448,7 +445,7 @@ class ReferenceEngine:
         Updates that made no optimiser step (no loss, or diverged) are not counted. Before any
         counted update (or after `reset_horizon()`) both are empty: (2, L, 0) and (0,)."""
         if self._horizon_sums is None:
-            return (np.zeros((2, self.model.num_layers, 0)), np.zeros(0, dtype=np.int64))
+            return (np.zeros((2, self.spec.num_layers, 0)), np.zeros(0, dtype=np.int64))
         assert self._horizon_updates is not None  # set and reset with the sums
         return self._horizon_sums.copy(), self._horizon_updates.copy()
 
@@ -516,10 +513,10 @@ class ReferenceEngine:
         if self._state is None:
             self._zero_state(x.shape[0])
         self._tokens = bool(tokens)
-        P, inp, state = self.model.parameter_views, x, self._state
+        P, inp, state = self.spec.parameter_views, x, self._state
         assert state is not None
         with np.errstate(all="ignore"):
-            for k in range(self.model.num_layers):
+            for k in range(self.spec.num_layers):
                 prev = state[k]
                 if self._reset_next:
                     prev = tuple(np.zeros_like(a) for a in prev)
@@ -540,7 +537,7 @@ class ReferenceEngine:
         """Everything the next steps depend on besides the parameters, in the shared schema
         (tbptt._snapshot): {name: ndarray}, copies."""
         steps, B = list(self._history), self._num_streams()
-        d = _snapshot.header(self.model)
+        d = _snapshot.header(self.spec)
         d.update(self._window_entries(steps, B))
         pending = self._pending_entries(steps[len(steps) - self._pending :], B)
         dy, loss_sum, weight_sum = pending_loss(
@@ -571,12 +568,12 @@ class ReferenceEngine:
     def _window_entries(self, steps, B):
         """window/*: the held steps' inputs, resets, gates, h and c; the state entering them."""
         L, H, I, n = (
-            self.model.num_layers,
-            self.model.hidden_size,
-            self.model.input_size,
+            self.spec.num_layers,
+            self.spec.hidden_size,
+            self.spec.input_size,
             len(steps),
         )
-        spec = CELLS[self.model.cell]
+        spec = CELLS[self.spec.cell]
         gate_fields, C = spec.snapshot_gates, spec.carried * H
 
         def per_layer(value, width):  # (n, L, B, width) from value(cache) of each step and layer
@@ -607,7 +604,7 @@ class ReferenceEngine:
 
     def _pending_entries(self, pending, B):
         """pending/out, y, w: the pending steps' outputs and targets."""
-        O, r = self.model.output_size, len(pending)
+        O, r = self.spec.output_size, len(pending)
         spec = LOSSES[self.loss]
         return {
             "pending/out": np.array([s.out for s in pending], dtype=self.dtype).reshape(r, B, O),
@@ -621,7 +618,7 @@ class ReferenceEngine:
         """optimizer/m (Adam's first moment or SGD's momentum buffer) and optimizer/v."""
         if self.opt["name"] == "sgd":
             m = (
-                np.zeros_like(self.model.flat_parameters)
+                np.zeros_like(self.spec.flat_parameters)
                 if self._momentum_buffer is None
                 else self._momentum_buffer.copy()
             )
@@ -633,7 +630,7 @@ class ReferenceEngine:
         """Take a snapshot in the shared schema (of either backend) of an engine with the same
         model, k1, k2, loss and optimiser. ValueError naming the entry that does not fit; the
         engine is unchanged then."""
-        c = _snapshot.check(snapshot, self.model, self.k1, self.k2, self.loss)
+        c = _snapshot.check(snapshot, self.spec, self.k1, self.k2, self.loss)
         if not np.isfinite(snapshot["pending/w"]).all():
             _snapshot.fail(
                 "'pending/w' is not known (a C++ engine's file older than the shared "
@@ -649,10 +646,10 @@ class ReferenceEngine:
                 tuple(
                     snapshot[f"window/{name}"][-1, k].copy()
                     if n
-                    else np.zeros((B, self.model.hidden_size), self.dtype)
+                    else np.zeros((B, self.spec.hidden_size), self.dtype)
                     for name in self.cell.STATE
                 )
-                for k in range(self.model.num_layers)
+                for k in range(self.spec.num_layers)
             ]
         )
         self._pending, self._updates, self._steps = c["pending"], c["updates"], c["steps"]
@@ -672,9 +669,9 @@ class ReferenceEngine:
         n, r, tokens = c["held"], c["pending"], bool(c["tokens"])
         fields = dict(
             zip(
-                CELLS[self.model.cell].snapshot_gates,
+                CELLS[self.spec.cell].snapshot_gates,
                 np.split(
-                    d["window/gates"], len(CELLS[self.model.cell].snapshot_gates) or 1, axis=-1
+                    d["window/gates"], len(CELLS[self.spec.cell].snapshot_gates) or 1, axis=-1
                 ),
             )
         )
@@ -693,7 +690,7 @@ class ReferenceEngine:
             step.reset = reset if reset.any() else None
             step.layers = []
             inp = d["window/x"][t].copy()
-            for k in range(self.model.num_layers):
+            for k in range(self.spec.num_layers):
                 cache: Any = _Cache()  # its fields are the cell's CACHE names
                 for field in self.cell.CACHE:
                     setattr(cache, field, fields[field][t, k].copy())
@@ -714,21 +711,19 @@ class ReferenceEngine:
 
     # ---- forward -----------------------------------------------------------------------------
     def _zero_state(self, B):
-        zeros = lambda: np.zeros((B, self.model.hidden_size), self.dtype)  # noqa: E731
-        self._state = [
-            tuple(zeros() for _ in self.cell.STATE) for _ in range(self.model.num_layers)
-        ]
+        zeros = lambda: np.zeros((B, self.spec.hidden_size), self.dtype)  # noqa: E731
+        self._state = [tuple(zeros() for _ in self.cell.STATE) for _ in range(self.spec.num_layers)]
 
     def _step(self, x_t, tokens, y_t, w_t, reset):
         """Forward one step of every stream and remember it. reset: (B,) bool or None."""
-        P = self.model.parameter_views
+        P = self.spec.parameter_views
         step = _Step()
         step.index, self._steps = self._steps, self._steps + 1
         step.reset = reset if reset is not None and reset.any() else None
         assert self._state is not None  # train() zeroes it before the first step
         step.layers = []
         inp = x_t
-        for k in range(self.model.num_layers):
+        for k in range(self.spec.num_layers):
             prev = self._state[k]
             if step.reset is not None:  # zero the reset streams' state (new arrays: the old
                 keep = ~step.reset[:, None]  # ones are still held by the previous step's record)
@@ -755,7 +750,7 @@ class ReferenceEngine:
             k,
             index,
             a.shape[0],
-            self.model.hidden_size,
+            self.spec.hidden_size,
             self.dtype,
             self._stream_offset,
         )
@@ -806,7 +801,7 @@ class ReferenceEngine:
         weights: from the state that entered the oldest as stored (its resets applied), with the
         steps' own inputs, resets and dropout masks. Replaces each step's caches, head input and
         output (new arrays: `train`'s outputs keep the first forward's), and the carried state."""
-        P, L = self.model.parameter_views, self.model.num_layers
+        P, L = self.spec.parameter_views, self.spec.num_layers
         state = None  # per layer, the state leaving the step rerun last
         for s in steps[len(steps) - window :]:
             inp, layers = s.layers[0].inp, []
@@ -863,7 +858,7 @@ class ReferenceEngine:
     def _views(self, flat):
         """Named views into a flat vector laid out like model.flat_parameters (state_dict order)."""
         views, offset = {}, 0
-        for name, p in self.model.parameter_views.items():
+        for name, p in self.spec.parameter_views.items():
             views[name] = flat[offset : offset + p.size].reshape(p.shape)
             offset += p.size
         assert offset == flat.size
@@ -887,7 +882,7 @@ class ReferenceEngine:
     def _backward_window(self, steps, douts, G):
         """Add dL/dθ into G. douts belong to the len(douts) newest steps. The window is the
         min(k2, len(steps)) newest steps; the state entering it is a constant."""
-        P, L = self.model.parameter_views, self.model.num_layers
+        P, L = self.spec.parameter_views, self.spec.num_layers
         n, r = len(steps), len(douts)
 
         # The head sees every loss term, also those before the window (k2 < k1).
@@ -899,7 +894,7 @@ class ReferenceEngine:
         # cell's STATE (h first), the gradient w.r.t. layer k's state leaving the step being
         # processed, from the step after it.
         window = min(self.k2, n)
-        B, H = steps[-1].out.shape[0], self.model.hidden_size
+        B, H = steps[-1].out.shape[0], self.spec.hidden_size
         # this update's Σ (dL/dh)² ([0]) and Σ (dL/dc)² ([1], cells with a c only)
         squares = self._horizon_squares = np.zeros((2, L, self.k2))
         d_next = [tuple(np.zeros((B, H), self.dtype) for _ in self.cell.STATE) for _ in range(L)]
@@ -927,7 +922,7 @@ class ReferenceEngine:
         the norms of the normalised loss's gradient (the squares are of the buffer's, not yet
         divided by `weight_sum`)."""
         if self._horizon_sums is None:
-            self._horizon_sums = np.zeros((2, self.model.num_layers, self.k2))
+            self._horizon_sums = np.zeros((2, self.spec.num_layers, self.k2))
             self._horizon_updates = np.zeros(self.k2, dtype=np.int64)
         assert self._horizon_updates is not None and self._horizon_squares is not None
         norms = np.sqrt(self._horizon_squares[:, :, :window]) / weight_sum
@@ -961,7 +956,7 @@ class ReferenceEngine:
         return grad * coef if coef < 1 else grad
 
     def _optimizer_step(self, grad):
-        p, opt = self.model.flat_parameters, self.opt
+        p, opt = self.spec.flat_parameters, self.opt
         self._optimizer_steps += 1
         if opt["name"] == "sgd":  # as torch.optim.SGD(lr, momentum, weight_decay), no nesterov
             step = grad

@@ -59,6 +59,7 @@ import numpy as np
 
 from ..cells import CELLS
 from ..losses import LOSSES
+from .spec import ModelSpec
 
 SCHEMA = 3  # 2: the first shared schema, positional counters; 1: each backend's own entries
 #: The named scalars, and their dtypes.
@@ -78,7 +79,7 @@ def fail(what: str):
     raise ValueError(f"engine state: {what}")
 
 
-def header(model) -> Dict[str, np.ndarray]:
+def header(model: ModelSpec) -> Dict[str, np.ndarray]:
     """The entries that tag a snapshot: its schema and the model's cell."""
     return {"schema": np.array(SCHEMA, np.int64), "cell": np.array(model.cell)}
 
@@ -89,7 +90,7 @@ def scalars(**values: Any) -> Dict[str, np.ndarray]:
 
 
 def expected_shapes(
-    model, loss: str, B: int, tokens: bool, n: int, r: int
+    model: ModelSpec, loss: str, B: int, tokens: bool, n: int, r: int
 ) -> Dict[str, Tuple[tuple, np.dtype]]:
     """{entry: (shape, dtype)} of a snapshot of this model and loss with B streams, n steps held
     and r pending."""
@@ -123,7 +124,7 @@ def expected_shapes(
     }
 
 
-def check(snapshot, model, k1: int, k2: int, loss: str) -> Dict[str, int]:
+def check(snapshot, model: ModelSpec, k1: int, k2: int, loss: str) -> Dict[str, int]:
     """Check a snapshot in this schema against the model and trainer; returns its integer scalars
     by name, and "held" (n). ValueError naming the entry that does not fit."""
     if not isinstance(snapshot, dict):
@@ -205,7 +206,7 @@ def _check_counters(c: Dict[str, int], k1: int, k2: int) -> None:
         fail(f"'fresh_from' = {c['fresh_from']} is not among the steps held")
 
 
-def _check_ids(snapshot, model, loss: str, tokens: bool) -> None:
+def _check_ids(snapshot, model: ModelSpec, loss: str, tokens: bool) -> None:
     x, y = snapshot["window/x"], snapshot["pending/y"]
     if tokens and x.size and (x.min() < 0 or x.max() >= model.input_size):
         fail(f"'window/x' holds token ids outside [0, {model.input_size})")
