@@ -9,10 +9,10 @@ import builtins
 import datetime
 import os
 
+from ..apps.sweep import sweep
+from ..apps.sweep_report import plot_sweep, sweep_table, write_sweep
 from ..model import MODELS
 from ..optim import Adam
-from ..sweep import sweep
-from ..sweep_report import plot_sweep, sweep_table, write_sweep
 from ..trainer import BACKENDS
 from . import _args, _data, _mpi
 from ._data import TASK_SETTINGS, TASK_STEPS, TASK_VALID_STEPS

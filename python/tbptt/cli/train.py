@@ -16,8 +16,9 @@ from typing import NamedTuple, Optional, cast
 
 import numpy as np
 
-from .. import _files, _sizes, _units, checkpoint, forecast
-from ..generate import generate
+from .. import _files, _sizes, _units, checkpoint
+from ..apps import forecast
+from ..apps.generate import generate
 from ..history import History
 from ..model import MODELS, build, from_config
 from ..optim import Adam, AdamW

@@ -7,9 +7,9 @@ from typing import Optional, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _checks
-from .data import Vocabulary
-from .model import Recurrent
+from .. import _checks
+from ..data import Vocabulary
+from ..model import Recurrent
 
 
 def generate(

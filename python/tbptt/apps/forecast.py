@@ -45,9 +45,9 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks, _table
-from .data import Normalizer
-from .losses import gaussian_parameters
+from .. import _checks, _table
+from ..data import Normalizer
+from ..losses import gaussian_parameters
 
 __all__ = [
     "arrays",
@@ -523,7 +523,7 @@ def load(path) -> Run:
     run's data read again from their file, each series with the normalizer of the run: the
     normaliser a command-line run trained with, for :func:`one_step`, :func:`forecast` and
     :func:`backtest`. ValueError for a model of other data."""
-    from . import _files, checkpoint
+    from .. import _files, checkpoint
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -587,7 +587,7 @@ def read_run(model, header, path) -> Run:
 
 def _run_data(settings, covariates):
     """[(name, times, values, covariates)] of a run's data as they are now."""
-    from . import datasets
+    from .. import datasets
 
     if settings.get("task") == "co2":
         dates, ppm = datasets.co2()
@@ -759,7 +759,7 @@ def plot(path, title, lines, cut=None, bands=()):
     held-out data or the forecast begins (a vertical line). bands: [(x, low, high, label,
     style)], shaded intervals drawn under the lines.
     """
-    from . import _plots
+    from .. import _plots
 
     fig = _plots.figure("forecast plots", figsize=(9, 4.5))
     ax = fig.add_subplot()
@@ -783,7 +783,7 @@ def plot_panels(path, title, panels, ylabel="value (the data's units)"):
     """Write a PNG (atomically) of one panel per series: panels [(name, lines, cut)] or
     [(name, lines, cut, bands)], lines and bands as for :func:`plot`; the first panel holds the
     legend."""
-    from . import _plots
+    from .. import _plots
 
     columns = 1 if len(panels) < 3 else 2 if len(panels) <= 8 else 3
     rows = -(-len(panels) // columns)

@@ -67,11 +67,11 @@ else:
     except ImportError:  # without river the learners still work (`tbptt online` uses them)
         _RegressorBase = _ClassifierBase = _ForecasterBase = object
 
-from . import _checks, _pickled, checkpoint
-from .engines import forward
-from .model import MODELS, build
-from .optim import SGD, Adam
-from .trainer import Trainer
+from .. import _checks, _pickled, checkpoint
+from ..engines import forward
+from ..model import MODELS, build
+from ..optim import SGD, Adam
+from ..trainer import Trainer
 
 __all__ = ["Regressor", "Classifier", "Forecaster", "load"]
 
@@ -231,8 +231,8 @@ def _widened(trainer, columns, input_size):
     is new column columns[j]; the new columns' weights (and their optimiser moments) start at
     zero, so the network computes what it computed before, whatever the new inputs hold. Built
     through the engine's snapshot (the held steps' new inputs are 0: nothing was known)."""
-    from .cells import CELLS
-    from .model import from_config, parameter_shapes
+    from ..cells import CELLS
+    from ..model import from_config, parameter_shapes
 
     old = trainer.model
     config = {**old.config(), "input_size": input_size}

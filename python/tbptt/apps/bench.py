@@ -23,8 +23,8 @@ from typing import Dict
 
 import numpy as np
 
-from .cells import CELLS as ALL_CELLS
-from .cells import CellSpec
+from ..cells import CELLS as ALL_CELLS
+from ..cells import CellSpec
 
 I, O = 32, 1
 GRID = [

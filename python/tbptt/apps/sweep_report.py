@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from . import _files, _plots
+from .. import _files, _plots
 from .sweep import ROW_KEYS
 
 __all__ = [

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _blocks, _checks, _fit, _progress, _sizes
-from ._rss import PeakRSS
-from .datasets import Task
-from .model import build
-from .optim import OPTIMIZERS, Adam, from_config
-from .trainer import BACKENDS, MAX_K, Trainer
+from .. import _blocks, _checks, _fit, _progress, _sizes
+from .._rss import PeakRSS
+from ..datasets import Task
+from ..model import build
+from ..optim import OPTIMIZERS, Adam, from_config
+from ..trainer import BACKENDS, MAX_K, Trainer
 
 __all__ = ["sweep", "ROW_KEYS"]
 
@@ -325,8 +325,8 @@ class _Study:
         """A tbptt.torch.Trainer of a new `torch_model()` (seeded: the same start every time)."""
         import torch
 
-        from .torch import Trainer as TorchTrainer
-        from .torch._trainer import optimizer_for
+        from ..torch import Trainer as TorchTrainer
+        from ..torch._trainer import optimizer_for
 
         assert self.torch_model is not None
         torch.manual_seed(self.model["seed"])

@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 
-from ._files import atomic_write
+from .._files import atomic_write
 
 PLOT_POINTS = 10_000
 MODEL, LEARNER, PLOT = "model.npz", "online.npz", "online.png"
