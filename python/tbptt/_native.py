@@ -1,8 +1,12 @@
-"""`tbptt._native` is `tbptt.engines.native`: moved there, this name stays importable for the
-code, tests and pickles that use it (the same module object, not a copy)."""
+"""`tbptt._native` is `tbptt.engines.native`: moved there, this name stays importable for
+the code, tests and pickles that use it (the same module object, not a copy)."""
 
 import sys
+from typing import TYPE_CHECKING
 
-from .engines import native
+from .engines import native as _module
 
-sys.modules[__name__] = native
+if TYPE_CHECKING:  # what a type checker reads under this name: the module's public names
+    from .engines.native import *  # noqa: F403
+
+sys.modules[__name__] = _module

@@ -1,8 +1,12 @@
-"""`tbptt._old_files` is `tbptt.engines.old_files`: moved there, this name stays importable for the
-code, tests and pickles that use it (the same module object, not a copy)."""
+"""`tbptt._old_files` is `tbptt.engines.old_files`: moved there, this name stays importable for
+the code, tests and pickles that use it (the same module object, not a copy)."""
 
 import sys
+from typing import TYPE_CHECKING
 
-from .engines import old_files
+from .engines import old_files as _module
 
-sys.modules[__name__] = old_files
+if TYPE_CHECKING:  # what a type checker reads under this name: the module's public names
+    from .engines.old_files import *  # noqa: F403
+
+sys.modules[__name__] = _module

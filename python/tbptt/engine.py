@@ -1,8 +1,12 @@
-"""`tbptt.engine` is `tbptt.engines.cpp`: moved there, this name stays importable for the
-code, tests and pickles that use it (the same module object, not a copy)."""
+"""`tbptt.engine` is `tbptt.engines.cpp`: moved there, this name stays importable for
+the code, tests and pickles that use it (the same module object, not a copy)."""
 
 import sys
+from typing import TYPE_CHECKING
 
-from .engines import cpp
+from .engines import cpp as _module
 
-sys.modules[__name__] = cpp
+if TYPE_CHECKING:  # what a type checker reads under this name: the module's public names
+    from .engines.cpp import *  # noqa: F403
+
+sys.modules[__name__] = _module

@@ -1,8 +1,12 @@
-"""`tbptt.reference` is `tbptt.engines.reference`: moved there, this name stays importable for the
-code, tests and pickles that use it (the same module object, not a copy)."""
+"""`tbptt.reference` is `tbptt.engines.reference`: moved there, this name stays importable for
+the code, tests and pickles that use it (the same module object, not a copy)."""
 
 import sys
+from typing import TYPE_CHECKING
 
-from .engines import reference
+from .engines import reference as _module
 
-sys.modules[__name__] = reference
+if TYPE_CHECKING:  # what a type checker reads under this name: the module's public names
+    from .engines.reference import *  # noqa: F403
+
+sys.modules[__name__] = _module
