@@ -255,3 +255,47 @@ def long_functions():
 
 def test_no_function_is_long():
     assert long_functions() == []
+
+
+ALIASES = {
+    "tbptt.engine": "tbptt.engines.cpp",
+    "tbptt.reference": "tbptt.engines.reference",
+    "tbptt._native": "tbptt.engines.native",
+    "tbptt._snapshot": "tbptt.engines.snapshot",
+    "tbptt._old_files": "tbptt.engines.old_files",
+    "tbptt.sweep": "tbptt.apps.sweep",
+    "tbptt.sweep_report": "tbptt.apps.sweep_report",
+    "tbptt.forecast": "tbptt.apps.forecast",
+    "tbptt.generate": "tbptt.apps.generate",
+    "tbptt.online": "tbptt.apps.online",
+    "tbptt.river": "tbptt.apps.river",
+    "tbptt.bench": "tbptt.apps.bench",
+}
+
+
+@pytest.mark.parametrize("old", sorted(ALIASES))
+def test_a_moved_modules_old_name_is_the_same_module(old):
+    assert importlib.import_module(old) is importlib.import_module(ALIASES[old])
+    assert old in LAYERS["the package's face"]
+
+
+def test_importing_an_alias_leaves_the_packages_functions():
+    """`tbptt.sweep` and `tbptt.generate` are functions that shadow their modules' names: an
+    import of the module by its old name must not put the module in their place."""
+    import tbptt.generate
+    import tbptt.sweep
+
+    assert callable(tbptt.sweep) and callable(tbptt.generate)
+    assert type(tbptt.sweep).__name__ == "function"
+
+
+def test_a_pickle_naming_a_class_by_its_old_module_loads():
+    import pickle
+
+    import tbptt.river
+
+    learner = tbptt.river.Regressor(hidden_size=4)
+    data = pickle.dumps(learner, protocol=0)  # text: the class's module written out
+    assert b"tbptt.apps.river" in data
+    loaded = pickle.loads(data.replace(b"tbptt.apps.river", b"tbptt.river"))
+    assert type(loaded) is tbptt.river.Regressor
