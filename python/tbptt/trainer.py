@@ -6,7 +6,7 @@ since the last update stay pending across calls, so `train(x[:a]); train(x[a:])`
 `train(x)`. The numerical work happens in a backend engine:
 
 - "cpp": the C++/Eigen engine (`tbptt._core`), the fast one;
-- "numpy": the NumPy reference (`tbptt.reference`), written to be read next to the math.
+- "numpy": the NumPy reference (`tbptt.engines.reference`), written to be read next to the math.
 
 Both take arrays that passed the checks below and implement exactly the same algorithm.
 """

@@ -7,7 +7,7 @@ it in place; it owns the window of activations, the optimiser state and the carr
 calls. It takes the cell by name (`spec.cell`: "lstm", "gru", "rnn_tanh", "rnn_relu") and hands
 the state out as a tuple with one (L, B, H) array per name in the cell's STATE: (h, c) or (h,).
 
-Its snapshot is the schema both backends share (`tbptt._snapshot`): the compiled engine writes
+Its snapshot is the schema both backends share (`snapshot`): the compiled engine writes
 and reads the named fields itself (Engine::snapshot / restore); this adapter adds the schema's
 tag and checks a snapshot against the spec before the engine takes it.
 """
@@ -141,7 +141,7 @@ class CppEngine:
     def steps(self) -> int:
         return int(self._engine.steps)
 
-    # ---- snapshots: the schema both backends share, named fields (tbptt._snapshot) ------------
+    # ---- snapshots: the schema both backends share, named fields (engines/snapshot.py) -------
     def snapshot(self) -> Snapshot:
         return {**_snapshot.header(self._spec), **self._engine.snapshot()}
 

@@ -1,6 +1,6 @@
 """Engine states of older tbptt versions, converted once, at load, to the current snapshot schema
-(`tbptt._snapshot`): the one place that knows the older forms. The engines restore the current
-schema only; `Trainer._restore_engine` (files, pickles) calls `upgrade` first.
+(`tbptt.engines.snapshot`): the one place that knows the older forms. The engines restore the
+current schema only; `Trainer._restore_engine` (files, pickles) calls `upgrade` first.
 
 The forms it reads:
 - schema 2, the first schema both backends shared: the same entries as today, but the counters as

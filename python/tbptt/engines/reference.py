@@ -532,10 +532,10 @@ class ReferenceEngine:
         with np.errstate(all="ignore"):
             return self._update()
 
-    # ---- checkpoints: the schema both backends share, held as it is (tbptt._snapshot) --------
+    # ---- checkpoints: the schema both backends share, held as it is (engines/snapshot.py) ---
     def snapshot(self) -> Snapshot:
         """Everything the next steps depend on besides the parameters, in the shared schema
-        (tbptt._snapshot): {name: ndarray}, copies."""
+        (tbptt.engines.snapshot): {name: ndarray}, copies."""
         steps, B = list(self._history), self._num_streams()
         d = _snapshot.header(self.spec)
         d.update(self._window_entries(steps, B))

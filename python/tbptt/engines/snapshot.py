@@ -1,7 +1,7 @@
 """The engine snapshot: one schema with named fields, spoken by both backends, so a trainer saved
 with one resumes with the other (docs/semantics.md, "Checkpoints"). The C++ engine writes and reads
 it through its bindings, the NumPy reference holds it as it is; files of older versions are
-converted to it once, at load (`tbptt._old_files`).
+converted to it once, at load (`tbptt.engines.old_files`).
 
 A snapshot is a dict of named scalars (0-d arrays) and plain arrays (checkpoints are .npz files
 read without pickle). Legend: n = steps held (<= max(k1, k2)), the oldest first; r = pending
