@@ -4,7 +4,13 @@ Imports: no module imports, at its top or inside a function, a module that impor
 or through others); a function-local import counts as much as a top-level one. An import of a
 package from inside it (`from .. import data` imports `tbptt` first) is not an edge back to it,
 since Python initialises a package before its modules whatever they import. Imports under
-`if TYPE_CHECKING:` never run (they name types for the type checker): not edges.
+`if TYPE_CHECKING:` never run (they name types for the type checker): not edges for cycles.
+
+Layers (docs/architecture.md, "The layers"): every module belongs to one of LAYERS, and imports
+only modules of its own layer or of lower ones, never of a higher one. Here every import counts:
+at the top, inside a function (it runs when the function does: a lazy import is still a
+dependency), and under `if TYPE_CHECKING:` (a lower layer does not even name a higher one's
+types: the engines are typed against `ModelSpec`, not against the model classes).
 
 Functions: none has 50 statements or more (its docstring not counted: the documentation of
 `Trainer.fit`'s and `sweep`'s many arguments is not code to split). Statements, not lines: the
@@ -37,8 +43,9 @@ def modules():
     return found
 
 
-def imports(module, path, known):
-    """The package's modules that `module` imports anywhere in its source."""
+def imports(module, path, known, type_only_too=False):
+    """The package's modules that `module` imports anywhere in its source (with those under
+    `if TYPE_CHECKING:` when `type_only_too`)."""
     package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
     targets = set()
     with open(path, encoding="utf-8") as f:
@@ -51,7 +58,7 @@ def imports(module, path, known):
         for inner in ast.walk(statement)
     }
     for node in ast.walk(tree):
-        if id(node) in type_only:
+        if id(node) in type_only and not type_only_too:
             continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
@@ -67,9 +74,9 @@ def imports(module, path, known):
     return {t for t in targets if t in known and t != module and not module.startswith(t + ".")}
 
 
-def graph():
+def graph(type_only_too=False):
     known = modules()
-    return {module: imports(module, path, known) for module, path in known.items()}
+    return {module: imports(module, path, known, type_only_too) for module, path in known.items()}
 
 
 def test_the_graph_is_read():
@@ -78,7 +85,10 @@ def test_the_graph_is_read():
     assert (
         "tbptt.model" in edges["tbptt.checkpoint"] and "tbptt.trainer" in edges["tbptt.checkpoint"]
     )
-    assert "tbptt.reference" in edges["tbptt.trainer"]  # a function-local import
+    assert "tbptt.engines.threads" in edges["tbptt.cli.sweep"]  # a function-local import
+    assert "tbptt.engines.reference" in edges["tbptt.engines.old_files"]  # another
+    assert "tbptt.contract" not in edges["tbptt.engines.cpp"]  # under TYPE_CHECKING only
+    assert "tbptt.contract" in graph(type_only_too=True)["tbptt.engines.cpp"]
     assert "tbptt.cli.train" in edges["tbptt.cli"] and "tbptt._files" in edges["tbptt.cli._folder"]
 
 
@@ -101,6 +111,107 @@ def test_no_module_imports_a_module_that_imports_it():
         if module not in done:
             visit(module, [module], set(), done)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# The layers, lowest first (docs/architecture.md): data -> model spec -> engines -> model ->
+# trainer -> applications -> the package's face. A name ending in ".*" covers a package's modules.
+LAYERS = {
+    "facts and data": [
+        "tbptt.cells",
+        "tbptt.losses",
+        "tbptt.errors",
+        "tbptt.contract",
+        "tbptt.optim",
+        "tbptt.schedules",
+        "tbptt.history",
+        "tbptt.data",
+        "tbptt.datasets",
+        "tbptt._blocks",
+        "tbptt._checks",
+        "tbptt._files",
+        "tbptt._mpi",
+        "tbptt._pickled",
+        "tbptt._plots",
+        "tbptt._progress",
+        "tbptt._rss",
+        "tbptt._sizes",
+        "tbptt._table",
+        "tbptt._units",
+    ],
+    "model spec": ["tbptt.engines.spec"],
+    "engines": ["tbptt.engines", "tbptt.engines.*"],
+    "model": ["tbptt.model"],
+    "trainer": ["tbptt.trainer", "tbptt._fit", "tbptt.checkpoint"],
+    "applications": [
+        "tbptt.apps",
+        "tbptt.apps.*",
+        "tbptt.cli",
+        "tbptt.cli.*",
+        "tbptt.torch",
+        "tbptt.torch.*",
+    ],
+    # the package, `python -m tbptt`, and the moved modules' old names (aliases: nothing in the
+    # package imports them)
+    "the package's face": [
+        "tbptt",
+        "tbptt.__main__",
+        "tbptt.engine",
+        "tbptt.reference",
+        "tbptt._native",
+        "tbptt._snapshot",
+        "tbptt._old_files",
+        "tbptt.sweep",
+        "tbptt.sweep_report",
+        "tbptt.bench",
+        "tbptt.forecast",
+        "tbptt.generate",
+        "tbptt.online",
+        "tbptt.river",
+    ],
+}
+
+
+def layer_of(module):
+    """The index in LAYERS of `module`'s layer: an exact name first, then the innermost package
+    named with ".*"; None if no layer names it."""
+    order = list(LAYERS)
+    for index, name in enumerate(order):
+        if module in LAYERS[name]:
+            return index
+    parts = module.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        pattern = ".".join(parts[:n]) + ".*"
+        for index, name in enumerate(order):
+            if pattern in LAYERS[name]:
+                return index
+    return None
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in sorted(modules()) if layer_of(m) is None] == []
+
+
+def test_no_module_imports_a_higher_layer():
+    names = list(LAYERS)
+    upward = [
+        f"{module} ({names[layer_of(module)]}) imports {target} ({names[layer_of(target)]})"
+        for module, targets in sorted(graph(type_only_too=True).items())
+        for target in sorted(targets)
+        if layer_of(module) is not None
+        and layer_of(target) is not None
+        and layer_of(target) > layer_of(module)
+    ]
+    assert upward == []
+
+
+def test_the_layer_rule_sees_an_upward_import(tmp_path):
+    """The check itself: a lazy import of the model from an engine is found, and is upward."""
+    (tmp_path / "engines").mkdir()
+    source = tmp_path / "engines" / "cpp.py"
+    source.write_text("def f():\n    from ..model import Recurrent\n")
+    found = imports("tbptt.engines.cpp", str(source), {"tbptt.model"})
+    assert found == {"tbptt.model"}
+    assert layer_of("tbptt.model") > layer_of("tbptt.engines.cpp")
 
 
 @pytest.mark.parametrize("module", sorted(modules()))
@@ -144,3 +255,47 @@ def long_functions():
 
 def test_no_function_is_long():
     assert long_functions() == []
+
+
+ALIASES = {
+    "tbptt.engine": "tbptt.engines.cpp",
+    "tbptt.reference": "tbptt.engines.reference",
+    "tbptt._native": "tbptt.engines.native",
+    "tbptt._snapshot": "tbptt.engines.snapshot",
+    "tbptt._old_files": "tbptt.engines.old_files",
+    "tbptt.sweep": "tbptt.apps.sweep",
+    "tbptt.sweep_report": "tbptt.apps.sweep_report",
+    "tbptt.forecast": "tbptt.apps.forecast",
+    "tbptt.generate": "tbptt.apps.generate",
+    "tbptt.online": "tbptt.apps.online",
+    "tbptt.river": "tbptt.apps.river",
+    "tbptt.bench": "tbptt.apps.bench",
+}
+
+
+@pytest.mark.parametrize("old", sorted(ALIASES))
+def test_a_moved_modules_old_name_is_the_same_module(old):
+    assert importlib.import_module(old) is importlib.import_module(ALIASES[old])
+    assert old in LAYERS["the package's face"]
+
+
+def test_importing_an_alias_leaves_the_packages_functions():
+    """`tbptt.sweep` and `tbptt.generate` are functions that shadow their modules' names: an
+    import of the module by its old name must not put the module in their place."""
+    import tbptt.generate
+    import tbptt.sweep
+
+    assert callable(tbptt.sweep) and callable(tbptt.generate)
+    assert type(tbptt.sweep).__name__ == "function"
+
+
+def test_a_pickle_naming_a_class_by_its_old_module_loads():
+    import pickle
+
+    import tbptt.river
+
+    learner = tbptt.river.Regressor(hidden_size=4)
+    data = pickle.dumps(learner, protocol=0)  # text: the class's module written out
+    assert b"tbptt.apps.river" in data
+    loaded = pickle.loads(data.replace(b"tbptt.apps.river", b"tbptt.river"))
+    assert type(loaded) is tbptt.river.Regressor

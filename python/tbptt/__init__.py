@@ -2,8 +2,8 @@
 fast on CPUs."""
 
 from . import data, datasets
-from ._threads import build_info, get_num_threads, set_num_threads
 from .checkpoint import load, load_trainer
+from .engines.threads import build_info, get_num_threads, set_num_threads
 from .errors import Divergence
 from .generate import generate
 from .history import History

@@ -3,7 +3,8 @@
 A model, a trainer and an online learner pickle (and deep-copy) through `__getstate__` /
 `__setstate__`, with the state a checkpoint holds: the model's config and parameters, the
 trainer's settings and its engine's snapshot in the schema both backends share
-(`tbptt._snapshot`), a learner's parameters and running statistics. Never the compiled engine:
+(`tbptt.engines.snapshot`), a learner's parameters and running statistics. Never the compiled
+engine:
 the unpickled trainer builds a new engine (the C++ one of whatever instruction-set module the
 process that loads it runs, or the NumPy reference) and restores the snapshot into it, so its
 parameter views alias its own model's array, and it goes on as the original would.

@@ -71,7 +71,7 @@ def load_trainer(path: PathLike, comm: Any = None, backend: Optional[str] = None
 
     backend: "cpp" or "numpy" to resume with that backend, whichever wrote the file (the two
     share one snapshot schema and agree to rounding); None: the one that wrote it. Files of
-    older versions are converted to the current schema first (`tbptt._old_files`); a C++ file
+    older versions are converted to the current schema first (`tbptt.engines.old_files`); a C++ file
     from before the engine kept its pending steps' targets, saved with pending steps, resumes
     with backend "cpp" only.
 

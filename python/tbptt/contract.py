@@ -1,7 +1,7 @@
 """The engine contract: what `tbptt.Trainer` asks of a backend.
 
-Two backends implement it completely and with the same meaning: `tbptt.engine.CppEngine` (the
-compiled C++/Eigen engine) and `tbptt.reference.ReferenceEngine` (the NumPy reference). The
+Two backends implement it completely and with the same meaning: `tbptt.engines.cpp.CppEngine` (the
+compiled C++/Eigen engine) and `tbptt.engines.reference.ReferenceEngine` (the NumPy reference). The
 trainer checks the user's input and then talks to its engine only through these members;
 `trainer.engine` is typed as `Engine`.
 
@@ -22,8 +22,8 @@ An update runs in phases, in both engines (docs/architecture.md §3):
 
 The engine's state besides the parameters (the window of activations, the carried state, the
 pending steps' loss terms, the optimiser's moments, the counters) travels as a snapshot: a dict
-of plain arrays in one schema, the same for both engines (`tbptt._snapshot`), so a trainer saved
-with one backend resumes with the other.
+of plain arrays in one schema, the same for both engines (`tbptt.engines.snapshot`), so a trainer
+saved with one backend resumes with the other.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = ["Engine", "Snapshot", "State"]
 
 #: The carried state: one (L, B, H) float array per state tensor of the cell, (h, c) or (h,).
 State = Tuple[np.ndarray, ...]
-#: An engine snapshot: entry name -> array (see `tbptt._snapshot` for the entries).
+#: An engine snapshot: entry name -> array (see `tbptt.engines.snapshot` for the entries).
 Snapshot = Dict[str, np.ndarray]
 
 
@@ -143,12 +143,13 @@ class Engine(Protocol):
 
     def snapshot(self) -> Snapshot:
         """Everything the next steps depend on besides the parameters, in the shared schema
-        (`tbptt._snapshot`): copies, plain arrays only (no objects: files are not pickled)."""
+        (`tbptt.engines.snapshot`): copies, plain arrays only (no objects: files are not
+        pickled)."""
         ...
 
     def restore(self, snapshot: Snapshot) -> None:
         """Take a snapshot of an engine of the same model, k1, k2, loss and optimiser, written
         by either backend, in the current schema (older files' forms are converted at load,
-        `tbptt._old_files`). ValueError naming the entry that does not fit; the engine is
+        `tbptt.engines.old_files`). ValueError naming the entry that does not fit; the engine is
         unchanged then."""
         ...

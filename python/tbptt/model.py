@@ -17,35 +17,18 @@ from __future__ import annotations
 
 import os
 import types
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _files, _native, _pickled, _sizes
+from . import _checks, _files, _pickled, _sizes
 from .cells import CELLS
+from .engines import BACKENDS, default_backend, forward
+from .engines.spec import ModelSpec, parameter_shapes
 
 _DTYPES: Dict[str, Any] = {"float32": np.float32, "float64": np.float64}
 
 NONLINEARITIES = tuple(name[len("rnn_") :] for name, spec in CELLS.items() if spec.model == "rnn")
-
-
-def parameter_shapes(
-    input_size: int, hidden_size: int, output_size: int, num_layers: int, cell: str = "lstm"
-) -> List[Tuple[str, Tuple[int, ...]]]:
-    """[(name, shape)] in torch's `state_dict` order for a module with attributes
-    `<prefix> = nn.LSTM | nn.GRU | nn.RNN(I, H, L)` and `head = nn.Linear(H, O)`."""
-    prefix, gates = CELLS[cell].prefix, CELLS[cell].gates
-    shapes = []
-    for k in range(num_layers):
-        n_in = input_size if k == 0 else hidden_size
-        shapes += [
-            (f"{prefix}.weight_ih_l{k}", (gates * hidden_size, n_in)),
-            (f"{prefix}.weight_hh_l{k}", (gates * hidden_size, hidden_size)),
-            (f"{prefix}.bias_ih_l{k}", (gates * hidden_size,)),
-            (f"{prefix}.bias_hh_l{k}", (gates * hidden_size,)),
-        ]
-    shapes += [("head.weight", (output_size, hidden_size)), ("head.bias", (output_size,))]
-    return shapes
 
 
 def _aligned_empty(n, dtype, alignment=64):
@@ -125,6 +108,23 @@ class Recurrent:
     def STATE(self) -> Tuple[str, ...]:
         """The state tensors the cell carries, each (L, B, H): ("h", "c") or ("h",)."""
         return CELLS[self.cell].state
+
+    @property
+    def spec(self) -> ModelSpec:
+        """What an engine needs to know of this model (`tbptt.engines.spec.ModelSpec`): its cell,
+        sizes, dtype and dropout, and its live parameters (not a copy)."""
+        return ModelSpec(
+            cell=self.cell,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            output_size=self.output_size,
+            num_layers=self.num_layers,
+            dtype=self.dtype,
+            dropout=self.dropout,
+            head_dropout=self.head_dropout,
+            flat_parameters=self._flat,
+            parameter_views=types.MappingProxyType(self._params),
+        )
 
     # ---- parameters ---------------------------------------------------------------------------
     @property
@@ -232,15 +232,24 @@ class Recurrent:
         return tuple(parts) if len(self.STATE) > 1 else parts[0]
 
     # ---- forward ------------------------------------------------------------------------------
-    def predict(self, x: Any, state: Any = None) -> Tuple[np.ndarray, Any]:
+    def predict(
+        self, x: Any, state: Any = None, backend: Optional[str] = None
+    ) -> Tuple[np.ndarray, Any]:
         """Run the model forward over `x` from `state` (zeros if None).
 
         x: (T, B, I) features, or (T, B) integer token ids in [0, input_size). Time-major: a
             batch-first (B, T, I) array is taken as B steps of T streams without an error (pass
             x.swapaxes(0, 1)); with a `state`, whose B is known, the error says so.
         state: LSTM: a tuple (h, c); GRU and RNN: h; each (num_layers, B, H).
+        backend: "cpp" (the compiled engine: an ImportError if it does not import, as
+            `Trainer(backend="cpp")` raises) or "numpy" (the NumPy reference); None (the default):
+            "cpp" where the compiled engine imports, else "numpy". The two give the same outputs
+            to rounding.
         Returns outputs (T, B, O) and the final state, of the same kind as `state`.
         """
+        backend = default_backend() if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
         x, tokens = _checks.inputs("x", x, self.input_size, self.dtype)
         T, B = x.shape[0], x.shape[1]
         if B == 0:
@@ -259,16 +268,7 @@ class Recurrent:
                 np.zeros((0, B, self.output_size), self.dtype),
                 self._user_state([a.copy() for a in parts]),
             )
-        try:
-            core = _native.core()
-        except ImportError:  # no compiled engine: the NumPy reference computes the same thing
-            from .reference import forward
-
-            outputs, parts = forward(self, x, tokens, parts)
-        else:
-            from .engine import predict
-
-            outputs, parts = predict(core, self, x, tokens, parts)
+        outputs, parts = forward(backend, self.spec, x, tokens, parts)
         return outputs, self._user_state(parts)
 
     # ---- files --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ since the last update stay pending across calls, so `train(x[:a]); train(x[a:])`
 `train(x)`. The numerical work happens in a backend engine:
 
 - "cpp": the C++/Eigen engine (`tbptt._core`), the fast one;
-- "numpy": the NumPy reference (`tbptt.reference`), written to be read next to the math.
+- "numpy": the NumPy reference (`tbptt.engines.reference`), written to be read next to the math.
 
 Both take arrays that passed the checks below and implement exactly the same algorithm.
 """
@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union, ov
 
 import numpy as np
 
-from . import _checks, _files, _fit, _native, _old_files, _pickled, _sizes
+from . import _checks, _files, _fit, _pickled, _sizes
 from .data import ArrayLike
+from .engines import BACKENDS, make_engine
+from .engines import old_files as _old_files
 from .errors import Divergence
 from .history import History
 from .losses import LOSSES
@@ -30,7 +32,6 @@ from .optim import from_config as optimizer_from_config
 if TYPE_CHECKING:
     from .contract import Engine
 
-BACKENDS = ("cpp", "numpy")
 MAX_K = 2**30  # the window holds max(k1, k2) + 1 steps; "never truncate" is k = the data's length
 
 
@@ -114,20 +115,17 @@ class Trainer:
         self._group = None if comm is None else self._join(comm)
 
     def _make_engine(self):
-        args = (
-            self.model,
+        return make_engine(
+            self.backend,
+            self.model.spec,
             self.k1,
             self.k2,
             self.loss,
             self.optimizer.config(),
             self.clip_norm,
             self.seed,
+            recompute=self.recompute,
         )
-        if self.backend == "numpy":
-            from .reference import ReferenceEngine
-
-            return ReferenceEngine(*args, recompute=self.recompute)
-        return _native.make_engine(*args, recompute=self.recompute)
 
     def _join(self, comm):
         """Data-parallel: check the ranks built the same trainer, take rank 0's parameters, and
@@ -621,12 +619,12 @@ class Trainer:
     def _restore_engine(self, snapshot: Dict[str, np.ndarray], written_by: str) -> None:
         """Restore an engine snapshot written by the `written_by` backend (ValueError if it does
         not fit): in the current schema, which suits either backend, once an older file's form
-        is converted (`tbptt._old_files`)."""
+        is converted (`tbptt.engines.old_files`)."""
         self._engine.restore(
             _old_files.upgrade(
                 snapshot,
                 written_by,
-                self.model,
+                self.model.spec,
                 self.k1,
                 self.k2,
                 self.loss,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import data, datasets, forecast
+from .. import data, datasets
 from .._table import BadInput, columns_of, read_table
+from ..apps import forecast
 
 VALID_SPLIT = 0.9  # the first 90% of the data train, the rest is held out
 TASK_STEPS, TASK_VALID_STEPS = 10_000, 2_000  # T of a synthetic task's training / validation data

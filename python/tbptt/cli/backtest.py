@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from .. import _files, forecast
+from .. import _files
+from ..apps import forecast
 from . import _args, _data, _folder
 
 CSV, JSON, PLOT = "backtest.csv", "backtest.json", "backtest.png"

@@ -14,6 +14,6 @@ def add_parser(commands) -> None:
 
 def run(argv: list) -> int:
     """`tbptt bench ARGV...`."""
-    from ..bench import main as bench
+    from ..apps.bench import main as bench
 
     return bench(argv)

@@ -11,7 +11,8 @@ import sys
 
 import numpy as np
 
-from .. import _files, _table, forecast
+from .. import _files, _table
+from ..apps import forecast
 from . import _args, _data, _folder
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import data
-from ..generate import generate
+from ..apps.generate import generate
 from . import _args, _folder
 
 SAMPLE_LENGTH, SAMPLE_TEMPERATURE = 300, 0.8  # also the sample `tbptt train` prints

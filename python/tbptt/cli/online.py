@@ -67,9 +67,9 @@ _FLAGS = {"recompute": "--no-recompute"}  # flags not named after their setting
 
 
 def run(args) -> int:
-    from .. import online
-    from ..river import Regressor
-    from ..river import load as load_learner
+    from ..apps import online
+    from ..apps.river import Regressor
+    from ..apps.river import load as load_learner
 
     features = None if args.features is None else [f.strip() for f in args.features.split(",")]
     if args.resume is not None:

@@ -9,10 +9,10 @@ import builtins
 import datetime
 import os
 
+from ..apps.sweep import sweep
+from ..apps.sweep_report import plot_sweep, sweep_table, write_sweep
 from ..model import MODELS
 from ..optim import Adam
-from ..sweep import sweep
-from ..sweep_report import plot_sweep, sweep_table, write_sweep
 from ..trainer import BACKENDS
 from . import _args, _data, _mpi
 from ._data import TASK_SETTINGS, TASK_STEPS, TASK_VALID_STEPS
@@ -122,7 +122,7 @@ def run(args) -> int:
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
     if args.threads is not None:
-        from .._threads import set_num_threads
+        from ..engines.threads import set_num_threads
 
         set_num_threads(args.threads)
     data, validation, source, steps = _data_of(args, kind)

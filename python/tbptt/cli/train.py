@@ -16,8 +16,9 @@ from typing import NamedTuple, Optional, cast
 
 import numpy as np
 
-from .. import _files, _sizes, _units, checkpoint, forecast
-from ..generate import generate
+from .. import _files, _sizes, _units, checkpoint
+from ..apps import forecast
+from ..apps.generate import generate
 from ..history import History
 from ..model import MODELS, build, from_config
 from ..optim import Adam, AdamW
@@ -243,7 +244,7 @@ class _Session:
         if resumed is None:
             _fill_defaults(args)
         if args.backend == "cpp" and args.threads is not None:
-            from .._threads import set_num_threads
+            from ..engines.threads import set_num_threads
 
             set_num_threads(args.threads)
         self.prepared = prepared = _data.prepare(args, _data.kind_of_data(args))

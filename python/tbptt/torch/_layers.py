@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .._native import core
 from ..cells import CELLS
+from ..engines.native import core
 
 _DTYPES = (torch.float32, torch.float64)
 

@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks, _fit, _pickled
-from .._native import core
 from ..datasets import Task
+from ..engines.native import core
 from ..history import History
 
 __all__ = ["Trainer", "optimizer_for"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from . import _checks, _native
+from .. import _checks
+from . import native as _native
 
 
 def set_num_threads(n: int) -> None:
