@@ -289,13 +289,18 @@ def test_importing_an_alias_leaves_the_packages_functions():
     assert type(tbptt.sweep).__name__ == "function"
 
 
-def test_a_pickle_naming_a_class_by_its_old_module_loads():
+def test_a_learners_pickle_names_its_public_module():
+    """Written under tbptt.river (which versions before the move read too); one naming
+    tbptt.apps.river loads as well."""
     import pickle
 
     import tbptt.river
 
     learner = tbptt.river.Regressor(hidden_size=4)
     data = pickle.dumps(learner, protocol=0)  # text: the class's module written out
-    assert b"tbptt.apps.river" in data
-    loaded = pickle.loads(data.replace(b"tbptt.apps.river", b"tbptt.river"))
+    assert b"tbptt.river" in data and b"tbptt.apps.river" not in data
+    assert type(pickle.loads(data)) is tbptt.river.Regressor
+    older = data.replace(b"ctbptt.river\nRegressor", b"ctbptt.apps.river\nRegressor")
+    assert older != data
+    loaded = pickle.loads(older)
     assert type(loaded) is tbptt.river.Regressor

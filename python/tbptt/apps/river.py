@@ -1110,3 +1110,9 @@ def load(path):
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has a damaged online-learner header: {error}") from None
     return learner
+
+
+# Pickles name a class by its module: the learners' public path, which the versions before the
+# move to tbptt.apps read too (tbptt.river is the same module object).
+for _learner in (Regressor, Classifier, Forecaster):
+    _learner.__module__ = "tbptt.river"
