@@ -14,6 +14,7 @@ from helpers import random_data as make_data
 
 import tbptt
 from tbptt import reference
+from tbptt.engines import native
 
 
 def new_model(L=1, I=3, H=3, O=2, seed=0, dtype="float64"):
@@ -371,7 +372,7 @@ def test_forward_matches_plain_forward(tokens):
 
 def test_forward_matches_predict():
     try:
-        tbptt._native.core()
+        native.core()
     except ImportError:
         pytest.skip("the compiled engine is not built")
     rng = np.random.default_rng(1)
