@@ -116,30 +116,13 @@ def run(args) -> int:
         if s.known is not None:
             known_ahead = _with_identity(known_ahead, ran, s, args.steps)
         bands: dict = {}  # quantile level -> (steps,), a likelihood model's
+        of_series = (model, s.values, args.steps, s.normalizer, ran.difference)
+        covariates = dict(features=s.features, known=s.known, future=known_ahead)
         if ran.likelihood is None:
-            ahead = forecast.forecast(
-                model,
-                s.values,
-                args.steps,
-                s.normalizer,
-                ran.difference,
-                features=s.features,
-                known=s.known,
-                future=known_ahead,
-            )
+            ahead = forecast.forecast(*of_series, **covariates)
         else:  # the mean of the paths, and their quantiles
-            paths = forecast.sample(
-                model,
-                s.values,
-                args.steps,
-                s.normalizer,
-                ran.difference,
-                features=s.features,
-                known=s.known,
-                future=known_ahead,
-                samples=forecast.SAMPLES if args.samples is None else args.samples,
-                seed=args.seed,
-            )
+            samples = forecast.SAMPLES if args.samples is None else args.samples
+            paths = forecast.sample(*of_series, **covariates, samples=samples, seed=args.seed)
             ahead, bands = paths.mean(axis=0), dict(zip(drawn, forecast.quantiles(paths, drawn).T))
         if times is None:
             times = forecast.future_times(s.times, args.steps)
