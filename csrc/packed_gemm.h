@@ -163,10 +163,16 @@ void packed_gemm(T* C, int64_t ldc, const T* A, int64_t lda, int M, const Packed
         }
         return;
     }
-    // Panel by panel, each read once from memory and then from cache for every block of 4 rows
-    // (8 accumulators: enough to hide the FMA latency); A is the small operand and stays cached.
+    // Panel by panel, each read once from memory and then from cache for every block of rows; A
+    // is the small operand and stays cached. Blocks of 8 rows where there are registers for their
+    // 16 accumulators (AVX-512, NEON: 32), else of 4 (8 accumulators: just enough to hide the FMA
+    // latency). Every element of C sums its k terms in the same order whatever the block.
+    constexpr bool wide = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32;
     for (int p = 0; p < panels; ++p) {
         int r = 0;
+        if constexpr (wide)
+            for (; r + 8 <= M; r += 8)
+                packed_tile<T, 8, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
         for (; r + 4 <= M; r += 4)
             packed_tile<T, 4, 1>(C + r * ldc + p * NR, ldc, A + r * lda, lda, W, p, accumulate);
         for (; r < M; ++r)
