@@ -607,11 +607,13 @@ py::tuple sequence_forward_impl(const std::string& cell_name, const py::array& x
     auto tape = std::make_unique<SequenceTape<T>>();
     tape->cell = cell_name, tape->I = int(I), tape->H = int(H), tape->reverse = reverse;
     const size_t n = size_t(rows.rows());
-    tape->gates = Scratch<T>(n * G), tape->extra = Scratch<T>(n * E),
+    if (keep) tape->gates = Scratch<T>(n * G), tape->extra = Scratch<T>(n * E);
     tape->carry = Scratch<T>(n * C);
     CArray<T> h = pooled_array<T>(shape_with(leading, H)), h_n({B, H}), carry_n({B, C});
     {
-        const SequenceSteps<T> out{tape->gates.data(), tape->extra.data(), tape->carry.data(),
+        // Inference (keep false): no gates kept, the forward's own buffers (sequence.h).
+        const SequenceSteps<T> out{keep ? tape->gates.data() : nullptr,
+                                   keep ? tape->extra.data() : nullptr, tape->carry.data(),
                                    h.mutable_data()};
         T *hn = h_n.mutable_data(), *cn = carry_n.mutable_data();
         py::gil_scoped_release release;

@@ -43,6 +43,7 @@ class ScratchPool {
     }
 
     void give(void* data, size_t bytes) {
+        if (!data) return;
         std::lock_guard<std::mutex> lock(mutex_);
         free_.emplace_back(data, bytes);
         held_ += bytes;
@@ -67,6 +68,7 @@ class Scratch {
   public:
     Scratch() = default;
     explicit Scratch(size_t n) {
+        if (n == 0) return;  // nothing to hold: no block taken from the pool
         const auto block = ScratchPool::instance().take(n * sizeof(T));
         data_ = static_cast<T*>(block.first), bytes_ = block.second, size_ = n;
     }

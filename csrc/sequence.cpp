@@ -132,8 +132,14 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const Seque
     // Packed input weights: each piece projects its own rows step by step, inside the parallel
     // part (as the engine does). Otherwise one product for every row, before it.
     const bool project_per_step = !products.input.empty();
-    if (!project_per_step)
-        products.project_run(out.gates, Inputs<T>::features(x), int(rows.rows()));
+    // Kept for the backward: every step's rows. Else one step's rows of our own, unless the
+    // projection of every row must be made before the steps.
+    const bool kept = out.gates != nullptr, one_step = !kept && project_per_step;
+    const size_t own_rows = kept ? 0 : one_step ? size_t(B) : size_t(rows.rows());
+    Scratch<T> own_gates(own_rows * G), own_extra(own_rows * E);
+    T* gates = kept ? out.gates : own_gates.data();
+    T* extra = kept ? out.extra : own_extra.data();
+    if (!project_per_step) products.project_run(gates, Inputs<T>::features(x), int(rows.rows()));
     Scratch<T> recurrent(separate ? size_t(B) * G : 0);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     for_sequence_pieces(B, sequence_piece(B, H, G, sizeof(T)), [&](int, int b0, int b1) {
@@ -144,8 +150,9 @@ void sequence_forward(const Cell<T>& cell, const LayerWeights<T>& w, const Seque
             if (p.n <= 0) continue;
             T* rec = separate ? recurrent.data() + size_t(b0) * G : nullptr;
             StepForward<T> step;
-            step.gates = out.gates + p.row * G;
-            step.extra = out.extra + p.row * E;
+            const size_t row = one_step ? size_t(b0) : p.row;
+            step.gates = gates + row * G;
+            step.extra = extra + row * E;
             step.h = out.h + p.row * H;
             step.carry = out.carry + p.row * C;
             step.recurrent = rec;

@@ -35,6 +35,8 @@ struct SequenceRows {
 };
 
 // What the forward keeps of every step for the backward (P = T to write, const T to read).
+// Inference keeps nothing: gates and extra nullptr, and the forward uses buffers of its own, of
+// one step's rows when it can (they stay in cache: 5-8% faster at (T, B, H) = (100, 32, 128)).
 template <typename P>
 struct SequenceSteps {
     P* gates;  // [T][B][G]

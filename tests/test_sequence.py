@@ -392,3 +392,29 @@ def test_the_same_bits_on_any_number_of_threads(H):
         tbptt.set_num_threads(saved)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("B", [1, 3, 37], ids=["one stream", "few", "many"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_gives_the_same_bits(cell, reverse, B):
+    """With nothing kept (inference), the forward runs on buffers of its own (one step's rows
+    where the input is projected step by step): the same h, h_n and carry as the forward that keeps
+    every step for the backward, padded or packed."""
+    a = {k: v.astype(np.float32) for k, v in case(cell, T=7, B=B, I=6, H=24, seed=11).items()}
+    kept = forward(cell, a, reverse, keep=True)
+    assert kept[3] is not None
+    inferred = forward(cell, a, reverse, keep=False)
+    assert inferred[3] is None
+    for one, two in zip(kept[:3], inferred[:3]):
+        np.testing.assert_array_equal(one, two)
+    lengths = np.sort(np.random.default_rng(B).integers(1, 8, B))[::-1]
+    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths[0])], dtype=np.int64)
+    x = np.concatenate([a["x"][t, :n] for t, n in enumerate(batch_sizes)])
+    args = [a[k] for k in ("h0", "carry0", "W_ih", "W_hh", "b_ih", "b_hh")]
+    packed = [
+        core().sequence_forward(cell, x, *args, reverse, keep, batch_sizes)[:3]
+        for keep in (True, False)
+    ]
+    for one, two in zip(*packed):
+        np.testing.assert_array_equal(one, two)
