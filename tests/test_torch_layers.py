@@ -224,6 +224,27 @@ def test_dropout_between_layers():
     torch.testing.assert_close(one(x)[0], one.eval()(x)[0])
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one way", "both ways"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_draws_torchs_own_masks(cell, dtype, bidirectional):
+    """In train(), after the same torch.manual_seed, the masks between layers are the ones torch's
+    module draws (the same dropout on the same layer outputs, in the same order): the outputs,
+    final states and gradients equal torch's."""
+    a, b = twins(cell, 3, 5, 3, dropout=0.5, bidirectional=bidirectional, dtype=dtype)
+    a.train(), b.train()
+    x = torch.randn(6, 2, 3, dtype=dtype)
+    results = []
+    for layer in (a, b):
+        torch.manual_seed(7)
+        out, hx = layer(x)
+        (out.square().sum() + sum(s.sum() for s in states(hx))).backward()
+        results.append([out, *states(hx), *(p.grad for p in layer.parameters())])
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {}
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **tolerance)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_no_grad_keeps_nothing(cell):
     a, b = twins(cell, 3, 4, 2)
