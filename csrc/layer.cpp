@@ -108,6 +108,21 @@ void layer_weight_backward(const LayerGrads<T>& grad, const T* dgates, const T* 
 }
 
 template <typename T>
+void layer_weight_backward_joint(const LayerGrads<T>& grad, const T* dgates, const T* inputs,
+                                 int rows, int I, int H, int G, int piece) {
+    const int K = I + H + 1;
+    ConstMatrixMap<T> dz(dgates, rows, G), xh1(inputs, rows, K);
+    for_pieces(G, piece_rows(G, int64_t(rows) * K, piece), [&](int64_t, int64_t g0, int64_t g1) {
+        const int64_t n = g1 - g0;
+        const Matrix<T> sums = dz.middleCols(g0, n).transpose() * xh1;  // [n, K]
+        MatrixMap<T>(grad.W_ih + g0 * I, n, I) += sums.leftCols(I);
+        MatrixMap<T>(grad.W_hh + g0 * H, n, H) += sums.middleCols(I, H);
+        VectorMap<T>(grad.b_ih + g0, n) += sums.col(I + H).transpose();
+        VectorMap<T>(grad.b_hh + g0, n) += sums.col(I + H).transpose();
+    });
+}
+
+template <typename T>
 void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I, int G) {
     for_pieces(rows, piece_rows(rows, int64_t(G) * I), [&](int64_t, int64_t r0, int64_t r1) {
         MatrixMap<T>(dx + r0 * I, r1 - r0, I).noalias() =
@@ -123,6 +138,10 @@ template void layer_weight_backward<float>(const LayerGrads<float>&, const float
 template void layer_weight_backward<double>(const LayerGrads<double>&, const double*, const double*,
                                             const Inputs<double>&, const double*, int, int, int,
                                             int, int);
+template void layer_weight_backward_joint<float>(const LayerGrads<float>&, const float*,
+                                                 const float*, int, int, int, int, int);
+template void layer_weight_backward_joint<double>(const LayerGrads<double>&, const double*,
+                                                  const double*, int, int, int, int, int);
 template void layer_input_backward<float>(float*, const float*, const float*, int, int, int);
 template void layer_input_backward<double>(double*, const double*, const double*, int, int, int);
 

@@ -127,6 +127,14 @@ void layer_weight_backward(const LayerGrads<T>& g, const T* dgates, const T* dre
                            const Inputs<T>& in, const T* h_prev, int rows, int I, int H, int G,
                            int piece = 64);
 
+// The same for a cell that does not keep its recurrence apart (one dgates for W_ih and W_hh) and
+// feature inputs, as one product: [dW_ih | dW_hh | db] += dgatesᵀ [x | h_prev | 1], from
+// inputs [rows, I + H + 1], each row its step's x, h_prev and a 1 side by side: dgates is packed
+// once, not once per weight, and the bias sums come with the product (db into b_ih and b_hh).
+template <typename T>
+void layer_weight_backward_joint(const LayerGrads<T>& g, const T* dgates, const T* inputs, int rows,
+                                 int I, int H, int G, int piece = 64);
+
 // dx[rows, I] = dgates[rows, G] W_ih: the gradient reaching the layer's input (the layer below).
 template <typename T>
 void layer_input_backward(T* dx, const T* dgates, const T* W_ih, int rows, int I, int G);

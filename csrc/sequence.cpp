@@ -113,6 +113,21 @@ void state_leaving(const SequenceRows& rows, bool reverse, const T* values, int 
     }
 }
 
+// n rows of what the weight gradients read, `width` values apart: h_prev [n][H], or, with x,
+// x [n][I], h_prev and a 1 side by side.
+template <typename T>
+void keep_inputs(T* out, int width, const T* x, int I, const T* h_prev, int H, int n) {
+    for (int r = 0; r < n; ++r, out += width, h_prev += H) {
+        if (!x) {
+            std::copy(h_prev, h_prev + H, out);
+            continue;
+        }
+        std::copy(x + size_t(r) * I, x + size_t(r + 1) * I, out);
+        std::copy(h_prev, h_prev + H, out + I);
+        out[I + H] = T(1);
+    }
+}
+
 }  // namespace
 
 template <typename T>
@@ -188,8 +203,12 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
     const int block = std::max(1, std::min(rows.steps, (256 + B - 1) / B));
     const size_t block_rows = size_t(block) * B;
     Scratch<T> dgates(block_rows * G), drecurrent(separate ? block_rows * G : 0);
-    Scratch<T> h_prev(block_rows *
-                      H);  // the state entering each row, as the W_hh gradient reads it
+    // What the weight gradients read of each row: the state entering it, or, for a cell with one
+    // dgates, its x, that state and a 1 side by side (one product: layer.h; 3-5% faster from 4
+    // streams, 3% slower with one, whose rows are too few for the copy to pay).
+    const bool joint = !separate && B >= 4;
+    const int K = joint ? I + H + 1 : H;
+    Scratch<T> h_prev(block_rows * K);
     Scratch<T> dh(size_t(B) * H), scratch(size_t(B) * H);
     Scratch<T> gathered_h(size_t(B) * H), gathered_carry(size_t(B) * C);
     // Four pieces of G at most: each packs the block's x and h_prev again.
@@ -227,12 +246,17 @@ void sequence_backward(const Cell<T>& cell, const LayerWeights<T>& w, const Sequ
                 step.h_prev = p.h_prev;
                 step.carry_prev = p.carry_prev;
                 layer_step_backward(products, cell, step, p.n);
-                std::copy(p.h_prev, p.h_prev + size_t(p.n) * H, h_prev.data() + at * H);
+                keep_inputs(h_prev.data() + at * K, K, joint ? x + p.row * I : nullptr, I, p.h_prev,
+                            H, p.n);
             }
         });
-        layer_weight_backward(grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
-                              Inputs<T>::features(x + r0 * I), h_prev.data(), int(n_rows), I, H, G,
-                              piece);
+        if (joint)
+            layer_weight_backward_joint(grads, dgates.data(), h_prev.data(), int(n_rows), I, H, G,
+                                        piece);
+        else
+            layer_weight_backward(
+                grads, dgates.data(), separate ? drecurrent.data() : dgates.data(),
+                Inputs<T>::features(x + r0 * I), h_prev.data(), int(n_rows), I, H, G, piece);
         if (dx) layer_input_backward(dx + r0 * I, dgates.data(), w.W_ih, int(n_rows), I, G);
     }
 }
