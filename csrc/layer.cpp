@@ -46,20 +46,30 @@ void PackedWeights<T>::project_run(T* gates, const Inputs<T>& in, int rows) cons
     });
 }
 
+// Rows [0, B) of columns [c0, c1) of out[B, G] = the row vector v.
 template <typename T>
-void PackedWeights<T>::project(T* gates, const T* x, int B) const {
-    for (int r = 0; r < B; ++r) std::copy(bias.begin(), bias.end(), gates + size_t(r) * G);
-    packed_gemm(gates, G, x, input.K, B, input, /*accumulate=*/true);
+static void fill_rows(T* out, const T* v, int B, int G, int c0, int c1) {
+    for (int r = 0; r < B; ++r) std::copy(v + c0, v + c1, out + size_t(r) * G + c0);
 }
 
 template <typename T>
-void PackedWeights<T>::recur(T* gates, T* recurrent, const T* h_prev, int B) const {
+void PackedWeights<T>::project(T* gates, const T* x, int B, int p0, int p1) const {
+    constexpr int NR = PackedMatrix<T>::NR;
+    fill_rows(gates, bias.data(), B, G, p0 * NR, std::min(G, p1 * NR));
+    packed_gemm(gates, G, x, input.K, B, input, /*accumulate=*/true, p0, p1);
+}
+
+template <typename T>
+void PackedWeights<T>::recur(T* gates, T* recurrent, const T* h_prev, int B, int p0, int p1) const {
+    constexpr int NR = PackedMatrix<T>::NR;
     T* out = gates;
+    const int c0 = forward.empty() ? 0 : p0 * NR, c1 = forward.empty() ? G : std::min(G, p1 * NR);
     if (separate) {
         out = recurrent;
-        for (int r = 0; r < B; ++r) std::copy(w.b_hh, w.b_hh + G, out + size_t(r) * G);
+        fill_rows(out, w.b_hh, B, G, c0, c1);
     }
-    if (!forward.empty()) return packed_gemm(out, G, h_prev, H, B, forward, /*accumulate=*/true);
+    if (!forward.empty())
+        return packed_gemm(out, G, h_prev, H, B, forward, /*accumulate=*/true, p0, p1);
     MatrixMap<T>(out, B, G).noalias() +=
         ConstMatrixMap<T>(h_prev, B, H) * ConstMatrixMap<T>(w.W_hh, G, H).transpose();
 }

@@ -82,10 +82,17 @@ struct PackedWeights {
     void project_run(T* gates, const Inputs<T>& in, int rows) const;
     // gates[B, G] = x[B, I] W_ihᵀ + bias, with `input` packed: the input projection of a few rows
     // (one thread's streams at one step) without repacking W_ih.
-    void project(T* gates, const T* x, int B) const;
+    void project(T* gates, const T* x, int B) const { project(gates, x, B, 0, input.panels()); }
     // The recurrent product of a step: gates[B, G] += h_prev[B, H] W_hhᵀ, or, when separate,
     // recurrent[B, G] = h_prev W_hhᵀ + b_hh.
-    void recur(T* gates, T* recurrent, const T* h_prev, int B) const;
+    void recur(T* gates, T* recurrent, const T* h_prev, int B) const {
+        recur(gates, recurrent, h_prev, B, 0, forward.panels());
+    }
+    // The same two, packed, for the columns of panels [p0, p1) of G only (PackedMatrix: NR
+    // columns each; W_ihᵀ and W_hhᵀ have the same panels): a thread's share of a step's products
+    // when the threads split them by columns (sequence.cpp).
+    void project(T* gates, const T* x, int B, int p0, int p1) const;
+    void recur(T* gates, T* recurrent, const T* h_prev, int B, int p0, int p1) const;
     // dh_prev[B, H] (+)= drecurrent[B, G] W_hh: += when the cell wrote a direct term (separate).
     void backprop(T* dh_prev, const T* drecurrent, int B) const;
 };

@@ -134,19 +134,20 @@ inline void packed_tile(T* C, int64_t ldc, const T* A, int64_t lda, const Packed
 }  // namespace detail
 
 // C[M x N] = A[M x K] · W, or += when accumulate. Row-major C and A with leading dimensions ldc, lda.
+// Only the columns of panels [p0, p1) when given (a thread's share of a product split by columns).
 // Single-threaded: the engine splits streams (rows) over threads itself.
 template <typename T>
 void packed_gemm(T* C, int64_t ldc, const T* A, int64_t lda, int M, const PackedMatrix<T>& W,
-                 bool accumulate) {
+                 bool accumulate, int p0 = 0, int p1 = -1) {
     using detail::packed_tile;
     constexpr int NR = PackedMatrix<T>::NR;
-    const int panels = W.panels();
+    const int panels = p1 < 0 ? W.panels() : p1;
     if (M < 4) {  // a few streams: more panels per tile instead, to keep 8 accumulators busy
         for (int r = 0; r < M;) {
             const int mr = std::min(M - r, 2), np = mr == 1 ? 4 : 2;
             T* c = C + r * ldc;
             const T* a = A + r * lda;
-            int p = 0;
+            int p = p0;
             for (; p + np <= panels; p += np) {
                 if (mr == 1)
                     packed_tile<T, 1, 4>(c + p * NR, ldc, a, lda, W, p, accumulate);
@@ -168,7 +169,7 @@ void packed_gemm(T* C, int64_t ldc, const T* A, int64_t lda, int M, const Packed
     // 16 accumulators (AVX-512, NEON: 32), else of 4 (8 accumulators: just enough to hide the FMA
     // latency). Every element of C sums its k terms in the same order whatever the block.
     constexpr bool wide = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32;
-    for (int p = 0; p < panels; ++p) {
+    for (int p = p0; p < panels; ++p) {
         int r = 0;
         if constexpr (wide)
             for (; r + 8 <= M; r += 8)

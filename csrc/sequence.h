@@ -32,6 +32,7 @@ struct SequenceRows {
     // active[t] streams at step t, non-increasing, active[0] = B (checked by the caller).
     static SequenceRows packed(const int64_t* active, int steps);
     int64_t rows() const { return offset[steps]; }
+    bool every_stream_every_step() const { return rows() == int64_t(steps) * B; }
 };
 
 // What the forward keeps of every step for the backward (P = T to write, const T to read).
