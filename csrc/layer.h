@@ -100,7 +100,9 @@ struct PackedWeights {
 // One step of one layer for `rows` streams, the same for every cell and every caller (the engine's
 // window, the stateless sequence pass): the input projection when `x` is given (packed input
 // weights; else step.gates already holds it), the recurrent product (into `recurrent` when the
-// cell keeps it apart: step.recurrent must point there), then the cell.
+// cell keeps it apart: step.recurrent must point there), then the cell. (The sequence pass's
+// forward for weights beyond the L2 cache runs the same three parts, the products shared among
+// the threads by columns: sequence.cpp, forward_by_columns.)
 template <typename T>
 inline void layer_step_forward(const PackedWeights<T>& p, const Cell<T>& cell,
                                const StepForward<T>& step, const T* x, T* recurrent, int rows) {
